@@ -1,0 +1,3 @@
+"""fieldwatch: equipment telemetry to dispatched service work."""
+
+__version__ = "0.1.0"

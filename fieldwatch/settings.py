@@ -1,0 +1,151 @@
+"""Typed settings, read from the environment (``FIELDWATCH_*``), a ``.env`` file and an
+optional YAML file named by ``FIELDWATCH_CONFIG``.
+
+Bad values fail at start with :class:`SettingsError`, whose message names the
+key and the accepted form, instead of surfacing later as a connection error.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
+
+_FORMS = {
+    "database_url": "postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME",
+    "mqtt_url": "mqtt://[USER[:PASSWORD]@]HOST[:PORT] (or mqtts:// for TLS)",
+    "api_port": "an integer 1-65535",
+    "mqtt_protocol": '"5" or "3.1.1"',
+    "log_level": "one of DEBUG, INFO, WARNING, ERROR",
+    "ingest_batch_max_points": "an integer >= 1",
+    "ingest_batch_max_wait_ms": "an integer >= 0",
+}
+
+
+class SettingsError(ValueError):
+    """A setting has a value we cannot use. The message says which and what is accepted."""
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Settings from the YAML file named by ``FIELDWATCH_CONFIG`` (lowest priority after defaults)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("FIELDWATCH_CONFIG")
+        if not path:
+            return {}
+        import yaml
+
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise SettingsError(f"FIELDWATCH_CONFIG={path!r}: cannot read the file ({exc.strerror})") from None
+        if not isinstance(data, dict):
+            raise SettingsError(f"FIELDWATCH_CONFIG={path!r}: the file must hold a mapping of setting: value")
+        return {str(k).lower(): v for k, v in data.items()}
+
+
+class Settings(BaseSettings):
+    """Every knob of a fieldwatch process. Environment names are ``FIELDWATCH_`` + upper-case field."""
+
+    model_config = SettingsConfigDict(env_prefix="FIELDWATCH_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(DEFAULT_DATABASE_URL, description="PostgreSQL/TimescaleDB connection URL")
+    mqtt_url: str = Field(DEFAULT_MQTT_URL, description="MQTT broker URL")
+    #: MQTT protocol: "5" (shared subscriptions, session expiry) or "3.1.1" for older brokers.
+    mqtt_protocol: str = "5"
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+    log_level: str = "INFO"
+    #: Telemetry retention; older partitions are dropped and older points dead-lettered.
+    retention_days: int = Field(90, ge=1)
+    #: How far in the future a source timestamp may be before it is refused.
+    max_future_seconds: int = Field(300, ge=0)
+    ingest_batch_max_points: int = Field(5000, ge=1)
+    ingest_batch_max_wait_ms: int = Field(200, ge=0)
+    ingest_client_id: str = "fieldwatch-ingest-1"
+    ingest_share_group: str = "ingest"
+    #: Average road speed and detour factor used for ETAs until a routing service is plugged in.
+    travel_speed_kmh: float = Field(50.0, gt=0)
+    travel_detour_factor: float = Field(1.3, ge=1.0)
+    state_dir: Path = Path(".fieldwatch")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):  # type: ignore[override]
+        return (init_settings, env_settings, dotenv_settings, _YamlSource(settings_cls), file_secret_settings)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_db(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname and "host=" not in v:
+            raise ValueError("not a PostgreSQL URL")
+        return v
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("mqtt", "mqtts", "tcp") or not parts.hostname:
+            raise ValueError("not an MQTT URL")
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError("bad port") from None
+        return v
+
+    @field_validator("mqtt_protocol")
+    @classmethod
+    def _check_proto(cls, v: str) -> str:
+        if v not in ("5", "3.1.1"):
+            raise ValueError("unknown MQTT protocol")
+        return v
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, v: str) -> str:
+        if v.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("unknown level")
+        return v.upper()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build :class:`Settings`, turning pydantic's error into one that names key and form."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = str(err["loc"][0]) if err["loc"] else "?"
+            form = _FORMS.get(key, "see docs/configuration.md")
+            lines.append(f"FIELDWATCH_{key.upper()}: {err['msg']} (got {err.get('input')!r}); expected {form}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings, read once."""
+    return load_settings()
+
+
+def mqtt_parts(url: str) -> dict[str, Any]:
+    """Split an MQTT URL into host, port, username, password and tls for paho-mqtt."""
+    p = urlsplit(url)
+    tls = p.scheme == "mqtts"
+    return {
+        "host": p.hostname or "127.0.0.1",
+        "port": p.port or (8883 if tls else 1883),
+        "username": p.username,
+        "password": p.password,
+        "tls": tls,
+    }

@@ -1,0 +1,1 @@
+"""fieldwatch gateway package."""

@@ -1,0 +1,1 @@
+"""fieldwatch ingest package."""

@@ -1,0 +1,1 @@
+"""fieldwatch simulators package."""

@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     @classmethod
     def _check_db(cls, v: str) -> str:
         parts = urlsplit(v)
-        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname and "host=" not in v:
+        if parts.scheme not in ("postgresql", "postgres") or (not parts.hostname and "host=" not in v):
             raise ValueError("not a PostgreSQL URL")
         return v
 

@@ -57,7 +57,7 @@ def available_migrations(storage: Storage) -> list[Migration]:
                 variant, stem = v, stem[: -len(v) - 1]
         if variant is not None and variant != storage:
             continue
-        version, _, label = stem.partition("_")
+        version = stem.partition("_")[0]
         if version in chosen:
             raise MigrationError(f"two migrations share version {version}: {chosen[version].name} and {name}")
         chosen[version] = Migration(version=version, name=name, sql=entry.read_text())

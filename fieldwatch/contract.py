@@ -226,7 +226,9 @@ def encode_status(state: str, *, gateway: str, ts: int, reason: str = "", **extr
     """Birth/death message for the retained status topic. ``state`` is ``online`` or ``offline``."""
     if state not in ("online", "offline"):
         raise ValueError(f"status state must be 'online' or 'offline', not {state!r}")
-    return orjson.dumps({"v": CONTRACT_VERSION, "gateway": gateway, "state": state, "ts": ts, "reason": reason, **extra})
+    return orjson.dumps(
+        {"v": CONTRACT_VERSION, "gateway": gateway, "state": state, "ts": ts, "reason": reason, **extra}
+    )
 
 
 def encode_ack(seqs: list[int], *, ts: int) -> bytes:

@@ -81,7 +81,9 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".fieldwatch")
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):  # type: ignore[override]
+    def settings_customise_sources(  # type: ignore[override]
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
         return (init_settings, env_settings, dotenv_settings, _YamlSource(settings_cls), file_secret_settings)
 
     @field_validator("database_url")

@@ -1,0 +1,250 @@
+"""The ``fieldwatch`` command: one entry point for every user task.
+
+Sub-commands that need the server stack (psycopg, FastAPI, …) import it lazily,
+so ``fieldwatch --help`` and the gateway commands work on an edge install that
+only has the ``edge`` extra. A missing extra is reported with the pip command
+that installs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="fieldwatch",
+    help="Equipment telemetry to dispatched service work.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+db_app = typer.Typer(help="Database schema: migrate and inspect.", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens: create, list, revoke.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(tokens_app, name="tokens")
+
+console = Console(stderr=True)
+
+
+def _missing_extra(extra: str, exc: ImportError) -> typer.Exit:
+    console.print(
+        f"[red]This command needs the '{extra}' extra ({exc.name} is not installed).[/]\n"
+        f"Install it with: [bold]pip install 'fieldwatch[{extra}]'[/]"
+    )
+    return typer.Exit(2)
+
+
+def _settings():
+    from fieldwatch.settings import SettingsError, load_settings
+
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+
+
+def _logging(level: str) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=level, format="%(name)s: %(message)s", handlers=[RichHandler(console=console)])
+
+
+def _mount_optional(module: str, name: str, help_text: str, extra: str) -> None:
+    """Mount a package's typer sub-app, or a stand-in that explains which extra is missing."""
+    try:
+        sub = __import__(module, fromlist=["app"]).app
+    except ImportError as exc:
+        if exc.name and exc.name.startswith(module.split(".")[0]):
+            raise  # our own bug, not a missing extra
+        stand_in = typer.Typer(help=f"{help_text} (needs the '{extra}' extra)")
+
+        @stand_in.callback(invoke_without_command=True)
+        def _explain() -> None:
+            raise _missing_extra(extra, exc)
+
+        app.add_typer(stand_in, name=name)
+        return
+    app.add_typer(sub, name=name, help=help_text)
+
+
+_mount_optional("gateway.cli", "gateway", "Edge gateway: run and inspect.", "edge")
+_mount_optional("simulators.cli", "simulate", "Simulated equipment (Modbus servers with physics and faults).", "edge")
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply pending migrations (idempotent; safe when several processes run it at once)."""
+    settings = _settings()
+    try:
+        from fieldwatch.db import wait_for_db
+        from ingest.schema import migrate
+    except ImportError as exc:
+        raise _missing_extra("server", exc) from None
+    try:
+        wait_for_db(settings.database_url, timeout=10)
+        with console.status("Applying migrations…"):
+            applied = migrate(settings.database_url)
+    except (ConnectionError, RuntimeError) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    if applied:
+        for name in applied:
+            console.print(f"[green]applied[/] {name}")
+    else:
+        console.print("Schema is up to date.")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Show applied migrations and which telemetry storage is in use."""
+    settings = _settings()
+    try:
+        import psycopg
+    except ImportError as exc:
+        raise _missing_extra("server", exc) from None
+    from rich.table import Table
+
+    try:
+        with psycopg.connect(settings.database_url, connect_timeout=5) as conn:
+            rows = conn.execute("SELECT version, name, applied_at FROM schema_migrations ORDER BY version").fetchall()
+            storage = conn.execute("SELECT value FROM fw_meta WHERE key = 'storage'").fetchone()
+    except psycopg.errors.UndefinedTable:
+        console.print("Not migrated yet: run [bold]fieldwatch db migrate[/].")
+        raise typer.Exit(1) from None
+    except psycopg.OperationalError as exc:
+        console.print(f"[red]Cannot reach the database: {exc}[/]Check FIELDWATCH_DATABASE_URL.")
+        raise typer.Exit(1) from None
+    table = Table("version", "name", "applied at", title=f"storage: {storage[0] if storage else '?'}")
+    for version, name, at in rows:
+        table.add_row(version, name, at.isoformat(timespec="seconds"))
+    Console().print(table)
+
+
+@tokens_app.command("create")
+def tokens_create(
+    role: Annotated[str, typer.Option(help="admin, dispatcher, reliability_engineer or field_engineer")],
+    name: Annotated[str, typer.Option(help="Who or what holds the token, for listings and audit.")] = "cli",
+) -> None:
+    """Create an API token. The token is printed once; only its hash is stored."""
+    settings = _settings()
+    try:
+        import psycopg
+
+        from fieldwatch.auth import create_token
+    except ImportError as exc:
+        raise _missing_extra("server", exc) from None
+    try:
+        with psycopg.connect(settings.database_url) as conn:
+            token = create_token(conn, name=name, role=role)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    console.print(f"Created a [bold]{role}[/] token for {name!r}. Keep it safe; it is not shown again.")
+    print(token)
+
+
+@tokens_app.command("list")
+def tokens_list() -> None:
+    """List tokens (name, role, prefix, created, last used, revoked)."""
+    settings = _settings()
+    import psycopg
+    from rich.table import Table
+
+    from fieldwatch.auth import list_tokens
+
+    with psycopg.connect(settings.database_url) as conn:
+        tokens = list_tokens(conn)
+    table = Table("id", "name", "role", "prefix", "created", "last used", "revoked")
+    for t in tokens:
+        table.add_row(*(str(getattr(t, f, "") or "") for f in ("id", "name", "role", "prefix", "created_at",
+                                                               "last_used_at", "revoked_at")))
+    Console().print(table)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: int) -> None:
+    """Revoke a token by id; requests using it get 401 from then on."""
+    settings = _settings()
+    import psycopg
+
+    from fieldwatch.auth import revoke_token
+
+    with psycopg.connect(settings.database_url) as conn:
+        if not revoke_token(conn, token_id):
+            console.print(f"[red]No token with id {token_id}.[/]")
+            raise typer.Exit(1)
+    console.print(f"Token {token_id} revoked.")
+
+
+@app.command("serve")
+def serve(
+    ingest: Annotated[bool, typer.Option(help="Run the ingest worker (with live rule evaluation).")] = True,
+    ticketing: Annotated[bool, typer.Option(help="Run ticketing and dispatch.")] = True,
+    api: Annotated[bool, typer.Option(help="Run the HTTP API.")] = True,
+    migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate", help="Apply migrations first.")] = True,
+) -> None:
+    """Run the server side: ingest + rules, ticketing + dispatch, and the HTTP API, until Ctrl-C."""
+    settings = _settings()
+    _logging(settings.log_level)
+    try:
+        from fieldwatch.server import run_server
+    except ImportError as exc:
+        raise _missing_extra("server", exc) from None
+    import asyncio
+
+    try:
+        asyncio.run(run_server(settings, ingest=ingest, ticketing=ticketing, api=api, migrate_first=migrate_first))
+    except KeyboardInterrupt:
+        pass
+    except ConnectionError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+
+
+@app.command("demo")
+def demo(
+    exit_after_dispatch: Annotated[
+        bool, typer.Option("--exit-after-dispatch", help="Exit 0 as soon as a ticket is assigned.")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary as the last line.")] = False,
+    timeout: Annotated[float, typer.Option(help="With --exit-after-dispatch: give up after this many seconds.")] = 180,
+    fault_after: Annotated[float, typer.Option(help="Seconds before the bearing fault is injected.")] = 8,
+    api_port: Annotated[int, typer.Option(help="Port of the demo API on 127.0.0.1 (0 picks a free one).")] = 8000,
+) -> None:
+    """Run the whole path on this machine: simulators → gateways → MQTT → ingest → rules → ticket → dispatch.
+
+    Uses an embedded PostgreSQL and MQTT broker unless FIELDWATCH_DATABASE_URL /
+    FIELDWATCH_MQTT_URL point at real services (then a database named
+    ``fieldwatch_demo`` is created on that server). Ctrl-C stops everything.
+    """
+    try:
+        from fieldwatch.demo import DemoOptions, run_demo
+    except ImportError as exc:
+        raise _missing_extra("demo", exc) from None
+    code = run_demo(
+        DemoOptions(
+            exit_after_dispatch=exit_after_dispatch,
+            json_out=json_out,
+            timeout=timeout,
+            fault_after=fault_after,
+            api_port=api_port,
+        )
+    )
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

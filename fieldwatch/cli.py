@@ -61,11 +61,12 @@ def _mount_optional(module: str, name: str, help_text: str, extra: str) -> None:
     except ImportError as exc:
         if exc.name and exc.name.startswith(module.split(".")[0]):
             raise  # our own bug, not a missing extra
+        missing = exc
         stand_in = typer.Typer(help=f"{help_text} (needs the '{extra}' extra)")
 
         @stand_in.callback(invoke_without_command=True)
         def _explain() -> None:
-            raise _missing_extra(extra, exc)
+            raise _missing_extra(extra, missing)
 
         app.add_typer(stand_in, name=name)
         return

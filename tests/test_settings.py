@@ -53,5 +53,5 @@ def test_yaml_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
 def test_missing_config_file_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A FIELDWATCH_CONFIG that does not exist is reported with its path."""
     monkeypatch.setenv("FIELDWATCH_CONFIG", str(tmp_path / "nope.yaml"))
-    with pytest.raises(SettingsError, match="nope.yaml"):
+    with pytest.raises(SettingsError, match=r"nope\.yaml"):
         load_settings()

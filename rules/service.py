@@ -1,0 +1,260 @@
+"""Live rule evaluation against PostgreSQL: the ingest worker's after-commit hook.
+
+:class:`RuleEvaluator` turns committed readings into alarms. Consistency across several
+ingest workers is the database's job, not luck:
+
+* each (rule, device) state row is locked ``FOR UPDATE`` (rows created on first use with
+  ``ON CONFLICT DO NOTHING``), always in (rule_id, device_id) order so two workers cannot
+  deadlock — concurrent evaluation of one pair serializes;
+* ``alarms_one_open_idx`` allows at most one uncleared alarm per rule and device;
+* events go out with ``pg_notify('fw_events', …)`` in the same transaction, so PostgreSQL
+  delivers them only on commit and never for a rolled-back state.
+
+State lives in ``rule_states``, so a duration half elapsed before a restart continues after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+import psycopg
+from psycopg import errors
+from psycopg.types.json import Jsonb
+
+from rules.engine import NORMAL, AlarmCleared, AlarmOpened, RuleState, StateFormatError, evaluate_all
+from rules.model import Reading, ThresholdRule
+from rules.store import list_rules
+
+log = logging.getLogger(__name__)
+
+EVENTS_CHANNEL = "fw_events"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # rule_states.last_ts before any good reading
+_RETRIES = 3
+#: (rule_id, device_id) → (rule, [(ts_ms, value, quality), …])
+_Groups = dict[tuple[int, int], tuple[ThresholdRule, list[tuple[int, float, int]]]]
+
+
+class RuleEvaluationError(RuntimeError):
+    """Readings could not be evaluated (database unavailable or repeated conflicts)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmEvent:
+    """An alarm opened or cleared by a committed evaluation."""
+
+    type: Literal["alarm_opened", "alarm_cleared"]
+    alarm_id: int
+    rule_id: int
+    device_id: int
+    ts_ms: int  # source time of the reading that caused it
+    value: float
+
+    def payload(self) -> dict[str, Any]:
+        """The ``fw_events`` NOTIFY payload."""
+        return {"type": self.type, "alarm_id": self.alarm_id, "device_id": self.device_id, "rule_id": self.rule_id}
+
+
+def _ts(ms: int | None) -> datetime:
+    return _EPOCH if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def alarm_message(rule: ThresholdRule, peak: float | None) -> str:
+    """``bearing_temp > 80 for 30 s (peak 83.1)``."""
+    text = rule.describe()
+    return f"{text} (peak {peak:g})" if peak is not None else text
+
+
+class RuleEvaluator:
+    """Evaluates enabled rules over committed readings; usable directly as an ingest hook.
+
+    Thread-safe (one connection, used under a lock). Rules and device models are cached
+    and reloaded every ``refresh_s`` seconds, or at once with :meth:`refresh`.
+    """
+
+    def __init__(self, db_url: str, *, refresh_s: float = 5.0) -> None:
+        self._db_url = db_url
+        self._refresh_s = refresh_s
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection | None = None
+        self._closed = False
+        self._rules_by_tag: dict[str, list[ThresholdRule]] = {}
+        self._loaded_at = -math.inf
+        self._models: dict[int, str | None] = {}  # device id → equipment_model (None: unknown device)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the connection; safe to call twice."""
+        with self._lock:
+            self._closed = True
+            self._drop_connection()
+
+    def __enter__(self) -> RuleEvaluator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def refresh(self) -> None:
+        """Forget cached rules and device models; the next call reloads them."""
+        self._loaded_at = -math.inf
+
+    # -- the hook ------------------------------------------------------------------------
+    def __call__(self, readings: Iterable[Reading]) -> list[AlarmEvent]:
+        return self.process(readings)
+
+    def process(self, readings: Iterable[Reading]) -> list[AlarmEvent]:
+        """Evaluate ``readings`` in one transaction; returns the alarm events it committed."""
+        batch = list(readings)
+        if not batch:
+            return []
+        with self._lock:
+            if self._closed:
+                raise RuleEvaluationError("the evaluator is closed")
+            last: Exception | None = None
+            for _ in range(_RETRIES):
+                try:
+                    conn = self._connection()
+                    self._maybe_reload(conn)
+                    groups = self._group(conn, batch)
+                    if not groups:
+                        return []
+                    with conn.transaction():
+                        events = self._apply(conn, groups)
+                    for ev in events:
+                        log.info("%s alarm %d (rule %d, device %d)", ev.type, ev.alarm_id, ev.rule_id, ev.device_id)
+                    return events
+                except (errors.DeadlockDetected, errors.SerializationFailure, errors.ForeignKeyViolation) as exc:
+                    # FK: a rule or device was deleted after we cached it. Reload and retry.
+                    last = exc
+                    self.refresh()
+                except psycopg.OperationalError as exc:
+                    last = exc
+                    self._drop_connection()
+                    time.sleep(0.1)
+            raise RuleEvaluationError(f"could not evaluate {len(batch)} readings: {last}") from last
+
+    # -- internals -------------------------------------------------------------------------
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            try:
+                self._conn = psycopg.connect(self._db_url, autocommit=True)
+            except psycopg.OperationalError as exc:
+                raise RuleEvaluationError(f"cannot connect to the database: {exc}") from exc
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def _maybe_reload(self, conn: psycopg.Connection) -> None:
+        if time.monotonic() - self._loaded_at < self._refresh_s:
+            return
+        by_tag: dict[str, list[ThresholdRule]] = defaultdict(list)
+        for rule in list_rules(conn, enabled_only=True):
+            by_tag[rule.tag].append(rule)
+        self._rules_by_tag = dict(by_tag)
+        self._models = {}
+        self._loaded_at = time.monotonic()
+
+    def _group(self, conn: psycopg.Connection, batch: list[Reading]) -> _Groups:
+        """Readings per (rule, device) for the rules that apply to each device's model."""
+        relevant = [r for r in batch if r.tag in self._rules_by_tag]
+        missing = {r.device_id for r in relevant} - self._models.keys()
+        if missing:
+            found = dict(
+                conn.execute("SELECT id, equipment_model FROM devices WHERE id = ANY(%s)", (list(missing),)).fetchall()
+            )
+            for dev in missing:
+                self._models[dev] = found.get(dev)
+        groups: _Groups = {}
+        for r in relevant:
+            model = self._models.get(r.device_id)
+            if model is None:
+                continue
+            for rule in self._rules_by_tag[r.tag]:
+                if rule.applies_to(model):
+                    groups.setdefault((rule.id, r.device_id), (rule, []))[1].append((r.ts_ms, r.value, r.quality))
+        return groups
+
+    def _apply(self, conn: psycopg.Connection, groups: _Groups) -> list[AlarmEvent]:
+        keys = sorted(groups)
+        rule_ids = [k[0] for k in keys]
+        device_ids = [k[1] for k in keys]
+        conn.execute(
+            """INSERT INTO rule_states (rule_id, device_id, state, last_ts)
+               SELECT k.r, k.d, %s, %s FROM unnest(%s::int[], %s::int[]) WITH ORDINALITY AS k(r, d, n)
+               ORDER BY k.n
+               ON CONFLICT (rule_id, device_id) DO NOTHING""",
+            (Jsonb(NORMAL.to_json()), _EPOCH, rule_ids, device_ids),
+        )
+        rows = conn.execute(
+            """SELECT rs.rule_id, rs.device_id, rs.state
+               FROM rule_states rs JOIN unnest(%s::int[], %s::int[]) AS k(r, d)
+                 ON rs.rule_id = k.r AND rs.device_id = k.d
+               ORDER BY rs.rule_id, rs.device_id
+               FOR UPDATE OF rs""",
+            (rule_ids, device_ids),
+        ).fetchall()
+        events: list[AlarmEvent] = []
+        updates: list[tuple[Any, datetime, int, int]] = []
+        for rule_id, device_id, raw in rows:
+            rule, readings = groups[(rule_id, device_id)]
+            try:
+                old = RuleState.from_json(raw)
+            except StateFormatError:
+                log.warning("rule %d device %d: unreadable state %r; starting from normal", rule_id, device_id, raw)
+                old = NORMAL
+            new, rule_events = evaluate_all(rule, old, readings)
+            if new != old:
+                updates.append((Jsonb(new.to_json()), _ts(new.last_ts_ms), rule_id, device_id))
+            for ev in rule_events:
+                alarm = self._record(conn, rule, device_id, ev)
+                if alarm is not None:
+                    events.append(alarm)
+        if updates:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "UPDATE rule_states SET state = %s, last_ts = %s, updated_at = now() "
+                    "WHERE rule_id = %s AND device_id = %s",
+                    updates,
+                )
+        for ev in events:
+            conn.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, orjson.dumps(ev.payload()).decode()))
+        return events
+
+    def _record(
+        self, conn: psycopg.Connection, rule: ThresholdRule, device_id: int, ev: AlarmOpened | AlarmCleared
+    ) -> AlarmEvent | None:
+        """Write one state-machine event to ``alarms``; None when the table already agrees."""
+        if isinstance(ev, AlarmOpened):
+            row = conn.execute(
+                """INSERT INTO alarms (rule_id, device_id, severity, state, message, trigger_value, triggered_at)
+                   VALUES (%s, %s, %s, 'active', %s, %s, %s)
+                   ON CONFLICT (rule_id, device_id) WHERE cleared_at IS NULL DO NOTHING
+                   RETURNING id""",
+                (rule.id, device_id, rule.severity, alarm_message(rule, ev.peak), ev.value, _ts(ev.ts_ms)),
+            ).fetchone()
+            if row is None:  # an open alarm already exists (e.g. state reset by hand): keep it
+                return None
+            return AlarmEvent("alarm_opened", row[0], rule.id, device_id, ev.ts_ms, ev.value)
+        row = conn.execute(
+            """UPDATE alarms SET state = 'cleared', cleared_at = %s
+               WHERE rule_id = %s AND device_id = %s AND cleared_at IS NULL
+               RETURNING id""",
+            (_ts(ev.ts_ms), rule.id, device_id),
+        ).fetchone()
+        if row is None:  # nothing open (cleared by hand): nothing to report
+            return None
+        return AlarmEvent("alarm_cleared", row[0], rule.id, device_id, ev.ts_ms, ev.value)

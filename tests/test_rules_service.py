@@ -1,0 +1,184 @@
+"""Live rule evaluation against the real database: alarms, durable state, concurrency, NOTIFY."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import orjson
+import psycopg
+import pytest
+
+from rules import RuleEvaluator, RuleState, create_rule, get_rule, list_rules
+from rules.store import DuplicateRuleName, UnknownSkill
+
+
+@dataclass(frozen=True)
+class Point:
+    """A committed reading as the ingest hook hands it over (only the fields rules need, plus extras)."""
+
+    device_id: int
+    tag: str
+    ts_ms: int
+    value: float
+    quality: int = 0
+    historical: bool = False
+
+
+T0 = 1_700_000_000_000
+
+
+def seed(url: str, *, duration_s: float = 30.0) -> tuple[int, int, int]:
+    """A client, a site, a pump and a hot-bearing rule; returns (rule_id, device_id, other_model_device_id)."""
+    with psycopg.connect(url) as conn:
+        client = conn.execute("INSERT INTO clients (name, segment) VALUES ('Acme', 'gold') RETURNING id").fetchone()[0]
+        site = conn.execute(
+            "INSERT INTO sites (client_id, slug, name, latitude, longitude) VALUES (%s, 'plant', 'Plant', 48.1, 11.5)"
+            " RETURNING id",
+            (client,),
+        ).fetchone()[0]
+        pump, fan = (
+            conn.execute(
+                "INSERT INTO devices (site_id, key, name, equipment_model) VALUES (%s, %s, %s, %s) RETURNING id",
+                (site, key, key, model),
+            ).fetchone()[0]
+            for key, model in (("pump-1", "P100"), ("fan-1", "F20"))
+        )
+        r = create_rule(
+            conn, name="hot bearing", tag="bearing_temp", operator=">", threshold=80, duration_s=duration_s,
+            severity="critical", problem_code="BEARING_OVERHEAT", equipment_model="P100",
+        )
+    return r.id, pump, fan
+
+
+def alarms(url: str) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT rule_id, device_id, state, message, trigger_value, triggered_at, cleared_at IS NOT NULL"
+            " FROM alarms ORDER BY id"
+        ).fetchall()
+
+
+def temps(device: int, start_s: int, values: list[float], step_s: int = 10) -> list[Point]:
+    return [Point(device, "bearing_temp", T0 + (start_s + i * step_s) * 1000, v) for i, v in enumerate(values)]
+
+
+def test_opens_one_alarm_after_the_duration_and_clears_it(db_url: str) -> None:
+    """A 30 s excursion opens exactly one alarm at the reading that completes 30 s, and a low reading clears it."""
+    rule_id, pump, _ = seed(db_url)
+    with RuleEvaluator(db_url) as ev:
+        assert ev.process(temps(pump, 0, [81, 82, 83])) == []  # 0..20 s: pending
+        opened = ev.process(temps(pump, 30, [83.1, 82]))  # 30 s: opens; 40 s: still active
+        assert [(e.type, e.ts_ms, e.value) for e in opened] == [("alarm_opened", T0 + 30_000, 83.1)]
+        rows = alarms(db_url)
+        assert len(rows) == 1
+        assert rows[0][:5] == (rule_id, pump, "active", "bearing_temp > 80 for 30 s (peak 83.1)", 83.1)
+        assert int(rows[0][5].timestamp() * 1000) == T0 + 30_000
+        cleared = ev.process(temps(pump, 50, [70, 90]))
+        assert [e.type for e in cleared] == ["alarm_cleared"]
+        assert cleared[0].alarm_id == opened[0].alarm_id
+    rows = alarms(db_url)
+    assert [(r[2], r[6]) for r in rows] == [("cleared", True)]
+
+
+def test_only_matching_tags_and_models_are_evaluated(db_url: str) -> None:
+    """A rule scoped to P100 ignores an F20 device and other tags, and unknown devices are skipped."""
+    _, _, fan = seed(db_url, duration_s=0)
+    with RuleEvaluator(db_url) as ev:
+        assert ev.process(temps(fan, 0, [99])) == []
+        assert ev.process([Point(fan, "other_tag", T0, 99.0), Point(999_999, "bearing_temp", T0, 99.0)]) == []
+    assert alarms(db_url) == []
+
+
+def test_state_survives_a_restart_mid_duration(db_url: str) -> None:
+    """A duration half elapsed in one evaluator completes in a fresh one: state lives in the database."""
+    _, pump, _ = seed(db_url)
+    first = RuleEvaluator(db_url)
+    assert first.process(temps(pump, 0, [85, 86])) == []  # 0 s and 10 s: pending
+    first.close()
+    with psycopg.connect(db_url) as conn:
+        (raw,) = conn.execute("SELECT state FROM rule_states").fetchone()
+    assert RuleState.from_json(raw).phase == "pending"
+    with RuleEvaluator(db_url) as second:
+        events = second.process(temps(pump, 30, [87]))
+    assert [e.type for e in events] == ["alarm_opened"]
+
+
+def test_duplicate_and_late_readings_do_not_reopen(db_url: str) -> None:
+    """Redelivering a batch, or a stale older reading, changes nothing once evaluated."""
+    _, pump, _ = seed(db_url, duration_s=0)
+    batch = temps(pump, 0, [90, 70, 90])
+    with RuleEvaluator(db_url) as ev:
+        assert [e.type for e in ev.process(batch)] == ["alarm_opened", "alarm_cleared", "alarm_opened"]
+        assert ev.process(batch) == []
+        assert ev.process(temps(pump, 5, [10])) == []  # older than last_ts: ignored
+    assert [r[2] for r in alarms(db_url)] == ["cleared", "active"]
+
+
+def test_two_evaluators_fed_concurrently_open_exactly_one_alarm(db_url: str) -> None:
+    """Two workers evaluating interleaved readings of one device at once open one alarm, not two."""
+    _, pump, _ = seed(db_url, duration_s=5)
+    points = temps(pump, 0, [90.0 + i % 7 for i in range(60)], step_s=1)
+    evs = [RuleEvaluator(db_url), RuleEvaluator(db_url)]
+    barrier = threading.Barrier(2)
+    opened: list[int] = []
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(k, len(points), 2):  # worker 0 gets even points, worker 1 odd ones
+                opened.extend(e.alarm_id for e in evs[k].process([points[i]]) if e.type == "alarm_opened")
+        except BaseException as exc:  # pragma: no cover - asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for e in evs:
+        e.close()
+    assert errors == []
+    assert len(opened) == 1
+    assert [r[2] for r in alarms(db_url)] == ["active"]
+
+
+def test_notify_arrives_after_commit(db_url: str) -> None:
+    """A LISTENing connection receives alarm_opened with ids once the evaluation commits."""
+    rule_id, pump, _ = seed(db_url, duration_s=0)
+    with psycopg.connect(db_url, autocommit=True) as listener:
+        listener.execute("LISTEN fw_events")
+        with RuleEvaluator(db_url) as ev:
+            (event,) = ev.process(temps(pump, 0, [95]))
+        got = [orjson.loads(n.payload) for n in listener.notifies(timeout=2.0, stop_after=1)]
+    assert got == [{"type": "alarm_opened", "alarm_id": event.alarm_id, "device_id": pump, "rule_id": rule_id}]
+
+
+def test_disabled_rules_are_not_evaluated_after_refresh(db_url: str) -> None:
+    """Disabling a rule takes effect once the evaluator reloads its cache."""
+    from rules import set_rule_enabled
+
+    rule_id, pump, _ = seed(db_url, duration_s=0)
+    with RuleEvaluator(db_url) as ev:
+        assert ev.process(temps(pump, 0, [70])) == []
+        with psycopg.connect(db_url) as conn:
+            assert set_rule_enabled(conn, rule_id, False)
+        ev.refresh()
+        assert ev.process(temps(pump, 10, [95])) == []
+
+
+def test_store_creates_lists_and_refuses_bad_rules(db_url: str) -> None:
+    """Rules round-trip through the store; duplicate names and unknown skills raise our own errors."""
+    rule_id, _, _ = seed(db_url)
+    with psycopg.connect(db_url) as conn:
+        r = get_rule(conn, rule_id)
+        assert r is not None and (r.operator, r.threshold, r.duration_s, r.severity) == (">", 80, 30, "critical")
+        assert [x.name for x in list_rules(conn)] == ["hot bearing"]
+        assert get_rule(conn, 12345) is None
+        with pytest.raises(DuplicateRuleName):
+            create_rule(conn, name="hot bearing", tag="t", operator="<", threshold=1, problem_code="X")
+        with pytest.raises(UnknownSkill):
+            create_rule(conn, name="x", tag="t", operator="<", threshold=1, problem_code="X", required_skill="nope")
+        with pytest.raises(ValueError):
+            create_rule(conn, name="y", tag="t", operator="==", threshold=1, problem_code="X")  # type: ignore[arg-type]

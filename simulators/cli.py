@@ -65,6 +65,4 @@ def pump(
     if fault is not None and fault not in FAULTS:
         raise typer.BadParameter(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}", param_hint="--fault")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(
-        _serve_pumps(host, port, unit or [1], seed, fault, fault_after, fault_rate, update_interval)
-    )
+    asyncio.run(_serve_pumps(host, port, unit or [1], seed, fault, fault_after, fault_rate, update_interval))

@@ -185,9 +185,7 @@ class PumpModbusServer:
             if func_code == _FC_READ_INPUT:
                 registers[start_address : start_address + IR_COUNT] = unit.ir
             elif func_code == _FC_READ_HOLDING:
-                registers[start_address : start_address + HR_COUNT] = holding_registers(
-                    unit.pump, unit.rate_setpoint
-                )
+                registers[start_address : start_address + HR_COUNT] = holding_registers(unit.pump, unit.rate_setpoint)
             elif func_code in _FC_WRITE_HOLDING and set_values is not None:
                 return unit.write(address, [int(v) for v in set_values])
             return None

@@ -1,0 +1,53 @@
+"""``fieldwatch gateway …``: run a gateway from a YAML config."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gateway.agent import Gateway
+from gateway.config import load_config
+from gateway.errors import ConfigError, GatewayError
+
+app = typer.Typer(help="Poll field devices and publish their readings to MQTT.", no_args_is_help=True)
+
+
+async def _run(gateway: Gateway) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(gateway.stop()))
+    await gateway.run_forever()
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="Gateway YAML config (see docs/gateway.md).")],
+    mqtt_url: Annotated[str | None, typer.Option(help="Broker URL; overrides the config.")] = None,
+    mqtt_protocol: Annotated[str | None, typer.Option(help='"5" or "3.1.1"; overrides the config.')] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Run the gateway until Ctrl-C / SIGTERM (then it publishes a retained 'offline')."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # pymodbus logs every failed request at ERROR; the agent already logs each outage once.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    try:
+        cfg = load_config(config)
+        gateway = Gateway(cfg, mqtt_url=mqtt_url, mqtt_protocol=mqtt_protocol)
+        asyncio.run(_run(gateway))
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    except GatewayError as exc:
+        typer.echo(f"gateway error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+if __name__ == "__main__":  # ``python -m gateway.cli run CONFIG`` (used by tests to SIGKILL a gateway)
+    app()

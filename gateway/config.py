@@ -1,0 +1,257 @@
+"""Gateway configuration: pydantic models, equipment profiles and YAML loading.
+
+A gateway config names the gateway and site, the broker, the poll interval and
+its devices. A device either lists its ``tags`` inline or points at an equipment
+``profile`` (a register map per equipment model, reused across sites) with
+optional per-instance ``overrides``. See ``docs/gateway.md`` and
+``gateway/examples/site-gateway.yaml``.
+
+Errors name the bad entry: pydantic's ``devices.0.tags.3.address`` is rewritten
+as ``devices[pump-1].tags[flow].address`` by :func:`load_config`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from fieldwatch.contract import check_slug
+from gateway.decode import DataType, WordOrder, register_count
+from gateway.errors import ConfigError
+
+#: Where ``profile: <name>`` is looked up when it is not a path.
+PROFILE_DIR = Path(__file__).parent / "profiles"
+
+RegisterType = Literal["holding", "input"]
+MAX_REGISTERS_PER_READ = 125  # Modbus' limit for FC 3/4
+
+
+class Tag(BaseModel):
+    """One value read from a device: where it lives and how to decode it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str
+    #: Written ``register:`` in YAML (``register`` itself would shadow a pydantic attribute).
+    register_type: RegisterType = Field("holding", alias="register")
+    address: int = Field(ge=0, le=65535)
+    data_type: DataType = "uint16"
+    word_order: WordOrder = "ABCD"
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        return check_slug(v, "tag name")
+
+    @property
+    def count(self) -> int:
+        """Registers this tag occupies."""
+        return register_count(self.data_type)
+
+    @model_validator(mode="after")
+    def _fits(self) -> Tag:
+        if self.address + self.count > 65536:
+            raise ValueError(f"tag {self.name!r}: {self.data_type} at {self.address} runs past address 65535")
+        return self
+
+
+class Profile(BaseModel):
+    """An equipment model's register map (``gateway/profiles/*.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: str
+    description: str = ""
+    manufacturer: str = ""
+    model: str = ""
+    tags: list[Tag]
+
+    @model_validator(mode="after")
+    def _unique(self) -> Profile:
+        _check_unique([t.name for t in self.tags], f"profile {self.profile!r}: duplicate tag")
+        return self
+
+
+def _check_unique(names: list[str], what: str) -> None:
+    dupes = sorted(name for name, n in Counter(names).items() if n > 1)
+    if dupes:
+        raise ValueError(f"{what} name(s) {', '.join(repr(d) for d in dupes)}")
+
+
+@lru_cache(maxsize=64)
+def _load_profile_file(path: Path) -> Profile:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"cannot read profile {str(path)!r}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"profile {str(path)!r} is not valid YAML: {exc}") from None
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(f"profile {str(path)!r} is invalid: {exc}") from None
+
+
+def resolve_profile(ref: str, base_dir: Path | None = None) -> Profile:
+    """Load a profile by name (``pump-p100`` -> ``gateway/profiles/pump-p100.yaml``) or by path."""
+    if "/" not in ref and "\\" not in ref and not ref.endswith((".yaml", ".yml")):
+        path = PROFILE_DIR / f"{ref}.yaml"
+    else:
+        path = Path(ref)
+        if not path.is_absolute():
+            path = (base_dir or Path.cwd()) / path
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
+        raise ValueError(f"profile {ref!r} not found (looked for {str(path)!r}; built-in profiles: {known})")
+    return _load_profile_file(path.resolve())
+
+
+class DeviceBase(BaseModel):
+    """What every device has, whatever its protocol. Protocol models extend this."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    timeout: float = Field(1.0, gt=0, description="seconds to wait for one answer (and to connect)")
+    poll_interval: float | None = Field(None, gt=0, description="overrides the gateway's poll_interval")
+    profile: str | None = None
+    overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    tags: list[Tag] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        return check_slug(v, "device name")
+
+    @model_validator(mode="after")
+    def _resolve_tags(self, info: ValidationInfo) -> DeviceBase:
+        """Expand the profile and apply overrides, so the rest of the gateway sees plain tags."""
+        where = f"device {self.name!r}"
+        if self.profile and self.tags:
+            raise ValueError(f"{where}: give either 'profile' or 'tags', not both")
+        if self.profile:
+            base_dir = (info.context or {}).get("base_dir")
+            try:
+                profile = resolve_profile(self.profile, base_dir)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+            by_name = {t.name: t for t in profile.tags}
+            unknown = sorted(set(self.overrides) - set(by_name))
+            if unknown:
+                raise ValueError(
+                    f"{where}: overrides name tag(s) {', '.join(map(repr, unknown))} "
+                    f"that profile {self.profile!r} does not have"
+                )
+            tags = []
+            for tag in profile.tags:
+                if tag.name in self.overrides:
+                    try:
+                        tag = Tag.model_validate({**tag.model_dump(by_alias=True), **self.overrides[tag.name]})
+                    except ValidationError as exc:
+                        raise ValueError(f"{where}: override of tag {tag.name!r} is invalid: {exc}") from None
+                tags.append(tag)
+            self.tags = tags
+        elif self.overrides:
+            raise ValueError(f"{where}: 'overrides' only applies to a device with a 'profile'")
+        if not self.tags:
+            raise ValueError(f"{where}: has no tags; give 'tags' or a 'profile'")
+        _check_unique([t.name for t in self.tags], f"{where}: duplicate tag")
+        return self
+
+
+class ModbusTcpDevice(DeviceBase):
+    """A Modbus TCP device (or a TCP-to-serial gateway with ``unit_id`` behind it)."""
+
+    protocol: Literal["modbus_tcp"] = "modbus_tcp"
+    host: str
+    port: int = Field(502, ge=1, le=65535)
+    unit_id: int = Field(1, ge=0, le=255)
+    max_registers: int = Field(MAX_REGISTERS_PER_READ, ge=1, le=MAX_REGISTERS_PER_READ)
+    max_gap: int = Field(16, ge=0, description="unused registers a merged read may span")
+
+
+#: Every device kind the gateway knows. Becomes a discriminated union when RTU/OPC-UA arrive.
+Device = ModbusTcpDevice
+
+
+class GatewayConfig(BaseModel):
+    """One gateway process: who it is, where it publishes, what it polls."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gateway: str
+    site: str
+    mqtt_url: str | None = None
+    mqtt_protocol: Literal["5", "3.1.1"] | None = None
+    poll_interval: float = Field(1.0, gt=0)
+    publish_interval: float | None = Field(None, gt=0, description="defaults to poll_interval")
+    state_dir: Path | None = None
+    max_unacked_batches: int = Field(10_000, ge=1)
+    devices: list[Device] = Field(min_length=1)
+
+    @field_validator("gateway")
+    @classmethod
+    def _gw(cls, v: str) -> str:
+        return check_slug(v, "gateway")
+
+    @field_validator("site")
+    @classmethod
+    def _site(cls, v: str) -> str:
+        return check_slug(v, "site")
+
+    @model_validator(mode="after")
+    def _unique_devices(self) -> GatewayConfig:
+        _check_unique([d.name for d in self.devices], "duplicate device")
+        return self
+
+    @property
+    def effective_publish_interval(self) -> float:
+        return self.publish_interval or self.poll_interval
+
+
+def _named_loc(loc: tuple[int | str, ...], data: Any) -> str:
+    """``('devices', 0, 'tags', 2, 'address')`` -> ``devices[pump-1].tags[flow].address``."""
+    out = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node):
+            node = node[part]
+            label = node.get("name") if isinstance(node, dict) else None
+            out += f"[{label if label else part}]"
+        else:
+            node = node.get(part) if isinstance(node, dict) else None
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def parse_config(data: Any, *, base_dir: Path | None = None, source: str = "config") -> GatewayConfig:
+    """Validate an already-parsed mapping; raise :class:`ConfigError` naming each bad entry."""
+    try:
+        return GatewayConfig.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = _named_loc(err["loc"], data)
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{loc}: {msg}" if loc else msg)
+        raise ConfigError(f"{source} is invalid:\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    """Read and validate a gateway YAML file; relative profile paths are relative to it."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read gateway config {str(path)!r}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"gateway config {str(path)!r} is not valid YAML: {exc}") from None
+    return parse_config(data, base_dir=path.parent, source=str(path))

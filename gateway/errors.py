@@ -1,0 +1,76 @@
+"""The gateway's own exceptions; lower libraries' errors are translated into these at the boundary.
+
+::
+
+    GatewayError
+     ├── ConfigError            a gateway config or profile cannot be used (message names the entry)
+     ├── DecodeError            registers arrived but cannot be decoded as configured
+     ├── SequenceError          the persisted sequence cannot be read safely
+     ├── BrokerUnavailable      the MQTT broker cannot be reached
+     └── DeviceError            a device did not give us data (``device`` names it)
+          ├── DeviceNotConnected   no TCP connection to the device
+          ├── DeviceTimeout        the device did not answer in time
+          └── DeviceException      the device answered with a Modbus exception code
+
+Each device error carries the :class:`fieldwatch.contract.Quality` its points get,
+so the poll loop never has to know which library failed.
+"""
+
+from __future__ import annotations
+
+from fieldwatch.contract import Quality
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError, ValueError):
+    """A config or profile is invalid; the message names the device/tag and the problem."""
+
+
+class DecodeError(GatewayError, ValueError):
+    """Registers cannot be turned into a value as configured."""
+
+    quality = Quality.BAD_DECODE
+
+
+class SequenceError(GatewayError):
+    """The persisted batch sequence is unreadable; refusing to restart at 0 and break monotonicity."""
+
+
+class BrokerUnavailable(GatewayError):
+    """The MQTT broker refused or dropped us."""
+
+
+class DeviceError(GatewayError):
+    """A device did not deliver data."""
+
+    quality: Quality = Quality.BAD
+
+    def __init__(self, device: str, detail: str) -> None:
+        super().__init__(f"device {device!r}: {detail}")
+        self.device = device
+        self.detail = detail
+
+
+class DeviceNotConnected(DeviceError):
+    """No connection to the device (refused, unreachable, dropped)."""
+
+    quality = Quality.BAD_NOT_CONNECTED
+
+
+class DeviceTimeout(DeviceError):
+    """The device did not answer within its timeout."""
+
+    quality = Quality.BAD_TIMEOUT
+
+
+class DeviceException(DeviceError):
+    """The device answered with a Modbus exception (e.g. 2 = illegal data address)."""
+
+    quality = Quality.BAD_EXCEPTION
+
+    def __init__(self, device: str, detail: str, code: int) -> None:
+        super().__init__(device, detail)
+        self.code = code

@@ -1,0 +1,156 @@
+"""MQTT side of the gateway: a paho-mqtt v2 client with birth, Last Will and ack subscription.
+
+paho runs its network loop in its own thread (``loop_start``). Nothing here
+touches asyncio state from that thread: every callback is handed to the event
+loop with ``loop.call_soon_threadsafe``. ``publish`` is safe to call from the
+loop thread (paho locks internally).
+
+Session: fixed client id, MQTT 5 ``clean_start=False`` with a session expiry, or
+MQTT 3.1.1 ``clean_session=False``, so QoS 1 messages in flight survive a
+reconnect. Status: a retained ``online`` birth after every connect, a retained
+``offline`` Last Will for unclean deaths, and a retained ``offline`` with reason
+``shutdown`` on a clean stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from fieldwatch.contract import encode_status, topic
+from fieldwatch.settings import mqtt_parts
+
+log = logging.getLogger(__name__)
+
+SESSION_EXPIRY_SECONDS = 3600
+KEEPALIVE_SECONDS = 30
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class PublisherCallbacks:
+    """What the owner wants to hear about, always called on the owner's event loop."""
+
+    on_connected: Callable[[], None]
+    on_disconnected: Callable[[str], None]
+    on_ack: Callable[[bytes], None]
+
+
+class MqttPublisher:
+    """One broker connection for one gateway (client id ``fw-gw-{site}-{gateway}``)."""
+
+    def __init__(
+        self,
+        url: str,
+        site: str,
+        gateway: str,
+        callbacks: PublisherCallbacks,
+        *,
+        protocol: str = "5",
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        if protocol not in ("5", "3.1.1"):
+            raise ValueError(f"mqtt protocol must be '5' or '3.1.1', not {protocol!r}")
+        self.site = site
+        self.gateway = gateway
+        self.client_id = f"fw-gw-{site}-{gateway}"
+        self.protocol = protocol
+        self.status_topic = topic(site, gateway, "status")
+        self.ack_topic = topic(site, gateway, "ack")
+        self._parts = mqtt_parts(url)
+        self._cb = callbacks
+        self._loop = loop or asyncio.get_running_loop()
+        self._started = False
+        v5 = protocol == "5"
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else False,
+        )
+        if self._parts["username"]:
+            self.client.username_pw_set(self._parts["username"], self._parts["password"])
+        if self._parts["tls"]:
+            self.client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.will_set(
+            self.status_topic,
+            encode_status("offline", gateway=gateway, ts=now_ms(), reason="connection lost"),
+            qos=1,
+            retain=True,
+        )
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+
+    # --- paho thread -> event loop -------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, props: object) -> None:
+        if getattr(reason, "is_failure", False):
+            log.warning("broker refused connection: %s", reason)
+            return
+        # Birth and ack subscription first, from this thread, so they precede any republish.
+        client.subscribe(self.ack_topic, qos=1)
+        client.publish(
+            self.status_topic,
+            encode_status("online", gateway=self.gateway, ts=now_ms(), reason="connected"),
+            qos=1,
+            retain=True,
+        )
+        self._loop.call_soon_threadsafe(self._cb.on_connected)
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: object, flags: object, reason: object, props: object
+    ) -> None:
+        self._loop.call_soon_threadsafe(self._cb.on_disconnected, str(reason))
+
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        if message.topic == self.ack_topic:
+            self._loop.call_soon_threadsafe(self._cb.on_ack, bytes(message.payload))
+
+    # --- owner API (event loop thread) ----------------------------------------------
+    def start(self) -> None:
+        """Connect in the background; paho keeps reconnecting until :meth:`stop`."""
+        if self._started:
+            return
+        self._started = True
+        kwargs: dict[str, object] = {}
+        if self.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
+            kwargs = {"clean_start": False, "properties": props}
+        self.client.connect_async(self._parts["host"], self._parts["port"], KEEPALIVE_SECONDS, **kwargs)  # type: ignore[arg-type]
+        self.client.loop_start()
+
+    def publish(self, topic_name: str, payload: bytes, *, retain: bool = False) -> mqtt.MQTTMessageInfo:
+        """Publish at QoS 1."""
+        return self.client.publish(topic_name, payload, qos=1, retain=retain)
+
+    async def stop(self, reason: str = "shutdown", timeout: float = 2.0) -> None:
+        """Publish the retained ``offline`` status, disconnect cleanly (no Will) and stop the thread."""
+        if not self._started:
+            return
+        self._started = False
+        if self.client.is_connected():
+            info = self.publish(
+                self.status_topic,
+                encode_status("offline", gateway=self.gateway, ts=now_ms(), reason=reason),
+                retain=True,
+            )
+            try:
+                await asyncio.to_thread(info.wait_for_publish, timeout)
+            except (RuntimeError, ValueError) as exc:
+                log.warning("offline status not confirmed by broker: %s", exc)
+        self.client.disconnect()
+        await asyncio.to_thread(self.client.loop_stop)

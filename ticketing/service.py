@@ -1,0 +1,364 @@
+"""Alarms become tickets; tickets get a technician. Safe to run twice, and self-healing.
+
+:meth:`TicketingService.handle_alarm` does everything for one alarm in ONE transaction,
+taking row locks in a fixed order — alarm → ticket → technician — so concurrent services
+serialize instead of deadlocking:
+
+1. lock the alarm; if it already has a ticket (another service got there first), stop;
+2. lock the open ticket for (device, problem_code) — ``tickets_one_open_idx`` allows one —
+   and attach the alarm to it, or create it (``ON CONFLICT DO NOTHING`` + re-select when a
+   concurrent service created it first);
+3. if the ticket has no active assignment, choose a technician (:mod:`ticketing.dispatch`),
+   lock that technician and re-check they are still free, then insert the assignment — or
+   record ``tickets.unassigned_reason``;
+4. ``pg_notify('fw_events', …)`` — delivered only if the transaction commits.
+
+:meth:`sweep` re-does whatever a missed notification or an earlier shortage left undone.
+:meth:`start` runs a thread that LISTENs on ``fw_events`` for ``alarm_opened`` and sweeps
+every few seconds; :meth:`stop` ends it promptly.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Literal, TypeVar
+
+import orjson
+import psycopg
+from psycopg import errors
+from psycopg.rows import dict_row
+
+from ticketing.dispatch import Decision, choose_technician
+from ticketing.errors import TicketingError
+from ticketing.geo import GreatCircleTravel, LatLon, TravelModel
+from ticketing.technicians import dispatch_candidates
+from ticketing.tickets import OPEN_STATUSES, ticket_priority
+
+log = logging.getLogger(__name__)
+
+EVENTS_CHANNEL = "fw_events"
+_RETRIES = 4
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class TicketOutcome:
+    """What :meth:`TicketingService.handle_alarm` did with one alarm."""
+
+    alarm_id: int
+    action: Literal["created", "attached", "already_ticketed", "skipped"]
+    ticket_id: int | None = None
+    decision: Decision | None = None  # set when a dispatch was attempted in this call
+    reason: str = ""  # why it was skipped
+
+    @property
+    def technician_id(self) -> int | None:
+        d = self.decision
+        return d.technician.id if d is not None and d.technician is not None else None
+
+
+class TicketingService:
+    """Turns alarms into assigned tickets; see the module docstring for the guarantees."""
+
+    def __init__(
+        self,
+        db_url: str,
+        travel: TravelModel | None = None,
+        *,
+        sweep_interval_s: float = 5.0,
+        poll_s: float = 0.25,
+    ) -> None:
+        self._db_url = db_url
+        self.travel: TravelModel = travel or GreatCircleTravel()
+        self._sweep_interval_s = sweep_interval_s
+        self._poll_s = poll_s
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.listening = threading.Event()  # set while the LISTEN connection is up
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self, wait_s: float = 5.0) -> None:
+        """Start the LISTEN/sweep thread; returns once it listens (or after ``wait_s``)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.run, args=(self._stop,), name="ticketing", daemon=True)
+        self._thread.start()
+        self.listening.wait(wait_s)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the thread (within about ``poll_s``); safe to call twice."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def close(self) -> None:
+        """Stop the thread and close the connection; safe to call twice."""
+        self.stop()
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> TicketingService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, stop_event: threading.Event) -> None:
+        """LISTEN for ``alarm_opened`` and sweep periodically until ``stop_event`` is set."""
+        backoff = 0.5
+        while not stop_event.is_set():
+            try:
+                with psycopg.connect(self._db_url, autocommit=True) as lconn:
+                    lconn.execute(f"LISTEN {EVENTS_CHANNEL}")
+                    self.listening.set()
+                    backoff = 0.5
+                    self._safe_sweep()  # whatever happened while we were not listening
+                    next_sweep = time.monotonic() + self._sweep_interval_s
+                    while not stop_event.is_set():
+                        for note in lconn.notifies(timeout=self._poll_s):
+                            self._on_notification(note.payload)
+                            if stop_event.is_set():
+                                break
+                        if time.monotonic() >= next_sweep:
+                            self._safe_sweep()
+                            next_sweep = time.monotonic() + self._sweep_interval_s
+            except psycopg.OperationalError as exc:
+                log.warning("ticketing listener lost the database (%s); retrying in %.1f s", exc, backoff)
+            finally:
+                self.listening.clear()
+            stop_event.wait(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    def _on_notification(self, payload: str) -> None:
+        try:
+            event = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            log.warning("ignoring a malformed fw_events payload %r", payload[:200])
+            return
+        if not isinstance(event, dict) or event.get("type") != "alarm_opened":
+            return
+        try:
+            self.handle_alarm(int(event["alarm_id"]))
+        except Exception:  # the sweep retries; never let one alarm kill the listener
+            log.exception("handling alarm %s failed; the next sweep retries it", event.get("alarm_id"))
+
+    def _safe_sweep(self) -> None:
+        try:
+            self.sweep()
+        except Exception:
+            log.exception("ticketing sweep failed; retrying at the next interval")
+
+    # -- work ---------------------------------------------------------------------------------
+    def handle_alarm(self, alarm_id: int) -> TicketOutcome:
+        """Attach ``alarm_id`` to its open ticket or create one, and dispatch if unassigned."""
+        return self._transaction(lambda conn: self._handle_alarm(conn, alarm_id))
+
+    def dispatch_ticket(self, ticket_id: int) -> Decision | None:
+        """Try to assign a 'new', unassigned ticket; None when it needs no dispatch."""
+        return self._transaction(lambda conn: self._dispatch_ticket(conn, ticket_id))
+
+    def sweep(self) -> int:
+        """Ticket every open alarm without a ticket and retry dispatch of unassigned 'new'
+        tickets; returns how many alarms were ticketed plus tickets assigned."""
+        done = 0
+        with self._lock:
+            conn = self._connection()
+            alarm_ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM alarms WHERE ticket_id IS NULL AND cleared_at IS NULL ORDER BY id"
+                ).fetchall()
+            ]
+        for alarm_id in alarm_ids:
+            if self.handle_alarm(alarm_id).action in ("created", "attached"):
+                done += 1
+        with self._lock:
+            ticket_ids = [
+                r[0]
+                for r in self._connection()
+                .execute(
+                    """SELECT t.id FROM tickets t
+                       WHERE t.status = 'new'
+                         AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.ticket_id = t.id AND a.active)
+                       ORDER BY t.priority, t.id"""
+                )
+                .fetchall()
+            ]
+        for ticket_id in ticket_ids:
+            decision = self.dispatch_ticket(ticket_id)
+            if decision is not None and decision.technician is not None:
+                done += 1
+        return done
+
+    # -- internals ------------------------------------------------------------------------------
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            try:
+                self._conn = psycopg.connect(self._db_url, autocommit=True)
+            except psycopg.OperationalError as exc:
+                raise TicketingError(f"cannot connect to the database: {exc}") from exc
+        return self._conn
+
+    def _transaction(self, work: Callable[[psycopg.Connection], _T]) -> _T:
+        """Run ``work`` in one transaction, retrying deadlocks, unique races and lost connections."""
+        last: Exception | None = None
+        with self._lock:
+            for attempt in range(_RETRIES):
+                try:
+                    conn = self._connection()
+                    with conn.transaction():
+                        return work(conn)
+                except (errors.DeadlockDetected, errors.SerializationFailure, errors.UniqueViolation) as exc:
+                    last = exc
+                    log.info("ticketing transaction conflicted (%s); retry %d", type(exc).__name__, attempt + 1)
+                except psycopg.OperationalError as exc:
+                    last = exc
+                    if self._conn is not None:
+                        self._conn.close()
+                    self._conn = None
+                    time.sleep(0.1 * (attempt + 1))
+        raise TicketingError(f"ticketing transaction failed after {_RETRIES} attempts: {last}") from last
+
+    def _handle_alarm(self, conn: psycopg.Connection, alarm_id: int) -> TicketOutcome:
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                """SELECT a.id, a.ticket_id, a.cleared_at, a.severity, a.device_id,
+                          r.name AS rule_name, r.problem_code, r.required_skill,
+                          d.name AS device_name, d.key AS device_key, s.latitude, s.longitude, c.segment
+                   FROM alarms a
+                   JOIN rules r ON r.id = a.rule_id
+                   JOIN devices d ON d.id = a.device_id
+                   JOIN sites s ON s.id = d.site_id
+                   JOIN clients c ON c.id = s.client_id
+                   WHERE a.id = %s
+                   FOR UPDATE OF a""",
+                (alarm_id,),
+            )
+            alarm = cur.fetchone()
+        if alarm is None:
+            return TicketOutcome(alarm_id, "skipped", reason="no such alarm")
+        if alarm["ticket_id"] is not None:
+            return TicketOutcome(alarm_id, "already_ticketed", ticket_id=alarm["ticket_id"])
+        if alarm["cleared_at"] is not None:
+            return TicketOutcome(alarm_id, "skipped", reason="the alarm cleared before a ticket was opened")
+
+        priority = ticket_priority(alarm["severity"], alarm["segment"])
+        ticket_id, created, required_skill = self._open_ticket(conn, alarm, priority)
+        conn.execute("UPDATE alarms SET ticket_id = %s WHERE id = %s", (ticket_id, alarm_id))
+        _notify(
+            conn,
+            {"type": "ticket_created" if created else "ticket_updated", "ticket_id": ticket_id, "alarm_id": alarm_id},
+        )
+        decision = None
+        if not _has_active_assignment(conn, ticket_id):
+            site = (alarm["latitude"], alarm["longitude"])
+            decision = self._dispatch_locked(conn, ticket_id, site, required_skill)
+        return TicketOutcome(alarm_id, "created" if created else "attached", ticket_id=ticket_id, decision=decision)
+
+    def _open_ticket(
+        self, conn: psycopg.Connection, alarm: dict[str, Any], priority: int
+    ) -> tuple[int, bool, str | None]:
+        """Lock the open ticket for the alarm's (device, problem) or create it: (id, created, skill)."""
+        device_label = alarm["device_name"] or alarm["device_key"]
+        while True:
+            row = conn.execute(
+                """SELECT id, priority, required_skill FROM tickets
+                   WHERE device_id = %s AND problem_code = %s AND status = ANY(%s)
+                   FOR UPDATE""",
+                (alarm["device_id"], alarm["problem_code"], list(OPEN_STATUSES)),
+            ).fetchone()
+            if row is not None:
+                ticket_id, old_priority, skill = row
+                if priority < old_priority:  # a more severe alarm makes the ticket more urgent
+                    conn.execute(
+                        "UPDATE tickets SET priority = %s, updated_at = now() WHERE id = %s", (priority, ticket_id)
+                    )
+                return ticket_id, False, skill
+            row = conn.execute(
+                """INSERT INTO tickets (device_id, problem_code, title, priority, required_skill, source, alarm_id)
+                   VALUES (%s, %s, %s, %s, %s, 'alarm', %s)
+                   ON CONFLICT (device_id, problem_code) WHERE status NOT IN ('resolved', 'closed', 'cancelled')
+                   DO NOTHING
+                   RETURNING id""",
+                (
+                    alarm["device_id"],
+                    alarm["problem_code"],
+                    f"{alarm['rule_name']} on {device_label}",
+                    priority,
+                    alarm["required_skill"],
+                    alarm["id"],
+                ),
+            ).fetchone()
+            if row is not None:
+                return row[0], True, alarm["required_skill"]
+            # A concurrent service created it between our SELECT and INSERT: select it again.
+
+    def _dispatch_ticket(self, conn: psycopg.Connection, ticket_id: int) -> Decision | None:
+        row = conn.execute(
+            """SELECT t.status, t.required_skill, s.latitude, s.longitude
+               FROM tickets t JOIN devices d ON d.id = t.device_id JOIN sites s ON s.id = d.site_id
+               WHERE t.id = %s
+               FOR UPDATE OF t""",
+            (ticket_id,),
+        ).fetchone()
+        if row is None or row[0] != "new" or _has_active_assignment(conn, ticket_id):
+            return None
+        return self._dispatch_locked(conn, ticket_id, (row[2], row[3]), row[1])
+
+    def _dispatch_locked(
+        self, conn: psycopg.Connection, ticket_id: int, site: LatLon, required_skill: str | None
+    ) -> Decision:
+        """Choose and assign a technician for a ticket this transaction has locked."""
+        candidates = dispatch_candidates(conn)
+        while True:
+            decision = choose_technician(site, required_skill, candidates, self.travel)
+            tech = decision.technician
+            if tech is None:
+                conn.execute(
+                    "UPDATE tickets SET unassigned_reason = %s, updated_at = now() WHERE id = %s",
+                    (decision.reason, ticket_id),
+                )
+                log.info("ticket %d unassigned: %s", ticket_id, decision.reason)
+                return decision
+            # Lock the technician and re-check: another ticket may have taken them meanwhile.
+            still_free = conn.execute(
+                """SELECT t.available AND NOT EXISTS
+                          (SELECT 1 FROM assignments a WHERE a.technician_id = t.id AND a.active)
+                   FROM technicians t WHERE t.id = %s FOR UPDATE""",
+                (tech.id,),
+            ).fetchone()
+            if still_free and still_free[0]:
+                break
+            candidates = [replace(c, busy=True) if c.id == tech.id else c for c in candidates]
+        conn.execute(
+            """INSERT INTO assignments (ticket_id, technician_id, distance_km, eta_minutes, reason)
+               VALUES (%s, %s, %s, %s, %s)""",
+            (ticket_id, tech.id, decision.km, decision.eta_minutes, decision.reason),
+        )
+        conn.execute(
+            "UPDATE tickets SET status = 'assigned', unassigned_reason = NULL, updated_at = now() WHERE id = %s",
+            (ticket_id,),
+        )
+        _notify(conn, {"type": "ticket_assigned", "ticket_id": ticket_id, "technician_id": tech.id})
+        log.info("ticket %d assigned to %s (%s)", ticket_id, tech.name, decision.reason)
+        return decision
+
+
+def _has_active_assignment(conn: psycopg.Connection, ticket_id: int) -> bool:
+    return (
+        conn.execute("SELECT 1 FROM assignments WHERE ticket_id = %s AND active", (ticket_id,)).fetchone() is not None
+    )
+
+
+def _notify(conn: psycopg.Connection, event: dict[str, Any]) -> None:
+    conn.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, orjson.dumps(event).decode()))

@@ -1,0 +1,136 @@
+"""Technicians and skills: data functions for the API, seeding and dispatch.
+
+Functions take an open connection and run in the caller's transaction; the caller commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import psycopg
+from psycopg import errors
+from psycopg.rows import dict_row
+from pydantic import BaseModel
+
+from ticketing.dispatch import TechnicianView
+from ticketing.errors import DuplicateTechnician, NotFound, UnknownSkill
+
+
+class Technician(BaseModel):
+    """A technician as the API shows them."""
+
+    id: int
+    name: str
+    email: str
+    phone: str
+    home_lat: float
+    home_lon: float
+    current_lat: float | None
+    current_lon: float | None
+    available: bool
+    busy: bool  # has an active assignment
+    skills: dict[str, int]
+
+    def view(self) -> TechnicianView:
+        """The dispatch view of this technician."""
+        current = (self.current_lat, self.current_lon) if self.current_lat is not None else None
+        return TechnicianView(
+            id=self.id,
+            name=self.name,
+            home=(self.home_lat, self.home_lon),
+            current=current,  # type: ignore[arg-type]
+            available=self.available,
+            busy=self.busy,
+            skills=dict(self.skills),
+        )
+
+
+_SELECT = """
+SELECT t.id, t.name, t.email, t.phone, t.home_lat, t.home_lon, t.current_lat, t.current_lon, t.available,
+       EXISTS (SELECT 1 FROM assignments a WHERE a.technician_id = t.id AND a.active) AS busy,
+       COALESCE((SELECT jsonb_object_agg(s.code, ts.level) FROM technician_skills ts
+                 JOIN skills s ON s.id = ts.skill_id WHERE ts.technician_id = t.id), '{}'::jsonb) AS skills
+FROM technicians t
+"""
+
+
+def ensure_skill(conn: psycopg.Connection, code: str, name: str = "") -> None:
+    """Create skill ``code`` if it does not exist yet."""
+    conn.execute("INSERT INTO skills (code, name) VALUES (%s, %s) ON CONFLICT (code) DO NOTHING", (code, name))
+
+
+def create_technician(
+    conn: psycopg.Connection,
+    *,
+    name: str,
+    email: str,
+    home_lat: float,
+    home_lon: float,
+    phone: str = "",
+    available: bool = True,
+    skills: Mapping[str, int] | None = None,
+) -> Technician:
+    """Insert a technician with ``skills`` ({code: level 1..5}); skill codes must exist."""
+    skills = dict(skills or {})
+    try:
+        with conn.transaction():
+            (tech_id,) = conn.execute(
+                """INSERT INTO technicians (name, email, phone, home_lat, home_lon, available)
+                   VALUES (%s, %s, %s, %s, %s, %s) RETURNING id""",
+                (name, email, phone, home_lat, home_lon, available),
+            ).fetchone()  # type: ignore[misc]
+            if skills:
+                known = dict(
+                    conn.execute("SELECT code, id FROM skills WHERE code = ANY(%s)", (list(skills),)).fetchall()
+                )
+                unknown = sorted(set(skills) - known.keys())
+                if unknown:
+                    raise UnknownSkill(f"unknown skill code(s): {', '.join(unknown)}")
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO technician_skills (technician_id, skill_id, level) VALUES (%s, %s, %s)",
+                        [(tech_id, known[code], level) for code, level in skills.items()],
+                    )
+    except errors.UniqueViolation:
+        raise DuplicateTechnician(f"a technician with email {email!r} already exists") from None
+    except errors.CheckViolation as exc:
+        raise ValueError(f"technician {name!r}: {exc.diag.constraint_name} violated") from None
+    return get_technician(conn, tech_id)
+
+
+def get_technician(conn: psycopg.Connection, tech_id: int) -> Technician:
+    """The technician with ``tech_id``; raises :class:`NotFound`."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(_SELECT + " WHERE t.id = %s", (tech_id,))
+        row = cur.fetchone()
+    if row is None:
+        raise NotFound(f"no technician {tech_id}")
+    return Technician(**row)
+
+
+def list_technicians(conn: psycopg.Connection) -> list[Technician]:
+    """Every technician, by id, with skills and whether they are busy."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(_SELECT + " ORDER BY t.id")
+        return [Technician(**row) for row in cur.fetchall()]
+
+
+def dispatch_candidates(conn: psycopg.Connection) -> list[TechnicianView]:
+    """Every technician as dispatch sees them (availability, busy flag, skills, position)."""
+    return [t.view() for t in list_technicians(conn)]
+
+
+def set_technician_location(conn: psycopg.Connection, tech_id: int, lat: float, lon: float) -> None:
+    """Record a technician's current position (used by dispatch instead of home)."""
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise ValueError(f"({lat}, {lon}) is not a latitude/longitude")
+    cur = conn.execute("UPDATE technicians SET current_lat = %s, current_lon = %s WHERE id = %s", (lat, lon, tech_id))
+    if cur.rowcount != 1:
+        raise NotFound(f"no technician {tech_id}")
+
+
+def set_technician_available(conn: psycopg.Connection, tech_id: int, available: bool) -> None:
+    """Mark a technician on or off duty. The next ticketing sweep retries unassigned tickets."""
+    cur = conn.execute("UPDATE technicians SET available = %s WHERE id = %s", (available, tech_id))
+    if cur.rowcount != 1:
+        raise NotFound(f"no technician {tech_id}")

@@ -1,1 +1,39 @@
-"""fieldwatch ingest package."""
+"""fieldwatch ingest: MQTT telemetry into PostgreSQL, exactly once in the database.
+
+Start a worker::
+
+    from ingest import IngestWorker
+
+    with IngestWorker(db_url, mqtt_url, client_id="ingest-1", on_commit=[print]) as worker:
+        ...  # runs until the block ends; worker.stats has the counters
+
+The pure pieces (:func:`validate_batch`, :func:`count_gaps`) and the writer are
+importable for tests and tools; ``ingest.cli.app`` is the ``fieldwatch ingest`` command.
+"""
+
+from ingest.errors import BrokerUnavailable, DatabaseUnavailable, IngestError, NotMigrated
+from ingest.points import CommittedPoint
+from ingest.schema import MigrationError, migrate, storage_of
+from ingest.validate import GatewayRef, Limits, RegistrySnapshot, Verdict, count_gaps, validate_batch
+from ingest.worker import IngestStats, IngestWorker
+from ingest.writer import TelemetryWriter
+
+__all__ = [
+    "BrokerUnavailable",
+    "CommittedPoint",
+    "DatabaseUnavailable",
+    "GatewayRef",
+    "IngestError",
+    "IngestStats",
+    "IngestWorker",
+    "Limits",
+    "MigrationError",
+    "NotMigrated",
+    "RegistrySnapshot",
+    "TelemetryWriter",
+    "Verdict",
+    "count_gaps",
+    "migrate",
+    "storage_of",
+    "validate_batch",
+]

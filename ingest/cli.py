@@ -1,0 +1,69 @@
+"""``fieldwatch ingest …``: run an ingest worker from settings until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Ingest: MQTT telemetry into the database.", no_args_is_help=True)
+log = logging.getLogger(__name__)
+
+
+@app.command("run")
+def run(
+    client_id: Annotated[str | None, typer.Option(help="MQTT client id (default: settings.ingest_client_id).")] = None,
+    metrics_port: Annotated[int, typer.Option(help="Serve Prometheus /metrics on this port (0: off).")] = 0,
+) -> None:
+    """Consume telemetry and status from MQTT and commit it; stops cleanly on Ctrl-C or SIGTERM."""
+    from fieldwatch.settings import SettingsError, load_settings
+    from ingest.errors import IngestError
+    from ingest.validate import Limits
+    from ingest.worker import IngestWorker
+
+    try:
+        s = load_settings()
+    except SettingsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port)
+    worker = IngestWorker(
+        s.database_url,
+        s.mqtt_url,
+        client_id=client_id or s.ingest_client_id,
+        protocol=s.mqtt_protocol,
+        share_group=s.ingest_share_group if s.mqtt_protocol == "5" else None,
+        batch_max_points=s.ingest_batch_max_points,
+        batch_max_wait_ms=s.ingest_batch_max_wait_ms,
+        limits=Limits.from_settings(s),
+    )
+    done = threading.Event()
+
+    def _stop(signum: int, frame: object) -> None:
+        done.set()
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        worker.start()
+    except IngestError as exc:
+        typer.echo(f"ingest could not start: {exc}", err=True)
+        raise typer.Exit(1) from None
+    log.info("ingest worker %s running; Ctrl-C to stop", worker.client_id)
+    try:
+        while not done.wait(1.0):
+            if not worker.running:
+                typer.echo("ingest writer stopped unexpectedly", err=True)
+                raise typer.Exit(1)
+    finally:
+        worker.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        log.info("ingest worker stopped: %s", worker.stats.as_dict())

@@ -1,0 +1,439 @@
+"""The ingest worker: MQTT in, validated rows committed, then acks out.
+
+Threads and hand-offs::
+
+    paho network thread ──Inbound──▶ bounded queue ──▶ writer thread
+                                                        │ decode + validate (registry cache)
+                                                        │ ONE transaction: telemetry, dead letters,
+                                                        │   last_seq/seq_gaps, gateway status
+                                                        │ commit
+                                                        ├─▶ PUBACK each message (current connection only)
+                                                        ├─▶ application ack per gateway on …/ack
+                                                        └─▶ on_commit hooks (errors logged, never fatal)
+
+Nothing is acknowledged before it is durable, so a crash at any point loses
+nothing: the broker redelivers what was not acked, and the ``(series_id, time)``
+key makes the second copy a no-op. When the database is down the writer keeps
+its batch and retries with capped, jittered backoff; the queue fills, paho stops
+reading, and the broker holds the rest.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import queue
+import random
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from types import TracebackType
+
+import psycopg
+
+from fieldwatch.contract import Batch, ContractError, decode_batch, encode_ack, parse_topic, subscription, topic
+from fieldwatch.contract import shared_subscription as shared
+from ingest.consumer import Inbound, MqttConsumer
+from ingest.errors import DatabaseUnavailable
+from ingest.metrics import WorkerMetrics
+from ingest.points import CommittedPoint
+from ingest.registry import RegistryCache
+from ingest.validate import Limits, StatusUpdate, Verdict, parse_status, validate_batch
+from ingest.writer import BatchWrite, DeadLetter, StatusWrite, TelemetryWriter, WriteResult, rejection_dead_letters
+
+log = logging.getLogger(__name__)
+
+CommitHook = Callable[[list[CommittedPoint]], None]
+
+
+def backoff(base: float = 0.1, cap: float = 5.0, rng: Callable[[], float] = random.random) -> Iterator[float]:
+    """Delays for retrying: exponential from ``base``, capped at ``cap``, with full jitter in the upper half."""
+    delay = base
+    while True:
+        yield delay / 2 + rng() * delay / 2
+        delay = min(cap, delay * 2)
+
+
+@dataclass(slots=True)
+class IngestStats:
+    """Counters of one worker since it started (a snapshot; read ``worker.stats`` again for fresh numbers)."""
+
+    messages: int = 0  # messages committed (stored, dead-lettered or status)
+    points: int = 0  # points newly stored
+    duplicates: int = 0  # points already stored (redelivery)
+    dead_letters: int = 0  # dead-letter rows written
+    commits: int = 0
+    gaps: int = 0  # gateway sequences skipped
+    db_errors: int = 0  # failed write attempts, retried
+    not_acked: int = 0  # committed messages from an older connection (the broker redelivers them)
+    queue_depth: int = 0  # received, not yet committed
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class _Work:
+    """A received message, decoded once (decoding is pure; validation needs the registry)."""
+
+    msg: Inbound
+    kind: str
+    site: str = ""
+    gateway: str = ""
+    batch: Batch | None = None
+    status: StatusUpdate | None = None
+    error: ContractError | None = None
+    points: int = 0
+
+
+@dataclass(slots=True)
+class _Plan:
+    batches: list[BatchWrite] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    statuses: list[StatusWrite] = field(default_factory=list)
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+def _decode(msg: Inbound) -> _Work:
+    try:
+        site, gateway, kind = parse_topic(msg.topic)
+    except ContractError as exc:
+        return _Work(msg, "invalid", error=exc)
+    work = _Work(msg, kind, site, gateway)
+    try:
+        if kind == "telemetry":
+            work.batch = decode_batch(msg.payload)
+            work.points = len(work.batch.points)
+        elif kind == "status" and msg.payload:  # an empty payload clears a retained status: nothing to do
+            work.status = parse_status(msg.payload, gateway=gateway)
+    except ContractError as exc:
+        work.error = exc
+    return work
+
+
+class IngestWorker:
+    """Consumes telemetry and status from MQTT and commits it to PostgreSQL; see the module docstring.
+
+    ``start()`` connects and returns once the subscriptions are confirmed;
+    ``stop()`` stops taking messages, commits and acks what it holds, and
+    disconnects (safe twice). Also a context manager.
+    """
+
+    def __init__(
+        self,
+        db_url: str,
+        mqtt_url: str,
+        *,
+        client_id: str,
+        protocol: str = "5",
+        share_group: str | None = None,
+        batch_max_points: int = 5000,
+        batch_max_wait_ms: int = 200,
+        on_commit: list[CommitHook] | None = None,
+        limits: Limits | None = None,
+        queue_max_messages: int = 1000,
+        session_expiry_s: int = 3600,
+    ) -> None:
+        if batch_max_points < 1 or batch_max_wait_ms < 0:
+            raise ValueError("batch_max_points must be >= 1 and batch_max_wait_ms >= 0")
+        self.client_id = client_id
+        self._max_points = batch_max_points
+        self._max_wait = batch_max_wait_ms / 1000
+        self._hooks = list(on_commit or [])
+        self._limits = limits or Limits()
+        self._queue: queue.Queue[Inbound] = queue.Queue(maxsize=queue_max_messages)
+        self._writer = TelemetryWriter(db_url)
+        self._registry = RegistryCache()
+        self._metrics = WorkerMetrics(client_id)
+        self._stats = IngestStats()
+        self._stats_lock = threading.Lock()
+        self._in_hand = 0
+        self._stopping = threading.Event()  # finish what is queued, then exit
+        self._abandon = threading.Event()  # give up retrying (stop timed out); nothing held is acked
+        self._state = _State.NEW
+        self._thread: threading.Thread | None = None
+        telemetry = shared(share_group) if share_group and protocol == "5" else subscription("telemetry")
+        if share_group and protocol != "5":
+            log.warning("shared subscriptions need MQTT 5; %s subscribes to all telemetry", client_id)
+        self._consumer = MqttConsumer(
+            mqtt_url,
+            client_id=client_id,
+            protocol=protocol,
+            subscriptions=[telemetry, subscription("status")],
+            sink=self._enqueue,
+            session_expiry_s=session_expiry_s,
+            receive_maximum=queue_max_messages,
+        )
+
+    # lifecycle ----------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Connect to the database (if it is up) and the broker; raises ``BrokerUnavailable``/``NotMigrated``."""
+        if self._state is not _State.NEW:
+            raise RuntimeError(f"worker {self.client_id} is {self._state.value}; create a new one")
+        try:
+            self._writer.connection()
+        except DatabaseUnavailable as exc:
+            log.warning("%s; the writer will keep retrying", exc)
+        self._thread = threading.Thread(target=self._run, name=f"ingest-writer-{self.client_id}", daemon=True)
+        self._thread.start()
+        self._state = _State.RUNNING
+        try:
+            self._consumer.start(timeout)
+        except Exception:
+            self.stop(timeout=1)
+            raise
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Flush and ack what was received, then disconnect. Safe twice; never raises for a dead peer.
+
+        If the database stays down for ``timeout`` seconds the held messages are
+        left unacked: the broker redelivers them to the next worker with this client id.
+        """
+        if self._state is not _State.RUNNING:
+            self._state = _State.STOPPED
+            return
+        self._state = _State.STOPPED
+        self._consumer.pause()
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("%s: could not commit within %.0f s; leaving messages unacked", self.client_id, timeout)
+                self._abandon.set()
+                self._thread.join(10)
+        self._consumer.stop()
+        self._writer.close()
+
+    def __enter__(self) -> IngestWorker:
+        self.start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    @property
+    def stats(self) -> IngestStats:
+        """A snapshot of the counters."""
+        with self._stats_lock:
+            snap = IngestStats(**self._stats.as_dict())
+        snap.queue_depth = self._queue.qsize() + self._in_hand
+        return snap
+
+    @property
+    def running(self) -> bool:
+        return self._state is _State.RUNNING and self._thread is not None and self._thread.is_alive()
+
+    # network thread -----------------------------------------------------------------
+
+    def _enqueue(self, msg: Inbound) -> None:
+        # Blocking is the back-pressure: paho stops reading, the broker keeps the rest.
+        while not self._stopping.is_set():
+            try:
+                self._queue.put(msg, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    # writer thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            items = self._collect()
+            if items:
+                try:
+                    self._flush(items)
+                except Exception:  # a bug must not kill ingest; the messages stay unacked
+                    log.exception("%s: unexpected error handling %d messages", self.client_id, len(items))
+                finally:
+                    self._in_hand = 0
+                    self._metrics.queue_depth.set(self._queue.qsize())
+            elif self._stopping.is_set():
+                return
+
+    def _collect(self) -> list[_Work]:
+        """Up to ``batch_max_points`` points or ``batch_max_wait_ms`` after the first message."""
+        try:
+            first = self._queue.get(timeout=0.05)
+        except queue.Empty:
+            return []
+        items = [_decode(first)]
+        points = items[0].points
+        deadline = time.monotonic() + self._max_wait
+        while points < self._max_points:
+            if self._stopping.is_set():
+                try:
+                    msg = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    msg = self._queue.get(timeout=left)
+                except queue.Empty:
+                    break
+            work = _decode(msg)
+            items.append(work)
+            points += work.points
+        self._in_hand = len(items)
+        self._metrics.queue_depth.set(self._queue.qsize() + len(items))
+        return items
+
+    def _flush(self, items: list[_Work]) -> None:
+        delays = backoff()
+        failing = False
+        while True:
+            started = time.perf_counter()
+            try:
+                plan = self._plan(items)
+                result = self._writer.write(
+                    plan.batches, plan.dead_letters, plan.statuses, want_points=bool(self._hooks)
+                )
+            except DatabaseUnavailable as exc:
+                self._count(db_errors=1)
+                self._metrics.db_errors.inc()
+                if not failing:
+                    log.error("%s: %s; keeping %d messages and retrying", self.client_id, exc, len(items))
+                    failing = True
+                if self._abandon.wait(next(delays)):
+                    return
+                continue
+            except (psycopg.Error, ValueError, KeyError) as exc:
+                # The data, not the server, was refused: find the message responsible.
+                log.warning("%s: batch refused by the database (%s); writing messages one by one", self.client_id, exc)
+                self._registry.clear()
+                self._writer.forget_series()
+                self._isolate(items)
+                return
+            if failing:
+                log.info("%s: database writes work again", self.client_id)
+            self._metrics.commit_seconds.observe(time.perf_counter() - started)
+            self._after_commit(items, plan, result)
+            return
+
+    def _isolate(self, items: list[_Work]) -> None:
+        """Write each message alone; one the database still refuses is dead-lettered as ``write_failed``."""
+        for work in items:
+            while True:
+                try:
+                    plan = self._plan([work])
+                    result = self._writer.write(
+                        plan.batches, plan.dead_letters, plan.statuses, want_points=bool(self._hooks)
+                    )
+                except DatabaseUnavailable:
+                    self._count(db_errors=1)
+                    if self._abandon.wait(1.0):
+                        return
+                    continue
+                except (psycopg.Error, ValueError, KeyError) as exc:
+                    log.error("%s: message on %s refused by the database: %s", self.client_id, work.msg.topic, exc)
+                    plan = _Plan(dead_letters=[DeadLetter(work.msg.topic, work.msg.payload, "write_failed", str(exc))])
+                    try:
+                        result = self._writer.write([], plan.dead_letters)
+                    except DatabaseUnavailable:
+                        if self._abandon.wait(1.0):
+                            return
+                        continue
+                self._after_commit([work], plan, result)
+                break
+
+    def _plan(self, items: list[_Work]) -> _Plan:
+        """Validate every message against the registry (looking up what the cache misses)."""
+        self._registry.expire()
+        now_ms = int(time.time() * 1000)
+        conn = self._writer.connection()
+
+        def check(w: _Work) -> Verdict:
+            assert w.batch is not None
+            return validate_batch(
+                w.batch, site=w.site, gateway=w.gateway, registry=self._registry, now_ms=now_ms, limits=self._limits
+            )
+
+        verdicts = {i: check(w) for i, w in enumerate(items) if w.batch is not None and w.error is None}
+        need_gw = {v.missing_gateway for v in verdicts.values() if v.missing_gateway}
+        need_gw |= {w.gateway for w in items if w.status is not None and self._registry.gateway(w.gateway) is None}
+        need_dev = set().union(*(v.missing_devices for v in verdicts.values()))
+        try:
+            if (need_gw or need_dev) and self._registry.lookup(conn, need_gw, need_dev):
+                verdicts = {
+                    i: check(items[i]) if (v.missing_gateway or v.missing_devices) else v for i, v in verdicts.items()
+                }
+                # A gateway found just now may have devices we have not looked up yet.
+                more = set().union(*(v.missing_devices for v in verdicts.values())) - need_dev
+                if more and self._registry.lookup(conn, (), more):
+                    verdicts = {i: check(items[i]) if v.missing_devices else v for i, v in verdicts.items()}
+        except psycopg.OperationalError as exc:
+            self._writer.close()
+            raise DatabaseUnavailable(f"registry lookup failed: {exc}") from exc
+
+        plan = _Plan()
+        for i, w in enumerate(items):
+            if w.error is not None:
+                plan.dead_letters.append(DeadLetter(w.msg.topic, w.msg.payload, w.error.reason, w.error.detail))
+            elif w.kind == "telemetry":
+                v = verdicts[i]
+                plan.dead_letters += rejection_dead_letters(w.msg.topic, w.msg.payload, w.batch, v.rejections)
+                if v.gateway_id is not None:
+                    assert w.batch is not None
+                    plan.batches.append(
+                        BatchWrite(w.site, w.gateway, v.gateway_id, w.batch.seq, w.batch.historical, v.accepted)
+                    )
+            elif w.kind == "status" and w.status is not None:
+                ref = self._registry.gateway(w.gateway)
+                if ref is None or ref.site != w.site:
+                    detail = f"status from gateway {w.gateway!r} at site {w.site!r}, which is not registered there"
+                    plan.dead_letters.append(DeadLetter(w.msg.topic, w.msg.payload, "unknown_gateway", detail))
+                else:
+                    plan.statuses.append(StatusWrite(ref.id, w.status.state, w.status.ts_ms))
+            # Other kinds (health, our own acks) are not subscribed to; an empty status is a cleared retain.
+        return plan
+
+    def _after_commit(self, items: list[_Work], plan: _Plan, result: WriteResult) -> None:
+        not_acked = sum(1 for w in items if not self._consumer.ack(w.msg))
+        acks: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for b in plan.batches:
+            acks[(b.site, b.gateway)].append(b.seq)
+        now_ms = int(time.time() * 1000)
+        for (site, gateway), seqs in acks.items():
+            if not self._consumer.publish(topic(site, gateway, "ack"), encode_ack(seqs, ts=now_ms)):
+                log.warning(
+                    "%s: could not publish the ack for %s/%s; the gateway will resend", self.client_id, site, gateway
+                )
+        dead = sum(result.dead_letters.values())
+        self._count(
+            messages=len(items),
+            points=result.inserted,
+            duplicates=result.duplicates,
+            dead_letters=dead,
+            commits=1,
+            gaps=result.gaps,
+            not_acked=not_acked,
+        )
+        for kind in {w.kind for w in items}:
+            self._metrics.message(kind, sum(1 for w in items if w.kind == kind))
+        self._metrics.points.inc(result.inserted)
+        self._metrics.duplicates.inc(result.duplicates)
+        self._metrics.commits.inc()
+        self._metrics.seq_gaps.inc(result.gaps)
+        for reason, n in result.dead_letters.items():
+            self._metrics.dead_letter(reason, n)
+        if result.committed:
+            for hook in self._hooks:
+                try:
+                    hook(result.committed)
+                except Exception:
+                    log.exception("%s: on_commit hook %r failed; ingest continues", self.client_id, hook)
+
+    def _count(self, **deltas: int) -> None:
+        with self._stats_lock:
+            for name, n in deltas.items():
+                setattr(self._stats, name, getattr(self._stats, name) + n)

@@ -299,7 +299,8 @@ async def _demo(opts: DemoOptions, console: Console) -> int:
                     note(f"alarm{a['id']}",
                          f"[red]Alarm #{a['id']}[/] {a['rule']} on {a['device']} ({a['severity']})")
                 for t in state.tickets:
-                    note(f"ticket{t['id']}", f"[cyan]Ticket #{t['id']}[/] opened: {t['title']} (priority {t['priority']})")
+                    note(f"ticket{t['id']}",
+                         f"[cyan]Ticket #{t['id']}[/] opened: {t['title']} (priority {t['priority']})")
                     if t["technician"]:
                         note(f"assigned{t['id']}",
                              f"[green]Ticket #{t['id']} assigned to {t['technician']}[/], ETA "

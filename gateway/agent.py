@@ -182,6 +182,11 @@ class Gateway:
         """Wait until the broker connection is up (tests, readiness checks)."""
         await asyncio.wait_for(self._connected.wait(), timeout)
 
+    @property
+    def publisher(self) -> MqttPublisher | None:
+        """The broker connection (``None`` before :meth:`start`)."""
+        return self._publisher
+
     async def __aenter__(self) -> Gateway:
         await self.start()
         return self

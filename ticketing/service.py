@@ -169,7 +169,7 @@ class TicketingService:
 
     def sweep(self) -> int:
         """Ticket every open alarm without a ticket and retry dispatch of unassigned 'new'
-        tickets; returns how many alarms were ticketed plus tickets assigned."""
+        tickets; returns how many alarms were ticketed plus how many tickets were assigned."""
         done = 0
         with self._lock:
             conn = self._connection()
@@ -180,8 +180,9 @@ class TicketingService:
                 ).fetchall()
             ]
         for alarm_id in alarm_ids:
-            if self.handle_alarm(alarm_id).action in ("created", "attached"):
-                done += 1
+            outcome = self.handle_alarm(alarm_id)
+            done += outcome.action in ("created", "attached")
+            done += outcome.technician_id is not None
         with self._lock:
             ticket_ids = [
                 r[0]

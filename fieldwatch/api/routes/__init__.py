@@ -1,0 +1,12 @@
+"""One router per resource; :data:`api_router` gathers those served under ``/api/v1``."""
+
+from fastapi import APIRouter
+
+from . import alarms, devices, gateways, health, series, technicians, tickets
+from ._prefix import API_PREFIX
+
+api_router = APIRouter()
+for _module in (devices, series, gateways, alarms, tickets, technicians):
+    api_router.include_router(_module.router)
+
+__all__ = ["API_PREFIX", "api_router", "health"]

@@ -1,0 +1,35 @@
+"""Devices with their site and client, and the latest value of each of their series."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from .. import queries
+from ..deps import AnyRole, ConnDep, PageDep
+from ..schemas import DeviceLatest, DevicePublic, Page
+from ._prefix import API_PREFIX
+
+router = APIRouter(prefix=f"{API_PREFIX}/devices", tags=["devices"])
+
+
+@router.get("", response_model=Page[DevicePublic], summary="List devices")
+def list_devices(
+    conn: ConnDep,
+    token: AnyRole,
+    page: PageDep,
+    site: Annotated[str | None, Query(description="site slug")] = None,
+    site_id: Annotated[int | None, Query(description="site id")] = None,
+) -> Page[DevicePublic]:
+    return queries.list_devices(conn, site=site, site_id=site_id, limit=page.limit, offset=page.offset)
+
+
+@router.get("/{device_id}", response_model=DevicePublic, summary="One device")
+def get_device(device_id: int, conn: ConnDep, token: AnyRole) -> DevicePublic:
+    return queries.get_device(conn, device_id)
+
+
+@router.get("/{device_id}/latest", response_model=DeviceLatest, summary="Newest value of each series")
+def device_latest(device_id: int, conn: ConnDep, token: AnyRole) -> DeviceLatest:
+    return queries.device_latest(conn, device_id)

@@ -1,0 +1,58 @@
+"""Liveness, readiness and metrics: no authentication, for orchestrators and Prometheus."""
+
+from __future__ import annotations
+
+import psycopg
+from fastapi import APIRouter, Response, status
+from psycopg_pool import PoolTimeout
+
+from .. import queries
+from ..deps import PoolDep
+from ..metrics import exposition
+from ..schemas import Health, Ready
+from ._prefix import API_PREFIX
+
+#: How long /readyz waits for a pooled connection before answering 503.
+READY_TIMEOUT_S = 2.0
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", response_model=Health, summary="The process is alive")
+async def healthz() -> Health:
+    return Health()
+
+
+@router.get(
+    "/readyz",
+    response_model=Ready,
+    summary="The database is reachable and migrated",
+    responses={503: {"model": Ready, "description": "the database cannot be used"}},
+)
+def readyz(pool: PoolDep, response: Response) -> Ready:
+    try:
+        with pool.connection(timeout=READY_TIMEOUT_S) as conn:
+            queries.ping(conn)
+    except (PoolTimeout, psycopg.Error) as exc:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return Ready(status="unavailable", database=f"{type(exc).__name__}: {exc}".strip())
+    return Ready(status="ready", database="ok")
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (text exposition format)",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}}},
+)
+def metrics() -> Response:
+    body, content_type = exposition()
+    return Response(body, media_type=content_type)
+
+
+# The same probes under the API prefix, for clients configured with one base URL (not in the schema).
+prefixed_router = APIRouter(prefix=API_PREFIX, include_in_schema=False)
+for _route in list(router.routes):
+    prefixed_router.add_api_route(
+        _route.path, _route.endpoint, response_model=_route.response_model, methods=list(_route.methods)
+    )

@@ -1,0 +1,213 @@
+"""Request and response bodies of the HTTP API.
+
+Response models (``*Public``) are separate from request models (``*Create``,
+``*Update``) so a column added to a table never leaks out, and a client can
+never set a field the server owns (ids, timestamps, state).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+AlarmState = Literal["active", "acknowledged", "cleared"]
+TicketStatus = Literal["new", "assigned", "en_route", "on_site", "resolved", "closed", "cancelled"]
+GatewayStatus = Literal["unknown", "online", "offline"]
+Latitude = Annotated[float, Field(ge=-90, le=90)]
+Longitude = Annotated[float, Field(ge=-180, le=180)]
+SkillLevel = Annotated[int, Field(ge=1, le=5, description="1 (basic) to 5 (expert)")]
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list; ``total`` counts every row matching the filters."""
+
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+# --- health -----------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Ready(BaseModel):
+    status: Literal["ready", "unavailable"]
+    database: str = Field(description='"ok", or why the database cannot be used')
+
+
+# --- assets -----------------------------------------------------------------------------------
+
+
+class ClientRef(BaseModel):
+    id: int
+    name: str
+    segment: str = Field(description="SLA segment (platinum, gold, standard, ...)")
+
+
+class SiteRef(BaseModel):
+    id: int
+    slug: str
+    name: str
+    latitude: float
+    longitude: float
+
+
+class DevicePublic(BaseModel):
+    id: int
+    key: str = Field(description="the device name its gateway publishes")
+    name: str
+    equipment_model: str
+    serial: str
+    attributes: dict[str, Any]
+    gateway: str | None = Field(description="slug of the gateway that polls it")
+    site: SiteRef
+    client: ClientRef
+    created_at: datetime
+
+
+class LatestValue(BaseModel):
+    """The newest stored point of one series; time/value/quality are null if it has none yet."""
+
+    series_id: int
+    tag: str
+    unit: str
+    time: datetime | None
+    value: float | None
+    quality: int | None = Field(description="0 is good; see docs/contract.md for the other codes")
+
+
+class DeviceLatest(BaseModel):
+    device_id: int
+    values: list[LatestValue]
+
+
+class Point(BaseModel):
+    time: datetime
+    value: float
+    quality: int
+
+
+class SeriesPoints(BaseModel):
+    """Points of one series with ``from <= time < to``, oldest first."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    series_id: int
+    device_id: int
+    tag: str
+    unit: str
+    from_: datetime = Field(alias="from")
+    to: datetime
+    limit: int
+    truncated: bool = Field(description="true if more points lie in the range than `limit`")
+    points: list[Point]
+
+
+class GatewayPublic(BaseModel):
+    id: int
+    slug: str
+    name: str
+    site: str = Field(description="site slug")
+    status: GatewayStatus = Field(description="from the gateway's retained birth/death message")
+    status_at: datetime | None
+    last_seq: int | None = Field(description="highest batch sequence committed from this gateway")
+    seq_gaps: int = Field(description="batches missing between sequences seen (data lost in transit)")
+    created_at: datetime
+
+
+# --- alarms -----------------------------------------------------------------------------------
+
+
+class AlarmPublic(BaseModel):
+    id: int
+    rule_id: int
+    rule_name: str
+    problem_code: str
+    device_id: int
+    device_name: str
+    site: str = Field(description="site slug")
+    severity: str
+    state: AlarmState
+    message: str
+    trigger_value: float | None
+    triggered_at: datetime
+    opened_at: datetime
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    cleared_at: datetime | None
+    ticket_id: int | None
+
+
+# --- tickets ----------------------------------------------------------------------------------
+
+
+class AssignmentPublic(BaseModel):
+    technician_id: int
+    technician_name: str
+    assigned_at: datetime
+    distance_km: float | None
+    eta_minutes: float | None
+    reason: str = Field(description="why this technician was chosen")
+
+
+class TicketPublic(BaseModel):
+    id: int
+    device_id: int
+    device_name: str
+    site: str = Field(description="site slug")
+    problem_code: str
+    title: str
+    priority: int = Field(description="1 is most urgent")
+    status: TicketStatus
+    required_skill: str | None
+    source: str
+    alarm_id: int | None
+    unassigned_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    due_at: datetime | None
+    assignment: AssignmentPublic | None = Field(description="the active assignment, if any")
+
+
+# --- technicians ------------------------------------------------------------------------------
+
+
+class TechnicianPublic(BaseModel):
+    id: int
+    name: str
+    email: str
+    phone: str
+    home_lat: float
+    home_lon: float
+    current_lat: float | None
+    current_lon: float | None
+    available: bool
+    skills: dict[str, int] = Field(description="skill code -> level 1..5")
+    created_at: datetime
+
+
+class TechnicianCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320)
+    phone: str = Field("", max_length=50)
+    home_lat: Latitude
+    home_lon: Longitude
+    available: bool = True
+    skills: dict[str, SkillLevel] = Field(default_factory=dict, description="skill code -> level 1..5")
+
+
+class LocationUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lat: Latitude
+    lon: Longitude

@@ -18,6 +18,11 @@ from gateway.errors import ConfigError, GatewayError
 app = typer.Typer(help="Poll field devices and publish their readings to MQTT.", no_args_is_help=True)
 
 
+@app.callback()
+def _group() -> None:
+    """Poll field devices and publish their readings to MQTT."""
+
+
 async def _run(gateway: Gateway) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -14,6 +14,13 @@ from simulators.modbus_server import PumpModbusServer
 from simulators.pump import FAULTS, PumpModel
 
 app = typer.Typer(help="Run simulated field equipment.", no_args_is_help=True)
+
+
+@app.callback()
+def _group() -> None:
+    """Run simulated field equipment."""
+
+
 log = logging.getLogger(__name__)
 
 

@@ -1,0 +1,145 @@
+"""The Modbus driver against the real pump simulator over TCP on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncIterator
+
+import pytest
+from pymodbus.client import AsyncModbusTcpClient
+
+from fieldwatch.contract import Quality
+from gateway.config import ModbusTcpDevice, Tag, parse_config
+from gateway.errors import DeviceError, DeviceNotConnected
+from gateway.modbus import ModbusTcpDriver
+from simulators import PumpModbusServer, PumpModel, free_port
+from simulators.modbus_server import HR_FAULT_CODE
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[PumpModbusServer]:
+    server = PumpModbusServer("127.0.0.1", 0, {1: PumpModel(seed=1), 2: PumpModel(seed=2)}, update_interval=0.05)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def pump_device(port: int, unit_id: int = 1, **kw: object) -> ModbusTcpDevice:
+    config = parse_config(
+        {
+            "gateway": "gw",
+            "site": "s",
+            "devices": [{"name": f"pump-{unit_id}", "host": "127.0.0.1", "port": port, "unit_id": unit_id, **kw}],
+        }
+    )
+    return config.devices[0]
+
+
+async def poll_once(device: ModbusTcpDevice) -> dict[str, tuple[float, int]]:
+    driver = ModbusTcpDriver(device)
+    await driver.connect()
+    try:
+        return {v.tag.name: (v.value, v.quality) for v in await driver.poll()}
+    finally:
+        await driver.close()
+
+
+async def test_port_zero_binds_a_free_port_and_stop_is_idempotent() -> None:
+    """start() with port 0 exposes the real port; stop() twice is harmless."""
+    server = PumpModbusServer(port=0)
+    with pytest.raises(RuntimeError):
+        _ = server.port
+    await server.start()
+    assert server.port > 0
+    await server.stop()
+    await server.stop()
+
+
+async def test_profile_poll_reads_plausible_pump_values(sim: PumpModbusServer) -> None:
+    """Polling with the pump-p100 profile returns every tag with good quality near nominal values."""
+    values = await poll_once(pump_device(sim.port, profile="pump-p100"))
+    assert all(q == Quality.GOOD for _, q in values.values()), values
+    assert 110 < values["flow"][0] < 130
+    assert 5.5 < values["discharge_pressure"][0] < 6.5
+    assert 55 < values["bearing_temp"][0] < 65
+    assert values["status"][0] == 1  # running, no alarms
+    assert 1_000 < values["run_hours"][0] < 30_000
+    assert values["fault_code"][0] == 0
+
+
+async def test_the_driver_coalesces_the_profile_into_two_reads(sim: PumpModbusServer) -> None:
+    """All input tags come in one request and the holding tag in another."""
+    plan = ModbusTcpDriver(pump_device(sim.port, profile="pump-p100")).plan
+    assert [(r.register_type, r.address, r.count) for r in plan] == [("holding", 0, 1), ("input", 0, 13)]
+
+
+async def test_units_on_one_port_are_distinct_pumps(sim: PumpModbusServer) -> None:
+    """Unit ids 1 and 2 serve differently seeded pumps."""
+    one = await poll_once(pump_device(sim.port, 1, profile="pump-p100"))
+    two = await poll_once(pump_device(sim.port, 2, profile="pump-p100"))
+    assert one["flow"] != two["flow"]
+
+
+async def test_writing_the_fault_register_starts_bearing_wear(sim: PumpModbusServer) -> None:
+    """Holding register 0 = 1 injects bearing wear remotely; the pump heats up and reports it."""
+    client = AsyncModbusTcpClient("127.0.0.1", port=sim.port, timeout=1, retries=0)
+    await client.connect()
+    try:
+        assert not (await client.write_register(1, 500, device_id=1)).isError()  # 5 K/s: fast test
+        assert not (await client.write_register(HR_FAULT_CODE, 1, device_id=1)).isError()
+        refused = await client.write_register(HR_FAULT_CODE, 9, device_id=1)
+        assert refused.isError()
+        await asyncio.sleep(1.5)
+        regs = (await client.read_input_registers(6, count=5, device_id=1)).registers
+    finally:
+        client.close()
+    bearing = struct.unpack(">f", struct.pack(">HH", *regs[:2]))[0]
+    assert sim.pumps[1].fault == "bearing_wear"
+    assert bearing > 62
+    assert regs[4] & 0x0002  # status: fault active
+    values = await poll_once(pump_device(sim.port, profile="pump-p100"))
+    assert values["fault_code"] == (1.0, Quality.GOOD)
+
+
+async def test_unknown_unit_gives_exception_quality_not_a_crash(sim: PumpModbusServer) -> None:
+    """A unit id with no pump behind it yields BAD_EXCEPTION points for its tags."""
+    values = await poll_once(pump_device(sim.port, 9, profile="pump-p100"))
+    assert {q for _, q in values.values()} == {Quality.BAD_EXCEPTION}
+
+
+async def test_illegal_address_marks_only_that_reads_tags_bad(sim: PumpModbusServer) -> None:
+    """A read the device refuses marks its tags BAD_EXCEPTION; other reads of the device stay good."""
+    tags = [
+        {"name": "flow", "register": "input", "address": 0, "data_type": "float32"},
+        {"name": "ghost", "register": "input", "address": 500},
+    ]
+    values = await poll_once(pump_device(sim.port, tags=tags))
+    assert values["flow"][1] == Quality.GOOD
+    assert values["ghost"] == (0.0, Quality.BAD_EXCEPTION)
+
+
+async def test_nothing_listening_is_not_connected() -> None:
+    """Connecting to a closed port raises DeviceNotConnected naming the device."""
+    driver = ModbusTcpDriver(pump_device(free_port(), profile="pump-p100", timeout=0.5))
+    with pytest.raises(DeviceNotConnected, match="pump-1"):
+        await driver.connect()
+
+
+async def test_a_server_that_goes_away_raises_a_device_error(sim: PumpModbusServer) -> None:
+    """After the simulator stops, the next poll raises a DeviceError (not a pymodbus exception)."""
+    driver = ModbusTcpDriver(pump_device(sim.port, profile="pump-p100", timeout=0.3))
+    await driver.connect()
+    await driver.poll()
+    await sim.stop()
+    await asyncio.sleep(0.05)
+    with pytest.raises(DeviceError):
+        await driver.poll()
+    await driver.close()
+
+
+def test_tags_accept_the_yaml_key_register() -> None:
+    """YAML says 'register:'; the model exposes it as register_type."""
+    assert Tag.model_validate({"name": "t", "register": "input", "address": 1}).register_type == "input"

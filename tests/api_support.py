@@ -6,6 +6,7 @@ tests depend only on the schema, and every expected value is visible here.
 
 from __future__ import annotations
 
+import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -103,8 +104,9 @@ def seed(db_url: str) -> Fleet:
                 (f.devices[key], tag, unit),
             )
         m = timedelta(minutes=1)
-        write_points(conn, f.series["pump-1/bearing_temp"], [(now - 3 * m, 70.0, 0), (now - m, 72.5, 0),
-                                                              (now - 2 * m, 71.0, 0)])  # fmt: skip
+        write_points(
+            conn, f.series["pump-1/bearing_temp"], [(now - 3 * m, 70.0, 0), (now - m, 72.5, 0), (now - 2 * m, 71.0, 0)]
+        )
         write_points(conn, f.series["pump-1/flow"], [(now - 10 * m, 5.0, 0), (now - 5 * m, 6.5, 1)])
         write_points(conn, f.series["pump-2/bearing_temp"], [(now - 2 * timedelta(hours=2), 60.0, 0)])
 
@@ -131,9 +133,10 @@ def seed(db_url: str) -> Fleet:
             conn, alarm_sql, (hot, p1, "cleared", "old", 85.0, now - 60 * m, now - 60 * m, None, None, now - 50 * m)
         )
         f.alarms["acknowledged"] = _one(
-            conn, alarm_sql, (low, p2, "acknowledged", "flow", 1.0, now - 20 * m, now - 20 * m, now - 19 * m,
-                              "night shift", None),
-        )  # fmt: skip
+            conn,
+            alarm_sql,
+            (low, p2, "acknowledged", "flow", 1.0, now - 20 * m, now - 20 * m, now - 19 * m, "night shift", None),
+        )
         f.alarms["active"] = _one(
             conn, alarm_sql, (hot, p1, "active", "bearing 86 degC", 86.0, now - 2 * m, now - 2 * m, None, None, None)
         )
@@ -200,3 +203,29 @@ def api_client(db_url: str) -> Iterator[TestClient]:
     """A TestClient for an app on ``db_url``, started (pool open) and stopped around the block."""
     with TestClient(create_app(settings_for(db_url))) as client:
         yield client
+
+
+@dataclass
+class Seeded:
+    """A seeded database shared by read-only tests, a started client on it and a reader's headers."""
+
+    url: str
+    fleet: Fleet
+    api: TestClient
+    headers: dict[str, str]
+
+
+@contextmanager
+def seeded_api(admin_db_url: str, template_db: str, role: str = "field_engineer") -> Iterator[Seeded]:
+    """One seeded database and client for a whole test module (only for tests that do not write)."""
+    from fieldwatch.db import create_database, drop_database
+
+    name = f"fwt_api_{uuid.uuid4().hex[:10]}"
+    url = create_database(admin_db_url, name, template=template_db)
+    try:
+        fleet = seed(url)
+        headers = auth(token(url, role))
+        with api_client(url) as api:
+            yield Seeded(url=url, fleet=fleet, api=api, headers=headers)
+    finally:
+        drop_database(admin_db_url, name)

@@ -46,7 +46,9 @@ def _version() -> str:
         return "0.0.0"
 
 
-def create_app(settings: Settings | None = None, *, pool_max_size: int = 10) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, pool_max_size: int = 10, pool_timeout_s: float = POOL_TIMEOUT_S
+) -> FastAPI:
     """Build the API. The pool opens when the app starts (lifespan) and closes when it stops.
 
     A database that is down at start does not stop the app: ``/healthz`` answers,
@@ -62,7 +64,7 @@ def create_app(settings: Settings | None = None, *, pool_max_size: int = 10) -> 
             max_size=pool_max_size,
             kwargs={"autocommit": True},
             check=ConnectionPool.check_connection,  # a restarted database costs one retry, not an error
-            timeout=POOL_TIMEOUT_S,
+            timeout=pool_timeout_s,
             name="fieldwatch-api",
             open=False,
         )

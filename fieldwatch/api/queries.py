@@ -86,12 +86,23 @@ _DEVICE_SELECT: LiteralString = (
 
 def _device(r: Row) -> DevicePublic:
     return DevicePublic(
-        id=r["id"], key=r["key"], name=r["name"], equipment_model=r["equipment_model"], serial=r["serial"],
-        attributes=r["attributes"], gateway=r["gateway"], created_at=r["created_at"],
-        site={"id": r["site_id"], "slug": r["site_slug"], "name": r["site_name"],
-              "latitude": r["latitude"], "longitude": r["longitude"]},
+        id=r["id"],
+        key=r["key"],
+        name=r["name"],
+        equipment_model=r["equipment_model"],
+        serial=r["serial"],
+        attributes=r["attributes"],
+        gateway=r["gateway"],
+        created_at=r["created_at"],
+        site={
+            "id": r["site_id"],
+            "slug": r["site_slug"],
+            "name": r["site_name"],
+            "latitude": r["latitude"],
+            "longitude": r["longitude"],
+        },
         client={"id": r["client_id"], "name": r["client_name"], "segment": r["segment"]},
-    )  # fmt: skip
+    )
 
 
 def list_devices(
@@ -150,9 +161,16 @@ def series_points(conn: psycopg.Connection, series_id: int, start: datetime, end
     points = [Point.model_construct(time=t, value=v, quality=q) for t, v, q in rows[:limit]]
     s = series[0]
     return SeriesPoints(
-        series_id=series_id, device_id=s["device_id"], tag=s["tag"], unit=s["unit"],
-        from_=start, to=end, limit=limit, truncated=truncated, points=points,
-    )  # fmt: skip
+        series_id=series_id,
+        device_id=s["device_id"],
+        tag=s["tag"],
+        unit=s["unit"],
+        from_=start,
+        to=end,
+        limit=limit,
+        truncated=truncated,
+        points=points,
+    )
 
 
 # --- gateways ---------------------------------------------------------------------------------
@@ -171,9 +189,15 @@ def list_gateways(
     rows, total = _page(
         conn,
         """SELECT g.id, g.slug, g.name, s.slug AS site, g.status, g.status_at, g.last_seq, g.seq_gaps,
-                  g.created_at FROM""" + _GATEWAY_FROM,
-        _GATEWAY_FROM, conditions, "g.id", {"site": site, "status": status}, limit, offset,
-    )  # fmt: skip
+                  g.created_at FROM"""
+        + _GATEWAY_FROM,
+        _GATEWAY_FROM,
+        conditions,
+        "g.id",
+        {"site": site, "status": status},
+        limit,
+        offset,
+    )
     return Page(items=[GatewayPublic(**r) for r in rows], total=total, limit=limit, offset=offset)
 
 

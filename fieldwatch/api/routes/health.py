@@ -31,7 +31,7 @@ async def healthz() -> Health:
 )
 def readyz(pool: PoolDep, response: Response) -> Ready:
     try:
-        with pool.connection(timeout=READY_TIMEOUT_S) as conn:
+        with pool.connection(timeout=min(READY_TIMEOUT_S, pool.timeout)) as conn:
             queries.ping(conn)
     except (PoolTimeout, psycopg.Error) as exc:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE

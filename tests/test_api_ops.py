@@ -1,0 +1,120 @@
+"""Operations endpoints (health, readiness, metrics, OpenAPI) and hosting the API with uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import httpx
+import pytest
+from api_support import BASE, TestClient, api_client, auth, seed, settings_for, token
+
+from fieldwatch.api import create_app, run_api
+from fieldwatch.api.server import ApiStartError
+
+DOWN_URL = "postgresql://postgres@127.0.0.1:1/nowhere"  # nothing listens on port 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_healthz_and_readyz_need_no_token(db_url: str) -> None:
+    """Probes answer without authentication; readiness checks the migrated database."""
+    with api_client(db_url) as api:
+        assert api.get("/healthz").json() == {"status": "ok"}
+        r = api.get("/readyz")
+        assert r.status_code == 200 and r.json() == {"status": "ready", "database": "ok"}
+        assert api.get(f"{BASE}/readyz").status_code == 200  # also under the API prefix
+
+
+def test_unreachable_database_is_503_not_a_crash() -> None:
+    """With the database down the app still starts: /healthz is 200, /readyz and data endpoints 503."""
+    app = create_app(settings_for(DOWN_URL), pool_timeout_s=0.3)
+    with TestClient(app) as api:
+        assert api.get("/healthz").status_code == 200
+        r = api.get("/readyz")
+        assert r.status_code == 503 and r.json()["status"] == "unavailable"
+        r = api.get(f"{BASE}/devices", headers=auth("fw_" + "a" * 43))
+        assert r.status_code == 503 and r.json()["detail"].startswith("database unavailable")
+        assert r.headers["retry-after"] == "5"
+
+
+def test_metrics_count_requests_by_route_template(db_url: str) -> None:
+    """/metrics is Prometheus text and labels requests by route template, not by raw path."""
+    fleet = seed(db_url)
+    with api_client(db_url) as api:
+        api.get(f"{BASE}/devices/{fleet.devices['pump-1']}", headers=auth(token(db_url, "admin")))
+        api.get("/no/such/path")
+        r = api.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    assert 'fieldwatch_api_requests_total{method="GET",route="/api/v1/devices/{device_id}",status="200"}' in text
+    assert 'route="<unmatched>",status="404"' in text
+    assert "fieldwatch_api_request_duration_seconds_bucket" in text
+    assert f"/api/v1/devices/{fleet.devices['pump-1']}" not in text
+
+
+def test_openapi_lists_every_route_and_the_bearer_scheme(db_url: str) -> None:
+    """/openapi.json documents all routes with bearer security; /docs serves the UI."""
+    with api_client(db_url) as api:
+        spec = api.get("/openapi.json").json()
+        assert api.get("/docs").status_code == 200
+    paths = spec["paths"]
+    expected = {
+        "/healthz": {"get"},
+        "/readyz": {"get"},
+        "/metrics": {"get"},
+        f"{BASE}/devices": {"get"},
+        f"{BASE}/devices/{{device_id}}": {"get"},
+        f"{BASE}/devices/{{device_id}}/latest": {"get"},
+        f"{BASE}/series/{{series_id}}/points": {"get"},
+        f"{BASE}/alarms": {"get"},
+        f"{BASE}/alarms/{{alarm_id}}": {"get"},
+        f"{BASE}/alarms/{{alarm_id}}/acknowledge": {"post"},
+        f"{BASE}/tickets": {"get"},
+        f"{BASE}/tickets/{{ticket_id}}": {"get"},
+        f"{BASE}/technicians": {"get", "post"},
+        f"{BASE}/technicians/{{technician_id}}": {"get"},
+        f"{BASE}/technicians/{{technician_id}}/location": {"put"},
+        f"{BASE}/gateways": {"get"},
+    }
+    assert {p: set(ops) for p, ops in paths.items()} == expected
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert paths[f"{BASE}/alarms"]["get"]["security"] == [{"HTTPBearer": []}]
+    assert "security" not in paths["/healthz"]["get"]
+
+
+async def test_run_api_serves_over_tcp_and_stops_cleanly(db_url: str) -> None:
+    """run_api listens on the configured port, serves real HTTP, and returns promptly once `stop` is set,
+    even with a client still holding a keep-alive connection; the port is free again afterwards."""
+    fleet = seed(db_url)
+    tok = token(db_url, "reliability_engineer")
+    port = free_port()
+    ready, stop = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run_api(settings_for(db_url, api_port=port), ready=ready, stop=stop))
+    await asyncio.wait_for(ready.wait(), 10)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 200
+        r = await client.get(f"{BASE}/devices/{fleet.devices['pump-1']}/latest", headers=auth(tok))
+        assert r.status_code == 200 and len(r.json()["values"]) == 3
+        r = await client.post(f"{BASE}/alarms/{fleet.alarms['active']}/acknowledge", headers=auth(tok))
+        assert r.json()["state"] == "acknowledged"
+        started = time.monotonic()
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        assert time.monotonic() - started < 3
+    assert task.exception() is None
+    socket.create_server(("127.0.0.1", port)).close()  # released
+
+
+async def test_run_api_on_a_busy_port_raises_our_error(db_url: str) -> None:
+    """A port already in use is reported as ApiStartError, not as a SystemExit that would end the host loop."""
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        with pytest.raises(ApiStartError, match=f"127.0.0.1:{port}"):
+            await run_api(settings_for(db_url, api_port=port), stop=asyncio.Event())

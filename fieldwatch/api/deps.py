@@ -99,7 +99,7 @@ class Pagination:
 
 def pagination(
     limit: Annotated[int, Query(ge=1, le=1000, description="page size")] = 100,
-    offset: Annotated[int, Query(ge=0, description="rows to skip")] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1, description="rows to skip")] = 0,
 ) -> Pagination:
     return Pagination(limit=limit, offset=offset)
 

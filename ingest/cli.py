@@ -13,6 +13,11 @@ app = typer.Typer(help="Ingest: MQTT telemetry into the database.", no_args_is_h
 log = logging.getLogger(__name__)
 
 
+@app.callback()
+def _group() -> None:
+    """Ingest: MQTT telemetry into the database."""
+
+
 @app.command("run")
 def run(
     client_id: Annotated[str | None, typer.Option(help="MQTT client id (default: settings.ingest_client_id).")] = None,

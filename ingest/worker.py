@@ -34,7 +34,6 @@ from types import TracebackType
 import psycopg
 
 from fieldwatch.contract import Batch, ContractError, decode_batch, encode_ack, parse_topic, subscription, topic
-from fieldwatch.contract import shared_subscription as shared
 from ingest.consumer import Inbound, MqttConsumer
 from ingest.errors import DatabaseUnavailable
 from ingest.metrics import WorkerMetrics
@@ -121,6 +120,8 @@ def _decode(msg: Inbound) -> _Work:
 class IngestWorker:
     """Consumes telemetry and status from MQTT and commits it to PostgreSQL; see the module docstring.
 
+    ``site_filter`` narrows the subscriptions to one site slug (default ``+``: all
+    sites), for workers partitioned by site and for tests on a shared broker.
     ``start()`` connects and returns once the subscriptions are confirmed;
     ``stop()`` stops taking messages, commits and acks what it holds, and
     disconnects (safe twice). Also a context manager.
@@ -140,6 +141,7 @@ class IngestWorker:
         limits: Limits | None = None,
         queue_max_messages: int = 1000,
         session_expiry_s: int = 3600,
+        site_filter: str = "+",
     ) -> None:
         if batch_max_points < 1 or batch_max_wait_ms < 0:
             raise ValueError("batch_max_points must be >= 1 and batch_max_wait_ms >= 0")
@@ -159,14 +161,16 @@ class IngestWorker:
         self._abandon = threading.Event()  # give up retrying (stop timed out); nothing held is acked
         self._state = _State.NEW
         self._thread: threading.Thread | None = None
-        telemetry = shared(share_group) if share_group and protocol == "5" else subscription("telemetry")
+        telemetry = subscription("telemetry", site=site_filter)
+        if share_group and protocol == "5":
+            telemetry = f"$share/{share_group}/{telemetry}"
         if share_group and protocol != "5":
             log.warning("shared subscriptions need MQTT 5; %s subscribes to all telemetry", client_id)
         self._consumer = MqttConsumer(
             mqtt_url,
             client_id=client_id,
             protocol=protocol,
-            subscriptions=[telemetry, subscription("status")],
+            subscriptions=[telemetry, subscription("status", site=site_filter)],
             sink=self._enqueue,
             session_expiry_s=session_expiry_s,
             receive_maximum=queue_max_messages,
@@ -259,32 +263,33 @@ class IngestWorker:
                 return
 
     def _collect(self) -> list[_Work]:
-        """Up to ``batch_max_points`` points or ``batch_max_wait_ms`` after the first message."""
+        """Up to ``batch_max_points`` points or ``batch_max_wait_ms`` after the first message.
+
+        Waits in short slices so ``stop()`` cuts the wait short and flushes at once.
+        """
         try:
             first = self._queue.get(timeout=0.05)
         except queue.Empty:
             return []
         items = [_decode(first)]
+        self._in_hand = 1
         points = items[0].points
         deadline = time.monotonic() + self._max_wait
         while points < self._max_points:
-            if self._stopping.is_set():
-                try:
-                    msg = self._queue.get_nowait()
-                except queue.Empty:
+            left = deadline - time.monotonic()
+            stopping = self._stopping.is_set()
+            if left <= 0 and not stopping:
+                break
+            try:
+                msg = self._queue.get_nowait() if stopping else self._queue.get(timeout=min(left, 0.05))
+            except queue.Empty:
+                if stopping:
                     break
-            else:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    msg = self._queue.get(timeout=left)
-                except queue.Empty:
-                    break
+                continue
             work = _decode(msg)
             items.append(work)
+            self._in_hand = len(items)
             points += work.points
-        self._in_hand = len(items)
         self._metrics.queue_depth.set(self._queue.qsize() + len(items))
         return items
 

@@ -1,0 +1,351 @@
+"""IngestWorker end to end: real Mosquitto in, real PostgreSQL out."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import orjson
+import psycopg
+import pytest
+from ingest_helpers import (
+    NOW_MS,
+    Registered,
+    add_device,
+    forget_session,
+    listener,
+    pts,
+    publisher,
+    register,
+    scalar,
+    wait_until,
+)
+
+from fieldwatch.contract import Point, decode_ack, encode_batch, encode_status
+from ingest import CommittedPoint, IngestWorker
+
+SESSION_S = 60  # long enough for a restart within a test, short enough not to pile up in the broker
+
+
+@contextmanager
+def running(db_url: str, mqtt_url: str, client_id: str, site: str, **kw) -> Iterator[IngestWorker]:
+    """A started worker that only hears ``site`` (the broker is shared with other tests)."""
+    kw.setdefault("batch_max_wait_ms", 20)
+    kw.setdefault("site_filter", site)
+    worker = IngestWorker(db_url, mqtt_url, client_id=client_id, session_expiry_s=SESSION_S, **kw)
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        forget_session(mqtt_url, client_id, kw.get("protocol", "5"))
+
+
+def telemetry_count(db_url: str, reg: Registered) -> int:
+    return scalar(  # type: ignore[return-value]
+        db_url,
+        "SELECT count(*) FROM telemetry t JOIN series s ON s.id = t.series_id JOIN devices d ON d.id = s.device_id"
+        " WHERE d.gateway_id = %s",
+        (reg.gateway_id,),
+    )
+
+
+def dead_reasons(db_url: str, uid: str) -> list[str]:
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute("SELECT reason FROM dead_letters WHERE topic LIKE %s ORDER BY id", (f"%{uid}%",))
+        return [r[0] for r in rows]
+
+
+def test_valid_batches_land_exactly_once(db_url: str, mqtt_url: str, uid: str) -> None:
+    """Points published twice under the same sequence are stored once; the redelivery is counted as duplicates."""
+    reg = register(db_url, uid)
+    batch = reg.batch(1, pts("pump-1", "temp", 5) + pts("pump-2", "temp", 5))
+    with running(db_url, mqtt_url, f"ing-{uid}", reg.site) as w, publisher(mqtt_url, f"pub-{uid}") as publish:
+        publish(reg.topic(), batch)
+        publish(reg.topic(), batch)
+        assert wait_until(lambda: w.stats.messages >= 2)
+        stats = w.stats
+    assert telemetry_count(db_url, reg) == 10
+    assert (stats.points, stats.duplicates, stats.dead_letters) == (10, 10, 0)
+    assert scalar(db_url, "SELECT last_seq FROM gateways WHERE id = %s", (reg.gateway_id,)) == 1
+
+
+def _payload(reg: Registered, **over: object) -> bytes:
+    obj = orjson.loads(encode_batch(reg.batch(1, pts("pump-1", "temp", 1))))
+    obj.update(over)
+    return orjson.dumps(obj)
+
+
+def test_every_invalid_class_is_dead_lettered_and_ingest_keeps_going(db_url: str, mqtt_url: str, uid: str) -> None:
+    """Broken payloads become dead letters with the contract's reason, each acked, and valid data still flows."""
+    reg = register(db_url, uid)
+    point = {"device": "pump-1", "tag": "t", "ts": NOW_MS, "value": 1.0}
+    cases = [
+        (b"{not json", "invalid_json"),
+        (b"\xff\xfe\xfd", "invalid_utf8"),
+        (b"[1, 2]", "wrong_type"),
+        (_payload(reg, points=[{**point, "value": "hot"}]), "wrong_type"),
+        (_payload(reg, seq=None).replace(b'"seq":null,', b""), "missing_field"),
+        (_payload(reg, v=2), "unsupported_version"),
+        (b" " * 1_048_577, "oversized"),
+        (_payload(reg, gateway="gw-other"), "topic_mismatch"),
+    ]
+    unknown = Registered(f"site-{uid}", f"gw-unknown-{uid}", 0, {})
+    with running(db_url, mqtt_url, f"ing-{uid}", reg.site) as w, publisher(mqtt_url, f"pub-{uid}") as publish:
+        for payload, _ in cases:
+            publish(reg.topic(), payload)
+        publish(unknown.topic(), encode_batch(unknown.batch(1, [Point("pump-1", "t", NOW_MS, 1.0)])))
+        publish(reg.topic(), reg.batch(2, pts("pump-1", "temp", 3)))
+        assert wait_until(lambda: w.stats.messages >= len(cases) + 2)
+        assert w.running
+    assert sorted(dead_reasons(db_url, uid)) == sorted([r for _, r in cases] + ["unknown_gateway"])
+    assert telemetry_count(db_url, reg) == 3
+
+
+def test_unknown_device_points_are_dead_lettered_next_to_stored_known_ones(
+    db_url: str, mqtt_url: str, uid: str
+) -> None:
+    """Points of an unregistered device go to dead letters; a device registered later is found without a restart."""
+    reg = register(db_url, uid)
+    with running(db_url, mqtt_url, f"ing-{uid}", reg.site) as w, publisher(mqtt_url, f"pub-{uid}") as publish:
+        publish(reg.topic(), reg.batch(1, pts("pump-1", "temp", 4) + pts("pump-new", "temp", 2)))
+        assert wait_until(lambda: w.stats.messages >= 1)
+        assert telemetry_count(db_url, reg) == 4
+        assert dead_reasons(db_url, uid) == ["unknown_device"]
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            add_device(conn, None, reg.gateway_id, "pump-new")
+        # The worker asked about pump-new just now; within about a second it asks again and finds it.
+        for seq in range(2, 40):
+            publish(reg.topic(), reg.batch(seq, pts("pump-new", "temp", 1, start_ms=NOW_MS - seq)))
+            if wait_until(lambda s=seq: w.stats.messages >= s, timeout=2) and telemetry_count(db_url, reg) > 4:
+                break
+        assert telemetry_count(db_url, reg) == 5
+
+
+def test_application_ack_follows_the_commit(db_url: str, mqtt_url: str, uid: str) -> None:
+    """The gateway's ack topic receives the committed sequences, and the rows are in the database by then."""
+    reg = register(db_url, uid)
+    seen_rows: list[int] = []
+    with (
+        listener(mqtt_url, f"lis-{uid}", reg.topic("ack")) as acks,
+        running(db_url, mqtt_url, f"ing-{uid}", reg.site) as w,
+        publisher(mqtt_url, f"pub-{uid}") as publish,
+    ):
+        for seq in (1, 2, 3):
+            publish(reg.topic(), reg.batch(seq, pts("pump-1", "temp", 2, start_ms=NOW_MS - seq * 10_000)))
+        assert wait_until(lambda: {s for a in acks for s in decode_ack(a)} == {1, 2, 3})
+        seen_rows.append(telemetry_count(db_url, reg))
+        assert w.stats.messages == 3
+    assert seen_rows == [6]
+
+
+def test_sequence_gap_is_counted(db_url: str, mqtt_url: str, uid: str) -> None:
+    """Sequences 1, 2, 5 (and 2 again) count two missing batches; the redelivered 2 counts none."""
+    reg = register(db_url, uid)
+    with running(db_url, mqtt_url, f"ing-{uid}", reg.site) as w, publisher(mqtt_url, f"pub-{uid}") as publish:
+        for seq in (1, 2, 5, 2):
+            publish(reg.topic(), reg.batch(seq, []))
+            assert wait_until(lambda n=w.stats.messages: w.stats.messages > n)
+        assert w.stats.gaps == 2
+    row = scalar(db_url, "SELECT array[last_seq, seq_gaps] FROM gateways WHERE id = %s", (reg.gateway_id,))
+    assert row == [5, 2]
+
+
+def test_on_commit_hooks_get_new_points_and_a_failing_hook_is_harmless(db_url: str, mqtt_url: str, uid: str) -> None:
+    """Hooks see each committed point once (not redeliveries); a hook that raises does not stop ingest."""
+    reg = register(db_url, uid)
+    got: list[CommittedPoint] = []
+
+    def broken(points: list[CommittedPoint]) -> None:
+        raise RuntimeError("hook bug")
+
+    batch = reg.batch(1, pts("pump-1", "temp", 3), historical=True)
+    with (
+        running(db_url, mqtt_url, f"ing-{uid}", reg.site, on_commit=[broken, got.extend]) as w,
+        publisher(mqtt_url, f"pub-{uid}") as publish,
+    ):
+        publish(reg.topic(), batch)
+        publish(reg.topic(), batch)
+        publish(reg.topic(), reg.batch(2, pts("pump-2", "flow", 1)))
+        assert wait_until(lambda: w.stats.messages >= 3)
+    assert sorted((p.device_key, p.tag, p.ts_ms, p.historical) for p in got) == sorted(
+        [("pump-1", "temp", p.ts, True) for p in batch.points] + [("pump-2", "flow", NOW_MS - 60_000, False)]
+    )
+    assert {p.device_id for p in got} == {reg.devices["pump-1"], reg.devices["pump-2"]}
+    assert all(p.gateway_id == reg.gateway_id and p.series_id > 0 for p in got)
+
+
+def test_mqtt_311_works_too(db_url: str, mqtt_url: str, uid: str) -> None:
+    """With MQTT 3.1.1 (no shared subscriptions, clean_session=False) points land the same way."""
+    reg = register(db_url, uid)
+    with (
+        running(db_url, mqtt_url, f"ing-{uid}", reg.site, protocol="3.1.1", share_group="ignored") as w,
+        publisher(mqtt_url, f"pub-{uid}") as publish,
+    ):
+        publish(reg.topic(), reg.batch(1, pts("pump-1", "temp", 7)))
+        assert wait_until(lambda: w.stats.messages >= 1)
+    assert telemetry_count(db_url, reg) == 7
+
+
+def test_shared_subscription_on_mqtt5(db_url: str, mqtt_url: str, uid: str) -> None:
+    """Two workers in one share group split the messages; together they store each point once."""
+    reg = register(db_url, uid)
+    group = f"grp-{uid}"
+    with (
+        running(db_url, mqtt_url, f"ing-a-{uid}", reg.site, share_group=group) as a,
+        running(db_url, mqtt_url, f"ing-b-{uid}", reg.site, share_group=group) as b,
+        publisher(mqtt_url, f"pub-{uid}") as publish,
+    ):
+        for seq in range(1, 21):
+            publish(reg.topic(), reg.batch(seq, pts("pump-1", "temp", 1, start_ms=NOW_MS - seq * 1000)))
+        assert wait_until(lambda: a.stats.messages + b.stats.messages >= 20)
+    assert telemetry_count(db_url, reg) == 20
+    assert a.stats.messages + b.stats.messages == 20
+    assert a.stats.points > 0 and b.stats.points > 0  # both members got a share
+
+
+def test_stop_flushes_what_it_holds(db_url: str, mqtt_url: str, uid: str) -> None:
+    """stop() commits and acks the batch it is still collecting instead of waiting out batch_max_wait_ms."""
+    reg = register(db_url, uid)
+    w = IngestWorker(
+        db_url,
+        mqtt_url,
+        client_id=f"ing-{uid}",
+        batch_max_wait_ms=60_000,
+        session_expiry_s=SESSION_S,
+        site_filter=reg.site,
+    )
+    w.start()
+    try:
+        with listener(mqtt_url, f"lis-{uid}", reg.topic("ack")) as acks:
+            with publisher(mqtt_url, f"pub-{uid}") as publish:
+                publish(reg.topic(), reg.batch(1, pts("pump-1", "temp", 5)))
+                assert wait_until(lambda: w.stats.queue_depth == 1)
+                assert telemetry_count(db_url, reg) == 0
+                w.stop()
+                w.stop()  # safe twice
+            assert telemetry_count(db_url, reg) == 5
+            assert wait_until(lambda: len(acks) == 1)
+    finally:
+        w.stop()
+        forget_session(mqtt_url, f"ing-{uid}", reg.site)
+
+
+def test_gateway_status_from_retained_birth_and_unknown_gateways_dead_lettered(
+    db_url: str, mqtt_url: str, uid: str
+) -> None:
+    """A retained birth sets the gateway online; a status from an unregistered gateway is a dead letter."""
+    reg = register(db_url, uid)
+    stranger = Registered(f"site-{uid}", f"gw-stranger-{uid}", 0, {})
+    with publisher(mqtt_url, f"pub-{uid}") as publish:
+        publish(reg.topic("status"), encode_status("online", gateway=reg.gateway, ts=NOW_MS), retain=True)
+        publish(stranger.topic("status"), encode_status("online", gateway=stranger.gateway, ts=NOW_MS), retain=True)
+        try:
+            with running(db_url, mqtt_url, f"ing-{uid}", reg.site):
+                assert wait_until(
+                    lambda: scalar(db_url, "SELECT status FROM gateways WHERE id = %s", (reg.gateway_id,)) == "online"
+                )
+                publish(reg.topic("status"), encode_status("offline", gateway=reg.gateway, ts=NOW_MS + 1), retain=True)
+                assert wait_until(
+                    lambda: scalar(db_url, "SELECT status FROM gateways WHERE id = %s", (reg.gateway_id,)) == "offline"
+                )
+                assert wait_until(lambda: dead_reasons(db_url, uid) == ["unknown_gateway"])
+        finally:  # clear the retained messages so later tests do not receive them
+            publish(reg.topic("status"), b"", retain=True)
+            publish(stranger.topic("status"), b"", retain=True)
+
+
+def test_database_outage_loses_nothing(db_url: str, admin_db_url: str, mqtt_url: str, uid: str) -> None:
+    """While the database refuses connections the worker keeps its batch, retries, and stores everything after."""
+    reg = register(db_url, uid)
+    name = db_url.rsplit("/", 1)[1]
+    with running(db_url, mqtt_url, f"ing-{uid}", reg.site) as w, publisher(mqtt_url, f"pub-{uid}") as publish:
+        publish(reg.topic(), reg.batch(1, pts("pump-1", "temp", 1)))
+        assert wait_until(lambda: w.stats.messages == 1)
+        with psycopg.connect(admin_db_url, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            try:
+                for seq in range(2, 6):
+                    publish(reg.topic(), reg.batch(seq, pts("pump-1", "temp", 1, start_ms=NOW_MS - seq * 1000)))
+                assert wait_until(lambda: w.stats.db_errors >= 2)
+                assert w.stats.messages == 1
+            finally:
+                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        assert wait_until(lambda: w.stats.messages == 5, timeout=15)
+    assert telemetry_count(db_url, reg) == 5
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from ingest import IngestWorker
+    w = IngestWorker(sys.argv[1], sys.argv[2], client_id=sys.argv[3], batch_max_wait_ms=50, session_expiry_s=60,
+                     site_filter=sys.argv[4])
+    w.start()
+    print("ready", flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def test_killed_worker_loses_nothing_and_doubles_nothing(db_url: str, mqtt_url: str, uid: str) -> None:
+    """A worker SIGKILLed in the middle of a transaction acked nothing; its successor with the same id gets it all."""
+    reg = register(db_url, uid)
+    client_id = f"ing-{uid}"
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, db_url, mqtt_url, client_id, reg.site],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        name = db_url.rsplit("/", 1)[1]
+        with psycopg.connect(db_url) as blocker:
+            # Hold the gateway row: the child's transaction stalls at its last_seq update, rows already inserted.
+            blocker.execute("SELECT 1 FROM gateways WHERE id = %s FOR UPDATE", (reg.gateway_id,))
+            with publisher(mqtt_url, f"pub-{uid}") as publish:
+                for seq in range(1, 11):
+                    publish(reg.topic(), reg.batch(seq, pts("pump-1", "temp", 10, start_ms=NOW_MS - seq * 100_000)))
+            assert wait_until(
+                lambda: (
+                    scalar(
+                        db_url,
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
+                        (name,),
+                    )
+                    == 1
+                )
+            )
+            child.send_signal(signal.SIGKILL)
+            child.wait(10)
+            blocker.rollback()
+        assert telemetry_count(db_url, reg) == 0
+        with running(db_url, mqtt_url, client_id, reg.site) as w:
+            assert wait_until(lambda: telemetry_count(db_url, reg) == 100, timeout=15)
+            assert wait_until(lambda: w.stats.messages >= 10)
+        assert telemetry_count(db_url, reg) == 100
+        assert scalar(db_url, "SELECT array[last_seq, seq_gaps] FROM gateways WHERE id = %s", (reg.gateway_id,)) == [
+            10,
+            0,
+        ]
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+
+
+@pytest.mark.parametrize("protocol", ["7", "mqtt"])
+def test_unknown_protocol_is_refused_at_construction(db_url: str, mqtt_url: str, protocol: str) -> None:
+    """A protocol other than "5" or "3.1.1" fails when the worker is built, naming the accepted values."""
+    with pytest.raises(ValueError, match=r"3\.1\.1"):
+        IngestWorker(db_url, mqtt_url, client_id="x", protocol=protocol)

@@ -1,0 +1,143 @@
+"""TelemetryWriter and RegistryCache against a real PostgreSQL database."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from ingest_helpers import NOW_MS, add_device, register, scalar
+
+from fieldwatch.contract import Point
+from ingest.errors import DatabaseUnavailable
+from ingest.registry import RegistryCache
+from ingest.validate import AcceptedPoint
+from ingest.writer import BatchWrite, DeadLetter, StatusWrite, TelemetryWriter
+
+
+def bw(reg, seq: int, points: list[tuple[str, str, int, float]], historical: bool = False) -> BatchWrite:
+    return BatchWrite(
+        reg.site,
+        reg.gateway,
+        reg.gateway_id,
+        seq,
+        historical,
+        [AcceptedPoint(reg.devices[d], Point(d, tag, ts, v)) for d, tag, ts, v in points],
+    )
+
+
+@pytest.fixture
+def writer(db_url: str):
+    w = TelemetryWriter(db_url)
+    yield w
+    w.close()
+
+
+def test_points_are_stored_once_and_series_created_on_first_sight(db_url: str, uid: str, writer) -> None:
+    """Writing the same batch twice stores each point once; series rows appear for new (device, tag) pairs."""
+    reg = register(db_url, uid)
+    b = bw(reg, 1, [("pump-1", "temp", NOW_MS, 20.5), ("pump-1", "flow", NOW_MS, 3.0), ("pump-2", "temp", NOW_MS, 1)])
+    first = writer.write([b])
+    again = writer.write([b])
+    assert (first.inserted, first.duplicates) == (3, 0)
+    assert (again.inserted, again.duplicates) == (0, 3)
+    assert scalar(db_url, "SELECT count(*) FROM telemetry") == 3
+    assert scalar(db_url, "SELECT count(*) FROM series") == 3
+    stored = scalar(
+        db_url,
+        "SELECT t.value FROM telemetry t JOIN series s ON s.id = t.series_id WHERE s.tag = 'temp' AND s.device_id = %s"
+        " AND t.time = to_timestamp(%s / 1000.0)",
+        (reg.devices["pump-1"], NOW_MS),
+    )
+    assert stored == 20.5
+
+
+def test_committed_points_only_for_new_rows(db_url: str, uid: str, writer) -> None:
+    """Asked for points, the writer returns what it newly stored, with ids and the historical flag."""
+    reg = register(db_url, uid)
+    b1 = bw(reg, 1, [("pump-1", "temp", NOW_MS, 1.0)], historical=True)
+    [cp] = writer.write([b1], want_points=True).committed
+    assert (cp.device_id, cp.device_key, cp.gateway_id, cp.tag, cp.ts_ms, cp.value, cp.historical) == (
+        reg.devices["pump-1"],
+        "pump-1",
+        reg.gateway_id,
+        "temp",
+        NOW_MS,
+        1.0,
+        True,
+    )
+    b2 = bw(reg, 2, [("pump-1", "temp", NOW_MS, 1.0), ("pump-1", "temp", NOW_MS + 1, 2.0)])
+    assert [c.ts_ms for c in writer.write([b2], want_points=True).committed] == [NOW_MS + 1]
+
+
+def test_dead_letters_sequences_and_status_commit_together(db_url: str, uid: str, writer) -> None:
+    """Dead letters, last_seq/seq_gaps and gateway status are written in the same call as the points."""
+    reg = register(db_url, uid)
+    res = writer.write(
+        [bw(reg, 10, []), bw(reg, 13, [("pump-1", "temp", NOW_MS, 1.0)])],
+        [DeadLetter("fw/v1/x/y/telemetry", b"\x00raw", "invalid_json", "bad \x00 detail")],
+        [StatusWrite(reg.gateway_id, "online", NOW_MS)],
+    )
+    assert res.gaps == 2 and res.dead_letters == {"invalid_json": 1}
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute(
+            "SELECT last_seq, seq_gaps, status FROM gateways WHERE id = %s", (reg.gateway_id,)
+        ).fetchone() == (
+            13,
+            2,
+            "online",
+        )
+        assert conn.execute("SELECT payload, reason FROM dead_letters").fetchall() == [(b"\x00raw", "invalid_json")]
+    # Redelivering 10 and 13 and a late 11 changes neither last_seq nor the gap count.
+    assert writer.write([bw(reg, 10, []), bw(reg, 11, []), bw(reg, 13, [])]).gaps == 0
+    assert scalar(db_url, "SELECT seq_gaps FROM gateways WHERE id = %s", (reg.gateway_id,)) == 2
+
+
+def test_an_older_status_does_not_overwrite_a_newer_one(db_url: str, uid: str, writer) -> None:
+    """A retained birth replayed after a newer death leaves the gateway offline."""
+    reg = register(db_url, uid)
+    writer.write([], [], [StatusWrite(reg.gateway_id, "offline", NOW_MS)])
+    writer.write([], [], [StatusWrite(reg.gateway_id, "online", NOW_MS - 1000)])
+    assert scalar(db_url, "SELECT status FROM gateways WHERE id = %s", (reg.gateway_id,)) == "offline"
+
+
+def test_a_failed_transaction_leaves_nothing_and_caches_nothing(db_url: str, uid: str, writer) -> None:
+    """If the database refuses the batch, no point, series or dead letter is kept, and the series cache stays clean."""
+    reg = register(db_url, uid)
+    bad = bw(reg, 1, [("pump-1", "temp", NOW_MS, 1.0)])
+    bad.accepted.append(AcceptedPoint(999_999, Point("ghost", "temp", NOW_MS, 1.0)))  # no such device: FK fails
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        writer.write([bad], [DeadLetter("t", b"x", "r")])
+    assert scalar(db_url, "SELECT count(*) FROM series") == 0
+    assert scalar(db_url, "SELECT count(*) FROM dead_letters") == 0
+    assert writer.write([bw(reg, 1, [("pump-1", "temp", NOW_MS, 1.0)])]).inserted == 1
+
+
+def test_points_on_several_days_get_their_partitions(db_url: str, uid: str, writer) -> None:
+    """Points of different UTC days land in one write; each day's partition is ensured first."""
+    reg = register(db_url, uid)
+    days = [NOW_MS - d * 86_400_000 for d in range(3)]
+    res = writer.write([bw(reg, 1, [("pump-1", "temp", ts, 1.0) for ts in days])])
+    assert res.inserted == 3
+
+
+def test_unreachable_database_is_reported_as_ours(writer) -> None:
+    """A database that cannot be reached raises DatabaseUnavailable, not a psycopg error."""
+    w = TelemetryWriter("postgresql://postgres@127.0.0.1:1/nope", connect_timeout=1)
+    with pytest.raises(DatabaseUnavailable):
+        w.write([])
+
+
+def test_registry_finds_new_devices_but_asks_about_unknown_ones_at_most_once_a_second(db_url: str, uid: str) -> None:
+    """A miss is looked up (so a device registered a second ago is found); a repeated miss waits retry_s."""
+    reg = register(db_url, uid)
+    now = [100.0]
+    cache = RegistryCache(retry_s=1.0, clock=lambda: now[0])
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert cache.lookup(conn, {reg.gateway}, set())
+        assert cache.gateway(reg.gateway).id == reg.gateway_id  # type: ignore[union-attr]
+        assert not cache.lookup(conn, (), {(reg.gateway_id, "pump-7")})
+        add_device(conn, None, reg.gateway_id, "pump-7")
+        now[0] += 0.5
+        assert not cache.lookup(conn, (), {(reg.gateway_id, "pump-7")})  # asked too recently
+        now[0] += 0.6
+        assert cache.lookup(conn, (), {(reg.gateway_id, "pump-7")})
+        assert cache.device(reg.gateway_id, "pump-7") is not None

@@ -28,7 +28,7 @@ class RegistryCache:
         self._clock = clock
         self._gateways: dict[str, GatewayRef] = {}
         self._devices: dict[tuple[int, str], int] = {}
-        self._asked: dict[object, float] = {}  # missing key -> when it was last looked up
+        self._asked: dict[tuple, float] = {}  # missing key -> when it was last looked up
         self._born = clock()
 
     def gateway(self, slug: str) -> GatewayRef | None:
@@ -49,7 +49,8 @@ class RegistryCache:
         if self._clock() - self._born > self._max_age_s:
             self.clear()
 
-    def _due(self, keys: Iterable[object]) -> list[object]:
+    def _due(self, keys: Iterable[tuple]) -> list[tuple]:
+        """The keys not looked up within ``retry_s``, marked as looked up now."""
         now = self._clock()
         due = [k for k in keys if now - self._asked.get(k, -1e18) >= self._retry_s]
         for k in due:
@@ -61,23 +62,23 @@ class RegistryCache:
     ) -> bool:
         """Look up the given missing keys (those not asked for recently); True if any was found."""
         found = False
-        slugs = [s for s in self._due(("g", s) for s in gateways if s not in self._gateways)]
+        slugs = [k[1] for k in self._due(("g", s) for s in gateways if s not in self._gateways)]
         if slugs:
             rows = conn.execute(
                 "SELECT g.slug, g.id, s.slug FROM gateways g JOIN sites s ON s.id = g.site_id WHERE g.slug = ANY(%s)",
-                ([k[1] for k in slugs],),  # type: ignore[index]
+                (slugs,),
             ).fetchall()
             for slug, gid, site in rows:
                 self._gateways[slug] = GatewayRef(gid, site)
                 self._asked.pop(("g", slug), None)
                 found = True
-        keys = [k for k in self._due(("d", *d) for d in devices if d not in self._devices)]
+        keys = [(k[1], k[2]) for k in self._due(("d", *d) for d in devices if d not in self._devices)]
         if keys:
             rows = conn.execute(
                 """SELECT d.gateway_id, d.key, d.id FROM devices d
                    JOIN unnest(%s::int[], %s::text[]) AS w(gateway_id, key)
                      ON d.gateway_id = w.gateway_id AND d.key = w.key""",
-                ([k[1] for k in keys], [k[2] for k in keys]),  # type: ignore[index]
+                ([k[0] for k in keys], [k[1] for k in keys]),
             ).fetchall()
             for gid, key, did in rows:
                 self._devices[(gid, key)] = did

@@ -349,3 +349,14 @@ def test_unknown_protocol_is_refused_at_construction(db_url: str, mqtt_url: str,
     """A protocol other than "5" or "3.1.1" fails when the worker is built, naming the accepted values."""
     with pytest.raises(ValueError, match=r"3\.1\.1"):
         IngestWorker(db_url, mqtt_url, client_id="x", protocol=protocol)
+
+
+def test_unreachable_broker_fails_start_with_our_error(db_url: str, uid: str) -> None:
+    """start() against a dead broker raises BrokerUnavailable naming the URL, and stop() afterwards is harmless."""
+    from ingest import BrokerUnavailable
+
+    w = IngestWorker(db_url, "mqtt://127.0.0.1:1", client_id=f"ing-{uid}")
+    with pytest.raises(BrokerUnavailable, match=r"127\.0\.0\.1:1\b"):
+        w.start(timeout=2)
+    w.stop()
+    assert not w.running

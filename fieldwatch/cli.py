@@ -33,7 +33,7 @@ console = Console(stderr=True)
 def _missing_extra(extra: str, exc: ImportError) -> typer.Exit:
     console.print(
         f"[red]This command needs the '{extra}' extra ({exc.name} is not installed).[/]\n"
-        f"Install it with: [bold]pip install 'fieldwatch[{extra}]'[/]"
+        f"Install it with: [bold]pip install 'fieldwatch\\[{extra}]'[/]"
     )
     return typer.Exit(2)
 
@@ -74,6 +74,8 @@ def _mount_optional(module: str, name: str, help_text: str, extra: str) -> None:
 
 
 _mount_optional("gateway.cli", "gateway", "Edge gateway: run and inspect.", "edge")
+_mount_optional("ingest.cli", "ingest",
+                "Ingest worker alone, without live rules (`fieldwatch serve` runs ingest with rules).", "server")
 _mount_optional("simulators.cli", "simulate", "Simulated equipment (Modbus servers with physics and faults).", "edge")
 
 

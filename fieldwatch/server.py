@@ -53,7 +53,7 @@ class ServerStack:
                 self.dispatcher = TicketingService(s.database_url, travel=travel)
                 await asyncio.to_thread(self.dispatcher.start)
             if self.ingest:
-                from ingest import IngestWorker
+                from ingest import IngestWorker, Limits
                 from rules import RuleEvaluator
 
                 self.evaluator = RuleEvaluator(s.database_url)
@@ -67,6 +67,7 @@ class ServerStack:
                     batch_max_points=s.ingest_batch_max_points,
                     batch_max_wait_ms=s.ingest_batch_max_wait_ms,
                     on_commit=[self.evaluator.process],
+                    limits=Limits.from_settings(s),
                 )
                 await asyncio.to_thread(self.worker.start)
             if self.api:

@@ -93,19 +93,19 @@ class TicketingService:
         self.listening.wait(wait_s)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the thread (within about ``poll_s``); safe to call twice."""
+        """Stop the thread (within about ``poll_s``) and close the connection; safe to call twice."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-
-    def close(self) -> None:
-        """Stop the thread and close the connection; safe to call twice."""
-        self.stop()
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+
+    def close(self) -> None:
+        """Same as :meth:`stop` (the name context managers and pools expect)."""
+        self.stop()
 
     def __enter__(self) -> TicketingService:
         return self

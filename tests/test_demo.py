@@ -1,0 +1,90 @@
+"""`fieldwatch demo`: the newcomer's command works unattended, on embedded and on real services,
+and leaves no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+FIELDWATCH = str(Path(sys.executable).with_name("fieldwatch"))
+
+
+def _no_demo_processes_left(before: set[int]) -> list[str]:
+    """Processes started during the demo that are still alive (embedded PostgreSQL would show here)."""
+    left = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if proc.info["pid"] not in before and ("fieldwatch-demo-pg" in cmd or "fieldwatch demo" in cmd):
+            left.append(cmd)
+    return left
+
+
+def _run_unattended(env: dict[str, str]) -> dict:
+    before = {p.pid for p in psutil.process_iter()}
+    res = subprocess.run(
+        [FIELDWATCH, "demo", "--exit-after-dispatch", "--json", "--api-port", "0", "--timeout", "150"],
+        env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["outcome"] == "dispatched"
+    assert summary["points_ingested"] > 0
+    assert summary["alarms_opened"] >= 1 and summary["tickets_opened"] >= 1 and summary["tickets_assigned"] >= 1
+    assert 0 < summary["seconds_to_dispatch"] < 180
+    # Ben lives nearer to Evanston but has no pump skill: the bearing job must go to Ana.
+    assert summary["technician"] == "Ana Ruiz"
+    assert _no_demo_processes_left(before) == []
+    return summary
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_demo_on_embedded_services() -> None:
+    """With no service URLs set, the demo brings its own PostgreSQL and broker and dispatches a ticket."""
+    env = {k: v for k, v in os.environ.items() if k not in ("FIELDWATCH_DATABASE_URL", "FIELDWATCH_MQTT_URL")}
+    _run_unattended(env)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_demo_on_real_services(admin_db_url: str, mqtt_url: str) -> None:
+    """With both URLs set, the demo uses the real PostgreSQL and Mosquitto and dispatches a ticket."""
+    _run_unattended({**os.environ, "FIELDWATCH_DATABASE_URL": admin_db_url, "FIELDWATCH_MQTT_URL": mqtt_url})
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_ctrl_c_stops_everything() -> None:
+    """SIGINT during the demo stops every part cleanly, exits 0 and leaves no process behind."""
+    env = {k: v for k, v in os.environ.items() if k not in ("FIELDWATCH_DATABASE_URL", "FIELDWATCH_MQTT_URL")}
+    before = {p.pid for p in psutil.process_iter()}
+    proc = subprocess.Popen([FIELDWATCH, "demo", "--api-port", "0"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    seen = []
+    deadline = time.monotonic() + 60
+    assert proc.stderr is not None
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        seen.append(line)
+        if "Readings flowing" in line:
+            break
+    else:
+        proc.kill()
+        pytest.fail("demo did not start: " + "".join(seen)[-2000:])
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=40)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("demo did not stop within 40 s of Ctrl-C")
+    assert proc.returncode == 0, err[-2000:]
+    assert "Stopped cleanly" in err
+    assert _no_demo_processes_left(before) == []

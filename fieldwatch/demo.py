@@ -176,11 +176,11 @@ def _render(state: DemoState, api_url: str, started: float) -> Group:
         for key in site.devices:
             v = state.latest.get(key, {})
             temp = v.get("bearing_temp")
-            style = "bold red" if temp is not None and temp > 80 else ""
+            hot = temp is not None and temp > 80
             readings.add_row(
                 f"{key} ({site.slug})",
                 *(f"{v[t]:.1f}" if t in v else "…" for t in ("flow", "discharge_pressure")),
-                f"[{style}]{temp:.1f}[/]" if temp is not None else "…",
+                (f"[bold red]{temp:.1f}[/]" if hot else f"{temp:.1f}") if temp is not None else "…",
                 f"{v['vibration']:.2f}" if "vibration" in v else "…",
             )
     alarms = Table(title="Alarms", expand=True)
@@ -233,7 +233,7 @@ async def _demo(opts: DemoOptions, console: Console) -> int:
     started = time.monotonic()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     state = DemoState()
     outcome = "interrupted"

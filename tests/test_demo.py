@@ -88,3 +88,35 @@ def test_ctrl_c_stops_everything() -> None:
     assert proc.returncode == 0, err[-2000:]
     assert "Stopped cleanly" in err
     assert _no_demo_processes_left(before) == []
+
+
+def test_live_screen_renders_every_state() -> None:
+    """The terminal screen renders before data arrives, with a hot bearing, an alarm and an assigned ticket."""
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+
+    from fieldwatch.demo import DemoState, _render
+
+    console = Console(record=True, width=140, force_terminal=True)
+    console.print(_render(DemoState(), "http://127.0.0.1:8000", time.monotonic()))
+    now = datetime.now(UTC)
+    state = DemoState(
+        points=1234,
+        latest={"P-101": {"flow": 120.0, "discharge_pressure": 6.0, "bearing_temp": 91.5, "vibration": 9.0},
+                "P-102": {"bearing_temp": 60.2}},
+        alarms=[{"id": 1, "device": "P-101", "rule": "Bearing overheating", "severity": "major", "state": "active",
+                 "opened_at": now}],
+        tickets=[{"id": 1, "device": "P-101", "title": "Bearing overheating on Pump P-101", "priority": 1,
+                  "status": "assigned", "technician": "Ana Ruiz", "distance_km": 8.5, "eta_minutes": 10.2,
+                  "reason": "nearest qualified", "created_at": now, "assigned_at": now, "alarm_opened_at": now},
+                 {"id": 2, "device": "P-102", "title": "t", "priority": 3, "status": "new", "technician": None,
+                  "distance_km": None, "eta_minutes": None, "reason": "", "created_at": now, "assigned_at": None,
+                  "alarm_opened_at": None}],
+        fault_at=time.monotonic(),
+    )
+    console.print(_render(state, "http://127.0.0.1:8000", time.monotonic()))
+    text = console.export_text()
+    for expected in ("1,234 points", "91.5", "60.2", "Bearing overheating", "Ana Ruiz", "10 min (8.5 km)",
+                     "unassigned", "fault injected"):
+        assert expected in text

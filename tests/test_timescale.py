@@ -1,0 +1,62 @@
+"""The TimescaleDB storage path. Runs only when FIELDWATCH_TIMESCALE_URL names a TimescaleDB server
+(TimescaleDB is not installable on the CI machine; this path is checked on such a server outside CI)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import psycopg
+import pytest
+
+from fieldwatch.db import create_database, drop_database
+from ingest.schema import available_migrations, migrate, storage_of, timescale_license
+
+TIMESCALE_URL = os.environ.get("FIELDWATCH_TIMESCALE_URL")
+pytestmark = [
+    pytest.mark.timescale,
+    pytest.mark.skipif(not TIMESCALE_URL, reason="set FIELDWATCH_TIMESCALE_URL to a TimescaleDB server to run"),
+]
+
+
+@pytest.fixture
+def ts_db():
+    assert TIMESCALE_URL
+    name = f"fwts_{uuid.uuid4().hex[:10]}"
+    url = create_database(TIMESCALE_URL, name)
+    yield url
+    drop_database(TIMESCALE_URL, name)
+
+
+def test_timescale_is_detected_and_telemetry_is_a_hypertable(ts_db: str) -> None:
+    """On a TimescaleDB server, migrate picks the timescale variants and telemetry becomes a hypertable."""
+    applied = migrate(ts_db)
+    assert applied == [m.name for m in available_migrations("timescale")]
+    assert any(name.endswith(".timescale.sql") for name in applied)
+    with psycopg.connect(ts_db, autocommit=True) as conn:
+        assert storage_of(conn) == "timescale"
+        assert timescale_license(conn) in ("timescale", "apache")
+        row = conn.execute(
+            "SELECT hypertable_name FROM timescaledb_information.hypertables WHERE hypertable_name = 'telemetry'"
+        ).fetchone()
+        assert row == ("telemetry",)
+        interval = conn.execute(
+            "SELECT time_interval FROM timescaledb_information.dimensions WHERE hypertable_name = 'telemetry'"
+        ).fetchone()[0]
+        assert interval.days == 1
+
+
+def test_timescale_telemetry_dedups_and_helpers_work(ts_db: str) -> None:
+    """The same insert-on-conflict path and partition helpers work on the hypertable."""
+    migrate(ts_db)
+    with psycopg.connect(ts_db, autocommit=True) as conn:
+        assert conn.execute("SELECT fw_ensure_telemetry_partition('2026-01-02')").fetchone() == ("telemetry",)
+        for _ in range(2):
+            conn.execute(
+                "INSERT INTO telemetry VALUES (1, '2026-01-02 12:00+00', 1.5, 0), (1, '2026-01-03 12:00+00', 2, 0)"
+                " ON CONFLICT (series_id, time) DO NOTHING"
+            )
+        assert conn.execute("SELECT count(*) FROM telemetry").fetchone() == (2,)
+        dropped = conn.execute("SELECT fw_drop_telemetry_before('2026-01-03')").fetchone()[0]
+        assert dropped >= 1
+        assert conn.execute("SELECT count(*) FROM telemetry").fetchone() == (1,)

@@ -1,0 +1,87 @@
+"""The `fieldwatch` command against a real database: migrate, status, tokens; clear errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from fieldwatch.auth import verify_token
+from fieldwatch.db import create_database, drop_database
+
+FIELDWATCH = str(Path(sys.executable).with_name("fieldwatch"))
+
+
+def run(*args: str, db_url: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [FIELDWATCH, *args], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "FIELDWATCH_DATABASE_URL": db_url, "COLUMNS": "200", **env},
+    )
+
+
+@pytest.fixture
+def empty_db(admin_db_url: str, uid: str):
+    url = create_database(admin_db_url, f"fwcli_{uid}")
+    yield url
+    drop_database(admin_db_url, f"fwcli_{uid}")
+
+
+def test_migrate_then_status(empty_db: str) -> None:
+    """`db migrate` applies the migrations once, says so, and `db status` lists them with the storage."""
+    first = run("db", "migrate", db_url=empty_db)
+    assert first.returncode == 0, first.stderr
+    assert "applied" in first.stderr and "0001_core.sql" in first.stderr
+    second = run("db", "migrate", db_url=empty_db)
+    assert second.returncode == 0 and "up to date" in second.stderr
+    status = run("db", "status", db_url=empty_db)
+    assert status.returncode == 0
+    assert "storage: plain" in status.stdout and "0002_telemetry.plain.sql" in status.stdout
+
+
+def test_status_of_an_unmigrated_database_says_what_to_do(empty_db: str) -> None:
+    """`db status` before any migration tells the user to run `db migrate`."""
+    res = run("db", "status", db_url=empty_db)
+    assert res.returncode == 1 and "fieldwatch db migrate" in res.stderr
+
+
+def test_tokens_create_prints_a_working_token(db_url: str) -> None:
+    """`tokens create --role dispatcher` prints a token that verifies with that role; only its hash is stored."""
+    res = run("tokens", "create", "--role", "dispatcher", "--name", "night-shift", db_url=db_url)
+    assert res.returncode == 0, res.stderr
+    token = res.stdout.strip().splitlines()[-1]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        info = verify_token(conn, token)
+        assert info is not None and (info.role, info.name) == ("dispatcher", "night-shift")
+        stored = conn.execute("SELECT token_hash::text FROM api_tokens").fetchone()[0]
+        assert token not in stored
+    listed = run("tokens", "list", db_url=db_url)
+    assert "night-shift" in listed.stdout and token not in listed.stdout
+    revoked = run("tokens", "revoke", str(info.id), db_url=db_url)
+    assert revoked.returncode == 0
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert verify_token(conn, token) is None
+
+
+def test_unknown_role_is_refused_with_the_accepted_ones(db_url: str) -> None:
+    """An unknown role exits 2 and lists the roles that exist."""
+    res = run("tokens", "create", "--role", "boss", db_url=db_url)
+    assert res.returncode == 2
+    assert "dispatcher" in res.stderr and "reliability_engineer" in res.stderr
+
+
+def test_bad_setting_stops_the_command_with_its_name(db_url: str) -> None:
+    """A malformed FIELDWATCH_ variable stops the command at start, naming it and the accepted form."""
+    res = run("db", "migrate", db_url="mysql://nope/x")
+    assert res.returncode == 2
+    assert "FIELDWATCH_DATABASE_URL" in res.stderr and "postgresql://" in res.stderr
+
+
+def test_unreachable_database_says_how_to_fix(admin_db_url: str) -> None:
+    """A database that does not answer gives advice instead of a traceback."""
+    res = run("db", "migrate", db_url="postgresql://postgres@127.0.0.1:1/postgres")
+    assert res.returncode == 1
+    assert "not reachable" in res.stderr and "Traceback" not in res.stderr

@@ -189,9 +189,10 @@ def serve(
     ingest: Annotated[bool, typer.Option(help="Run the ingest worker (with live rule evaluation).")] = True,
     ticketing: Annotated[bool, typer.Option(help="Run ticketing and dispatch.")] = True,
     api: Annotated[bool, typer.Option(help="Run the HTTP API.")] = True,
+    scheduler: Annotated[bool, typer.Option(help="Run scheduled jobs (leader-elected; safe on several hosts).")] = True,
     migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate", help="Apply migrations first.")] = True,
 ) -> None:
-    """Run the server side: ingest + rules, ticketing + dispatch, and the HTTP API, until Ctrl-C."""
+    """Run the server side: ingest + rules, ticketing + dispatch, scheduled jobs and the HTTP API, until Ctrl-C."""
     settings = _settings()
     _logging(settings.log_level)
     try:
@@ -201,7 +202,9 @@ def serve(
     import asyncio
 
     try:
-        asyncio.run(run_server(settings, ingest=ingest, ticketing=ticketing, api=api, migrate_first=migrate_first))
+        asyncio.run(run_server(
+                settings, ingest=ingest, ticketing=ticketing, api=api, scheduler=scheduler, migrate_first=migrate_first
+            ))
     except KeyboardInterrupt:
         pass
     except ConnectionError as exc:

@@ -30,10 +30,12 @@ class ServerStack:
     ingest: bool = True
     ticketing: bool = True
     api: bool = True
+    scheduler: bool = True
     ingest_client_id: str | None = None
     worker: Any = None
     evaluator: Any = None
     dispatcher: Any = None
+    leader: Any = None
     api_ready: asyncio.Event = field(default_factory=asyncio.Event)
     _api_stop: asyncio.Event = field(default_factory=asyncio.Event)
     _api_task: asyncio.Task | None = None
@@ -70,6 +72,11 @@ class ServerStack:
                     limits=Limits.from_settings(s),
                 )
                 await asyncio.to_thread(self.worker.start)
+            if self.scheduler:
+                from fieldwatch.scheduler import LeaderScheduler
+
+                self.leader = LeaderScheduler(s.database_url)
+                self.leader.start()
             if self.api:
                 from fieldwatch.api import run_api
 
@@ -93,6 +100,8 @@ class ServerStack:
             self._api_stop.set()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(self._api_task, timeout=10)
+        if self.leader is not None:
+            await asyncio.to_thread(self.leader.stop)
         if self.worker is not None:
             await asyncio.to_thread(self.worker.stop)
         if self.evaluator is not None:
@@ -109,7 +118,13 @@ class ServerStack:
 
 
 async def run_server(
-    settings: Settings, *, ingest: bool = True, ticketing: bool = True, api: bool = True, migrate_first: bool = True
+    settings: Settings,
+    *,
+    ingest: bool = True,
+    ticketing: bool = True,
+    api: bool = True,
+    scheduler: bool = True,
+    migrate_first: bool = True,
 ) -> None:
     """Run the chosen services until SIGINT/SIGTERM (``fieldwatch serve``)."""
     from fieldwatch.db import wait_for_db
@@ -124,8 +139,12 @@ async def run_server(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with ServerStack(settings, ingest=ingest, ticketing=ticketing, api=api):
-        parts = [name for name, on in (("ingest+rules", ingest), ("ticketing", ticketing), ("api", api)) if on]
+    async with ServerStack(settings, ingest=ingest, ticketing=ticketing, api=api, scheduler=scheduler):
+        parts = [
+            name
+            for name, on in (("ingest+rules", ingest), ("ticketing", ticketing), ("api", api), ("scheduler", scheduler))
+            if on
+        ]
         log.info("running: %s", ", ".join(parts))
         if api:
             log.info("API on http://%s:%s (OpenAPI at /docs)", settings.api_host, settings.api_port)

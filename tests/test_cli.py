@@ -85,3 +85,38 @@ def test_unreachable_database_says_how_to_fix(admin_db_url: str) -> None:
     res = run("db", "migrate", db_url="postgresql://postgres@127.0.0.1:1/postgres")
     assert res.returncode == 1
     assert "not reachable" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.slow
+def test_serve_runs_every_service_and_stops_on_sigterm(db_url: str, mqtt_url: str, uid: str) -> None:
+    """`fieldwatch serve` migrates, answers /readyz, and exits 0 on SIGTERM."""
+    import signal
+    import time
+
+    import httpx
+
+    from simulators import free_port
+
+    port = free_port()
+    env = {**os.environ, "FIELDWATCH_DATABASE_URL": db_url, "FIELDWATCH_MQTT_URL": mqtt_url,
+           "FIELDWATCH_API_PORT": str(port), "FIELDWATCH_INGEST_CLIENT_ID": f"serve-{uid}",
+           "FIELDWATCH_INGEST_SHARE_GROUP": f"serve-{uid}"}
+    proc = subprocess.Popen([FIELDWATCH, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        ready = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                pass
+            if ready:
+                break
+            time.sleep(0.2)
+        assert ready, proc.stderr.read() if proc.poll() is not None else "not ready in 30 s"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()

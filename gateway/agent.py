@@ -5,8 +5,8 @@ Shape::
     device task (one per device) --points--> pending list --every publish interval--> Batch
                                                                        |  seq from SequenceStore
                                                                        v
-                                                  unacked (bounded, in memory) --QoS 1--> broker
-                                                       ^ dropped when ingest acks the seq
+                                          DiskBuffer (SQLite WAL, fsync) --Forwarder, QoS 1--> broker
+                                                       ^ deleted when ingest acks the seq
 
 A dead device never delays the others: each device has its own task, its own
 connection and its own backoff. When a device fails, its tags are published
@@ -15,10 +15,10 @@ is stale), the device is marked offline in :attr:`Gateway.stats`, the error is
 logged once at ERROR, and the device is retried quietly with exponential backoff
 and jitter until it answers; recovery is logged at INFO.
 
-Unacked batches are held in memory (bounded by ``max_unacked_batches``; the
-oldest is dropped with a WARNING when full). After a reconnect every unacked
-batch is published again, marked ``historical``. A disk buffer replaces the
-memory store in a later issue; :class:`UnackedStore` is the seam.
+Every batch is written to the on-disk buffer (:mod:`gateway.buffer`) before it
+is published and deleted only when ingest acks its seq; :mod:`gateway.forward`
+decides what is sent when (live first, backlog replayed at a bounded rate,
+marked ``historical``).
 """
 
 from __future__ import annotations
@@ -28,14 +28,16 @@ import contextlib
 import logging
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from fieldwatch.contract import MAX_POINTS_PER_MESSAGE, Batch, ContractError, Point, decode_ack, encode_batch, topic
 from fieldwatch.settings import Settings, get_settings
+from gateway.buffer import DiskBuffer
 from gateway.config import GatewayConfig, ModbusTcpDevice
 from gateway.errors import DeviceError
+from gateway.forward import Delivery, Forwarder
 from gateway.modbus import ModbusTcpDriver
 from gateway.publisher import MqttPublisher, PublisherCallbacks
 from gateway.retry import backoff_delays
@@ -64,35 +66,11 @@ class GatewayStats:
     batches_dropped: int = 0
     last_seq: int = 0
     unacked: int = 0
+    points_dropped: int = 0
     errors: int = 0
     mqtt_connected: bool = False
     device_online: dict[str, bool] = field(default_factory=dict)
     device_errors: dict[str, str] = field(default_factory=dict)
-
-
-class UnackedStore:
-    """Batches published but not yet acknowledged by ingest, oldest first, bounded."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._batches: OrderedDict[int, Batch] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._batches)
-
-    def add(self, batch: Batch) -> Batch | None:
-        """Keep ``batch``; return the batch dropped to make room, if any."""
-        self._batches[batch.seq] = batch
-        if len(self._batches) > self.limit:
-            return self._batches.popitem(last=False)[1]
-        return None
-
-    def ack(self, seqs: list[int]) -> int:
-        """Forget acknowledged batches; return how many were held."""
-        return sum(self._batches.pop(s, None) is not None for s in seqs)
-
-    def all(self) -> list[Batch]:
-        return list(self._batches.values())
 
 
 class Gateway:
@@ -118,7 +96,9 @@ class Gateway:
         self.telemetry_topic = topic(config.site, config.gateway, "telemetry")
         self.stats = GatewayStats(device_online={d.name: False for d in config.devices})
         self._clock = clock
-        self._unacked = UnackedStore(config.max_unacked_batches)
+        self.buffer_path = Path(state_dir) / f"buffer-{config.site}-{config.gateway}.sqlite"
+        self._buffer: DiskBuffer | None = None
+        self._forwarder: Forwarder | None = None
         self._pending: list[Point] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._publisher: MqttPublisher | None = None
@@ -133,6 +113,12 @@ class Gateway:
             return
         self._state = "running"
         self.stats.last_seq = self.sequence.last  # fail early on a corrupt sequence file
+        b = self.config.buffer
+        self._buffer = DiskBuffer(self.buffer_path, max_bytes=b.max_bytes, max_age=b.max_age, sync=b.sync)
+        self.sequence.advance_to(self._buffer.max_seq())  # never reuse a seq still on disk
+        self.stats.last_seq = self.sequence.last
+        self._forwarder = Forwarder(self._buffer, self._publish_telemetry, b)
+        self._update_buffer_stats()
         self._publisher = MqttPublisher(
             self.mqtt_url,
             self.config.site,
@@ -144,6 +130,7 @@ class Gateway:
         for device in self.config.devices:
             self._tasks.append(asyncio.create_task(self._device_loop(device), name=f"poll-{device.name}"))
         self._tasks.append(asyncio.create_task(self._publish_loop(), name="publish"))
+        self._tasks.append(asyncio.create_task(self._replay_loop(), name="replay"))
         log.info(
             "gateway %s/%s started: %d devices, publishing to %s",
             self.config.site,
@@ -168,6 +155,8 @@ class Gateway:
             self._flush()
         if self._publisher is not None:
             await self._publisher.stop("shutdown")
+        if self._buffer is not None:
+            self._buffer.close()
         self._stopped.set()
 
     async def run_forever(self) -> None:
@@ -246,57 +235,60 @@ class Gateway:
             await self._sleep_until_next(interval, phase=interval / 2)
             self._flush()
 
-    def _flush(self) -> None:
-        """Turn pending points into batches and send them (or keep them until connected)."""
-        points, self._pending = self._pending, []
-        for i in range(0, len(points), MAX_POINTS_PER_MESSAGE):
-            batch = Batch(
-                gateway=self.config.gateway,
-                site=self.config.site,
-                seq=self.sequence.next(),
-                points=points[i : i + MAX_POINTS_PER_MESSAGE],
-            )
-            self.stats.last_seq = batch.seq
-            dropped = self._unacked.add(batch)
-            if dropped is not None:
-                self.stats.batches_dropped += 1
-                if self.stats.batches_dropped == 1 or self.stats.batches_dropped % 100 == 0:
-                    log.warning(
-                        "unacked buffer full (%d batches): dropped batch seq %d; %d dropped so far",
-                        self._unacked.limit,
-                        dropped.seq,
-                        self.stats.batches_dropped,
-                    )
-            if self._connected.is_set():
-                self._send(batch)
-            self.stats.unacked = len(self._unacked)
+    async def _replay_loop(self) -> None:
+        assert self._forwarder is not None
+        while True:
+            await asyncio.sleep(0.05)
+            sent = self._forwarder.tick()
+            if sent:
+                self.stats.batches_republished += sent
+                self.stats.batches_published += sent
+            self._update_buffer_stats()
 
-    def _send(self, batch: Batch) -> None:
+    def _flush(self) -> None:
+        """Turn pending points into batches, write them to disk, then send them (if connected)."""
+        assert self._forwarder is not None
+        points, self._pending = self._pending, []
+        rows: list[tuple[int, int, bytes]] = []
+        sent_at = _ms(self._clock())
+        for i in range(0, len(points), MAX_POINTS_PER_MESSAGE):
+            chunk = points[i : i + MAX_POINTS_PER_MESSAGE]
+            batch = Batch(self.config.gateway, self.config.site, self.sequence.next(), chunk, sent_at=sent_at)
+            rows.append((batch.seq, len(chunk), encode_batch(batch)))
+            self.stats.last_seq = batch.seq
+        if not rows:
+            return
+        live_before = self._forwarder.sent_live
+        self.stats.points_published += self._forwarder.store(rows)
+        self.stats.batches_published += self._forwarder.sent_live - live_before
+        self._update_buffer_stats()
+
+    def _publish_telemetry(self, payload: bytes) -> Delivery:
         assert self._publisher is not None
-        batch.sent_at = _ms(self._clock())
-        self._publisher.publish(self.telemetry_topic, encode_batch(batch))
-        self.stats.batches_published += 1
-        self.stats.points_published += len(batch.points)
+        return self._publisher.publish(self.telemetry_topic, payload)
+
+    def _update_buffer_stats(self) -> None:
+        if self._buffer is None:
+            return
+        self.stats.unacked = self._buffer.depth
+        self.stats.batches_dropped = self._buffer.dropped_batches
+        self.stats.points_dropped = self._buffer.dropped_points
 
     # --- MQTT events (on the loop, via call_soon_threadsafe) ---------------------------
     def _on_connected(self) -> None:
         self._connected.set()
         self.stats.mqtt_connected = True
-        backlog = self._unacked.all()
-        if backlog:
-            log.info("broker connected; republishing %d unacked batches", len(backlog))
-        for batch in backlog:
-            replayed = replace(batch, historical=True)
-            self._send(replayed)
-            self.stats.batches_republished += 1
-        if not backlog:
-            log.info("broker connected")
+        if self._forwarder is not None:
+            self._forwarder.on_connected()
+        log.info("broker connected")
 
     def _on_disconnected(self, reason: str) -> None:
         if self._connected.is_set() and self._state == "running":
-            log.warning("broker connection lost (%s); keeping batches until it is back", reason)
+            log.warning("broker connection lost (%s); buffering batches on disk until it is back", reason)
         self._connected.clear()
         self.stats.mqtt_connected = False
+        if self._forwarder is not None:
+            self._forwarder.on_disconnected()
 
     def _on_ack(self, payload: bytes) -> None:
         try:
@@ -304,5 +296,7 @@ class Gateway:
         except (ContractError, ValueError) as exc:
             log.warning("ignoring malformed ack: %s", exc)
             return
-        self.stats.batches_acked += self._unacked.ack(seqs)
-        self.stats.unacked = len(self._unacked)
+        if self._forwarder is None or self._state != "running":
+            return
+        self.stats.batches_acked += self._forwarder.on_ack(seqs)
+        self._update_buffer_stats()

@@ -182,6 +182,19 @@ class ModbusTcpDevice(DeviceBase):
 Device = ModbusTcpDevice
 
 
+class BufferConfig(BaseModel):
+    """Store-and-forward settings (see :mod:`gateway.buffer` for the fsync and drop policies)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_bytes: int = Field(256 * 1024 * 1024, ge=1024, description="payload bytes kept; oldest dropped beyond")
+    max_age: float = Field(7 * 24 * 3600.0, gt=0, description="seconds a batch is kept unacknowledged")
+    sync: Literal["full", "normal"] = Field("full", description="full: fsync every commit (power-loss safe)")
+    replay_rate: float = Field(20.0, gt=0, description="backlog batches replayed per second, after live data")
+    ack_timeout: float = Field(300.0, gt=0, description="seconds without ingest's ack before a batch is resent")
+    replay_grace: float = Field(2.0, ge=0, description="seconds after a reconnect to wait for late acks")
+
+
 class GatewayConfig(BaseModel):
     """One gateway process: who it is, where it publishes, what it polls."""
 
@@ -194,7 +207,7 @@ class GatewayConfig(BaseModel):
     poll_interval: float = Field(1.0, gt=0)
     publish_interval: float | None = Field(None, gt=0, description="defaults to poll_interval")
     state_dir: Path | None = None
-    max_unacked_batches: int = Field(10_000, ge=1)
+    buffer: BufferConfig = Field(default_factory=BufferConfig)
     devices: list[Device] = Field(min_length=1)
 
     @field_validator("gateway")

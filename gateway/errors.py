@@ -6,6 +6,7 @@
      ├── ConfigError            a gateway config or profile cannot be used (message names the entry)
      ├── DecodeError            registers arrived but cannot be decoded as configured
      ├── SequenceError          the persisted sequence cannot be read safely
+     ├── DiskBufferError        the store-and-forward buffer cannot be opened or written
      ├── BrokerUnavailable      the MQTT broker cannot be reached
      └── DeviceError            a device did not give us data (``device`` names it)
           ├── DeviceNotConnected   no TCP connection to the device
@@ -37,6 +38,10 @@ class DecodeError(GatewayError, ValueError):
 
 class SequenceError(GatewayError):
     """The persisted batch sequence is unreadable; refusing to restart at 0 and break monotonicity."""
+
+
+class DiskBufferError(GatewayError):
+    """The on-disk buffer cannot be opened or written; the message says which file and what to do."""
 
 
 class BrokerUnavailable(GatewayError):

@@ -56,6 +56,12 @@ class SequenceStore:
         self._last = value
         return value
 
+    def advance_to(self, value: int) -> None:
+        """Make sure the next seq is above ``value`` (e.g. the newest batch in the disk buffer)."""
+        if value > self.last:
+            self._write(value)
+            self._last = value
+
     def _write(self, value: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")

@@ -36,11 +36,20 @@ import psycopg
 from fieldwatch.contract import Batch, ContractError, decode_batch, encode_ack, parse_topic, subscription, topic
 from ingest.consumer import Inbound, MqttConsumer
 from ingest.errors import DatabaseUnavailable
+from ingest.fastpath import FastBatch, fast_accept
 from ingest.metrics import WorkerMetrics
 from ingest.points import CommittedPoint
 from ingest.registry import RegistryCache
-from ingest.validate import Limits, StatusUpdate, Verdict, parse_status, validate_batch
-from ingest.writer import BatchWrite, DeadLetter, StatusWrite, TelemetryWriter, WriteResult, rejection_dead_letters
+from ingest.validate import Limits, RegistryView, StatusUpdate, Verdict, parse_status, validate_batch
+from ingest.writer import (
+    BatchWrite,
+    DeadLetter,
+    StatusWrite,
+    TelemetryWriter,
+    WriteResult,
+    rejection_dead_letters,
+    rows_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +94,7 @@ class _Work:
     status: StatusUpdate | None = None
     error: ContractError | None = None
     points: int = 0
+    fast: FastBatch | None = None  # accepted whole by the fast path (no decode_batch/validate needed)
 
 
 @dataclass(slots=True)
@@ -100,12 +110,19 @@ class _State(enum.Enum):
     STOPPED = "stopped"
 
 
-def _decode(msg: Inbound) -> _Work:
+def _decode(msg: Inbound, registry: RegistryView | None = None, limits: Limits | None = None) -> _Work:
+    """Parse a message; with a registry, an ordinary telemetry message is validated on the fast path too."""
     try:
         site, gateway, kind = parse_topic(msg.topic)
     except ContractError as exc:
         return _Work(msg, "invalid", error=exc)
     work = _Work(msg, kind, site, gateway)
+    if kind == "telemetry" and registry is not None and limits is not None:
+        now_ms = int(time.time() * 1000)
+        fast = fast_accept(msg.payload, site=site, gateway=gateway, registry=registry, now_ms=now_ms, limits=limits)
+        if fast is not None:
+            work.fast, work.points = fast, len(fast.rows)
+            return work
     try:
         if kind == "telemetry":
             work.batch = decode_batch(msg.payload)
@@ -271,7 +288,7 @@ class IngestWorker:
             first = self._queue.get(timeout=0.05)
         except queue.Empty:
             return []
-        items = [_decode(first)]
+        items = [_decode(first, self._registry, self._limits)]
         self._in_hand = 1
         points = items[0].points
         deadline = time.monotonic() + self._max_wait
@@ -286,7 +303,7 @@ class IngestWorker:
                 if stopping:
                     break
                 continue
-            work = _decode(msg)
+            work = _decode(msg, self._registry, self._limits)
             items.append(work)
             self._in_hand = len(items)
             points += work.points
@@ -384,13 +401,18 @@ class IngestWorker:
         for i, w in enumerate(items):
             if w.error is not None:
                 plan.dead_letters.append(DeadLetter(w.msg.topic, w.msg.payload, w.error.reason, w.error.detail))
+            elif w.fast is not None:
+                f = w.fast
+                plan.batches.append(BatchWrite(w.site, w.gateway, f.gateway_id, f.seq, f.historical, f.rows))
             elif w.kind == "telemetry":
                 v = verdicts[i]
                 plan.dead_letters += rejection_dead_letters(w.msg.topic, w.msg.payload, w.batch, v.rejections)
                 if v.gateway_id is not None:
                     assert w.batch is not None
                     plan.batches.append(
-                        BatchWrite(w.site, w.gateway, v.gateway_id, w.batch.seq, w.batch.historical, v.accepted)
+                        BatchWrite(
+                            w.site, w.gateway, v.gateway_id, w.batch.seq, w.batch.historical, rows_of(v.accepted)
+                        )
                     )
             elif w.kind == "status" and w.status is not None:
                 ref = self._registry.gateway(w.gateway)

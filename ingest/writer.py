@@ -5,9 +5,11 @@ dead-letter rows for whatever was refused, ``gateways.last_seq``/``seq_gaps``
 and status updates commit together or not at all, so a message is either fully
 accounted for (and may be acked) or not at all (and will be redelivered).
 
-Points go through a binary ``COPY`` into a temporary staging table, then
-``INSERT … ON CONFLICT (series_id, time) DO NOTHING``: a redelivered point is a
-no-op. Series ids are created on first sight and cached; the cache only learns
+Points go through a binary ``COPY`` straight into ``telemetry`` inside a
+savepoint; if any row is already stored (a redelivery) the unique key refuses
+it, the savepoint is undone, and the batch goes through a temporary staging table
+and ``INSERT … ON CONFLICT (series_id, time) DO NOTHING`` instead: a redelivered
+point is a no-op either way. Series ids are created on first sight and cached; the cache only learns
 ids after the transaction that created them committed. Telemetry partitions for
 new UTC days are ensured in a short transaction of their own first (it is
 idempotent DDL, and a no-op function on TimescaleDB).
@@ -17,20 +19,40 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import struct
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import psycopg
+from psycopg import postgres
+from psycopg.adapt import Dumper
+from psycopg.errors import UniqueViolation
+from psycopg.pq import Format
 
 from fieldwatch.contract import Batch, encode_batch
 from ingest.errors import DatabaseUnavailable, NotMigrated
+from ingest.fastpath import Row
 from ingest.points import CommittedPoint
-from ingest.validate import AcceptedPoint, Rejection, count_gaps, day_of
+from ingest.validate import AcceptedPoint, Rejection, count_gaps
 
 log = logging.getLogger(__name__)
 
 _EPOCH = dt.date(1970, 1, 1)
+_MS_PER_DAY = 86_400_000
+#: Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
+_PG_EPOCH_MS = 946_684_800_000
+_INT8 = struct.Struct("!q")
+
+
+class _MsTimestamptz(Dumper):
+    """Binary dumper from epoch milliseconds (int) straight to ``timestamptz``: no datetime per row."""
+
+    format = Format.BINARY
+    oid = postgres.types["timestamptz"].oid
+
+    def dump(self, obj: int) -> bytes:
+        return _INT8.pack((obj - _PG_EPOCH_MS) * 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +74,15 @@ class BatchWrite:
     gateway_id: int
     seq: int
     historical: bool
-    accepted: list[AcceptedPoint]
+    #: The accepted readings as writer rows (see :func:`rows_of` for validated points).
+    accepted: list[Row]
+
+
+def rows_of(accepted: list[AcceptedPoint]) -> list[Row]:
+    """Writer rows for points accepted by :func:`ingest.validate.validate_batch`."""
+    return [
+        (a.device_id, a.point.device, a.point.tag, a.point.ts, a.point.value, int(a.point.quality)) for a in accepted
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,12 +139,15 @@ def _clean(text: str) -> str:
 class TelemetryWriter:
     """Owns one PostgreSQL connection (autocommit; explicit transactions) and the id caches."""
 
-    def __init__(self, db_url: str, *, connect_timeout: int = 5) -> None:
+    def __init__(self, db_url: str, *, connect_timeout: int = 5, direct_copy: bool = True) -> None:
         self._db_url = db_url
         self._connect_timeout = connect_timeout
         self._conn: psycopg.Connection | None = None
         self._series: dict[tuple[int, str], int] = {}
         self._days: set[int] = set()
+        #: COPY straight into telemetry when nothing conflicts (set False to always stage).
+        self._direct = direct_copy
+        self.direct_fallbacks = 0  # batches that hit an existing row and went through staging
 
     def connection(self) -> psycopg.Connection:
         """The live connection, (re)connecting if needed; raises :class:`DatabaseUnavailable`."""
@@ -170,7 +203,7 @@ class TelemetryWriter:
         return result
 
     def _ensure_days(self, conn: psycopg.Connection, batches: list[BatchWrite]) -> None:
-        days = {day_of(ap.point.ts) for b in batches for ap in b.accepted} - self._days
+        days = {r[3] // _MS_PER_DAY for b in batches for r in b.accepted} - self._days
         if not days:
             return
         with conn.transaction():
@@ -214,26 +247,13 @@ class TelemetryWriter:
         result = WriteResult()
         total = sum(len(b.accepted) for b in batches)
         if total:
-            ids = self._series_ids(conn, {(ap.device_id, ap.point.tag) for b in batches for ap in b.accepted}, created)
-            with conn.cursor() as cur:
-                with cur.copy("COPY fw_stage (series_id, ms, value, quality) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.set_types(["int4", "int8", "float8", "int2"])
-                    for b in batches:
-                        for ap in b.accepted:
-                            p = ap.point
-                            copy.write_row((ids[(ap.device_id, p.tag)], p.ts, p.value, p.quality))
-                insert = """INSERT INTO telemetry (series_id, time, value, quality)
-                            SELECT series_id, timestamptz 'epoch' + ms * interval '1 millisecond', value, quality
-                            FROM fw_stage ON CONFLICT (series_id, time) DO NOTHING"""
+            ids = self._series_ids(conn, {(r[0], r[2]) for b in batches for r in b.accepted}, created)
+            if self._copy_direct(conn, batches, ids):
+                result.inserted = total
                 if want_points:
-                    cur.execute(
-                        insert + " RETURNING series_id, (extract(epoch FROM time) * 1000)::int8, value, quality"
-                    )
-                    result.committed = self._committed(cur.fetchall(), batches, ids)
-                    result.inserted = len(result.committed)
-                else:
-                    cur.execute(insert)
-                    result.inserted = cur.rowcount
+                    result.committed = [self._point(ids[(r[0], r[2])], r, b) for b in batches for r in b.accepted]
+            else:
+                result.inserted, result.committed = self._copy_staged(conn, batches, ids, want_points)
             result.duplicates = total - result.inserted
         if dead_letters:
             with conn.cursor() as cur:
@@ -254,31 +274,73 @@ class TelemetryWriter:
                 )
         return result
 
+    def _copy_direct(
+        self, conn: psycopg.Connection, batches: list[BatchWrite], ids: dict[tuple[int, str], int]
+    ) -> bool:
+        """COPY straight into ``telemetry``; False (and nothing written) if a row is already there.
+
+        The common case, new data, costs one COPY instead of COPY + INSERT … SELECT
+        (half the database work, DESIGN.md §5). A redelivered or repeated point makes
+        the unique key refuse the COPY; the savepoint undoes it and the caller takes
+        the staging path, which skips duplicates row by row.
+        """
+        if not self._direct:
+            return False
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.adapters.register_dumper(None, _MsTimestamptz)  # type: ignore[arg-type]
+                with cur.copy("COPY telemetry (series_id, time, value, quality) FROM STDIN (FORMAT BINARY)") as cp:
+                    cp.set_types(["int4", "timestamptz", "float8", "int2"])
+                    write = cp.write_row
+                    for b in batches:
+                        for did, _dev, tag, ts, value, q in b.accepted:
+                            write((ids[(did, tag)], ts, value, q))
+        except UniqueViolation:
+            self.direct_fallbacks += 1
+            return False
+        return True
+
     @staticmethod
-    def _committed(
-        rows: list[tuple[int, int, float, int]], batches: list[BatchWrite], ids: dict[tuple[int, str], int]
-    ) -> list[CommittedPoint]:
-        source: dict[tuple[int, int], tuple[AcceptedPoint, BatchWrite]] = {}
-        for b in batches:
-            for ap in b.accepted:
-                source.setdefault((ids[(ap.device_id, ap.point.tag)], ap.point.ts), (ap, b))
+    def _copy_staged(
+        conn: psycopg.Connection, batches: list[BatchWrite], ids: dict[tuple[int, str], int], want_points: bool
+    ) -> tuple[int, list[CommittedPoint]]:
+        """COPY into the staging table, then insert what is not stored yet; returns (inserted, committed)."""
+        with conn.cursor() as cur:
+            with cur.copy("COPY fw_stage (series_id, ms, value, quality) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["int4", "int8", "float8", "int2"])
+                for b in batches:
+                    for did, _dev, tag, ts, value, q in b.accepted:
+                        copy.write_row((ids[(did, tag)], ts, value, q))
+            insert = """INSERT INTO telemetry (series_id, time, value, quality)
+                        SELECT series_id, timestamptz 'epoch' + ms * interval '1 millisecond', value, quality
+                        FROM fw_stage ON CONFLICT (series_id, time) DO NOTHING"""
+            if not want_points:
+                cur.execute(insert)
+                return cur.rowcount, []
+            cur.execute(insert + " RETURNING series_id, (extract(epoch FROM time) * 1000)::int8")
+            new = set(cur.fetchall())
         out = []
-        for sid, ms, value, quality in rows:
-            ap, b = source[(sid, ms)]
-            out.append(
-                CommittedPoint(
-                    series_id=sid,
-                    device_id=ap.device_id,
-                    device_key=ap.point.device,
-                    gateway_id=b.gateway_id,
-                    tag=ap.point.tag,
-                    ts_ms=ms,
-                    value=value,
-                    quality=quality,
-                    historical=b.historical,
-                )
-            )
-        return out
+        for b in batches:
+            for r in b.accepted:
+                key = (ids[(r[0], r[2])], r[3])
+                if key in new:
+                    new.discard(key)  # a point repeated inside the batch was stored once
+                    out.append(TelemetryWriter._point(key[0], r, b))
+        return len(out), out
+
+    @staticmethod
+    def _point(series_id: int, r: Row, b: BatchWrite) -> CommittedPoint:
+        return CommittedPoint(
+            series_id=series_id,
+            device_id=r[0],
+            device_key=r[1],
+            gateway_id=b.gateway_id,
+            tag=r[2],
+            ts_ms=r[3],
+            value=r[4],
+            quality=r[5],
+            historical=b.historical,
+        )
 
     @staticmethod
     def _advance_sequences(conn: psycopg.Connection, batches: list[BatchWrite]) -> int:

@@ -10,7 +10,7 @@ from fieldwatch.contract import Point
 from ingest.errors import DatabaseUnavailable
 from ingest.registry import RegistryCache
 from ingest.validate import AcceptedPoint
-from ingest.writer import BatchWrite, DeadLetter, StatusWrite, TelemetryWriter
+from ingest.writer import BatchWrite, DeadLetter, StatusWrite, TelemetryWriter, rows_of
 
 
 def bw(reg, seq: int, points: list[tuple[str, str, int, float]], historical: bool = False) -> BatchWrite:
@@ -20,7 +20,7 @@ def bw(reg, seq: int, points: list[tuple[str, str, int, float]], historical: boo
         reg.gateway_id,
         seq,
         historical,
-        [AcceptedPoint(reg.devices[d], Point(d, tag, ts, v)) for d, tag, ts, v in points],
+        rows_of([AcceptedPoint(reg.devices[d], Point(d, tag, ts, v)) for d, tag, ts, v in points]),
     )
 
 
@@ -103,7 +103,7 @@ def test_a_failed_transaction_leaves_nothing_and_caches_nothing(db_url: str, uid
     """If the database refuses the batch, no point, series or dead letter is kept, and the series cache stays clean."""
     reg = register(db_url, uid)
     bad = bw(reg, 1, [("pump-1", "temp", NOW_MS, 1.0)])
-    bad.accepted.append(AcceptedPoint(999_999, Point("ghost", "temp", NOW_MS, 1.0)))  # no such device: FK fails
+    bad.accepted.append((999_999, "ghost", "temp", NOW_MS, 1.0, 0))  # no such device: FK fails
     with pytest.raises(psycopg.errors.ForeignKeyViolation):
         writer.write([bad], [DeadLetter("t", b"x", "r")])
     assert scalar(db_url, "SELECT count(*) FROM series") == 0

@@ -1,4 +1,4 @@
-"""Rules: threshold rules, the one evaluation state machine, and live evaluation into alarms.
+"""Rules: rule models, the one evaluation state machine, live evaluation into alarms, backtests.
 
 Typical use (an ingest after-commit hook)::
 
@@ -8,19 +8,33 @@ Typical use (an ingest after-commit hook)::
     evaluator.close()
 """
 
+from rules.compile import CompiledRule, UnboundThreshold, compile_rule
 from rules.engine import (
     NORMAL,
     AlarmCleared,
     AlarmOpened,
     RuleEvent,
     RuleState,
+    SeverityChanged,
     StateFormatError,
     evaluate,
     evaluate_all,
 )
-from rules.model import Reading, RuleBase, ThresholdRule
+from rules.model import DeviceInfo, Reading, Rule, RuleSpec, Scope, legacy_spec
 from rules.service import EVENTS_CHANNEL, AlarmEvent, RuleEvaluationError, RuleEvaluator, alarm_message
-from rules.store import DuplicateRuleName, RuleError, UnknownSkill, create_rule, get_rule, list_rules, set_rule_enabled
+from rules.store import (
+    DuplicateRuleName,
+    RuleError,
+    UnknownRule,
+    UnknownSkill,
+    create_rule,
+    find_rule,
+    get_rule,
+    list_rules,
+    rule_versions,
+    save_rule,
+    set_rule_enabled,
+)
 
 __all__ = [
     "EVENTS_CHANNEL",
@@ -28,22 +42,33 @@ __all__ = [
     "AlarmCleared",
     "AlarmEvent",
     "AlarmOpened",
+    "CompiledRule",
+    "DeviceInfo",
     "DuplicateRuleName",
     "Reading",
-    "RuleBase",
+    "Rule",
     "RuleError",
     "RuleEvaluationError",
     "RuleEvaluator",
     "RuleEvent",
+    "RuleSpec",
     "RuleState",
+    "Scope",
+    "SeverityChanged",
     "StateFormatError",
-    "ThresholdRule",
+    "UnboundThreshold",
+    "UnknownRule",
     "UnknownSkill",
     "alarm_message",
+    "compile_rule",
     "create_rule",
     "evaluate",
     "evaluate_all",
+    "find_rule",
     "get_rule",
+    "legacy_spec",
     "list_rules",
+    "rule_versions",
+    "save_rule",
     "set_rule_enabled",
 ]

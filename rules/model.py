@@ -1,26 +1,38 @@
-"""Rule definitions, mirroring the ``rules`` table, and the shape of a reading the rules need.
+"""What a rule *is*, as users write it (YAML, API) and as it is stored (``rules.definition``).
 
-Only threshold rules exist so far (``kind = 'threshold'``). Later kinds (hysteresis,
-N-in-a-row, no-data, anomaly models) become sibling models sharing :class:`RuleBase`.
+A rule watches one tag on the devices in its scope::
+
+    name: hot bearing
+    tag: bearing_temp
+    condition:                      # a discriminated union on ``kind``
+      kind: above                   # above | below | outside | inside | rate
+      levels:                       # a severity ladder; one level may be written inline
+        - {severity: critical, threshold: 95}
+        - {severity: major, threshold: {attribute: max_bearing_temp, default: 80}, clear: 75}
+    for_s: 30                       # the condition must hold this long (source time) …
+    count: 3                        # … and for this many readings in a row
+    keep_firing_for_s: 60           # stay active this long after the condition stops
+    scope: {equipment_models: [P100], sites: [], clients: [], devices: []}
+    problem_code: BEARING_OVERHEAT
+
+Thresholds are numbers or ``{attribute: NAME, default: X}``, read per device from
+``devices.attributes``: one per-model rule, per-instance limits. Binding them to a
+device happens in :mod:`rules.compile`; the state machine only ever sees numbers.
+
+The pydantic models validate; error messages carry the field path (``condition.levels.0.clear``).
 """
 
 from __future__ import annotations
 
-import operator as _op
-from collections.abc import Callable
-from typing import Literal, Protocol, runtime_checkable
+from datetime import datetime
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Operator = Literal[">", ">=", "<", "<="]
 Severity = Literal["critical", "major", "minor", "warning"]
-
-_COMPARE: dict[str, Callable[[float, float], bool]] = {
-    ">": _op.gt,
-    ">=": _op.ge,
-    "<": _op.lt,
-    "<=": _op.le,
-}
+#: Lower is more severe.
+SEVERITY_RANK: dict[str, int] = {"critical": 0, "major": 1, "minor": 2, "warning": 3}
+Operator = Literal[">", ">=", "<", "<="]
 
 
 @runtime_checkable
@@ -43,49 +55,278 @@ class Reading(Protocol):
     def quality(self) -> int: ...
 
 
-class RuleBase(BaseModel):
-    """Fields every rule kind shares: identity, scope and what an alarm leads to."""
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AttrRef(_Strict):
+    """A threshold read from ``devices.attributes[attribute]``; ``default`` when the device lacks it."""
+
+    attribute: str = Field(min_length=1)
+    default: float | None = None
+
+
+Value = float | AttrRef
+
+
+class LimitLevel(_Strict):
+    """One rung of a one-sided ladder: trigger beyond ``threshold``; clear only back past ``clear``."""
+
+    severity: Severity = "major"
+    threshold: Value
+    clear: Value | None = None  # hysteresis: None means "clears when it no longer triggers"
+
+
+class BandLevel(_Strict):
+    """One rung of a two-sided ladder: a band ``[low, high]`` and optional clear band."""
+
+    severity: Severity = "major"
+    low: Value
+    high: Value
+    clear_low: Value | None = None
+    clear_high: Value | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> BandLevel:
+        if isinstance(self.low, float) and isinstance(self.high, float) and self.low > self.high:
+            raise ValueError(f"low ({self.low:g}) must not be above high ({self.high:g})")
+        return self
+
+
+def _inline_level(data: Any, fields: tuple[str, ...]) -> Any:
+    """Accept a single level written inline (``threshold: 80``) instead of ``levels: [...]``."""
+    if isinstance(data, dict) and "levels" not in data and any(f in data for f in fields):
+        data = dict(data)
+        level = {k: data.pop(k) for k in (*fields, "severity") if k in data}
+        data["levels"] = [level]
+    return data
+
+
+def _unique_severities(levels: list[Any]) -> list[Any]:
+    seen = [lv.severity for lv in levels]
+    dupes = sorted({s for s in seen if seen.count(s) > 1})
+    if dupes:
+        raise ValueError(f"each severity may appear once in a ladder; repeated: {', '.join(dupes)}")
+    return sorted(levels, key=lambda lv: SEVERITY_RANK[lv.severity])
+
+
+class _LimitCondition(_Strict):
+    levels: list[LimitLevel] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inline(cls, data: Any) -> Any:
+        return _inline_level(data, ("threshold", "clear"))
+
+    @field_validator("levels")
+    @classmethod
+    def _ladder(cls, levels: list[LimitLevel]) -> list[LimitLevel]:
+        return _unique_severities(levels)
+
+
+class Above(_LimitCondition):
+    """Alarm while the value is above (``inclusive``: at or above) a threshold; ``clear`` below it."""
+
+    kind: Literal["above"] = "above"
+    inclusive: bool = False
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> Above:
+        for i, lv in enumerate(self.levels):
+            if isinstance(lv.clear, float) and isinstance(lv.threshold, float) and lv.clear > lv.threshold:
+                raise ValueError(f"levels.{i}.clear ({lv.clear:g}) must not be above threshold ({lv.threshold:g})")
+        return self
+
+
+class Below(_LimitCondition):
+    """Alarm while the value is below (``inclusive``: at or below) a threshold; ``clear`` above it."""
+
+    kind: Literal["below"] = "below"
+    inclusive: bool = False
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> Below:
+        for i, lv in enumerate(self.levels):
+            if isinstance(lv.clear, float) and isinstance(lv.threshold, float) and lv.clear < lv.threshold:
+                raise ValueError(f"levels.{i}.clear ({lv.clear:g}) must not be below threshold ({lv.threshold:g})")
+        return self
+
+
+class RateOfChange(_LimitCondition):
+    """Alarm while the value changes faster than ``threshold`` units per ``per`` (between good readings)."""
+
+    kind: Literal["rate"] = "rate"
+    direction: Literal["rise", "fall", "either"] = "either"
+    per: Literal["s", "min", "h"] = "min"
+    inclusive: bool = False
+
+
+class _BandCondition(_Strict):
+    levels: list[BandLevel] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inline(cls, data: Any) -> Any:
+        return _inline_level(data, ("low", "high", "clear_low", "clear_high"))
+
+    @field_validator("levels")
+    @classmethod
+    def _ladder(cls, levels: list[BandLevel]) -> list[BandLevel]:
+        return _unique_severities(levels)
+
+
+class Outside(_BandCondition):
+    """Alarm while the value is outside ``[low, high]``; clears once back inside ``[clear_low, clear_high]``."""
+
+    kind: Literal["outside"] = "outside"
+
+
+class Inside(_BandCondition):
+    """Alarm while the value is inside ``[low, high]`` (a forbidden band, e.g. a resonance speed)."""
+
+    kind: Literal["inside"] = "inside"
+
+
+Condition = Annotated[Above | Below | Outside | Inside | RateOfChange, Field(discriminator="kind")]
+
+
+class Scope(_Strict):
+    """Which devices a rule watches. Empty lists mean "any"; non-empty dimensions must all match."""
+
+    equipment_models: list[str] = []
+    sites: list[str] = []  # site slugs
+    clients: list[str] = []  # client names
+    devices: list[str] = []  # device keys, "site-slug/key", or numeric ids
+
+    def matches(self, device: DeviceInfo) -> bool:
+        if self.equipment_models and device.equipment_model not in self.equipment_models:
+            return False
+        if self.sites and device.site not in self.sites:
+            return False
+        if self.clients and device.client not in self.clients:
+            return False
+        if self.devices:
+            names = {device.key, f"{device.site}/{device.key}", str(device.id)}
+            if names.isdisjoint(self.devices):
+                return False
+        return True
+
+
+class DeviceInfo(BaseModel):
+    """What scoping and threshold binding need to know about a device."""
 
     model_config = ConfigDict(frozen=True)
 
     id: int
-    name: str
-    equipment_model: str | None = None  # None: every model
-    tag: str
-    severity: Severity = "major"
-    problem_code: str
+    key: str
+    equipment_model: str
+    site: str
+    client: str
+    attributes: dict[str, Any] = {}
+    parent_id: int | None = None
+
+
+class RuleSpec(_Strict):
+    """A rule as written by its author: everything except identity and history."""
+
+    name: str = Field(min_length=1)
+    tag: str = Field(min_length=1)
+    condition: Condition
+    for_s: float = Field(0.0, ge=0, description="the condition must hold this many seconds of source time")
+    count: int = Field(1, ge=1, description="… and for this many good readings in a row")
+    keep_firing_for_s: float = Field(0.0, ge=0, description="stay active this long after the condition stops")
+    scope: Scope = Scope()
+    problem_code: str = Field(min_length=1)
     required_skill: str | None = None
+    latch: bool = Field(False, description="an alarm stays until acknowledged even after its condition clears")
     enabled: bool = True
-    version: int = 1
-
-    def applies_to(self, equipment_model: str) -> bool:
-        """Whether a device of ``equipment_model`` is in this rule's scope."""
-        return self.equipment_model is None or self.equipment_model == equipment_model
-
-
-class ThresholdRule(RuleBase):
-    """``tag <operator> threshold`` held for ``duration_s`` seconds of source time opens an alarm."""
-
-    kind: Literal["threshold"] = "threshold"
-    operator: Operator
-    threshold: float
-    duration_s: float = Field(0.0, ge=0)
-
-    def condition(self, value: float) -> bool:
-        """Whether ``value`` is in the alarm region."""
-        return _COMPARE[self.operator](value, self.threshold)
+    description: str = ""
 
     @property
-    def duration_ms(self) -> int:
-        return round(self.duration_s * 1000)
-
-    def worse(self, a: float, b: float) -> float:
-        """The value further into the alarm region (max for ``>``/``>=``, min for ``<``/``<=``)."""
-        return max(a, b) if self.operator in (">", ">=") else min(a, b)
+    def severity(self) -> Severity:
+        """The most severe level of the ladder (levels are sorted most severe first)."""
+        return self.condition.levels[0].severity
 
     def describe(self) -> str:
         """``bearing_temp > 80 for 30 s`` — the condition in words, for alarm messages."""
-        text = f"{self.tag} {self.operator} {self.threshold:g}"
-        if self.duration_s:
-            text += f" for {self.duration_s:g} s"
+        c = self.condition
+        lv = c.levels[-1]  # the least severe rung: where the alarm starts
+        if isinstance(c, Above | Below | RateOfChange):
+            op = {"above": ">", "below": "<", "rate": "rises/falls >"}[c.kind]
+            if c.kind == "rate":
+                op = {"rise": "rises >", "fall": "falls >", "either": "changes >"}[c.direction]
+            elif c.inclusive:
+                op += "="
+            text = f"{self.tag} {op} {_fmt(lv.threshold)}"
+            if c.kind == "rate":
+                text += f"/{c.per}"
+        else:
+            assert isinstance(lv, BandLevel)
+            word = "outside" if c.kind == "outside" else "inside"
+            text = f"{self.tag} {word} [{_fmt(lv.low)}, {_fmt(lv.high)}]"
+        if self.for_s:
+            text += f" for {self.for_s:g} s"
+        if self.count > 1:
+            text += f" ({self.count} in a row)"
         return text
+
+
+def _fmt(v: Value) -> str:
+    return f"{v:g}" if isinstance(v, float) else f"@{v.attribute}"
+
+
+class Rule(BaseModel):
+    """A stored rule: its spec plus identity and version."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int
+    version: int = 1
+    spec: RuleSpec
+    updated_by: str = ""
+    updated_at: datetime | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def tag(self) -> str:
+        return self.spec.tag
+
+    @property
+    def enabled(self) -> bool:
+        return self.spec.enabled
+
+
+def legacy_spec(
+    *,
+    name: str,
+    tag: str,
+    operator: Operator,
+    threshold: float,
+    problem_code: str,
+    duration_s: float = 0.0,
+    severity: Severity = "major",
+    equipment_model: str | None = None,
+    required_skill: str | None = None,
+    enabled: bool = True,
+) -> RuleSpec:
+    """The spec equivalent to a row of the original ``rules`` columns (``tag op threshold for duration``)."""
+    if operator not in (">", ">=", "<", "<="):
+        raise ValueError(f"operator must be one of >, >=, <, <=; got {operator!r}")
+    cond: dict[str, Any] = {
+        "kind": "above" if operator.startswith(">") else "below",
+        "inclusive": operator.endswith("="),
+        "levels": [{"severity": severity, "threshold": threshold}],
+    }
+    return RuleSpec(
+        name=name,
+        tag=tag,
+        condition=cond,  # type: ignore[arg-type]
+        for_s=duration_s,
+        scope=Scope(equipment_models=[equipment_model] if equipment_model else []),
+        problem_code=problem_code,
+        required_skill=required_skill,
+        enabled=enabled,
+    )

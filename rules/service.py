@@ -30,8 +30,9 @@ import psycopg
 from psycopg import errors
 from psycopg.types.json import Jsonb
 
-from rules.engine import NORMAL, AlarmCleared, AlarmOpened, RuleState, StateFormatError, evaluate_all
-from rules.model import Reading, ThresholdRule
+from rules.compile import CompiledRule, UnboundThreshold, compile_rule
+from rules.engine import NORMAL, AlarmCleared, AlarmOpened, RuleEvent, RuleState, SeverityChanged, StateFormatError, evaluate_all
+from rules.model import SEVERITY_RANK, DeviceInfo, Reading, Rule
 from rules.store import list_rules
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,19 @@ log = logging.getLogger(__name__)
 EVENTS_CHANNEL = "fw_events"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # rule_states.last_ts before any good reading
 _RETRIES = 3
-#: (rule_id, device_id) → (rule, [(ts_ms, value, quality), …])
-_Groups = dict[tuple[int, int], tuple[ThresholdRule, list[tuple[int, float, int]]]]
+#: (rule_id, device_id) → (rule, its compiled form for the device, [(ts_ms, value, quality), …])
+_Groups = dict[tuple[int, int], tuple[Rule, CompiledRule, list[tuple[int, float, int]]]]
+
+_DEVICE_SQL = """SELECT d.id, d.key, d.equipment_model, s.slug AS site, c.name AS client, d.attributes, d.parent_id
+                 FROM devices d JOIN sites s ON s.id = d.site_id JOIN clients c ON c.id = s.client_id
+                 WHERE d.id = ANY(%s)"""
+
+
+def load_devices(conn: psycopg.Connection, ids: list[int]) -> dict[int, DeviceInfo]:
+    """Scope and binding facts of the devices ``ids`` (missing ids are simply absent)."""
+    cols = ("id", "key", "equipment_model", "site", "client", "attributes", "parent_id")
+    rows = conn.execute(_DEVICE_SQL, (ids,)).fetchall()
+    return {r[0]: DeviceInfo(**dict(zip(cols, r, strict=True))) for r in rows}
 
 
 class RuleEvaluationError(RuntimeError):
@@ -51,7 +63,7 @@ class RuleEvaluationError(RuntimeError):
 class AlarmEvent:
     """An alarm opened or cleared by a committed evaluation."""
 
-    type: Literal["alarm_opened", "alarm_cleared"]
+    type: Literal["alarm_opened", "alarm_cleared", "alarm_severity_changed"]
     alarm_id: int
     rule_id: int
     device_id: int
@@ -67,9 +79,9 @@ def _ts(ms: int | None) -> datetime:
     return _EPOCH if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def alarm_message(rule: ThresholdRule, peak: float | None) -> str:
+def alarm_message(rule: Rule, peak: float | None) -> str:
     """``bearing_temp > 80 for 30 s (peak 83.1)``."""
-    text = rule.describe()
+    text = rule.spec.describe()
     return f"{text} (peak {peak:g})" if peak is not None else text
 
 
@@ -86,9 +98,11 @@ class RuleEvaluator:
         self._lock = threading.Lock()
         self._conn: psycopg.Connection | None = None
         self._closed = False
-        self._rules_by_tag: dict[str, list[ThresholdRule]] = {}
+        self._rules_by_tag: dict[str, list[Rule]] = {}
         self._loaded_at = -math.inf
-        self._models: dict[int, str | None] = {}  # device id → equipment_model (None: unknown device)
+        self._devices: dict[int, DeviceInfo | None] = {}  # None: unknown device
+        self._compiled: dict[tuple[int, int], CompiledRule | None] = {}  # None: unbound thresholds
+        self.unbound: dict[tuple[int, int], str] = {}  # (rule, device) → why it could not be bound
 
     # -- lifecycle ---------------------------------------------------------------------
     def close(self) -> None:
@@ -161,31 +175,47 @@ class RuleEvaluator:
     def _maybe_reload(self, conn: psycopg.Connection) -> None:
         if time.monotonic() - self._loaded_at < self._refresh_s:
             return
-        by_tag: dict[str, list[ThresholdRule]] = defaultdict(list)
+        by_tag: dict[str, list[Rule]] = defaultdict(list)
         for rule in list_rules(conn, enabled_only=True):
             by_tag[rule.tag].append(rule)
         self._rules_by_tag = dict(by_tag)
-        self._models = {}
+        self._devices = {}
+        self._compiled = {}
         self._loaded_at = time.monotonic()
+
+    def _bind(self, rule: Rule, device: DeviceInfo) -> CompiledRule | None:
+        key = (rule.id, device.id)
+        if key not in self._compiled:
+            try:
+                self._compiled[key] = compile_rule(rule.spec, rule.id, device.attributes)
+                self.unbound.pop(key, None)
+            except UnboundThreshold as exc:
+                log.warning("%s (device %d %s); the rule is not evaluated there", exc, device.id, device.key)
+                self.unbound[key] = str(exc)
+                self._compiled[key] = None
+        return self._compiled[key]
 
     def _group(self, conn: psycopg.Connection, batch: list[Reading]) -> _Groups:
         """Readings per (rule, device) for the rules that apply to each device's model."""
         relevant = [r for r in batch if r.tag in self._rules_by_tag]
-        missing = {r.device_id for r in relevant} - self._models.keys()
+        missing = {r.device_id for r in relevant} - self._devices.keys()
         if missing:
-            found = dict(
-                conn.execute("SELECT id, equipment_model FROM devices WHERE id = ANY(%s)", (list(missing),)).fetchall()
-            )
+            found = load_devices(conn, list(missing))
             for dev in missing:
-                self._models[dev] = found.get(dev)
+                self._devices[dev] = found.get(dev)
         groups: _Groups = {}
         for r in relevant:
-            model = self._models.get(r.device_id)
-            if model is None:
+            device = self._devices.get(r.device_id)
+            if device is None:
                 continue
             for rule in self._rules_by_tag[r.tag]:
-                if rule.applies_to(model):
-                    groups.setdefault((rule.id, r.device_id), (rule, []))[1].append((r.ts_ms, r.value, r.quality))
+                if not rule.spec.scope.matches(device):
+                    continue
+                compiled = self._bind(rule, device)
+                if compiled is not None:
+                    groups.setdefault((rule.id, r.device_id), (rule, compiled, []))[2].append(
+                        (r.ts_ms, r.value, r.quality)
+                    )
         return groups
 
     def _apply(self, conn: psycopg.Connection, groups: _Groups) -> list[AlarmEvent]:
@@ -210,13 +240,13 @@ class RuleEvaluator:
         events: list[AlarmEvent] = []
         updates: list[tuple[Any, datetime, int, int]] = []
         for rule_id, device_id, raw in rows:
-            rule, readings = groups[(rule_id, device_id)]
+            rule, compiled, readings = groups[(rule_id, device_id)]
             try:
                 old = RuleState.from_json(raw)
             except StateFormatError:
                 log.warning("rule %d device %d: unreadable state %r; starting from normal", rule_id, device_id, raw)
                 old = NORMAL
-            new, rule_events = evaluate_all(rule, old, readings)
+            new, rule_events = evaluate_all(compiled, old, readings)
             if new != old:
                 updates.append((Jsonb(new.to_json()), _ts(new.last_ts_ms), rule_id, device_id))
             for ev in rule_events:
@@ -234,27 +264,42 @@ class RuleEvaluator:
             conn.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, orjson.dumps(ev.payload()).decode()))
         return events
 
-    def _record(
-        self, conn: psycopg.Connection, rule: ThresholdRule, device_id: int, ev: AlarmOpened | AlarmCleared
-    ) -> AlarmEvent | None:
+    def _record(self, conn: psycopg.Connection, rule: Rule, device_id: int, ev: RuleEvent) -> AlarmEvent | None:
         """Write one state-machine event to ``alarms``; None when the table already agrees."""
         if isinstance(ev, AlarmOpened):
             row = conn.execute(
-                """INSERT INTO alarms (rule_id, device_id, severity, state, message, trigger_value, triggered_at)
-                   VALUES (%s, %s, %s, 'active', %s, %s, %s)
+                """INSERT INTO alarms (rule_id, device_id, severity, peak_severity, latched, state, message,
+                                       trigger_value, triggered_at)
+                   VALUES (%s, %s, %s, %s, %s, 'active', %s, %s, %s)
                    ON CONFLICT (rule_id, device_id) WHERE cleared_at IS NULL DO NOTHING
                    RETURNING id""",
-                (rule.id, device_id, rule.severity, alarm_message(rule, ev.peak), ev.value, _ts(ev.ts_ms)),
+                (rule.id, device_id, ev.severity, ev.severity, rule.spec.latch, alarm_message(rule, ev.peak),
+                 ev.value, _ts(ev.ts_ms)),
             ).fetchone()
-            if row is None:  # an open alarm already exists (e.g. state reset by hand): keep it
+            if row is None:  # an open alarm already exists (latched, or state reset by hand): keep it
                 return None
             return AlarmEvent("alarm_opened", row[0], rule.id, device_id, ev.ts_ms, ev.value)
+        if isinstance(ev, SeverityChanged):
+            row = conn.execute(
+                """UPDATE alarms SET severity = %s,
+                          peak_severity = CASE WHEN %s < coalesce(array_position(%s::text[], peak_severity), 99)
+                                               THEN %s ELSE peak_severity END
+                   WHERE rule_id = %s AND device_id = %s AND cleared_at IS NULL
+                   RETURNING id""",
+                (ev.severity, SEVERITY_RANK[ev.severity] + 1, list(SEVERITY_RANK), ev.severity, rule.id, device_id),
+            ).fetchone()
+            if row is None:
+                return None
+            return AlarmEvent("alarm_severity_changed", row[0], rule.id, device_id, ev.ts_ms, ev.value)
+        # A latched alarm that nobody acknowledged yet only records that its condition is gone.
         row = conn.execute(
-            """UPDATE alarms SET state = 'cleared', cleared_at = %s
+            """UPDATE alarms SET condition_cleared_at = %s,
+                      state = CASE WHEN latched AND acknowledged_at IS NULL THEN state ELSE 'cleared' END,
+                      cleared_at = CASE WHEN latched AND acknowledged_at IS NULL THEN NULL ELSE %s END
                WHERE rule_id = %s AND device_id = %s AND cleared_at IS NULL
-               RETURNING id""",
-            (_ts(ev.ts_ms), rule.id, device_id),
+               RETURNING id, cleared_at IS NOT NULL""",
+            (_ts(ev.ts_ms), _ts(ev.ts_ms), rule.id, device_id),
         ).fetchone()
-        if row is None:  # nothing open (cleared by hand): nothing to report
+        if row is None or not row[1]:  # nothing open (cleared by hand), or latched: nothing to report yet
             return None
         return AlarmEvent("alarm_cleared", row[0], rule.id, device_id, ev.ts_ms, ev.value)

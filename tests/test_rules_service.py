@@ -173,7 +173,9 @@ def test_store_creates_lists_and_refuses_bad_rules(db_url: str) -> None:
     rule_id, _, _ = seed(db_url)
     with psycopg.connect(db_url) as conn:
         r = get_rule(conn, rule_id)
-        assert r is not None and (r.operator, r.threshold, r.duration_s, r.severity) == (">", 80, 30, "critical")
+        assert r is not None
+        assert (r.spec.condition.kind, r.spec.condition.levels[0].threshold, r.spec.for_s, r.spec.severity) == (
+            "above", 80, 30, "critical")
         assert [x.name for x in list_rules(conn)] == ["hot bearing"]
         assert get_rule(conn, 12345) is None
         with pytest.raises(DuplicateRuleName):

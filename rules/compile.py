@@ -89,9 +89,8 @@ def compile_rule(spec: RuleSpec, rule_id: int = 0, attributes: dict[str, Any] | 
                 raise UnboundThreshold(f"{where}: low {lo:g} is above high {hi:g}")
             clo = _num(lv.clear_low, attrs, f"{where}.clear_low")
             chi = _num(lv.clear_high, attrs, f"{where}.clear_high")
-            levels.append(
-                CLevel(lv.severity, SEVERITY_RANK[lv.severity], lo, hi, lo if clo is None else clo, hi if chi is None else chi)
-            )
+            clo, chi = lo if clo is None else clo, hi if chi is None else chi
+            levels.append(CLevel(lv.severity, SEVERITY_RANK[lv.severity], lo, hi, clo, chi))
     return CompiledRule(
         rule_id=rule_id,
         kind=cond.kind,

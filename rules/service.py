@@ -31,7 +31,15 @@ from psycopg import errors
 from psycopg.types.json import Jsonb
 
 from rules.compile import CompiledRule, UnboundThreshold, compile_rule
-from rules.engine import NORMAL, AlarmCleared, AlarmOpened, RuleEvent, RuleState, SeverityChanged, StateFormatError, evaluate_all
+from rules.engine import (
+    NORMAL,
+    AlarmOpened,
+    RuleEvent,
+    RuleState,
+    SeverityChanged,
+    StateFormatError,
+    evaluate_all,
+)
 from rules.model import SEVERITY_RANK, DeviceInfo, Reading, Rule
 from rules.store import list_rules
 

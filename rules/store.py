@@ -215,7 +215,8 @@ def find_rule(conn: psycopg.Connection, ref: str | int) -> Rule:
 def rule_versions(conn: psycopg.Connection, rule_id: int) -> list[RuleVersion]:
     """Every stored version of a rule, oldest first."""
     rows = conn.execute(
-        "SELECT rule_id, version, definition, author, created_at FROM rule_versions WHERE rule_id = %s ORDER BY version",
+        "SELECT rule_id, version, definition, author, created_at FROM rule_versions"
+        " WHERE rule_id = %s ORDER BY version",
         (rule_id,),
     ).fetchall()
     return [RuleVersion(r[0], r[1], RuleSpec.model_validate(r[2]), r[3], r[4]) for r in rows]

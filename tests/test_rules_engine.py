@@ -46,7 +46,8 @@ def run(s: RuleSpec, values: list[float | None], *, step_s: float = 1.0, attrs: 
 
 
 ABOVE = {"kind": "above", "threshold": 80}
-LADDER = {"kind": "above", "levels": [{"severity": "warning", "threshold": 80}, {"severity": "critical", "threshold": 95}]}
+LADDER = {"kind": "above",
+          "levels": [{"severity": "warning", "threshold": 80}, {"severity": "critical", "threshold": 95}]}
 
 CASES = [
     ("above opens at once and clears", spec(ABOVE), [70, 81, 82, 79], [("open", 1, "major"), ("clear", 3)]),
@@ -181,7 +182,8 @@ def test_peak_is_the_worst_signal_of_the_episode() -> None:
 
 @pytest.mark.parametrize(
     "state",
-    [NORMAL, RuleState("pending", 1_000, 1_000, 85.0, "major", 2), RuleState("active", 1, 5, 9.0, "critical", 3, 4, 8.5)],
+    [NORMAL, RuleState("pending", 1_000, 1_000, 85.0, "major", 2),
+     RuleState("active", 1, 5, 9.0, "critical", 3, 4, 8.5)],
 )
 def test_state_round_trips_through_json(state: RuleState) -> None:
     """A state survives the trip to the jsonb column and back unchanged."""

@@ -27,8 +27,10 @@ from gateway.errors import ConfigError
 #: Where ``profile: <name>`` is looked up when it is not a path.
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
-RegisterType = Literal["holding", "input"]
+RegisterType = Literal["holding", "input", "coil", "discrete"]
+BIT_TABLES = ("coil", "discrete")
 MAX_REGISTERS_PER_READ = 125  # Modbus' limit for FC 3/4
+MAX_BITS_PER_READ = 2000  # Modbus' limit for FC 1/2
 
 
 class Tag(BaseModel):
@@ -42,8 +44,12 @@ class Tag(BaseModel):
     address: int = Field(ge=0, le=65535)
     data_type: DataType = "uint16"
     word_order: WordOrder = "ABCD"
+    bit: int | None = Field(None, ge=0, le=15, description="for data_type bit: 0 = least significant")
     scale: float = 1.0
     offset: float = 0.0
+    #: Clamp limits: a value outside is clamped and published BAD_OUT_OF_RANGE.
+    min: float | None = None
+    max: float | None = None
     unit: str = ""
 
     @field_validator("name")
@@ -53,11 +59,23 @@ class Tag(BaseModel):
 
     @property
     def count(self) -> int:
-        """Registers this tag occupies."""
+        """Registers (or bits, on a coil/discrete table) this tag occupies."""
         return register_count(self.data_type)
 
     @model_validator(mode="after")
     def _fits(self) -> Tag:
+        where = f"tag {self.name!r}"
+        if self.register_type in BIT_TABLES and self.data_type != "bool":
+            raise ValueError(f"{where}: a {self.register_type} holds one bit; use data_type bool")
+        if (self.data_type == "bit") != (self.bit is not None):
+            raise ValueError(f"{where}: 'bit' (0-15) goes with data_type bit, and only with it")
+        if self.data_type == "string":
+            raise ValueError(
+                f"{where}: string tags cannot be published (telemetry v1 carries numbers); "
+                "map the text to a code register instead"
+            )
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"{where}: min {self.min} is above max {self.max}")
         if self.address + self.count > 65536:
             raise ValueError(f"tag {self.name!r}: {self.data_type} at {self.address} runs past address 65535")
         return self
@@ -176,6 +194,10 @@ class ModbusTcpDevice(DeviceBase):
     unit_id: int = Field(1, ge=0, le=255)
     max_registers: int = Field(MAX_REGISTERS_PER_READ, ge=1, le=MAX_REGISTERS_PER_READ)
     max_gap: int = Field(16, ge=0, description="unused registers a merged read may span")
+    framer: Literal["socket", "rtu"] = Field(
+        "socket", description="socket: Modbus TCP; rtu: RTU frames over TCP (serial device servers)"
+    )
+    request_interval: float = Field(0.0, ge=0, description="pause between requests (pacing for slow devices)")
 
 
 #: Every device kind the gateway knows. Becomes a discriminated union when RTU/OPC-UA arrive.

@@ -1,4 +1,9 @@
-"""Modbus TCP driver: one pymodbus ``AsyncModbusTcpClient`` per device.
+"""Modbus TCP driver: one pymodbus ``AsyncModbusTcpClient`` per device (socket or RTU framing).
+
+Reads follow the device's plan (:mod:`gateway.planner`); a merged read refused
+with exception 2 (illegal data address) is split and retried at once, and the
+split is kept for the device's lifetime (logged once). ``request_interval``
+paces requests for slow devices behind serial gateways.
 
 pymodbus errors are translated into :mod:`gateway.errors` in one place
 (:func:`_translate` and :meth:`ModbusTcpDriver._check`), so the poll loop only
@@ -9,18 +14,26 @@ automatic reconnect is switched off so there is exactly one retry policy.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from pymodbus import FramerType
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from fieldwatch.contract import Quality
 from gateway.config import ModbusTcpDevice, Tag
-from gateway.decode import decode
+from gateway.decode import clamp, decode
 from gateway.errors import DecodeError, DeviceError, DeviceException, DeviceNotConnected, DeviceTimeout
-from gateway.planner import ReadRequest, plan_reads
+from gateway.planner import ReadRequest, plan_reads, split_request
+
+log = logging.getLogger(__name__)
+
+ILLEGAL_DATA_ADDRESS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +71,8 @@ class ModbusTcpDriver:
             device.tags, max_registers=device.max_registers, max_gap=device.max_gap
         )
         self._client: AsyncModbusTcpClient | None = None
+        self._last_request = 0.0
+        self.splits = 0
 
     @property
     def connected(self) -> bool:
@@ -68,7 +83,13 @@ class ModbusTcpDriver:
         await self.close()
         d = self.device
         client = AsyncModbusTcpClient(
-            d.host, port=d.port, timeout=d.timeout, retries=0, reconnect_delay=0, name=f"fw-{d.name}"
+            d.host,
+            port=d.port,
+            framer=FramerType.RTU if d.framer == "rtu" else FramerType.SOCKET,
+            timeout=d.timeout,
+            retries=0,
+            reconnect_delay=0,
+            name=f"fw-{d.name}",
         )
         with _translate(d.name):
             ok = await client.connect()
@@ -83,43 +104,86 @@ class ModbusTcpDriver:
         if client is not None:
             client.close()
 
-    async def read(self, request: ReadRequest) -> list[int]:
-        """Execute one read of the plan; raise a :class:`DeviceError` subclass on failure."""
+    async def _pace(self) -> None:
+        gap = self.device.request_interval
+        if gap:
+            wait = self._last_request + gap - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._last_request = time.monotonic()
+
+    async def read(self, request: ReadRequest) -> Sequence[int]:
+        """Execute one read of the plan (registers, or bits for coils); raise a :class:`DeviceError` on failure."""
         client = self._client
         if client is None or not client.connected:
             raise DeviceNotConnected(self.device.name, "not connected")
-        fn = client.read_input_registers if request.register_type == "input" else client.read_holding_registers
+        fn = {
+            "holding": client.read_holding_registers,
+            "input": client.read_input_registers,
+            "coil": client.read_coils,
+            "discrete": client.read_discrete_inputs,
+        }[request.register_type]
+        await self._pace()
         with _translate(self.device.name):
             response = await fn(request.address, count=request.count, device_id=self.device.unit_id)
         if response.isError():
             code = int(getattr(response, "exception_code", 0) or 0)
             raise DeviceException(
                 self.device.name,
-                f"exception {code} reading {request.count} {request.register_type} registers at {request.address}",
+                f"exception {code} reading {request.count} {request.register_type} at {request.address}",
                 code,
             )
+        if request.register_type in ("coil", "discrete"):
+            return [int(b) for b in response.bits[: request.count]]
         return list(response.registers)
+
+    async def _read_adaptive(self, request: ReadRequest, plan: list[ReadRequest]) -> list[TagValue]:
+        """Read ``request``; on "illegal data address" split it and recurse. Appends what it settled on to ``plan``."""
+        try:
+            registers = await self.read(request)
+        except DeviceException as exc:
+            halves = split_request(request) if exc.code == ILLEGAL_DATA_ADDRESS else [request]
+            if len(halves) == 1:
+                plan.append(request)
+                return [TagValue(t, 0.0, exc.quality) for t in request.tags]
+            self.splits += 1
+            log.info(
+                "device %r refused a read of %d %s at %d (illegal address); splitting it and keeping the split",
+                self.device.name,
+                request.count,
+                request.register_type,
+                request.address,
+            )
+            values: list[TagValue] = []
+            for half in halves:
+                values += await self._read_adaptive(half, plan)
+            return values
+        plan.append(request)
+        return [self._decode(tag, request.slice_for(tag, registers)) for tag in request.tags]
+
+    @staticmethod
+    def _decode(tag: Tag, raw: Sequence[int]) -> TagValue:
+        try:
+            value = decode(raw, tag.data_type, tag.word_order, tag.scale, tag.offset, bit=tag.bit or 0)
+        except DecodeError as exc:
+            return TagValue(tag, 0.0, exc.quality)
+        value, clamped = clamp(value, tag.min, tag.max)
+        return TagValue(tag, value, Quality.BAD_OUT_OF_RANGE if clamped else Quality.GOOD)
 
     async def poll(self) -> list[TagValue]:
         """Read every tag once.
 
-        A protocol exception on one read marks only that read's tags bad; timeouts
-        and lost connections are raised, since the device as a whole is gone.
+        A protocol exception on one read marks only that read's tags bad (after
+        splitting, for illegal addresses); timeouts and lost connections are
+        raised, since the device as a whole is gone.
         """
         values: list[TagValue] = []
-        for request in self.plan:
-            try:
-                registers = await self.read(request)
-            except DeviceException as exc:
-                values += [TagValue(t, 0.0, exc.quality) for t in request.tags]
-                continue
-            for tag in request.tags:
-                try:
-                    value = decode(
-                        request.slice_for(tag, registers), tag.data_type, tag.word_order, tag.scale, tag.offset
-                    )
-                except DecodeError as exc:
-                    values.append(TagValue(tag, 0.0, exc.quality))
-                else:
-                    values.append(TagValue(tag, value))
+        plan: list[ReadRequest] = []
+        current = self.plan
+        try:
+            for request in current:
+                values += await self._read_adaptive(request, plan)
+        finally:
+            if len(plan) >= len(current) and plan != current and len(values) == len(self.device.tags):
+                self.plan = plan
         return values

@@ -3,8 +3,10 @@
 Each Modbus request costs a round trip, so tags of the same register type are
 coalesced into contiguous reads when the hole between them is at most
 ``max_gap`` registers and the read stays within ``max_registers`` (125 is the
-protocol's limit for FC 3/4). Later: split a read that fails with "illegal
-address" and remember the split per device.
+protocol's limit for FC 3/4; coils and discrete inputs merge up to ``max_bits``,
+2000 for FC 1/2). A merged read that a device refuses with "illegal data
+address" (some devices have holes in their map) is cut in two by
+:func:`split_request`; the driver keeps the split for the device's lifetime.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from gateway.config import MAX_REGISTERS_PER_READ, Tag
+from gateway.config import BIT_TABLES, MAX_BITS_PER_READ, MAX_REGISTERS_PER_READ, Tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,22 +33,27 @@ class ReadRequest:
 
 
 def plan_reads(
-    tags: Iterable[Tag], *, max_registers: int = MAX_REGISTERS_PER_READ, max_gap: int = 16
+    tags: Iterable[Tag],
+    *,
+    max_registers: int = MAX_REGISTERS_PER_READ,
+    max_gap: int = 16,
+    max_bits: int = MAX_BITS_PER_READ,
 ) -> list[ReadRequest]:
     """Group ``tags`` into reads ordered by register type then address."""
-    if max_registers < 1:
-        raise ValueError("max_registers must be >= 1")
+    if max_registers < 1 or max_bits < 1:
+        raise ValueError("max_registers and max_bits must be >= 1")
     plan: list[ReadRequest] = []
     by_type: dict[str, list[Tag]] = {}
     for tag in tags:
         by_type.setdefault(tag.register_type, []).append(tag)
     for register_type in sorted(by_type):
         group = sorted(by_type[register_type], key=lambda t: (t.address, t.count))
+        limit = max_bits if register_type in BIT_TABLES else max_registers
         start = end = -1
         members: list[Tag] = []
         for tag in group:
             tag_end = tag.address + tag.count
-            fits = members and tag.address - end <= max_gap and max(end, tag_end) - start <= max_registers
+            fits = members and tag.address - end <= max_gap and max(end, tag_end) - start <= limit
             if fits:
                 end = max(end, tag_end)
                 members.append(tag)
@@ -57,3 +64,22 @@ def plan_reads(
         if members:
             plan.append(ReadRequest(register_type, start, end - start, tuple(members)))
     return plan
+
+
+def _span(register_type: str, tags: Sequence[Tag]) -> ReadRequest:
+    start = min(t.address for t in tags)
+    end = max(t.address + t.count for t in tags)
+    return ReadRequest(register_type, start, end - start, tuple(tags))
+
+
+def split_request(request: ReadRequest) -> list[ReadRequest]:
+    """Cut a merged read in two halves by tag (each spanning only its own tags).
+
+    Repeated on each half that fails again, a read converges on the readable
+    tags in ``log2(tags)`` steps; a single-tag read cannot be split (``[request]``).
+    """
+    tags = sorted(request.tags, key=lambda t: (t.address, t.count))
+    if len(tags) < 2:
+        return [request]
+    mid = len(tags) // 2
+    return [_span(request.register_type, tags[:mid]), _span(request.register_type, tags[mid:])]

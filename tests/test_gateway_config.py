@@ -79,7 +79,7 @@ def test_mqtt_url_is_optional() -> None:
         ),
         (cfg(dev(tags=[{"name": "t1", "address": 70000}])), ["devices[pump-1].tags[t1].address"]),
         (cfg(dev(tags=[{"name": "t1", "address": 1, "data_type": "bcd"}])), ["devices[pump-1].tags[t1].data_type"]),
-        (cfg(dev(tags=[{"name": "t1", "address": 1, "word_order": "BADC"}])), ["tags[t1].word_order"]),
+        (cfg(dev(tags=[{"name": "t1", "address": 1, "word_order": "WXYZ"}])), ["tags[t1].word_order"]),
         (cfg(dev(profile="no-such-model")), ["pump-1", "no-such-model", "pump-p100"]),
         (cfg(dev(profile="pump-p100", overrides={"nope": {"scale": 2}})), ["pump-1", "'nope'"]),
         (cfg(dev(profile="pump-p100", overrides={"flow": {"address": -1}})), ["pump-1", "'flow'"]),
@@ -89,6 +89,11 @@ def test_mqtt_url_is_optional() -> None:
         (cfg(dev(profile="pump-p100"), site="a/b"), ["site"]),
         (cfg(dev(profile="pump-p100"), poll_interval=0), ["poll_interval"]),
         (cfg(), ["devices"]),
+        (cfg(dev(tags=[{"name": "c", "register": "coil", "address": 1}])), ["tags[c]", "data_type bool"]),
+        (cfg(dev(tags=[{"name": "b", "address": 1, "data_type": "bit"}])), ["tags[b]", "'bit'"]),
+        (cfg(dev(tags=[{"name": "b", "address": 1, "data_type": "bit", "bit": 16}])), ["tags[b].bit"]),
+        (cfg(dev(tags=[{"name": "s", "address": 1, "data_type": "string"}])), ["tags[s]", "numbers"]),
+        (cfg(dev(tags=[{"name": "m", "address": 1, "min": 5, "max": 1}])), ["tags[m]", "min 5.0 is above max"]),
     ],
     ids=[
         "dup-device",
@@ -105,6 +110,11 @@ def test_mqtt_url_is_optional() -> None:
         "site-slug",
         "poll-interval",
         "no-devices",
+        "coil-not-bool",
+        "bit-without-index",
+        "bit-16",
+        "string",
+        "min-above-max",
     ],
 )
 def test_invalid_configs_are_refused_with_a_message_naming_the_entry(

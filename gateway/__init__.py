@@ -12,7 +12,17 @@ web or data-science packages. Typical use::
 """
 
 from gateway.agent import Gateway, GatewayStats
-from gateway.config import GatewayConfig, ModbusTcpDevice, Profile, Tag, load_config, parse_config, resolve_profile
+from gateway.buffer import DiskBuffer
+from gateway.config import (
+    BufferConfig,
+    GatewayConfig,
+    ModbusTcpDevice,
+    Profile,
+    Tag,
+    load_config,
+    parse_config,
+    resolve_profile,
+)
 from gateway.decode import decode, encode, register_count
 from gateway.errors import (
     BrokerUnavailable,
@@ -22,6 +32,7 @@ from gateway.errors import (
     DeviceException,
     DeviceNotConnected,
     DeviceTimeout,
+    DiskBufferError,
     GatewayError,
     SequenceError,
 )
@@ -31,12 +42,15 @@ from gateway.sequence import SequenceStore
 
 __all__ = [
     "BrokerUnavailable",
+    "BufferConfig",
     "ConfigError",
     "DecodeError",
     "DeviceError",
     "DeviceException",
     "DeviceNotConnected",
     "DeviceTimeout",
+    "DiskBuffer",
+    "DiskBufferError",
     "Gateway",
     "GatewayConfig",
     "GatewayError",

@@ -1,0 +1,237 @@
+"""``fieldwatch rules …``: rules as code (apply, list, show, export) and the backtest workbench."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+app = typer.Typer(help="Rules: apply rules files, list, show, backtest on history.", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+
+
+@app.callback()
+def _group() -> None:
+    """Rules: apply rules files, list, show, backtest on history."""
+
+
+@contextmanager
+def _conn() -> Iterator[Any]:
+    import psycopg
+
+    from fieldwatch.settings import SettingsError, load_settings
+
+    try:
+        url = load_settings().database_url
+    except SettingsError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    try:
+        conn = psycopg.connect(url, autocommit=True)
+    except psycopg.OperationalError as exc:
+        err.print(f"[red]cannot connect to the database: {exc}[/]\nCheck FIELDWATCH_DATABASE_URL.")
+        raise typer.Exit(2) from None
+    with conn:
+        yield conn
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]{escape(message)}[/]", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _load_file(path: Path) -> list[Any]:
+    from rules.rulesfile import RulesFileError, load_rules_file
+
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise _fail(f"cannot read {path}: {exc}", 2) from None
+    try:
+        return load_rules_file(text, str(path))
+    except RulesFileError as exc:
+        raise _fail(f"{len(exc.problems)} problem(s); nothing applied:\n" + "\n".join(exc.problems), 2) from None
+
+
+def _show_plan(changes: list[Any]) -> None:
+    marks = {"create": "[green]+ create[/]", "update": "[yellow]~ update[/]", "unchanged": "[dim]= unchanged[/]",
+             "only_live": "[dim]? only live (not in the file; left as is)[/]"}
+    for ch in changes:
+        version = f" (live v{ch.live_version})" if ch.live_version else ""
+        out.print(f"{marks[ch.action]} {escape(ch.name)}{version}", highlight=False)
+        for path, (old, new) in ch.fields.items():
+            line = f"    {path}: [red]{escape(repr(old))}[/] → [green]{escape(repr(new))}[/]"
+            out.print(line, highlight=False, soft_wrap=True)
+
+
+@app.command("apply")
+def apply(
+    file: Annotated[Path, typer.Argument(help="rules file (YAML)")],
+    author: Annotated[str | None, typer.Option(help="recorded with each new version (default: your user name)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="validate and show the diff; change nothing")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="apply without asking")] = False,
+) -> None:
+    """Validate FILE, show what would change against the live rules, and apply it as new versions."""
+    from rules.rulesfile import apply_plan, plan
+
+    specs = _load_file(file)
+    with _conn() as conn:
+        changes = plan(conn, specs)
+        _show_plan(changes)
+        todo = [c for c in changes if c.action in ("create", "update")]
+        if not todo:
+            out.print("Nothing to apply: the live rules already match the file.")
+            return
+        if dry_run:
+            out.print(f"Dry run: {len(todo)} rule(s) would change.")
+            return
+        if not yes and not typer.confirm(f"Apply {len(todo)} change(s)?"):
+            raise typer.Exit(1)
+        from rules.store import RuleError
+
+        try:
+            written = apply_plan(conn, changes, author=author or getpass.getuser())
+        except RuleError as exc:
+            raise _fail(f"{exc}; nothing applied", 1) from None
+    for name, version in written:
+        out.print(f"applied {name} v{version}", highlight=False)
+
+
+@app.command("list")
+def list_(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """Every rule with its version, condition and scope."""
+    from rules.store import list_rules
+
+    with _conn() as conn:
+        rules = list_rules(conn)
+    if as_json:
+        items = [{"id": r.id, "version": r.version, **r.spec.model_dump(mode="json")} for r in rules]
+        out.print_json(json.dumps(items))
+        return
+    table = Table("id", "name", "v", "on", "condition", "severity", "scope", "by")
+    for r in rules:
+        scope = ", ".join(f"{k}={','.join(v)}" for k, v in r.spec.scope.model_dump().items() if v) or "all devices"
+        table.add_row(str(r.id), r.name, str(r.version), "yes" if r.enabled else "no", r.spec.describe(),
+                      r.spec.severity, scope, r.updated_by)
+    out.print(table)
+
+
+@app.command("show")
+def show(rule: Annotated[str, typer.Argument(help="rule id or name")]) -> None:
+    """One rule as YAML, and its version history (who and when)."""
+    from rules.rulesfile import dump_rules
+    from rules.store import UnknownRule, find_rule, rule_versions
+
+    with _conn() as conn:
+        try:
+            r = find_rule(conn, rule)
+        except UnknownRule as exc:
+            raise _fail(str(exc)) from None
+        versions = rule_versions(conn, r.id)
+    out.print(f"# rule {r.id}, version {r.version}", highlight=False)
+    out.print(dump_rules([r.spec]), highlight=False, markup=False)
+    table = Table("version", "author", "when")
+    for v in versions:
+        table.add_row(str(v.version), v.author, v.created_at.isoformat(timespec="seconds"))
+    out.print(table)
+
+
+@app.command("export")
+def export() -> None:
+    """Write every live rule as a rules file to stdout (a starting point for rules as code)."""
+    from rules.rulesfile import dump_rules
+    from rules.store import list_rules
+
+    with _conn() as conn:
+        sys.stdout.write(dump_rules([r.spec for r in list_rules(conn)]))
+
+
+@app.command("backtest")
+def backtest(
+    rule: Annotated[str, typer.Argument(help="rule id or name (with --file: the rule's name in the draft file)")],
+    device: Annotated[str, typer.Option(help="device id, key or SITE/key")],
+    from_: Annotated[str, typer.Option("--from", help="start (ISO-8601 or epoch ms)")],
+    to: Annotated[str, typer.Option(help="end (ISO-8601 or epoch ms)")],
+    file: Annotated[Path | None, typer.Option(help="backtest a draft from this rules file, not the live rule")] = None,
+    version: Annotated[int | None, typer.Option(help="backtest this stored version instead of the live one")] = None,
+    compare: Annotated[int | None, typer.Option(help="also run this stored version, side by side")] = None,
+    labels: Annotated[Path | None, typer.Option(help="CSV of known incidents (start,end[,device,label])")] = None,
+    tickets: Annotated[bool, typer.Option("--tickets", help="closed tickets with the rule's problem code "
+                                                            "count as incidents")] = False,
+    output: Annotated[Path | None, typer.Option(help="write time,value,score,state,severity per reading")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Replay stored history through the live state machine; never touches live alarms."""
+    from rules.backtest import BacktestError, load_labels, parse_time, write_rows_csv
+    from rules.store import RuleError
+    from rules.workbench import run_backtest
+
+    draft = None
+    if file is not None:
+        drafts = {s.name: s for s in _load_file(file)}
+        if rule not in drafts:
+            raise _fail(f"{file} has no rule named {rule!r}; it has: {', '.join(drafts) or 'none'}", 2)
+        draft = drafts[rule]
+    try:
+        start, end = parse_time(from_), parse_time(to)
+        incidents = load_labels(labels, device) if labels else None
+        with _conn() as conn:
+            runs = [run_backtest(conn, rule, device, start, end, version=version, draft=draft,
+                                 incidents=incidents, tickets_as_labels=tickets)]
+            if compare is not None:
+                runs.append(run_backtest(conn, runs[0].rule if draft else rule, device, start, end, version=compare,
+                                         incidents=incidents, tickets_as_labels=tickets))
+    except (BacktestError, RuleError) as exc:
+        raise _fail(str(exc), 2) from None
+    if output is not None:
+        with output.open("w", newline="") as fh:
+            write_rows_csv(runs[0].rows, fh)
+    if as_json:
+        print(json.dumps([r.as_dict() for r in runs] if compare is not None else runs[0].as_dict()))
+        return
+    _print_runs(runs)
+    if output is not None:
+        out.print(f"wrote {len(runs[0].rows)} rows to {output}", highlight=False)
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "—"
+    return f"{x:.3g}" if isinstance(x, float) else str(x)
+
+
+def _print_runs(runs: list[Any]) -> None:
+    first = runs[0]
+    out.print(f"[bold]{first.rule}[/] on {first.device.site}/{first.device.key}, "
+              f"{first.readings} readings", highlight=False)
+    for r in runs:
+        table = Table("#", "start", "end", "peak severity", "peak", title=f"episodes — version {r.version}")
+        for i, e in enumerate(r.episodes, 1):
+            from rules.backtest import iso
+
+            table.add_row(str(i), iso(e.start_ms), iso(e.end_ms) or "(still active)", e.peak_severity, _fmt(e.peak))
+        out.print(table)
+    table = Table("metric", *[f"v{r.version}" for r in runs])
+    rows: list[tuple[str, str]] = [
+        ("episodes", "summary.episodes"), ("alerts / week", "summary.alerts_per_week"),
+        ("time in alarm (s)", "summary.time_in_alarm_s"), ("tickets it would open", "summary.tickets"),
+        ("precision", "score.precision"), ("recall", "score.recall"), ("F1", "score.f1"),
+        ("false-alarm rate", "score.false_alarm_rate"), ("missed-alarm rate", "score.missed_alarm_rate"),
+        ("mean detection delay (s)", "score.mean_detection_delay_s"),
+    ]
+    for label, path in rows:
+        part, attr = path.split(".")
+        if part == "score" and all(r.score is None for r in runs):
+            continue
+        table.add_row(label, *[_fmt(getattr(getattr(r, part), attr)) if getattr(r, part) else "—" for r in runs])
+    out.print(table)

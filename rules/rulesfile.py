@@ -1,0 +1,145 @@
+"""Rules as code: parse a rules file, diff it against what is live, apply it as new versions.
+
+A rules file is YAML: either a list of rules or ``{rules: [...]}``; each entry is a
+:class:`~rules.model.RuleSpec`. Validation reports *every* problem at once, each naming
+the rule and the field (``rule 'hot bearing' (#2): condition.levels.0.clear: …``), so a
+reviewer fixes the file in one pass.
+
+:func:`plan` is pure apart from reading live rules; :func:`apply_plan` writes the changes
+in one transaction (all or nothing), each as a new version with its author.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import psycopg
+import yaml
+from pydantic import ValidationError
+
+from rules.model import RuleSpec
+from rules.store import list_rules, save_rule, spec_json
+
+
+class RulesFileError(ValueError):
+    """The rules file cannot be used; ``problems`` lists each one with its rule and field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(rule)"
+
+
+def parse_rules(data: Any) -> list[RuleSpec]:
+    """Validate already-loaded YAML/JSON data; raises :class:`RulesFileError` listing every problem."""
+    if isinstance(data, dict) and "rules" in data:
+        data = data["rules"]
+    if not isinstance(data, list):
+        raise RulesFileError(["a rules file is a list of rules (or a mapping with a 'rules' list)"])
+    specs: list[RuleSpec] = []
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(data, start=1):
+        name = item.get("name") if isinstance(item, dict) else None
+        who = f"rule {name!r} (#{i})" if name else f"rule #{i}"
+        if not isinstance(item, dict):
+            problems.append(f"{who}: expected a mapping of fields, got {type(item).__name__}")
+            continue
+        try:
+            spec = RuleSpec.model_validate(item)
+        except ValidationError as exc:
+            problems.extend(f"{who}: {_loc(e['loc'])}: {e['msg']}" for e in exc.errors())
+            continue
+        if spec.name in seen:
+            problems.append(f"{who}: name: the name is already used by rule #{seen[spec.name]}")
+            continue
+        seen[spec.name] = i
+        specs.append(spec)
+    if problems:
+        raise RulesFileError(problems)
+    return specs
+
+
+def load_rules_file(text: str, source: str = "rules file") -> list[RuleSpec]:
+    """Parse YAML text; YAML syntax errors are reported with their line."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RulesFileError([f"{source}: not valid YAML: {exc}"]) from None
+    try:
+        return parse_rules(data)
+    except RulesFileError as exc:
+        raise RulesFileError([f"{source}: {p}" for p in exc.problems]) from None
+
+
+Action = Literal["create", "update", "unchanged", "only_live"]
+
+
+@dataclass(frozen=True)
+class RuleChange:
+    name: str
+    action: Action
+    #: field path → (live value, file value), for updates
+    fields: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    spec: RuleSpec | None = None
+    live_version: int | None = None
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    if isinstance(d, list) and d and all(isinstance(x, dict) for x in d):
+        out = {}
+        for i, v in enumerate(d):
+            out.update(_flatten(v, f"{prefix}{i}."))
+        return out
+    return {prefix.rstrip("."): d}
+
+
+def diff_specs(old: RuleSpec, new: RuleSpec) -> dict[str, tuple[Any, Any]]:
+    """Changed fields, flattened to paths (``condition.levels.0.threshold``)."""
+    a, b = _flatten(spec_json(old)), _flatten(spec_json(new))
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
+
+
+def plan(conn: psycopg.Connection, specs: list[RuleSpec]) -> list[RuleChange]:
+    """What applying ``specs`` would change, rule by rule (live rules absent from the file: ``only_live``)."""
+    live = {r.name: r for r in list_rules(conn)}
+    changes: list[RuleChange] = []
+    for spec in specs:
+        old = live.pop(spec.name, None)
+        if old is None:
+            changes.append(RuleChange(spec.name, "create", spec=spec))
+            continue
+        fields = diff_specs(old.spec, spec)
+        changes.append(
+            RuleChange(spec.name, "update" if fields else "unchanged", fields, spec=spec, live_version=old.version)
+        )
+    changes.extend(RuleChange(r.name, "only_live", live_version=r.version) for r in live.values())
+    return changes
+
+
+def apply_plan(conn: psycopg.Connection, changes: list[RuleChange], *, author: str) -> list[tuple[str, int]]:
+    """Write every create/update in one transaction; returns (name, new version) per written rule."""
+    written: list[tuple[str, int]] = []
+    with conn.transaction():
+        for ch in changes:
+            if ch.action in ("create", "update") and ch.spec is not None:
+                rule, _ = save_rule(conn, ch.spec, author=author)
+                written.append((rule.name, rule.version))
+    return written
+
+
+def dump_rules(specs: list[RuleSpec]) -> str:
+    """Specs as a rules file (what ``rules export`` writes), defaults left out."""
+    items = [s.model_dump(mode="json", exclude_defaults=True) for s in specs]
+    for item, s in zip(items, specs, strict=True):
+        item["condition"] = s.condition.model_dump(mode="json", exclude_defaults=True) | {"kind": s.condition.kind}
+    return yaml.safe_dump({"rules": items}, sort_keys=False, allow_unicode=True)

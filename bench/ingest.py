@@ -6,8 +6,11 @@ One run:
 
 1. creates a throwaway database on ``FIELDWATCH_DATABASE_URL`` (migrated, with one
    site, ``--gateways`` gateways and ``--series`` series spread over their devices);
-2. starts ``--workers`` ingest worker *processes* (MQTT 5 shared subscription when
-   K > 1) on ``FIELDWATCH_MQTT_URL``;
+2. starts a private Mosquitto (``ingest.localbroker``: free port, deep per-client
+   queue as docs/ingest.md recommends; ``--shared-broker`` uses ``FIELDWATCH_MQTT_URL``
+   instead, whose default ``max_queued_messages 1000`` drops QoS 1 messages in a
+   burst bigger than that: the ``lost`` and ``seq_gaps`` fields then show it) and
+   ``--workers`` ingest worker *processes* (MQTT 5 shared subscription when K > 1);
 3. a separate publisher process sends gateway-format batches (QoS 1, one message
    per gateway poll, increasing sequence numbers) as fast as the broker takes them;
    the clock runs from the first publish to the moment every point is committed;
@@ -280,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queue", type=int, default=1000, help="bounded queue (messages) per worker")
     ap.add_argument("--timeout", type=float, default=90.0)
     ap.add_argument("--keep", action="store_true", help="keep the bench database")
+    ap.add_argument("--shared-broker", action="store_true", help="use FIELDWATCH_MQTT_URL, not a private Mosquitto")
     ap.add_argument("--cprofile", action="store_true", help="print a cProfile of the worker to stderr")
     ap.add_argument("--json", action="store_true", help="print only the JSON result line")
     args = ap.parse_args(argv)
@@ -288,7 +292,15 @@ def main(argv: list[str] | None = None) -> int:
     from fieldwatch.settings import DEFAULT_DATABASE_URL, DEFAULT_MQTT_URL
 
     admin = os.environ.get("FIELDWATCH_DATABASE_URL", DEFAULT_DATABASE_URL)
-    mqtt_url = os.environ.get("FIELDWATCH_MQTT_URL", DEFAULT_MQTT_URL)
+    from ingest.localbroker import LocalMosquitto
+
+    broker = None
+    if args.shared_broker:
+        mqtt_url = os.environ.get("FIELDWATCH_MQTT_URL", DEFAULT_MQTT_URL)
+    else:
+        broker = LocalMosquitto()
+        broker.start()
+        mqtt_url = broker.url
     plan = Plan(uuid.uuid4().hex[:8], args.gateways, args.series, args.points, args.per_message)
     sent = plan.steps * plan.gateways * plan.series_per_gateway
     say = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
@@ -337,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
                 "SELECT count(*), count(DISTINCT (series_id, time)) FROM telemetry"
             ).fetchone()  # type: ignore[misc]
             dead = conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0]  # type: ignore[index]
+            gaps = conn.execute("SELECT sum(seq_gaps)::int FROM gateways").fetchone()[0]  # type: ignore[index]
         say("raw binary COPY of the same rows …")
         raw = raw_copy(url, plan, start_ms, series, args.batch_points)
     finally:
@@ -345,7 +358,10 @@ def main(argv: list[str] | None = None) -> int:
                 p.kill()
         if not args.keep:
             drop_database(admin, name)
-        _forget_sessions(mqtt_url, [f"bench-ingest-{plan.uid}-{k}" for k in range(args.workers)])
+        if broker is not None:
+            broker.close()
+        else:
+            _forget_sessions(mqtt_url, [f"bench-ingest-{plan.uid}-{k}" for k in range(args.workers)])
     e2e = sent / elapsed
     result = {
         "points_per_s": round(e2e),
@@ -356,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         "lost": sent - distinct,
         "duplicated": stored - distinct,
         "dead_letters": dead,
+        "seq_gaps": gaps,
+        "broker": "shared" if args.shared_broker else "private",
         "workers": args.workers,
         "batch_points": args.batch_points,
         "seconds": round(elapsed, 2),

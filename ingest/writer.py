@@ -25,10 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import psycopg
-from psycopg import postgres
-from psycopg.adapt import Dumper
 from psycopg.errors import UniqueViolation
-from psycopg.pq import Format
 
 from fieldwatch.contract import Batch, encode_batch
 from ingest.errors import DatabaseUnavailable, NotMigrated
@@ -45,14 +42,31 @@ _PG_EPOCH_MS = 946_684_800_000
 _INT8 = struct.Struct("!q")
 
 
-class _MsTimestamptz(Dumper):
-    """Binary dumper from epoch milliseconds (int) straight to ``timestamptz``: no datetime per row."""
+#: One telemetry row in COPY BINARY form: 4 fields, each (length, value): int4, timestamptz (int8 µs), float8, int2.
+_ROW = struct.Struct("!hiiiqidih")
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+_COPY_TRAILER = struct.pack("!h", -1)
 
-    format = Format.BINARY
-    oid = postgres.types["timestamptz"].oid
 
-    def dump(self, obj: int) -> bytes:
-        return _INT8.pack((obj - _PG_EPOCH_MS) * 1000)
+def encode_copy(batches: list[BatchWrite], ids: dict[tuple[int, str], int]) -> bytes | None:
+    """The whole ``COPY telemetry … (FORMAT BINARY)`` stream for ``batches``; None if a series id is not in ``ids``.
+
+    One ``struct.pack`` per row and one join: about 4x cheaper than psycopg's
+    ``write_row`` with a dumper per field, which profiling showed as the biggest
+    cost after JSON parsing.
+    """
+    pack = _ROW.pack
+    parts = [_COPY_HEADER]
+    try:
+        for b in batches:
+            parts += [
+                pack(4, 4, ids[(did, tag)], 8, (ts - _PG_EPOCH_MS) * 1000, 8, value, 2, q)
+                for did, _dev, tag, ts, value, q in b.accepted
+            ]
+    except KeyError:
+        return None
+    parts.append(_COPY_TRAILER)
+    return b"".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,8 +261,12 @@ class TelemetryWriter:
         result = WriteResult()
         total = sum(len(b.accepted) for b in batches)
         if total:
-            ids = self._series_ids(conn, {(r[0], r[2]) for b in batches for r in b.accepted}, created)
-            if self._copy_direct(conn, batches, ids):
+            ids = self._series
+            data = encode_copy(batches, ids) if self._direct else None
+            if data is None:  # a series seen for the first time (or direct COPY is off)
+                ids = self._series_ids(conn, {(r[0], r[2]) for b in batches for r in b.accepted}, created)
+                data = encode_copy(batches, ids) if self._direct else None
+            if data is not None and self._copy_direct(conn, data):
                 result.inserted = total
                 if want_points:
                     result.committed = [self._point(ids[(r[0], r[2])], r, b) for b in batches for r in b.accepted]
@@ -274,27 +292,18 @@ class TelemetryWriter:
                 )
         return result
 
-    def _copy_direct(
-        self, conn: psycopg.Connection, batches: list[BatchWrite], ids: dict[tuple[int, str], int]
-    ) -> bool:
-        """COPY straight into ``telemetry``; False (and nothing written) if a row is already there.
+    def _copy_direct(self, conn: psycopg.Connection, data: bytes) -> bool:
+        """COPY ``data`` straight into ``telemetry``; False (and nothing written) if a row is already there.
 
         The common case, new data, costs one COPY instead of COPY + INSERT … SELECT
         (half the database work, DESIGN.md §5). A redelivered or repeated point makes
         the unique key refuse the COPY; the savepoint undoes it and the caller takes
         the staging path, which skips duplicates row by row.
         """
-        if not self._direct:
-            return False
         try:
-            with conn.transaction(), conn.cursor() as cur:
-                cur.adapters.register_dumper(None, _MsTimestamptz)  # type: ignore[arg-type]
-                with cur.copy("COPY telemetry (series_id, time, value, quality) FROM STDIN (FORMAT BINARY)") as cp:
-                    cp.set_types(["int4", "timestamptz", "float8", "int2"])
-                    write = cp.write_row
-                    for b in batches:
-                        for did, _dev, tag, ts, value, q in b.accepted:
-                            write((ids[(did, tag)], ts, value, q))
+            sql = "COPY telemetry (series_id, time, value, quality) FROM STDIN (FORMAT BINARY)"
+            with conn.transaction(), conn.cursor() as cur, cur.copy(sql) as cp:
+                cp.write(data)
         except UniqueViolation:
             self.direct_fallbacks += 1
             return False

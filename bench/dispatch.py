@@ -1,0 +1,94 @@
+"""Dispatch bench: the optimizer vs a greedy nearest-qualified baseline on a seeded synthetic day,
+or a Solomon VRPTW instance. The last stdout line is one JSON object.
+
+    python bench/dispatch.py --json                         # 300 tickets, 40 technicians
+    python bench/dispatch.py --vrptw R101.txt --time-limit 10 --json
+    python bench/dispatch.py --vrptw R101.txt --engine pyvrp --json   # the engine we compared with
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import orjson
+
+from ticketing.geo import GreatCircleTravel
+from ticketing.optimizer import CachedTravel, Plan, check_plan, greedy_nearest, insert_job, solve
+from ticketing.optimizer.solomon import load, solve_vrptw
+from ticketing.optimizer.synthetic import synthetic_day
+
+
+def day(args: argparse.Namespace) -> dict:
+    problem = synthetic_day(args.tickets, args.technicians, seed=args.seed)
+    travel = CachedTravel(GreatCircleTravel())
+    base = check_plan(problem, travel, greedy_nearest(problem, travel))
+    # Incremental insertion: the tickets of the day arrive one by one.
+    plan = Plan({t.id: () for t in problem.techs})
+    times = []
+    for job in problem.jobs:
+        t0 = time.perf_counter()
+        plan = insert_job(problem, travel, plan, job).plan
+        times.append((time.perf_counter() - t0) * 1000)
+    inserted = check_plan(problem, travel, plan)
+    # Re-optimisation of the whole day, warm-started from the inserted plan.
+    result = solve(problem, travel, time_limit_s=args.time_limit, initial=plan)
+    opt = check_plan(problem, travel, result.plan)
+    served, base_served = len(problem.jobs) - len(opt.unassigned), len(problem.jobs) - len(base.unassigned)
+    return {
+        "bench": "dispatch",
+        "tickets": len(problem.jobs),
+        "technicians": len(problem.techs),
+        "travel_km": round(opt.travel_km, 1),
+        "baseline_travel_km": round(base.travel_km, 1),
+        "km_per_served": round(opt.travel_km / max(1, served), 2),
+        "baseline_km_per_served": round(base.travel_km / max(1, base_served), 2),
+        "served": served,
+        "baseline_served": base_served,
+        "sla_breaches": opt.sla_breaches,
+        "baseline_sla_breaches": base.sla_breaches,
+        "insertion_travel_km": round(inserted.travel_km, 1),
+        "insertion_sla_breaches": inserted.sla_breaches,
+        "hard_violations": len(opt.violations) + len(base.violations) + len(inserted.violations),
+        "repairs": result.repairs,
+        "solve_s": round(result.solve_s, 2),
+        "insert_p50_ms": round(statistics.median(times), 2),
+        "insert_p99_ms": round(statistics.quantiles(times, n=100)[98], 2),
+    }
+
+
+def vrptw(args: argparse.Namespace) -> dict:
+    inst = load(args.vrptw)
+    r = solve_vrptw(inst, args.time_limit, args.engine, seed=args.seed)
+    return {
+        "bench": "vrptw",
+        "instance": inst.name,
+        "engine": r.engine,
+        "distance": round(r.distance, 2),
+        "vehicles": r.vehicles,
+        "feasible": r.feasible,
+        "solve_s": round(r.solve_s, 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="end with one JSON line (always printed)")
+    ap.add_argument("--tickets", type=int, default=300)
+    ap.add_argument("--technicians", type=int, default=40)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--time-limit", type=float, default=60.0, help="optimizer seconds (default 60; VRPTW: 10)")
+    ap.add_argument("--vrptw", metavar="FILE", help="a Solomon-format VRPTW instance")
+    ap.add_argument("--engine", choices=("ortools", "pyvrp"), default="ortools")
+    args = ap.parse_args(argv)
+    if args.vrptw and "--time-limit" not in " ".join(argv or sys.argv):
+        args.time_limit = 10.0
+    out = vrptw(args) if args.vrptw else day(args)
+    print(orjson.dumps(out).decode())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -8,5 +8,6 @@ from ._prefix import API_PREFIX
 api_router = APIRouter()
 for _module in (devices, series, gateways, alarms, tickets, technicians):
     api_router.include_router(_module.router)
+api_router.include_router(__import__(f"{__name__}.rules", fromlist=["router"]).router)  # issue 5: rules as code
 
 __all__ = ["API_PREFIX", "api_router", "health"]

@@ -1,0 +1,170 @@
+"""Rules as code over HTTP: list, show (with versions), apply a rules file, backtest on history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+
+from fieldwatch.auth import TokenInfo
+
+from ..deps import AnyRole, ConnDep, require_roles
+from ..errors import Invalid, NotFound
+from ._prefix import API_PREFIX
+
+router = APIRouter(prefix=f"{API_PREFIX}/rules", tags=["rules"])
+
+#: Who may change rules.
+RuleEditor = Annotated[TokenInfo, Depends(require_roles("reliability_engineer"))]
+
+
+class RulePublic(BaseModel):
+    id: int
+    version: int
+    describe: str
+    updated_by: str
+    updated_at: datetime | None
+    definition: dict[str, Any]
+
+
+class RuleVersionPublic(BaseModel):
+    version: int
+    author: str
+    created_at: datetime
+    definition: dict[str, Any]
+
+
+class RuleDetail(RulePublic):
+    versions: list[RuleVersionPublic]
+
+
+class ApplyRequest(BaseModel):
+    rules: list[dict[str, Any]] = Field(description="rule definitions, as in a rules file")
+    dry_run: bool = False
+
+
+class ChangePublic(BaseModel):
+    name: str
+    action: str
+    live_version: int | None
+    fields: dict[str, tuple[Any, Any]]
+
+
+class ApplyResponse(BaseModel):
+    changes: list[ChangePublic]
+    applied: dict[str, int] = Field(description="rule name → new version")
+
+
+class IncidentIn(BaseModel):
+    start: datetime
+    end: datetime
+
+
+class BacktestRequest(BaseModel):
+    device: str = Field(description="device id, key or SITE/key")
+    start: datetime = Field(alias="from")
+    end: datetime = Field(alias="to")
+    version: int | None = None
+    compare: int | None = Field(None, description="also run this stored version")
+    draft: dict[str, Any] | None = Field(None, description="backtest this unapplied definition instead")
+    incidents: list[IncidentIn] | None = None
+    tickets_as_labels: bool = False
+
+
+def _public(rule: Any) -> dict[str, Any]:
+    from rules.store import spec_json
+
+    return {"id": rule.id, "version": rule.version, "describe": rule.spec.describe(), "updated_by": rule.updated_by,
+            "updated_at": rule.updated_at, "definition": spec_json(rule.spec)}
+
+
+def _find(conn: Any, ref: str) -> Any:
+    from rules.store import UnknownRule, find_rule
+
+    try:
+        return find_rule(conn, ref)
+    except UnknownRule:
+        raise NotFound("rule", ref) from None
+
+
+@router.get("", response_model=list[RulePublic], summary="Every rule with its live version")
+def list_rules(conn: ConnDep, token: AnyRole) -> list[dict[str, Any]]:
+    from rules.store import list_rules as _list
+
+    return [_public(r) for r in _list(conn)]
+
+
+@router.get("/{rule}", response_model=RuleDetail, summary="One rule (by id or name) and its version history")
+def get_rule(rule: str, conn: ConnDep, token: AnyRole) -> dict[str, Any]:
+    from rules.store import rule_versions, spec_json
+
+    r = _find(conn, rule)
+    versions = [
+        {"version": v.version, "author": v.author, "created_at": v.created_at, "definition": spec_json(v.spec)}
+        for v in rule_versions(conn, r.id)
+    ]
+    return {**_public(r), "versions": versions}
+
+
+@router.post(
+    "/apply",
+    response_model=ApplyResponse,
+    summary="Validate rules, diff them against the live ones, and apply them as new versions",
+    responses={422: {"description": "a rule is invalid; each problem names the rule and field"}},
+)
+def apply_rules(body: ApplyRequest, conn: ConnDep, token: RuleEditor) -> ApplyResponse:
+    from rules.rulesfile import RulesFileError, apply_plan, parse_rules, plan
+    from rules.store import RuleError
+
+    try:
+        specs = parse_rules(body.rules)
+    except RulesFileError as exc:
+        raise Invalid("; ".join(exc.problems), ("body", "rules")) from None
+    changes = plan(conn, specs)
+    applied: dict[str, int] = {}
+    if not body.dry_run:
+        try:
+            applied = dict(apply_plan(conn, changes, author=token.name))
+        except RuleError as exc:
+            raise Invalid(str(exc), ("body", "rules")) from None
+    return ApplyResponse(
+        changes=[ChangePublic(name=c.name, action=c.action, live_version=c.live_version, fields=c.fields)
+                 for c in changes],
+        applied=applied,
+    )
+
+
+@router.post("/{rule}/backtest", summary="Replay stored history through the rule; live alarms are untouched")
+def backtest(rule: str, body: BacktestRequest, conn: ConnDep, token: AnyRole) -> dict[str, Any]:
+    from pydantic import ValidationError
+
+    from rules.backtest import BacktestError, Incident
+    from rules.model import RuleSpec
+    from rules.workbench import run_backtest
+
+    def ms(t: datetime) -> int:
+        return int(t.timestamp() * 1000)
+
+    draft = None
+    if body.draft is not None:
+        try:
+            draft = RuleSpec.model_validate(body.draft)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise Invalid(first["msg"], ("body", "draft", *map(str, first["loc"]))) from None
+    else:
+        _find(conn, rule)
+    incidents = None if body.incidents is None else [Incident(ms(i.start), ms(i.end)) for i in body.incidents]
+    runs = [body.version] + ([body.compare] if body.compare is not None else [])
+    try:
+        results = [
+            run_backtest(conn, rule, body.device, ms(body.start), ms(body.end), version=v,
+                         draft=draft if i == 0 else None, incidents=incidents,
+                         tickets_as_labels=body.tickets_as_labels).as_dict()
+            for i, v in enumerate(runs)
+        ]
+    except BacktestError as exc:
+        raise Invalid(str(exc)) from None
+    return {"runs": results}

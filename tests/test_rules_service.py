@@ -184,3 +184,48 @@ def test_store_creates_lists_and_refuses_bad_rules(db_url: str) -> None:
             create_rule(conn, name="x", tag="t", operator="<", threshold=1, problem_code="X", required_skill="nope")
         with pytest.raises(ValueError):
             create_rule(conn, name="y", tag="t", operator="==", threshold=1, problem_code="X")  # type: ignore[arg-type]
+
+
+def test_latched_alarm_stays_until_acknowledged(db_url: str) -> None:
+    """A latched rule's alarm outlives its condition and clears once acknowledged; unlatched ones clear alone."""
+    from rules import save_rule
+    from rules.rulesfile import load_rules_file
+    from rules.service import release_latched
+
+    _, pump, _ = seed(db_url, duration_s=0)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        (spec,) = load_rules_file("- {name: latched, tag: bearing_temp, latch: true, problem_code: X,"
+                                  " condition: {kind: above, threshold: 90}}")
+        latched = save_rule(conn, spec, author="t")[0].id
+    with RuleEvaluator(db_url) as ev:
+        ev.process(temps(pump, 0, [95, 70]))
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        rows = dict(conn.execute("SELECT rule_id, state FROM alarms").fetchall())
+        assert rows[latched] == "active" and list(rows.values()).count("cleared") == 1
+        (alarm_id,) = conn.execute("SELECT id FROM alarms WHERE rule_id = %s", (latched,)).fetchone()
+        assert not release_latched(conn, alarm_id, by="ann")  # not acknowledged yet
+        conn.execute("UPDATE alarms SET state = 'acknowledged', acknowledged_at = now() WHERE id = %s", (alarm_id,))
+        assert release_latched(conn, alarm_id, by="ann")
+        assert conn.execute("SELECT state, cleared_by FROM alarms WHERE id = %s", (alarm_id,)).fetchone() == (
+            "cleared", "ann")
+
+
+def test_severity_ladder_and_attribute_thresholds_live(db_url: str) -> None:
+    """Live alarms escalate along the ladder (peak severity kept) and use per-device attribute limits."""
+    from rules import save_rule
+    from rules.rulesfile import load_rules_file
+
+    _, pump, _ = seed(db_url, duration_s=0)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE devices SET attributes = '{\"limit\": 100}' WHERE id = %s", (pump,))
+        conn.execute("DELETE FROM rules")
+        (spec,) = load_rules_file("- {name: ladder, tag: bearing_temp, problem_code: X, condition: {kind: above,"
+                                  " levels: [{severity: warning, threshold: {attribute: limit}},"
+                                  " {severity: critical, threshold: 120}]}}")
+        save_rule(conn, spec, author="t")
+    with RuleEvaluator(db_url) as ev:
+        assert ev.process(temps(pump, 0, [95])) == []  # below this pump's own limit
+        events = ev.process(temps(pump, 10, [101, 125, 105]))
+    assert [e.type for e in events] == ["alarm_opened", "alarm_severity_changed", "alarm_severity_changed"]
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT severity, peak_severity FROM alarms").fetchone() == ("warning", "critical")

@@ -35,4 +35,9 @@ def get_alarm(alarm_id: int, conn: ConnDep, token: AnyRole) -> AlarmPublic:
     responses={409: {"description": "the alarm is cleared"}},
 )
 def acknowledge_alarm(alarm_id: int, conn: ConnDep, token: AlarmHandler) -> AlarmPublic:
-    return queries.acknowledge_alarm(conn, alarm_id, by=token.name)
+    from rules.service import release_latched
+
+    alarm = queries.acknowledge_alarm(conn, alarm_id, by=token.name)
+    if release_latched(conn, alarm_id, by=token.name):  # a latched alarm whose condition is gone clears now
+        return queries.get_alarm(conn, alarm_id)
+    return alarm

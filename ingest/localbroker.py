@@ -10,6 +10,7 @@ and can stop and restart it on the same port.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -40,6 +41,17 @@ class LocalMosquitto:
         self._exe = exe
         self.port = port or free_port()
         self._dir = Path(tempfile.mkdtemp(prefix="fw-mosquitto-"))
+        if os.geteuid() == 0:
+            # Started as root, mosquitto drops to user "mosquitto": it must be able to write its
+            # persistence file and log here, or sessions silently do not survive a restart.
+            try:
+                shutil.chown(self._dir, "mosquitto")
+            except LookupError:
+                lines_user = "user root"
+            else:
+                lines_user = ""
+        else:
+            lines_user = ""
         lines = [
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
@@ -49,6 +61,8 @@ class LocalMosquitto:
             "log_type warning",
             f"log_dest file {self._dir / 'mosquitto.log'}",
         ]
+        if lines_user:
+            lines.append(lines_user)
         if persistence:
             lines += ["persistence true", f"persistence_location {self._dir}/", "autosave_interval 1"]
         self._conf = self._dir / "mosquitto.conf"

@@ -145,3 +145,79 @@ def forget_session(mqtt_url: str, client_id: str, protocol: str = "5") -> None:
     time.sleep(0.05)
     c.disconnect()
     c.loop_stop()
+
+
+class LocalPostgres:
+    """A throwaway PostgreSQL 15 cluster (initdb/pg_ctl as user postgres) on a free port, restartable.
+
+    Fault tests restart *this* server, never the shared one. fsync is off: the
+    tests kill the server, not the operating system, so the WAL in the page cache survives.
+    """
+
+    BIN = "/usr/lib/postgresql/15/bin"
+
+    def __init__(self) -> None:
+        import shutil
+        import subprocess
+        import tempfile
+
+        from ingest.localbroker import free_port
+
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="fw-pg-")
+        shutil.chown(self.dir, "postgres")
+        self._run = lambda *args: subprocess.run(
+            ["runuser", "-u", "postgres", "--", *args], check=True, capture_output=True, timeout=60
+        )
+        self._run(f"{self.BIN}/initdb", "-D", f"{self.dir}/data", "-A", "trust", "-U", "postgres", "--no-sync")
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.dir} -c fsync=off"
+        self._run(f"{self.BIN}/pg_ctl", "-D", f"{self.dir}/data", "-o", opts, "-l", f"{self.dir}/log", "-w", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run(f"{self.BIN}/pg_ctl", "-D", f"{self.dir}/data", "-m", mode, "-w", "stop")
+
+    def close(self) -> None:
+        import shutil
+        import subprocess
+
+        pg_ctl = [f"{self.BIN}/pg_ctl", "-D", f"{self.dir}/data", "-m", "immediate", "stop"]
+        subprocess.run(["runuser", "-u", "postgres", "--", *pg_ctl], capture_output=True, timeout=60)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class ResendingPublisher:
+    """Publishes batches at QoS 1 and, like the gateway's buffer, resends any batch the broker did not PUBACK.
+
+    Survives broker restarts (paho reconnects); at-least-once, so the database's
+    (series_id, time) key is what keeps counts exact.
+    """
+
+    def __init__(self, mqtt_url: str, client_id: str) -> None:
+        self._c = _client(mqtt_url, client_id)
+        self._c.reconnect_delay_set(0.1, 1)
+        self._c.loop_start()
+        self.resends = 0
+
+    def publish(self, topic_name: str, batch: Batch, timeout: float = 20.0) -> None:
+        data = encode_batch(batch)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = self._c.publish(topic_name, data, qos=1)
+            if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                try:
+                    info.wait_for_publish(2)
+                    if info.is_published():
+                        return
+                except (RuntimeError, ValueError):  # the connection dropped while waiting
+                    pass
+            else:  # not connected right now: paho will reconnect
+                time.sleep(0.1)
+            self.resends += 1
+        raise AssertionError(f"batch {batch.seq} never acknowledged by the broker")
+
+    def close(self) -> None:
+        self._c.disconnect()
+        self._c.loop_stop()

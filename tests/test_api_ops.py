@@ -81,6 +81,10 @@ def test_openapi_lists_every_route_and_the_bearer_scheme(db_url: str) -> None:
         f"{BASE}/technicians/{{technician_id}}": {"get"},
         f"{BASE}/technicians/{{technician_id}}/location": {"put"},
         f"{BASE}/gateways": {"get"},
+        f"{BASE}/rules": {"get"},
+        f"{BASE}/rules/apply": {"post"},
+        f"{BASE}/rules/{{rule}}": {"get"},
+        f"{BASE}/rules/{{rule}}/backtest": {"post"},
     }
     assert {p: set(ops) for p, ops in paths.items()} == expected
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"

@@ -35,6 +35,7 @@ from gateway.errors import (
     DiskBufferError,
     GatewayError,
     SequenceError,
+    TransactionMismatch,
 )
 from gateway.modbus import ModbusTcpDriver, TagValue
 from gateway.planner import ReadRequest, plan_reads
@@ -63,6 +64,7 @@ __all__ = [
     "SequenceStore",
     "Tag",
     "TagValue",
+    "TransactionMismatch",
     "decode",
     "encode",
     "load_config",

@@ -19,6 +19,13 @@ Every batch is written to the on-disk buffer (:mod:`gateway.buffer`) before it
 is published and deleted only when ingest acks its seq; :mod:`gateway.forward`
 decides what is sent when (live first, backlog replayed at a bounded rate,
 marked ``historical``).
+
+Tags with a deadband are reported by exception (:mod:`gateway.report`); every
+device's poll latency, overruns and reconnects are counted in
+:class:`gateway.health.DeviceHealth`, published on the ``health`` topic every
+``health_interval`` and served as Prometheus metrics (``metrics_port``).
+A device going online/offline republishes the retained status with a
+``devices`` map, so the status topic always says which devices answer.
 """
 
 from __future__ import annotations
@@ -27,19 +34,34 @@ import asyncio
 import contextlib
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fieldwatch.contract import MAX_POINTS_PER_MESSAGE, Batch, ContractError, Point, decode_ack, encode_batch, topic
+import orjson
+from prometheus_client import CollectorRegistry, start_http_server
+
+from fieldwatch.contract import (
+    MAX_POINTS_PER_MESSAGE,
+    Batch,
+    ContractError,
+    Point,
+    decode_ack,
+    encode_batch,
+    encode_status,
+    topic,
+)
 from fieldwatch.settings import Settings, get_settings
 from gateway.buffer import DiskBuffer
 from gateway.config import GatewayConfig, ModbusTcpDevice
-from gateway.errors import DeviceError
+from gateway.errors import DeviceError, GatewayError
 from gateway.forward import Delivery, Forwarder
+from gateway.health import BufferHealth, DeviceHealth, GatewayCollector, HealthSnapshot, health_payload
 from gateway.modbus import ModbusTcpDriver
 from gateway.publisher import MqttPublisher, PublisherCallbacks
+from gateway.report import ExceptionFilter, ReportPolicy
 from gateway.retry import backoff_delays
 from gateway.sequence import SequenceStore
 
@@ -67,10 +89,13 @@ class GatewayStats:
     last_seq: int = 0
     unacked: int = 0
     points_dropped: int = 0
+    points_suppressed: int = 0
     errors: int = 0
     mqtt_connected: bool = False
+    mqtt_reconnects: int = 0
     device_online: dict[str, bool] = field(default_factory=dict)
     device_errors: dict[str, str] = field(default_factory=dict)
+    devices: dict[str, DeviceHealth] = field(default_factory=dict)
 
 
 class Gateway:
@@ -87,14 +112,29 @@ class Gateway:
         mqtt_protocol: str | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        metrics_port: int | None = None,
     ) -> None:
         self.config = config
+        self.metrics_port = metrics_port if metrics_port is not None else config.metrics_port
         self.mqtt_url = mqtt_url or config.mqtt_url or _settings().mqtt_url
         self.mqtt_protocol = mqtt_protocol or config.mqtt_protocol or _settings().mqtt_protocol
         state_dir = config.state_dir or _settings().state_dir
         self.sequence = SequenceStore(state_dir, config.site, config.gateway)
         self.telemetry_topic = topic(config.site, config.gateway, "telemetry")
-        self.stats = GatewayStats(device_online={d.name: False for d in config.devices})
+        self.stats = GatewayStats(
+            device_online={d.name: False for d in config.devices},
+            devices={d.name: DeviceHealth() for d in config.devices},
+        )
+        self.health_topic = topic(config.site, config.gateway, "health")
+        self.status_topic = topic(config.site, config.gateway, "status")
+        #: The gateway's own Prometheus registry (one per gateway, so tests can run several).
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(GatewayCollector(self.health_snapshot))
+        self._metrics_server: tuple[object, threading.Thread] | None = None
+        self._started_at = time.monotonic()
+        self._ever_connected = False
+        self._rbe = ExceptionFilter()
+        self._oldest_unacked_ms: int | None = None
         self._clock = clock
         self.buffer_path = Path(state_dir) / f"buffer-{config.site}-{config.gateway}.sqlite"
         self._buffer: DiskBuffer | None = None
@@ -127,10 +167,13 @@ class Gateway:
             protocol=self.mqtt_protocol,
         )
         self._publisher.start()
+        if self.metrics_port is not None:
+            self._start_metrics(self.metrics_port)
         for device in self.config.devices:
             self._tasks.append(asyncio.create_task(self._device_loop(device), name=f"poll-{device.name}"))
         self._tasks.append(asyncio.create_task(self._publish_loop(), name="publish"))
         self._tasks.append(asyncio.create_task(self._replay_loop(), name="replay"))
+        self._tasks.append(asyncio.create_task(self._health_loop(), name="health"))
         log.info(
             "gateway %s/%s started: %d devices, publishing to %s",
             self.config.site,
@@ -157,6 +200,12 @@ class Gateway:
             await self._publisher.stop("shutdown")
         if self._buffer is not None:
             self._buffer.close()
+        if self._metrics_server is not None:
+            server, thread = self._metrics_server
+            self._metrics_server = None
+            server.shutdown()  # type: ignore[attr-defined]
+            server.server_close()  # type: ignore[attr-defined]
+            thread.join(2.0)
         self._stopped.set()
 
     async def run_forever(self) -> None:
@@ -188,38 +237,72 @@ class Gateway:
         driver = ModbusTcpDriver(device)
         interval = device.poll_interval or self.config.poll_interval
         delays = backoff_delays(base=min(1.0, interval), cap=30.0, rng=random.Random())
+        health = self.stats.devices[device.name]
+        policies = {t.name: t.report for t in device.tags}
+        by_exception = any(not p.every_reading for p in policies.values())
+        name = device.name
         in_error = False
         try:
             while True:
                 poll_time = self._clock()
+                started = time.perf_counter()
                 try:
                     if not driver.connected:
                         await driver.connect()
+                        health.connects += 1
                     values = await driver.poll()
                 except DeviceError as exc:
                     self.stats.errors += 1
-                    self.stats.device_errors[device.name] = str(exc)
+                    health.failures += 1
+                    health.error = self.stats.device_errors[name] = str(exc)
                     if not in_error:
                         in_error = True
-                        self.stats.device_online[device.name] = False
+                        self._set_online(name, False)
                         log.error("%s; retrying with backoff until it answers", exc)
                         ts = _ms(poll_time)
-                        self._pending += [Point(device.name, t.name, ts, 0.0, exc.quality) for t in device.tags]
+                        points = [Point(name, t.name, ts, 0.0, exc.quality) for t in device.tags]
+                        self._report(points, policies, poll_time) if by_exception else self._pending.extend(points)
                     await driver.close()
                     await asyncio.sleep(next(delays))
                     continue
-                if in_error or not self.stats.device_online[device.name]:
+                health.record_poll(time.perf_counter() - started, interval)
+                if in_error or not health.online:
                     if in_error:
-                        log.info("device %r answers again", device.name)
+                        log.info("device %r answers again", name)
                     in_error = False
-                    self.stats.device_online[device.name] = True
-                    self.stats.device_errors.pop(device.name, None)
+                    health.error = ""
+                    self.stats.device_errors.pop(name, None)
+                    self._set_online(name, True)
                     delays = backoff_delays(base=min(1.0, interval), cap=30.0, rng=random.Random())
                 ts = _ms(poll_time)
-                self._pending += [Point(device.name, v.tag.name, ts, v.value, v.quality) for v in values]
+                points = [Point(name, v.tag.name, ts, v.value, v.quality) for v in values]
+                self._report(points, policies, poll_time) if by_exception else self._pending.extend(points)
                 await self._sleep_until_next(interval)
         finally:
             await driver.close()
+
+    def _report(self, points: list[Point], policies: dict[str, ReportPolicy], now: float) -> None:
+        """Queue the points that pass report-by-exception; count the others as suppressed."""
+        send = self._rbe.should_send
+        kept = [p for p in points if send((p.device, p.tag), p.value, p.quality, now, policies[p.tag])]
+        self.stats.points_suppressed += len(points) - len(kept)
+        self._pending += kept
+
+    def _set_online(self, device: str, online: bool) -> None:
+        """Record a device's state and republish the retained status with every device's state."""
+        self.stats.device_online[device] = online
+        self.stats.devices[device].online = online
+        self._publish_status()
+
+    def _publish_status(self) -> None:
+        publisher = self._publisher
+        if publisher is None or not self._connected.is_set() or self._state != "running":
+            return  # the next connect republishes it
+        devices = {n: "online" if d.online else "offline" for n, d in self.stats.devices.items()}
+        payload = encode_status(
+            "online", gateway=self.config.gateway, ts=_ms(self._clock()), reason="connected", devices=devices
+        )
+        publisher.publish(self.status_topic, payload, retain=True)
 
     async def _sleep_until_next(self, interval: float, phase: float = 0.0) -> None:
         """Sleep to the next multiple of ``interval`` (+ ``phase``) so polls stay on a grid."""
@@ -244,6 +327,65 @@ class Gateway:
                 self.stats.batches_republished += sent
                 self.stats.batches_published += sent
             self._update_buffer_stats()
+
+    # --- health ------------------------------------------------------------------------
+    def health_snapshot(self) -> HealthSnapshot:
+        """Current health numbers (read by the health loop and by Prometheus scrapes)."""
+        # Safe from the metrics thread: plain attribute reads, no SQLite (the oldest batch's
+        # time is refreshed on the event loop by the health loop).
+        buf = BufferHealth()
+        b = self._buffer
+        if b is not None:
+            oldest = self._oldest_unacked_ms
+            buf = BufferHealth(
+                depth=b.depth,
+                bytes=b.bytes,
+                oldest_unacked_age_s=max(0.0, (_ms(self._clock()) - oldest) / 1000) if oldest is not None else 0.0,
+                dropped_batches=b.dropped_batches,
+                dropped_points=b.dropped_points,
+            )
+        return HealthSnapshot(
+            gateway=self.config.gateway,
+            site=self.config.site,
+            ts_ms=_ms(self._clock()),
+            uptime_s=time.monotonic() - self._started_at,
+            mqtt_connected=self.stats.mqtt_connected,
+            mqtt_reconnects=self.stats.mqtt_reconnects,
+            points_published=self.stats.points_published,
+            points_suppressed=self.stats.points_suppressed,
+            buffer=buf,
+            devices=dict(self.stats.devices),
+        )
+
+    def _refresh_oldest(self) -> None:
+        b = self._buffer
+        if b is not None and not b.closed:
+            self._oldest_unacked_ms = b.oldest_created_ms() if b.depth else None
+
+    async def _health_loop(self) -> None:
+        interval = self.config.health_interval
+        next_publish = time.monotonic() + interval
+        while True:
+            await asyncio.sleep(min(1.0, interval))
+            self._refresh_oldest()
+            if time.monotonic() < next_publish:
+                continue
+            next_publish += interval
+            if self._publisher is not None and self._connected.is_set():
+                payload = orjson.dumps(health_payload(self.health_snapshot()))
+                self._publisher.client.publish(self.health_topic, payload, qos=0)
+
+    def _start_metrics(self, port: int) -> None:
+        try:
+            server, thread = start_http_server(port, addr=self.config.metrics_host, registry=self.registry)
+        except OSError as exc:
+            raise GatewayError(
+                f"cannot serve metrics on {self.config.metrics_host}:{port}: {exc.strerror}; "
+                "pick a free port with --metrics-port"
+            ) from exc
+        self._metrics_server = (server, thread)
+        self.metrics_port = int(server.server_address[1])
+        log.info("Prometheus metrics on http://%s:%d/metrics", self.config.metrics_host, self.metrics_port)
 
     def _flush(self) -> None:
         """Turn pending points into batches, write them to disk, then send them (if connected)."""
@@ -278,6 +420,10 @@ class Gateway:
     def _on_connected(self) -> None:
         self._connected.set()
         self.stats.mqtt_connected = True
+        if self._ever_connected:
+            self.stats.mqtt_reconnects += 1
+        self._ever_connected = True
+        self._publish_status()  # the birth carries no device states; this follows it
         if self._forwarder is not None:
             self._forwarder.on_connected()
         log.info("broker connected")

@@ -136,6 +136,10 @@ class DiskBuffer:
     def dropped_points(self) -> int:
         return sum(self.drops.points.values())
 
+    @property
+    def closed(self) -> bool:
+        return self._db is None
+
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
             raise DiskBufferError(f"the disk buffer {str(self.path)!r} is closed")

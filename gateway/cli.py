@@ -37,6 +37,9 @@ def run(
     mqtt_url: Annotated[str | None, typer.Option(help="Broker URL; overrides the config.")] = None,
     mqtt_protocol: Annotated[str | None, typer.Option(help='"5" or "3.1.1"; overrides the config.')] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port (/metrics); overrides the config.")
+    ] = None,
 ) -> None:
     """Run the gateway until Ctrl-C / SIGTERM (then it publishes a retained 'offline')."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -44,7 +47,7 @@ def run(
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     try:
         cfg = load_config(config)
-        gateway = Gateway(cfg, mqtt_url=mqtt_url, mqtt_protocol=mqtt_protocol)
+        gateway = Gateway(cfg, mqtt_url=mqtt_url, mqtt_protocol=mqtt_protocol, metrics_port=metrics_port)
         asyncio.run(_run(gateway))
     except ConfigError as exc:
         typer.echo(str(exc), err=True)

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from fieldwatch.contract import check_slug
 from gateway.decode import DataType, WordOrder, register_count
 from gateway.errors import ConfigError
+from gateway.report import DeadbandMode, ReportPolicy
 
 #: Where ``profile: <name>`` is looked up when it is not a path.
 PROFILE_DIR = Path(__file__).parent / "profiles"
@@ -51,11 +52,20 @@ class Tag(BaseModel):
     min: float | None = None
     max: float | None = None
     unit: str = ""
+    #: Report-by-exception (:mod:`gateway.report`): 0 sends every reading.
+    deadband: float = Field(0.0, ge=0, description="send only when the value moves more than this")
+    deadband_mode: DeadbandMode = "absolute"
+    max_interval: float | None = Field(None, gt=0, description="send at least every N seconds anyway")
 
     @field_validator("name")
     @classmethod
     def _slug(cls, v: str) -> str:
         return check_slug(v, "tag name")
+
+    @property
+    def report(self) -> ReportPolicy:
+        """This tag's report-by-exception policy."""
+        return ReportPolicy(self.deadband, self.deadband_mode, self.max_interval)
 
     @property
     def count(self) -> int:
@@ -230,6 +240,9 @@ class GatewayConfig(BaseModel):
     publish_interval: float | None = Field(None, gt=0, description="defaults to poll_interval")
     state_dir: Path | None = None
     buffer: BufferConfig = Field(default_factory=BufferConfig)
+    health_interval: float = Field(10.0, gt=0, description="seconds between messages on the health topic")
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="serve Prometheus metrics on this port")
+    metrics_host: str = Field("127.0.0.1", description="address the metrics port listens on")
     devices: list[Device] = Field(min_length=1)
 
     @field_validator("gateway")

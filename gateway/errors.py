@@ -11,6 +11,7 @@
      └── DeviceError            a device did not give us data (``device`` names it)
           ├── DeviceNotConnected   no TCP connection to the device
           ├── DeviceTimeout        the device did not answer in time
+          │    └── TransactionMismatch  a reply carried another request's transaction id
           └── DeviceException      the device answered with a Modbus exception code
 
 Each device error carries the :class:`fieldwatch.contract.Quality` its points get,
@@ -69,6 +70,10 @@ class DeviceTimeout(DeviceError):
     """The device did not answer within its timeout."""
 
     quality = Quality.BAD_TIMEOUT
+
+
+class TransactionMismatch(DeviceTimeout):
+    """A reply carried another request's transaction id: the connection is out of step and is reset."""
 
 
 class DeviceException(DeviceError):

@@ -10,6 +10,14 @@ pymodbus errors are translated into :mod:`gateway.errors` in one place
 sees ``DeviceTimeout``, ``DeviceNotConnected`` and ``DeviceException``.
 Reconnection and backoff belong to the caller (the agent); pymodbus' own
 automatic reconnect is switched off so there is exactly one retry policy.
+
+Transaction-id mismatches: pymodbus 3.16 does not raise on a reply whose
+transaction id is not the one it waits for — its framer logs it and skips the
+frame, so the request usually ends in a timeout. Such a reply means the byte
+stream is out of step (a late answer to an earlier, timed-out request, or a
+confused serial gateway), so :func:`_watch_transaction_ids` counts those frames
+and the driver then **resets the connection** and retries the read once on a
+fresh one, instead of declaring the device dead.
 """
 
 from __future__ import annotations
@@ -28,7 +36,14 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 from fieldwatch.contract import Quality
 from gateway.config import ModbusTcpDevice, Tag
 from gateway.decode import clamp, decode
-from gateway.errors import DecodeError, DeviceError, DeviceException, DeviceNotConnected, DeviceTimeout
+from gateway.errors import (
+    DecodeError,
+    DeviceError,
+    DeviceException,
+    DeviceNotConnected,
+    DeviceTimeout,
+    TransactionMismatch,
+)
 from gateway.planner import ReadRequest, plan_reads, split_request
 
 log = logging.getLogger(__name__)
@@ -62,6 +77,38 @@ def _translate(device: str) -> Iterator[None]:
         raise DeviceError(device, str(exc)) from exc
 
 
+class _TidWatch:
+    """Counts received frames whose transaction id is not the one awaited."""
+
+    __slots__ = ("mismatches",)
+
+    def __init__(self) -> None:
+        self.mismatches = 0
+
+
+def _watch_transaction_ids(client: AsyncModbusTcpClient) -> _TidWatch:
+    """Wrap the client's framer ``decode`` to count mismatched transaction ids (see module docstring).
+
+    Relies on pymodbus 3.16's ``client.ctx.framer.decode`` returning
+    ``(used, dev_id, tid, frame)`` and ``client.ctx.request_transaction_id``;
+    pyproject pins pymodbus below 3.17, and a test covers it.
+    """
+    watch = _TidWatch()
+    ctx = client.ctx
+    framer = ctx.framer
+    original = framer.decode
+
+    def decode(data: bytes) -> tuple[int, int, int, bytes]:
+        used, dev_id, tid, frame = original(data)
+        expected = ctx.request_transaction_id
+        if used and frame and tid and expected and tid != expected:
+            watch.mismatches += 1
+        return used, dev_id, tid, frame
+
+    framer.decode = decode  # type: ignore[method-assign]
+    return watch
+
+
 class ModbusTcpDriver:
     """Polls one Modbus TCP device according to its tags' read plan."""
 
@@ -72,7 +119,11 @@ class ModbusTcpDriver:
         )
         self._client: AsyncModbusTcpClient | None = None
         self._last_request = 0.0
+        self._tids: _TidWatch | None = None
+        self._stale = False  # a stray reply was seen: reconnect before the next request
         self.splits = 0
+        #: Connections reset because a reply carried the wrong transaction id.
+        self.tid_resets = 0
 
     @property
     def connected(self) -> bool:
@@ -91,12 +142,14 @@ class ModbusTcpDriver:
             reconnect_delay=0,
             name=f"fw-{d.name}",
         )
+        tids = _watch_transaction_ids(client) if d.framer == "socket" else None
         with _translate(d.name):
             ok = await client.connect()
         if not ok:
             client.close()
             raise DeviceNotConnected(d.name, f"cannot connect to {d.host}:{d.port}")
         self._client = client
+        self._tids = tids
 
     async def close(self) -> None:
         """Drop the connection (safe when not connected)."""
@@ -113,6 +166,19 @@ class ModbusTcpDriver:
             self._last_request = time.monotonic()
 
     async def read(self, request: ReadRequest) -> Sequence[int]:
+        """One read; after a transaction-id mismatch, reset the connection and retry once on a fresh one."""
+        if self._stale:
+            self._stale = False
+            await self.connect()
+        try:
+            return await self._read_once(request)
+        except TransactionMismatch as exc:
+            self.tid_resets += 1
+            log.warning("%s; connection reset, retrying once", exc)
+            await self.connect()
+            return await self._read_once(request)
+
+    async def _read_once(self, request: ReadRequest) -> Sequence[int]:
         """Execute one read of the plan (registers, or bits for coils); raise a :class:`DeviceError` on failure."""
         client = self._client
         if client is None or not client.connected:
@@ -124,8 +190,24 @@ class ModbusTcpDriver:
             "discrete": client.read_discrete_inputs,
         }[request.register_type]
         await self._pace()
-        with _translate(self.device.name):
-            response = await fn(request.address, count=request.count, device_id=self.device.unit_id)
+        tids = self._tids
+        seen = tids.mismatches if tids is not None else 0
+        try:
+            with _translate(self.device.name):
+                response = await fn(request.address, count=request.count, device_id=self.device.unit_id)
+        except DeviceTimeout as exc:
+            if tids is not None and tids.mismatches != seen:
+                await self.close()  # the stream is out of step: never reuse it
+                raise TransactionMismatch(
+                    self.device.name,
+                    f"reply with a wrong transaction id while reading {request.count} {request.register_type} "
+                    f"at {request.address}",
+                ) from exc
+            raise
+        if tids is not None and tids.mismatches != seen:
+            # Our own reply came too, after a stray one: keep it, but do not reuse the stream.
+            self.tid_resets += 1
+            self._stale = True
         if response.isError():
             code = int(getattr(response, "exception_code", 0) or 0)
             raise DeviceException(

@@ -1,0 +1,170 @@
+"""Request and response bodies of the asset registry (clients, sites, gateways, devices, series).
+
+``*Create`` bodies list every field a client may set; ``*Update`` bodies make each of them optional
+(a PATCH changes only the fields it names); ``*Record`` bodies are what the server answers. Slugs and
+device keys appear in MQTT topics and payloads, so they are restricted to characters that are safe
+there (no ``/``, ``+``, ``#``, spaces).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .schemas import GatewayStatus, Latitude, Longitude
+
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Slug = Annotated[
+    str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="lower case, topic-safe")
+]
+Key = Annotated[
+    str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", description="topic-safe")
+]
+Text = Annotated[str, Field(max_length=500)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not silently ignored
+
+
+# --- clients ----------------------------------------------------------------------------------
+
+
+class ClientCreate(_Body):
+    name: Name
+    segment: str = Field(description="SLA segment: platinum, gold, standard, ... (table sla_segments)")
+
+
+class ClientUpdate(_Body):
+    name: Name | None = None
+    segment: str | None = None
+
+
+class ClientRecord(BaseModel):
+    id: int
+    name: str
+    segment: str
+    created_at: datetime
+
+
+# --- sites ------------------------------------------------------------------------------------
+
+
+class SiteCreate(_Body):
+    client_id: int
+    slug: Slug
+    name: Name
+    address: Text = ""
+    latitude: Latitude
+    longitude: Longitude
+
+
+class SiteUpdate(_Body):
+    client_id: int | None = None
+    slug: Slug | None = None
+    name: Name | None = None
+    address: Text | None = None
+    latitude: Latitude | None = None
+    longitude: Longitude | None = None
+
+
+class SiteRecord(BaseModel):
+    id: int
+    client_id: int
+    slug: str
+    name: str
+    address: str
+    latitude: float
+    longitude: float
+
+
+# --- gateways ---------------------------------------------------------------------------------
+
+
+class GatewayCreate(_Body):
+    site_id: int
+    slug: Slug
+    name: Text = ""
+
+
+class GatewayUpdate(_Body):
+    site_id: int | None = None
+    slug: Slug | None = None
+    name: Text | None = None
+
+
+class GatewayRecord(BaseModel):
+    id: int
+    site_id: int
+    site: str = Field(description="site slug")
+    slug: str
+    name: str
+    status: GatewayStatus
+    status_at: datetime | None
+    last_seq: int | None = Field(description="highest batch sequence committed from this gateway")
+    seq_gaps: int = Field(description="batches skipped between sequences seen (data lost in transit)")
+    created_at: datetime
+
+
+# --- devices ----------------------------------------------------------------------------------
+
+
+class DeviceCreate(_Body):
+    site_id: int
+    gateway_id: int | None = Field(default=None, description="the gateway that polls it (must be on the same site)")
+    key: Key = Field(description="the device name its gateway publishes")
+    name: Text = ""
+    equipment_model: Name
+    serial: Text = ""
+    profile: Text = Field(default="", description="equipment profile (gateway/profiles/<profile>.yaml)")
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    parent_id: int | None = None
+
+
+class DeviceUpdate(_Body):
+    site_id: int | None = None
+    gateway_id: int | None = None
+    key: Key | None = None
+    name: Text | None = None
+    equipment_model: Name | None = None
+    serial: Text | None = None
+    profile: Text | None = None
+    attributes: dict[str, Any] | None = None
+    parent_id: int | None = None
+
+
+class DeviceRecord(BaseModel):
+    id: int
+    site_id: int
+    gateway_id: int | None
+    key: str
+    name: str
+    equipment_model: str
+    serial: str
+    profile: str
+    attributes: dict[str, Any]
+    parent_id: int | None
+    created_at: datetime
+
+
+# --- series -----------------------------------------------------------------------------------
+
+
+class SeriesCreate(_Body):
+    device_id: int
+    tag: Key
+    unit: Annotated[str, Field(max_length=32)] = ""
+
+
+class SeriesUpdate(_Body):
+    tag: Key | None = None
+    unit: Annotated[str | None, Field(max_length=32)] = None
+
+
+class SeriesRecord(BaseModel):
+    id: int
+    device_id: int
+    tag: str
+    unit: str

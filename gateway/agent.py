@@ -90,6 +90,7 @@ class GatewayStats:
     unacked: int = 0
     points_dropped: int = 0
     points_suppressed: int = 0
+    publish_errors: int = 0  # paho refused a publish (queue full, not connected); the batch stays on disk
     errors: int = 0
     mqtt_connected: bool = False
     mqtt_reconnects: int = 0
@@ -407,7 +408,10 @@ class Gateway:
 
     def _publish_telemetry(self, payload: bytes) -> Delivery:
         assert self._publisher is not None
-        return self._publisher.publish(self.telemetry_topic, payload)
+        info = self._publisher.publish(self.telemetry_topic, payload)
+        if info.rc:
+            self.stats.publish_errors += 1
+        return info
 
     def _update_buffer_stats(self) -> None:
         if self._buffer is None:

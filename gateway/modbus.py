@@ -27,17 +27,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from fieldwatch.contract import Quality
-from gateway.config import ModbusTcpDevice, Tag
-from gateway.decode import clamp, decode
+from gateway.blockdecode import BlockDecoder, TagValue
+from gateway.config import ModbusTcpDevice
 from gateway.errors import (
-    DecodeError,
     DeviceError,
     DeviceException,
     DeviceNotConnected,
@@ -49,15 +46,6 @@ from gateway.planner import ReadRequest, plan_reads, split_request
 log = logging.getLogger(__name__)
 
 ILLEGAL_DATA_ADDRESS = 2
-
-
-@dataclass(frozen=True, slots=True)
-class TagValue:
-    """A decoded tag: ``value`` is meaningful only when ``quality`` is good."""
-
-    tag: Tag
-    value: float
-    quality: int = Quality.GOOD
 
 
 @contextlib.contextmanager
@@ -121,6 +109,7 @@ class ModbusTcpDriver:
         self._last_request = 0.0
         self._tids: _TidWatch | None = None
         self._stale = False  # a stray reply was seen: reconnect before the next request
+        self._decoders: dict[int, tuple[ReadRequest, BlockDecoder]] = {}
         self.splits = 0
         #: Connections reset because a reply carried the wrong transaction id.
         self.tid_resets = 0
@@ -241,16 +230,15 @@ class ModbusTcpDriver:
                 values += await self._read_adaptive(half, plan)
             return values
         plan.append(request)
-        return [self._decode(tag, request.slice_for(tag, registers)) for tag in request.tags]
+        return self._decoder(request)(registers)
 
-    @staticmethod
-    def _decode(tag: Tag, raw: Sequence[int]) -> TagValue:
-        try:
-            value = decode(raw, tag.data_type, tag.word_order, tag.scale, tag.offset, bit=tag.bit or 0)
-        except DecodeError as exc:
-            return TagValue(tag, 0.0, exc.quality)
-        value, clamped = clamp(value, tag.min, tag.max)
-        return TagValue(tag, value, Quality.BAD_OUT_OF_RANGE if clamped else Quality.GOOD)
+    def _decoder(self, request: ReadRequest) -> BlockDecoder:
+        """The compiled decoder of ``request`` (built once per request of the plan)."""
+        entry = self._decoders.get(id(request))
+        if entry is None or entry[0] is not request:  # ids of dropped requests can be reused
+            entry = (request, BlockDecoder(request.address, request.count, request.register_type, request.tags))
+            self._decoders[id(request)] = entry
+        return entry[1]
 
     async def poll(self) -> list[TagValue]:
         """Read every tag once.

@@ -50,7 +50,9 @@ class Job:
 
 def default_jobs() -> list[Job]:
     """The jobs every deployment runs. Packages add theirs here."""
-    return []
+    from rules.jobs import rule_jobs  # issue 5: suppression release, no-data/offline checks, anomaly retraining
+
+    return [*rule_jobs()]
 
 
 @dataclass

@@ -235,3 +235,85 @@ def _print_runs(runs: list[Any]) -> None:
             continue
         table.add_row(label, *[_fmt(getattr(getattr(r, part), attr)) if getattr(r, part) else "—" for r in runs])
     out.print(table)
+
+
+# --- silences and maintenance windows ------------------------------------------------------------
+
+silence_app = typer.Typer(help="Silences and maintenance windows (suppress alarms, not evaluation).",
+                          no_args_is_help=True)
+app.add_typer(silence_app, name="silence")
+
+_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def _duration_s(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``2h``, ``1d`` → seconds."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d)?\s*", text)
+    if m is None or float(m.group(1)) <= 0:
+        raise _fail(f"--for {text!r}: write a positive duration such as 90s, 15m, 2h or 1d", 2)
+    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
+def _print_silences(rows: list[dict[str, Any]]) -> None:
+    table = Table("id", "kind", "device", "site", "rule", "from", "until", "by", "reason")
+    for r in rows:
+        table.add_row(str(r["id"]), r["kind"], r["device"] or "", r["site"] or "", r["rule"] or "",
+                      r["starts_at"].isoformat(timespec="minutes"), r["ends_at"].isoformat(timespec="minutes"),
+                      r["created_by"], r["reason"])
+    out.print(table)
+
+
+@silence_app.command("add")
+def silence_add(
+    for_: Annotated[str, typer.Option("--for", help="how long: 90s, 15m, 2h, 1d")],
+    device: Annotated[str | None, typer.Option(help="device id, key or SITE/key")] = None,
+    site: Annotated[str | None, typer.Option(help="site slug")] = None,
+    rule: Annotated[str | None, typer.Option(help="rule id or name")] = None,
+    maintenance: Annotated[bool, typer.Option("--maintenance", help="a maintenance window, not a silence")] = False,
+    reason: Annotated[str, typer.Option(help="why (shown with suppressed alarms)")] = "",
+    author: Annotated[str | None, typer.Option(help="recorded as its creator (default: your user name)")] = None,
+) -> None:
+    """Suppress alarms of a device, site or rule (all given must match) from now for --for."""
+    from datetime import UTC, datetime, timedelta
+
+    from rules.lifecycle import LifecycleError, create_silence, resolve_targets, silence_rows
+
+    seconds = _duration_s(for_)
+    with _conn() as conn:
+        try:
+            device_id, site_id, rule_id = resolve_targets(conn, device=device, site=site, rule=rule)
+            now = datetime.now(UTC)
+            kind = "maintenance" if maintenance else "silence"
+            s = create_silence(conn, created_by=author or getpass.getuser(), starts_at=now,
+                               ends_at=now + timedelta(seconds=seconds), kind=kind,
+                               device_id=device_id, site_id=site_id, rule_id=rule_id, reason=reason)
+        except LifecycleError as exc:
+            raise _fail(str(exc), 2) from None
+        _print_silences(silence_rows(conn, [s]))
+
+
+@silence_app.command("list")
+def silence_list(all_: Annotated[bool, typer.Option("--all", help="include ended windows")] = False) -> None:
+    """Silences and maintenance windows (active ones unless --all)."""
+    from rules.lifecycle import list_silences, silence_rows
+
+    with _conn() as conn:
+        _print_silences(silence_rows(conn, list_silences(conn, active_only=not all_)))
+
+
+@silence_app.command("end")
+def silence_end(
+    silence_id: Annotated[int, typer.Argument(help="the id `silence list` shows")],
+    author: Annotated[str | None, typer.Option(help="recorded as who ended it")] = None,
+) -> None:
+    """End a window now; open alarms it held become visible (and ticketed)."""
+    from rules.lifecycle import UnknownSilence, end_silence
+
+    with _conn() as conn:
+        try:
+            _, released = end_silence(conn, silence_id, by=author or getpass.getuser())
+        except UnknownSilence as exc:
+            raise _fail(str(exc)) from None
+    out.print(f"ended silence {silence_id}; released alarms: {', '.join(map(str, released)) or 'none'}")

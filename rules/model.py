@@ -226,6 +226,18 @@ class DeviceInfo(BaseModel):
     parent_id: int | None = None
 
 
+class Flapping(_Strict):
+    """``transitions`` openings of one (rule, device) within ``window_s`` of source time are flapping.
+
+    The opening that reaches the count becomes one visible alarm marked flapping; further openings
+    while the pair keeps flapping (each within ``window_s`` of the previous one) are recorded as
+    suppressed by it, so a sensor chattering across a threshold opens one ticket, not fifty.
+    """
+
+    transitions: int = Field(3, ge=2)
+    window_s: float = Field(600.0, gt=0)
+
+
 class RuleSpec(_Strict):
     """A rule as written by its author: everything except identity and history."""
 
@@ -239,6 +251,7 @@ class RuleSpec(_Strict):
     problem_code: str = Field(min_length=1)
     required_skill: str | None = None
     latch: bool = Field(False, description="an alarm stays until acknowledged even after its condition clears")
+    flapping: Flapping | None = Field(None, description="collapse rapid open/clear cycles into one flapping alarm")
     enabled: bool = True
     description: str = ""
 

@@ -40,6 +40,7 @@ from rules.engine import (
     StateFormatError,
     evaluate_all,
 )
+from rules.lifecycle import suppression_for
 from rules.model import SEVERITY_RANK, DeviceInfo, Reading, Rule
 from rules.store import list_rules
 
@@ -63,6 +64,11 @@ def load_devices(conn: psycopg.Connection, ids: list[int]) -> dict[int, DeviceIn
     return {r[0]: DeviceInfo(**dict(zip(cols, r, strict=True))) for r in rows}
 
 
+#: ``alarm_suppressed``: an alarm opened but a silence, maintenance window, parent alarm or flapping
+#: burst hides it — recorded, not announced as opened (ticketing acts on ``alarm_opened`` only).
+EventType = Literal["alarm_opened", "alarm_suppressed", "alarm_cleared", "alarm_severity_changed"]
+
+
 class RuleEvaluationError(RuntimeError):
     """Readings could not be evaluated (database unavailable or repeated conflicts)."""
 
@@ -71,16 +77,21 @@ class RuleEvaluationError(RuntimeError):
 class AlarmEvent:
     """An alarm opened or cleared by a committed evaluation."""
 
-    type: Literal["alarm_opened", "alarm_cleared", "alarm_severity_changed"]
+    type: EventType
     alarm_id: int
     rule_id: int
     device_id: int
     ts_ms: int  # source time of the reading that caused it
     value: float
+    suppressed_by: str | None = None  # set for alarm_suppressed: 'maintenance:ID', 'parent:ID', …
 
     def payload(self) -> dict[str, Any]:
         """The ``fw_events`` NOTIFY payload."""
-        return {"type": self.type, "alarm_id": self.alarm_id, "device_id": self.device_id, "rule_id": self.rule_id}
+        body: dict[str, Any] = {"type": self.type, "alarm_id": self.alarm_id, "device_id": self.device_id,
+                                "rule_id": self.rule_id}
+        if self.suppressed_by is not None:
+            body["suppressed_by"] = self.suppressed_by
+        return body
 
 
 def _ts(ms: int | None) -> datetime:
@@ -275,14 +286,19 @@ class RuleEvaluator:
     def _record(self, conn: psycopg.Connection, rule: Rule, device_id: int, ev: RuleEvent) -> AlarmEvent | None:
         """Write one state-machine event to ``alarms``; None when the table already agrees."""
         if isinstance(ev, AlarmOpened):
+            when = _ts(ev.ts_ms)
+            suppressed_by, flapping = suppression_for(conn, rule, self._devices.get(device_id), device_id, when)
+            message = alarm_message(rule, ev.peak)
+            if flapping:
+                message = f"flapping: {message}"
             row = conn.execute(
                 """INSERT INTO alarms (rule_id, device_id, severity, peak_severity, latched, state, message,
-                                       trigger_value, triggered_at)
-                   VALUES (%s, %s, %s, %s, %s, 'active', %s, %s, %s)
+                                       trigger_value, triggered_at, suppressed_by, flapping)
+                   VALUES (%s, %s, %s, %s, %s, 'active', %s, %s, %s, %s, %s)
                    ON CONFLICT (rule_id, device_id) WHERE cleared_at IS NULL DO NOTHING
                    RETURNING id""",
-                (rule.id, device_id, ev.severity, ev.severity, rule.spec.latch, alarm_message(rule, ev.peak),
-                 ev.value, _ts(ev.ts_ms)),
+                (rule.id, device_id, ev.severity, ev.severity, rule.spec.latch, message,
+                 ev.value, when, suppressed_by, flapping),
             ).fetchone()
             if row is None:  # an open alarm already exists (latched, or state reset by hand): keep it
                 conn.execute(
@@ -291,17 +307,18 @@ class RuleEvaluator:
                     (rule.id, device_id),
                 )
                 return None
-            return AlarmEvent("alarm_opened", row[0], rule.id, device_id, ev.ts_ms, ev.value)
+            kind: EventType = "alarm_opened" if suppressed_by is None else "alarm_suppressed"
+            return AlarmEvent(kind, row[0], rule.id, device_id, ev.ts_ms, ev.value, suppressed_by)
         if isinstance(ev, SeverityChanged):
             row = conn.execute(
                 """UPDATE alarms SET severity = %s,
                           peak_severity = CASE WHEN %s < coalesce(array_position(%s::text[], peak_severity), 99)
                                                THEN %s ELSE peak_severity END
                    WHERE rule_id = %s AND device_id = %s AND cleared_at IS NULL
-                   RETURNING id""",
+                   RETURNING id, suppressed_by""",
                 (ev.severity, SEVERITY_RANK[ev.severity] + 1, list(SEVERITY_RANK), ev.severity, rule.id, device_id),
             ).fetchone()
-            if row is None:
+            if row is None or row[1] is not None:  # nothing open, or suppressed: nobody is told
                 return None
             return AlarmEvent("alarm_severity_changed", row[0], rule.id, device_id, ev.ts_ms, ev.value)
         # A latched alarm that nobody acknowledged yet only records that its condition is gone.
@@ -310,10 +327,12 @@ class RuleEvaluator:
                       state = CASE WHEN latched AND acknowledged_at IS NULL THEN state ELSE 'cleared' END,
                       cleared_at = CASE WHEN latched AND acknowledged_at IS NULL THEN NULL ELSE %s END
                WHERE rule_id = %s AND device_id = %s AND cleared_at IS NULL
-               RETURNING id, cleared_at IS NOT NULL""",
+               RETURNING id, cleared_at IS NOT NULL, suppressed_by""",
             (_ts(ev.ts_ms), _ts(ev.ts_ms), rule.id, device_id),
         ).fetchone()
         if row is None or not row[1]:  # nothing open (cleared by hand), or latched: nothing to report yet
+            return None
+        if row[2] is not None:  # a suppressed alarm was never announced; its clearing is not either
             return None
         return AlarmEvent("alarm_cleared", row[0], rule.id, device_id, ev.ts_ms, ev.value)
 

@@ -210,7 +210,7 @@ _ALARM_SELECT: LiteralString = (
     """SELECT a.id, a.rule_id, r.name AS rule_name, r.problem_code, a.device_id,
               COALESCE(NULLIF(d.name, ''), d.key) AS device_name, s.slug AS site, a.severity, a.state,
               a.message, a.trigger_value, a.triggered_at, a.opened_at, a.acknowledged_at, a.acknowledged_by,
-              a.cleared_at, a.ticket_id
+              a.cleared_at, a.ticket_id, a.suppressed_by, a.flapping
        FROM"""
     + _ALARM_FROM
 )

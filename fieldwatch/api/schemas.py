@@ -144,6 +144,8 @@ class AlarmPublic(BaseModel):
     acknowledged_by: str | None
     cleared_at: datetime | None
     ticket_id: int | None
+    suppressed_by: str | None = Field(None, description="why it is hidden: 'maintenance:ID', 'parent:ALARM', …")
+    flapping: bool = False
 
 
 # --- tickets ----------------------------------------------------------------------------------

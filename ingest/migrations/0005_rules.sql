@@ -68,3 +68,10 @@ CREATE TABLE silences (
     CHECK (num_nonnulls(device_id, site_id, rule_id) >= 1)
 );
 CREATE INDEX silences_ends_idx ON silences (ends_at);
+
+-- Flapping: the one visible alarm that stands for a burst of open/clear transitions; the openings
+-- after it are recorded with suppressed_by = 'flapping:ID'. The index serves the flapping and
+-- "previous alarm of this pair" look-ups done when an alarm opens.
+ALTER TABLE alarms ADD COLUMN flapping boolean NOT NULL DEFAULT false;
+CREATE INDEX alarms_pair_triggered_idx ON alarms (rule_id, device_id, triggered_at DESC);
+CREATE INDEX alarms_suppressed_open_idx ON alarms (id) WHERE suppressed_by IS NOT NULL AND cleared_at IS NULL;

@@ -11,5 +11,6 @@ for _module in (devices, series, gateways, alarms, tickets, technicians):
 api_router.include_router(__import__(f"{__name__}.rules", fromlist=["router"]).router)  # issue 5: rules as code
 api_router.include_router(__import__(f"{__name__}.silences", fromlist=["router"]).router)  # issue 5: silences
 api_router.include_router(__import__(f"{__name__}.registry", fromlist=["router"]).router)  # issue 4: registry
+api_router.include_router(__import__(f"{__name__}.queries", fromlist=["router"]).router)  # issue 4: queries
 
 __all__ = ["API_PREFIX", "api_router", "health"]

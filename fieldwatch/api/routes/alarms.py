@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import datetime
+
+from fastapi import APIRouter, status
+from pydantic import BaseModel, Field
 
 from .. import queries
 from ..deps import AlarmHandler, AnyRole, ConnDep, PageDep
+from ..errors import Invalid, NotFound
 from ..schemas import AlarmPublic, AlarmState, Page
 from ._prefix import API_PREFIX
 
@@ -41,3 +45,46 @@ def acknowledge_alarm(alarm_id: int, conn: ConnDep, token: AlarmHandler) -> Alar
     if release_latched(conn, alarm_id, by=token.name):  # a latched alarm whose condition is gone clears now
         return queries.get_alarm(conn, alarm_id)
     return alarm
+
+
+class CommentIn(BaseModel):
+    body: str = Field(min_length=1, max_length=10_000, description="the comment text")
+
+
+class CommentPublic(BaseModel):
+    id: int
+    alarm_id: int
+    author: str
+    body: str
+    created_at: datetime
+
+
+@router.get("/{alarm_id}/comments", response_model=list[CommentPublic], summary="An alarm's comments, oldest first")
+def list_alarm_comments(alarm_id: int, conn: ConnDep, token: AnyRole) -> list[CommentPublic]:
+    from rules.lifecycle import UnknownAlarm, list_comments
+
+    try:
+        return [CommentPublic(**_fields(c)) for c in list_comments(conn, alarm_id)]
+    except UnknownAlarm:
+        raise NotFound("alarm", alarm_id) from None
+
+
+@router.post(
+    "/{alarm_id}/comments",
+    response_model=CommentPublic,
+    status_code=status.HTTP_201_CREATED,
+    summary="Comment on an alarm (the token's name is the author)",
+)
+def add_alarm_comment(alarm_id: int, comment: CommentIn, conn: ConnDep, token: AnyRole) -> CommentPublic:
+    from rules.lifecycle import LifecycleError, UnknownAlarm, add_comment
+
+    try:
+        return CommentPublic(**_fields(add_comment(conn, alarm_id, author=token.name, body=comment.body)))
+    except UnknownAlarm:
+        raise NotFound("alarm", alarm_id) from None
+    except LifecycleError as exc:
+        raise Invalid(str(exc), ("body", "body")) from None
+
+
+def _fields(obj: object) -> dict[str, object]:
+    return {name: getattr(obj, name) for name in obj.__slots__}  # type: ignore[attr-defined]

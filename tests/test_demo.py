@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -17,18 +20,29 @@ import pytest
 FIELDWATCH = str(Path(sys.executable).with_name("fieldwatch"))
 
 
-def _no_demo_processes_left(before: set[int]) -> list[str]:
-    """Processes started during the demo that are still alive (embedded PostgreSQL would show here)."""
+def _processes_under(path: Path) -> list[str]:
+    """Live processes whose command line mentions ``path``: the run's embedded PostgreSQL would show here.
+
+    Each demo run gets its own TMPDIR, so other runs on the machine (other test sessions) never match.
+    """
     left = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
+    for proc in psutil.process_iter(["cmdline"]):
         cmd = " ".join(proc.info["cmdline"] or [])
-        if proc.info["pid"] not in before and ("fieldwatch-demo-pg" in cmd or "fieldwatch demo" in cmd):
+        if str(path) in cmd:
             left.append(cmd)
     return left
 
 
-def _run_unattended(env: dict[str, str]) -> dict:
-    before = {p.pid for p in psutil.process_iter()}
+@pytest.fixture
+def run_dir() -> Iterator[Path]:
+    """A short private TMPDIR for one demo run (the embedded PostgreSQL's socket path must stay short)."""
+    path = Path(tempfile.mkdtemp(prefix="fwd", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _run_unattended(env: dict[str, str], tmp_path: Path) -> dict:
+    env = {**env, "TMPDIR": str(tmp_path)}
     res = subprocess.run(
         [FIELDWATCH, "demo", "--exit-after-dispatch", "--json", "--api-port", "0", "--timeout", "150"],
         env=env, capture_output=True, text=True, timeout=240,
@@ -41,31 +55,32 @@ def _run_unattended(env: dict[str, str]) -> dict:
     assert 0 < summary["seconds_to_dispatch"] < 180
     # Ben lives nearer to Evanston but has no pump skill: the bearing job must go to Ana.
     assert summary["technician"] == "Ana Ruiz"
-    assert _no_demo_processes_left(before) == []
+    assert _processes_under(tmp_path) == []
     return summary
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_demo_on_embedded_services() -> None:
+def test_demo_on_embedded_services(run_dir: Path) -> None:
     """With no service URLs set, the demo brings its own PostgreSQL and broker and dispatches a ticket."""
     env = {k: v for k, v in os.environ.items() if k not in ("FIELDWATCH_DATABASE_URL", "FIELDWATCH_MQTT_URL")}
-    _run_unattended(env)
+    _run_unattended(env, run_dir)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_demo_on_real_services(admin_db_url: str, mqtt_url: str) -> None:
+def test_demo_on_real_services(admin_db_url: str, mqtt_url: str, run_dir: Path) -> None:
     """With both URLs set, the demo uses the real PostgreSQL and Mosquitto and dispatches a ticket."""
-    _run_unattended({**os.environ, "FIELDWATCH_DATABASE_URL": admin_db_url, "FIELDWATCH_MQTT_URL": mqtt_url})
+    _run_unattended({**os.environ, "FIELDWATCH_DATABASE_URL": admin_db_url, "FIELDWATCH_MQTT_URL": mqtt_url},
+                    run_dir)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_ctrl_c_stops_everything() -> None:
+def test_ctrl_c_stops_everything(run_dir: Path) -> None:
     """SIGINT during the demo stops every part cleanly, exits 0 and leaves no process behind."""
     env = {k: v for k, v in os.environ.items() if k not in ("FIELDWATCH_DATABASE_URL", "FIELDWATCH_MQTT_URL")}
-    before = {p.pid for p in psutil.process_iter()}
+    env["TMPDIR"] = str(run_dir)
     proc = subprocess.Popen([FIELDWATCH, "demo", "--api-port", "0"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     seen = []
@@ -87,7 +102,7 @@ def test_ctrl_c_stops_everything() -> None:
         pytest.fail("demo did not stop within 40 s of Ctrl-C")
     assert proc.returncode == 0, err[-2000:]
     assert "Stopped cleanly" in err
-    assert _no_demo_processes_left(before) == []
+    assert _processes_under(run_dir) == []
 
 
 def test_live_screen_renders_every_state() -> None:

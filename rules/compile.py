@@ -93,7 +93,7 @@ def compile_rule(spec: RuleSpec, rule_id: int = 0, attributes: dict[str, Any] | 
             levels.append(CLevel(lv.severity, SEVERITY_RANK[lv.severity], lo, hi, clo, chi))
     return CompiledRule(
         rule_id=rule_id,
-        kind=cond.kind,
+        kind="above" if cond.kind == "no_data" else cond.kind,  # a no-data score is "silence above N"
         levels=tuple(levels),
         for_ms=round(spec.for_s * 1000),
         count=spec.count,

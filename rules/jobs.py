@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from fieldwatch.scheduler import Job
 from rules.lifecycle import release_job
+from rules.nodata import no_data_job
 
 
 def rule_jobs() -> list[Job]:
     """Periodic rule work; each job is ``func(db_url)`` and testable without a scheduler."""
     return [
         Job("rules.release_suppressed", release_job, seconds=30),
+        Job("rules.no_data", no_data_job, seconds=30),
     ]

@@ -187,7 +187,27 @@ class Inside(_BandCondition):
     kind: Literal["inside"] = "inside"
 
 
-Condition = Annotated[Above | Below | Outside | Inside | RateOfChange, Field(discriminator="kind")]
+class NoData(_LimitCondition):
+    """Silence, not values: evaluated by a scheduled job (:mod:`rules.nodata`), not by arriving readings.
+
+    The score compared with the levels' thresholds is how long the target has been silent, in
+    multiples of its normal cadence (``threshold: 3`` = three readings missed):
+
+    * ``series`` — the rule's tag on each device in scope; cadence = median gap of its last 50 readings;
+    * ``device`` — any tag of the device (``tag: "*"``); the device's fastest series sets the cadence;
+    * ``gateway`` — the device's gateway reports ``offline`` (retained birth/death status); the score
+      is minutes offline.
+
+    Learned cadences are floored at ``min_cadence_s`` so a burst of back-filled readings does not
+    make a normal pause look like an outage.
+    """
+
+    kind: Literal["no_data"] = "no_data"
+    target: Literal["series", "device", "gateway"] = "series"
+    min_cadence_s: float = Field(1.0, gt=0)
+
+
+Condition = Annotated[Above | Below | Outside | Inside | RateOfChange | NoData, Field(discriminator="kind")]
 
 
 class Scope(_Strict):
@@ -264,7 +284,11 @@ class RuleSpec(_Strict):
         """``bearing_temp > 80 for 30 s`` — the condition in words, for alarm messages."""
         c = self.condition
         lv = c.levels[-1]  # the least severe rung: where the alarm starts
-        if isinstance(c, Above | Below | RateOfChange):
+        if isinstance(c, NoData):
+            what = {"series": self.tag, "device": "device", "gateway": "gateway"}[c.target]
+            unit = "min offline" if c.target == "gateway" else "× its cadence"
+            text = f"{what} silent > {_fmt(lv.threshold)} {unit}"
+        elif isinstance(c, Above | Below | RateOfChange):
             op = {"above": ">", "below": "<", "rate": "rises/falls >"}[c.kind]
             if c.kind == "rate":
                 op = {"rise": "rises >", "fall": "falls >", "either": "changes >"}[c.direction]

@@ -175,6 +175,42 @@ class RuleEvaluator:
                     time.sleep(0.1)
             raise RuleEvaluationError(f"could not evaluate {len(batch)} readings: {last}") from last
 
+    def process_scores(self, scores: Iterable[tuple[Rule, int, int, float]]) -> list[AlarmEvent]:
+        """Evaluate computed scores ``(rule, device_id, ts_ms, score)`` — no-data, anomaly — through
+        the same state machine, locking, suppression and events as readings; one transaction."""
+        items = list(scores)
+        if not items:
+            return []
+        with self._lock:
+            if self._closed:
+                raise RuleEvaluationError("the evaluator is closed")
+            last: Exception | None = None
+            for _ in range(_RETRIES):
+                try:
+                    conn = self._connection()
+                    missing = list({d for _, d, _, _ in items} - self._devices.keys())
+                    if missing:
+                        found = load_devices(conn, missing)
+                        self._devices.update({d: found.get(d) for d in missing})
+                    groups: _Groups = {}
+                    for rule, device_id, ts_ms, score in items:
+                        device = self._devices.get(device_id)
+                        compiled = self._bind(rule, device) if device is not None else None
+                        if compiled is not None:
+                            groups.setdefault((rule.id, device_id), (rule, compiled, []))[2].append((ts_ms, score, 0))
+                    if not groups:
+                        return []
+                    with conn.transaction():
+                        return self._apply(conn, groups)
+                except (errors.DeadlockDetected, errors.SerializationFailure, errors.ForeignKeyViolation) as exc:
+                    last = exc
+                    self.refresh()
+                except psycopg.OperationalError as exc:
+                    last = exc
+                    self._drop_connection()
+                    time.sleep(0.1)
+            raise RuleEvaluationError(f"could not evaluate {len(items)} scores: {last}") from last
+
     # -- internals -------------------------------------------------------------------------
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
@@ -196,7 +232,8 @@ class RuleEvaluator:
             return
         by_tag: dict[str, list[Rule]] = defaultdict(list)
         for rule in list_rules(conn, enabled_only=True):
-            by_tag[rule.tag].append(rule)
+            if rule.spec.condition.kind != "no_data":  # silence is the scheduler's job (rules.nodata)
+                by_tag[rule.tag].append(rule)
         self._rules_by_tag = dict(by_tag)
         self._devices = {}
         self._compiled = {}

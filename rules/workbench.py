@@ -103,6 +103,9 @@ def run_backtest(
             spec, label = rule.spec, str(rule.version)
         else:
             spec, label = get_rule_version(conn, rule.id, version), str(version)
+    if spec.condition.kind == "no_data":
+        raise BacktestError(f"rule {spec.name!r} is a no-data rule: it watches silence, which history "
+                            "replay cannot show; backtest threshold and anomaly rules")
     device = resolve_device(conn, device_ref)
     try:
         compiled = compile_rule(spec, rule_id, device.attributes)

@@ -11,7 +11,7 @@ ALTER TABLE rules ALTER COLUMN operator DROP NOT NULL;
 ALTER TABLE rules ALTER COLUMN threshold DROP NOT NULL;
 ALTER TABLE rules DROP CONSTRAINT rules_kind_check;
 ALTER TABLE rules ADD CONSTRAINT rules_kind_check
-    CHECK (kind IN ('threshold', 'above', 'below', 'outside', 'inside', 'rate'));
+    CHECK (kind IN ('threshold', 'above', 'below', 'outside', 'inside', 'rate', 'no_data'));
 
 -- Every version of every rule, with who and when. Version 1 is the first.
 CREATE TABLE rule_versions (

@@ -78,6 +78,7 @@ _mount_optional("ingest.cli", "ingest",
                 "Ingest worker alone, without live rules (`fieldwatch serve` runs ingest with rules).", "server")
 _mount_optional("simulators.cli", "simulate", "Simulated equipment (Modbus servers with physics and faults).", "edge")
 _mount_optional("rules.cli", "rules", "Rules: apply rules files, list, show, backtest on history.", "server")
+_mount_optional("ingest.history_cli", "history", "Historical telemetry: import wide CSV exports.", "server")
 
 
 @db_app.command("migrate")

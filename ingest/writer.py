@@ -86,7 +86,7 @@ class BatchWrite:
     site: str
     gateway: str  # slug
     gateway_id: int
-    seq: int
+    seq: int | None  # None: not from a gateway's sequence (history import); no gap bookkeeping
     historical: bool
     #: The accepted readings as writer rows (see :func:`rows_of` for validated points).
     accepted: list[Row]
@@ -355,7 +355,10 @@ class TelemetryWriter:
     def _advance_sequences(conn: psycopg.Connection, batches: list[BatchWrite]) -> int:
         seqs: dict[int, list[int]] = defaultdict(list)
         for b in batches:
-            seqs[b.gateway_id].append(b.seq)
+            if b.seq is not None:
+                seqs[b.gateway_id].append(b.seq)
+        if not seqs:
+            return 0
         # Row locks in id order: concurrent workers serialise per gateway without deadlocks.
         rows = conn.execute(
             "SELECT id, last_seq FROM gateways WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (sorted(seqs),)

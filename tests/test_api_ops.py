@@ -71,6 +71,7 @@ def test_openapi_lists_every_route_and_the_bearer_scheme(db_url: str) -> None:
         f"{BASE}/devices": {"get", "post"},
         f"{BASE}/devices/{{device_id}}": {"get", "patch", "delete"},
         f"{BASE}/devices/{{device_id}}/record": {"get"},
+        f"{BASE}/devices/{{device_id}}/history": {"post"},
         f"{BASE}/devices/{{device_id}}/latest": {"get"},
         f"{BASE}/series/{{series_id}}/points": {"get"},
         f"{BASE}/series/{{series_id}}/buckets": {"get"},

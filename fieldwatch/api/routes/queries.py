@@ -1,25 +1,35 @@
-"""Telemetry queries: time buckets (min/max/avg/last), data gaps and CSV export of one series."""
+"""Telemetry queries (time buckets with min/max/avg/last, data gaps, CSV export) and history import."""
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from fieldwatch.auth import TokenInfo
 
 from .. import telemetry
-from ..deps import AnyRole, ConnDep
+from ..deps import AnyRole, ConnDep, SettingsDep, require_roles
+from ..errors import Invalid, NotFound
 from ..timerange import resolve_range
 from ._prefix import API_PREFIX
 
-router = APIRouter(prefix=f"{API_PREFIX}/series", tags=["telemetry"])
+series_router = APIRouter(prefix=f"{API_PREFIX}/series", tags=["telemetry"])
+devices_router = APIRouter(prefix=f"{API_PREFIX}/devices", tags=["telemetry"])
+Admin = Annotated[TokenInfo, Depends(require_roles("admin"))]
 
 From = Annotated[datetime | None, Query(alias="from", description="ISO 8601, inclusive; default `to` minus one hour")]
 To = Annotated[datetime | None, Query(alias="to", description="ISO 8601, exclusive; default now")]
 MAX_EXPORT_ROWS = 1_000_000
 
 
-@router.get("/{series_id}/buckets", response_model=telemetry.SeriesBuckets, summary="min/max/avg/last per time bucket")
+@series_router.get(
+    "/{series_id}/buckets", response_model=telemetry.SeriesBuckets, summary="min/max/avg/last per time bucket"
+)
 def series_buckets(
     series_id: int,
     conn: ConnDep,
@@ -32,7 +42,7 @@ def series_buckets(
     return telemetry.buckets(conn, series_id, start, end, telemetry.parse_span(bucket))
 
 
-@router.get("/{series_id}/gaps", response_model=telemetry.SeriesGaps, summary="Intervals without data")
+@series_router.get("/{series_id}/gaps", response_model=telemetry.SeriesGaps, summary="Intervals without data")
 def series_gaps(
     series_id: int,
     conn: ConnDep,
@@ -50,7 +60,7 @@ def series_gaps(
     return telemetry.gaps(conn, series_id, start, end, now, factor=factor, cadence_s=cadence_s)
 
 
-@router.get(
+@series_router.get(
     "/{series_id}/export.csv",
     response_class=Response,
     responses={200: {"content": {"text/csv": {}}}},
@@ -68,3 +78,72 @@ def series_csv(
     body = telemetry.export_csv(conn, series_id, start, end, limit)
     name = f"series-{series_id}-{start:%Y%m%dT%H%M%S}.csv"
     return Response(body, media_type="text/csv", headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+class HistoryBadRow(BaseModel):
+    line: int
+    reason: str
+
+
+class HistoryImportResult(BaseModel):
+    rows: int
+    points: int
+    inserted: int
+    duplicates: int = Field(description="points already stored (re-importing a file is harmless)")
+    tags: list[str]
+    bad_rows: int = Field(description="rows refused; each is kept in dead_letters with its line number")
+    bad: list[HistoryBadRow] = Field(description="the first 100 refused rows")
+
+
+@devices_router.post(
+    "/{device_id}/history",
+    response_model=HistoryImportResult,
+    summary="Import a wide CSV (time column + one column per tag) for this device",
+    openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}},
+)
+async def import_device_history(
+    device_id: int,
+    request: Request,
+    settings: SettingsDep,
+    token: Admin,
+    separator: Annotated[str, Query(min_length=1, max_length=1)] = ",",
+    time_column: Annotated[str | None, Query(description="default: the first column")] = None,
+    time_format: Annotated[str | None, Query(description="strptime format, epoch_s or epoch_ms; default ISO")] = None,
+    timezone: Annotated[str, Query(description="IANA zone for times without an offset")] = "UTC",
+    decimal: Annotated[str, Query(min_length=1, max_length=1)] = ".",
+) -> HistoryImportResult:
+    from ingest.history import CsvOptions, HistoryError, import_history
+
+    try:
+        text = (await request.body()).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise Invalid(f"the body is not UTF-8 text: {exc}", loc=("body",)) from None
+    opts = CsvOptions(separator, time_column, time_format, timezone, decimal)
+    try:
+        report = await run_in_threadpool(
+            import_history,
+            settings.database_url,
+            io.StringIO(text, newline=""),
+            str(device_id),
+            opts,
+            retention_days=settings.retention_days,
+            max_future_s=settings.max_future_seconds,
+        )
+    except HistoryError as exc:
+        if str(exc).startswith("no device"):
+            raise NotFound("device", device_id) from None
+        raise Invalid(str(exc), loc=("body",)) from None
+    return HistoryImportResult(
+        rows=report.rows,
+        points=report.points,
+        inserted=report.inserted,
+        duplicates=report.duplicates,
+        tags=report.tags,
+        bad_rows=len(report.bad),
+        bad=[HistoryBadRow(line=b.line, reason=b.reason) for b in report.bad[:100]],
+    )
+
+
+router = APIRouter()
+router.include_router(series_router)
+router.include_router(devices_router)

@@ -50,9 +50,10 @@ class Job:
 
 def default_jobs() -> list[Job]:
     """The jobs every deployment runs. Packages add theirs here."""
+    from ingest.upkeep import upkeep_jobs  # issue 4: partitions ahead, retention
     from rules.jobs import rule_jobs  # issue 5: suppression release, no-data/offline checks, anomaly retraining
 
-    return [*rule_jobs()]
+    return [*rule_jobs(), *upkeep_jobs()]
 
 
 @dataclass

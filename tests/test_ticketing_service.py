@@ -51,8 +51,8 @@ class World:
 @pytest.fixture
 def world(db_url: str) -> World:
     """A gold client's site in Munich with two pumps, pump rules, and four technicians around it:
-    Alice (pump, Augsburg, free), Eve (electrical only, Dachau), Bob (pump, Freising, busy on another
-    ticket) and Carl (hydraulics, Munich, off duty)."""
+    Alice (pump, Augsburg, free), Eve (electrical only, Dachau), Bob (pump, Freising, on site on an
+    eight-hour job that would make this client's SLA late) and Carl (hydraulics, Munich, off duty)."""
     with psycopg.connect(db_url) as conn:
         for code in ("pump", "electrical", "hydraulics"):
             ensure_skill(conn, code)
@@ -87,8 +87,8 @@ def world(db_url: str) -> World:
                                       skills={"hydraulics": 1, "pump": 1}, available=False).id,
         }
         busy_ticket = conn.execute(
-            "INSERT INTO tickets (device_id, problem_code, title, status, source) "
-            "VALUES (%s, 'OTHER', 'elsewhere', 'assigned', 'api') RETURNING id",
+            "INSERT INTO tickets (device_id, problem_code, title, status, source, service_minutes) "
+            "VALUES (%s, 'OTHER', 'elsewhere', 'on_site', 'api', 480) RETURNING id",
             (other,),
         ).fetchone()[0]
         conn.execute("INSERT INTO assignments (ticket_id, technician_id) VALUES (%s, %s)", (busy_ticket, techs["Bob"]))
@@ -116,7 +116,8 @@ def test_alarm_becomes_a_ticket_for_the_nearest_free_qualified_technician(world:
         assert t.alarm_ids == [alarm] and t.alarm_id == alarm
         assert t.assignment is not None and t.assignment.technician_name == "Alice"
         assert t.assignment.distance_km == pytest.approx(56 * 1.3, rel=0.05)
-        assert t.assignment.reason.startswith("nearest qualified: ")
+        assert t.assignment.reason.startswith("cheapest insertion: ") and "runner-up Bob" in t.assignment.reason
+        assert t.due_at is not None  # gold: 240 min response target
         assert {x.name: x.busy for x in list_technicians(conn)} == {"Alice": True, "Eve": False, "Bob": True,
                                                                       "Carl": False}
 
@@ -147,7 +148,9 @@ def test_unassigned_with_reason_until_a_qualified_technician_is_available(world:
         with psycopg.connect(world.url) as conn:
             t = get_ticket(conn, out.ticket_id)
             assert t is not None and t.status == "new" and t.assignment is None
-            assert t.unassigned_reason == "all 1 qualified technicians are busy or unavailable (Carl: unavailable)"
+            assert t.unassigned_reason is not None
+            assert "lacks skill hydraulics level 1 (3 technicians)" in t.unassigned_reason
+            assert "is not available (off duty) (1 technician)" in t.unassigned_reason
         assert svc.sweep() == 0  # still nobody
         with psycopg.connect(world.url) as conn:
             set_technician_available(conn, world.techs["Carl"], True)

@@ -24,7 +24,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 import orjson
@@ -32,10 +33,10 @@ import psycopg
 from psycopg import errors
 from psycopg.rows import dict_row
 
-from ticketing.dispatch import Decision, choose_technician
+from ticketing.dispatch import Decision, TechnicianView
 from ticketing.errors import TicketingError
 from ticketing.geo import GreatCircleTravel, LatLon, TravelModel
-from ticketing.technicians import dispatch_candidates
+from ticketing.planning import place_ticket
 from ticketing.tickets import OPEN_STATUSES, ticket_priority
 
 log = logging.getLogger(__name__)
@@ -71,8 +72,10 @@ class TicketingService:
         *,
         sweep_interval_s: float = 5.0,
         poll_s: float = 0.25,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._db_url = db_url
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self.travel: TravelModel = travel or GreatCircleTravel()
         self._sweep_interval_s = sweep_interval_s
         self._poll_s = poll_s
@@ -235,12 +238,14 @@ class TicketingService:
             cur.execute(
                 """SELECT a.id, a.ticket_id, a.cleared_at, a.severity, a.device_id,
                           r.name AS rule_name, r.problem_code, r.required_skill,
-                          d.name AS device_name, d.key AS device_key, s.latitude, s.longitude, c.segment
+                          d.name AS device_name, d.key AS device_key, s.latitude, s.longitude, c.segment,
+                          seg.response_minutes
                    FROM alarms a
                    JOIN rules r ON r.id = a.rule_id
                    JOIN devices d ON d.id = a.device_id
                    JOIN sites s ON s.id = d.site_id
                    JOIN clients c ON c.id = s.client_id
+                   LEFT JOIN sla_segments seg ON seg.name = c.segment
                    WHERE a.id = %s
                    FOR UPDATE OF a""",
                 (alarm_id,),
@@ -286,8 +291,9 @@ class TicketingService:
                     )
                 return ticket_id, False, skill
             row = conn.execute(
-                """INSERT INTO tickets (device_id, problem_code, title, priority, required_skill, source, alarm_id)
-                   VALUES (%s, %s, %s, %s, %s, 'alarm', %s)
+                """INSERT INTO tickets (device_id, problem_code, title, priority, required_skill, source, alarm_id,
+                                        due_at)
+                   VALUES (%s, %s, %s, %s, %s, 'alarm', %s, %s)
                    ON CONFLICT (device_id, problem_code) WHERE status NOT IN ('resolved', 'closed', 'cancelled')
                    DO NOTHING
                    RETURNING id""",
@@ -298,6 +304,7 @@ class TicketingService:
                     priority,
                     alarm["required_skill"],
                     alarm["id"],
+                    response_due(self.clock(), alarm["response_minutes"]),
                 ),
             ).fetchone()
             if row is not None:
@@ -319,40 +326,23 @@ class TicketingService:
     def _dispatch_locked(
         self, conn: psycopg.Connection, ticket_id: int, site: LatLon, required_skill: str | None
     ) -> Decision:
-        """Choose and assign a technician for a ticket this transaction has locked."""
-        candidates = dispatch_candidates(conn)
-        while True:
-            decision = choose_technician(site, required_skill, candidates, self.travel)
-            tech = decision.technician
-            if tech is None:
-                conn.execute(
-                    "UPDATE tickets SET unassigned_reason = %s, updated_at = now() WHERE id = %s",
-                    (decision.reason, ticket_id),
-                )
-                log.info("ticket %d unassigned: %s", ticket_id, decision.reason)
-                return decision
-            # Lock the technician and re-check: another ticket may have taken them meanwhile.
-            still_free = conn.execute(
-                """SELECT t.available AND NOT EXISTS
-                          (SELECT 1 FROM assignments a WHERE a.technician_id = t.id AND a.active)
-                   FROM technicians t WHERE t.id = %s FOR UPDATE""",
-                (tech.id,),
-            ).fetchone()
-            if still_free and still_free[0]:
-                break
-            candidates = [replace(c, busy=True) if c.id == tech.id else c for c in candidates]
-        conn.execute(
-            """INSERT INTO assignments (ticket_id, technician_id, distance_km, eta_minutes, reason)
-               VALUES (%s, %s, %s, %s, %s)""",
-            (ticket_id, tech.id, decision.km, decision.eta_minutes, decision.reason),
-        )
-        conn.execute(
-            "UPDATE tickets SET status = 'assigned', unassigned_reason = NULL, updated_at = now() WHERE id = %s",
-            (ticket_id,),
-        )
-        _notify(conn, {"type": "ticket_assigned", "ticket_id": ticket_id, "technician_id": tech.id})
-        log.info("ticket %d assigned to %s (%s)", ticket_id, tech.name, decision.reason)
-        return decision
+        """Place a ticket this transaction has locked into today's plan (:func:`place_ticket`)."""
+        placement = place_ticket(conn, ticket_id, self.travel, self.clock())
+        for bumped in placement.unassigned_bumped:
+            _notify(conn, {"type": "ticket_unassigned", "ticket_id": bumped, "bumped_by": ticket_id})
+        if placement.tech_id is None:
+            log.info("ticket %d unassigned: %s", ticket_id, placement.reason)
+            return Decision(None, None, None, placement.reason)
+        _notify(conn, {"type": "ticket_assigned", "ticket_id": ticket_id, "technician_id": placement.tech_id})
+        log.info("ticket %d assigned to %s (%s)", ticket_id, placement.tech_name, placement.reason)
+        view = TechnicianView(placement.tech_id, placement.tech_name or "", site)
+        return Decision(view, placement.km, placement.eta_minutes, placement.reason)
+
+
+def response_due(opened: datetime, response_minutes: int | None) -> datetime | None:
+    """The SLA response target: ``response_minutes`` (the client segment's) after opening, in
+    calendar time; None when the client has no segment policy."""
+    return None if response_minutes is None else opened + timedelta(minutes=response_minutes)
 
 
 def _has_active_assignment(conn: psycopg.Connection, ticket_id: int) -> bool:

@@ -68,6 +68,7 @@ class Tech:
     tools: frozenset[str] = frozenset()
     van: Mapping[str, int] = field(default_factory=dict)
     available: bool = True
+    unavailable_reason: str = ""  # shown in explanations, e.g. "off duty", "outside every shift"
 
     @property
     def home(self) -> LatLon:

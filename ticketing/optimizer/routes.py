@@ -64,7 +64,8 @@ def tech_blockers(problem: Problem, job: Job, tech: Tech) -> list[str]:
     """Why ``tech`` can never take ``job``, whatever the route (empty: eligible)."""
     out: list[str] = []
     if not tech.available:
-        out.append(f"{tech.name} is not available")
+        why = f" ({tech.unavailable_reason})" if tech.unavailable_reason else ""
+        out.append(f"{tech.name} is not available{why}")
     if job.pinned_to is not None and job.pinned_to != tech.id:
         out.append(f"pinned to technician {job.pinned_to}")
     if job.skill is not None and skill_level(tech, job) < job.level:

@@ -52,8 +52,9 @@ def default_jobs() -> list[Job]:
     """The jobs every deployment runs. Packages add theirs here."""
     from ingest.upkeep import upkeep_jobs  # issue 4: partitions ahead, retention
     from rules.jobs import rule_jobs  # issue 5: suppression release, no-data/offline checks, anomaly retraining
+    from ticketing.reoptimize import ticketing_jobs  # issue 6: re-optimisation of the day's plan
 
-    return [*rule_jobs(), *upkeep_jobs()]
+    return [*rule_jobs(), *upkeep_jobs(), *ticketing_jobs()]
 
 
 @dataclass

@@ -140,10 +140,11 @@ def _tech(row: dict[str, Any], clock: PlanningClock) -> Tech:
                 tools=frozenset(row["tools"]), van=dict(row["van"]))
     if not row["available"]:
         return Tech(**base, available=False, unavailable_reason="off duty")
-    if not row["has_shifts"]:
-        return Tech(**base, shift=(0.0, HORIZON_MIN), max_overtime_min=0.0)
+    shifts = row["shifts"] or []
+    if not row["has_shifts"]:  # no calendar: around the clock, minus time off
+        shifts = [(clock.day_start, clock.horizon_end, 0)]
     off = [(_ts(a), _ts(b), why) for a, b, why in (row["off"] or [])]
-    for s_raw, e_raw, overtime in row["shifts"] or []:
+    for s_raw, e_raw, overtime in shifts:
         s, e = max(_ts(s_raw), clock.now), _ts(e_raw)
         for o_start, o_end, _why in off:  # time off cuts the shift: skip past it, or end before it
             if o_start <= s < o_end:

@@ -122,5 +122,9 @@ def reoptimize_job(db_url: str) -> PlanRun:
 def ticketing_jobs() -> list:
     """The ticketing package's periodic jobs (see :func:`fieldwatch.scheduler.default_jobs`)."""
     from fieldwatch.scheduler import Job
+    from ticketing.sla_checks import sla_job
 
-    return [Job("ticketing.reoptimize_day", reoptimize_job, seconds=900)]
+    return [
+        Job("ticketing.reoptimize_day", reoptimize_job, seconds=900),
+        Job("ticketing.sla_check", sla_job, seconds=60),
+    ]

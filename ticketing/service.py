@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 import orjson
@@ -37,6 +37,7 @@ from ticketing.dispatch import Decision, TechnicianView
 from ticketing.errors import TicketingError
 from ticketing.geo import GreatCircleTravel, LatLon, TravelModel
 from ticketing.planning import place_ticket
+from ticketing.sla_checks import initial_due, load_policy
 from ticketing.tickets import OPEN_STATUSES, ticket_priority
 
 log = logging.getLogger(__name__)
@@ -238,14 +239,12 @@ class TicketingService:
             cur.execute(
                 """SELECT a.id, a.ticket_id, a.cleared_at, a.severity, a.device_id,
                           r.name AS rule_name, r.problem_code, r.required_skill,
-                          d.name AS device_name, d.key AS device_key, s.latitude, s.longitude, c.segment,
-                          seg.response_minutes
+                          d.name AS device_name, d.key AS device_key, s.latitude, s.longitude, c.segment
                    FROM alarms a
                    JOIN rules r ON r.id = a.rule_id
                    JOIN devices d ON d.id = a.device_id
                    JOIN sites s ON s.id = d.site_id
                    JOIN clients c ON c.id = s.client_id
-                   LEFT JOIN sla_segments seg ON seg.name = c.segment
                    WHERE a.id = %s
                    FOR UPDATE OF a""",
                 (alarm_id,),
@@ -304,7 +303,7 @@ class TicketingService:
                     priority,
                     alarm["required_skill"],
                     alarm["id"],
-                    response_due(self.clock(), alarm["response_minutes"]),
+                    initial_due(load_policy(conn, alarm["segment"], priority), self.clock()),
                 ),
             ).fetchone()
             if row is not None:
@@ -337,12 +336,6 @@ class TicketingService:
         log.info("ticket %d assigned to %s (%s)", ticket_id, placement.tech_name, placement.reason)
         view = TechnicianView(placement.tech_id, placement.tech_name or "", site)
         return Decision(view, placement.km, placement.eta_minutes, placement.reason)
-
-
-def response_due(opened: datetime, response_minutes: int | None) -> datetime | None:
-    """The SLA response target: ``response_minutes`` (the client segment's) after opening, in
-    calendar time; None when the client has no segment policy."""
-    return None if response_minutes is None else opened + timedelta(minutes=response_minutes)
 
 
 def _has_active_assignment(conn: psycopg.Connection, ticket_id: int) -> bool:

@@ -104,3 +104,66 @@ CREATE TABLE plan_runs (
     accepted    boolean NOT NULL,
     note        text NOT NULL DEFAULT ''
 );
+
+-- SLA policies per client segment: targets by priority (falling back to sla_segments' minutes),
+-- business hours and holidays (no business_hours rows: around the clock), statuses that pause the
+-- clock, how early a predicted breach escalates.
+ALTER TABLE sla_segments
+    ADD COLUMN timezone text NOT NULL DEFAULT 'UTC',
+    ADD COLUMN paused_statuses text[] NOT NULL DEFAULT '{}',
+    ADD COLUMN warn_minutes integer NOT NULL DEFAULT 30 CHECK (warn_minutes >= 0);
+CREATE TABLE sla_targets (
+    segment            text NOT NULL REFERENCES sla_segments (name) ON DELETE CASCADE,
+    priority           integer NOT NULL CHECK (priority BETWEEN 1 AND 5),
+    response_minutes   integer NOT NULL CHECK (response_minutes > 0),
+    resolution_minutes integer NOT NULL CHECK (resolution_minutes > 0),
+    PRIMARY KEY (segment, priority)
+);
+CREATE TABLE business_hours (
+    segment text NOT NULL REFERENCES sla_segments (name) ON DELETE CASCADE,
+    weekday integer NOT NULL CHECK (weekday BETWEEN 0 AND 6),   -- 0 = Monday
+    opens   time NOT NULL,
+    closes  time NOT NULL CHECK (closes > opens),
+    PRIMARY KEY (segment, weekday)
+);
+CREATE TABLE holidays (
+    id      serial PRIMARY KEY,
+    segment text REFERENCES sla_segments (name) ON DELETE CASCADE,   -- NULL: every segment
+    day     date NOT NULL,
+    name    text NOT NULL DEFAULT ''
+);
+CREATE UNIQUE INDEX holidays_day_idx ON holidays (COALESCE(segment, ''), day);
+
+ALTER TABLE tickets
+    ADD COLUMN resolution_due_at timestamptz,
+    ADD COLUMN escalated_at timestamptz;
+
+-- Every status a ticket passes through, whoever changes it (SLA clocks are computed from this).
+CREATE TABLE ticket_status_history (
+    id        bigserial PRIMARY KEY,
+    ticket_id bigint NOT NULL REFERENCES tickets (id) ON DELETE CASCADE,
+    status    text NOT NULL,
+    at        timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ticket_status_history_idx ON ticket_status_history (ticket_id, at);
+INSERT INTO ticket_status_history (ticket_id, status, at) SELECT id, status, created_at FROM tickets;
+CREATE FUNCTION fw_ticket_status_history() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' OR NEW.status IS DISTINCT FROM OLD.status THEN
+        INSERT INTO ticket_status_history (ticket_id, status, at) VALUES (NEW.id, NEW.status, now());
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER tickets_status_history AFTER INSERT OR UPDATE OF status ON tickets
+    FOR EACH ROW EXECUTE FUNCTION fw_ticket_status_history();
+
+CREATE TABLE sla_breaches (
+    id          bigserial PRIMARY KEY,
+    ticket_id   bigint NOT NULL REFERENCES tickets (id) ON DELETE CASCADE,
+    kind        text NOT NULL CHECK (kind IN ('response', 'resolution')),
+    segment     text,
+    priority    integer NOT NULL,
+    due_at      timestamptz NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (ticket_id, kind)
+);

@@ -167,3 +167,50 @@ CREATE TABLE sla_breaches (
     recorded_at timestamptz NOT NULL DEFAULT now(),
     UNIQUE (ticket_id, kind)
 );
+
+-- Dispatcher overrides of hard constraints: who, why, and what was broken.
+CREATE TABLE dispatch_overrides (
+    id            bigserial PRIMARY KEY,
+    ticket_id     bigint NOT NULL REFERENCES tickets (id) ON DELETE CASCADE,
+    technician_id integer NOT NULL REFERENCES technicians (id) ON DELETE CASCADE,
+    actor         text NOT NULL,
+    reason        text NOT NULL CHECK (reason <> ''),
+    violations    jsonb NOT NULL,
+    at            timestamptz NOT NULL DEFAULT now()
+);
+
+-- Field work: where a status change was reported from and by whom, notes, failure code, parts
+-- used and photo evidence.
+ALTER TABLE ticket_status_history
+    ADD COLUMN actor text NOT NULL DEFAULT '',
+    ADD COLUMN lat double precision CHECK (lat BETWEEN -90 AND 90),
+    ADD COLUMN lon double precision CHECK (lon BETWEEN -180 AND 180);
+ALTER TABLE tickets ADD COLUMN failure_code text;
+CREATE TABLE ticket_notes (
+    id        bigserial PRIMARY KEY,
+    ticket_id bigint NOT NULL REFERENCES tickets (id) ON DELETE CASCADE,
+    author    text NOT NULL DEFAULT '',
+    body      text NOT NULL,
+    at        timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE ticket_parts_used (
+    id            bigserial PRIMARY KEY,
+    ticket_id     bigint NOT NULL REFERENCES tickets (id) ON DELETE CASCADE,
+    technician_id integer REFERENCES technicians (id) ON DELETE SET NULL,
+    part_code     text NOT NULL REFERENCES parts (code),
+    quantity      integer NOT NULL CHECK (quantity > 0),
+    at            timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE ticket_photos (
+    id           bigserial PRIMARY KEY,
+    ticket_id    bigint NOT NULL REFERENCES tickets (id) ON DELETE CASCADE,
+    content_type text NOT NULL,
+    data         bytea NOT NULL,
+    sha256       text NOT NULL,
+    lat          double precision CHECK (lat BETWEEN -90 AND 90),
+    lon          double precision CHECK (lon BETWEEN -180 AND 180),
+    taken_at     timestamptz NOT NULL,
+    uploaded_by  text NOT NULL DEFAULT '',
+    uploaded_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ticket_photos_ticket_idx ON ticket_photos (ticket_id);

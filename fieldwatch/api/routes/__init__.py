@@ -12,5 +12,7 @@ api_router.include_router(__import__(f"{__name__}.rules", fromlist=["router"]).r
 api_router.include_router(__import__(f"{__name__}.silences", fromlist=["router"]).router)  # issue 5: silences
 api_router.include_router(__import__(f"{__name__}.registry", fromlist=["router"]).router)  # issue 4: registry
 api_router.include_router(__import__(f"{__name__}.queries", fromlist=["router"]).router)  # issue 4: queries
+api_router.include_router(__import__(f"{__name__}.dispatch", fromlist=["router"]).router)  # issue 6: dispatcher
+api_router.include_router(__import__(f"{__name__}.field", fromlist=["router"]).router)  # issue 6: field API
 
 __all__ = ["API_PREFIX", "api_router", "health"]

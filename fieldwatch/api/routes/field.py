@@ -1,0 +1,127 @@
+"""The technician field API: status changes with GPS position, notes, failure code, parts used,
+photo evidence with its geotag and time, and the ticket's timeline (with time on site)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, Field
+
+from ticketing.controls import transition
+from ticketing.errors import InvalidTransition
+from ticketing.errors import NotFound as TicketNotFound
+from ticketing.evidence import Photo, add_photo, list_photos, photo_bytes
+
+from ..deps import AnyRole, ConnDep, LocationReporter
+from ..errors import Conflict, Invalid, NotFound
+from ._prefix import API_PREFIX
+
+router = APIRouter(prefix=f"{API_PREFIX}/tickets", tags=["field"])
+
+Status = Literal["new", "assigned", "en_route", "on_site", "resolved", "closed", "cancelled"]
+
+
+class StatusChange(BaseModel):
+    status: Status
+    lat: float | None = Field(None, ge=-90, le=90)
+    lon: float | None = Field(None, ge=-180, le=180)
+    note: str = ""
+    failure_code: str | None = None
+    parts_used: dict[str, int] = Field(default_factory=dict, description="part code → quantity (from the van)")
+
+
+class StatusEntry(BaseModel):
+    status: str
+    at: datetime
+    actor: str
+    lat: float | None
+    lon: float | None
+
+
+class Timeline(BaseModel):
+    ticket_id: int
+    status: str
+    failure_code: str | None
+    history: list[StatusEntry]
+    notes: list[dict]
+    parts_used: list[dict]
+    time_on_site_minutes: float | None
+
+
+@router.post("/{ticket_id}/status", response_model=Timeline, summary="Change a ticket's status from the field",
+             responses={409: {"description": "the lifecycle does not allow this change"}})
+def change_status(ticket_id: int, body: StatusChange, conn: ConnDep, token: LocationReporter) -> Timeline:
+    try:
+        transition(conn, ticket_id, body.status, actor=token.name, lat=body.lat, lon=body.lon, note=body.note,
+                   failure_code=body.failure_code, parts_used=body.parts_used)
+    except TicketNotFound:
+        raise NotFound("ticket", ticket_id) from None
+    except InvalidTransition as exc:
+        raise Conflict(str(exc)) from None
+    return timeline(ticket_id, conn, token)
+
+
+@router.get("/{ticket_id}/timeline", response_model=Timeline, summary="Status history, notes, parts, time on site")
+def timeline(ticket_id: int, conn: ConnDep, token: AnyRole) -> Timeline:
+    row = conn.execute("SELECT status, failure_code FROM tickets WHERE id = %s", (ticket_id,)).fetchone()
+    if row is None:
+        raise NotFound("ticket", ticket_id)
+    history = [
+        StatusEntry(status=s, at=at, actor=a, lat=la, lon=lo)
+        for s, at, a, la, lo in conn.execute(
+            "SELECT status, at, actor, lat, lon FROM ticket_status_history WHERE ticket_id = %s ORDER BY at, id",
+            (ticket_id,),
+        )
+    ]
+    notes = [{"at": at, "author": a, "body": b} for at, a, b in conn.execute(
+        "SELECT at, author, body FROM ticket_notes WHERE ticket_id = %s ORDER BY id", (ticket_id,))]
+    parts = [{"part": p, "quantity": q, "at": at} for p, q, at in conn.execute(
+        "SELECT part_code, quantity, at FROM ticket_parts_used WHERE ticket_id = %s ORDER BY id", (ticket_id,))]
+    return Timeline(ticket_id=ticket_id, status=row[0], failure_code=row[1], history=history, notes=notes,
+                    parts_used=parts, time_on_site_minutes=time_on_site(history))
+
+
+def time_on_site(history: list[StatusEntry]) -> float | None:
+    """Minutes spent on site, summed over finished visits; None if the technician never arrived."""
+    total, since = 0.0, None
+    for e in history:
+        if e.status == "on_site" and since is None:
+            since = e.at
+        elif e.status != "on_site" and since is not None:
+            total += (e.at - since).total_seconds() / 60
+            since = None
+    return total if any(e.status == "on_site" for e in history) else None
+
+
+@router.post("/{ticket_id}/photos", response_model=Photo, status_code=201,
+             summary="Upload photo evidence (raw image bytes as the body)")
+async def upload_photo(
+    ticket_id: int, request: Request, conn: ConnDep, token: LocationReporter,
+    lat: float | None = None, lon: float | None = None, taken_at: datetime | None = None,
+) -> Photo:
+    data = await request.body()
+    content_type = request.headers.get("content-type", "").split(";")[0].strip()
+    try:
+        return add_photo(conn, ticket_id, data, content_type, taken_at=taken_at or datetime.now(UTC),
+                         lat=lat, lon=lon, actor=token.name)
+    except TicketNotFound:
+        raise NotFound("ticket", ticket_id) from None
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
+
+
+@router.get("/{ticket_id}/photos", response_model=list[Photo], summary="Photo evidence of a ticket")
+def photos(ticket_id: int, conn: ConnDep, token: AnyRole) -> list[Photo]:
+    return list_photos(conn, ticket_id)
+
+
+@router.get("/{ticket_id}/photos/{photo_id}", summary="One photo's bytes",
+            response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+def photo(ticket_id: int, photo_id: int, conn: ConnDep, token: AnyRole) -> Response:
+    try:
+        data, content_type = photo_bytes(conn, ticket_id, photo_id)
+    except TicketNotFound:
+        raise NotFound("photo", photo_id) from None
+    return Response(data, media_type=content_type)

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import psycopg
 from api_support import BASE, api_client, auth, token
-from test_ticketing_planning import NOW, World, assignment, new_ticket, service, world  # noqa: F401
+import test_ticketing_planning as planning
+from test_ticketing_planning import NOW, World, assignment, new_ticket, service
 
 from ticketing import create_technician
+
+world = planning.world  # the same fixture: two pumps, Ana near Munich, Bo near Augsburg
 
 
 def _assigned_ticket(world: World) -> int:
@@ -107,5 +110,6 @@ def test_photo_evidence_is_stored_with_geotag_and_time(world: World) -> None:
         assert [p["id"] for p in listed] == [meta["id"]]
         got = api.get(f"{BASE}/tickets/{t}/photos/{meta['id']}", headers=headers)
         assert got.content == jpeg and got.headers["content-type"] == "image/jpeg"
-        bad = api.post(f"{BASE}/tickets/{t}/photos", content=b"hello", headers={**headers, "Content-Type": "text/plain"})
+        bad = api.post(f"{BASE}/tickets/{t}/photos", content=b"hello",
+                       headers={**headers, "Content-Type": "text/plain"})
         assert bad.status_code == 422

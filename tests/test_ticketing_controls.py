@@ -4,8 +4,8 @@ pins, the ticket lifecycle with GPS, notes, parts and photo evidence."""
 from __future__ import annotations
 
 import psycopg
-from api_support import BASE, api_client, auth, token
 import test_ticketing_planning as planning
+from api_support import BASE, api_client, auth, token
 from test_ticketing_planning import NOW, World, assignment, new_ticket, service
 
 from ticketing import create_technician

@@ -1,8 +1,10 @@
-"""Scheduled storage upkeep for the plain-PostgreSQL path: partitions ahead, retention behind.
+"""Scheduled storage upkeep: partitions ahead, retention behind, rollups kept current.
 
-Both call the SQL functions of migration 0002, which are no-ops/``drop_chunks`` on TimescaleDB, so
-the jobs are safe on either storage. They run under the scheduler's leader lock
-(:mod:`fieldwatch.scheduler`), so one process does it; both are idempotent anyway.
+The partition and retention jobs call the SQL functions of migration 0002, which are
+no-ops/``drop_chunks`` on TimescaleDB; the rollup job calls ``fw_refresh_rollups`` (migration 0004),
+a no-op where continuous aggregates do the work. So every job is safe on either storage. They run
+under the scheduler's leader lock (:mod:`fieldwatch.scheduler`), so one process does each; all are
+idempotent anyway.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import psycopg
 
 #: Days of partitions kept created ahead of today, so a burst of data never waits on DDL.
 DAYS_AHEAD = 7
+#: How far before its previous run the rollup job starts re-aggregating. Must exceed
+#: ingest.writer.LATE_FLAG_MS (rows older than that flag their hour instead) plus clock skew.
+ROLLUP_LAG_S = 600
 
 
 def partition_days(today: date, ahead: int) -> list[date]:
@@ -43,7 +48,35 @@ def drop_expired(db_url: str, retention_days: int | None = None, *, today: date 
         retention_days = load_settings(database_url=db_url).retention_days
     today = today or datetime.now(UTC).date()
     with psycopg.connect(db_url, autocommit=True) as conn:
+        _sync_retention_policy(conn, retention_days)
         row = conn.execute("SELECT fw_drop_telemetry_before(%s)", (retention_cutoff(today, retention_days),)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _sync_retention_policy(conn: psycopg.Connection, retention_days: int) -> None:
+    """With TimescaleDB's community license, keep ``add_retention_policy`` in step with the setting.
+
+    The policy drops chunks even when no scheduler runs; this job's ``drop_chunks`` stays as the
+    fallback for the Apache edition (no policies) and plain PostgreSQL (partitions).
+    """
+    row = conn.execute("SELECT value FROM fw_meta WHERE key = 'rollups'").fetchone()
+    if row is None or row[0] != "continuous":
+        return
+    with conn.transaction():
+        conn.execute("SELECT remove_retention_policy('telemetry', if_exists => true)")
+        conn.execute(
+            "SELECT add_retention_policy('telemetry', drop_after => make_interval(days => %s))", (retention_days,)
+        )
+
+
+def refresh_rollups(db_url: str, lag_s: int = ROLLUP_LAG_S) -> int:
+    """Bring ``telemetry_1m``/``telemetry_1h`` up to date (table mode); returns the 1-minute rows written.
+
+    Re-aggregates from ``lag_s`` before the previous run onwards plus every hour that the writer
+    flagged for late/historical rows (see migration 0004); 0 and nothing done under continuous aggregates.
+    """
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute("SELECT fw_refresh_rollups(make_interval(secs => %s))", (lag_s,)).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -54,4 +87,5 @@ def upkeep_jobs() -> list:
     return [
         Job("ingest.partitions_ahead", ensure_partitions_ahead, seconds=3600, run_at_start=True),
         Job("ingest.retention", drop_expired, cron={"hour": 3, "minute": 17}),
+        Job("ingest.rollups", refresh_rollups, seconds=60, run_at_start=True),
     ]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import struct
+import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -92,6 +93,21 @@ class BatchWrite:
     accepted: list[Row]
 
 
+#: Rows older than this at write time flag their hour for the rollup job (must stay below its lag, 10 min).
+LATE_FLAG_MS = 5 * 60_000
+_MS_PER_HOUR = 3_600_000
+
+
+def late_hours(batches: list[BatchWrite], now_ms: int) -> list[int]:
+    """Sorted epoch hour numbers holding rows older than :data:`LATE_FLAG_MS` (pure).
+
+    The rollup job re-aggregates the recent past on every run; older (late or historical) rows
+    are only seen because their hour is flagged in ``telemetry_rollup_dirty``.
+    """
+    cutoff = now_ms - LATE_FLAG_MS
+    return sorted({r[3] // _MS_PER_HOUR for b in batches for r in b.accepted if r[3] < cutoff})
+
+
 def rows_of(accepted: list[AcceptedPoint]) -> list[Row]:
     """Writer rows for points accepted by :func:`ingest.validate.validate_batch`."""
     return [
@@ -162,6 +178,8 @@ class TelemetryWriter:
         #: COPY straight into telemetry when nothing conflicts (set False to always stage).
         self._direct = direct_copy
         self.direct_fallbacks = 0  # batches that hit an existing row and went through staging
+        #: True when rollups are tables kept by fw_refresh_rollups (migration 0004): late rows flag their hour.
+        self._flag_late = False
 
     def connection(self) -> psycopg.Connection:
         """The live connection, (re)connecting if needed; raises :class:`DatabaseUnavailable`."""
@@ -176,6 +194,8 @@ class TelemetryWriter:
                 """CREATE TEMP TABLE IF NOT EXISTS fw_stage
                    (series_id int4, ms int8, value float8, quality int2) ON COMMIT DELETE ROWS"""
             )
+            mode = conn.execute("SELECT value FROM fw_meta WHERE key = 'rollups'").fetchone()
+            self._flag_late = mode is not None and mode[0] == "tables"
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
         self._conn = conn
@@ -289,6 +309,16 @@ class TelemetryWriter:
                        FROM (SELECT timestamptz 'epoch' + %(ts)s * interval '1 millisecond' AS at) AS t
                        WHERE id = %(id)s AND (status_at IS NULL OR status_at <= t.at)""",
                     [{"state": s.state, "ts": s.ts_ms, "id": s.gateway_id} for s in statuses],
+                )
+        if self._flag_late and total:
+            hours = late_hours(batches, int(time.time() * 1000))
+            if hours:
+                # Last in the transaction (after the gateway row locks) and sorted: no lock-order cycles.
+                conn.execute(
+                    """INSERT INTO telemetry_rollup_dirty (hour)
+                       SELECT timestamptz 'epoch' + h * interval '1 hour' FROM unnest(%s::int8[]) AS h ORDER BY 1
+                       ON CONFLICT (hour) DO NOTHING""",
+                    (hours,),
                 )
         return result
 

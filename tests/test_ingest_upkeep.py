@@ -54,4 +54,4 @@ def test_partitions_ahead_then_retention_drops_only_expired_days(db_url: str) ->
 def test_jobs_are_scheduled() -> None:
     """The scheduler runs both upkeep jobs."""
     ids = {j.id for j in default_jobs()}
-    assert {"ingest.partitions_ahead", "ingest.retention"} <= ids
+    assert {"ingest.partitions_ahead", "ingest.retention", "ingest.rollups"} <= ids

@@ -60,3 +60,44 @@ def test_timescale_telemetry_dedups_and_helpers_work(ts_db: str) -> None:
         dropped = conn.execute("SELECT fw_drop_telemetry_before('2026-01-03')").fetchone()[0]
         assert dropped >= 1
         assert conn.execute("SELECT count(*) FROM telemetry").fetchone() == (1,)
+
+
+def test_timescale_rollups_follow_the_license_and_match_raw(ts_db: str) -> None:
+    """Community license: continuous aggregates + compression + policies; Apache: rollup tables and the job.
+    Either way the buckets query equals an aggregate over raw telemetry."""
+    from datetime import UTC, datetime, timedelta
+
+    from api_support import seed
+
+    from fieldwatch.api.telemetry import buckets
+    from ingest.upkeep import drop_expired, refresh_rollups
+
+    migrate(ts_db)
+    with psycopg.connect(ts_db, autocommit=True) as conn:
+        mode = conn.execute("SELECT value FROM fw_meta WHERE key = 'rollups'").fetchone()[0]
+        if timescale_license(conn) == "timescale":
+            assert mode == "continuous"
+            caggs = {r[0] for r in conn.execute("SELECT view_name FROM timescaledb_information.continuous_aggregates")}
+            assert caggs == {"telemetry_1m", "telemetry_1h"}
+            procs = {r[0] for r in conn.execute("SELECT proc_name FROM timescaledb_information.jobs")}
+            assert {"policy_refresh_continuous_aggregate", "policy_compression"} <= procs
+            drop_expired(ts_db, 30)
+            procs = {r[0] for r in conn.execute("SELECT proc_name FROM timescaledb_information.jobs")}
+            assert "policy_retention" in procs
+        else:
+            assert mode == "tables"
+        sid = seed(ts_db).series["pump-1/vibration"]
+        t0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO telemetry VALUES (%s, %s, %s, 0)",
+                [(sid, t0 + timedelta(seconds=13 * i), float(i % 50)) for i in range(800)],
+            )
+        refresh_rollups(ts_db)
+        want = conn.execute(
+            """SELECT date_bin('1 hour', time, timestamptz 'epoch'), count(*), min(value), max(value)
+               FROM telemetry WHERE series_id = %s GROUP BY 1 ORDER BY 1""",
+            (sid,),
+        ).fetchall()
+        got = buckets(conn, sid, t0, t0 + timedelta(hours=4), timedelta(hours=1)).buckets
+        assert [(b.time, b.count, b.min, b.max) for b in got] == want

@@ -10,7 +10,7 @@ the range and the one just after it are included, so a gap straddling an edge is
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
 import psycopg
@@ -80,12 +80,40 @@ def buckets(
             f"{int(n)} buckets of {width} in this range; at most {MAX_BUCKETS}: widen the bucket or narrow the range",
             loc=("query", "bucket"),
         )
+    rollup = rollup_for(width)
+    exact_before, dirty = _rollup_state(conn, rollup, start, end) if rollup else (None, [])
+    lo, hi, raw = plan_ranges(start, end, rollup, exact_before, dirty)
+    # Rollup rows for the complete whole buckets inside the range, raw rows for the rest (edges, the
+    # recent past not rolled up yet, hours with late data): equal to aggregating raw telemetry.
+    rollup_part = (
+        f"""SELECT bucket AS t, n, vmin, vmax, vsum, vlast, last_time FROM {rollup[0]}
+            WHERE series_id = %(s)s AND bucket >= %(lo)s AND bucket < %(hi)s
+              AND NOT date_bin(interval '1 hour', bucket, timestamptz 'epoch') = ANY(%(dirty)s)
+            UNION ALL"""
+        if rollup and lo < hi
+        else ""
+    )
     rows = conn.execute(
-        """SELECT date_bin(%(w)s, time, timestamptz 'epoch') AS b, count(*), min(value), max(value), avg(value),
-                  (array_agg(value ORDER BY time DESC))[1]
-           FROM telemetry WHERE series_id = %(s)s AND time >= %(start)s AND time < %(end)s
-           GROUP BY b ORDER BY b""",
-        {"w": width, "s": series_id, "start": start, "end": end},
+        f"""WITH parts AS (
+                {rollup_part}
+                SELECT x.time, 1, x.value, x.value, x.value, x.value, x.time
+                FROM unnest(%(rf)s::timestamptz[], %(rt)s::timestamptz[]) AS r(f, t)
+                CROSS JOIN LATERAL (SELECT time, value FROM telemetry
+                                    WHERE series_id = %(s)s AND time >= r.f AND time < r.t) AS x
+            )
+            SELECT date_bin(%(w)s, t, timestamptz 'epoch') AS b, sum(n)::int8, min(vmin), max(vmax),
+                   sum(vsum) / sum(n), (array_agg(vlast ORDER BY last_time DESC))[1]
+            FROM parts AS p(t, n, vmin, vmax, vsum, vlast, last_time)
+            GROUP BY b ORDER BY b""",
+        {
+            "w": width,
+            "s": series_id,
+            "lo": lo,
+            "hi": hi,
+            "dirty": dirty,
+            "rf": [f for f, _ in raw],
+            "rt": [t for _, t in raw],
+        },
     ).fetchall()
     return SeriesBuckets(
         series_id=series_id,
@@ -94,6 +122,92 @@ def buckets(
         to=end,
         buckets=[Bucket(time=b, count=c, min=lo, max=hi, avg=avg, last=last) for b, c, lo, hi, avg, last in rows],
     )
+
+
+#: Rollups by width, coarsest first: (relation, bucket width). Migration 0004 makes them tables or
+#: TimescaleDB continuous aggregates with the same columns.
+ROLLUPS: tuple[tuple[str, timedelta], ...] = (
+    ("telemetry_1h", timedelta(hours=1)),
+    ("telemetry_1m", timedelta(minutes=1)),
+)
+_HOUR = timedelta(hours=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def rollup_for(width: timedelta) -> tuple[str, timedelta] | None:
+    """The coarsest rollup whose buckets tile ``width`` buckets exactly (a divisor of it), else None (raw)."""
+    for name, size in ROLLUPS:
+        if width >= size and width % size == timedelta(0):
+            return name, size
+    return None
+
+
+def _floor(t: datetime, size: timedelta) -> datetime:
+    return t - (t - _EPOCH) % size
+
+
+def _ceil(t: datetime, size: timedelta) -> datetime:
+    f = _floor(t, size)
+    return f if f == t else f + size
+
+
+def plan_ranges(
+    start: datetime,
+    end: datetime,
+    rollup: tuple[str, timedelta] | None,
+    exact_before: datetime | None,
+    dirty: list[datetime],
+) -> tuple[datetime, datetime, list[tuple[datetime, datetime]]]:
+    """``(lo, hi, raw ranges)``: rollup buckets in ``[lo, hi)`` minus ``dirty`` hours, raw rows elsewhere (pure).
+
+    ``lo``/``hi`` are ``start``/``end`` rounded inwards to the rollup width and capped at
+    ``exact_before`` (the rollup is complete only before it); the raw ranges cover the rest of
+    ``[start, end)``: the edges and each dirty hour inside ``[lo, hi)``.
+    """
+    if rollup is None or exact_before is None:
+        return start, start, [(start, end)]
+    size = rollup[1]
+    lo = _ceil(start, size)
+    hi = _floor(min(end, exact_before), size)
+    if hi <= lo:
+        return start, start, [(start, end)]
+    ranges = [(start, lo)] if start < lo else []
+    for h in sorted(dirty):
+        f, t = max(h, lo), min(h + _HOUR, hi)
+        if f < t:
+            if ranges and ranges[-1][1] >= f:
+                ranges[-1] = (ranges[-1][0], max(ranges[-1][1], t))
+            else:
+                ranges.append((f, t))
+    if hi < end:
+        if ranges and ranges[-1][1] >= hi:
+            ranges[-1] = (ranges[-1][0], end)
+        else:
+            ranges.append((hi, end))
+    return lo, hi, ranges
+
+
+def _rollup_state(
+    conn: psycopg.Connection, rollup: tuple[str, timedelta], start: datetime, end: datetime
+) -> tuple[datetime | None, list[datetime]]:
+    """Where ``rollup`` is complete up to, and the flagged hours in range (None: no rollups here)."""
+    if conn.execute("SELECT to_regclass('telemetry_rollup_state')").fetchone() == (None,):
+        return None, []  # a database from before migration 0004
+    row = conn.execute(
+        """SELECT CASE WHEN exact_before = 'infinity' THEN %s WHEN isfinite(exact_before) THEN exact_before END
+           FROM telemetry_rollup_state WHERE rollup = %s""",
+        (end, rollup[0].removeprefix("telemetry_")),
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None, []
+    dirty = [
+        h
+        for (h,) in conn.execute(
+            "SELECT hour FROM telemetry_rollup_dirty WHERE hour >= %s AND hour < %s ORDER BY hour",
+            (start - _HOUR, end),
+        )
+    ]
+    return row[0], dirty
 
 
 def gaps(

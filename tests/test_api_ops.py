@@ -98,6 +98,7 @@ def test_openapi_lists_every_route_and_the_bearer_scheme(db_url: str) -> None:
         f"{BASE}/tickets/{{ticket_id}}/timeline": {"get"},
         f"{BASE}/tickets/{{ticket_id}}/photos": {"get", "post"},
         f"{BASE}/tickets/{{ticket_id}}/photos/{{photo_id}}": {"get"},
+        f"{BASE}/workorders": {"post"},
         f"{BASE}/technicians": {"get", "post"},
         f"{BASE}/technicians/{{technician_id}}": {"get"},
         f"{BASE}/technicians/{{technician_id}}/location": {"put"},

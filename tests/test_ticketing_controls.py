@@ -113,3 +113,24 @@ def test_photo_evidence_is_stored_with_geotag_and_time(world: World) -> None:
         bad = api.post(f"{BASE}/tickets/{t}/photos", content=b"hello",
                        headers={**headers, "Content-Type": "text/plain"})
         assert bad.status_code == 422
+
+
+def test_work_orders_are_idempotent_by_external_id_and_placed_at_once(world: World) -> None:
+    """The same CRM order twice makes one ticket (201 then 200), assigned to Ana with an SLA due time."""
+    headers = auth(token(world.url, "dispatcher"))
+    order = {"source": "crm", "external_id": "SO-1001", "device_id": world.devices["a"], "title": "Commissioning",
+             "problem_code": "COMMISSION", "required_skill": "pump", "service_minutes": 90}
+    with api_client(world.url) as api:
+        first = api.post(f"{BASE}/workorders", json=order, headers=headers)
+        again = api.post(f"{BASE}/workorders", json=order, headers=headers)
+        assert (first.status_code, again.status_code) == (201, 200), first.text
+        assert first.json()["id"] == again.json()["id"]
+        other = api.post(f"{BASE}/workorders", json={**order, "external_id": "SO-1002"}, headers=headers)
+        assert other.status_code == 409 and "already has an open ticket" in other.json()["detail"]
+        unknown = api.post(f"{BASE}/workorders", json={**order, "external_id": "SO-3", "device_id": 999},
+                           headers=headers)
+        assert unknown.status_code == 422
+    with psycopg.connect(world.url) as conn:
+        rows = conn.execute("SELECT id, status, due_at IS NOT NULL, service_minutes FROM tickets").fetchall()
+    assert len(rows) == 1 and rows[0][1:] == ("assigned", True, 90)
+    assert assignment(world.url, rows[0][0])["name"] == "Ana"

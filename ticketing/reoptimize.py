@@ -123,8 +123,10 @@ def ticketing_jobs() -> list:
     """The ticketing package's periodic jobs (see :func:`fieldwatch.scheduler.default_jobs`)."""
     from fieldwatch.scheduler import Job
     from ticketing.sla_checks import sla_job
+    from ticketing.webhooks import webhook_job
 
     return [
         Job("ticketing.reoptimize_day", reoptimize_job, seconds=900),
         Job("ticketing.sla_check", sla_job, seconds=60),
+        Job("ticketing.webhooks", webhook_job, seconds=10),
     ]

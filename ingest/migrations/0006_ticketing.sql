@@ -214,3 +214,52 @@ CREATE TABLE ticket_photos (
     uploaded_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX ticket_photos_ticket_idx ON ticket_photos (ticket_id);
+
+-- Inbound work orders (CRM, accounting): idempotent by (external_source, external_id).
+ALTER TABLE tickets
+    ADD COLUMN external_source text,
+    ADD COLUMN external_id text;
+CREATE UNIQUE INDEX tickets_external_idx ON tickets (external_source, external_id) WHERE external_id IS NOT NULL;
+
+-- Outbound webhooks: an outbox row per (endpoint, ticket status change), written by a trigger in
+-- the same transaction as the change, delivered by a scheduled job; signed, retried with
+-- backoff, dead-lettered after max_attempts.
+CREATE TABLE webhook_endpoints (
+    id           serial PRIMARY KEY,
+    url          text NOT NULL,
+    secret       text NOT NULL CHECK (length(secret) >= 16),
+    events       text[] NOT NULL DEFAULT '{}',     -- e.g. {ticket.assigned}; empty: every event
+    max_attempts integer NOT NULL DEFAULT 8 CHECK (max_attempts > 0),
+    active       boolean NOT NULL DEFAULT true,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE webhook_deliveries (
+    id              bigserial PRIMARY KEY,
+    endpoint_id     integer NOT NULL REFERENCES webhook_endpoints (id) ON DELETE CASCADE,
+    event           text NOT NULL,
+    idempotency_key text NOT NULL,
+    payload         jsonb NOT NULL,
+    status          text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'dead')),
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    last_error      text NOT NULL DEFAULT '',
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    delivered_at    timestamptz,
+    UNIQUE (endpoint_id, idempotency_key)
+);
+CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+
+CREATE FUNCTION fw_ticket_webhooks() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    ev text := CASE NEW.status WHEN 'new' THEN 'ticket.created' ELSE 'ticket.' || NEW.status END;
+BEGIN
+    INSERT INTO webhook_deliveries (endpoint_id, event, idempotency_key, payload)
+    SELECT e.id, ev, 'ticket-' || NEW.ticket_id || '-status-' || NEW.id,
+           jsonb_build_object('event', ev, 'ticket_id', NEW.ticket_id, 'status', NEW.status, 'at', NEW.at,
+                              'external_id', t.external_id, 'external_source', t.external_source)
+    FROM webhook_endpoints e JOIN tickets t ON t.id = NEW.ticket_id
+    WHERE e.active AND (e.events = '{}' OR ev = ANY (e.events));
+    RETURN NEW;
+END $$;
+CREATE TRIGGER ticket_status_webhooks AFTER INSERT ON ticket_status_history
+    FOR EACH ROW EXECUTE FUNCTION fw_ticket_webhooks();

@@ -1,4 +1,4 @@
-"""The fieldwatch edge gateway: poll Modbus devices, decode, batch and publish over MQTT.
+"""The fieldwatch edge gateway: poll Modbus and OPC-UA devices, decode, batch and publish over MQTT.
 
 Needs only the ``edge`` extra (pymodbus, paho-mqtt); never imports database,
 web or data-science packages. Typical use::
@@ -17,6 +17,8 @@ from gateway.config import (
     BufferConfig,
     GatewayConfig,
     ModbusTcpDevice,
+    OpcUaDevice,
+    OpcUaTag,
     Profile,
     Tag,
     load_config,
@@ -58,6 +60,8 @@ __all__ = [
     "GatewayStats",
     "ModbusTcpDevice",
     "ModbusTcpDriver",
+    "OpcUaDevice",
+    "OpcUaTag",
     "Profile",
     "ReadRequest",
     "SequenceError",

@@ -55,11 +55,11 @@ from fieldwatch.contract import (
 )
 from fieldwatch.settings import Settings, get_settings
 from gateway.buffer import DiskBuffer
-from gateway.config import GatewayConfig, ModbusTcpDevice
+from gateway.config import Device, GatewayConfig
+from gateway.drivers import make_driver
 from gateway.errors import DeviceError, GatewayError
 from gateway.forward import Delivery, Forwarder
 from gateway.health import BufferHealth, DeviceHealth, GatewayCollector, HealthSnapshot, health_payload
-from gateway.modbus import ModbusTcpDriver
 from gateway.publisher import MqttPublisher, PublisherCallbacks
 from gateway.report import ExceptionFilter, ReportPolicy
 from gateway.retry import backoff_delays
@@ -240,8 +240,8 @@ class Gateway:
         await self.stop()
 
     # --- polling -----------------------------------------------------------------------
-    async def _device_loop(self, device: ModbusTcpDevice) -> None:
-        driver = ModbusTcpDriver(device)
+    async def _device_loop(self, device: Device) -> None:
+        driver = make_driver(device)
         interval = device.poll_interval or self.config.poll_interval
         delays = backoff_delays(base=min(1.0, interval), cap=30.0, rng=random.Random())
         health = self.stats.devices[device.name]
@@ -282,7 +282,7 @@ class Gateway:
                     self._set_online(name, True)
                     delays = backoff_delays(base=min(1.0, interval), cap=30.0, rng=random.Random())
                 ts = _ms(poll_time)
-                points = [Point(name, v.tag.name, ts, v.value, v.quality) for v in values]
+                points = [Point(name, v.tag.name, v.ts or ts, v.value, v.quality) for v in values]
                 self._report(points, policies, poll_time) if by_exception else self._pending.extend(points)
                 await self._sleep_until_next(interval)
         finally:

@@ -34,6 +34,8 @@ class TagValue(NamedTuple):
     tag: Tag
     value: float
     quality: int = Quality.GOOD
+    #: Source timestamp (Unix ms) when the device gives one (OPC-UA); None: the poll's time.
+    ts: int | None = None
 
 
 # kinds of field

@@ -15,10 +15,20 @@ from __future__ import annotations
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic import Tag as PydTag
 
 from fieldwatch.contract import check_slug
 from gateway.decode import DataType, WordOrder, register_count
@@ -100,7 +110,7 @@ class Profile(BaseModel):
     description: str = ""
     manufacturer: str = ""
     model: str = ""
-    tags: list[Tag]
+    tags: list[Tag] | list[OpcUaTag]
 
     @model_validator(mode="after")
     def _unique(self) -> Profile:
@@ -146,6 +156,8 @@ class DeviceBase(BaseModel):
     """What every device has, whatever its protocol. Protocol models extend this."""
 
     model_config = ConfigDict(extra="forbid")
+    #: The tag model of this device kind (a profile must use the same kind).
+    _tag_class: ClassVar[type[BaseModel]] = Tag
 
     name: str
     timeout: float = Field(1.0, gt=0, description="seconds to wait for one answer (and to connect)")
@@ -171,6 +183,8 @@ class DeviceBase(BaseModel):
                 profile = resolve_profile(self.profile, base_dir)
             except ValueError as exc:
                 raise ValueError(f"{where}: {exc}") from None
+            if not all(isinstance(t, self._tag_class) for t in profile.tags):
+                raise ValueError(f"{where}: profile {self.profile!r} is for another protocol")
             by_name = {t.name: t for t in profile.tags}
             unknown = sorted(set(self.overrides) - set(by_name))
             if unknown:
@@ -182,7 +196,7 @@ class DeviceBase(BaseModel):
             for tag in profile.tags:
                 if tag.name in self.overrides:
                     try:
-                        tag = Tag.model_validate({**tag.model_dump(by_alias=True), **self.overrides[tag.name]})
+                        tag = type(tag).model_validate({**tag.model_dump(by_alias=True), **self.overrides[tag.name]})
                     except ValidationError as exc:
                         raise ValueError(f"{where}: override of tag {tag.name!r} is invalid: {exc}") from None
                 tags.append(tag)
@@ -210,8 +224,78 @@ class ModbusTcpDevice(DeviceBase):
     request_interval: float = Field(0.0, ge=0, description="pause between requests (pacing for slow devices)")
 
 
-#: Every device kind the gateway knows. Becomes a discriminated union when RTU/OPC-UA arrive.
-Device = ModbusTcpDevice
+class OpcUaTag(BaseModel):
+    """One OPC-UA variable: a node id (``ns=2;s=pump-1.flow``) or a browse path, and how to scale it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    node: str | None = Field(None, description="absolute NodeId, e.g. ns=2;s=pump-1.flow")
+    path: str | None = Field(
+        None, description="browse path of QualifiedNames, e.g. 2:flow (under the device's root, else Objects)"
+    )
+    scale: float = 1.0
+    offset: float = 0.0
+    min: float | None = None
+    max: float | None = None
+    unit: str = ""
+    #: Server-side data-change deadband (absolute, in the variable's raw units); None: the device's.
+    data_change_deadband: float | None = Field(None, ge=0)
+    #: Report-by-exception on the gateway, as for Modbus tags (:mod:`gateway.report`).
+    deadband: float = Field(0.0, ge=0)
+    deadband_mode: DeadbandMode = "absolute"
+    max_interval: float | None = Field(None, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        return check_slug(v, "tag name")
+
+    @property
+    def report(self) -> ReportPolicy:
+        """This tag's report-by-exception policy."""
+        return ReportPolicy(self.deadband, self.deadband_mode, self.max_interval)
+
+    @model_validator(mode="after")
+    def _one_address(self) -> OpcUaTag:
+        if (self.node is None) == (self.path is None):
+            raise ValueError(f"tag {self.name!r}: give exactly one of 'node' (a NodeId) or 'path' (a browse path)")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"tag {self.name!r}: min {self.min} is above max {self.max}")
+        return self
+
+
+class OpcUaDevice(DeviceBase):
+    """An OPC-UA server (or one object of it): subscribed to, or polled when it cannot be."""
+
+    _tag_class: ClassVar[type[BaseModel]] = OpcUaTag
+
+    protocol: Literal["opcua"]
+    endpoint: str = Field(description="opc.tcp://host:port[/path]")
+    root: str | None = Field(None, description="browse path of the device's object under Objects, e.g. 2:pump-1")
+    tags: list[OpcUaTag] = Field(default_factory=list)  # type: ignore[assignment]
+    mode: Literal["subscribe", "poll"] = "subscribe"
+    publishing_interval: float = Field(0.5, gt=0, description="seconds between the server's notifications")
+    keepalive_count: int = Field(10, ge=1, description="publishing intervals without data before a keep-alive")
+    data_change_deadband: float = Field(0.0, ge=0, description="absolute server-side deadband for every tag")
+    username: str | None = None
+    password: str | None = None
+
+
+def _device_kind(value: Any) -> str:
+    """The union member of a device entry: OPC-UA when ``protocol: opcua``, else Modbus TCP.
+
+    Anything else goes to Modbus TCP, whose ``protocol`` field then names the bad value.
+    """
+    kind = value.get("protocol") if isinstance(value, dict) else getattr(value, "protocol", None)
+    return "opcua" if kind == "opcua" else "modbus_tcp"
+
+
+#: Every device kind the gateway knows, chosen by ``protocol`` (default ``modbus_tcp``).
+Device = Annotated[
+    Annotated[ModbusTcpDevice, PydTag("modbus_tcp")] | Annotated[OpcUaDevice, PydTag("opcua")],
+    Discriminator(_device_kind),
+]
 
 
 class BufferConfig(BaseModel):
@@ -274,6 +358,8 @@ def _named_loc(loc: tuple[int | str, ...], data: Any) -> str:
             node = node[part]
             label = node.get("name") if isinstance(node, dict) else None
             out += f"[{label if label else part}]"
+        elif isinstance(part, str) and part in ("modbus_tcp", "opcua") and isinstance(node, dict) and part not in node:
+            continue  # the union member pydantic tried: not a level of the YAML
         else:
             node = node.get(part) if isinstance(node, dict) else None
             out += f".{part}" if out else str(part)

@@ -1,0 +1,180 @@
+"""OPC-UA server exposing simulated pumps (:class:`simulators.PumpModel`), one object per device.
+
+Address space (namespace ``urn:fieldwatch:sim``, index 2 on a fresh server)::
+
+    Objects/
+      2:pump-1/                       object, NodeId ns=2;s=pump-1
+        2:flow, 2:discharge_pressure, 2:motor_current, 2:bearing_temp, 2:vibration   Double
+        2:status                      UInt16 (the P100 status word)
+        2:run_hours                   Double
+        2:fault_rate                  Double, writable: > 0 starts bearing wear at that rate, 0 clears it
+        2:InjectFault(kind, rate)     method; 2:ClearFault() method
+
+Variables have string NodeIds ``ns=2;s=<device>.<measurement>`` so configs can
+use node ids or browse paths (``2:pump-1/2:flow``). Values carry the model time
+as their source timestamp.
+
+Faults that are about the *server* rather than the pump are Python methods for
+tests: :meth:`PumpOpcUaServer.set_status` (a variable turns Bad/Uncertain),
+:meth:`PumpOpcUaServer.drop_subscriptions` (the server forgets every
+subscription: a client's subscription goes silent), ``max_subscriptions=0``
+(a server that refuses subscriptions, so clients must poll) and
+:meth:`stop`/:meth:`start` on the same port (a server restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+
+from asyncua import Server, ua
+from asyncua.common.methods import uamethod
+
+from simulators.pump import MEASUREMENTS, PumpModel
+
+NAMESPACE = "urn:fieldwatch:sim"
+#: Variables per device, in address-space order.
+VARIABLES = (*MEASUREMENTS, "status", "run_hours", "fault_rate")
+
+log = logging.getLogger(__name__)
+
+
+class PumpOpcUaServer:
+    """An asyncua server stepping one :class:`PumpModel` per device every ``update_interval`` seconds."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        devices: dict[str, PumpModel],
+        *,
+        update_interval: float = 0.1,
+        max_subscriptions: int = 100,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.devices = devices
+        self.update_interval = update_interval
+        self.max_subscriptions = max_subscriptions
+        self._server: Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._vars: dict[tuple[str, str], object] = {}
+        self._status: dict[tuple[str, str], ua.StatusCode] = {}
+        self._rates: dict[str, float] = {}
+        self.ns = 2
+
+    @property
+    def endpoint(self) -> str:
+        return f"opc.tcp://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Build the address space and listen (again, after :meth:`stop`)."""
+        server = Server()
+        await server.init()
+        server.set_endpoint(self.endpoint)
+        server.set_server_name("fieldwatch pump simulator")
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        server.iserver.max_subscriptions = self.max_subscriptions
+        self.ns = await server.register_namespace(NAMESPACE)
+        self._vars.clear()
+        for name, model in self.devices.items():
+            obj = await server.nodes.objects.add_object(ua.NodeId(name, self.ns), ua.QualifiedName(name, self.ns))
+            for var in VARIABLES:
+                vtype = ua.VariantType.UInt16 if var == "status" else ua.VariantType.Double
+                initial = ua.Variant(0, vtype) if var == "status" else ua.Variant(0.0, vtype)
+                node = await obj.add_variable(
+                    ua.NodeId(f"{name}.{var}", self.ns), ua.QualifiedName(var, self.ns), initial
+                )
+                if var == "fault_rate":
+                    await node.set_writable()
+                self._vars[(name, var)] = node
+            await obj.add_method(
+                ua.NodeId(f"{name}.InjectFault", self.ns),
+                ua.QualifiedName("InjectFault", self.ns),
+                self._inject_method(model),
+                [ua.VariantType.String, ua.VariantType.Double],
+                [],
+            )
+            await obj.add_method(
+                ua.NodeId(f"{name}.ClearFault", self.ns),
+                ua.QualifiedName("ClearFault", self.ns),
+                self._clear_method(model),
+                [],
+                [],
+            )
+        await server.start()
+        self._server = server
+        await self._update()
+        self._task = asyncio.create_task(self._run(), name=f"opcua-sim-{self.port}")
+
+    @staticmethod
+    def _inject_method(model: PumpModel):
+        @uamethod
+        def inject(parent: ua.NodeId, kind: str, rate: float) -> None:
+            model.inject_fault(kind, rate)
+
+        return inject
+
+    @staticmethod
+    def _clear_method(model: PumpModel):
+        @uamethod
+        def clear(parent: ua.NodeId) -> None:
+            model.clear_fault()
+
+        return clear
+
+    async def stop(self) -> None:
+        """Stop the update loop and close the listening socket (clients see the connection drop)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        server, self._server = self._server, None
+        if server is not None:
+            await server.stop()
+
+    def set_status(self, device: str, var: str, status: int | None) -> None:
+        """Publish ``var`` with this StatusCode from now on (``None``: Good again)."""
+        if status is None:
+            self._status.pop((device, var), None)
+        else:
+            self._status[(device, var)] = ua.StatusCode(status)
+
+    async def drop_subscriptions(self) -> int:
+        """Forget every subscription server-side, as a misbehaving server would; returns how many."""
+        assert self._server is not None
+        service = self._server.iserver.subscription_service
+        ids = list(service.subscriptions)
+        await service.delete_subscriptions(ids)
+        return len(ids)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.update_interval)
+            try:
+                await self._update()
+            except Exception:  # keep simulating: a test must see the server's faults, not ours
+                log.exception("OPC-UA simulator update failed")
+
+    async def _update(self) -> None:
+        now = time.time()
+        stamp = datetime.fromtimestamp(now, UTC)
+        for name, model in self.devices.items():
+            rate_node = self._vars[(name, "fault_rate")]
+            rate = float(await rate_node.read_value())  # type: ignore[attr-defined]
+            if rate != self._rates.get(name, 0.0):  # a client wrote it
+                model.inject_fault("bearing_wear", rate) if rate > 0 else model.clear_fault()
+            reading = model.step(now)
+            values: dict[str, ua.Variant] = {k: ua.Variant(v, ua.VariantType.Double) for k, v in reading.items()}
+            values["status"] = ua.Variant(model.status_word(reading), ua.VariantType.UInt16)
+            values["run_hours"] = ua.Variant(model.run_hours, ua.VariantType.Double)
+            values["fault_rate"] = ua.Variant(model.fault_rate, ua.VariantType.Double)
+            self._rates[name] = model.fault_rate
+            for var, variant in values.items():
+                status = self._status.get((name, var), ua.StatusCode(ua.StatusCodes.Good))
+                dv = ua.DataValue(variant, StatusCode=status, SourceTimestamp=stamp, ServerTimestamp=stamp)
+                await self._vars[(name, var)].write_value(dv)  # type: ignore[attr-defined]

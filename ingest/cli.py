@@ -21,7 +21,8 @@ def _group() -> None:
 @app.command("run")
 def run(
     client_id: Annotated[str | None, typer.Option(help="MQTT client id (default: settings.ingest_client_id).")] = None,
-    metrics_port: Annotated[int, typer.Option(help="Serve Prometheus /metrics on this port (0: off).")] = 0,
+    metrics_port: Annotated[int, typer.Option(help="Serve /metrics, /healthz and /readyz on this port (0: off).")] = 0,
+    metrics_host: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "0.0.0.0",
 ) -> None:
     """Consume telemetry and status from MQTT and commit it; stops cleanly on Ctrl-C or SIGTERM."""
     from fieldwatch.settings import SettingsError, load_settings
@@ -36,10 +37,6 @@ def run(
         raise typer.Exit(2) from None
     if not logging.getLogger().handlers:
         logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port)
     worker = IngestWorker(
         s.database_url,
         s.mqtt_url,
@@ -55,6 +52,17 @@ def run(
     def _stop(signum: int, frame: object) -> None:
         done.set()
 
+    health = None
+    if metrics_port:
+        from ingest.health import HealthServer, database_check
+
+        checks = {
+            "broker": lambda: None if worker.broker_connected else "not connected to the MQTT broker",
+            "database": database_check(s.database_url),
+            "writer": lambda: None if worker.running else "writer thread not running",
+        }
+        health = HealthServer(checks, metrics_port, metrics_host).start()
+        log.info("serving /healthz /readyz /metrics on port %d", health.port)
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         worker.start()
@@ -69,6 +77,8 @@ def run(
                 raise typer.Exit(1)
     finally:
         worker.stop()
+        if health is not None:
+            health.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         log.info("ingest worker stopped: %s", worker.stats.as_dict())

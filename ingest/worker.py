@@ -252,6 +252,11 @@ class IngestWorker:
     def running(self) -> bool:
         return self._state is _State.RUNNING and self._thread is not None and self._thread.is_alive()
 
+    @property
+    def broker_connected(self) -> bool:
+        """The MQTT connection is up (False while paho reconnects)."""
+        return self._consumer.connected
+
     # network thread -----------------------------------------------------------------
 
     def _enqueue(self, msg: Inbound) -> None:

@@ -74,11 +74,13 @@ def _mount_optional(module: str, name: str, help_text: str, extra: str) -> None:
 
 
 _mount_optional("gateway.cli", "gateway", "Edge gateway: run and inspect.", "edge")
+__import__("fieldwatch.provision").provision.mount(app)  # adds `fieldwatch gateway provision`
 _mount_optional("ingest.cli", "ingest",
                 "Ingest worker alone, without live rules (`fieldwatch serve` runs ingest with rules).", "server")
 _mount_optional("simulators.cli", "simulate", "Simulated equipment (Modbus servers with physics and faults).", "edge")
 _mount_optional("rules.cli", "rules", "Rules: apply rules files, list, show, backtest on history.", "server")
 _mount_optional("ingest.history_cli", "history", "Historical telemetry: import wide CSV exports.", "server")
+_mount_optional("ticketing.cli", "report", "Reports: service KPIs as CSV or XLSX.", "server")
 
 
 @db_app.command("migrate")

@@ -99,6 +99,7 @@ def test_openapi_lists_every_route_and_the_bearer_scheme(db_url: str) -> None:
         f"{BASE}/tickets/{{ticket_id}}/photos": {"get", "post"},
         f"{BASE}/tickets/{{ticket_id}}/photos/{{photo_id}}": {"get"},
         f"{BASE}/workorders": {"post"},
+        f"{BASE}/kpis": {"get"},
         f"{BASE}/technicians": {"get", "post"},
         f"{BASE}/technicians/{{technician_id}}": {"get"},
         f"{BASE}/technicians/{{technician_id}}/location": {"put"},
@@ -108,6 +109,8 @@ def test_openapi_lists_every_route_and_the_bearer_scheme(db_url: str) -> None:
         f"{BASE}/rules/apply": {"post"},
         f"{BASE}/rules/{{rule}}": {"get"},
         f"{BASE}/rules/{{rule}}/backtest": {"post"},
+        f"{BASE}/rules/{{rule}}/train": {"post"},
+        f"{BASE}/rules/{{rule}}/models": {"get"},
     }
     assert {p: set(ops) for p, ops in paths.items()} == expected
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"

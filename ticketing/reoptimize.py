@@ -122,6 +122,7 @@ def reoptimize_job(db_url: str) -> PlanRun:
 def ticketing_jobs() -> list:
     """The ticketing package's periodic jobs (see :func:`fieldwatch.scheduler.default_jobs`)."""
     from fieldwatch.scheduler import Job
+    from ticketing.maintenance import maintenance_job
     from ticketing.sla_checks import sla_job
     from ticketing.webhooks import webhook_job
 
@@ -129,4 +130,5 @@ def ticketing_jobs() -> list:
         Job("ticketing.reoptimize_day", reoptimize_job, seconds=900),
         Job("ticketing.sla_check", sla_job, seconds=60),
         Job("ticketing.webhooks", webhook_job, seconds=10),
+        Job("ticketing.planned_maintenance", maintenance_job, seconds=3600, run_at_start=True),
     ]

@@ -263,3 +263,33 @@ BEGIN
 END $$;
 CREATE TRIGGER ticket_status_webhooks AFTER INSERT ON ticket_status_history
     FOR EACH ROW EXECUTE FUNCTION fw_ticket_webhooks();
+
+-- Planned maintenance per equipment model: every N days, or every N run-hours counted from a
+-- telemetry tag (the pump publishes run_hours). Tickets are generated lead_days / lead_run_hours
+-- ahead of the due point; maintenance_runs remembers each generated visit (the next one counts
+-- from it).
+CREATE TABLE maintenance_plans (
+    id              serial PRIMARY KEY,
+    name            text NOT NULL UNIQUE,
+    equipment_model text NOT NULL,
+    every_days      integer CHECK (every_days > 0),
+    every_run_hours double precision CHECK (every_run_hours > 0),
+    run_hours_tag   text NOT NULL DEFAULT 'run_hours',
+    lead_days       integer NOT NULL DEFAULT 7 CHECK (lead_days >= 0),
+    lead_run_hours  double precision NOT NULL DEFAULT 0 CHECK (lead_run_hours >= 0),
+    required_skill  text REFERENCES skills (code),
+    service_minutes integer NOT NULL DEFAULT 60 CHECK (service_minutes > 0),
+    priority        integer NOT NULL DEFAULT 4 CHECK (priority BETWEEN 1 AND 5),
+    active          boolean NOT NULL DEFAULT true,
+    CHECK ((every_days IS NULL) <> (every_run_hours IS NULL))
+);
+CREATE TABLE maintenance_runs (
+    id            bigserial PRIMARY KEY,
+    plan_id       integer NOT NULL REFERENCES maintenance_plans (id) ON DELETE CASCADE,
+    device_id     integer NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+    ticket_id     bigint REFERENCES tickets (id) ON DELETE SET NULL,
+    due_at        timestamptz,
+    due_run_hours double precision,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX maintenance_runs_idx ON maintenance_runs (plan_id, device_id, id DESC);

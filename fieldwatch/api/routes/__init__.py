@@ -15,5 +15,6 @@ api_router.include_router(__import__(f"{__name__}.queries", fromlist=["router"])
 api_router.include_router(__import__(f"{__name__}.dispatch", fromlist=["router"]).router)  # issue 6: dispatcher
 api_router.include_router(__import__(f"{__name__}.field", fromlist=["router"]).router)  # issue 6: field API
 api_router.include_router(__import__(f"{__name__}.workorders", fromlist=["router"]).router)  # issue 6: work orders
+api_router.include_router(__import__(f"{__name__}.kpis", fromlist=["router"]).router)  # issue 6: KPIs
 
 __all__ = ["API_PREFIX", "api_router", "health"]

@@ -19,11 +19,13 @@ same state machine as threshold rules.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from sklearn.decomposition import PCA
-from sklearn.ensemble import IsolationForest
+
+if TYPE_CHECKING:  # scikit-learn is imported when a model is fitted, not whenever rules are imported
+    from sklearn.decomposition import PCA
+    from sklearn.ensemble import IsolationForest
 
 Kind = Literal["pca", "iforest"]
 
@@ -64,6 +66,9 @@ class AnomalyModel:
 
 
 def _fit(kind: Kind, tags: tuple[str, ...], good: np.ndarray, seed: int) -> AnomalyModel:
+    from sklearn.decomposition import PCA
+    from sklearn.ensemble import IsolationForest
+
     mean = good.mean(axis=0)
     std = good.std(axis=0)
     std[std < 1e-9] = 1.0  # a constant tag carries no information; do not divide by zero

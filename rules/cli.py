@@ -156,6 +156,39 @@ def export() -> None:
         sys.stdout.write(dump_rules([r.spec for r in list_rules(conn)]))
 
 
+@app.command("train")
+def train_cmd(
+    rule: Annotated[str, typer.Argument(help="anomaly rule id or name")],
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Train an anomaly rule now on its known-good window; every subject gets a new model version."""
+    from rules.anomaly import AnomalyTrainingError
+    from rules.anomaly_rules import train_rule
+    from rules.store import UnknownRule, find_rule
+
+    with _conn() as conn:
+        try:
+            r = find_rule(conn, rule)
+            with out.status(f"training {r.name} …"):
+                report = train_rule(conn, r, author=getpass.getuser())
+        except (UnknownRule, AnomalyTrainingError) as exc:
+            raise _fail(str(exc)) from None
+    if as_json:
+        out.print_json(json.dumps({"trained": [m.public() for m in report.trained], "failed": report.failed}))
+    else:
+        table = Table("subject", "version", "kind", "threshold", "calibration FAR", "rows", "window")
+        for m in report.trained:
+            table.add_row(m.subject, str(m.version), m.kind, f"{m.threshold:.4g}",
+                          f"{m.metrics.get('calibration_far', 0):.4f}",
+                          str(int(m.metrics.get("train_rows", 0) + m.metrics.get("calibration_rows", 0))),
+                          f"{m.window_start:%Y-%m-%d %H:%M} – {m.window_end:%Y-%m-%d %H:%M}")
+        out.print(table)
+        for subject, why in report.failed.items():
+            err.print(f"[yellow]{escape(subject)}: {escape(why)}[/]", highlight=False)
+    if not report.trained:
+        raise typer.Exit(1)
+
+
 @app.command("backtest")
 def backtest(
     rule: Annotated[str, typer.Argument(help="rule id or name (with --file: the rule's name in the draft file)")],

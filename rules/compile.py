@@ -93,7 +93,8 @@ def compile_rule(spec: RuleSpec, rule_id: int = 0, attributes: dict[str, Any] | 
             levels.append(CLevel(lv.severity, SEVERITY_RANK[lv.severity], lo, hi, clo, chi))
     return CompiledRule(
         rule_id=rule_id,
-        kind="above" if cond.kind == "no_data" else cond.kind,  # a no-data score is "silence above N"
+        # a no-data or anomaly score is "score above N"
+        kind="above" if cond.kind in ("no_data", "anomaly") else cond.kind,
         levels=tuple(levels),
         for_ms=round(spec.for_s * 1000),
         count=spec.count,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fieldwatch.scheduler import Job
+from rules.anomaly_rules import retrain_job
 from rules.lifecycle import release_job
 from rules.nodata import no_data_job
 
@@ -12,4 +13,6 @@ def rule_jobs() -> list[Job]:
     return [
         Job("rules.release_suppressed", release_job, seconds=30),
         Job("rules.no_data", no_data_job, seconds=30),
+        # Trains untrained anomaly rules and re-fits "last N days" windows every rule's retrain_every_h.
+        Job("rules.anomaly_retrain", retrain_job, seconds=900),
     ]

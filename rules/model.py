@@ -207,7 +207,54 @@ class NoData(_LimitCondition):
     min_cadence_s: float = Field(1.0, gt=0)
 
 
-Condition = Annotated[Above | Below | Outside | Inside | RateOfChange | NoData, Field(discriminator="kind")]
+class Training(_Strict):
+    """The known-good window an anomaly model learns from: ``start``/``end``, or the ``last_days`` before now."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    last_days: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_window(self) -> Training:
+        if (self.last_days is None) == (self.start is None or self.end is None):
+            raise ValueError("give either start and end, or last_days")
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class Anomaly(_LimitCondition):
+    """A multivariate model over ``tags`` (:mod:`rules.anomaly_rules`) scores each vector of readings
+    taken at one timestamp; the levels compare the score in multiples of the model's calibrated
+    threshold (``1.0`` = the threshold that gives ``target_far`` false alarms on known-good data).
+
+    ``grouping: device`` trains one model per device in scope; ``grouping: equipment_model`` one per model,
+    pooled over its devices. ``retrain_every_h`` re-fits a ``last_days`` window on a schedule.
+    """
+
+    kind: Literal["anomaly"] = "anomaly"
+    tags: list[str] = Field(min_length=2)
+    training: Training
+    target_far: float = Field(0.01, gt=0, lt=0.5)
+    grouping: Literal["device", "equipment_model"] = "device"
+    models: list[Literal["pca", "iforest"]] = Field(["pca", "iforest"], min_length=1)
+    retrain_every_h: float | None = Field(24.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_level(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "levels" not in data and "threshold" not in data:
+            data = {**data, "levels": [{"severity": data.get("severity", "major"), "threshold": 1.0}]}
+            data.pop("severity", None)
+        return data
+
+
+Condition = Annotated[
+    Above | Below | Outside | Inside | RateOfChange | NoData | Anomaly, Field(discriminator="kind")
+]
+
+#: The series an anomaly rule's scores are stored in (one per device), so they can be charted.
+ANOMALY_TAG_PREFIX = "anomaly_score:"
 
 
 class Scope(_Strict):
@@ -275,6 +322,15 @@ class RuleSpec(_Strict):
     enabled: bool = True
     description: str = ""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _anomaly_tag(cls, data: Any) -> Any:
+        """An anomaly rule's ``tag`` is its score series; written for the author when left out."""
+        cond = data.get("condition") if isinstance(data, dict) else None
+        if isinstance(cond, dict) and cond.get("kind") == "anomaly" and "tag" not in data and data.get("name"):
+            data = {**data, "tag": f"{ANOMALY_TAG_PREFIX}{data['name']}"}
+        return data
+
     @property
     def severity(self) -> Severity:
         """The most severe level of the ladder (levels are sorted most severe first)."""
@@ -284,7 +340,9 @@ class RuleSpec(_Strict):
         """``bearing_temp > 80 for 30 s`` — the condition in words, for alarm messages."""
         c = self.condition
         lv = c.levels[-1]  # the least severe rung: where the alarm starts
-        if isinstance(c, NoData):
+        if isinstance(c, Anomaly):
+            text = f"anomaly score over {', '.join(c.tags)} > {_fmt(lv.threshold)}× calibrated threshold"
+        elif isinstance(c, NoData):
             what = {"series": self.tag, "device": "device", "gateway": "gateway"}[c.target]
             unit = "min offline" if c.target == "gateway" else "× its cadence"
             text = f"{what} silent > {_fmt(lv.threshold)} {unit}"

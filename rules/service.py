@@ -30,6 +30,7 @@ import psycopg
 from psycopg import errors
 from psycopg.types.json import Jsonb
 
+from rules.anomaly_rules import AnomalyScorer, Score, store_scores
 from rules.compile import CompiledRule, UnboundThreshold, compile_rule
 from rules.engine import (
     NORMAL,
@@ -41,7 +42,7 @@ from rules.engine import (
     evaluate_all,
 )
 from rules.lifecycle import suppression_for
-from rules.model import SEVERITY_RANK, DeviceInfo, Reading, Rule
+from rules.model import SEVERITY_RANK, Anomaly, DeviceInfo, Reading, Rule
 from rules.store import list_rules
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,8 @@ class RuleEvaluator:
         self._conn: psycopg.Connection | None = None
         self._closed = False
         self._rules_by_tag: dict[str, list[Rule]] = {}
+        self._anomaly_by_tag: dict[str, list[Rule]] = {}  # input tag → anomaly rules over it
+        self._scorer = AnomalyScorer()
         self._loaded_at = -math.inf
         self._devices: dict[int, DeviceInfo | None] = {}  # None: unknown device
         self._compiled: dict[tuple[int, int], CompiledRule | None] = {}  # None: unbound thresholds
@@ -158,9 +161,12 @@ class RuleEvaluator:
                     conn = self._connection()
                     self._maybe_reload(conn)
                     groups = self._group(conn, batch)
+                    scores = self._anomaly_scores(conn, batch)
+                    self._add_scores(groups, scores)
                     if not groups:
                         return []
                     with conn.transaction():
+                        store_scores(conn, scores)
                         events = self._apply(conn, groups)
                     for ev in events:
                         log.info("%s alarm %d (rule %d, device %d)", ev.type, ev.alarm_id, ev.rule_id, ev.device_id)
@@ -193,11 +199,7 @@ class RuleEvaluator:
                         found = load_devices(conn, missing)
                         self._devices.update({d: found.get(d) for d in missing})
                     groups: _Groups = {}
-                    for rule, device_id, ts_ms, score in items:
-                        device = self._devices.get(device_id)
-                        compiled = self._bind(rule, device) if device is not None else None
-                        if compiled is not None:
-                            groups.setdefault((rule.id, device_id), (rule, compiled, []))[2].append((ts_ms, score, 0))
+                    self._add_scores(groups, items)
                     if not groups:
                         return []
                     with conn.transaction():
@@ -231,10 +233,19 @@ class RuleEvaluator:
         if time.monotonic() - self._loaded_at < self._refresh_s:
             return
         by_tag: dict[str, list[Rule]] = defaultdict(list)
+        anomaly_by_tag: dict[str, list[Rule]] = defaultdict(list)
+        anomaly: list[Rule] = []
         for rule in list_rules(conn, enabled_only=True):
-            if rule.spec.condition.kind != "no_data":  # silence is the scheduler's job (rules.nodata)
+            cond = rule.spec.condition
+            if isinstance(cond, Anomaly):  # scored from vectors of its input tags (rules.anomaly_rules)
+                anomaly.append(rule)
+                for tag in cond.tags:
+                    anomaly_by_tag[tag].append(rule)
+            elif cond.kind != "no_data":  # silence is the scheduler's job (rules.nodata)
                 by_tag[rule.tag].append(rule)
         self._rules_by_tag = dict(by_tag)
+        self._anomaly_by_tag = dict(anomaly_by_tag)
+        self._scorer.sync(conn, anomaly)
         self._devices = {}
         self._compiled = {}
         self._loaded_at = time.monotonic()
@@ -251,10 +262,28 @@ class RuleEvaluator:
                 self._compiled[key] = None
         return self._compiled[key]
 
+    def _add_scores(self, groups: _Groups, scores: Iterable[Score]) -> None:
+        """Computed scores join the groups as good-quality readings of their rule."""
+        for rule, device_id, ts_ms, score in scores:
+            device = self._devices.get(device_id)
+            compiled = self._bind(rule, device) if device is not None else None
+            if compiled is not None:
+                groups.setdefault((rule.id, device_id), (rule, compiled, []))[2].append((ts_ms, score, 0))
+
+    def _anomaly_scores(self, conn: psycopg.Connection, batch: list[Reading]) -> list[Score]:
+        if not self._anomaly_by_tag:
+            return []
+        relevant = [r for r in batch if r.tag in self._anomaly_by_tag]
+        if not relevant:
+            return []
+        rules = list({r.id: r for t in {p.tag for p in relevant} for r in self._anomaly_by_tag[t]}.values())
+        return self._scorer.score(conn, rules, self._devices, relevant)
+
     def _group(self, conn: psycopg.Connection, batch: list[Reading]) -> _Groups:
         """Readings per (rule, device) for the rules that apply to each device's model."""
         relevant = [r for r in batch if r.tag in self._rules_by_tag]
-        missing = {r.device_id for r in relevant} - self._devices.keys()
+        watched = relevant + [r for r in batch if r.tag in self._anomaly_by_tag] if self._anomaly_by_tag else relevant
+        missing = {r.device_id for r in watched} - self._devices.keys()
         if missing:
             found = load_devices(conn, list(missing))
             for dev in missing:

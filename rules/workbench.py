@@ -10,6 +10,8 @@ from typing import Any
 
 import psycopg
 
+from rules.anomaly import AnomalyTrainingError
+from rules.anomaly_rules import fit, latest_models, load_vectors, subject_of
 from rules.backtest import (
     BacktestError,
     Episode,
@@ -27,7 +29,7 @@ from rules.backtest import (
     summarize,
 )
 from rules.compile import UnboundThreshold, compile_rule
-from rules.model import DeviceInfo, RuleSpec
+from rules.model import Anomaly, DeviceInfo, RuleSpec
 from rules.service import load_devices
 from rules.store import find_rule, get_rule_version
 
@@ -50,6 +52,39 @@ def resolve_device(conn: psycopg.Connection, ref: str | int) -> DeviceInfo:
     if not found:
         raise BacktestError(f"no device {ref!r}; `fieldwatch` API GET /api/v1/devices lists them")
     return next(iter(found.values()))
+
+
+def _anomaly_history(
+    conn: psycopg.Connection, spec: RuleSpec, rule_id: int | None, device: DeviceInfo, start_ms: int, end_ms: int
+) -> list[tuple[int, float, int]]:
+    """Normalized anomaly scores of the device's stored vectors — computed exactly as live evaluation does.
+
+    A stored rule uses its newest trained model for the device's subject; a draft is trained in memory
+    on its own known-good window (nothing is stored).
+    """
+    cond = spec.condition
+    assert isinstance(cond, Anomaly)
+    subject = subject_of(cond, device)
+    if rule_id is not None:
+        stored = latest_models(conn, rule_id).get(subject)
+        if stored is None:
+            raise BacktestError(f"rule {spec.name!r} has no trained model for {subject}: "
+                                f"run `fieldwatch rules train {spec.name!r}` first")
+        model, threshold = stored.model, stored.threshold
+    else:
+        devices = [device.id] if cond.grouping == "device" else [
+            r[0] for r in conn.execute("SELECT id FROM devices WHERE equipment_model = %s", (device.equipment_model,))
+        ]
+        try:
+            model = fit(conn, spec, devices, end_ms)
+        except AnomalyTrainingError as exc:
+            raise BacktestError(f"draft {spec.name!r}: cannot train its model: {exc}") from None
+        threshold = model.threshold
+    keys, x = load_vectors(conn, [device.id], list(model.tags), start_ms, end_ms)
+    if not keys:
+        return []
+    scores = model.score(x) / threshold
+    return [(ts, float(s), 0) for (_, ts), s in zip(keys, scores, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -111,7 +146,10 @@ def run_backtest(
         compiled = compile_rule(spec, rule_id, device.attributes)
     except UnboundThreshold as exc:
         raise BacktestError(str(exc)) from None
-    history = load_history(conn, device.id, spec.tag, start_ms, end_ms)
+    if isinstance(spec.condition, Anomaly):
+        history = _anomaly_history(conn, spec, rule_id if draft is None else None, device, start_ms, end_ms)
+    else:
+        history = load_history(conn, device.id, spec.tag, start_ms, end_ms)
     rep = replay(compiled, history)
     eps = episodes(rep.events)
     labels = list(incidents or [])

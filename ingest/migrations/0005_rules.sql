@@ -11,7 +11,7 @@ ALTER TABLE rules ALTER COLUMN operator DROP NOT NULL;
 ALTER TABLE rules ALTER COLUMN threshold DROP NOT NULL;
 ALTER TABLE rules DROP CONSTRAINT rules_kind_check;
 ALTER TABLE rules ADD CONSTRAINT rules_kind_check
-    CHECK (kind IN ('threshold', 'above', 'below', 'outside', 'inside', 'rate', 'no_data'));
+    CHECK (kind IN ('threshold', 'above', 'below', 'outside', 'inside', 'rate', 'no_data', 'anomaly'));
 
 -- Every version of every rule, with who and when. Version 1 is the first.
 CREATE TABLE rule_versions (
@@ -75,3 +75,24 @@ CREATE INDEX silences_ends_idx ON silences (ends_at);
 ALTER TABLE alarms ADD COLUMN flapping boolean NOT NULL DEFAULT false;
 CREATE INDEX alarms_pair_triggered_idx ON alarms (rule_id, device_id, triggered_at DESC);
 CREATE INDEX alarms_suppressed_open_idx ON alarms (id) WHERE suppressed_by IS NOT NULL AND cleared_at IS NULL;
+
+-- Anomaly models: every training of an anomaly rule is a new version per subject ('device:ID' or
+-- 'model:EQUIPMENT_MODEL'); live evaluation and backtests use the newest. The fitted model is a
+-- joblib pickle of rules.anomaly.AnomalyModel — written and read only by this code base.
+CREATE TABLE anomaly_models (
+    id           bigserial PRIMARY KEY,
+    rule_id      integer NOT NULL REFERENCES rules (id) ON DELETE CASCADE,
+    subject      text NOT NULL,
+    version      integer NOT NULL,
+    rule_version integer NOT NULL,
+    trained_at   timestamptz NOT NULL DEFAULT now(),
+    trained_by   text NOT NULL DEFAULT '',
+    window_start timestamptz NOT NULL,
+    window_end   timestamptz NOT NULL,
+    kind         text NOT NULL CHECK (kind IN ('pca', 'iforest')),
+    tags         text[] NOT NULL,
+    threshold    double precision NOT NULL CHECK (threshold > 0),
+    metrics      jsonb NOT NULL DEFAULT '{}',
+    model        bytea NOT NULL,
+    UNIQUE (rule_id, subject, version)
+);

@@ -168,3 +168,23 @@ def backtest(rule: str, body: BacktestRequest, conn: ConnDep, token: AnyRole) ->
     except BacktestError as exc:
         raise Invalid(str(exc)) from None
     return {"runs": results}
+
+
+@router.post("/{rule}/train", summary="Train an anomaly rule now on its known-good window (a new model version)")
+def train(rule: str, conn: ConnDep, token: RuleEditor) -> dict[str, Any]:
+    from rules.anomaly import AnomalyTrainingError
+    from rules.anomaly_rules import train_rule
+
+    r = _find(conn, rule)
+    try:
+        report = train_rule(conn, r, author=token.name)
+    except AnomalyTrainingError as exc:
+        raise Invalid(str(exc)) from None
+    return {"trained": [m.public() for m in report.trained], "failed": report.failed}
+
+
+@router.get("/{rule}/models", summary="Every trained model version of an anomaly rule, newest first")
+def models(rule: str, conn: ConnDep, token: AnyRole) -> list[dict[str, Any]]:
+    from rules.anomaly_rules import model_history
+
+    return model_history(conn, _find(conn, rule).id)

@@ -278,8 +278,34 @@ class OpcUaDevice(DeviceBase):
     publishing_interval: float = Field(0.5, gt=0, description="seconds between the server's notifications")
     keepalive_count: int = Field(10, ge=1, description="publishing intervals without data before a keep-alive")
     data_change_deadband: float = Field(0.0, ge=0, description="absolute server-side deadband for every tag")
+    #: Security: "None", or Basic256Sha256 with Sign / SignAndEncrypt (needs the client certificate + key).
+    security_policy: Literal["None", "Basic256Sha256"] = "None"
+    security_mode: Literal["Sign", "SignAndEncrypt"] = "SignAndEncrypt"
+    certificate: Path | None = Field(None, description="the gateway's application certificate (DER or PEM)")
+    private_key: Path | None = Field(None, description="its private key (PEM)")
+    server_certificate: Path | None = Field(None, description="pin the server's certificate; else taken from it")
+    #: Identity: anonymous, username/password, or a user certificate + key.
     username: str | None = None
     password: str | None = None
+    user_certificate: Path | None = None
+    user_private_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _security(self, info: ValidationInfo) -> OpcUaDevice:
+        where = f"device {self.name!r}"
+        if self.security_policy != "None" and (self.certificate is None or self.private_key is None):
+            raise ValueError(f"{where}: security_policy {self.security_policy} needs 'certificate' and 'private_key'")
+        if (self.user_certificate is None) != (self.user_private_key is None):
+            raise ValueError(f"{where}: give 'user_certificate' and 'user_private_key' together")
+        if self.user_certificate is not None and self.username is not None:
+            raise ValueError(f"{where}: give one identity: username/password or a user certificate")
+        base_dir = (info.context or {}).get("base_dir")
+        if base_dir is not None:  # relative paths are relative to the config file
+            for attr in ("certificate", "private_key", "server_certificate", "user_certificate", "user_private_key"):
+                value = getattr(self, attr)
+                if value is not None and not value.is_absolute():
+                    setattr(self, attr, Path(base_dir) / value)
+        return self
 
 
 def _device_kind(value: Any) -> str:

@@ -33,7 +33,9 @@ from datetime import datetime
 from typing import Any
 
 from asyncua import Client, Node, ua
+from asyncua.crypto import security_policies, uacrypto
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
+from cryptography import x509
 
 from fieldwatch.contract import Quality
 from gateway.blockdecode import TagValue
@@ -187,11 +189,9 @@ class OpcUaDriver:
         await self.close()
         d = self.device
         client = Client(d.endpoint, timeout=d.timeout)
-        if d.username is not None:
-            client.set_user(d.username)
-            client.set_password(d.password or "")
         with _translate(d.name):
             try:
+                await self._secure(client)
                 await asyncio.wait_for(client.connect(), d.timeout * 4)
             except BaseException:
                 with contextlib.suppress(Exception):
@@ -203,6 +203,32 @@ class OpcUaDriver:
             await self._resolve(client)
             if self.mode == "subscribe":
                 await self._subscribe(client)
+
+    async def _secure(self, client: Client) -> None:
+        """Apply the device's security policy/mode and identity to a fresh client."""
+        d = self.device
+        if d.username is not None:
+            client.set_user(d.username)
+            client.set_password(d.password or "")
+        if d.user_certificate is not None and d.user_private_key is not None:
+            client.user_certificate = await uacrypto.load_certificate(d.user_certificate)
+            client.user_private_key = await uacrypto.load_private_key(d.user_private_key)
+        if d.security_policy == "None":
+            return
+        assert d.certificate is not None and d.private_key is not None  # checked by the config
+        cert = await uacrypto.load_certificate(d.certificate)
+        uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uri = next(iter(uris.get_values_for_type(x509.UniformResourceIdentifier)), None)
+        if uri:
+            client.application_uri = uri  # servers check it against the certificate
+        mode = ua.MessageSecurityMode.Sign if d.security_mode == "Sign" else ua.MessageSecurityMode.SignAndEncrypt
+        await client.set_security(
+            security_policies.SecurityPolicyBasic256Sha256,
+            str(d.certificate),
+            str(d.private_key),
+            server_certificate=str(d.server_certificate) if d.server_certificate else None,
+            mode=mode,
+        )
 
     async def _resolve(self, client: Client) -> None:
         d = self.device

@@ -28,10 +28,17 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from asyncua import Server, ua
 from asyncua.common.methods import uamethod
+from asyncua.crypto import uacrypto
+from asyncua.crypto.permission_rules import User, UserRole
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from simulators.pump import MEASUREMENTS, PumpModel
 
@@ -40,6 +47,35 @@ NAMESPACE = "urn:fieldwatch:sim"
 VARIABLES = (*MEASUREMENTS, "status", "run_hours", "fault_rate")
 
 log = logging.getLogger(__name__)
+
+_POLICIES = {
+    "None": "NoSecurity",
+    "Basic256Sha256_Sign": "Basic256Sha256_Sign",
+    "Basic256Sha256_SignAndEncrypt": "Basic256Sha256_SignAndEncrypt",
+}
+
+
+class _UserManager:
+    """Accepts only the configured username/password pairs or user certificates (no anonymous)."""
+
+    def __init__(self, users: dict[str, str], fingerprints: set[bytes]) -> None:
+        self.users = users
+        self.fingerprints = fingerprints
+
+    def get_user(
+        self, iserver: object, username: str | None = None, password: str | None = None, certificate: Any = None
+    ) -> User | None:
+        if username is not None and self.users.get(username) == password:
+            return User(role=UserRole.User, name=username)
+        if certificate is not None:
+            cert = (
+                certificate
+                if isinstance(certificate, x509.Certificate)
+                else x509.load_der_x509_certificate(certificate)
+            )
+            if cert.fingerprint(hashes.SHA256()) in self.fingerprints:
+                return User(role=UserRole.User, name="certificate")
+        return None
 
 
 class PumpOpcUaServer:
@@ -53,12 +89,25 @@ class PumpOpcUaServer:
         *,
         update_interval: float = 0.1,
         max_subscriptions: int = 100,
+        security: Sequence[str] = ("None",),
+        certificate: Path | None = None,
+        private_key: Path | None = None,
+        users: dict[str, str] | None = None,
+        user_certificates: Sequence[Path] = (),
     ) -> None:
+        """``security``: any of "None", "Basic256Sha256_Sign", "Basic256Sha256_SignAndEncrypt" (these
+        need ``certificate``/``private_key``). With ``users`` or ``user_certificates`` anonymous
+        sessions are refused and only those usernames/passwords or certificates are accepted."""
         self.host = host
         self.port = port
         self.devices = devices
         self.update_interval = update_interval
         self.max_subscriptions = max_subscriptions
+        self.security = tuple(security)
+        self.certificate = certificate
+        self.private_key = private_key
+        self.users = users
+        self.user_certificates = tuple(user_certificates)
         self._server: Server | None = None
         self._task: asyncio.Task[None] | None = None
         self._vars: dict[tuple[str, str], object] = {}
@@ -72,11 +121,22 @@ class PumpOpcUaServer:
 
     async def start(self) -> None:
         """Build the address space and listen (again, after :meth:`stop`)."""
-        server = Server()
+        restricted = self.users is not None or bool(self.user_certificates)
+        manager = _UserManager(self.users or {}, await self._fingerprints()) if restricted else None
+        server = Server(user_manager=manager)
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name("fieldwatch pump simulator")
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        await server.set_application_uri("urn:fieldwatch:sim:server")
+        server.set_security_policy([getattr(ua.SecurityPolicyType, _POLICIES[p]) for p in self.security])
+        if self.certificate is not None and self.private_key is not None:
+            await server.load_certificate(str(self.certificate))
+            await server.load_private_key(str(self.private_key))
+        if restricted:
+            tokens: list[type] = [ua.UserNameIdentityToken] if self.users else []
+            if self.user_certificates:
+                tokens.append(ua.X509IdentityToken)
+            server.set_identity_tokens(tokens)
         server.iserver.max_subscriptions = self.max_subscriptions
         self.ns = await server.register_namespace(NAMESPACE)
         self._vars.clear()
@@ -109,6 +169,13 @@ class PumpOpcUaServer:
         self._server = server
         await self._update()
         self._task = asyncio.create_task(self._run(), name=f"opcua-sim-{self.port}")
+
+    async def _fingerprints(self) -> set[bytes]:
+        out = set()
+        for path in self.user_certificates:
+            cert = await uacrypto.load_certificate(path)
+            out.add(cert.fingerprint(hashes.SHA256()))
+        return out
 
     @staticmethod
     def _inject_method(model: PumpModel):

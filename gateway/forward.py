@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import orjson
+from paho.mqtt.client import MQTT_ERR_QUEUE_SIZE
 
 from gateway.buffer import DiskBuffer
 from gateway.config import BufferConfig
@@ -40,6 +41,11 @@ class Delivery(Protocol):
     """What paho's ``MQTTMessageInfo`` gives us: has the broker PUBACKed it?"""
 
     def is_published(self) -> bool: ...
+
+
+def _refused(delivery: Delivery) -> bool:
+    """paho did not even queue it (its outgoing queue is full): the batch must be sent again later."""
+    return getattr(delivery, "rc", 0) == MQTT_ERR_QUEUE_SIZE
 
 
 def mark_historical(payload: bytes, sent_at: int) -> bytes:
@@ -71,6 +77,8 @@ class Forwarder:
         self.sent_live = 0
         self.replayed = 0
         self.acked = 0
+        #: Publishes paho refused because its outgoing queue was full (the batches stayed on disk).
+        self.refused = 0
         self._in_flight: dict[int, tuple[float, Delivery]] = {}
         self._suspect: dict[int, float] = {}
         self._backlog: list[int] = []
@@ -106,7 +114,12 @@ class Forwarder:
             if seq in dropped:
                 continue
             if self.connected:
-                self._in_flight[seq] = (self._clock(), self._send(payload))
+                delivery = self._send(payload)
+                if _refused(delivery):  # overload: it stays on disk and is replayed at the bounded rate
+                    self.refused += 1
+                    self._push(seq)
+                    continue
+                self._in_flight[seq] = (self._clock(), delivery)
                 self.sent_live += 1
                 live_points += points
             else:
@@ -172,7 +185,12 @@ class Forwarder:
             stored = self.buffer.get(seq)
             if stored is None:  # acked or dropped meanwhile
                 continue
-            self._in_flight[seq] = (now, self._send(mark_historical(stored.payload, self._wall_ms())))
+            delivery = self._send(mark_historical(stored.payload, self._wall_ms()))
+            if _refused(delivery):  # paho's queue is full: try again on a later tick
+                self.refused += 1
+                self._push(seq)
+                break
+            self._in_flight[seq] = (now, delivery)
             self._tokens -= 1.0
             sent += 1
         self.replayed += sent

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_SECONDS = 3600
 KEEPALIVE_SECONDS = 30
+#: Messages paho may hold in memory (in flight + queued); ~2,000-point batches make this <= ~60 MB.
+MAX_QUEUED_MESSAGES = 256
 
 
 def now_ms() -> int:
@@ -85,6 +87,9 @@ class MqttPublisher:
         if self._parts["tls"]:
             self.client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        # Bound paho's in-memory queue: unbounded, a gateway producing faster than the broker takes
+        # grew to hundreds of MB. A refused batch stays on disk and is replayed (gateway.forward).
+        self.client.max_queued_messages_set(MAX_QUEUED_MESSAGES)
         self.client.will_set(
             self.status_topic,
             encode_status("offline", gateway=gateway, ts=now_ms(), reason="connection lost"),

@@ -1,0 +1,77 @@
+"""Overload: when paho's bounded queue refuses a batch it stays on disk and is replayed, never stuck or lost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from paho.mqtt.client import MQTT_ERR_QUEUE_SIZE
+
+from fieldwatch.contract import Batch, Point, decode_batch, encode_batch
+from gateway.buffer import DiskBuffer
+from gateway.config import BufferConfig
+from gateway.forward import Forwarder
+from gateway.publisher import MAX_QUEUED_MESSAGES, MqttPublisher, PublisherCallbacks
+
+
+class Delivery:
+    def __init__(self, rc: int) -> None:
+        self.rc = rc
+        self.published = False
+
+    def is_published(self) -> bool:
+        return self.published
+
+
+class Broker:
+    """A send function whose queue is full while ``full`` is set."""
+
+    def __init__(self) -> None:
+        self.full = False
+        self.accepted: list[bytes] = []
+
+    def __call__(self, payload: bytes) -> Delivery:
+        if self.full:
+            return Delivery(MQTT_ERR_QUEUE_SIZE)
+        self.accepted.append(payload)
+        return Delivery(0)
+
+
+def row(seq: int) -> tuple[int, int, bytes]:
+    return seq, 1, encode_batch(Batch("gw", "site", seq, [Point("d", "t", seq, float(seq))]))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_refused_live_batches_are_replayed_when_the_queue_drains(tmp_path: Path) -> None:
+    """Batches refused by a full queue are not counted as sent and go out as historical once it drains."""
+    buf = DiskBuffer(tmp_path / "b.sqlite")
+    broker, clock = Broker(), Clock()
+    fw = Forwarder(buf, broker, BufferConfig(replay_rate=100.0), clock=clock)
+    fw.on_connected()
+    broker.full = True
+    assert fw.store([row(1), row(2)]) == 0
+    assert fw.refused == 2 and fw.sent_live == 0 and fw.backlog == 2
+    clock.t += 1.0
+    assert fw.tick() == 0  # still full: nothing sent, nothing lost
+    assert fw.backlog == 2 and buf.depth == 2
+    broker.full = False
+    clock.t += 1.0
+    assert fw.tick() == 2
+    replayed = [decode_batch(p) for p in broker.accepted]
+    assert [b.seq for b in replayed] == [1, 2] and all(b.historical for b in replayed)
+    assert fw.on_ack([1, 2]) == 2 and buf.depth == 0
+    buf.close()
+
+
+async def test_publisher_queue_is_bounded() -> None:
+    """The MQTT client holds at most MAX_QUEUED_MESSAGES; the next publish is refused, not queued in RAM."""
+    pub = MqttPublisher("mqtt://127.0.0.1:1", "site", "gw", PublisherCallbacks(lambda: None, lambda r: None, print))
+    infos = [pub.publish("fw/v1/site/gw/telemetry", b"x" * 100) for _ in range(MAX_QUEUED_MESSAGES + 1)]
+    assert all(i.rc != MQTT_ERR_QUEUE_SIZE for i in infos[:-1])
+    assert infos[-1].rc == MQTT_ERR_QUEUE_SIZE

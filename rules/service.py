@@ -124,6 +124,7 @@ class RuleEvaluator:
         self._loaded_at = -math.inf
         self._devices: dict[int, DeviceInfo | None] = {}  # None: unknown device
         self._compiled: dict[tuple[int, int], CompiledRule | None] = {}  # None: unbound thresholds
+        self._known_pairs: set[tuple[int, int]] = set()  # (rule, device) whose rule_states row exists
         self.unbound: dict[tuple[int, int], str] = {}  # (rule, device) → why it could not be bound
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -248,6 +249,7 @@ class RuleEvaluator:
         self._scorer.sync(conn, anomaly)
         self._devices = {}
         self._compiled = {}
+        self._known_pairs = set()
         self._loaded_at = time.monotonic()
 
     def _bind(self, rule: Rule, device: DeviceInfo) -> CompiledRule | None:
@@ -303,27 +305,37 @@ class RuleEvaluator:
                     )
         return groups
 
-    def _apply(self, conn: psycopg.Connection, groups: _Groups) -> list[AlarmEvent]:
-        keys = sorted(groups)
-        rule_ids = [k[0] for k in keys]
-        device_ids = [k[1] for k in keys]
-        conn.execute(
-            """INSERT INTO rule_states (rule_id, device_id, state, last_ts)
-               SELECT k.r, k.d, %s, %s FROM unnest(%s::int[], %s::int[]) WITH ORDINALITY AS k(r, d, n)
-               ORDER BY k.n
-               ON CONFLICT (rule_id, device_id) DO NOTHING""",
-            (Jsonb(NORMAL.to_json()), _EPOCH, rule_ids, device_ids),
-        )
+    def _lock_states(self, conn: psycopg.Connection, keys: list[tuple[int, int]]) -> list[tuple[int, int, Any]]:
+        """Lock (creating on first use) the state rows of ``keys``, in key order; pairs known to exist skip the
+        insert — the hot path is one locking SELECT per batch."""
+        new = [k for k in keys if k not in self._known_pairs]
+        if new:
+            conn.execute(
+                """INSERT INTO rule_states (rule_id, device_id, state, last_ts)
+                   SELECT k.r, k.d, %s, %s FROM unnest(%s::int[], %s::int[]) WITH ORDINALITY AS k(r, d, n)
+                   ORDER BY k.n
+                   ON CONFLICT (rule_id, device_id) DO NOTHING""",
+                (Jsonb(NORMAL.to_json()), _EPOCH, [k[0] for k in new], [k[1] for k in new]),
+            )
         rows = conn.execute(
             """SELECT rs.rule_id, rs.device_id, rs.state
-               FROM rule_states rs JOIN unnest(%s::int[], %s::int[]) AS k(r, d)
+               FROM rule_states rs JOIN unnest(%b::int[], %b::int[]) AS k(r, d)
                  ON rs.rule_id = k.r AND rs.device_id = k.d
                ORDER BY rs.rule_id, rs.device_id
                FOR UPDATE OF rs""",
-            (rule_ids, device_ids),
+            ([k[0] for k in keys], [k[1] for k in keys]),
         ).fetchall()
+        if len(rows) < len(keys) and not new:  # a cached pair's row is gone (deleted by hand): create it
+            self._known_pairs.difference_update(keys)
+            return self._lock_states(conn, keys)
+        self._known_pairs.update((r[0], r[1]) for r in rows)
+        return rows
+
+    def _apply(self, conn: psycopg.Connection, groups: _Groups) -> list[AlarmEvent]:
+        keys = sorted(groups)
+        rows = self._lock_states(conn, keys)
         events: list[AlarmEvent] = []
-        updates: list[tuple[Any, datetime, int, int]] = []
+        updates: list[tuple[str, datetime, int, int]] = []
         for rule_id, device_id, raw in rows:
             rule, compiled, readings = groups[(rule_id, device_id)]
             try:
@@ -333,18 +345,19 @@ class RuleEvaluator:
                 old = NORMAL
             new, rule_events = evaluate_all(compiled, old, readings)
             if new != old:
-                updates.append((Jsonb(new.to_json()), _ts(new.last_ts_ms), rule_id, device_id))
+                updates.append((orjson.dumps(new.to_json()).decode(), _ts(new.last_ts_ms), rule_id, device_id))
             for ev in rule_events:
                 alarm = self._record(conn, rule, device_id, ev)
                 if alarm is not None:
                     events.append(alarm)
-        if updates:
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "UPDATE rule_states SET state = %s, last_ts = %s, updated_at = now() "
-                    "WHERE rule_id = %s AND device_id = %s",
-                    updates,
-                )
+        if updates:  # one statement for the batch, not one per pair
+            cols = list(zip(*updates, strict=True))
+            conn.execute(
+                """UPDATE rule_states rs SET state = u.s::jsonb, last_ts = u.t, updated_at = now()
+                   FROM unnest(%b::text[], %b::timestamptz[], %b::int[], %b::int[]) AS u(s, t, r, d)
+                   WHERE rs.rule_id = u.r AND rs.device_id = u.d""",
+                (list(cols[0]), list(cols[1]), list(cols[2]), list(cols[3])),  # %b: no per-element quoting
+            )
         for ev in events:
             conn.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, orjson.dumps(ev.payload()).decode()))
         return events

@@ -31,7 +31,6 @@ A device going online/offline republishes the retained status with a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import threading
@@ -81,6 +80,23 @@ def _settings() -> Settings:
 
 def _ms(t: float) -> int:
     return int(t * 1000)
+
+
+#: Seconds :meth:`Gateway.stop` waits for its tasks before giving up on them (and saying which).
+STOP_TIMEOUT = 5.0
+
+
+def _raise_if_cancelling() -> None:
+    """Re-raise a cancellation a library swallowed.
+
+    Python 3.11's ``asyncio.wait_for`` (used inside pymodbus) drops a cancel that arrives as the
+    answer does. Under overload a poll is nearly always in flight when :meth:`Gateway.stop`
+    cancels, so the device loop carried on and ``stop()`` waited for it forever (the
+    ``bench/gateway.py --poll-interval 0.1`` hang).
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 @dataclass(slots=True)
@@ -197,9 +213,15 @@ class Gateway:
         self._state = "stopped"
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT)
+            if stuck:  # never hang a shutdown on one task; say which, and go on
+                log.error(
+                    "tasks still running %.0f s after stop: %s", STOP_TIMEOUT, ", ".join(t.get_name() for t in stuck)
+                )
+            for task in self._tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    log.error("task %s had failed: %r", task.get_name(), task.exception())
         self._tasks.clear()
         if was_running:
             self._flush()
@@ -259,6 +281,7 @@ class Gateway:
                         health.connects += 1
                     values = await driver.poll()
                 except DeviceError as exc:
+                    _raise_if_cancelling()
                     self.stats.errors += 1
                     health.failures += 1
                     health.error = self.stats.device_errors[name] = str(exc)
@@ -272,6 +295,7 @@ class Gateway:
                     await driver.close()
                     await asyncio.sleep(next(delays))
                     continue
+                _raise_if_cancelling()
                 health.record_poll(time.perf_counter() - started, interval)
                 if in_error or not health.online:
                     if in_error:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 
+import pytest
 from paho.mqtt.client import MQTT_ERR_QUEUE_SIZE
 
 from fieldwatch.contract import Batch, Point, decode_batch, encode_batch
+from gateway import Gateway, ModbusTcpDriver, TagValue, agent, parse_config
 from gateway.buffer import DiskBuffer
 from gateway.config import BufferConfig
 from gateway.forward import Forwarder
 from gateway.publisher import MAX_QUEUED_MESSAGES, MqttPublisher, PublisherCallbacks
+from simulators import PumpModbusServer, PumpModel
 
 
 class Delivery:
@@ -75,3 +80,38 @@ async def test_publisher_queue_is_bounded() -> None:
     infos = [pub.publish("fw/v1/site/gw/telemetry", b"x" * 100) for _ in range(MAX_QUEUED_MESSAGES + 1)]
     assert all(i.rc != MQTT_ERR_QUEUE_SIZE for i in infos[:-1])
     assert infos[-1].rc == MQTT_ERR_QUEUE_SIZE
+
+
+class SwallowingDriver(ModbusTcpDriver):
+    """A real Modbus driver whose poll loses one cancellation, as Python 3.11's wait_for does under load."""
+
+    async def poll(self) -> list[TagValue]:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.5)  # the answer and the cancel arrive together
+        return await super().poll()
+
+
+async def test_stop_returns_when_a_poll_swallows_the_cancel(
+    mqtt_url: str, uid: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gateway.stop() finishes promptly even when a library swallows the cancellation of an in-flight poll."""
+    server = PumpModbusServer("127.0.0.1", 0, {1: PumpModel(seed=1)})
+    await server.start()
+    monkeypatch.setattr(agent, "make_driver", SwallowingDriver)
+    cfg = parse_config(
+        {
+            "gateway": f"gw-{uid}",
+            "site": f"site-{uid}",
+            "poll_interval": 0.1,
+            "state_dir": str(tmp_path),
+            "devices": [{"name": "pump-1", "host": "127.0.0.1", "port": server.port, "profile": "pump-p100"}],
+        }
+    )
+    gw = Gateway(cfg, mqtt_url=mqtt_url)
+    try:
+        await gw.start()
+        await asyncio.sleep(0.3)  # a poll is in flight
+        await asyncio.wait_for(gw.stop(), 3.0)
+    finally:
+        await gw.stop()
+        await server.stop()

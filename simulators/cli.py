@@ -73,3 +73,32 @@ def pump(
         raise typer.BadParameter(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}", param_hint="--fault")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(_serve_pumps(host, port, unit or [1], seed, fault, fault_after, fault_rate, update_interval))
+
+
+async def _serve_opcua_pumps(host: str, port: int, names: list[str], seed: int) -> None:
+    from simulators.opcua_server import PumpOpcUaServer  # asyncua only when asked for
+
+    server = PumpOpcUaServer(host, port, {n: PumpModel(seed + i) for i, n in enumerate(names)})
+    await server.start()
+    typer.echo(f"OPC-UA pump simulator at {server.endpoint}, objects {names} (Ctrl-C to stop)")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+@app.command("pump-opcua")
+def pump_opcua(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 4840,
+    name: Annotated[list[str] | None, typer.Option(help="Object name of a pump; repeat for more pumps.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the noise (pump n gets seed + n).")] = 0,
+) -> None:
+    """Serve simulated P100 pumps over OPC-UA (address space: docs/gateway.md; faults: write fault_rate)."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(_serve_opcua_pumps(host, port, name or ["pump-1"], seed))

@@ -7,14 +7,15 @@ Start a worker::
     with IngestWorker(db_url, mqtt_url, client_id="ingest-1", on_commit=[print]) as worker:
         ...  # runs until the block ends; worker.stats has the counters
 
-The pure pieces (:func:`validate_batch`, :func:`count_gaps`) and the writer are
+The pure pieces (:func:`validate_batch`, :func:`ingest.sequences.advance`) and the writer are
 importable for tests and tools; ``ingest.cli.app`` is the ``fieldwatch ingest`` command.
 """
 
 from ingest.errors import BrokerUnavailable, DatabaseUnavailable, IngestError, NotMigrated
 from ingest.points import CommittedPoint
 from ingest.schema import MigrationError, migrate, storage_of
-from ingest.validate import GatewayRef, Limits, RegistrySnapshot, Verdict, count_gaps, validate_batch
+from ingest.sequences import advance as advance_sequences
+from ingest.validate import GatewayRef, Limits, RegistrySnapshot, Verdict, validate_batch
 from ingest.worker import IngestStats, IngestWorker
 from ingest.writer import TelemetryWriter
 
@@ -32,7 +33,7 @@ __all__ = [
     "RegistrySnapshot",
     "TelemetryWriter",
     "Verdict",
-    "count_gaps",
+    "advance_sequences",
     "migrate",
     "storage_of",
     "validate_batch",

@@ -7,6 +7,8 @@ creating several workers (tests, benchmarks) never registers a name twice.
 
 from __future__ import annotations
 
+import threading
+
 from prometheus_client import Counter, Gauge, Histogram
 
 MESSAGES = Counter("fieldwatch_ingest_messages", "MQTT messages taken off the queue and processed", ["worker", "kind"])
@@ -15,7 +17,17 @@ DUPLICATES = Counter("fieldwatch_ingest_duplicate_points", "Points already store
 DEAD_LETTERS = Counter("fieldwatch_ingest_dead_letters", "Dead-letter rows written, by reason", ["worker", "reason"])
 COMMITS = Counter("fieldwatch_ingest_commits", "Transactions committed", ["worker"])
 DB_ERRORS = Counter("fieldwatch_ingest_db_errors", "Failed write attempts (retried)", ["worker"])
-SEQ_GAPS = Counter("fieldwatch_ingest_sequence_gaps", "Gateway sequences skipped (batches lost in transit)", ["worker"])
+SEQ_GAPS = Counter(
+    "fieldwatch_ingest_sequence_gaps", "Gateway sequences skipped when seen (some may arrive later)", ["worker"]
+)
+SEQ_FILLED = Counter(
+    "fieldwatch_ingest_sequence_gaps_filled", "Skipped gateway sequences that arrived later", ["worker"]
+)
+SEQ_MISSING = Gauge(
+    "fieldwatch_ingest_sequences_missing",
+    "Gateway sequences currently missing (batches not seen yet), as of the newest commit in this process",
+    ["gateway"],
+)
 QUEUE_DEPTH = Gauge("fieldwatch_ingest_queue_depth", "Messages received and not yet committed", ["worker"])
 COMMIT_SECONDS = Histogram(
     "fieldwatch_ingest_commit_seconds",
@@ -35,6 +47,7 @@ class WorkerMetrics:
         self.commits = COMMITS.labels(worker)
         self.db_errors = DB_ERRORS.labels(worker)
         self.seq_gaps = SEQ_GAPS.labels(worker)
+        self.seq_filled = SEQ_FILLED.labels(worker)
         self.queue_depth = QUEUE_DEPTH.labels(worker)
         self.commit_seconds = COMMIT_SECONDS.labels(worker)
 
@@ -43,3 +56,21 @@ class WorkerMetrics:
 
     def dead_letter(self, reason: str, n: int = 1) -> None:
         DEAD_LETTERS.labels(self.worker, reason).inc(n)
+
+
+_missing_lock = threading.Lock()
+_missing_stamps: dict[str, int] = {}
+
+
+def set_sequences_missing(missing: dict[str, tuple[int, int]]) -> None:
+    """Set ``fieldwatch_ingest_sequences_missing`` from a commit's ``(stamp, missing)`` per gateway.
+
+    Two workers in one process may report the same gateway in the opposite order of their
+    commits; the stamp (the gateway's skipped + filled totals, which only grow) keeps the
+    newer value.
+    """
+    with _missing_lock:
+        for gateway, (stamp, n) in missing.items():
+            if stamp >= _missing_stamps.get(gateway, -1):
+                _missing_stamps[gateway] = stamp
+                SEQ_MISSING.labels(gateway).set(n)

@@ -228,26 +228,6 @@ def parse_status(payload: bytes, *, gateway: str) -> StatusUpdate:
     return StatusUpdate(obj["state"], obj["ts"], reason if isinstance(reason, str) else "")
 
 
-def count_gaps(last_seq: int | None, seqs: Iterable[int]) -> tuple[int | None, int]:
-    """``(new last_seq, sequences skipped)`` after committing ``seqs`` on top of ``last_seq``.
-
-    Only sequences above the highest seen so far can open a gap, so a
-    redelivered or late batch (``seq <= last_seq``) counts nothing and leaves
-    ``last_seq`` alone. The first sequence ever seen opens no gap: we do not know
-    where the gateway started. A batch filled in late is not subtracted from the
-    count; the counter says "skipped when seen", not "still missing".
-    """
-    gaps = 0
-    high = last_seq
-    for seq in sorted(set(seqs)):
-        if high is None:
-            high = seq
-        elif seq > high:
-            gaps += seq - high - 1
-            high = seq
-    return high, gaps
-
-
 def day_of(ts_ms: int) -> int:
     """The UTC day number (days since 1970-01-01) of an epoch-millisecond timestamp."""
     return ts_ms // _MS_PER_DAY

@@ -37,7 +37,7 @@ from fieldwatch.contract import Batch, ContractError, decode_batch, encode_ack, 
 from ingest.consumer import Inbound, MqttConsumer
 from ingest.errors import DatabaseUnavailable
 from ingest.fastpath import FastBatch, fast_accept
-from ingest.metrics import WorkerMetrics
+from ingest.metrics import WorkerMetrics, set_sequences_missing
 from ingest.points import CommittedPoint
 from ingest.registry import RegistryCache
 from ingest.validate import Limits, RegistryView, StatusUpdate, Verdict, parse_status, validate_batch
@@ -73,7 +73,8 @@ class IngestStats:
     duplicates: int = 0  # points already stored (redelivery)
     dead_letters: int = 0  # dead-letter rows written
     commits: int = 0
-    gaps: int = 0  # gateway sequences skipped
+    gaps: int = 0  # gateway sequences skipped when seen
+    gaps_filled: int = 0  # of those, arrived later (out-of-order commits between workers, resends)
     db_errors: int = 0  # failed write attempts, retried
     not_acked: int = 0  # committed messages from an older connection (the broker redelivers them)
     queue_depth: int = 0  # received, not yet committed
@@ -448,6 +449,7 @@ class IngestWorker:
             dead_letters=dead,
             commits=1,
             gaps=result.gaps,
+            gaps_filled=result.filled,
             not_acked=not_acked,
         )
         for kind in {w.kind for w in items}:
@@ -456,6 +458,8 @@ class IngestWorker:
         self._metrics.duplicates.inc(result.duplicates)
         self._metrics.commits.inc()
         self._metrics.seq_gaps.inc(result.gaps)
+        self._metrics.seq_filled.inc(result.filled)
+        set_sequences_missing(result.missing)
         for reason, n in result.dead_letters.items():
             self._metrics.dead_letter(reason, n)
         if result.committed:

@@ -1,7 +1,8 @@
 """Writes validated telemetry, dead letters, sequence bookkeeping and gateway status.
 
 One call to :meth:`TelemetryWriter.write` is one transaction: points, the
-dead-letter rows for whatever was refused, ``gateways.last_seq``/``seq_gaps``
+dead-letter rows for whatever was refused, ``gateways.last_seq``/``seq_gaps`` with the
+missing sequence ranges (``gateway_seq_missing``)
 and status updates commit together or not at all, so a message is either fully
 accounted for (and may be acked) or not at all (and will be redelivered).
 
@@ -26,13 +27,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import psycopg
-from psycopg.errors import UniqueViolation
+from psycopg.errors import DeadlockDetected, SerializationFailure, UniqueViolation
 
 from fieldwatch.contract import Batch, encode_batch
 from ingest.errors import DatabaseUnavailable, NotMigrated
 from ingest.fastpath import Row
 from ingest.points import CommittedPoint
-from ingest.validate import AcceptedPoint, Rejection, count_gaps
+from ingest.sequences import SeqRange, advance
+from ingest.validate import AcceptedPoint, Rejection
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +132,11 @@ class WriteResult:
 
     inserted: int = 0
     duplicates: int = 0
-    gaps: int = 0
+    gaps: int = 0  # sequences newly skipped (a batch above last_seq)
+    filled: int = 0  # missing sequences that arrived late or were resent
+    #: Gateway slug → (change stamp, sequences missing now) for each gateway whose bookkeeping changed;
+    #: the stamp (skipped + filled totals) only grows, so a stale report can be told from a newer one.
+    missing: dict[str, tuple[int, int]] = field(default_factory=dict)
     dead_letters: Counter[str] = field(default_factory=Counter)
     #: Newly stored points, filled only when asked for (it costs a RETURNING).
     committed: list[CommittedPoint] = field(default_factory=list)
@@ -230,6 +236,10 @@ class TelemetryWriter:
             created: dict[tuple[int, str], int] = {}
             with conn.transaction():
                 result = self._write(conn, batches, dead_letters, statuses, created, want_points)
+        except (DeadlockDetected, SerializationFailure) as exc:
+            # Another worker's transaction won (e.g. both locking a gateway row): rolled back, the
+            # connection is fine; the caller's retry path writes the batch again.
+            raise DatabaseUnavailable(f"database write conflicted with another transaction: {exc}") from exc
         except psycopg.OperationalError as exc:
             self.close()
             raise DatabaseUnavailable(f"database write failed: {exc}") from exc
@@ -301,7 +311,7 @@ class TelemetryWriter:
                 )
             result.dead_letters.update(d.reason for d in dead_letters)
         if batches:
-            result.gaps = self._advance_sequences(conn, batches)
+            self._advance_sequences(conn, batches, result)
         if statuses:
             with conn.cursor() as cur:
                 cur.executemany(
@@ -382,25 +392,64 @@ class TelemetryWriter:
         )
 
     @staticmethod
-    def _advance_sequences(conn: psycopg.Connection, batches: list[BatchWrite]) -> int:
-        seqs: dict[int, list[int]] = defaultdict(list)
+    def _advance_sequences(conn: psycopg.Connection, batches: list[BatchWrite], result: WriteResult) -> None:
+        """Move ``last_seq`` and the missing sequence ranges of the batches' gateways (ingest/sequences.py).
+
+        The gateway rows are locked first, in id order, so two workers committing the same
+        gateway's batches serialise here without deadlocks; ``gateway_seq_missing`` is only
+        written under that lock. A deadlock or serialization failure elsewhere in the
+        transaction rolls all of this back and the caller retries the whole batch.
+        """
+        seqs: dict[int, set[int]] = defaultdict(set)
+        slugs: dict[int, str] = {}
         for b in batches:
             if b.seq is not None:
-                seqs[b.gateway_id].append(b.seq)
+                seqs[b.gateway_id].add(b.seq)
+                slugs[b.gateway_id] = b.gateway
         if not seqs:
-            return 0
-        # Row locks in id order: concurrent workers serialise per gateway without deadlocks.
+            return
         rows = conn.execute(
             "SELECT id, last_seq FROM gateways WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (sorted(seqs),)
         ).fetchall()
-        total = 0
-        updates = []
+        late = [(gid, q) for gid, last in rows if last is not None for q in seqs[gid] if q <= last]
+        missing: dict[int, list[SeqRange]] = defaultdict(list)
+        if late:
+            # Per late sequence, the one range that could hold it: the last starting at or before it.
+            for gid, lo, hi in conn.execute(
+                """SELECT DISTINCT m.gateway_id, m.seq_from, m.seq_to
+                   FROM unnest(%s::int[], %s::int8[]) AS l(gid, seq)
+                   CROSS JOIN LATERAL (SELECT * FROM gateway_seq_missing m
+                                       WHERE m.gateway_id = l.gid AND m.seq_from <= l.seq
+                                       ORDER BY m.seq_from DESC LIMIT 1) AS m
+                   WHERE m.seq_to >= l.seq""",
+                ([g for g, _ in late], [q for _, q in late]),
+            ):
+                missing[gid].append((lo, hi))
+        removed, added, updates = [], [], []
         for gid, last in rows:
-            high, gaps = count_gaps(last, seqs[gid])
-            if high != last or gaps:
-                updates.append((high, gaps, gid))
-            total += gaps
+            adv = advance(last, missing[gid], seqs[gid])
+            removed += [(gid, r[0]) for r in adv.removed]
+            added += [(gid, r[0], r[1]) for r in adv.added]
+            if adv.last_seq != last or adv.changed:
+                updates.append((gid, adv.last_seq, adv.skipped, adv.filled))
+            result.gaps += adv.skipped
+            result.filled += adv.filled
+        with conn.cursor() as cur:
+            if removed:
+                cur.executemany("DELETE FROM gateway_seq_missing WHERE gateway_id = %s AND seq_from = %s", removed)
+            if added:
+                cur.executemany(
+                    "INSERT INTO gateway_seq_missing (gateway_id, seq_from, seq_to) VALUES (%s, %s, %s)", added
+                )
         if updates:
-            with conn.cursor() as cur:
-                cur.executemany("UPDATE gateways SET last_seq = %s, seq_gaps = seq_gaps + %s WHERE id = %s", updates)
-        return total
+            cols = [list(c) for c in zip(*updates, strict=True)]
+            for gid, gaps, stamp in conn.execute(
+                """UPDATE gateways g SET last_seq = u.last_seq, seq_gaps = g.seq_gaps + u.skipped - u.filled,
+                          seq_skipped_total = g.seq_skipped_total + u.skipped,
+                          seq_filled_total = g.seq_filled_total + u.filled
+                   FROM unnest(%s::int[], %s::int8[], %s::int8[], %s::int8[]) AS u(id, last_seq, skipped, filled)
+                   WHERE g.id = u.id
+                   RETURNING g.id, g.seq_gaps, g.seq_skipped_total + g.seq_filled_total""",
+                cols,
+            ):
+                result.missing[slugs[gid]] = (stamp, gaps)

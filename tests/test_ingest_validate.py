@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fieldwatch.contract import Batch, ContractError, Point, encode_status
-from ingest.validate import GatewayRef, Limits, RegistrySnapshot, count_gaps, parse_status, validate_batch
+from ingest.validate import GatewayRef, Limits, RegistrySnapshot, parse_status, validate_batch
 from ingest.worker import backoff
 from ingest.writer import rejection_dead_letters
 
@@ -108,25 +108,6 @@ def test_point_dead_letters_keep_only_the_refused_points() -> None:
     assert (replay.seq, replay.gateway, [x.device for x in replay.points]) == (5, "gw-a", ["pump-3"])
     whole = check(batch([p()], gateway="gw-x"), gateway="gw-x")
     assert rejection_dead_letters("t", b"raw", b, whole.rejections)[0].payload == b"raw"
-
-
-@pytest.mark.parametrize(
-    ("last", "seqs", "expected"),
-    [
-        (None, [5], (5, 0)),  # first sight: no gap, we do not know where the gateway started
-        (5, [6], (6, 0)),  # in order
-        (5, [6, 7, 8], (8, 0)),
-        (5, [5], (5, 0)),  # redelivery
-        (5, [3, 4], (5, 0)),  # late or replayed: not a gap, last_seq unchanged
-        (5, [8], (8, 2)),  # 6 and 7 skipped
-        (5, [8, 7], (8, 1)),  # reordered within one commit: only 6 is missing
-        (5, [9, 9, 7], (9, 2)),
-        (None, [3, 6], (6, 2)),
-    ],
-)
-def test_sequence_gaps(last: int | None, seqs: list[int], expected: tuple[int | None, int]) -> None:
-    """Only sequences above the highest seen open a gap; redelivery and late batches count nothing."""
-    assert count_gaps(last, seqs) == expected
 
 
 def test_status_payload_is_parsed() -> None:

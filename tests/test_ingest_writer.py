@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import psycopg
 import pytest
 from ingest_helpers import NOW_MS, add_device, register, scalar
@@ -86,9 +88,10 @@ def test_dead_letters_sequences_and_status_commit_together(db_url: str, uid: str
             "online",
         )
         assert conn.execute("SELECT payload, reason FROM dead_letters").fetchall() == [(b"\x00raw", "invalid_json")]
-    # Redelivering 10 and 13 and a late 11 changes neither last_seq nor the gap count.
-    assert writer.write([bw(reg, 10, []), bw(reg, 11, []), bw(reg, 13, [])]).gaps == 0
-    assert scalar(db_url, "SELECT seq_gaps FROM gateways WHERE id = %s", (reg.gateway_id,)) == 2
+    # Redelivering 10 and 13 changes nothing; a late 11 fills one of the two missing sequences.
+    res = writer.write([bw(reg, 10, []), bw(reg, 11, []), bw(reg, 13, [])])
+    assert (res.gaps, res.filled) == (0, 1)
+    assert scalar(db_url, "SELECT array[last_seq, seq_gaps] FROM gateways WHERE id = %s", (reg.gateway_id,)) == [13, 1]
 
 
 def test_an_older_status_does_not_overwrite_a_newer_one(db_url: str, uid: str, writer) -> None:
@@ -141,3 +144,87 @@ def test_registry_finds_new_devices_but_asks_about_unknown_ones_at_most_once_a_s
         now[0] += 0.6
         assert cache.lookup(conn, (), {(reg.gateway_id, "pump-7")})
         assert cache.device(reg.gateway_id, "pump-7") is not None
+
+
+def seq_state(db_url: str, gateway_id: int) -> tuple:
+    """(last_seq, seq_gaps, skipped total, filled total, missing ranges) of a gateway."""
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            "SELECT last_seq, seq_gaps, seq_skipped_total, seq_filled_total FROM gateways WHERE id = %s",
+            (gateway_id,),
+        ).fetchone()
+        ranges = conn.execute(
+            "SELECT seq_from, seq_to FROM gateway_seq_missing WHERE gateway_id = %s ORDER BY 1", (gateway_id,)
+        ).fetchall()
+    return (*row, ranges)
+
+
+def test_out_of_order_commits_leave_nothing_missing(db_url: str, uid: str, writer) -> None:
+    """Seq 1, 3, 2 in separate commits: 2 is missing for a moment, then nothing is."""
+    reg = register(db_url, uid)
+    for seq in (1, 3):
+        writer.write([bw(reg, seq, [])])
+    assert seq_state(db_url, reg.gateway_id) == (3, 1, 1, 0, [(2, 2)])
+    res = writer.write([bw(reg, 2, [])])
+    assert (res.gaps, res.filled, res.missing) == (0, 1, {reg.gateway: (2, 0)})
+    assert seq_state(db_url, reg.gateway_id) == (3, 0, 1, 1, [])
+
+
+def test_a_real_gap_stays_missing_until_resent(db_url: str, uid: str, writer) -> None:
+    """Seq 1, 2, 5 leave 3 and 4 missing; 4 then 3 arriving late (a resend) bring it back to zero."""
+    reg = register(db_url, uid)
+    writer.write([bw(reg, 1, []), bw(reg, 2, [])])
+    writer.write([bw(reg, 5, [])])
+    assert seq_state(db_url, reg.gateway_id) == (5, 2, 2, 0, [(3, 4)])
+    writer.write([bw(reg, 4, []), bw(reg, 5, [])])  # 5 redelivered alongside: changes nothing
+    assert seq_state(db_url, reg.gateway_id) == (5, 1, 2, 1, [(3, 3)])
+    writer.write([bw(reg, 3, [])])
+    assert seq_state(db_url, reg.gateway_id) == (5, 0, 2, 2, [])
+    writer.write([bw(reg, 3, [])])  # and again: a replay
+    assert seq_state(db_url, reg.gateway_id) == (5, 0, 2, 2, [])
+
+
+def test_a_late_batch_splits_a_missing_range(db_url: str, uid: str, writer) -> None:
+    """1 then 10 leave 2..9 missing; 5 arriving splits that into 2..4 and 6..9."""
+    reg = register(db_url, uid)
+    writer.write([bw(reg, 1, [])])
+    writer.write([bw(reg, 10, [])])
+    writer.write([bw(reg, 5, [])])
+    assert seq_state(db_url, reg.gateway_id) == (10, 7, 8, 1, [(2, 4), (6, 9)])
+
+
+def test_two_writers_committing_interleaved_sequences_agree(db_url: str, uid: str) -> None:
+    """Two writers on separate connections commit odd and even sequences of two gateways at once: nothing missing."""
+    first = register(db_url, uid)
+    second = register(db_url, uid[::-1])
+    errors: list[BaseException] = []
+
+    def run(parity: int) -> None:
+        w = TelemetryWriter(db_url)
+        try:
+            for seq in range(1 + parity, 81, 2):
+                # Both gateways in every transaction, in opposite orders: lock ordering must hold.
+                regs = (first, second) if parity else (second, first)
+                for attempt in range(20):
+                    try:
+                        w.write([bw(r, seq, [("pump-1", "temp", NOW_MS + seq, 1.0)]) for r in regs])
+                        break
+                    except DatabaseUnavailable:
+                        if attempt == 19:
+                            raise
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            w.close()
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    for r in (first, second):
+        last, gaps, skipped, filled, ranges = seq_state(db_url, r.gateway_id)
+        assert (last, gaps, ranges) == (80, 0, [])
+        assert skipped == filled
+    assert scalar(db_url, "SELECT count(*) FROM telemetry") == 160

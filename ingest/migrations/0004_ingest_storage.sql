@@ -149,3 +149,27 @@ BEGIN
        SET watermark = now(), exact_before = date_bin(INTERVAL '1 minute', now() - lag, timestamptz 'epoch');
     RETURN total;
 END $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Gateway sequences still missing (ingest/sequences.py, docs/ingest.md "Sequences").
+-- A batch above gateways.last_seq opens the range it skipped; a late or resent batch inside a
+-- range closes or splits it. Written under the gateway's row lock (SELECT … FOR UPDATE) in the
+-- transaction that stores the batch. gateways.seq_gaps = sequences in these ranges
+--   = seq_skipped_total - seq_filled_total.
+-- ---------------------------------------------------------------------------------------------
+
+CREATE TABLE gateway_seq_missing (
+    gateway_id integer NOT NULL REFERENCES gateways (id) ON DELETE CASCADE,
+    seq_from   bigint NOT NULL,
+    seq_to     bigint NOT NULL,
+    opened_at  timestamptz NOT NULL DEFAULT now(),  -- when the range was first seen missing
+    PRIMARY KEY (gateway_id, seq_from),
+    CHECK (seq_from <= seq_to)
+);
+
+ALTER TABLE gateways
+    ADD COLUMN seq_skipped_total bigint NOT NULL DEFAULT 0,  -- sequences ever skipped when seen
+    ADD COLUMN seq_filled_total  bigint NOT NULL DEFAULT 0;  -- of those, arrived later
+COMMENT ON COLUMN gateways.seq_gaps IS 'sequences currently missing: batches we have not seen yet';
+-- Counts from before this table have no ranges: keep seq_gaps = skipped - filled.
+UPDATE gateways SET seq_skipped_total = seq_gaps;

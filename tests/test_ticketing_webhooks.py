@@ -16,7 +16,11 @@ import pytest
 from ticketing.webhooks import add_endpoint, backoff, deliver_due, verify
 
 SECRET = "s3cret-s3cret-s3cret"
-T0 = datetime.now(UTC) + timedelta(minutes=1)  # the outbox stamps rows with the real now()
+
+
+def _t0() -> datetime:
+    """Just after now: the outbox stamps rows with the database's real now()."""
+    return datetime.now(UTC) + timedelta(minutes=1)
 
 
 @dataclass
@@ -89,7 +93,7 @@ def test_event_is_signed_retried_and_delivered_once(db_url: str, receiver: Recei
         add_endpoint(conn, receiver.url, SECRET, events=["ticket.created"])
     ticket = _ticket(db_url)
     receiver.fail_first = 2
-    now = T0
+    now = _t0()
     assert deliver_due(db_url, now=now).retried == 1
     assert deliver_due(db_url, now=now + timedelta(seconds=1)).retried == 0  # not due yet (backoff)
     for _ in range(3):
@@ -110,7 +114,7 @@ def test_a_failing_receiver_is_dead_lettered_after_max_attempts(db_url: str, rec
         add_endpoint(conn, receiver.url, SECRET, max_attempts=3)
     _ticket(db_url)
     receiver.fail_first = 1000
-    now = T0
+    now = _t0()
     for _ in range(6):
         deliver_due(db_url, now=now)
         now += timedelta(hours=1)
@@ -124,6 +128,6 @@ def test_unreachable_receiver_is_retried_not_lost(db_url: str) -> None:
     with psycopg.connect(db_url) as conn:
         add_endpoint(conn, "http://127.0.0.1:9/hook", SECRET)
     _ticket(db_url)
-    assert deliver_due(db_url, now=T0, timeout_s=1).retried == 1
+    assert deliver_due(db_url, now=_t0(), timeout_s=1).retried == 1
     [(_, status, attempts, error)] = _deliveries(db_url)
     assert (status, attempts) == ("pending", 1) and "ConnectError" in error

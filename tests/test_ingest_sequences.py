@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client import REGISTRY
 
+from ingest.metrics import set_sequences_missing
 from ingest.sequences import advance, split_range
 
 
@@ -70,3 +72,14 @@ def test_any_arrival_order_ends_with_nothing_missing() -> None:
         assert skipped - filled == sum(hi - lo + 1 for lo, hi in ranges)
     assert (last, ranges) == (50, set())
     assert skipped == filled > 0
+
+
+def test_missing_gauge_keeps_the_newest_report(uid: str) -> None:
+    """A stale report (lower stamp) arriving after a newer one does not overwrite the gauge."""
+    gw = f"gw-{uid}"
+    value = lambda: REGISTRY.get_sample_value("fieldwatch_ingest_sequences_missing", {"gateway": gw})  # noqa: E731
+    set_sequences_missing({gw: (3, 2)})
+    assert value() == 2
+    set_sequences_missing({gw: (5, 0)})
+    set_sequences_missing({gw: (4, 1)})  # committed before the (5, 0) one, reported after it
+    assert value() == 0

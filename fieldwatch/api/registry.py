@@ -56,6 +56,10 @@ GATEWAYS = Resource(
     "gateway",
     "gateways",
     """SELECT x.id, x.site_id, s.slug AS site, x.slug, x.name, x.status, x.status_at, x.last_seq, x.seq_gaps,
+              x.seq_skipped_total, x.seq_filled_total,
+              (SELECT coalesce(json_agg(json_build_array(m.seq_from, m.seq_to) ORDER BY m.seq_from), '[]')
+               FROM (SELECT seq_from, seq_to FROM gateway_seq_missing WHERE gateway_id = x.id
+                     ORDER BY seq_from DESC LIMIT 100) m) AS seq_missing,
               x.created_at FROM gateways x JOIN sites s ON s.id = x.site_id""",
     m.GatewayRecord,
 )

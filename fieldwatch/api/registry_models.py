@@ -104,7 +104,12 @@ class GatewayRecord(BaseModel):
     status: GatewayStatus
     status_at: datetime | None
     last_seq: int | None = Field(description="highest batch sequence committed from this gateway")
-    seq_gaps: int = Field(description="batches skipped between sequences seen (data lost in transit)")
+    seq_gaps: int = Field(description="sequences currently missing: batches we have not seen yet (lost in transit)")
+    seq_skipped_total: int = Field(description="sequences ever skipped when seen, including those that arrived later")
+    seq_filled_total: int = Field(description="skipped sequences that arrived later (out of order or resent)")
+    seq_missing: list[tuple[int, int]] = Field(
+        description="the newest 100 missing ranges [first, last] (inclusive), oldest first"
+    )
     created_at: datetime
 
 

@@ -119,7 +119,7 @@ class GatewayPublic(BaseModel):
     status: GatewayStatus = Field(description="from the gateway's retained birth/death message")
     status_at: datetime | None
     last_seq: int | None = Field(description="highest batch sequence committed from this gateway")
-    seq_gaps: int = Field(description="batches missing between sequences seen (data lost in transit)")
+    seq_gaps: int = Field(description="sequences currently missing: batches we have not seen yet (lost in transit)")
     created_at: datetime
 
 

@@ -1,4 +1,10 @@
-"""Ticketing: alarms become tickets, tickets get the nearest qualified technician.
+"""Ticketing: alarms, work orders and maintenance plans become tickets; the dispatch optimizer
+places each one in today's plan (:mod:`ticketing.planning`) and explains why.
+
+Modules: :mod:`.planning` (load/store the plan), :mod:`.reoptimize` (periodic re-solve and the
+package's scheduled jobs), :mod:`.controls` (dispatcher assign/pin/override, lifecycle),
+:mod:`.sla` / :mod:`.sla_checks` (SLA clocks, breaches, escalation), :mod:`.workorders`,
+:mod:`.webhooks`, :mod:`.evidence` (photos), :mod:`.maintenance`, :mod:`.kpis`, :mod:`.export`.
 
 Run it next to the rule evaluator::
 

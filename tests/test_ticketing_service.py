@@ -174,6 +174,21 @@ def test_sweep_tickets_alarms_whose_notification_was_missed(world: World) -> Non
         assert [(t.alarm_id, t.problem_code) for t in tickets if t.source == "alarm"] == [(missed, "BEARING")]
 
 
+def test_suppressed_alarms_open_no_ticket_until_released(world: World) -> None:
+    """A silenced (suppressed) alarm is skipped by handling and by the sweep; once released it is ticketed."""
+    alarm = open_alarm(world.url, world.pump, "bearing_temp", 91)
+    with psycopg.connect(world.url, autocommit=True) as conn:
+        conn.execute("UPDATE alarms SET suppressed_by = 'silence:1' WHERE id = %s", (alarm,))
+    with TicketingService(world.url) as svc:
+        out = svc.handle_alarm(alarm)
+        assert out.action == "skipped" and "suppressed" in (out.reason or "")
+        assert svc.sweep() == 0
+        with psycopg.connect(world.url, autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM tickets WHERE source = 'alarm'").fetchone() == (0,)
+            conn.execute("UPDATE alarms SET suppressed_by = NULL WHERE id = %s", (alarm,))
+        assert svc.sweep() == 2
+
+
 def test_two_services_handling_the_same_alarms_at_once_make_one_ticket_and_one_assignment(world: World) -> None:
     """Concurrent services racing on the same two alarms of one problem produce one ticket and one assignment."""
     alarms = [open_alarm(world.url, world.pump, "bearing_temp", 91), open_alarm(world.url, world.pump, "vibration", 9)]

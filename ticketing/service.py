@@ -180,7 +180,8 @@ class TicketingService:
             alarm_ids = [
                 r[0]
                 for r in conn.execute(
-                    "SELECT id FROM alarms WHERE ticket_id IS NULL AND cleared_at IS NULL ORDER BY id"
+                    "SELECT id FROM alarms WHERE ticket_id IS NULL AND cleared_at IS NULL"
+                    " AND suppressed_by IS NULL ORDER BY id"
                 ).fetchall()
             ]
         for alarm_id in alarm_ids:
@@ -237,7 +238,7 @@ class TicketingService:
     def _handle_alarm(self, conn: psycopg.Connection, alarm_id: int) -> TicketOutcome:
         with conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
-                """SELECT a.id, a.ticket_id, a.cleared_at, a.severity, a.device_id,
+                """SELECT a.id, a.ticket_id, a.cleared_at, a.suppressed_by, a.severity, a.device_id,
                           r.name AS rule_name, r.problem_code, r.required_skill,
                           d.name AS device_name, d.key AS device_key, s.latitude, s.longitude, c.segment
                    FROM alarms a
@@ -256,6 +257,9 @@ class TicketingService:
             return TicketOutcome(alarm_id, "already_ticketed", ticket_id=alarm["ticket_id"])
         if alarm["cleared_at"] is not None:
             return TicketOutcome(alarm_id, "skipped", reason="the alarm cleared before a ticket was opened")
+        if alarm["suppressed_by"] is not None:
+            # silenced, in maintenance, flapping or covered by a parent alarm: no work order until released
+            return TicketOutcome(alarm_id, "skipped", reason=f"the alarm is suppressed ({alarm['suppressed_by']})")
 
         priority = ticket_priority(alarm["severity"], alarm["segment"])
         ticket_id, created, required_skill = self._open_ticket(conn, alarm, priority)

@@ -63,6 +63,7 @@ from gateway.publisher import MqttPublisher, PublisherCallbacks
 from gateway.report import ExceptionFilter, ReportPolicy
 from gateway.retry import backoff_delays
 from gateway.sequence import SequenceStore
+from gateway.serialbus import SerialBus
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,7 @@ class Gateway:
         self._forwarder: Forwarder | None = None
         self._pending: list[Point] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._buses: dict[str, SerialBus] = {}  # Modbus RTU: one shared line per serial port
         self._publisher: MqttPublisher | None = None
         self._connected = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -263,7 +265,7 @@ class Gateway:
 
     # --- polling -----------------------------------------------------------------------
     async def _device_loop(self, device: Device) -> None:
-        driver = make_driver(device)
+        driver = make_driver(device, self._buses)
         interval = device.poll_interval or self.config.poll_interval
         delays = backoff_delays(base=min(1.0, interval), cap=30.0, rng=random.Random())
         health = self.stats.devices[device.name]

@@ -224,6 +224,22 @@ class ModbusTcpDevice(DeviceBase):
     request_interval: float = Field(0.0, ge=0, description="pause between requests (pacing for slow devices)")
 
 
+class ModbusRtuDevice(DeviceBase):
+    """A Modbus RTU device on a serial port (RS-485/RS-232). Devices naming the same ``serial_port``
+    share one bus: one connection, one request at a time (see :mod:`gateway.serialbus`)."""
+
+    protocol: Literal["modbus_rtu"]
+    serial_port: str = Field(description="serial device, e.g. /dev/ttyUSB0")
+    baudrate: int = Field(19200, gt=0)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    unit_id: int = Field(1, ge=1, le=247)
+    max_registers: int = Field(MAX_REGISTERS_PER_READ, ge=1, le=MAX_REGISTERS_PER_READ)
+    max_gap: int = Field(16, ge=0, description="unused registers a merged read may span")
+    request_interval: float = Field(0.0, ge=0, description="pause between requests to this device (pacing)")
+
+
 class OpcUaTag(BaseModel):
     """One OPC-UA variable: a node id (``ns=2;s=pump-1.flow``) or a browse path, and how to scale it."""
 
@@ -309,17 +325,19 @@ class OpcUaDevice(DeviceBase):
 
 
 def _device_kind(value: Any) -> str:
-    """The union member of a device entry: OPC-UA when ``protocol: opcua``, else Modbus TCP.
+    """The union member of a device entry: ``opcua``, ``modbus_rtu``, else Modbus TCP.
 
     Anything else goes to Modbus TCP, whose ``protocol`` field then names the bad value.
     """
     kind = value.get("protocol") if isinstance(value, dict) else getattr(value, "protocol", None)
-    return "opcua" if kind == "opcua" else "modbus_tcp"
+    return kind if kind in ("opcua", "modbus_rtu") else "modbus_tcp"
 
 
 #: Every device kind the gateway knows, chosen by ``protocol`` (default ``modbus_tcp``).
 Device = Annotated[
-    Annotated[ModbusTcpDevice, PydTag("modbus_tcp")] | Annotated[OpcUaDevice, PydTag("opcua")],
+    Annotated[ModbusTcpDevice, PydTag("modbus_tcp")]
+    | Annotated[ModbusRtuDevice, PydTag("modbus_rtu")]
+    | Annotated[OpcUaDevice, PydTag("opcua")],
     Discriminator(_device_kind),
 ]
 
@@ -368,11 +386,24 @@ class GatewayConfig(BaseModel):
     @model_validator(mode="after")
     def _unique_devices(self) -> GatewayConfig:
         _check_unique([d.name for d in self.devices], "duplicate device")
+        lines: dict[str, tuple[str, tuple[object, ...]]] = {}
+        for d in self.devices:
+            if isinstance(d, ModbusRtuDevice):
+                line = (d.baudrate, d.parity, d.stopbits, d.bytesize)
+                first = lines.setdefault(d.serial_port, (d.name, line))
+                if first[1] != line:
+                    raise ValueError(
+                        f"devices {first[0]!r} and {d.name!r} share serial port {d.serial_port!r} "
+                        "but not its baudrate/parity/stopbits/bytesize; one bus has one setting"
+                    )
         return self
 
     @property
     def effective_publish_interval(self) -> float:
         return self.publish_interval or self.poll_interval
+
+
+_DEVICE_KINDS = ("modbus_tcp", "modbus_rtu", "opcua")
 
 
 def _named_loc(loc: tuple[int | str, ...], data: Any) -> str:
@@ -384,7 +415,7 @@ def _named_loc(loc: tuple[int | str, ...], data: Any) -> str:
             node = node[part]
             label = node.get("name") if isinstance(node, dict) else None
             out += f"[{label if label else part}]"
-        elif isinstance(part, str) and part in ("modbus_tcp", "opcua") and isinstance(node, dict) and part not in node:
+        elif isinstance(part, str) and part in _DEVICE_KINDS and isinstance(node, dict) and part not in node:
             continue  # the union member pydantic tried: not a level of the YAML
         else:
             node = node.get(part) if isinstance(node, dict) else None

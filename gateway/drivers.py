@@ -7,10 +7,13 @@ The OPC-UA driver is imported lazily so a Modbus-only gateway never loads asyncu
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.blockdecode import TagValue
-from gateway.config import Device, OpcUaDevice
+from gateway.config import Device, ModbusRtuDevice, OpcUaDevice
+
+if TYPE_CHECKING:
+    from gateway.serialbus import SerialBus
 
 
 class Driver(Protocol):
@@ -26,8 +29,12 @@ class Driver(Protocol):
     async def close(self) -> None: ...
 
 
-def make_driver(device: Device) -> Driver:
-    """The driver for ``device``'s protocol."""
+def make_driver(device: Device, buses: dict[str, SerialBus] | None = None) -> Driver:
+    """The driver for ``device``'s protocol; RTU devices on one serial port share a bus from ``buses``."""
+    if isinstance(device, ModbusRtuDevice):
+        from gateway.serialbus import ModbusRtuDriver, bus_for
+
+        return ModbusRtuDriver(device, bus_for(device, buses if buses is not None else {}))
     if isinstance(device, OpcUaDevice):
         from gateway.opcua import OpcUaDriver
 

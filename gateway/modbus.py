@@ -29,11 +29,11 @@ import time
 from collections.abc import Iterator, Sequence
 
 from pymodbus import FramerType
-from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.client import AsyncModbusTcpClient, ModbusBaseClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from gateway.blockdecode import BlockDecoder, TagValue
-from gateway.config import ModbusTcpDevice
+from gateway.config import ModbusRtuDevice, ModbusTcpDevice
 from gateway.errors import (
     DeviceError,
     DeviceException,
@@ -100,12 +100,12 @@ def _watch_transaction_ids(client: AsyncModbusTcpClient) -> _TidWatch:
 class ModbusTcpDriver:
     """Polls one Modbus TCP device according to its tags' read plan."""
 
-    def __init__(self, device: ModbusTcpDevice) -> None:
+    def __init__(self, device: ModbusTcpDevice | ModbusRtuDevice) -> None:
         self.device = device
         self.plan: list[ReadRequest] = plan_reads(
             device.tags, max_registers=device.max_registers, max_gap=device.max_gap
         )
-        self._client: AsyncModbusTcpClient | None = None
+        self._client: ModbusBaseClient | None = None
         self._last_request = 0.0
         self._tids: _TidWatch | None = None
         self._stale = False  # a stray reply was seen: reconnect before the next request
@@ -122,6 +122,7 @@ class ModbusTcpDriver:
         """Open the TCP connection or raise :class:`DeviceNotConnected`."""
         await self.close()
         d = self.device
+        assert isinstance(d, ModbusTcpDevice)
         client = AsyncModbusTcpClient(
             d.host,
             port=d.port,
@@ -183,7 +184,8 @@ class ModbusTcpDriver:
         seen = tids.mismatches if tids is not None else 0
         try:
             with _translate(self.device.name):
-                response = await fn(request.address, count=request.count, device_id=self.device.unit_id)
+                async with self._exclusive():
+                    response = await fn(request.address, count=request.count, device_id=self.device.unit_id)
         except DeviceTimeout as exc:
             if tids is not None and tids.mismatches != seen:
                 await self.close()  # the stream is out of step: never reuse it
@@ -207,6 +209,10 @@ class ModbusTcpDriver:
         if request.register_type in ("coil", "discrete"):
             return [int(b) for b in response.bits[: request.count]]
         return list(response.registers)
+
+    def _exclusive(self) -> contextlib.AbstractAsyncContextManager[object]:
+        """Held around each request: nothing for TCP; the bus lock for devices sharing a serial line."""
+        return contextlib.nullcontext()
 
     async def _read_adaptive(self, request: ReadRequest, plan: list[ReadRequest]) -> list[TagValue]:
         """Read ``request``; on "illegal data address" split it and recurse. Appends what it settled on to ``plan``."""

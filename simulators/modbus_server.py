@@ -1,4 +1,4 @@
-"""A Modbus TCP server that serves simulated P100 pumps, one per unit id.
+"""A Modbus TCP (or RTU serial) server that serves simulated P100 pumps, one per unit id.
 
 The physics lives in :mod:`simulators.pump`; this module only turns readings
 into registers. It uses pymodbus' ``SimDevice``/``SimData`` datastore (the 3.16
@@ -40,7 +40,8 @@ import time
 from collections.abc import Callable
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.exceptions import NoSuchIdException
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from simulators.pump import FAULTS, MEASUREMENTS, PumpModel
@@ -147,8 +148,14 @@ class PumpModbusServer:
         *,
         update_interval: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        serial_port: str | None = None,
+        baudrate: int = 19200,
     ) -> None:
         self.host = host
+        #: Serve Modbus RTU on this serial device (e.g. one end of a socat pty pair) instead of TCP.
+        #: An absent unit id then stays silent, as on a real RS-485 bus.
+        self.serial_port = serial_port
+        self.baudrate = baudrate
         self._requested_port = port
         self._port: int | None = None
         self.pumps = pumps if pumps is not None else {1: PumpModel()}
@@ -159,7 +166,7 @@ class PumpModbusServer:
         self._clock = clock
         self._t0 = clock()
         self._units = {uid: _Unit(p) for uid, p in self.pumps.items()}
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._updater: asyncio.Task[None] | None = None
 
     @property
@@ -180,6 +187,8 @@ class PumpModbusServer:
         ) -> ExcCodes | None:
             unit = self._units.get(unit_id)
             if unit is None:
+                if self.serial_port is not None:  # RS-485: an absent unit is simply silent
+                    raise NoSuchIdException(f"no pump at unit {unit_id}")
                 # Like a TCP-to-serial gateway whose slave is absent (and no KeyError traceback).
                 return ExcCodes.GATEWAY_NO_RESPONSE
             if func_code == _FC_READ_INPUT:
@@ -220,6 +229,19 @@ class PumpModbusServer:
         if self._server is not None:
             return
         self.update()
+        if self.serial_port is not None:
+            serial = ModbusSerialServer(
+                [self._device(uid) for uid in (0, *self._units)],  # 0: pymodbus' catch-all
+                port=self.serial_port,
+                baudrate=self.baudrate,
+                ignore_missing_devices=True,
+            )
+            await serial.serve_forever(background=True)
+            self._server = serial
+            self._port = 0
+            self._updater = asyncio.create_task(self._update_loop(), name=f"pump-sim-{self.serial_port}")
+            log.info("pump simulator on serial %s units %s", self.serial_port, list(self._units))
+            return
         # Unit id 0 is pymodbus' catch-all: requests for absent units land there.
         devices = [self._device(uid) for uid in (0, *self._units)]
         server = ModbusTcpServer(devices, address=(self.host, self._requested_port))

@@ -73,6 +73,9 @@ log = logging.getLogger(__name__)
 #: ingest's 1 MiB MAX_PAYLOAD_BYTES (an oversized batch would be dead-lettered, not stored).
 POINTS_PER_BATCH = min(2_000, MAX_POINTS_PER_MESSAGE)
 
+#: A device poll loop that ran this long (seconds) before crashing gets its crash logged at ERROR again.
+CRASH_QUIET_RESET = 300.0
+
 
 def _settings() -> Settings:
     """Process settings, read only when the config leaves something out."""
@@ -115,6 +118,7 @@ class GatewayStats:
     points_suppressed: int = 0
     publish_errors: int = 0  # paho refused a publish (queue full, not connected); the batch stays on disk
     errors: int = 0
+    task_restarts: int = 0  # device poll tasks restarted after an unexpected exception (a bug, not a device error)
     mqtt_connected: bool = False
     mqtt_reconnects: int = 0
     device_online: dict[str, bool] = field(default_factory=dict)
@@ -195,7 +199,7 @@ class Gateway:
         if self.metrics_port is not None:
             self._start_metrics(self.metrics_port)
         for device in self.config.devices:
-            self._tasks.append(asyncio.create_task(self._device_loop(device), name=f"poll-{device.name}"))
+            self._tasks.append(asyncio.create_task(self._supervise(device), name=f"poll-{device.name}"))
         self._tasks.append(asyncio.create_task(self._publish_loop(), name="publish"))
         self._tasks.append(asyncio.create_task(self._replay_loop(), name="replay"))
         self._tasks.append(asyncio.create_task(self._health_loop(), name="health"))
@@ -264,6 +268,37 @@ class Gateway:
         await self.stop()
 
     # --- polling -----------------------------------------------------------------------
+    async def _supervise(self, device: Device) -> None:
+        """Run ``device``'s poll loop and restart it (with backoff) when it crashes on an unexpected exception.
+
+        Device failures are :class:`DeviceError` and handled inside the loop; anything else is a
+        bug (in a driver, a library or ours) that must not silently end polling of the device.
+        The traceback is logged once at ERROR; further crashes are logged at DEBUG until the loop
+        has run for :data:`CRASH_QUIET_RESET` seconds without crashing.
+        """
+        interval = device.poll_interval or self.config.poll_interval
+        delays = backoff_delays(base=min(1.0, interval), cap=30.0, rng=random.Random())
+        logged = False
+        while True:
+            started = time.monotonic()
+            try:
+                await self._device_loop(device)
+                return
+            except Exception:
+                _raise_if_cancelling()
+                self.stats.task_restarts += 1
+                if time.monotonic() - started >= CRASH_QUIET_RESET:
+                    logged = False
+                    delays = backoff_delays(base=min(1.0, interval), cap=30.0, rng=random.Random())
+                if not logged:
+                    logged = True
+                    log.exception("poll task of device %r crashed; restarting it with backoff", device.name)
+                else:
+                    log.debug("poll task of device %r crashed again; restarting it", device.name, exc_info=True)
+                if self.stats.devices[device.name].online:
+                    self._set_online(device.name, False)
+                await asyncio.sleep(next(delays))
+
     async def _device_loop(self, device: Device) -> None:
         driver = make_driver(device, self._buses)
         interval = device.poll_interval or self.config.poll_interval

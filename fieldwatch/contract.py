@@ -44,6 +44,8 @@ MAX_PAYLOAD_BYTES = 1_048_576
 MAX_POINTS_PER_MESSAGE = 10_000
 
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# NaN/Infinity literals, or numbers too large for a double: not JSON, but worth their own reason.
+_NON_FINITE = re.compile(r"(?:[:\[,]\s*)-?(?:NaN|Infinity)\b")
 KINDS = ("telemetry", "status", "health", "ack", "config")
 
 
@@ -175,6 +177,8 @@ def decode_batch(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Batch
     try:
         obj = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
+        if "infinity" in str(exc) or _NON_FINITE.search(text):
+            raise ContractError("non_finite", f"a value is NaN or infinite ({exc})") from None
         raise ContractError("invalid_json", str(exc)) from None
     if not isinstance(obj, dict):
         raise ContractError("wrong_type", "payload must be a JSON object")

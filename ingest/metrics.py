@@ -35,6 +35,12 @@ COMMIT_SECONDS = Histogram(
     ["worker"],
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+BATCH_POINTS = Histogram(
+    "fieldwatch_ingest_batch_points",
+    "Points per committed batch (several MQTT messages are written in one transaction)",
+    ["worker"],
+    buckets=(10, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000),
+)
 
 
 class WorkerMetrics:
@@ -50,6 +56,7 @@ class WorkerMetrics:
         self.seq_filled = SEQ_FILLED.labels(worker)
         self.queue_depth = QUEUE_DEPTH.labels(worker)
         self.commit_seconds = COMMIT_SECONDS.labels(worker)
+        self.batch_points = BATCH_POINTS.labels(worker)
 
     def message(self, kind: str, n: int = 1) -> None:
         MESSAGES.labels(self.worker, kind).inc(n)

@@ -345,6 +345,7 @@ class IngestWorker:
             if failing:
                 log.info("%s: database writes work again", self.client_id)
             self._metrics.commit_seconds.observe(time.perf_counter() - started)
+            self._metrics.batch_points.observe(result.inserted + result.duplicates)
             self._after_commit(items, plan, result)
             return
 

@@ -87,6 +87,8 @@ def test_every_invalid_class_is_dead_lettered_and_ingest_keeps_going(db_url: str
     point = {"device": "pump-1", "tag": "t", "ts": NOW_MS, "value": 1.0}
     cases = [
         (b"{not json", "invalid_json"),
+        (_payload(reg).replace(b'"value":1.0', b'"value":NaN'), "non_finite"),
+        (_payload(reg).replace(b'"value":1.0', b'"value":1e400'), "non_finite"),
         (b"\xff\xfe\xfd", "invalid_utf8"),
         (b"[1, 2]", "wrong_type"),
         (_payload(reg, points=[{**point, "value": "hot"}]), "wrong_type"),

@@ -20,7 +20,7 @@ import math
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -153,25 +153,53 @@ class RuleEvaluator:
         batch = list(readings)
         if not batch:
             return []
+
+        def work(conn: psycopg.Connection) -> list[AlarmEvent]:
+            self._maybe_reload(conn)
+            groups = self._group(conn, batch)
+            scores = self._anomaly_scores(conn, batch)
+            self._add_scores(groups, scores)
+            if not groups:
+                return []
+            with conn.transaction():
+                store_scores(conn, scores)
+                events = self._apply(conn, groups)
+            for ev in events:
+                log.info("%s alarm %d (rule %d, device %d)", ev.type, ev.alarm_id, ev.rule_id, ev.device_id)
+            return events
+
+        return self._retrying(work, f"{len(batch)} readings")
+
+    def process_scores(self, scores: Iterable[tuple[Rule, int, int, float]]) -> list[AlarmEvent]:
+        """Evaluate computed scores ``(rule, device_id, ts_ms, score)`` — no-data, anomaly — through
+        the same state machine, locking, suppression and events as readings; one transaction."""
+        items = list(scores)
+        if not items:
+            return []
+
+        def work(conn: psycopg.Connection) -> list[AlarmEvent]:
+            missing = list({d for _, d, _, _ in items} - self._devices.keys())
+            if missing:
+                found = load_devices(conn, missing)
+                self._devices.update({d: found.get(d) for d in missing})
+            groups: _Groups = {}
+            self._add_scores(groups, items)
+            if not groups:
+                return []
+            with conn.transaction():
+                return self._apply(conn, groups)
+
+        return self._retrying(work, f"{len(items)} scores")
+
+    def _retrying(self, work: Callable[[psycopg.Connection], list[AlarmEvent]], what: str) -> list[AlarmEvent]:
+        """Run ``work`` under the evaluator lock, retrying deadlocks, stale caches and lost connections."""
         with self._lock:
             if self._closed:
                 raise RuleEvaluationError("the evaluator is closed")
             last: Exception | None = None
             for _ in range(_RETRIES):
                 try:
-                    conn = self._connection()
-                    self._maybe_reload(conn)
-                    groups = self._group(conn, batch)
-                    scores = self._anomaly_scores(conn, batch)
-                    self._add_scores(groups, scores)
-                    if not groups:
-                        return []
-                    with conn.transaction():
-                        store_scores(conn, scores)
-                        events = self._apply(conn, groups)
-                    for ev in events:
-                        log.info("%s alarm %d (rule %d, device %d)", ev.type, ev.alarm_id, ev.rule_id, ev.device_id)
-                    return events
+                    return work(self._connection())
                 except (errors.DeadlockDetected, errors.SerializationFailure, errors.ForeignKeyViolation) as exc:
                     # FK: a rule or device was deleted after we cached it. Reload and retry.
                     last = exc
@@ -180,39 +208,7 @@ class RuleEvaluator:
                     last = exc
                     self._drop_connection()
                     time.sleep(0.1)
-            raise RuleEvaluationError(f"could not evaluate {len(batch)} readings: {last}") from last
-
-    def process_scores(self, scores: Iterable[tuple[Rule, int, int, float]]) -> list[AlarmEvent]:
-        """Evaluate computed scores ``(rule, device_id, ts_ms, score)`` — no-data, anomaly — through
-        the same state machine, locking, suppression and events as readings; one transaction."""
-        items = list(scores)
-        if not items:
-            return []
-        with self._lock:
-            if self._closed:
-                raise RuleEvaluationError("the evaluator is closed")
-            last: Exception | None = None
-            for _ in range(_RETRIES):
-                try:
-                    conn = self._connection()
-                    missing = list({d for _, d, _, _ in items} - self._devices.keys())
-                    if missing:
-                        found = load_devices(conn, missing)
-                        self._devices.update({d: found.get(d) for d in missing})
-                    groups: _Groups = {}
-                    self._add_scores(groups, items)
-                    if not groups:
-                        return []
-                    with conn.transaction():
-                        return self._apply(conn, groups)
-                except (errors.DeadlockDetected, errors.SerializationFailure, errors.ForeignKeyViolation) as exc:
-                    last = exc
-                    self.refresh()
-                except psycopg.OperationalError as exc:
-                    last = exc
-                    self._drop_connection()
-                    time.sleep(0.1)
-            raise RuleEvaluationError(f"could not evaluate {len(items)} scores: {last}") from last
+            raise RuleEvaluationError(f"could not evaluate {what}: {last}") from last
 
     # -- internals -------------------------------------------------------------------------
     def _connection(self) -> psycopg.Connection:

@@ -6,8 +6,12 @@ its devices. A device either lists its ``tags`` inline or points at an equipment
 optional per-instance ``overrides``. See ``docs/gateway.md`` and
 ``gateway/examples/site-gateway.yaml``.
 
+Profiles are versioned (``version:``, required for the built-in ones in
+``gateway/profiles/``); a device may pin one with ``profile: pump-p100@1`` and a
+mismatch is refused naming the device and both versions (:func:`version_matches`).
+
 Errors name the bad entry: pydantic's ``devices.0.tags.3.address`` is rewritten
-as ``devices[pump-1].tags[flow].address`` by :func:`load_config`.
+as ``gw.yaml: devices[pump-1].tags[flow].address: …`` by :func:`load_config`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -107,15 +112,45 @@ class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     profile: str
+    #: Revision of this register map ("1", "1.2.0"); bump it whenever a tag changes.
+    version: str | None = None
     description: str = ""
     manufacturer: str = ""
     model: str = ""
     tags: list[Tag] | list[OpcUaTag]
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, v: object) -> object:
+        """``version: 1`` in YAML is an int; keep every version as text so pins compare as written."""
+        if isinstance(v, bool):
+            raise ValueError("version must be a number or text like 1 or 1.2.0, not a boolean")
+        if isinstance(v, (int, float)):
+            return str(v)
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("version must not be empty")
+        return v
+
     @model_validator(mode="after")
     def _unique(self) -> Profile:
         _check_unique([t.name for t in self.tags], f"profile {self.profile!r}: duplicate tag")
         return self
+
+
+def version_matches(pin: str, version: str) -> bool:
+    """Does a device's pin accept a profile version? ``1`` accepts ``1``, ``1.0`` and ``1.4.2``; ``1.2``
+    accepts ``1.2`` and ``1.2.7`` but not ``1.20``; a full version must match exactly."""
+    return version == pin or version.startswith(pin + ".")
+
+
+def split_profile_ref(ref: str) -> tuple[str, str | None]:
+    """``pump-p100@1`` -> ``("pump-p100", "1")``; a ref without ``@`` is not pinned."""
+    name, at, pin = ref.rpartition("@")
+    if not at or "/" in pin or "\\" in pin:
+        return ref, None
+    if not pin or not name:
+        raise ValueError(f"profile {ref!r}: write a pin as <profile>@<version>, e.g. pump-p100@1")
+    return name, pin
 
 
 def _check_unique(names: list[str], what: str) -> None:
@@ -133,9 +168,12 @@ def _load_profile_file(path: Path) -> Profile:
     except yaml.YAMLError as exc:
         raise ValueError(f"profile {str(path)!r} is not valid YAML: {exc}") from None
     try:
-        return Profile.model_validate(data)
+        profile = Profile.model_validate(data)
     except ValidationError as exc:
         raise ValueError(f"profile {str(path)!r} is invalid: {exc}") from None
+    if profile.version is None and path.parent == PROFILE_DIR.resolve():
+        raise ValueError(f"built-in profile {str(path)!r} has no 'version:'; add e.g. 'version: 1'")
+    return profile
 
 
 def resolve_profile(ref: str, base_dir: Path | None = None) -> Profile:
@@ -162,9 +200,29 @@ class DeviceBase(BaseModel):
     name: str
     timeout: float = Field(1.0, gt=0, description="seconds to wait for one answer (and to connect)")
     poll_interval: float | None = Field(None, gt=0, description="overrides the gateway's poll_interval")
+    #: A profile name or path, optionally pinned to a version: ``pump-p100@1``.
     profile: str | None = None
     overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
     tags: list[Tag] = Field(default_factory=list)
+    #: The version of the profile the tags came from (None: inline tags or an unversioned profile file).
+    _profile_version: str | None = PrivateAttr(None)
+
+    @property
+    def profile_name(self) -> str | None:
+        """The profile's own name (``pump-p100``), without a pin; None for inline tags."""
+        return split_profile_ref(self.profile)[0] if self.profile else None
+
+    @property
+    def profile_version(self) -> str | None:
+        """The version of the profile actually loaded (reported in status and by ``gateway check``)."""
+        return self._profile_version
+
+    @property
+    def profile_label(self) -> str | None:
+        """``pump-p100@1`` (or the bare name of an unversioned profile); None for inline tags."""
+        if not self.profile:
+            return None
+        return f"{self.profile_name}@{self._profile_version}" if self._profile_version else self.profile_name
 
     @field_validator("name")
     @classmethod
@@ -180,9 +238,17 @@ class DeviceBase(BaseModel):
         if self.profile:
             base_dir = (info.context or {}).get("base_dir")
             try:
-                profile = resolve_profile(self.profile, base_dir)
+                ref, pin = split_profile_ref(self.profile)
+                profile = resolve_profile(ref, base_dir)
             except ValueError as exc:
                 raise ValueError(f"{where}: {exc}") from None
+            if pin is not None and (profile.version is None or not version_matches(pin, profile.version)):
+                raise ValueError(
+                    f"{where}: pins profile {ref!r} at version {pin} but the installed profile is "
+                    f"version {profile.version or '(none)'}; check the register map, then pin "
+                    f"@{profile.version or '<version>'} or install the pinned version"
+                )
+            self._profile_version = profile.version
             if not all(isinstance(t, self._tag_class) for t in profile.tags):
                 raise ValueError(f"{where}: profile {self.profile!r} is for another protocol")
             by_name = {t.name: t for t in profile.tags}
@@ -362,6 +428,11 @@ class GatewayConfig(BaseModel):
 
     gateway: str
     site: str
+    #: Revision id of this config (any text or number); required for a config published remotely.
+    config_version: str | None = None
+    #: After a remote config is applied, added/changed devices must answer within this many seconds or
+    #: the gateway rolls back to the previous config; null: do not wait (an absent device is kept).
+    remote_apply_timeout: float | None = Field(30.0, gt=0)
     mqtt_url: str | None = None
     mqtt_protocol: Literal["5", "3.1.1"] | None = None
     poll_interval: float = Field(1.0, gt=0)
@@ -377,6 +448,13 @@ class GatewayConfig(BaseModel):
     @classmethod
     def _gw(cls, v: str) -> str:
         return check_slug(v, "gateway")
+
+    @field_validator("config_version", mode="before")
+    @classmethod
+    def _version_text(cls, v: object) -> object:
+        if isinstance(v, bool):
+            raise ValueError("config_version must be a number or text, not a boolean")
+        return str(v) if isinstance(v, (int, float)) else v
 
     @field_validator("site")
     @classmethod
@@ -433,7 +511,8 @@ def parse_config(data: Any, *, base_dir: Path | None = None, source: str = "conf
             loc = _named_loc(err["loc"], data)
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{loc}: {msg}" if loc else msg)
-        raise ConfigError(f"{source} is invalid:\n  " + "\n  ".join(lines)) from None
+        # One line per problem, each starting with the file so it can be pasted into a ticket.
+        raise ConfigError("\n".join(f"{source}: {line}" for line in lines)) from None
 
 
 def load_config(path: str | Path) -> GatewayConfig:

@@ -103,6 +103,7 @@ def test_openapi_lists_every_route_and_the_bearer_scheme(db_url: str) -> None:
         f"{BASE}/technicians": {"get", "post"},
         f"{BASE}/technicians/{{technician_id}}": {"get"},
         f"{BASE}/technicians/{{technician_id}}/location": {"put"},
+        f"{BASE}/technicians/{{technician_id}}/skills": {"get", "put"},
         f"{BASE}/gateways": {"get", "post"},
         f"{BASE}/gateways/{{gateway_id}}": {"get", "patch", "delete"},
         f"{BASE}/rules": {"get"},

@@ -86,3 +86,19 @@ def test_unassigned_job_lists_its_blockers() -> None:
     assert "lacks skill pump level 3 (has 1)" in text
     assert "impeller×1 neither in van nor in any warehouse" in text
     assert "is not available" in text
+
+
+def test_explanation_names_the_model_level_that_ruled_out_a_nearer_technician() -> None:
+    """Ben is nearest and level 4 on pumps, but level 1 on the C200 the job is on: the explanation says so."""
+    site = (40.40, -3.70)
+    techs = (
+        Tech(1, "Ana Ruiz", (40.45, -3.70), skills={"pump": 2}),
+        Tech(2, "Ben Ode", (40.401, -3.70), skills={"pump": 4, "pump@C200": 1}),
+        Tech(3, "Carla Gil", (40.60, -3.70), skills={"pump": 1, "pump@C200": 3}),
+    )
+    problem = Problem((Job(1, site, skill="pump", level=2, model="C200"),), techs)
+    ins = insert_job(problem, TRAVEL, Plan({t.id: () for t in techs}), problem.jobs[0])
+    exp = explain_job(problem, TRAVEL, ins.plan, 1)
+    assert (exp.tech_id, exp.runner_up_name) == (1, "Carla Gil")  # Carla's C200 level 3 beats her general 1
+    assert any("Ben Ode lacks skill pump level 2 on C200: level 1 on C200 < required 2" in d for d in exp.deciding)
+    assert "level 1 on C200 < required 2" in exp.text()

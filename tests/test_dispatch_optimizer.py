@@ -90,6 +90,37 @@ def test_a_job_on_two_routes_is_a_violation() -> None:
     assert any("on two routes" in v for v in res.violations)
 
 
+@pytest.mark.parametrize(
+    ("skills", "model", "level", "ok"),
+    [
+        ({"pump": 3, "pump@C200": 1}, "C200", 2, False),  # the model level replaces the higher general one
+        ({"pump": 3, "pump@C200": 1}, "P-300", 2, True),  # no entry for this model: the general level counts
+        ({"pump": 1, "pump@C200": 4}, "C200", 3, True),  # a model level may also be higher
+        ({"pump": 3, "pump@C200": 1}, None, 2, True),  # a ticket whose level is not per model
+    ],
+)
+def test_level_on_the_equipment_model_replaces_the_general_level(skills, model, level, ok) -> None:
+    """Eligibility uses the technician's level on the job's equipment model when one is recorded."""
+    job = Job(1, SITE, skill="pump", level=level, model=model)
+    found = _violations(job, (Stop("job", 1),), _tech(skills=skills))
+    assert (found == []) is ok, found
+    if not ok:
+        assert "level 1 on C200 < required 2" in found[0]
+
+
+def test_every_engine_honours_model_levels() -> None:
+    """Near Ana is level 3 on pumps but 1 on the C200: greedy, insertion and OR-Tools all send Ben."""
+    techs = (
+        Tech(1, "Ana", NEAR, skills={"pump": 3, "pump@C200": 1}),
+        Tech(2, "Ben", (40.50, -3.70), skills={"pump": 2}),
+    )
+    problem = Problem((Job(1, SITE, skill="pump", level=2, model="C200"),), techs)
+    empty = Plan({1: (), 2: ()})
+    assert greedy_nearest(problem, TRAVEL).tech_of(1) == 2
+    assert insert_job(problem, TRAVEL, empty, problem.jobs[0]).tech_id == 2
+    assert solve(problem, TRAVEL, time_limit_s=0.3).plan.tech_of(1) == 2
+
+
 @st.composite
 def days(draw: st.DrawFn) -> Problem:
     return synthetic_day(
@@ -98,6 +129,7 @@ def days(draw: st.DrawFn) -> Problem:
         seed=draw(st.integers(0, 10_000)),
         radius_deg=draw(st.sampled_from([0.05, 0.25, 0.8])),
         n_warehouses=draw(st.integers(0, 2)),
+        model_levels=draw(st.booleans()),
     )
 
 

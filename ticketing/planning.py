@@ -101,7 +101,10 @@ class Snapshot:
 _TECHS = """
 SELECT t.id, t.name, t.home_lat, t.home_lon, t.current_lat, t.current_lon, t.available,
        COALESCE((SELECT jsonb_object_agg(s.code, ts.level) FROM technician_skills ts
-                 JOIN skills s ON s.id = ts.skill_id WHERE ts.technician_id = t.id), '{}') AS skills,
+                 JOIN skills s ON s.id = ts.skill_id WHERE ts.technician_id = t.id), '{}')
+       || COALESCE((SELECT jsonb_object_agg(s.code || '@' || ms.equipment_model, ms.level)
+                    FROM technician_model_skills ms JOIN skills s ON s.id = ms.skill_id
+                    WHERE ms.technician_id = t.id), '{}') AS skills,
        COALESCE((SELECT array_agg(tool_code) FROM technician_tools WHERE technician_id = t.id), '{}') AS tools,
        COALESCE((SELECT jsonb_object_agg(part_code, quantity) FROM van_stock WHERE technician_id = t.id), '{}') AS van,
        EXISTS (SELECT 1 FROM technician_shifts WHERE technician_id = t.id) AS has_shifts,
@@ -114,7 +117,7 @@ FROM technicians t ORDER BY t.id
 
 _JOBS = """
 SELECT t.id, t.status, t.priority, t.required_skill, t.required_level, t.required_tools, t.service_minutes,
-       t.window_start, t.window_end, t.due_at, t.pinned_technician_id, d.equipment_model,
+       t.window_start, t.window_end, t.due_at, t.pinned_technician_id, t.level_per_model, d.equipment_model,
        s.latitude, s.longitude, COALESCE(seg.weight, 1.0) AS weight,
        COALESCE((SELECT jsonb_object_agg(part_code, quantity) FROM ticket_parts WHERE ticket_id = t.id), '{}') AS parts,
        a.id AS assignment_id, a.technician_id, a.sequence, a.planned_start, a.pickup_warehouse_id, a.locked
@@ -172,7 +175,7 @@ def _job(row: dict[str, Any], clock: PlanningClock) -> Job:
         weight=float(row["weight"]),
         priority=row["priority"],
         pinned_to=row["pinned_technician_id"],
-        model=row["equipment_model"],
+        model=row["equipment_model"] if row["level_per_model"] else None,
     )
 
 

@@ -134,3 +134,90 @@ def set_technician_available(conn: psycopg.Connection, tech_id: int, available: 
     cur = conn.execute("UPDATE technicians SET available = %s WHERE id = %s", (available, tech_id))
     if cur.rowcount != 1:
         raise NotFound(f"no technician {tech_id}")
+
+
+# -- the skills matrix: general levels and levels per equipment model ---------------------------------
+class ModelSkill(BaseModel):
+    """A level on one equipment model; it replaces the general level for tickets on that model."""
+
+    skill: str
+    model: str
+    level: int
+
+
+class SkillMatrix(BaseModel):
+    """A technician's skills: ``{skill: level}`` in general, plus per-model levels."""
+
+    technician_id: int
+    skills: dict[str, int]
+    models: list[ModelSkill]
+
+
+def get_skill_matrix(conn: psycopg.Connection, tech_id: int) -> SkillMatrix:
+    """The technician's general and per-model levels; raises :class:`NotFound`."""
+    if conn.execute("SELECT 1 FROM technicians WHERE id = %s", (tech_id,)).fetchone() is None:
+        raise NotFound(f"no technician {tech_id}")
+    general = conn.execute(
+        "SELECT s.code, ts.level FROM technician_skills ts JOIN skills s ON s.id = ts.skill_id"
+        " WHERE ts.technician_id = %s ORDER BY s.code",
+        (tech_id,),
+    ).fetchall()
+    per_model = conn.execute(
+        "SELECT s.code, ms.equipment_model, ms.level FROM technician_model_skills ms"
+        " JOIN skills s ON s.id = ms.skill_id WHERE ms.technician_id = %s ORDER BY s.code, ms.equipment_model",
+        (tech_id,),
+    ).fetchall()
+    return SkillMatrix(
+        technician_id=tech_id,
+        skills=dict(general),
+        models=[ModelSkill(skill=c, model=m, level=lv) for c, m, lv in per_model],
+    )
+
+
+def set_skill_matrix(
+    conn: psycopg.Connection, tech_id: int, skills: Mapping[str, int], models: list[ModelSkill]
+) -> SkillMatrix:
+    """Replace the technician's whole skills matrix (general and per-model levels) in one transaction.
+
+    Skill codes must exist (a typo must not silently mint a skill nobody requires); levels are 1..5;
+    a (skill, model) pair may appear once. Plans already made are not re-checked here — the next
+    re-optimisation, insertion or dispatcher change applies the new levels.
+    """
+    problems: list[str] = []
+    for where, level in [*((f"skills.{c}", lv) for c, lv in skills.items()),
+                         *((f"models[{i}] ({m.skill}@{m.model})", m.level) for i, m in enumerate(models))]:
+        if not 1 <= level <= 5:
+            problems.append(f"{where}: level {level} is not 1..5")
+    seen: set[tuple[str, str]] = set()
+    for i, m in enumerate(models):
+        if not m.model.strip():
+            problems.append(f"models[{i}]: equipment model is empty")
+        if (m.skill, m.model) in seen:
+            problems.append(f"models[{i}]: {m.skill} on {m.model} is listed twice")
+        seen.add((m.skill, m.model))
+    if problems:
+        raise ValueError("; ".join(problems))
+    with conn.transaction():
+        if conn.execute("SELECT 1 FROM technicians WHERE id = %s FOR UPDATE", (tech_id,)).fetchone() is None:
+            raise NotFound(f"no technician {tech_id}")
+        codes = set(skills) | {m.skill for m in models}
+        known = dict(conn.execute("SELECT code, id FROM skills WHERE code = ANY(%s)", (list(codes),)).fetchall())
+        unknown = sorted(codes - known.keys())
+        if unknown:
+            all_codes = [r[0] for r in conn.execute("SELECT code FROM skills ORDER BY code").fetchall()]
+            raise UnknownSkill(
+                f"unknown skill code(s): {', '.join(unknown)}; known codes: {', '.join(all_codes) or '(none)'}"
+            )
+        conn.execute("DELETE FROM technician_skills WHERE technician_id = %s", (tech_id,))
+        conn.execute("DELETE FROM technician_model_skills WHERE technician_id = %s", (tech_id,))
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO technician_skills (technician_id, skill_id, level) VALUES (%s, %s, %s)",
+                [(tech_id, known[c], lv) for c, lv in skills.items()],
+            )
+            cur.executemany(
+                "INSERT INTO technician_model_skills (technician_id, skill_id, equipment_model, level)"
+                " VALUES (%s, %s, %s, %s)",
+                [(tech_id, known[m.skill], m.model.strip(), m.level) for m in models],
+            )
+    return get_skill_matrix(conn, tech_id)

@@ -7,7 +7,8 @@ Every engine (OR-Tools, the greedy baseline, incremental insertion) is checked b
 A route starts at ``max(shift start, problem.now)`` at the technician's start position, drives to
 each stop (waiting for a job's window to open), serves it, and drives home. Hard constraints:
 
-* availability; skill and level (a skill may be model-specific: ``"pump@P-200"``); tools; pins;
+* availability; skill and level (a level recorded for the job's equipment model, keyed
+  ``"pump@C200"``, replaces the general level); tools; pins;
 * parts: from the van (stock is consumed along the route) or from a pickup stop at a warehouse that
   stocks them, earlier on the same route;
 * the job's time window (service must start by its end);
@@ -38,14 +39,25 @@ class CachedTravel:
         return hit
 
 
-def skill_level(tech: Tech, job: Job) -> int:
-    """The technician's level for the job's skill (a model-specific entry wins if higher)."""
+def model_skill_key(skill: str, model: str) -> str:
+    """How a model-specific level is keyed in :attr:`Tech.skills`: ``"pump@C200"``."""
+    return f"{skill}@{model}"
+
+
+def skill_level(tech: Tech, job: Job) -> tuple[int, str | None]:
+    """The technician's level for the job's skill, and the equipment model it is for (None: general).
+
+    A level recorded for the job's equipment model REPLACES the general level for that skill (a
+    technician may be level 3 on pumps but level 1 on the C200 chiller), so the model entry counts
+    even when it is lower.
+    """
     if job.skill is None:
-        return 5
-    level = tech.skills.get(job.skill, 0)
+        return 5, None
     if job.model is not None:
-        level = max(level, tech.skills.get(f"{job.skill}@{job.model}", 0))
-    return level
+        per_model = tech.skills.get(model_skill_key(job.skill, job.model))
+        if per_model is not None:
+            return per_model, job.model
+    return tech.skills.get(job.skill, 0), None
 
 
 def covers(stock: Mapping[str, int], parts: Mapping[str, int]) -> bool:
@@ -68,9 +80,13 @@ def tech_blockers(problem: Problem, job: Job, tech: Tech) -> list[str]:
         out.append(f"{tech.name} is not available{why}")
     if job.pinned_to is not None and job.pinned_to != tech.id:
         out.append(f"pinned to technician {job.pinned_to}")
-    if job.skill is not None and skill_level(tech, job) < job.level:
-        have = skill_level(tech, job)
-        out.append(f"{tech.name} lacks skill {job.skill} level {job.level}" + (f" (has {have})" if have else ""))
+    if job.skill is not None:
+        have, model = skill_level(tech, job)
+        if model is not None and have < job.level:
+            out.append(f"{tech.name} lacks skill {job.skill} level {job.level} on {model}: "
+                       f"level {have} on {model} < required {job.level}")
+        elif have < job.level:
+            out.append(f"{tech.name} lacks skill {job.skill} level {job.level}" + (f" (has {have})" if have else ""))
     lacking_tools = sorted(job.tools - tech.tools)
     if lacking_tools:
         out.append(f"{tech.name} lacks tool(s) {', '.join(lacking_tools)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from ticketing.optimizer.model import Job, Problem, Tech, Warehouse, Weights
 
@@ -10,6 +11,7 @@ SEGMENTS = (("platinum", 4.0, 120), ("gold", 2.0, 240), ("standard", 1.0, 480))
 SKILLS = ("pump", "compressor", "electrical", "hvac")
 PARTS = ("bearing", "seal", "filter", "relay", "belt", "impeller")
 TOOLS = ("crane", "thermal_camera", "vibration_kit")
+MODELS = ("C200", "P-300", "X9")
 
 
 def synthetic_day(
@@ -21,9 +23,14 @@ def synthetic_day(
     radius_deg: float = 0.25,
     n_warehouses: int = 3,
     weights: Weights | None = None,
+    model_levels: bool = False,
 ) -> Problem:
     """A day around ``center`` (±``radius_deg``): 08:00–17:00 shifts, skills with levels, tools,
-    van stock, warehouses, client segments with SLA targets, a quarter of jobs with a site window."""
+    van stock, warehouses, client segments with SLA targets, a quarter of jobs with a site window.
+
+    ``model_levels`` adds equipment models: jobs on a model, and technicians with levels on some
+    models that replace (often lower than) their general level. It draws from its own random
+    stream, so the rest of the day is the same with or without it."""
     rnd = random.Random(seed)
 
     def point() -> tuple[float, float]:
@@ -77,4 +84,20 @@ def synthetic_day(
                 priority=priority,
             )
         )
+    if model_levels:
+        jobs, techs = _with_models(jobs, techs, random.Random(seed * 7919 + 17))
     return Problem(tuple(jobs), tuple(techs), warehouses, weights or Weights())
+
+
+def _with_models(jobs: list[Job], techs: list[Tech], rnd: random.Random) -> tuple[list[Job], list[Tech]]:
+    """Put most jobs on an equipment model and give technicians per-model levels for their skills."""
+    new_techs = []
+    for t in techs:
+        skills = dict(t.skills)
+        for skill in list(t.skills):
+            for model in MODELS:
+                if rnd.random() < 0.4:
+                    skills[f"{skill}@{model}"] = rnd.randint(1, 5)
+        new_techs.append(replace(t, skills=skills))
+    new_jobs = [replace(j, model=rnd.choice(MODELS)) if rnd.random() < 0.7 else j for j in jobs]
+    return new_jobs, new_techs

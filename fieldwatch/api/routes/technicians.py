@@ -1,11 +1,18 @@
-"""Technicians: the roster, adding people, and where they are now."""
+"""Technicians: the roster, adding people, where they are now, and their skills matrix (general
+levels and levels per equipment model)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from ticketing.errors import NotFound as TicketNotFound
+from ticketing.errors import UnknownSkill
+from ticketing.technicians import ModelSkill, SkillMatrix, get_skill_matrix, set_skill_matrix
 
 from .. import queries
 from ..deps import AnyRole, ConnDep, Dispatcher, LocationReporter, PageDep
+from ..errors import Invalid, NotFound
 from ..schemas import LocationUpdate, Page, TechnicianCreate, TechnicianPublic
 from ._prefix import API_PREFIX
 
@@ -46,3 +53,45 @@ def get_technician(technician_id: int, conn: ConnDep, token: AnyRole) -> Technic
 @router.put("/{technician_id}/location", response_model=TechnicianPublic, summary="Report where a technician is")
 def set_location(technician_id: int, body: LocationUpdate, conn: ConnDep, token: LocationReporter) -> TechnicianPublic:
     return queries.set_technician_location(conn, technician_id, body.lat, body.lon)
+
+
+class ModelSkillIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    skill: str = Field(min_length=1, description="skill code, e.g. pump_mech")
+    model: str = Field(min_length=1, description="equipment model, as on the device, e.g. C200")
+    level: int = Field(ge=1, le=5)
+
+
+class SkillMatrixIn(BaseModel):
+    """The whole matrix (PUT replaces it): general levels and levels per equipment model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    skills: dict[str, int] = Field(default_factory=dict, description="skill code -> level 1..5 (any model)")
+    models: list[ModelSkillIn] = Field(
+        default_factory=list,
+        description="levels on one equipment model; they replace the general level on that model, even when lower",
+    )
+
+
+@router.get("/{technician_id}/skills", response_model=SkillMatrix, summary="A technician's skills matrix")
+def get_skills(technician_id: int, conn: ConnDep, token: AnyRole) -> SkillMatrix:
+    try:
+        return get_skill_matrix(conn, technician_id)
+    except TicketNotFound:
+        raise NotFound("technician", technician_id) from None
+
+
+@router.put("/{technician_id}/skills", response_model=SkillMatrix, summary="Replace a technician's skills matrix",
+            responses={422: {"description": "unknown skill code, level outside 1..5, or a model listed twice"}})
+def put_skills(technician_id: int, body: SkillMatrixIn, conn: ConnDep, token: Dispatcher) -> SkillMatrix:
+    models = [ModelSkill(skill=m.skill, model=m.model, level=m.level) for m in body.models]
+    try:
+        return set_skill_matrix(conn, technician_id, body.skills, models)
+    except TicketNotFound:
+        raise NotFound("technician", technician_id) from None
+    except UnknownSkill as exc:
+        raise Invalid(str(exc), loc=("body", "skills")) from None
+    except ValueError as exc:
+        raise Invalid(str(exc), loc=("body",)) from None

@@ -39,6 +39,7 @@ from fieldwatch.contract import check_slug
 from gateway.decode import DataType, WordOrder, register_count
 from gateway.errors import ConfigError
 from gateway.report import DeadbandMode, ReportPolicy
+from gateway.sparkplug_session import SparkplugConfig
 
 #: Where ``profile: <name>`` is looked up when it is not a path.
 PROFILE_DIR = Path(__file__).parent / "profiles"
@@ -442,6 +443,8 @@ class GatewayConfig(BaseModel):
     health_interval: float = Field(10.0, gt=0, description="seconds between messages on the health topic")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="serve Prometheus metrics on this port")
     metrics_host: str = Field("127.0.0.1", description="address the metrics port listens on")
+    #: Publish Sparkplug B (spBv1.0/...) instead of fieldwatch telemetry; see gateway/sparkplug.py.
+    sparkplug: SparkplugConfig | None = None
     devices: list[Device] = Field(min_length=1)
 
     @field_validator("gateway")

@@ -59,6 +59,9 @@ class PumpModel:
     seeded RNG so two pumps with different seeds differ and the same seed repeats.
     """
 
+    measurements = MEASUREMENTS
+    faults = FAULTS
+
     def __init__(
         self,
         seed: int = 0,

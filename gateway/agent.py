@@ -64,6 +64,7 @@ from gateway.report import ExceptionFilter, ReportPolicy
 from gateway.retry import backoff_delays
 from gateway.sequence import SequenceStore
 from gateway.serialbus import SerialBus
+from gateway.sparkplug import SparkplugNode
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,7 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._buses: dict[str, SerialBus] = {}  # Modbus RTU: one shared line per serial port
         self._publisher: MqttPublisher | None = None
+        self._sparkplug: SparkplugNode | None = None  # set in Sparkplug B mode (config.sparkplug)
         self._connected = asyncio.Event()
         self._stopped = asyncio.Event()
         self._state = "new"  # new -> running -> stopped
@@ -188,13 +190,16 @@ class Gateway:
         self.stats.last_seq = self.sequence.last
         self._forwarder = Forwarder(self._buffer, self._publish_telemetry, b)
         self._update_buffer_stats()
-        self._publisher = MqttPublisher(
-            self.mqtt_url,
-            self.config.site,
-            self.config.gateway,
-            PublisherCallbacks(self._on_connected, self._on_disconnected, self._on_ack),
-            protocol=self.mqtt_protocol,
-        )
+        callbacks = PublisherCallbacks(self._on_connected, self._on_disconnected, self._on_ack)
+        if self.config.sparkplug is not None and self.config.sparkplug.enabled:  # same surface as MqttPublisher
+            self._sparkplug = SparkplugNode(
+                self.config, self.buffer_path.parent, self.mqtt_url, callbacks, protocol=self.mqtt_protocol
+            )
+            self._publisher = self._sparkplug  # type: ignore[assignment]
+        else:
+            self._publisher = MqttPublisher(
+                self.mqtt_url, self.config.site, self.config.gateway, callbacks, protocol=self.mqtt_protocol
+            )
         self._publisher.start()
         if self.metrics_port is not None:
             self._start_metrics(self.metrics_port)
@@ -360,12 +365,16 @@ class Gateway:
         """Record a device's state and republish the retained status with every device's state."""
         self.stats.device_online[device] = online
         self.stats.devices[device].online = online
+        if self._sparkplug is not None:  # Sparkplug: its earlier points go first, then DDEATH (DBIRTH with data)
+            self._flush()
+            self._sparkplug.set_device_online(device, online)
+            return
         self._publish_status()
 
     def _publish_status(self) -> None:
         publisher = self._publisher
-        if publisher is None or not self._connected.is_set() or self._state != "running":
-            return  # the next connect republishes it
+        if publisher is None or not self._connected.is_set() or self._state != "running" or self._sparkplug:
+            return  # the next connect republishes it (Sparkplug mode: NBIRTH/DBIRTH/DDEATH say it instead)
         devices = {n: "online" if d.online else "offline" for n, d in self.stats.devices.items()}
         payload = encode_status(
             "online", gateway=self.config.gateway, ts=_ms(self._clock()), reason="connected", devices=devices
@@ -459,6 +468,9 @@ class Gateway:
         """Turn pending points into batches, write them to disk, then send them (if connected)."""
         assert self._forwarder is not None
         points, self._pending = self._pending, []
+        if self._sparkplug is not None:  # Sparkplug B: DBIRTH/DDATA now, or its own disk buffer while offline
+            self.stats.points_published += self._sparkplug.publish_points(points)
+            return
         rows: list[tuple[int, int, bytes]] = []
         sent_at = _ms(self._clock())
         for i in range(0, len(points), POINTS_PER_BATCH):

@@ -14,7 +14,8 @@ serialize instead of deadlocking:
 4. ``pg_notify('fw_events', …)`` — delivered only if the transaction commits.
 
 :meth:`sweep` re-does whatever a missed notification or an earlier shortage left undone.
-:meth:`start` runs a thread that LISTENs on ``fw_events`` for ``alarm_opened`` and sweeps
+:meth:`start` runs a thread that LISTENs on ``fw_events`` for ``alarm_opened`` (and
+``alarm_cleared``, for :mod:`ticketing.autoresolve`) and sweeps
 every few seconds; :meth:`stop` ends it promptly.
 """
 
@@ -33,6 +34,8 @@ import psycopg
 from psycopg import errors
 from psycopg.rows import dict_row
 
+from ticketing.autoresolve import ClearOutcome, act_on_cleared, ticket_of_alarm
+from ticketing.autoresolve import candidates as cleared_candidates
 from ticketing.dispatch import Decision, TechnicianView
 from ticketing.errors import TicketingError
 from ticketing.geo import GreatCircleTravel, LatLon, TravelModel
@@ -149,12 +152,15 @@ class TicketingService:
         except orjson.JSONDecodeError:
             log.warning("ignoring a malformed fw_events payload %r", payload[:200])
             return
-        if not isinstance(event, dict) or event.get("type") != "alarm_opened":
+        if not isinstance(event, dict) or event.get("type") not in ("alarm_opened", "alarm_cleared"):
             return
         try:
-            self.handle_alarm(int(event["alarm_id"]))
+            if event["type"] == "alarm_opened":
+                self.handle_alarm(int(event["alarm_id"]))
+            else:
+                self.handle_alarm_cleared(int(event["alarm_id"]))
         except Exception:  # the sweep retries; never let one alarm kill the listener
-            log.exception("handling alarm %s failed; the next sweep retries it", event.get("alarm_id"))
+            log.exception("handling %s %s failed; the next sweep retries it", event["type"], event.get("alarm_id"))
 
     def _safe_sweep(self) -> None:
         try:
@@ -167,13 +173,23 @@ class TicketingService:
         """Attach ``alarm_id`` to its open ticket or create one, and dispatch if unassigned."""
         return self._transaction(lambda conn: self._handle_alarm(conn, alarm_id))
 
+    def handle_alarm_cleared(self, alarm_id: int) -> ClearOutcome | None:
+        """Auto-resolve (or annotate) the alarm's ticket if all its alarms cleared and the setting is on."""
+
+        def work(conn: psycopg.Connection) -> ClearOutcome | None:
+            ticket_id = ticket_of_alarm(conn, alarm_id)
+            return None if ticket_id is None else act_on_cleared(conn, ticket_id, self.travel, self.clock())
+
+        return self._transaction(work)
+
     def dispatch_ticket(self, ticket_id: int) -> Decision | None:
         """Try to assign a 'new', unassigned ticket; None when it needs no dispatch."""
         return self._transaction(lambda conn: self._dispatch_ticket(conn, ticket_id))
 
     def sweep(self) -> int:
         """Ticket every open alarm without a ticket and retry dispatch of unassigned 'new'
-        tickets; returns how many alarms were ticketed plus how many tickets were assigned."""
+        tickets, and auto-resolve tickets whose alarms all cleared; returns how many alarms were ticketed
+        plus how many tickets were assigned plus how many were auto-resolved or annotated."""
         done = 0
         with self._lock:
             conn = self._connection()
@@ -204,6 +220,11 @@ class TicketingService:
             decision = self.dispatch_ticket(ticket_id)
             if decision is not None and decision.technician is not None:
                 done += 1
+        with self._lock:
+            cleared = cleared_candidates(self._connection())
+        for ticket_id in cleared:  # a missed alarm_cleared event
+            outcome = self._transaction(lambda conn, t=ticket_id: act_on_cleared(conn, t, self.travel, self.clock()))
+            done += outcome is not None
         return done
 
     # -- internals ------------------------------------------------------------------------------
@@ -264,6 +285,8 @@ class TicketingService:
         priority = ticket_priority(alarm["severity"], alarm["segment"])
         ticket_id, created, required_skill = self._open_ticket(conn, alarm, priority)
         conn.execute("UPDATE alarms SET ticket_id = %s WHERE id = %s", (ticket_id, alarm_id))
+        # An open alarm again: auto-resolve may act when this one clears too.
+        conn.execute("UPDATE tickets SET alarms_cleared_at = NULL WHERE id = %s", (ticket_id,))
         _notify(
             conn,
             {"type": "ticket_created" if created else "ticket_updated", "ticket_id": ticket_id, "alarm_id": alarm_id},

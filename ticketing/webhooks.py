@@ -9,7 +9,11 @@ the ticket's status change (so no event exists for a change that was rolled back
   ``X-Fieldwatch-Signature: sha256=<hex>`` = HMAC-SHA256(secret, "<timestamp>.<body>");
 * a 2xx answer marks it delivered; anything else (or no answer) schedules a retry after
   :func:`backoff` (exponential, capped, with jitter); after the endpoint's ``max_attempts`` it is
-  dead-lettered (``status = 'dead'``, ``last_error`` says why) — never dropped silently.
+  dead-lettered (``status = 'dead'``, ``last_error`` says why) — never dropped silently;
+* a disabled endpoint (``active = false``) gets no new events, and its pending ones wait until it
+  is enabled again.
+
+Endpoints, deliveries and re-delivery of dead letters are managed in :mod:`ticketing.webhook_admin`.
 """
 
 from __future__ import annotations
@@ -81,7 +85,7 @@ def deliver_due(
         rows = conn.execute(
             """SELECT d.id, d.event, d.idempotency_key, d.payload, d.attempts, e.url, e.secret, e.max_attempts
                FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
-               WHERE d.status = 'pending' AND d.next_attempt_at <= %s
+               WHERE d.status = 'pending' AND d.next_attempt_at <= %s AND e.active
                ORDER BY d.next_attempt_at, d.id LIMIT %s
                FOR UPDATE OF d SKIP LOCKED""",
             (now, limit),

@@ -16,5 +16,6 @@ api_router.include_router(__import__(f"{__name__}.dispatch", fromlist=["router"]
 api_router.include_router(__import__(f"{__name__}.field", fromlist=["router"]).router)  # issue 6: field API
 api_router.include_router(__import__(f"{__name__}.workorders", fromlist=["router"]).router)  # issue 6: work orders
 api_router.include_router(__import__(f"{__name__}.kpis", fromlist=["router"]).router)  # issue 6: KPIs
+api_router.include_router(__import__(f"{__name__}.webhooks", fromlist=["router"]).router)  # issue 6: webhooks
 
 __all__ = ["API_PREFIX", "api_router", "health"]

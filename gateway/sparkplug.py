@@ -18,8 +18,10 @@ working). What it sends is decided by the pure
 - **Store-and-forward**: while there is no connection (no NBIRTH), each publish
   interval's points are written to ``{state_dir}/sparkplug-buffer-{site}-{gateway}.sqlite``
   (the same :class:`gateway.buffer.DiskBuffer`, bounds and fsync policy as fieldwatch
-  mode). After the next births they are replayed oldest first at ``buffer.replay_rate``
-  batches per second as DDATA whose metrics are flagged ``is_historical``. Sparkplug
+  mode). After the next births (once every device has its DBIRTH, or after
+  :data:`REPLAY_WAIT` seconds) they are replayed oldest first at ``buffer.replay_rate``
+  batches per second as DDATA whose metrics are flagged ``is_historical``; points of a
+  device still offline then are dropped, logged and counted (``points_superseded``). Sparkplug
   data messages are QoS 0 and hosts send no acks, so a replayed batch leaves the disk
   once paho has taken it on a live connection: at-most-once from there.
 - **Clean stop**: NDEATH (QoS 1) is published before disconnecting, since a clean
@@ -48,6 +50,10 @@ from gateway.sparkplug_proto import WireError, decode_payload
 from gateway.sparkplug_session import Message, SparkplugSession, metric_defs
 
 log = logging.getLogger(__name__)
+
+
+#: Seconds after a birth the backlog waits for every device's DBIRTH before replaying anyway.
+REPLAY_WAIT = 10.0
 
 
 def now_ms() -> int:
@@ -128,6 +134,7 @@ class SparkplugNode:
         self._bdseq = 0  # the bdSeq in the Will of the current (or next) connection
         self._started = False
         self._replay_task: asyncio.Task[None] | None = None
+        self._born_at = 0.0
 
     # --- bdSeq and the Will (paho thread or loop; no session state touched) ------------
     def _arm_will(self) -> None:
@@ -172,6 +179,7 @@ class SparkplugNode:
             return
         self._send(self.session.birth(bdseq, self._clock()))
         self.stats.births += 1
+        self._born_at = time.monotonic()
         log.info(
             "Sparkplug NBIRTH on %s (bdSeq %d); %d buffered batches to replay",
             self.session.topic("NBIRTH"),
@@ -256,6 +264,8 @@ class SparkplugNode:
                 self.buffer.expire()
             if not (self.buffer.depth and self.session.born and self.client.is_connected()):
                 continue
+            if not self.session.all_devices_born and time.monotonic() - self._born_at < REPLAY_WAIT:
+                continue  # give devices time for their first poll: a backlog point needs its device's DBIRTH
             seq = self.buffer.seqs()[0]
             stored = self.buffer.get(seq)
             if stored is None:

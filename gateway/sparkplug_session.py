@@ -197,6 +197,11 @@ class SparkplugSession:
         self.born = False
         self._born_devices.clear()
 
+    @property
+    def all_devices_born(self) -> bool:
+        """Has every configured device had its DBIRTH on this connection?"""
+        return self.born and len(self._born_devices) == len(self.defs)
+
     def is_rebirth_request(self, payload: Payload) -> bool:
         """Does an NCMD ask for a rebirth (``Node Control/Rebirth`` = true)?"""
         return any(m.name == REBIRTH and m.value is True for m in payload.metrics)
@@ -278,12 +283,13 @@ class SparkplugSession:
                 for p in pts:
                     self._last[(device, p.tag)] = (p.ts, p.value, p.quality)
             if device not in self._born_devices:
-                if device in self._online and not historical:
-                    msgs.append(self._device_birth(device, now_ms))
-                    carried += len(pts)
-                else:
+                if device not in self._online:
                     self.points_superseded += len(pts)
-                continue
+                    continue
+                msgs.append(self._device_birth(device, now_ms))
+                if not historical:  # the DBIRTH carries these (current) values
+                    carried += len(pts)
+                    continue
             defs = self.defs[device]
             metrics = [self._metric(device, defs[p.tag], p.ts, p.value, p.quality, birth=False) for p in pts]
             if historical:

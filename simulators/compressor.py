@@ -116,18 +116,19 @@ class CompressorModel:
         left = dt
         t = t0
         while left > 1e-12:
-            d = s.demand + s.demand_swing * math.sin(2 * math.pi * t / s.demand_period)
+            # Demand is piecewise constant on whole seconds of model time, so any step size sees the same.
+            second = math.floor(t + 1e-9)
+            d = s.demand + s.demand_swing * math.sin(2 * math.pi * second / s.demand_period)
             if not self._running:
                 self.pressure = max(0.0, self.pressure - s.pressure_rate * d * left)
                 return 0.0
-            # Demand is taken constant within one sub-interval (its period is minutes).
             if self.is_loaded:
                 rate = s.pressure_rate * (1.0 - d)
                 to_switch = (s.unload_pressure - self.pressure) / rate if rate > 0 else math.inf
             else:
                 rate = -s.pressure_rate * d
                 to_switch = (self.pressure - s.load_pressure) / -rate if rate < 0 else math.inf
-            span = min(left, max(0.0, to_switch), 1.0)  # at most 1 s so demand is followed
+            span = min(left, max(0.0, to_switch), second + 1 - t)
             self.pressure += rate * span
             if self.is_loaded:
                 loaded_time += span

@@ -1,25 +1,37 @@
-"""OPC-UA server exposing simulated pumps (:class:`simulators.PumpModel`), one object per device.
+"""OPC-UA server exposing simulated equipment (pump, chiller, compressor models), one object per device.
 
 Address space (namespace ``urn:fieldwatch:sim``, index 2 on a fresh server)::
 
     Objects/
       2:pump-1/                       object, NodeId ns=2;s=pump-1
         2:flow, 2:discharge_pressure, 2:motor_current, 2:bearing_temp, 2:vibration   Double
-        2:status                      UInt16 (the P100 status word)
+        2:status                      UInt16 (the model's status word)
         2:run_hours                   Double
-        2:fault_rate                  Double, writable: > 0 starts bearing wear at that rate, 0 clears it
+        2:starts                      UInt32 (chiller and compressor)
+        2:fault_rate                  Double, writable: > 0 starts the model's fault at that rate, 0 clears it
         2:InjectFault(kind, rate)     method; 2:ClearFault() method
+        2:SetFault(kind, tag, a, b)   method: a generic fault (simulators.faults): drift (a = rate),
+                                      spike (a = probability, b = magnitude), stuck, comms_loss
+        2:ClearFaults()               method: clears every generic fault of the object
+      2:types/                        with ``types=True``: one variable per OPC-UA type
+                                      (simulators.typetest.OPCUA_VALUES)
 
-Variables have string NodeIds ``ns=2;s=<device>.<measurement>`` so configs can
-use node ids or browse paths (``2:pump-1/2:flow``). Values carry the model time
-as their source timestamp.
+A chiller object has the chiller's measurements (``chw_supply_temp`` …), a
+compressor object the compressor's (``loaded`` is a Boolean). Variables have
+string NodeIds ``ns=2;s=<device>.<measurement>`` so configs can use node ids or
+browse paths (``2:pump-1/2:flow``). Values carry the model time as their source
+timestamp.
 
-Faults that are about the *server* rather than the pump are Python methods for
-tests: :meth:`PumpOpcUaServer.set_status` (a variable turns Bad/Uncertain),
-:meth:`PumpOpcUaServer.drop_subscriptions` (the server forgets every
+Generic faults per object (:attr:`EquipmentOpcUaServer.faults`): drift, spike
+and stuck change values; ``comms_loss`` turns the object's variables
+``BadNoCommunication`` and freezes them, as an aggregating server does when
+its field device is gone. Faults about the *server* are Python methods for
+tests: :meth:`EquipmentOpcUaServer.set_status` (a variable turns Bad/Uncertain),
+:meth:`EquipmentOpcUaServer.drop_subscriptions` (the server forgets every
 subscription: a client's subscription goes silent), ``max_subscriptions=0``
 (a server that refuses subscriptions, so clients must poll) and
-:meth:`stop`/:meth:`start` on the same port (a server restart).
+:meth:`stop`/:meth:`start` on the same port (a server restart, or the whole
+server unplugged).
 """
 
 from __future__ import annotations
@@ -40,11 +52,34 @@ from asyncua.crypto.permission_rules import User, UserRole
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from simulators.pump import MEASUREMENTS, PumpModel
+from simulators.faults import SENSOR_FAULTS, FaultSet, apply_fault
+from simulators.pump import MEASUREMENTS
 
 NAMESPACE = "urn:fieldwatch:sim"
-#: Variables per device, in address-space order.
+#: Variables of a pump object, in address-space order.
 VARIABLES = (*MEASUREMENTS, "status", "run_hours", "fault_rate")
+
+
+def variables_of(model: Any) -> tuple[str, ...]:
+    """The variables of a model's object: its measurements, status, counters, fault_rate."""
+    counters = ("run_hours", "starts") if hasattr(model, "starts") else ("run_hours",)
+    return (*model.measurements, "status", *counters, "fault_rate")
+
+
+def _variant_type(var: str) -> ua.VariantType:
+    return {"status": ua.VariantType.UInt16, "starts": ua.VariantType.UInt32, "loaded": ua.VariantType.Boolean}.get(
+        var, ua.VariantType.Double
+    )
+
+
+def _variant(var: str, value: float) -> ua.Variant:
+    vtype = _variant_type(var)
+    if vtype == ua.VariantType.Boolean:
+        return ua.Variant(bool(value), vtype)
+    if vtype in (ua.VariantType.UInt16, ua.VariantType.UInt32):
+        return ua.Variant(max(0, int(value)), vtype)
+    return ua.Variant(float(value), vtype)
+
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +113,17 @@ class _UserManager:
         return None
 
 
-class PumpOpcUaServer:
-    """An asyncua server stepping one :class:`PumpModel` per device every ``update_interval`` seconds."""
+class EquipmentOpcUaServer:
+    """An asyncua server stepping one model (pump, chiller, compressor) per device every ``update_interval`` s."""
 
     def __init__(
         self,
         host: str,
         port: int,
-        devices: dict[str, PumpModel],
+        devices: dict[str, Any],
         *,
+        faults: dict[str, FaultSet] | None = None,
+        types: bool = False,
         update_interval: float = 0.1,
         max_subscriptions: int = 100,
         security: Sequence[str] = ("None",),
@@ -101,6 +138,9 @@ class PumpOpcUaServer:
         self.host = host
         self.port = port
         self.devices = devices
+        #: Generic faults per object name (see :mod:`simulators.faults`).
+        self.faults: dict[str, FaultSet] = {n: FaultSet(seed=i) for i, n in enumerate(devices)} | (faults or {})
+        self.types = types
         self.update_interval = update_interval
         self.max_subscriptions = max_subscriptions
         self.security = tuple(security)
@@ -126,7 +166,7 @@ class PumpOpcUaServer:
         server = Server(user_manager=manager)
         await server.init()
         server.set_endpoint(self.endpoint)
-        server.set_server_name("fieldwatch pump simulator")
+        server.set_server_name("fieldwatch equipment simulator")
         await server.set_application_uri("urn:fieldwatch:sim:server")
         server.set_security_policy([getattr(ua.SecurityPolicyType, _POLICIES[p]) for p in self.security])
         if self.certificate is not None and self.private_key is not None:
@@ -142,29 +182,32 @@ class PumpOpcUaServer:
         self._vars.clear()
         for name, model in self.devices.items():
             obj = await server.nodes.objects.add_object(ua.NodeId(name, self.ns), ua.QualifiedName(name, self.ns))
-            for var in VARIABLES:
-                vtype = ua.VariantType.UInt16 if var == "status" else ua.VariantType.Double
-                initial = ua.Variant(0, vtype) if var == "status" else ua.Variant(0.0, vtype)
+            for var in variables_of(model):
                 node = await obj.add_variable(
-                    ua.NodeId(f"{name}.{var}", self.ns), ua.QualifiedName(var, self.ns), initial
+                    ua.NodeId(f"{name}.{var}", self.ns), ua.QualifiedName(var, self.ns), _variant(var, 0.0)
                 )
                 if var == "fault_rate":
                     await node.set_writable()
                 self._vars[(name, var)] = node
-            await obj.add_method(
-                ua.NodeId(f"{name}.InjectFault", self.ns),
-                ua.QualifiedName("InjectFault", self.ns),
-                self._inject_method(model),
-                [ua.VariantType.String, ua.VariantType.Double],
-                [],
-            )
-            await obj.add_method(
-                ua.NodeId(f"{name}.ClearFault", self.ns),
-                ua.QualifiedName("ClearFault", self.ns),
-                self._clear_method(model),
-                [],
-                [],
-            )
+            methods = (
+                ("InjectFault", self._inject_method(model), [ua.VariantType.String, ua.VariantType.Double]),
+                ("ClearFault", self._clear_method(model), []),
+                ("SetFault", self._set_fault_method(name), [ua.VariantType.String, ua.VariantType.String]
+                 + [ua.VariantType.Double] * 2),
+                ("ClearFaults", self._clear_faults_method(name), []),
+            )  # fmt: skip
+            for method, func, args in methods:
+                await obj.add_method(
+                    ua.NodeId(f"{name}.{method}", self.ns), ua.QualifiedName(method, self.ns), func, args, []
+                )
+        if self.types:
+            from simulators.typetest import OPCUA_VALUES
+
+            obj = await server.nodes.objects.add_object(ua.NodeId("types", self.ns), ua.QualifiedName("types", self.ns))
+            for var, vtype, value in OPCUA_VALUES:
+                await obj.add_variable(
+                    ua.NodeId(f"types.{var}", self.ns), ua.QualifiedName(var, self.ns), ua.Variant(value, vtype)
+                )
         await server.start()
         self._server = server
         await self._update()
@@ -177,8 +220,26 @@ class PumpOpcUaServer:
             out.add(cert.fingerprint(hashes.SHA256()))
         return out
 
+    def _set_fault_method(self, name: str):
+        @uamethod
+        def set_fault(parent: ua.NodeId, kind: str, tag: str, a: float, b: float) -> None:
+            params: dict[str, float | str] = {"tag": tag or "*"} if kind in SENSOR_FAULTS else {}
+            params |= {"drift": {"rate": a}, "spike": {"probability": a, "magnitude": b}}.get(kind, {})
+            if kind not in (*SENSOR_FAULTS, "comms_loss"):
+                raise ua.UaStatusCodeError(ua.StatusCodes.BadInvalidArgument)
+            apply_fault(self.faults[name], kind, params)
+
+        return set_fault
+
+    def _clear_faults_method(self, name: str):
+        @uamethod
+        def clear_faults(parent: ua.NodeId) -> None:
+            self.faults[name].clear()
+
+        return clear_faults
+
     @staticmethod
-    def _inject_method(model: PumpModel):
+    def _inject_method(model: Any):
         @uamethod
         def inject(parent: ua.NodeId, kind: str, rate: float) -> None:
             model.inject_fault(kind, rate)
@@ -186,7 +247,7 @@ class PumpOpcUaServer:
         return inject
 
     @staticmethod
-    def _clear_method(model: PumpModel):
+    def _clear_method(model: Any):
         @uamethod
         def clear(parent: ua.NodeId) -> None:
             model.clear_fault()
@@ -234,14 +295,27 @@ class PumpOpcUaServer:
             rate_node = self._vars[(name, "fault_rate")]
             rate = float(await rate_node.read_value())  # type: ignore[attr-defined]
             if rate != self._rates.get(name, 0.0):  # a client wrote it
-                model.inject_fault("bearing_wear", rate) if rate > 0 else model.clear_fault()
+                model.inject_fault(model.faults[0], rate) if rate > 0 else model.clear_fault()
             reading = model.step(now)
-            values: dict[str, ua.Variant] = {k: ua.Variant(v, ua.VariantType.Double) for k, v in reading.items()}
-            values["status"] = ua.Variant(model.status_word(reading), ua.VariantType.UInt16)
-            values["run_hours"] = ua.Variant(model.run_hours, ua.VariantType.Double)
-            values["fault_rate"] = ua.Variant(model.fault_rate, ua.VariantType.Double)
             self._rates[name] = model.fault_rate
-            for var, variant in values.items():
+            faults = self.faults[name]
+            if faults.comms_loss:  # the field device is gone: the last values go bad and stay
+                for var in variables_of(model):
+                    node = self._vars[(name, var)]
+                    dv = await node.read_data_value()  # type: ignore[attr-defined]
+                    if dv.StatusCode is None or dv.StatusCode.is_good():
+                        bad = ua.StatusCode(ua.StatusCodes.BadNoCommunication)
+                        await node.write_value(ua.DataValue(dv.Value, StatusCode=bad, SourceTimestamp=stamp))  # type: ignore[attr-defined]
+                continue
+            values = faults.apply(now, {**reading, "status": model.status_word(reading), "run_hours": model.run_hours})
+            if hasattr(model, "starts"):
+                values["starts"] = model.starts
+            values["fault_rate"] = model.fault_rate
+            for var, value in values.items():
                 status = self._status.get((name, var), ua.StatusCode(ua.StatusCodes.Good))
-                dv = ua.DataValue(variant, StatusCode=status, SourceTimestamp=stamp, ServerTimestamp=stamp)
+                dv = ua.DataValue(_variant(var, value), StatusCode=status, SourceTimestamp=stamp, ServerTimestamp=stamp)
                 await self._vars[(name, var)].write_value(dv)  # type: ignore[attr-defined]
+
+
+#: The pump-only name, kept for existing callers: any model works.
+PumpOpcUaServer = EquipmentOpcUaServer

@@ -26,6 +26,11 @@ device's poll latency, overruns and reconnects are counted in
 ``health_interval`` and served as Prometheus metrics (``metrics_port``).
 A device going online/offline republishes the retained status with a
 ``devices`` map, so the status topic always says which devices answer.
+
+Remote configuration (:mod:`gateway.remote_config`): the gateway subscribes to
+its ``config`` topic; :meth:`Gateway.apply_devices` stops, starts or restarts
+only the poll tasks of devices a new config adds, removes or changes — the
+others keep running, and the buffer and sequence are untouched.
 """
 
 from __future__ import annotations
@@ -55,11 +60,12 @@ from fieldwatch.contract import (
 from fieldwatch.settings import Settings, get_settings
 from gateway.buffer import DiskBuffer
 from gateway.config import Device, GatewayConfig
-from gateway.drivers import make_driver
+from gateway.drivers import Driver, make_driver
 from gateway.errors import DeviceError, GatewayError
 from gateway.forward import Delivery, Forwarder
 from gateway.health import BufferHealth, DeviceHealth, GatewayCollector, HealthSnapshot, health_payload
 from gateway.publisher import MqttPublisher, PublisherCallbacks
+from gateway.remote_config import DeviceDiff, RemoteConfigManager
 from gateway.report import ExceptionFilter, ReportPolicy
 from gateway.retry import backoff_delays
 from gateway.sequence import SequenceStore
@@ -142,8 +148,11 @@ class Gateway:
         *,
         clock: Callable[[], float] = time.time,
         metrics_port: int | None = None,
+        config_path: Path | None = None,
     ) -> None:
         self.config = config
+        #: The YAML file the config came from; an accepted remote config is saved beside it.
+        self.config_path = config_path
         self.metrics_port = metrics_port if metrics_port is not None else config.metrics_port
         self.mqtt_url = mqtt_url or config.mqtt_url or _settings().mqtt_url
         self.mqtt_protocol = mqtt_protocol or config.mqtt_protocol or _settings().mqtt_protocol
@@ -170,6 +179,13 @@ class Gateway:
         self._forwarder: Forwarder | None = None
         self._pending: list[Point] = []
         self._tasks: list[asyncio.Task[None]] = []
+        #: One poll task per device, by name (remote config starts/stops them one by one).
+        self._device_tasks: dict[str, asyncio.Task[None]] = {}
+        #: How often each device's poll task was started (1 unless a remote config changed the device).
+        self.device_starts: dict[str, int] = {}
+        self.config_topic = topic(config.site, config.gateway, "config")
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by start(); paho callbacks hop onto it
+        self.remote = RemoteConfigManager(self, config_path)
         self._buses: dict[str, SerialBus] = {}  # Modbus RTU: one shared line per serial port
         self._publisher: MqttPublisher | None = None
         self._sparkplug: SparkplugNode | None = None  # set in Sparkplug B mode (config.sparkplug)
@@ -183,6 +199,7 @@ class Gateway:
         if self._state != "new":
             return
         self._state = "running"
+        self._loop = asyncio.get_running_loop()
         self.stats.last_seq = self.sequence.last  # fail early on a corrupt sequence file
         b = self.config.buffer
         self._buffer = DiskBuffer(self.buffer_path, max_bytes=b.max_bytes, max_age=b.max_age, sync=b.sync)
@@ -204,7 +221,9 @@ class Gateway:
         if self.metrics_port is not None:
             self._start_metrics(self.metrics_port)
         for device in self.config.devices:
-            self._tasks.append(asyncio.create_task(self._supervise(device), name=f"poll-{device.name}"))
+            self._start_device(device)
+        if self._sparkplug is None:  # Sparkplug B mode is configured through its own commands
+            self._publisher.client.message_callback_add(self.config_topic, self._on_config_message)
         self._tasks.append(asyncio.create_task(self._publish_loop(), name="publish"))
         self._tasks.append(asyncio.create_task(self._replay_loop(), name="replay"))
         self._tasks.append(asyncio.create_task(self._health_loop(), name="health"))
@@ -222,6 +241,9 @@ class Gateway:
             return
         was_running = self._state == "running"
         self._state = "stopped"
+        await self.remote.aclose()
+        self._tasks.extend(self._device_tasks.values())
+        self._device_tasks.clear()
         for task in self._tasks:
             task.cancel()
         if self._tasks:
@@ -272,8 +294,62 @@ class Gateway:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    # --- devices: start, stop, apply a new config -----------------------------------------
+    def _start_device(self, device: Device, driver: Driver | None = None) -> None:
+        """Start ``device``'s poll task (fresh health counters, offline until it answers)."""
+        self.stats.devices[device.name] = DeviceHealth()
+        self.stats.device_online[device.name] = False
+        self.device_starts[device.name] = self.device_starts.get(device.name, 0) + 1
+        self._device_tasks[device.name] = asyncio.create_task(
+            self._supervise(device, driver), name=f"poll-{device.name}"
+        )
+
+    async def _stop_device(self, name: str) -> None:
+        """Cancel ``name``'s poll task and wait for it (its driver closes in the loop's ``finally``)."""
+        task = self._device_tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+            _, stuck = await asyncio.wait([task], timeout=STOP_TIMEOUT)
+            if stuck:
+                log.error("poll task of device %r still running %.0f s after cancel", name, STOP_TIMEOUT)
+        self.stats.device_errors.pop(name, None)
+
+    async def apply_devices(self, new: GatewayConfig, diff: DeviceDiff) -> None:
+        """Make ``new`` the running config, touching only the devices ``diff`` adds, removes or changes.
+
+        Drivers for added/changed devices are built first: if one cannot be built, nothing has
+        changed and the error propagates. Unchanged devices keep their task and connection; the
+        disk buffer, sequence and pending points are not touched. Safe to call with the old config
+        and the reverse diff to roll back.
+        """
+        by_name = {d.name: d for d in new.devices}
+        drivers = {name: make_driver(by_name[name], self._buses) for name in diff.restarted}
+        for name in (*diff.removed, *diff.changed):
+            await self._stop_device(name)
+        for name in diff.removed:
+            self.stats.devices.pop(name, None)
+            self.stats.device_online.pop(name, None)
+            for gone in self.config.devices:
+                if gone.name == name:  # report-by-exception state of a device that no longer exists
+                    for t in gone.tags:
+                        self._rbe.forget((name, t.name))
+        self.config = new
+        for name in diff.restarted:
+            self._start_device(by_name[name], drivers[name])
+        self.publish_status()
+
+    def _on_config_message(self, client: object, userdata: object, message: object) -> None:
+        """paho thread: hand a config message to the event loop."""
+        payload = bytes(message.payload)  # type: ignore[attr-defined]
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._config_received, payload)
+
+    def _config_received(self, payload: bytes) -> None:
+        if self._state == "running":
+            self.remote.submit(payload)
+
     # --- polling -----------------------------------------------------------------------
-    async def _supervise(self, device: Device) -> None:
+    async def _supervise(self, device: Device, driver: Driver | None = None) -> None:
         """Run ``device``'s poll loop and restart it (with backoff) when it crashes on an unexpected exception.
 
         Device failures are :class:`DeviceError` and handled inside the loop; anything else is a
@@ -287,7 +363,7 @@ class Gateway:
         while True:
             started = time.monotonic()
             try:
-                await self._device_loop(device)
+                await self._device_loop(device, driver)
                 return
             except Exception:
                 _raise_if_cancelling()
@@ -302,10 +378,11 @@ class Gateway:
                     log.debug("poll task of device %r crashed again; restarting it", device.name, exc_info=True)
                 if self.stats.devices[device.name].online:
                     self._set_online(device.name, False)
+                driver = None  # a crashed loop gets a fresh driver
                 await asyncio.sleep(next(delays))
 
-    async def _device_loop(self, device: Device) -> None:
-        driver = make_driver(device, self._buses)
+    async def _device_loop(self, device: Device, driver: Driver | None = None) -> None:
+        driver = driver or make_driver(device, self._buses)
         interval = device.poll_interval or self.config.poll_interval
         delays = backoff_delays(base=min(1.0, interval), cap=30.0, rng=random.Random())
         health = self.stats.devices[device.name]
@@ -371,13 +448,26 @@ class Gateway:
             return
         self._publish_status()
 
+    def publish_status(self) -> None:
+        """Republish the retained status now (device states, profiles, config version and last outcome)."""
+        self._publish_status()
+
     def _publish_status(self) -> None:
         publisher = self._publisher
         if publisher is None or not self._connected.is_set() or self._state != "running" or self._sparkplug:
             return  # the next connect republishes it (Sparkplug mode: NBIRTH/DBIRTH/DDEATH say it instead)
         devices = {n: "online" if d.online else "offline" for n, d in self.stats.devices.items()}
+        profiles = {d.name: d.profile_label for d in self.config.devices if d.profile_label}
+        last = self.remote.last
+        config = {"version": self.config.config_version, "last": last.as_dict() if last else None}
         payload = encode_status(
-            "online", gateway=self.config.gateway, ts=_ms(self._clock()), reason="connected", devices=devices
+            "online",
+            gateway=self.config.gateway,
+            ts=_ms(self._clock()),
+            reason="connected",
+            devices=devices,
+            profiles=profiles,
+            config=config,
         )
         publisher.publish(self.status_topic, payload, retain=True)
 
@@ -506,6 +596,8 @@ class Gateway:
         if self._ever_connected:
             self.stats.mqtt_reconnects += 1
         self._ever_connected = True
+        if self._sparkplug is None and self._publisher is not None:
+            self._publisher.client.subscribe(self.config_topic, qos=1)  # the retained config comes (again)
         self._publish_status()  # the birth carries no device states; this follows it
         if self._forwarder is not None:
             self._forwarder.on_connected()

@@ -15,6 +15,7 @@ import typer
 from gateway.agent import Gateway
 from gateway.config import load_config
 from gateway.errors import ConfigError, GatewayError
+from gateway.remote_config import load_effective_config
 
 app = typer.Typer(help="Poll field devices and publish their readings to MQTT.", no_args_is_help=True)
 
@@ -42,13 +43,19 @@ def run(
         int | None, typer.Option(help="Serve Prometheus metrics on this port (/metrics); overrides the config.")
     ] = None,
 ) -> None:
-    """Run the gateway until Ctrl-C / SIGTERM (then it publishes a retained 'offline')."""
+    """Run the gateway until Ctrl-C / SIGTERM (then it publishes a retained 'offline').
+
+    A config accepted over MQTT (remote config) is saved as <config stem>.remote.yaml beside CONFIG
+    and used instead of CONFIG on the next start; delete that file to go back to CONFIG.
+    """
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # pymodbus logs every failed request at ERROR; the agent already logs each outage once.
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     try:
-        cfg = load_config(config)
-        gateway = Gateway(cfg, mqtt_url=mqtt_url, mqtt_protocol=mqtt_protocol, metrics_port=metrics_port)
+        cfg = load_effective_config(config)  # the last accepted remote config beside it, if any
+        gateway = Gateway(
+            cfg, mqtt_url=mqtt_url, mqtt_protocol=mqtt_protocol, metrics_port=metrics_port, config_path=config
+        )
         asyncio.run(_run(gateway))
     except ConfigError as exc:
         typer.echo(str(exc), err=True)

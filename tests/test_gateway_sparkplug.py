@@ -367,7 +367,8 @@ async def test_unclean_death_fires_ndeath_will_bdseq_persists_and_outage_is_repl
     tahu: Callable[..., dict[str, Any]], uid: str, tmp_path: Path, spy_factory: Any
 ) -> None:
     """SIGKILL: the broker sends the NDEATH Will with the NBIRTH's bdSeq; a restart is born with bdSeq+1.
-    Broker down for a while: points are kept on disk and replayed after the rebirth as is_historical DDATA."""
+    Broker down for a while: points are kept on disk and replayed after the rebirth as is_historical DDATA.
+    (MQTT 3.1.1 here; the other broker test runs MQTT 5.)"""
     broker = Mosquitto(tmp_path)
     broker.start()
     group = f"g-{uid}"
@@ -375,7 +376,10 @@ async def test_unclean_death_fires_ndeath_will_bdseq_persists_and_outage_is_repl
     bank = _bank_server(port)
     await bank.start()
     path = tmp_path / "gw.yaml"
-    _write_config(path, _bank_config(port, group=group, state_dir=str(tmp_path / "state"), mqtt_url=broker.url))
+    _write_config(
+        path,
+        _bank_config(port, group=group, state_dir=str(tmp_path / "state"), mqtt_url=broker.url, mqtt_protocol="3.1.1"),
+    )
     spy = spy_factory(broker.url, group)
     procs: list[subprocess.Popen[bytes]] = []
     try:

@@ -243,5 +243,60 @@ def _solve_pyvrp(inst: Instance, time_limit_s: float, seed: int) -> list[list[in
     return [[a.idx + 1 for a in r.schedule() if a.is_client()] for r in res.best.routes()]  # idx: client number
 
 
+def parse_vrplib(text: str) -> Instance:
+    """Parse a VRPTW instance in the VRPLIB text format (as PyVRP and CVRPLIB store the Solomon set).
+
+    Reads ``NAME``, ``VEHICLES``, ``CAPACITY``, ``SERVICE_TIME`` (every client), and the
+    ``NODE_COORD_SECTION``, ``DEMAND_SECTION``, ``TIME_WINDOW_SECTION`` and ``DEPOT_SECTION`` (one
+    depot). Coordinates and times are taken as written: the Solomon files converted to VRPLIB keep
+    the original values and announce ``SCALE : 10`` only for solvers that round distances to
+    integers (we compute Euclidean distances in floats). Raises :class:`SolomonFormatError`.
+    """
+    header: dict[str, str] = {}
+    sections: dict[str, list[list[str]]] = {}
+    current: str | None = None
+    for i, raw in enumerate(text.splitlines(), start=1):
+        ln = raw.strip()
+        if not ln or ln == "EOF" or ln.startswith("#"):
+            continue
+        if ln.upper().endswith("_SECTION"):
+            current = ln.upper()
+            sections[current] = []
+        elif ":" in ln and not ln[0].isdigit() and not ln.startswith("-"):
+            key, _, value = ln.partition(":")
+            header[key.strip().upper()] = value.strip()
+            current = None
+        elif current is not None:
+            sections[current].append(ln.split())
+        else:
+            raise SolomonFormatError(f"line {i}: data outside any section: {ln!r}")
+    for needed in ("NODE_COORD_SECTION", "DEMAND_SECTION", "TIME_WINDOW_SECTION"):
+        if needed not in sections:
+            raise SolomonFormatError(f"VRPLIB instance without {needed}")
+    try:
+        depots = [int(r[0]) for r in sections.get("DEPOT_SECTION", [["1"]]) if int(r[0]) > 0]
+        coords = {int(r[0]): (float(r[1]), float(r[2])) for r in sections["NODE_COORD_SECTION"]}
+        demand = {int(r[0]): int(float(r[1])) for r in sections["DEMAND_SECTION"]}
+        windows = {int(r[0]): (float(r[1]), float(r[2])) for r in sections["TIME_WINDOW_SECTION"]}
+        service = float(header.get("SERVICE_TIME", "0"))
+        capacity = int(float(header["CAPACITY"]))
+        vehicles = int(header.get("VEHICLES", str(len(coords) - 1)))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise SolomonFormatError(f"VRPLIB instance: bad or missing value ({exc})") from None
+    if depots != [1]:
+        raise SolomonFormatError(f"VRPLIB instance: exactly one depot, node 1, is supported (got {depots})")
+    ids = sorted(coords)
+    if ids != list(range(1, len(ids) + 1)) or set(demand) != set(ids) or set(windows) != set(ids):
+        raise SolomonFormatError("VRPLIB instance: nodes must be 1..N in every section")
+    customers = tuple(
+        Customer(n - 1, *coords[n], demand[n], *windows[n], 0.0 if n == 1 else service) for n in ids
+    )
+    return Instance(header.get("NAME", "vrplib"), vehicles, capacity, customers)
+
+
 def load(path: str | Path) -> Instance:
-    return parse(Path(path).read_text())
+    """A Solomon text file, or a VRPLIB one (``.vrp`` or a ``NODE_COORD_SECTION`` inside)."""
+    text = Path(path).read_text()
+    if str(path).endswith(".vrp") or "NODE_COORD_SECTION" in text:
+        return parse_vrplib(text)
+    return parse(text)

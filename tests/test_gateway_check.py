@@ -22,6 +22,7 @@ from gateway.config import parse_config
 from gateway.errors import ConfigError
 from simulators import PumpModbusServer, PumpModel, free_port
 from simulators.opcua_server import PumpOpcUaServer
+from tests.test_gateway_modbus_rtu import pty_pair, serial_pump  # noqa: F401 - fixtures
 
 #: Physics updates far apart, so the registers the check reads are the ones the test compares with.
 FROZEN = 3600.0
@@ -222,3 +223,22 @@ def test_every_shipped_profile_has_a_version() -> None:
     """Each file in gateway/profiles loads and carries a version."""
     for path in sorted(gconfig.PROFILE_DIR.glob("*.yaml")):
         assert gconfig.resolve_profile(path.stem).version, path
+
+
+async def test_rtu_units_on_one_serial_line_are_checked_in_turn(
+    serial_pump: PumpModbusServer,  # noqa: F811 - the fixtures imported from test_gateway_modbus_rtu
+    pty_pair: tuple[str, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Two units on one serial port share the bus: the present pump reads right, the absent one times out."""
+    line = {"protocol": "modbus_rtu", "serial_port": pty_pair[1], "baudrate": 19200, "timeout": 0.5,
+            "profile": "pump-p100"}  # fmt: skip
+    cfg = _write(tmp_path, [{"name": "pump-1", "unit_id": 1, **line}, {"name": "pump-5", "unit_id": 5, **line}])
+    code, out = await _check("--config", str(cfg), "--json", "--timeout", "5")
+    assert code == EXIT_BAD, out
+    devices = {d["device"]: d for d in json.loads(out)["devices"]}
+    ir = serial_pump._units[1].ir
+    assert devices["pump-1"]["good"] and devices["pump-1"]["address"].startswith(f"{pty_pair[1]} unit 1")
+    flow = next(t for t in devices["pump-1"]["tags"] if t["tag"] == "flow")
+    assert flow["value"] == pytest.approx(_float(ir[0:2]))
+    assert not devices["pump-5"]["online"] and {t["reason"] for t in devices["pump-5"]["tags"]} == {"bad: timeout"}

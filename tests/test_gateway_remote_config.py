@@ -139,6 +139,10 @@ async def test_an_invalid_config_is_rejected_and_the_old_one_keeps_running(
     """A YAML config with an unknown data type is rejected with the device and tag named; nothing restarts."""
     gw = running.gw
     task_before = gw._device_tasks["pump-1"]
+    gw.publish_status()  # what the status says before any remote config: profiles and the file's version
+    _, payload, _ = await running.watcher.next(lambda t, p, r: t.endswith("/status") and b"profiles" in p)
+    assert orjson.loads(payload)["profiles"] == {"pump-1": "pump-p100@1"}
+    assert orjson.loads(payload)["config"] == {"version": "1", "last": None}
     bad_tags = [{"name": "flow", "register": "input", "address": 0, "data_type": "float33"}]
     bad = _doc(uid, tmp_path, "2-bad", _pump(sim.port, "pump-1"), {**_pump(sim.port, "pump-x"), "tags": bad_tags})
     del bad["devices"][1]["profile"]

@@ -26,6 +26,7 @@ Phases::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -182,14 +183,14 @@ def evaluate(
     if state.last_ts_ms is not None and ts_ms <= state.last_ts_ms:
         return state, []
     s = signal(rule, state, ts_ms, value)
-    moved = replace(state, last_ts_ms=ts_ms, last_value=value)
     if s is None:  # first reading of a rate rule: nothing to compare yet
-        return moved, []
+        return replace(state, last_ts_ms=ts_ms, last_value=value), []
     if state.phase == "active":
-        return _active(rule, state, moved, ts_ms, value, s)
+        return _active(rule, state, replace(state, last_ts_ms=ts_ms, last_value=value), ts_ms, value, s)
     hit = next((lv for lv in rule.levels if _trigger(rule, lv, s)), None)
-    if hit is None:
+    if hit is None:  # the common case, kept cheap: no copy of the old state
         return RuleState(last_ts_ms=ts_ms, last_value=value), []
+    moved = replace(state, last_ts_ms=ts_ms, last_value=value)
     if state.phase == "normal":
         pending = replace(moved, phase="pending", since_ms=ts_ms, peak=s, severity=hit.severity, count=1)
     else:
@@ -226,6 +227,43 @@ _RANKS = {"critical": 0, "major": 1, "minor": 2, "warning": 3}
 
 def _rank(severity: str) -> int:
     return _RANKS.get(severity, 3)
+
+
+def quiet_band(rule: CompiledRule) -> tuple[float, float] | None:
+    """``(lo, hi)`` such that a signal with ``lo < s < hi`` triggers no level of ``rule``; None if no such band.
+
+    From the ``normal`` phase such a reading changes nothing that :func:`durable_change` keeps and emits no
+    event, so live evaluation may defer it (the batch's alarm-producing pairs commit first). Conservative:
+    the boundaries count as triggering. ``rate`` and ``inside`` rules have no band (always evaluated).
+    """
+    k = rule.kind
+    if not rule.levels:
+        return None
+    if k == "above":
+        return (-math.inf, min(lv.a for lv in rule.levels))
+    if k == "below":
+        return (max(lv.a for lv in rule.levels), math.inf)
+    if k == "outside":
+        lo, hi = max(lv.a for lv in rule.levels), min(lv.b for lv in rule.levels)
+        return (lo, hi) if lo < hi else None
+    return None
+
+
+def durable_change(old: RuleState, new: RuleState, *, rate: bool = False) -> bool:
+    """Whether ``new`` must be stored for a restart (or another worker) to continue correctly.
+
+    What a reading leaves in flight must survive: the phase, when the condition began, the count, the
+    peak, the severity and when keep-firing began. ``last_ts_ms`` alone need not: a reading that changed
+    nothing else, evaluated again from ``old``, changes nothing again (no events). ``rate`` rules compare
+    with the previous value, so for them everything counts.
+    """
+    if old is new:
+        return False
+    if rate or old.phase != new.phase:
+        return old != new
+    return (old.since_ms, old.count, old.peak, old.severity, old.clear_since_ms) != (
+        new.since_ms, new.count, new.peak, new.severity, new.clear_since_ms
+    )
 
 
 def evaluate_all(

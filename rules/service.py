@@ -11,6 +11,19 @@ ingest workers is the database's job, not luck:
   delivers them only on commit and never for a rolled-back state.
 
 State lives in ``rule_states``, so a duration half elapsed before a restart continues after it.
+
+Latency (the alarm of a reading committed within ~100 ms, under ingest load) comes from three things:
+
+* **alarm-producing pairs commit first.** A batch is evaluated against the evaluator's cached states;
+  pairs whose evaluation emits an event (or whose state is not cached) form a small first transaction,
+  the rest a second one — a probe reading does not wait for the thousands of quiet pairs beside it;
+* **the cache is only a guess, the row is the truth.** Each cached state remembers the ``xmin`` of the
+  row version it belongs to; under the row lock an unchanged ``xmin`` proves nobody (no other worker,
+  no restart) wrote it since, otherwise the stored state is parsed and evaluation is redone from it;
+* **quiet readings write nothing.** A row is rewritten only when its durable part changes (phase, start,
+  count, peak, severity, keep-firing start; everything for ``rate`` rules, whose previous value is
+  in flight). A reading that leaves it unchanged would leave it unchanged again if re-evaluated after
+  a restart, so nothing is lost by not recording its timestamp.
 """
 
 from __future__ import annotations
@@ -39,7 +52,9 @@ from rules.engine import (
     RuleState,
     SeverityChanged,
     StateFormatError,
+    durable_change,
     evaluate_all,
+    quiet_band,
 )
 from rules.lifecycle import suppression_for
 from rules.model import SEVERITY_RANK, Anomaly, DeviceInfo, Reading, Rule
@@ -50,6 +65,7 @@ log = logging.getLogger(__name__)
 EVENTS_CHANNEL = "fw_events"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # rule_states.last_ts before any good reading
 _RETRIES = 3
+_NO_XMIN = -1  # rule_states row version unknown: never equal to a real xmin
 #: (rule_id, device_id) → (rule, its compiled form for the device, [(ts_ms, value, quality), …])
 _Groups = dict[tuple[int, int], tuple[Rule, CompiledRule, list[tuple[int, float, int]]]]
 
@@ -124,7 +140,14 @@ class RuleEvaluator:
         self._loaded_at = -math.inf
         self._devices: dict[int, DeviceInfo | None] = {}  # None: unknown device
         self._compiled: dict[tuple[int, int], CompiledRule | None] = {}  # None: unbound thresholds
+        self._bands: dict[tuple[int, int], tuple[float, float] | None] = {}  # engine.quiet_band per bound pair
         self._known_pairs: set[tuple[int, int]] = set()  # (rule, device) whose rule_states row exists
+        #: (tag, device) → the rules that watch it there, bound to the device (the per-reading hot path)
+        self._bindings: dict[tuple[str, int], list[tuple[Rule, CompiledRule]]] = {}
+        #: (rule, device) → (state, xmin of the rule_states row version it was read from or written as)
+        self._states: dict[tuple[int, int], tuple[RuleState, int]] = {}
+        self._rules_fingerprint: str | None = None
+        self._anomaly_rules: list[Rule] = []
         self.unbound: dict[tuple[int, int], str] = {}  # (rule, device) → why it could not be bound
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -143,6 +166,7 @@ class RuleEvaluator:
     def refresh(self) -> None:
         """Forget cached rules and device models; the next call reloads them."""
         self._loaded_at = -math.inf
+        self._rules_fingerprint = None
 
     # -- the hook ------------------------------------------------------------------------
     def __call__(self, readings: Iterable[Reading]) -> list[AlarmEvent]:
@@ -161,9 +185,7 @@ class RuleEvaluator:
             self._add_scores(groups, scores)
             if not groups:
                 return []
-            with conn.transaction():
-                store_scores(conn, scores)
-                events = self._apply(conn, groups)
+            events = self._apply(conn, groups, first=lambda c: store_scores(c, scores))
             for ev in events:
                 log.info("%s alarm %d (rule %d, device %d)", ev.type, ev.alarm_id, ev.rule_id, ev.device_id)
             return events
@@ -186,8 +208,7 @@ class RuleEvaluator:
             self._add_scores(groups, items)
             if not groups:
                 return []
-            with conn.transaction():
-                return self._apply(conn, groups)
+            return self._apply(conn, groups)
 
         return self._retrying(work, f"{len(items)} scores")
 
@@ -227,8 +248,34 @@ class RuleEvaluator:
                 self._conn = None
 
     def _maybe_reload(self, conn: psycopg.Connection) -> None:
+        """Every ``refresh_s``: reload rules if any changed, and re-read the cached devices' facts.
+
+        Bindings survive when nothing changed, so a refresh does not recompile thousands of (rule, device)
+        pairs inside some unlucky batch; a changed device drops only its own bindings.
+        """
         if time.monotonic() - self._loaded_at < self._refresh_s:
             return
+        (fingerprint,) = conn.execute(
+            """SELECT coalesce(md5(string_agg(id || ':' || version || ':' || enabled || ':' || updated_at, ','
+                                              ORDER BY id)), '') FROM rules"""
+        ).fetchone()  # type: ignore[misc]
+        if fingerprint != self._rules_fingerprint:
+            self._reload_rules(conn)
+            self._rules_fingerprint = fingerprint
+            self._loaded_at = time.monotonic()
+            return
+        self._scorer.sync(conn, self._anomaly_rules)  # newly trained (or stale) models
+        if self._devices:
+            found = load_devices(conn, list(self._devices))
+            changed = {d for d, info in self._devices.items() if found.get(d) != info}
+            if changed:
+                self._devices.update({d: found.get(d) for d in changed})
+                self._compiled = {k: v for k, v in self._compiled.items() if k[1] not in changed}
+                self._bands = {k: v for k, v in self._bands.items() if k[1] not in changed}
+                self._bindings = {k: v for k, v in self._bindings.items() if k[1] not in changed}
+        self._loaded_at = time.monotonic()
+
+    def _reload_rules(self, conn: psycopg.Connection) -> None:
         by_tag: dict[str, list[Rule]] = defaultdict(list)
         anomaly_by_tag: dict[str, list[Rule]] = defaultdict(list)
         anomaly: list[Rule] = []
@@ -242,17 +289,21 @@ class RuleEvaluator:
                 by_tag[rule.tag].append(rule)
         self._rules_by_tag = dict(by_tag)
         self._anomaly_by_tag = dict(anomaly_by_tag)
+        self._anomaly_rules = anomaly
         self._scorer.sync(conn, anomaly)
         self._devices = {}
         self._compiled = {}
+        self._bands = {}
+        self._bindings = {}
         self._known_pairs = set()
-        self._loaded_at = time.monotonic()
+        # self._states stays: each entry is checked against its row's xmin before it is trusted.
 
     def _bind(self, rule: Rule, device: DeviceInfo) -> CompiledRule | None:
         key = (rule.id, device.id)
         if key not in self._compiled:
             try:
                 self._compiled[key] = compile_rule(rule.spec, rule.id, device.attributes)
+                self._bands[key] = quiet_band(self._compiled[key])  # type: ignore[arg-type]
                 self.unbound.pop(key, None)
             except UnboundThreshold as exc:
                 log.warning("%s (device %d %s); the rule is not evaluated there", exc, device.id, device.key)
@@ -277,9 +328,26 @@ class RuleEvaluator:
         rules = list({r.id: r for t in {p.tag for p in relevant} for r in self._anomaly_by_tag[t]}.values())
         return self._scorer.score(conn, rules, self._devices, relevant)
 
+    def _targets(self, tag: str, device_id: int) -> list[tuple[Rule, CompiledRule]]:
+        """The rules watching ``tag`` on ``device_id``, bound to it (cached; the device must be loaded)."""
+        key = (tag, device_id)
+        got = self._bindings.get(key)
+        if got is None:
+            got = []
+            device = self._devices.get(device_id)
+            if device is not None:
+                for rule in self._rules_by_tag.get(tag, ()):
+                    if rule.spec.scope.matches(device):
+                        compiled = self._bind(rule, device)
+                        if compiled is not None:
+                            got.append((rule, compiled))
+            self._bindings[key] = got
+        return got
+
     def _group(self, conn: psycopg.Connection, batch: list[Reading]) -> _Groups:
         """Readings per (rule, device) for the rules that apply to each device's model."""
-        relevant = [r for r in batch if r.tag in self._rules_by_tag]
+        by_tag = self._rules_by_tag
+        relevant = [r for r in batch if r.tag in by_tag]
         watched = relevant + [r for r in batch if r.tag in self._anomaly_by_tag] if self._anomaly_by_tag else relevant
         missing = {r.device_id for r in watched} - self._devices.keys()
         if missing:
@@ -287,23 +355,25 @@ class RuleEvaluator:
             for dev in missing:
                 self._devices[dev] = found.get(dev)
         groups: _Groups = {}
+        bindings = self._bindings
         for r in relevant:
-            device = self._devices.get(r.device_id)
-            if device is None:
-                continue
-            for rule in self._rules_by_tag[r.tag]:
-                if not rule.spec.scope.matches(device):
-                    continue
-                compiled = self._bind(rule, device)
-                if compiled is not None:
-                    groups.setdefault((rule.id, r.device_id), (rule, compiled, []))[2].append(
-                        (r.ts_ms, r.value, r.quality)
-                    )
+            targets = bindings.get((r.tag, r.device_id))
+            if targets is None:
+                targets = self._targets(r.tag, r.device_id)
+            for rule, compiled in targets:
+                key = (rule.id, r.device_id)
+                group = groups.get(key)
+                if group is None:
+                    group = groups[key] = (rule, compiled, [])
+                group[2].append((r.ts_ms, r.value, r.quality))
         return groups
 
-    def _lock_states(self, conn: psycopg.Connection, keys: list[tuple[int, int]]) -> list[tuple[int, int, Any]]:
-        """Lock (creating on first use) the state rows of ``keys``, in key order; pairs known to exist skip the
-        insert — the hot path is one locking SELECT per batch."""
+    def _lock_states(
+        self, conn: psycopg.Connection, keys: list[tuple[int, int]]
+    ) -> list[tuple[int, int, int, Any]]:
+        """Lock (creating on first use) the state rows of ``keys``, in key order: ``(rule, device, xmin, state)``,
+        where ``state`` is None when ``xmin`` is the cached row version (the cached state is current — nothing
+        to fetch or parse). Pairs known to exist skip the insert: the hot path is one locking SELECT."""
         new = [k for k in keys if k not in self._known_pairs]
         if new:
             conn.execute(
@@ -313,13 +383,16 @@ class RuleEvaluator:
                    ON CONFLICT (rule_id, device_id) DO NOTHING""",
                 (Jsonb(NORMAL.to_json()), _EPOCH, [k[0] for k in new], [k[1] for k in new]),
             )
+        states = self._states
+        xmins = [states[k][1] if k in states else _NO_XMIN for k in keys]
         rows = conn.execute(
-            """SELECT rs.rule_id, rs.device_id, rs.state
-               FROM rule_states rs JOIN unnest(%b::int[], %b::int[]) AS k(r, d)
+            """SELECT rs.rule_id, rs.device_id, rs.xmin::text::bigint,
+                      CASE WHEN rs.xmin::text::bigint = k.x THEN NULL ELSE rs.state END
+               FROM rule_states rs JOIN unnest(%b::int[], %b::int[], %b::bigint[]) AS k(r, d, x)
                  ON rs.rule_id = k.r AND rs.device_id = k.d
                ORDER BY rs.rule_id, rs.device_id
                FOR UPDATE OF rs""",
-            ([k[0] for k in keys], [k[1] for k in keys]),
+            ([k[0] for k in keys], [k[1] for k in keys], xmins),
         ).fetchall()
         if len(rows) < len(keys) and not new:  # a cached pair's row is gone (deleted by hand): create it
             self._known_pairs.difference_update(keys)
@@ -327,33 +400,93 @@ class RuleEvaluator:
         self._known_pairs.update((r[0], r[1]) for r in rows)
         return rows
 
-    def _apply(self, conn: psycopg.Connection, groups: _Groups) -> list[AlarmEvent]:
-        keys = sorted(groups)
-        rows = self._lock_states(conn, keys)
+    def _apply(
+        self, conn: psycopg.Connection, groups: _Groups, first: Callable[[psycopg.Connection], object] | None = None
+    ) -> list[AlarmEvent]:
+        """Evaluate ``groups`` and commit them: pairs that (by the cached states) emit an event in a first
+        small transaction, the quiet rest in a second. ``first`` runs in the first transaction (scores)."""
+        guesses: dict[tuple[int, int], tuple[RuleState, RuleState, list[RuleEvent]]] = {}
+        hot: list[tuple[int, int]] = []
+        cold: list[tuple[int, int]] = []
+        states, bands = self._states, self._bands
+        for key, (_, compiled, readings) in groups.items():
+            cached = states.get(key)
+            if cached is None:
+                hot.append(key)
+                continue
+            band = bands.get(key)
+            if band is not None and cached[0].phase == "normal":
+                lo, hi = band
+                if all(lo < v < hi or q != 0 for _, v, q in readings):  # cannot trigger: quiet, no need to guess
+                    cold.append(key)
+                    continue
+            new, evs = evaluate_all(compiled, cached[0], readings)
+            guesses[key] = (cached[0], new, evs)
+            (hot if evs else cold).append(key)
+        events: list[AlarmEvent] = []
+        for keys in (hot, cold):
+            if not keys and first is None:
+                continue
+            done: dict[tuple[int, int], tuple[RuleState, int]] = {}
+            with conn.transaction():
+                if first is not None:
+                    first(conn)
+                    first = None
+                if keys:
+                    events.extend(self._commit_slice(conn, groups, sorted(keys), guesses, done))
+            states.update(done)  # only states that are committed become the cache
+        return events
+
+    def _commit_slice(
+        self,
+        conn: psycopg.Connection,
+        groups: _Groups,
+        keys: list[tuple[int, int]],
+        guesses: dict[tuple[int, int], tuple[RuleState, RuleState, list[RuleEvent]]],
+        done: dict[tuple[int, int], tuple[RuleState, int]],
+    ) -> list[AlarmEvent]:
+        """Lock, evaluate (reusing a guess made from the state the row still holds), write what changed,
+        record alarms and NOTIFY; fills ``done`` with the states to cache once the transaction commits."""
         events: list[AlarmEvent] = []
         updates: list[tuple[str, datetime, int, int]] = []
-        for rule_id, device_id, raw in rows:
-            rule, compiled, readings = groups[(rule_id, device_id)]
-            try:
-                old = RuleState.from_json(raw)
-            except StateFormatError:
-                log.warning("rule %d device %d: unreadable state %r; starting from normal", rule_id, device_id, raw)
-                old = NORMAL
-            new, rule_events = evaluate_all(compiled, old, readings)
-            if new != old:
+        written: dict[tuple[int, int], RuleState] = {}
+        for rule_id, device_id, xmin, raw in self._lock_states(conn, keys):
+            key = (rule_id, device_id)
+            rule, compiled, readings = groups[key]
+            guess = guesses.get(key)
+            if raw is None and guess is not None:  # the row is the version our guess started from
+                old, new, rule_events = guess
+            else:
+                if raw is None:  # cached state current, but no guess was made for it
+                    old = self._states[key][0]
+                else:
+                    try:
+                        old = RuleState.from_json(raw)
+                    except StateFormatError:
+                        log.warning("rule %d device %d: unreadable state %r; starting from normal", rule_id,
+                                    device_id, raw)
+                        old = NORMAL
+                new, rule_events = evaluate_all(compiled, old, readings)
+            if durable_change(old, new, rate=compiled.kind == "rate"):
                 updates.append((orjson.dumps(new.to_json()).decode(), _ts(new.last_ts_ms), rule_id, device_id))
+                written[key] = new
+            else:
+                done[key] = (new, xmin)
             for ev in rule_events:
                 alarm = self._record(conn, rule, device_id, ev)
                 if alarm is not None:
                     events.append(alarm)
-        if updates:  # one statement for the batch, not one per pair
+        if updates:  # one statement for the slice, not one per pair
             cols = list(zip(*updates, strict=True))
-            conn.execute(
+            rows = conn.execute(
                 """UPDATE rule_states rs SET state = u.s::jsonb, last_ts = u.t, updated_at = now()
                    FROM unnest(%b::text[], %b::timestamptz[], %b::int[], %b::int[]) AS u(s, t, r, d)
-                   WHERE rs.rule_id = u.r AND rs.device_id = u.d""",
+                   WHERE rs.rule_id = u.r AND rs.device_id = u.d
+                   RETURNING rs.rule_id, rs.device_id, rs.xmin::text::bigint""",
                 (list(cols[0]), list(cols[1]), list(cols[2]), list(cols[3])),  # %b: no per-element quoting
-            )
+            ).fetchall()
+            for r, d, x in rows:
+                done[(r, d)] = (written[(r, d)], x)
         for ev in events:
             conn.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, orjson.dumps(ev.payload()).decode()))
         return events

@@ -293,16 +293,17 @@ class EquipmentOpcUaServer:
         stamp = datetime.fromtimestamp(now, UTC)
         for name, model in self.devices.items():
             rate_node = self._vars[(name, "fault_rate")]
-            rate = float(await rate_node.read_value())  # type: ignore[attr-defined]
+            raw_rate = (await rate_node.read_data_value(raise_on_bad_status=False)).Value.Value  # type: ignore[attr-defined]
+            rate = model.fault_rate if raw_rate is None else float(raw_rate)
             if rate != self._rates.get(name, 0.0):  # a client wrote it
                 model.inject_fault(model.faults[0], rate) if rate > 0 else model.clear_fault()
             reading = model.step(now)
             self._rates[name] = model.fault_rate
             faults = self.faults[name]
             if faults.comms_loss:  # the field device is gone: the last values go bad and stay
-                for var in variables_of(model):
+                for var in variables_of(model)[:-1]:  # not fault_rate: it is the simulator's control
                     node = self._vars[(name, var)]
-                    dv = await node.read_data_value()  # type: ignore[attr-defined]
+                    dv = await node.read_data_value(raise_on_bad_status=False)  # type: ignore[attr-defined]
                     if dv.StatusCode is None or dv.StatusCode.is_good():
                         bad = ua.StatusCode(ua.StatusCodes.BadNoCommunication)
                         await node.write_value(ua.DataValue(dv.Value, StatusCode=bad, SourceTimestamp=stamp))  # type: ignore[attr-defined]

@@ -107,11 +107,13 @@ class StoredModel:
     threshold: float
     metrics: dict[str, Any]
     model: AnomalyModel = field(repr=False)
+    rule_version: int = 0  # the rule version whose definition it was trained for
 
     def public(self) -> dict[str, Any]:
         return {
             "id": self.id, "rule_id": self.rule_id, "subject": self.subject, "version": self.version,
-            "trained_at": self.trained_at.isoformat(), "window_start": self.window_start.isoformat(),
+            "rule_version": self.rule_version, "trained_at": self.trained_at.isoformat(),
+            "window_start": self.window_start.isoformat(),
             "window_end": self.window_end.isoformat(), "kind": self.kind, "threshold": self.threshold,
             "metrics": self.metrics,
         }
@@ -190,23 +192,24 @@ def train_rule(
             ).fetchone()
         assert row is not None
         report.trained.append(StoredModel(row[0], rule.id, subject, row[1], row[2], _dt(start), _dt(end),
-                                          model.kind, model.threshold, model.metrics, model))
+                                          model.kind, model.threshold, model.metrics, model, rule.version))
     return report
 
 
-_MODEL_COLS = "id, rule_id, subject, version, trained_at, window_start, window_end, kind, threshold, metrics, model"
+_MODEL_COLS = ("id, rule_id, subject, version, trained_at, window_start, window_end, kind, threshold, metrics, model,"
+               " rule_version")
 
 
 def _stored(row: tuple[Any, ...]) -> StoredModel:
     import joblib
 
-    return StoredModel(*row[:10], model=joblib.load(io.BytesIO(row[10])))
+    return StoredModel(*row[:10], model=joblib.load(io.BytesIO(row[10])), rule_version=row[11])
 
 
 def latest_models(conn: psycopg.Connection, rule_id: int) -> dict[str, StoredModel]:
-    """The newest version per subject of a rule."""
+    """The newest version per subject of a rule that is not stale (see :func:`mark_stale`)."""
     rows = conn.execute(
-        f"""SELECT DISTINCT ON (subject) {_MODEL_COLS} FROM anomaly_models WHERE rule_id = %s
+        f"""SELECT DISTINCT ON (subject) {_MODEL_COLS} FROM anomaly_models WHERE rule_id = %s AND stale_at IS NULL
             ORDER BY subject, version DESC""",
         (rule_id,),
     ).fetchall()
@@ -214,14 +217,15 @@ def latest_models(conn: psycopg.Connection, rule_id: int) -> dict[str, StoredMod
 
 
 def model_history(conn: psycopg.Connection, rule_id: int) -> list[dict[str, Any]]:
-    """Every stored version (without the model bytes), newest first."""
+    """Every stored version (without the model bytes), newest first; ``stale_at`` set: no longer used."""
     rows = conn.execute(
-        """SELECT id, rule_id, subject, version, trained_at, window_start, window_end, kind, threshold, metrics
+        """SELECT id, rule_id, subject, version, rule_version, trained_at, window_start, window_end, kind, threshold,
+                  metrics, stale_at, stale_reason
            FROM anomaly_models WHERE rule_id = %s ORDER BY trained_at DESC, subject""",
         (rule_id,),
     ).fetchall()
-    keys = ("id", "rule_id", "subject", "version", "trained_at", "window_start", "window_end", "kind",
-            "threshold", "metrics")
+    keys = ("id", "rule_id", "subject", "version", "rule_version", "trained_at", "window_start", "window_end", "kind",
+            "threshold", "metrics", "stale_at", "stale_reason")
     return [dict(zip(keys, r, strict=True)) for r in rows]
 
 
@@ -238,7 +242,8 @@ class AnomalyScorer:
             self._models = {}
             return
         newest = conn.execute(
-            "SELECT rule_id, subject, max(version) FROM anomaly_models WHERE rule_id = ANY(%s) GROUP BY 1, 2",
+            "SELECT rule_id, subject, max(version) FROM anomaly_models WHERE rule_id = ANY(%s) AND stale_at IS NULL"
+            " GROUP BY 1, 2",
             (ids,),
         ).fetchall()
         keep: dict[tuple[int, str], StoredModel] = {}
@@ -328,6 +333,24 @@ def store_scores(conn: psycopg.Connection, scores: Sequence[Score]) -> int:
         (sids, [_dt(ts) for _, _, ts, _ in scores], [s for *_, s in scores], [0] * len(scores)),
     )
     return cur.rowcount
+
+
+#: Definition fields a model depends on (``rules apply`` diff paths): changing one makes the models stale.
+TRAINING_FIELDS = ("condition.kind", "condition.tags", "condition.training", "condition.target_far",
+                   "condition.grouping", "condition.models", "scope")
+
+
+def training_changes(changed_paths: Iterable[str]) -> list[str]:
+    """The changed paths (``condition.training.start`` …) that invalidate a trained model."""
+    return [p for p in changed_paths if any(p == f or p.startswith(f + ".") for f in TRAINING_FIELDS)]
+
+
+def mark_stale(conn: psycopg.Connection, rule_id: int, reason: str) -> int:
+    """Retire every live model version of a rule (they stop scoring at once); returns how many."""
+    return conn.execute(
+        "UPDATE anomaly_models SET stale_at = now(), stale_reason = %s WHERE rule_id = %s AND stale_at IS NULL",
+        (reason, rule_id),
+    ).rowcount
 
 
 def due_for_training(rule: Rule, latest: dict[str, StoredModel], now_ms: int) -> bool:

@@ -103,8 +103,17 @@ def apply(
             written = apply_plan(conn, changes, author=author or getpass.getuser())
         except RuleError as exc:
             raise _fail(f"{exc}; nothing applied", 1) from None
-    for name, version in written:
-        out.print(f"applied {name} v{version}", highlight=False)
+        for name, version in written:
+            out.print(f"applied {name} v{version}", highlight=False)
+        from rules.rulesfile import retrain_changed
+
+        for name, report in retrain_changed(conn, changes, author=author or getpass.getuser()).items():
+            for m in report.trained:  # the old models were marked stale by apply: these score from now on
+                out.print(f"trained {name} {m.subject}: model v{m.version} ({m.kind}) for rule v{m.rule_version}",
+                          highlight=False)
+            for subject, why in report.failed.items():
+                out.print(f"[yellow]not trained {name} {subject}: {why}; the rule scores nothing there until "
+                          f"`fieldwatch rules train {name!r}` succeeds[/yellow]")
 
 
 @app.command("list")

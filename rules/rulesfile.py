@@ -127,14 +127,54 @@ def plan(conn: psycopg.Connection, specs: list[RuleSpec]) -> list[RuleChange]:
 
 
 def apply_plan(conn: psycopg.Connection, changes: list[RuleChange], *, author: str) -> list[tuple[str, int]]:
-    """Write every create/update in one transaction; returns (name, new version) per written rule."""
+    """Write every create/update in one transaction; returns (name, new version) per written rule.
+
+    An update that changes what an anomaly model was trained on (:data:`~rules.anomaly_rules.TRAINING_FIELDS`)
+    marks the rule's models stale in the same transaction: from the commit on they score nothing, and the
+    rule waits for a model of the new definition (:func:`retrain_changed`, or the ``rules.anomaly_retrain``
+    job, which trains every rule without a live model).
+    """
+    from rules.anomaly_rules import mark_stale, training_changes
+
     written: list[tuple[str, int]] = []
     with conn.transaction():
         for ch in changes:
             if ch.action in ("create", "update") and ch.spec is not None:
                 rule, _ = save_rule(conn, ch.spec, author=author)
                 written.append((rule.name, rule.version))
+                changed = training_changes(ch.fields) if ch.action == "update" else []
+                if changed:
+                    mark_stale(conn, rule.id, f"v{rule.version} changed {', '.join(changed)}")
     return written
+
+
+def needs_training(changes: list[RuleChange]) -> list[str]:
+    """Names of anomaly rules that ``changes`` create, or update in a field their models depend on."""
+    from rules.anomaly_rules import training_changes
+    from rules.model import Anomaly
+
+    return [
+        ch.name for ch in changes
+        if ch.spec is not None and isinstance(ch.spec.condition, Anomaly)
+        and (ch.action == "create" or (ch.action == "update" and training_changes(ch.fields)))
+    ]
+
+
+def retrain_changed(conn: psycopg.Connection, changes: list[RuleChange], *, author: str) -> dict[str, Any]:
+    """After :func:`apply_plan`: train each rule of :func:`needs_training` now, as a new model version linked to
+    the rule's new version. Returns name → :class:`~rules.anomaly_rules.TrainingReport`; subjects that could
+    not be trained are in its ``failed`` (the scheduled job tries again), never raised."""
+    from rules.anomaly import AnomalyTrainingError
+    from rules.anomaly_rules import TrainingReport, train_rule
+    from rules.store import find_rule
+
+    reports: dict[str, Any] = {}
+    for name in needs_training(changes):
+        try:
+            reports[name] = train_rule(conn, find_rule(conn, name), author=author)
+        except AnomalyTrainingError as exc:
+            reports[name] = TrainingReport(failed={"*": str(exc)})
+    return reports
 
 
 def dump_rules(specs: list[RuleSpec]) -> str:

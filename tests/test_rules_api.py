@@ -28,7 +28,7 @@ def test_apply_list_show_and_backtest(db_url: str) -> None:
         assert api.post(f"{BASE}/rules/apply", json={"rules": [RULE]}, headers=reader).status_code == 403
         dry = api.post(f"{BASE}/rules/apply", json={"rules": [RULE], "dry_run": True}, headers=eng).json()
         assert dry == {"changes": [{"name": "hot bearing", "action": "create", "live_version": None, "fields": {}}],
-                       "applied": {}}
+                       "applied": {}, "trained": {}}
         assert api.post(f"{BASE}/rules/apply", json={"rules": [RULE]}, headers=eng).json()["applied"] == {
             "hot bearing": 1}
         edited = {**RULE, "condition": {"kind": "above", "threshold": 85}}

@@ -55,6 +55,11 @@ class ChangePublic(BaseModel):
 class ApplyResponse(BaseModel):
     changes: list[ChangePublic]
     applied: dict[str, int] = Field(description="rule name → new version")
+    trained: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="anomaly rules created, or changed in what their models depend on (tags, training window, "
+                    "target_far, grouping, models, scope): old models are stale, {trained: [...], failed: {...}}",
+    )
 
 
 class IncidentIn(BaseModel):
@@ -115,7 +120,7 @@ def get_rule(rule: str, conn: ConnDep, token: AnyRole) -> dict[str, Any]:
     responses={422: {"description": "a rule is invalid; each problem names the rule and field"}},
 )
 def apply_rules(body: ApplyRequest, conn: ConnDep, token: RuleEditor) -> ApplyResponse:
-    from rules.rulesfile import RulesFileError, apply_plan, parse_rules, plan
+    from rules.rulesfile import RulesFileError, apply_plan, parse_rules, plan, retrain_changed
     from rules.store import RuleError
 
     try:
@@ -124,15 +129,19 @@ def apply_rules(body: ApplyRequest, conn: ConnDep, token: RuleEditor) -> ApplyRe
         raise Invalid("; ".join(exc.problems), ("body", "rules")) from None
     changes = plan(conn, specs)
     applied: dict[str, int] = {}
+    trained: dict[str, dict[str, Any]] = {}
     if not body.dry_run:
         try:
             applied = dict(apply_plan(conn, changes, author=token.name))
         except RuleError as exc:
             raise Invalid(str(exc), ("body", "rules")) from None
+        trained = {name: {"trained": [m.public() for m in r.trained], "failed": r.failed}
+                   for name, r in retrain_changed(conn, changes, author=token.name).items()}
     return ApplyResponse(
         changes=[ChangePublic(name=c.name, action=c.action, live_version=c.live_version, fields=c.fields)
                  for c in changes],
         applied=applied,
+        trained=trained,
     )
 
 

@@ -179,13 +179,36 @@ def encode_metric(m: Metric) -> bytes:
 
 def encode_payload(p: Payload) -> bytes:
     """The payload's protobuf bytes, fields in number order (timestamp, metrics, seq)."""
+    return encode_payload_raw(p.timestamp, [encode_metric(m) for m in p.metrics], p.seq)
+
+
+def encode_payload_raw(timestamp: int | None, metrics: list[bytes], seq: int | None) -> bytes:
+    """A payload from already-encoded Metric messages (see :func:`fast_metric`)."""
     out = bytearray()
-    if p.timestamp is not None:
-        _uint(1, p.timestamp, out)
-    for m in p.metrics:
-        _bytes(2, encode_metric(m), out)
-    if p.seq is not None:
-        _uint(3, p.seq, out)
+    if timestamp is not None:
+        _uint(1, timestamp, out)
+    for m in metrics:
+        _bytes(2, m, out)
+    if seq is not None:
+        _uint(3, seq, out)
+    return bytes(out)
+
+
+def uint_field(field_no: int, value: int) -> bytes:
+    """One varint field, e.g. a metric's alias or datatype, to precompute once per metric."""
+    out = bytearray()
+    _uint(field_no, value, out)
+    return bytes(out)
+
+
+def fast_metric(alias_field: bytes, timestamp: int, datatype_field: bytes, datatype: int, value: Any) -> bytes:
+    """The bytes :func:`encode_metric` gives for ``Metric(alias=…, timestamp=…, datatype=…, value=…)``
+    with no name, flags or properties (the DDATA of a good point), with the alias and datatype
+    fields precomputed by :func:`uint_field`: the gateway's hot path (about twice as fast)."""
+    out = bytearray(alias_field)
+    _uint(3, timestamp, out)
+    out += datatype_field
+    _value(datatype, value, 10, out)
     return bytes(out)
 
 

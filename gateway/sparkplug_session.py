@@ -36,7 +36,16 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fieldwatch.contract import Point, Quality
-from gateway.sparkplug_proto import DataType, Metric, Payload, encode_payload
+from gateway.sparkplug_proto import (
+    DataType,
+    Metric,
+    Payload,
+    encode_metric,
+    encode_payload,
+    encode_payload_raw,
+    fast_metric,
+    uint_field,
+)
 
 NAMESPACE = "spBv1.0"
 REBIRTH = "Node Control/Rebirth"
@@ -108,6 +117,14 @@ class MetricDef:
     datatype: DataType
     unit: str = ""
 
+    @property
+    def alias_field(self) -> bytes:
+        return uint_field(2, self.alias)
+
+    @property
+    def datatype_field(self) -> bytes:
+        return uint_field(4, self.datatype)
+
 
 def metric_defs(devices: Iterable[Any]) -> dict[str, dict[str, MetricDef]]:
     """``{device: {tag: MetricDef}}`` with aliases 1.. in config order (stable across restarts of one config)."""
@@ -158,6 +175,7 @@ class SparkplugSession:
         self._born_devices: set[str] = set()
         self._last: dict[tuple[str, str], tuple[int, float, int]] = {}  # (device, tag) -> (ts, value, quality)
         self._sent_quality: dict[tuple[str, str], int] = {}
+        self._fast: dict[str, dict[str, tuple[bytes, bytes, DataType]]] = {}  # device -> tag -> precomputed fields
         #: Points not sent because their device had no DBIRTH (it was offline: the DDEATH stands for them).
         self.points_superseded = 0
 
@@ -248,6 +266,24 @@ class SparkplugSession:
             properties=props,
         )
 
+    def _ddata(self, device: str, pts: list[Point], now_ms: int, historical: bool) -> bytes:
+        """DDATA bytes; a good point that was good before (the usual case) takes the precomputed fast path."""
+        defs = self.defs[device]
+        fast = self._fast.get(device)
+        if fast is None:
+            fast = self._fast[device] = {n: (d.alias_field, d.datatype_field, d.datatype) for n, d in defs.items()}
+        sent_quality = self._sent_quality
+        blobs = []
+        for p in pts:
+            if p.quality == Quality.GOOD and not historical and sent_quality.get((device, p.tag), 0) == Quality.GOOD:
+                alias_field, datatype_field, datatype = fast[p.tag]
+                blobs.append(fast_metric(alias_field, p.ts, datatype_field, datatype, _typed(datatype, p.value)))
+            else:
+                m = self._metric(device, defs[p.tag], p.ts, p.value, p.quality, birth=False)
+                m.is_historical = historical
+                blobs.append(encode_metric(m))
+        return encode_payload_raw(now_ms, blobs, self._next_seq())
+
     def _device_birth(self, device: str, now_ms: int) -> Message:
         metrics = []
         for d in self.defs[device].values():
@@ -290,12 +326,6 @@ class SparkplugSession:
                 if not historical:  # the DBIRTH carries these (current) values
                     carried += len(pts)
                     continue
-            defs = self.defs[device]
-            metrics = [self._metric(device, defs[p.tag], p.ts, p.value, p.quality, birth=False) for p in pts]
-            if historical:
-                for m in metrics:
-                    m.is_historical = True
-            payload = Payload(now_ms, metrics, self._next_seq())
-            msgs.append(Message(self.topic("DDATA", device), encode_payload(payload)))
+            msgs.append(Message(self.topic("DDATA", device), self._ddata(device, pts, now_ms, historical)))
             carried += len(pts)
         return msgs, carried

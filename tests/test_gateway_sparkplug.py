@@ -32,7 +32,16 @@ from paho.mqtt.enums import CallbackAPIVersion
 from fieldwatch.contract import Point, Quality
 from fieldwatch.settings import mqtt_parts
 from gateway import ConfigError, Gateway, parse_config
-from gateway.sparkplug_proto import DataType, Metric, Payload, decode_payload, encode_payload
+from gateway.sparkplug_proto import (
+    DataType,
+    Metric,
+    Payload,
+    decode_payload,
+    encode_metric,
+    encode_payload,
+    fast_metric,
+    uint_field,
+)
 from gateway.sparkplug_session import SparkplugSession, metric_defs
 from simulators.modbus_server import free_port
 from simulators.register_bank import RegisterBankServer
@@ -122,6 +131,18 @@ def test_commands_encoded_by_tahu_are_read_by_the_gateway(tahu: Callable[..., di
     )
 
 
+@pytest.mark.parametrize(
+    ("datatype", "value"),
+    [(DataType.Int16, -2), (DataType.UInt16, 65535), (DataType.Int32, -(2**31)), (DataType.Int64, 2**40),
+     (DataType.UInt64, 2**64 - 1), (DataType.Float, 0.1), (DataType.Double, -1e300), (DataType.Boolean, False)],
+)  # fmt: skip
+def test_fast_ddata_metric_is_byte_identical_to_the_general_encoder(datatype: DataType, value: Any) -> None:
+    """The precomputed hot path for good DDATA points writes exactly what encode_metric writes."""
+    general = encode_metric(Metric(alias=300, timestamp=1_795_000_000_000, datatype=datatype, value=value))
+    fast = fast_metric(uint_field(2, 300), 1_795_000_000_000, uint_field(4, datatype), datatype, value)
+    assert fast == general
+
+
 # --- the pure session ----------------------------------------------------------------------
 def _bank_config(port: int, *, group: str = "g-test", state_dir: str = "/tmp", **extra: Any) -> dict[str, Any]:
     """A gateway over one register bank whose every tag has a known value (see BANK_*)."""
@@ -193,6 +214,29 @@ def test_session_sequence_wraps_at_256_and_aliases_are_unique() -> None:
     assert [decode_payload(m.payload).seq for m in s.birth(7, 3)] == [0]  # bank-1 is offline: no DBIRTH
     msgs, carried = s.data([Point("bank-1", "u16", 5, 0.0, Quality.BAD_TIMEOUT)], 5)
     assert (msgs, carried, s.points_superseded) == ([], 0, 1)
+
+
+def test_quality_goes_as_is_null_and_quality_property_and_recovery_is_announced(
+    tahu: Callable[..., dict[str, Any]],
+) -> None:
+    """Bad: null value, Quality 0 and the fieldwatch reason; next good: Quality 192 once; uncertain: value + 64."""
+    s = SparkplugSession("g", "n", metric_defs(parse_config(_bank_config(1)).devices))
+    s.birth(1, 0)
+    s.set_online("bank-1", True, 0)
+    s.data([Point("bank-1", "f32", 1, 1.0)], 1)  # DBIRTH
+    readings = [(Quality.BAD_TIMEOUT, 2.0), (Quality.GOOD, 3.0), (Quality.GOOD, 4.0), (Quality.UNCERTAIN, 5.0)]
+    payloads = [
+        s.data([Point("bank-1", "f32", 10 + i, v, q)], 10 + i)[0][0].payload for i, (q, v) in enumerate(readings)
+    ]
+    got = [d["metrics"][0] for d in tahu(decode=payloads)["decoded"]]
+    assert [m["value"] for m in got] == [None, 3.0, 4.0, 5.0]
+    assert [m.get("properties") for m in got] == [
+        {"Quality": {"type": "Int32", "value": 0}, "fieldwatch_quality": {"type": "String", "value": "BAD_TIMEOUT"}},
+        {"Quality": {"type": "Int32", "value": 192}},
+        None,
+        {"Quality": {"type": "Int32", "value": 64}, "fieldwatch_quality": {"type": "String", "value": "UNCERTAIN"}},
+    ]
+    assert all(m["type"] == "Float" and int(m["alias"]) == 5 for m in got)
 
 
 def test_sparkplug_ids_are_validated_with_the_entry_named() -> None:

@@ -1,16 +1,34 @@
-"""Simulated field equipment: pure physics models and the Modbus servers that expose them.
+"""Simulated field equipment: pure physics models, injectable faults and the servers that expose them.
 
-Typical use (tests, the demo)::
+Models (pure, seeded, driven by the caller's time): :class:`PumpModel` (P100),
+:class:`ChillerModel` (C200), :class:`CompressorModel` (A300). Register maps in
+:mod:`simulators.maps`; faults in :mod:`simulators.faults`; the type-test device
+in :mod:`simulators.typetest`. Typical use (tests, the demo)::
 
-    from simulators import PumpModel, PumpModbusServer
+    from simulators import ChillerModel, EquipmentModbusServer
 
-    server = PumpModbusServer("127.0.0.1", 0, {1: PumpModel(seed=1)})
+    server = EquipmentModbusServer("127.0.0.1", 0, {1: ChillerModel(seed=1)})
     await server.start()      # server.port is the bound port
+    server.faults[1].drift("superheat", 0.05)
     ...
     await server.stop()
 """
 
-from simulators.modbus_server import PumpModbusServer, free_port
+from simulators.chiller import ChillerModel
+from simulators.compressor import CompressorModel
+from simulators.faults import FaultSet
+from simulators.modbus_server import EquipmentModbusServer, PumpModbusServer, free_port
 from simulators.pump import FAULTS, MEASUREMENTS, PumpModel, PumpSpec
 
-__all__ = ["FAULTS", "MEASUREMENTS", "PumpModbusServer", "PumpModel", "PumpSpec", "free_port"]
+__all__ = [
+    "FAULTS",
+    "MEASUREMENTS",
+    "ChillerModel",
+    "CompressorModel",
+    "EquipmentModbusServer",
+    "FaultSet",
+    "PumpModbusServer",
+    "PumpModel",
+    "PumpSpec",
+    "free_port",
+]

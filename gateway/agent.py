@@ -561,15 +561,17 @@ class Gateway:
         if self._sparkplug is not None:  # Sparkplug B: DBIRTH/DDATA now, or its own disk buffer while offline
             self.stats.points_published += self._sparkplug.publish_points(points)
             return
+        if not points:
+            return
         rows: list[tuple[int, int, bytes]] = []
         sent_at = _ms(self._clock())
-        for i in range(0, len(points), POINTS_PER_BATCH):
+        starts = range(0, len(points), POINTS_PER_BATCH)
+        seq = self.sequence.reserve(len(starts))  # one persisted write for the whole tick
+        for n, i in enumerate(starts):
             chunk = points[i : i + POINTS_PER_BATCH]
-            batch = Batch(self.config.gateway, self.config.site, self.sequence.next(), chunk, sent_at=sent_at)
+            batch = Batch(self.config.gateway, self.config.site, seq + n, chunk, sent_at=sent_at)
             rows.append((batch.seq, len(chunk), encode_batch(batch)))
             self.stats.last_seq = batch.seq
-        if not rows:
-            return
         live_before = self._forwarder.sent_live
         self.stats.points_published += self._forwarder.store(rows)
         self.stats.batches_published += self._forwarder.sent_live - live_before

@@ -56,6 +56,20 @@ class SequenceStore:
         self._last = value
         return value
 
+    def reserve(self, n: int) -> int:
+        """Reserve, persist and return the first of ``n`` consecutive sequences (``first .. first + n - 1``).
+
+        One file write (and fsync) for all of them: the gateway reserves every batch of a
+        publish tick at once (at 0.1 s ticks of 10k points, one write per batch was 7% of its
+        CPU). A crash after the write skips the unused numbers, never repeats one.
+        """
+        if n < 1:
+            raise ValueError(f"reserve at least one sequence, not {n}")
+        first = self.last + 1
+        self._write(first + n - 1)
+        self._last = first + n - 1
+        return first
+
     def advance_to(self, value: int) -> None:
         """Make sure the next seq is above ``value`` (e.g. the newest batch in the disk buffer)."""
         if value > self.last:

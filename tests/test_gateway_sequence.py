@@ -35,6 +35,17 @@ def test_sequence_file_is_replaced_atomically(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["seq-s-g.json"]
 
 
+def test_reserve_persists_the_whole_range_in_one_write(tmp_path: Path) -> None:
+    """A tick's batches take consecutive seqs; a restart continues after the last reserved, unused or not."""
+    store = SequenceStore(tmp_path, "s", "g")
+    assert store.next() == 1
+    assert store.reserve(5) == 2  # 2..6
+    assert store.last == 6
+    assert SequenceStore(tmp_path, "s", "g").next() == 7  # never repeats a reserved number
+    with pytest.raises(ValueError, match="at least one"):
+        store.reserve(0)
+
+
 def test_corrupt_sequence_file_is_refused(tmp_path: Path) -> None:
     """A corrupt file raises SequenceError instead of silently restarting at 1."""
     (tmp_path / "seq-s-g.json").write_text("{not json")

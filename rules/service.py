@@ -68,6 +68,10 @@ _RETRIES = 3
 _NO_XMIN = -1  # rule_states row version unknown: never equal to a real xmin
 #: (rule_id, device_id) → (rule, its compiled form for the device, [(ts_ms, value, quality), …])
 _Groups = dict[tuple[int, int], tuple[Rule, CompiledRule, list[tuple[int, float, int]]]]
+#: Readings that cannot change their pair's cached ``normal`` state: (pair, rule, compiled, (ts_ms, value, quality))
+_Quiet = list[tuple[tuple[int, int], Rule, CompiledRule, tuple[int, float, int]]]
+#: What watches one (tag, device): (rule, compiled for the device, rule id, quiet band low, high; None: no band)
+_Target = tuple[Rule, CompiledRule, int, float | None, float | None]
 
 _DEVICE_SQL = """SELECT d.id, d.key, d.equipment_model, s.slug AS site, c.name AS client, d.attributes, d.parent_id
                  FROM devices d JOIN sites s ON s.id = d.site_id JOIN clients c ON c.id = s.client_id
@@ -140,10 +144,9 @@ class RuleEvaluator:
         self._loaded_at = -math.inf
         self._devices: dict[int, DeviceInfo | None] = {}  # None: unknown device
         self._compiled: dict[tuple[int, int], CompiledRule | None] = {}  # None: unbound thresholds
-        self._bands: dict[tuple[int, int], tuple[float, float] | None] = {}  # engine.quiet_band per bound pair
         self._known_pairs: set[tuple[int, int]] = set()  # (rule, device) whose rule_states row exists
         #: (tag, device) → the rules that watch it there, bound to the device (the per-reading hot path)
-        self._bindings: dict[tuple[str, int], list[tuple[Rule, CompiledRule]]] = {}
+        self._bindings: dict[tuple[str, int], list[_Target]] = {}
         #: (rule, device) → (state, xmin of the rule_states row version it was read from or written as)
         self._states: dict[tuple[int, int], tuple[RuleState, int]] = {}
         self._rules_fingerprint: str | None = None
@@ -179,13 +182,14 @@ class RuleEvaluator:
             return []
 
         def work(conn: psycopg.Connection) -> list[AlarmEvent]:
-            self._maybe_reload(conn)
-            groups = self._group(conn, batch)
+            if self._rules_fingerprint is None:  # first batch, or refresh(): rules before anything
+                self._maybe_reload(conn)
+            groups, quiet = self._group(conn, batch)
             scores = self._anomaly_scores(conn, batch)
             self._add_scores(groups, scores)
-            if not groups:
-                return []
-            events = self._apply(conn, groups, first=lambda c: store_scores(c, scores))
+            events = self._apply(conn, groups, quiet, first=lambda c: store_scores(c, scores)) if groups or quiet \
+                else []
+            self._maybe_reload(conn)  # the periodic check runs after the alarms committed, not before
             for ev in events:
                 log.info("%s alarm %d (rule %d, device %d)", ev.type, ev.alarm_id, ev.rule_id, ev.device_id)
             return events
@@ -208,7 +212,7 @@ class RuleEvaluator:
             self._add_scores(groups, items)
             if not groups:
                 return []
-            return self._apply(conn, groups)
+            return self._apply(conn, groups, [])
 
         return self._retrying(work, f"{len(items)} scores")
 
@@ -271,7 +275,6 @@ class RuleEvaluator:
             if changed:
                 self._devices.update({d: found.get(d) for d in changed})
                 self._compiled = {k: v for k, v in self._compiled.items() if k[1] not in changed}
-                self._bands = {k: v for k, v in self._bands.items() if k[1] not in changed}
                 self._bindings = {k: v for k, v in self._bindings.items() if k[1] not in changed}
         self._loaded_at = time.monotonic()
 
@@ -293,7 +296,6 @@ class RuleEvaluator:
         self._scorer.sync(conn, anomaly)
         self._devices = {}
         self._compiled = {}
-        self._bands = {}
         self._bindings = {}
         self._known_pairs = set()
         # self._states stays: each entry is checked against its row's xmin before it is trusted.
@@ -303,7 +305,6 @@ class RuleEvaluator:
         if key not in self._compiled:
             try:
                 self._compiled[key] = compile_rule(rule.spec, rule.id, device.attributes)
-                self._bands[key] = quiet_band(self._compiled[key])  # type: ignore[arg-type]
                 self.unbound.pop(key, None)
             except UnboundThreshold as exc:
                 log.warning("%s (device %d %s); the rule is not evaluated there", exc, device.id, device.key)
@@ -328,7 +329,7 @@ class RuleEvaluator:
         rules = list({r.id: r for t in {p.tag for p in relevant} for r in self._anomaly_by_tag[t]}.values())
         return self._scorer.score(conn, rules, self._devices, relevant)
 
-    def _targets(self, tag: str, device_id: int) -> list[tuple[Rule, CompiledRule]]:
+    def _targets(self, tag: str, device_id: int) -> list[_Target]:
         """The rules watching ``tag`` on ``device_id``, bound to it (cached; the device must be loaded)."""
         key = (tag, device_id)
         got = self._bindings.get(key)
@@ -340,12 +341,17 @@ class RuleEvaluator:
                     if rule.spec.scope.matches(device):
                         compiled = self._bind(rule, device)
                         if compiled is not None:
-                            got.append((rule, compiled))
+                            band = quiet_band(compiled)
+                            lo, hi = band if band is not None else (None, None)
+                            got.append((rule, compiled, rule.id, lo, hi))
             self._bindings[key] = got
         return got
 
-    def _group(self, conn: psycopg.Connection, batch: list[Reading]) -> _Groups:
-        """Readings per (rule, device) for the rules that apply to each device's model."""
+    def _group(self, conn: psycopg.Connection, batch: list[Reading]) -> tuple[_Groups, _Quiet]:
+        """Readings per (rule, device) for the rules in scope — and, apart, the *quiet* ones: readings inside
+        the rule's quiet band (:func:`rules.engine.quiet_band`) of a pair whose cached state is ``normal`` and
+        (:meth:`_apply` hands them back to a pair that has a loud reading too). They cannot open anything, so they
+        wait until the alarm-producing pairs have committed. One pass; this is the per-reading hot path."""
         by_tag = self._rules_by_tag
         relevant = [r for r in batch if r.tag in by_tag]
         watched = relevant + [r for r in batch if r.tag in self._anomaly_by_tag] if self._anomaly_by_tag else relevant
@@ -355,18 +361,26 @@ class RuleEvaluator:
             for dev in missing:
                 self._devices[dev] = found.get(dev)
         groups: _Groups = {}
-        bindings = self._bindings
+        quiet: _Quiet = []
+        bindings, states = self._bindings, self._states
         for r in relevant:
-            targets = bindings.get((r.tag, r.device_id))
+            device_id = r.device_id
+            targets = bindings.get((r.tag, device_id))
             if targets is None:
-                targets = self._targets(r.tag, r.device_id)
-            for rule, compiled in targets:
-                key = (rule.id, r.device_id)
+                targets = self._targets(r.tag, device_id)
+            for rule, compiled, rule_id, lo, hi in targets:
+                key = (rule_id, device_id)
+                item = (r.ts_ms, r.value, r.quality)
+                if lo is not None and (lo < item[1] < hi or item[2] != 0):  # type: ignore[operator]
+                    cached = states.get(key)
+                    if cached is not None and cached[0].phase == "normal":
+                        quiet.append((key, rule, compiled, item))
+                        continue
                 group = groups.get(key)
                 if group is None:
                     group = groups[key] = (rule, compiled, [])
-                group[2].append((r.ts_ms, r.value, r.quality))
-        return groups
+                group[2].append(item)
+        return groups, quiet
 
     def _lock_states(
         self, conn: psycopg.Connection, keys: list[tuple[int, int]]
@@ -401,30 +415,41 @@ class RuleEvaluator:
         return rows
 
     def _apply(
-        self, conn: psycopg.Connection, groups: _Groups, first: Callable[[psycopg.Connection], object] | None = None
+        self, conn: psycopg.Connection, groups: _Groups, quiet: _Quiet,
+        first: Callable[[psycopg.Connection], object] | None = None,
     ) -> list[AlarmEvent]:
-        """Evaluate ``groups`` and commit them: pairs that (by the cached states) emit an event in a first
-        small transaction, the quiet rest in a second. ``first`` runs in the first transaction (scores)."""
+        """Evaluate and commit: pairs that (by the cached states) emit an event, or are not cached, in a first
+        small transaction; the rest — and the ``quiet`` readings — in a second. ``first`` runs in the first."""
+        if groups and quiet:  # a pair with a loud reading takes its quiet ones along (time order matters)
+            rest: _Quiet = []
+            for q in quiet:
+                group = groups.get(q[0])
+                if group is None:
+                    rest.append(q)
+                else:
+                    group[2].append(q[3])
+            quiet = rest
         guesses: dict[tuple[int, int], tuple[RuleState, RuleState, list[RuleEvent]]] = {}
         hot: list[tuple[int, int]] = []
         cold: list[tuple[int, int]] = []
-        states, bands = self._states, self._bands
+        states = self._states
         for key, (_, compiled, readings) in groups.items():
             cached = states.get(key)
             if cached is None:
                 hot.append(key)
                 continue
-            band = bands.get(key)
-            if band is not None and cached[0].phase == "normal":
-                lo, hi = band
-                if all(lo < v < hi or q != 0 for _, v, q in readings):  # cannot trigger: quiet, no need to guess
-                    cold.append(key)
-                    continue
             new, evs = evaluate_all(compiled, cached[0], readings)
             guesses[key] = (cached[0], new, evs)
             (hot if evs else cold).append(key)
         events: list[AlarmEvent] = []
-        for keys in (hot, cold):
+        for n, keys in enumerate((hot, cold)):
+            if n == 1:  # after the alarms are committed: the quiet readings join the second transaction
+                for key, rule, compiled, item in quiet:
+                    group = groups.get(key)
+                    if group is None:
+                        group = groups[key] = (rule, compiled, [])
+                        keys.append(key)
+                    group[2].append(item)
             if not keys and first is None:
                 continue
             done: dict[tuple[int, int], tuple[RuleState, int]] = {}

@@ -98,6 +98,23 @@ def test_quiet_readings_write_nothing_and_a_restart_mid_duration_continues(db_ur
     assert len(rows) == 1 and int(rows[0][5].timestamp() * 1000) == T0 + 60_000
 
 
+def test_a_quiet_reading_between_loud_ones_still_breaks_the_run(db_url: str) -> None:
+    """`count: 3` with 90, 60, 90, 90 in one batch: the quiet 60 (deferred for latency) is evaluated in time
+    order with its pair's loud readings, so it resets the run — no alarm until a third 90 in a row."""
+    from rules.rulesfile import apply_plan, load_rules_file, plan
+
+    _, pump, _ = seed(db_url, duration_s=0)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        apply_plan(conn, plan(conn, load_rules_file(
+            "- {name: three hot, tag: bearing_temp, condition: {kind: above, threshold: 80}, count: 3,"
+            " scope: {equipment_models: [P100]}, problem_code: P}")), author="t")
+        conn.execute("DELETE FROM rules WHERE name = 'hot bearing'")
+    with RuleEvaluator(db_url) as ev:
+        assert ev.process(temps(pump, 0, [60])) == []  # cached: normal
+        assert ev.process(temps(pump, 10, [90, 60, 90, 90])) == []
+        assert [(e.type, e.ts_ms) for e in ev.process(temps(pump, 50, [90]))] == [("alarm_opened", T0 + 50_000)]
+
+
 def test_a_stale_cache_is_never_trusted_over_the_row(db_url: str) -> None:
     """Worker A caches a normal state; worker B moves the pair to pending; A's next reading completes B's
     duration (A re-reads the row because its version changed) instead of starting a new one."""

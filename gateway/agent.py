@@ -58,6 +58,7 @@ from fieldwatch.contract import (
     topic,
 )
 from fieldwatch.settings import Settings, get_settings
+from gateway.blockdecode import to_points
 from gateway.buffer import DiskBuffer
 from gateway.config import Device, GatewayConfig
 from gateway.drivers import Driver, make_driver
@@ -425,7 +426,7 @@ class Gateway:
                     self._set_online(name, True)
                     delays = backoff_delays(base=min(1.0, interval), cap=30.0, rng=random.Random())
                 ts = _ms(poll_time)
-                points = [Point(name, v.tag.name, v.ts or ts, v.value, v.quality) for v in values]
+                points = to_points(name, ts, values)
                 self._report(points, policies, poll_time) if by_exception else self._pending.extend(points)
                 await self._sleep_until_next(interval)
         finally:

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from fieldwatch.contract import Quality
-from gateway.blockdecode import BlockDecoder
+from fieldwatch.contract import Point, Quality
+from gateway.blockdecode import BlockDecoder, TagValue, to_points
 from gateway.config import Tag
 from gateway.decode import NUMERIC_TYPES, WORD_ORDERS, decode, encode, register_count
 
@@ -69,3 +69,62 @@ def test_short_answer_is_bad_decode_not_a_crash() -> None:
     tags = [Tag(name="x", address=0), Tag(name="y", address=1, data_type="float32")]
     values = BlockDecoder(0, 3, "holding", tags)([1, 2])
     assert [v.quality for v in values] == [Quality.BAD_DECODE, Quality.BAD_DECODE]
+
+
+@pytest.mark.parametrize("order", ["ABCD", "DCBA"])
+def test_whole_block_fast_path_matches_reference(order: str) -> None:
+    """A read of numeric tags in one byte order, with gaps, scales, NaN and inf, decodes like ``decode`` per tag."""
+    layout = [  # (address, type, value, scale, offset)
+        (3, "float32", 1.5, 1.0, 0.0),
+        (5, "int16", -7, 0.5, 10.0),
+        (9, "float32", math.nan, 1.0, 0.0),  # gap of 3 registers before it
+        (11, "uint32", 4_000_000_000, 1.0, 0.0),
+        (13, "float64", math.inf, 1.0, 0.0),
+        (17, "float32", -0.0, 1.0, 0.0),
+        (19, "uint64", 2**63 + 5, 0.001, -2.0),
+    ]
+    regs = [0] * 25
+    tags = []
+    for i, (addr, dtype, value, scale, offset) in enumerate(layout):
+        words = encode(value, dtype, order)
+        regs[addr : addr + len(words)] = words
+        tags.append(Tag(name=f"t{i}", address=addr, data_type=dtype, word_order=order, scale=scale, offset=offset))
+    block = BlockDecoder(1, 24, "holding", tags)
+    assert block._whole is not None  # the fast path is the one under test
+    got = block(regs[1:25])
+    for (addr, dtype, _, scale, offset), v in zip(layout, got, strict=True):
+        words = regs[addr : addr + register_count(dtype)]
+        try:
+            want = (decode(words, dtype, order, scale, offset), Quality.GOOD)
+        except ValueError:
+            want = (0.0, Quality.BAD_DECODE)
+        assert (v.value, v.quality) == want, v.tag.name
+        assert math.copysign(1, v.value) == math.copysign(1, want[0])  # -0.0 stays -0.0 when the reference keeps it
+
+
+def test_whole_block_not_used_where_the_loop_is_needed() -> None:
+    """Mixed byte orders, swapped orders, clamps, overlaps and bits keep the per-tag loop."""
+    f = Tag(name="f", address=0, data_type="float32")
+    cases = [
+        [f, Tag(name="g", address=2, data_type="float32", word_order="DCBA")],
+        [Tag(name="s", address=0, data_type="float32", word_order="CDAB")],
+        [f, Tag(name="c", address=2, data_type="uint16", max=5)],
+        [f, Tag(name="lo", address=1, data_type="uint16")],
+        [f, Tag(name="b", address=2, data_type="bit", bit=1)],
+    ]
+    for tags in cases:
+        assert BlockDecoder(0, 4, "holding", tags)._whole is None, [t.name for t in tags]
+
+
+def test_to_points_equals_building_points() -> None:
+    """The fast Point builder gives equal (and equally hashable) Points, honouring a value's own timestamp."""
+    tags = [Tag(name=f"t{i}", address=i) for i in range(4)]
+    values = [
+        TagValue(t, float(i), Quality.GOOD if i % 2 else Quality.BAD_DECODE, 99 if i == 3 else None)
+        for i, t in enumerate(tags)
+    ]
+    want = [Point("dev", v.tag.name, v.ts or 7, v.value, v.quality) for v in values]
+    got = to_points("dev", 7, values)
+    assert got == want
+    assert [hash(p) for p in got] == [hash(p) for p in want]
+    assert got[3].ts == 99

@@ -59,7 +59,11 @@ def _statuses(watcher: Watcher) -> list[dict]:
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize(("how", "reason"), [("refused", Quality.BAD_NOT_CONNECTED), ("silent", Quality.BAD_TIMEOUT)])
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [("refused", Quality.BAD_NOT_CONNECTED), ("silent", Quality.BAD_TIMEOUT)],
+    ids=["refused", "silent"],
+)
 async def test_device_unplugged_and_back(
     how: str, reason: Quality, db_url: str, mqtt_url: str, uid: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

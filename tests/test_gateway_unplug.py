@@ -139,13 +139,14 @@ async def test_device_unplugged_and_back(
     assert _count(db_url, "SELECT count(DISTINCT (series_id, time)) FROM telemetry") == published
     assert _count(db_url, "SELECT count(*) FROM dead_letters") == 0
 
-    # The compressor delivered every poll through the outage: no gap longer than one poll interval (+ jitter).
+    # The compressor delivered every poll through the outage. Had it waited on the chiller, a gap would be at
+    # least the chiller's 0.5 s timeout; the bound below 0.5 s leaves room for scheduling jitter on a loaded CI box.
     comp = [(ts, q) for tag, ts, q in _rows(db_url, "comp-1") if tag == "oil_temp"]
     assert all(q == Quality.GOOD for _, q in comp)
     times = [ts for ts, _ in comp]
     assert times[0] < unplugged_at and times[-1] > back_at
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert max(gaps) < 2 * POLL - 0.05, f"compressor gap of {max(gaps):.2f} s (poll {POLL} s)"
+    assert max(gaps) < 0.45, f"compressor gap of {max(gaps):.2f} s (poll {POLL} s)"
 
     # The chiller: good, then one bad point per tag with the reason, then good again.
     chiller = _rows(db_url, "ch-1")

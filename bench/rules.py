@@ -10,7 +10,7 @@
   (``--devices`` × 10 series, one reading each per second, each watched by a rule), while a probe
   device alternates 90/60 every 0.2 s under ``probe hot: above 80``. The reading's commit is stamped
   the moment the ingest writer's transaction returns (before acks and hooks run), the alarm's by a
-  ``LISTEN fw_events`` thread (NOTIFY is delivered at commit). ``ingest_points_per_s`` is what ingest
+  ``LISTEN fw_events`` process (NOTIFY is delivered at commit). ``ingest_points_per_s`` is what ingest
   committed meanwhile;
 * ``alarm_e2e_p50_ms`` / ``alarm_e2e_p99_ms``: probe *published* → alarm committed, for context: it adds
   the broker, the ingest queue and batching wait (up to ``batch_max_wait_ms``) and the ingest commit.
@@ -135,15 +135,30 @@ def load_publisher(mqtt_url: str, uid: str, devices: int, seconds: float, go, do
     c.loop_stop()
 
 
+def alarm_listener(url: str, stop, ready, out) -> None:  # type: ignore[no-untyped-def]
+    """A separate process: ``LISTEN fw_events``; returns {alarm id: perf_counter when its NOTIFY arrived}."""
+    import psycopg
+
+    seen: dict[int, float] = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("LISTEN fw_events")
+        ready.set()
+        while not stop.is_set():
+            for n in conn.notifies(timeout=0.2):
+                body = json.loads(n.payload)
+                if body["type"] == "alarm_opened":
+                    seen[body["alarm_id"]] = time.perf_counter()
+    out.put(seen)
+
+
 def latency_under_load(seconds: float = 30.0, devices: int = 1000) -> dict[str, float]:
     """Committed probe reading → committed alarm (NOTIFY received), while ingest consumes a steady load.
 
     The ingest worker runs in this process with two after-commit hooks: a timestamp of each committed
-    probe reading, then the :class:`RuleEvaluator`. A listener on ``fw_events`` timestamps each alarm
+    probe reading, then the :class:`RuleEvaluator`. A listener process on ``fw_events`` timestamps each alarm
     as PostgreSQL delivers it (at commit). A probe reading alternates 90 (opens) / 60 (clears) every 0.2 s.
     """
     import multiprocessing as mp
-    import threading
 
     import paho.mqtt.client as mqtt
     import psycopg
@@ -174,19 +189,14 @@ def latency_under_load(seconds: float = 30.0, devices: int = 1000) -> dict[str, 
             if p.tag == "probe" and p.value > 80:
                 committed[p.ts_ms] = last_commit[0]
 
-    listen = psycopg.connect(url, autocommit=True)
-    listen.execute("LISTEN fw_events")
-    stop = threading.Event()
-
-    def listener() -> None:
-        while not stop.is_set():
-            for n in listen.notifies(timeout=0.5):
-                body = json.loads(n.payload)
-                if body["type"] == "alarm_opened":
-                    alarms[body["alarm_id"]] = time.perf_counter()
-
-    lt = threading.Thread(target=listener, daemon=True)
-    lt.start()
+    # The alarm observer is a separate process (like ticketing), so its clock reading does not wait for
+    # this process's GIL; perf_counter is CLOCK_MONOTONIC, comparable across processes on Linux.
+    ctx = mp.get_context("spawn")
+    stop, ready, got = ctx.Event(), ctx.Event(), ctx.Queue()
+    observer = ctx.Process(target=alarm_listener, args=(url, stop, ready, got))
+    observer.start()
+    if not ready.wait(30):
+        raise SystemExit("the alarm listener did not start")
     try:
         with LocalMosquitto() as broker:
             ev = RuleEvaluator(url)
@@ -202,7 +212,6 @@ def latency_under_load(seconds: float = 30.0, devices: int = 1000) -> dict[str, 
             worker._writer.write = timed_write  # type: ignore[method-assign]
             tune_gc_for_latency()  # as `fieldwatch serve` does when it starts ingest
             worker.start()
-            ctx = mp.get_context("spawn")
             go, done = ctx.Event(), ctx.Queue()
             pub = ctx.Process(target=load_publisher, args=(broker.url, uid, devices, seconds, go, done))
             pub.start()
@@ -235,8 +244,10 @@ def latency_under_load(seconds: float = 30.0, devices: int = 1000) -> dict[str, 
             probe.disconnect()
             worker.stop()
             ev.close()
+        time.sleep(0.5)
         stop.set()
-        lt.join(5)
+        alarms.update(got.get(timeout=30))
+        observer.join(10)
         with psycopg.connect(url) as conn:
             rows = conn.execute("SELECT id, (extract(epoch FROM triggered_at) * 1000)::bigint FROM alarms"
                                 " WHERE id = ANY(%s)", (list(alarms),)).fetchall()
@@ -254,7 +265,8 @@ def latency_under_load(seconds: float = 30.0, devices: int = 1000) -> dict[str, 
                 "probes_sent": (k + 1) // 2}
     finally:
         stop.set()
-        listen.close()
+        if observer.is_alive():
+            observer.terminate()
         drop_database(admin, name)
 
 

@@ -349,7 +349,8 @@ class RuleEvaluator:
 
     def _group(self, conn: psycopg.Connection, batch: list[Reading]) -> tuple[_Groups, _Quiet]:
         """Readings per (rule, device) for the rules in scope — and, apart, the *quiet* ones: readings inside
-        the rule's quiet band (:func:`rules.engine.quiet_band`) of a pair whose cached state is ``normal`` and
+        the rule's quiet band (:func:`rules.engine.quiet_band`) of a pair whose cached state is ``normal`` (or
+        not cached yet — they cannot *open* an alarm whatever the row holds; a clear waits one transaction) and
         (:meth:`_apply` hands them back to a pair that has a loud reading too). They cannot open anything, so they
         wait until the alarm-producing pairs have committed. One pass; this is the per-reading hot path."""
         by_tag = self._rules_by_tag
@@ -372,8 +373,8 @@ class RuleEvaluator:
                 key = (rule_id, device_id)
                 item = (r.ts_ms, r.value, r.quality)
                 if lo is not None and (lo < item[1] < hi or item[2] != 0):  # type: ignore[operator]
-                    cached = states.get(key)
-                    if cached is not None and cached[0].phase == "normal":
+                    cached = states.get(key)  # not cached (a restart): the row decides, after the alarms
+                    if cached is None or cached[0].phase == "normal":
                         quiet.append((key, rule, compiled, item))
                         continue
                 group = groups.get(key)

@@ -15,7 +15,7 @@ from ticketing.optimizer.solomon import Instance, load, solve_vrptw
 
 DATA = Path(__file__).resolve().parent.parent / "bench" / "data"
 #: Published best distances (see bench/data/README.md for the source and the objective).
-BEST = {"C101.txt": 828.94, "RC208.vrp": 776.1}
+BEST = {"C101.txt": 828.94, "R201.txt": 1143.2, "RC208.vrp": 776.1}
 
 
 def _own_check(inst: Instance, routes: list[list[int]]) -> float:

@@ -4,6 +4,7 @@
 * :mod:`.routes` — the judge: simulate a route, check hard constraints, cost a plan;
 * :mod:`.insertion` — cheapest insertion of one new ticket, emergency bumping, the greedy baseline;
 * :mod:`.engine` — OR-Tools over the whole day (freeze prefixes, warm start);
+* :mod:`.pyvrp_day` — the same day as a PyVRP model (the measured alternative; docs/dispatch.md);
 * :mod:`.explain` — runner-up, cost difference, deciding and blocking constraints;
 * :mod:`.solomon`, :mod:`.synthetic` — bench instances.
 """

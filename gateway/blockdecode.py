@@ -106,8 +106,17 @@ class BlockDecoder:
         self._fields = tuple(fields)
         self._whole = None if self._bits else _whole_block(address, count, tags)
 
-    def __call__(self, registers: Sequence[int]) -> list[TagValue]:
-        """Every tag's value; a tag that cannot be decoded gets ``BAD_DECODE``, the others are unaffected."""
+    def __call__(self, registers: Sequence[int] | bytes) -> list[TagValue]:
+        """Every tag's value; a tag that cannot be decoded gets ``BAD_DECODE``, the others are unaffected.
+
+        ``registers`` is a list of register values (pymodbus), or — from the lean Modbus TCP
+        client — the reply's data bytes as received (big-endian registers): the fast path then
+        unpacks them as they are, skipping a pack of every register back into bytes.
+        """
+        if type(registers) is bytes:
+            if self._whole is not None and len(registers) >= 2 * self._count:
+                return self._decode_whole(registers)
+            registers = struct.unpack(f">{len(registers) // 2}H", registers[: len(registers) // 2 * 2])
         if self._bits or len(registers) < self._count:
             buf = b""
         else:

@@ -128,3 +128,23 @@ def test_to_points_equals_building_points() -> None:
     assert got == want
     assert [hash(p) for p in got] == [hash(p) for p in want]
     assert got[3].ts == 99
+
+
+@pytest.mark.parametrize("order", WORD_ORDERS)
+def test_raw_reply_bytes_decode_like_the_register_list(order: str) -> None:
+    """The lean client's data bytes give exactly what the list of registers gives (fast path and per-tag loop)."""
+    regs = [*encode(-3.25, "float32", order), 0b1000_0000_0000_0010, *encode(-7, "int16", order)]
+    blocks = [
+        [Tag(name="f", address=0, data_type="float32", word_order=order), Tag(name="i", address=3, word_order=order)],
+        [Tag(name="f", address=0, data_type="float32", word_order=order),
+         Tag(name="b1", address=2, data_type="bit", bit=1), Tag(name="b15", address=2, data_type="bit", bit=15),
+         Tag(name="b2", address=2, data_type="bit", bit=2)],
+    ]  # fmt: skip
+    raw = b"".join(r.to_bytes(2, "big") for r in regs)
+    for tags in blocks:
+        decoder = BlockDecoder(0, len(regs), "holding", tags)
+        assert decoder(raw) == decoder(regs)
+        assert [v.quality for v in decoder(raw)] == [Quality.GOOD] * len(tags)
+    short = BlockDecoder(0, len(regs), "holding", blocks[0])(raw[:-2])
+    assert short == BlockDecoder(0, len(regs), "holding", blocks[0])(regs[:-1])
+    assert short[0].quality == Quality.BAD_DECODE

@@ -151,6 +151,9 @@ def alarm_listener(url: str, stop, ready, out) -> None:  # type: ignore[no-untyp
     out.put(seen)
 
 
+WARMUP_S = 2  # seconds of load before probes count (see the warm-up comment below)
+
+
 def latency_under_load(seconds: float = 30.0, devices: int = 1000) -> dict[str, float]:
     """Committed probe reading → committed alarm (NOTIFY received), while ingest consumes a steady load.
 
@@ -213,18 +216,17 @@ def latency_under_load(seconds: float = 30.0, devices: int = 1000) -> dict[str, 
             tune_gc_for_latency()  # as `fieldwatch serve` does when it starts ingest
             worker.start()
             go, done = ctx.Event(), ctx.Queue()
-            pub = ctx.Process(target=load_publisher, args=(broker.url, uid, devices, seconds, go, done))
+            pub = ctx.Process(target=load_publisher, args=(broker.url, uid, devices, seconds + WARMUP_S, go, done))
             pub.start()
             p = mqtt_parts(broker.url)
             probe = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-rules-probe-{uid}",
                                 protocol=mqtt.MQTTv5)
             probe.connect(p["host"], p["port"], 30)
             probe.loop_start()
-            time.sleep(1.0)
-            go.set()
-            t_start = time.perf_counter()
             k = 0
-            while time.perf_counter() - t_start < seconds:
+
+            def send_probe() -> int:
+                nonlocal k
                 k += 1
                 ts = int(time.time() * 1000)
                 pt = WirePoint("probe", "probe", ts, 90.0 if k % 2 else 60.0)
@@ -232,6 +234,21 @@ def latency_under_load(seconds: float = 30.0, devices: int = 1000) -> dict[str, 
                 probe.publish(topic(f"s-{uid}", f"probe-{uid}", "telemetry"),
                               encode_batch(Batch(gateway=f"probe-{uid}", site=f"s-{uid}", seq=k, points=[pt],
                                                  sent_at=ts)), qos=1)
+                return ts
+
+            # Warm-up, the first WARMUP_S of the load: the process's first alarm and the first batches of the
+            # load pay one-time costs (every (rule, device) pair of 10,000 new series is bound and its state
+            # read once; the first probe alarm waited ~180 ms behind that). The warm-up probes are reported on
+            # their own (warmup_alarm_ms, the slowest) and kept out of the percentiles, which describe the
+            # steady state.
+            go.set()
+            warmup: set[int] = set()
+            while len(warmup) < 2 * WARMUP_S:
+                warmup.add(send_probe())
+                time.sleep(0.5)
+            t_start = time.perf_counter()
+            while time.perf_counter() - t_start < seconds:
+                send_probe()
                 time.sleep(0.2)
             sent = done.get(timeout=60)
             pub.join(30)
@@ -251,8 +268,9 @@ def latency_under_load(seconds: float = 30.0, devices: int = 1000) -> dict[str, 
         with psycopg.connect(url) as conn:
             rows = conn.execute("SELECT id, (extract(epoch FROM triggered_at) * 1000)::bigint FROM alarms"
                                 " WHERE id = ANY(%s)", (list(alarms),)).fetchall()
-        lat = sorted((alarms[i] - committed[ts]) * 1000 for i, ts in rows if ts in committed)
-        e2e = sorted((alarms[i] - published[ts]) * 1000 for i, ts in rows if ts in published)
+        warm = sorted((alarms[i] - committed[ts]) * 1000 for i, ts in rows if ts in warmup and ts in committed)
+        lat = sorted((alarms[i] - committed[ts]) * 1000 for i, ts in rows if ts in committed and ts not in warmup)
+        e2e = sorted((alarms[i] - published[ts]) * 1000 for i, ts in rows if ts in published and ts not in warmup)
         if not lat or not e2e:
             raise SystemExit("no probe alarm was observed: check the worker and evaluator logs")
 
@@ -261,7 +279,9 @@ def latency_under_load(seconds: float = 30.0, devices: int = 1000) -> dict[str, 
 
         return {"alarm_p50_ms": statistics.median(lat), "alarm_p99_ms": p99(lat),
                 "alarm_e2e_p50_ms": statistics.median(e2e), "alarm_e2e_p99_ms": p99(e2e),
-                "alarm_samples": len(lat), "ingest_points_per_s": counted[0] / elapsed, "load_series": n_series,
+                "alarm_samples": len(lat), "warmup_alarm_ms": round(warm[-1], 2) if warm else None,
+                "alarm_max_ms": lat[-1], "alarm_over_100ms": sum(x > 100 for x in lat),
+                "ingest_points_per_s": counted[0] / elapsed, "load_series": n_series,
                 "probes_sent": (k + 1) // 2}
     finally:
         stop.set()
@@ -280,7 +300,9 @@ def main() -> None:
     lat = latency_under_load(args.seconds, args.devices)
     result = {"readings_per_s": round(rps), "rules": 1000, "series": 10_000,
               "alarm_p50_ms": round(lat["alarm_p50_ms"], 2), "alarm_p99_ms": round(lat["alarm_p99_ms"], 2),
-              "alarm_samples": lat["alarm_samples"], "alarm_e2e_p50_ms": round(lat["alarm_e2e_p50_ms"], 2),
+              "alarm_samples": lat["alarm_samples"], "alarm_max_ms": round(lat["alarm_max_ms"], 2),
+              "alarm_over_100ms": lat["alarm_over_100ms"], "warmup_alarm_ms": lat["warmup_alarm_ms"],
+              "alarm_e2e_p50_ms": round(lat["alarm_e2e_p50_ms"], 2),
               "alarm_e2e_p99_ms": round(lat["alarm_e2e_p99_ms"], 2), "under_ingest_load": True,
               "ingest_points_per_s": round(lat["ingest_points_per_s"]), "load_series": lat["load_series"]}
     if not args.json:

@@ -206,7 +206,10 @@ class SparkplugSession:
         ]
         msgs = [Message(self.topic("NBIRTH"), encode_payload(Payload(now_ms, node_metrics, self._next_seq())))]
         for device in self.defs:
-            if device in self._online:
+            # A device that answered before this connection but whose values have not passed through
+            # data() yet (polled while disconnected: those points wait on disk) would be born with every
+            # metric null; its DBIRTH goes out with its next data instead, carrying real values.
+            if device in self._online and any((device, tag) in self._last for tag in self.defs[device]):
                 msgs.append(self._device_birth(device, now_ms))
         return msgs
 

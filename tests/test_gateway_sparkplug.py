@@ -239,6 +239,24 @@ def test_quality_goes_as_is_null_and_quality_property_and_recovery_is_announced(
     assert all(m["type"] == "Float" and int(m["alias"]) == 5 for m in got)
 
 
+def test_a_device_that_answered_before_the_connection_is_born_with_its_values_not_nulls(
+    tahu: Callable[..., dict[str, Any]],
+) -> None:
+    """Polled while the node was still connecting (its points wait on disk): NBIRTH alone, then the DBIRTH goes
+    out with the first live data and carries those values — never a DBIRTH of null metrics."""
+    s = SparkplugSession("g", "n", metric_defs(parse_config(_bank_config(1)).devices))
+    s.set_online("bank-1", True, 0)
+    births = s.birth(1, 1)
+    assert [m.topic.split("/")[2] for m in births] == ["NBIRTH"]
+    msgs, carried = s.data([Point("bank-1", "i16", 2, -1234.0), Point("bank-1", "f32", 2, 12.5)], 2)
+    assert ([m.topic.split("/")[2] for m in msgs], carried) == (["DBIRTH"], 2)
+    metrics = {m["name"]: m for m in tahu(decode=[msgs[0].payload])["decoded"][0]["metrics"]}
+    assert (metrics["i16"]["value"], metrics["f32"]["value"]) == (-1234, 12.5)
+    assert metrics["u16"]["value"] is None  # not in that data: not read yet
+    # With values known, a later birth (reconnect or rebirth) carries the device at once.
+    assert [m.topic.split("/")[2] for m in s.birth(2, 3)] == ["NBIRTH", "DBIRTH"]
+
+
 def test_sparkplug_ids_are_validated_with_the_entry_named() -> None:
     """A group id with an MQTT wildcard or slash is refused, naming the field."""
     with pytest.raises(ConfigError, match=r"sparkplug\.group_id: .*'a/b'"):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
 import pytest
 
-from fieldwatch.contract import Point, Quality
+from fieldwatch.contract import Batch, Point, Quality, encode_batch
 from gateway.blockdecode import BlockDecoder, TagValue, to_points
 from gateway.config import Tag
 from gateway.decode import NUMERIC_TYPES, WORD_ORDERS, decode, encode, register_count
@@ -128,6 +129,13 @@ def test_to_points_equals_building_points() -> None:
     assert got == want
     assert [hash(p) for p in got] == [hash(p) for p in want]
     assert got[3].ts == 99
+    assert all(type(p) is Point for p in got)
+    assert [repr(p) for p in got] == [repr(p) for p in want]
+    batch = Batch("gw", "site", 1, got, sent_at=5)
+    assert encode_batch(batch) == encode_batch(Batch("gw", "site", 1, want, sent_at=5))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        got[0].value = 1.0  # type: ignore[misc]
+    assert dataclasses.replace(got[1], value=2.0) == Point("dev", "t1", 7, 2.0, Quality.GOOD)
 
 
 @pytest.mark.parametrize("order", WORD_ORDERS)

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ticketing.optimizer.solomon import Instance, load, solve_vrptw
+from ticketing.optimizer.solomon import Instance, load, solve_vrptw, truncated_distance
 
 DATA = Path(__file__).resolve().parent.parent / "bench" / "data"
 #: Published best distances (see bench/data/README.md for the source and the objective).
@@ -59,3 +59,23 @@ def test_bench_cli_prints_one_json_line_with_the_gap() -> None:
     last = orjson.loads(out.stdout.strip().splitlines()[-1])
     assert (last["instance"], last["engine"], last["feasible"]) == ("C101", "pyvrp", True)
     assert last["vehicles"] >= 10 and 0 <= last["gap_pct"] < 10
+
+
+def test_two_parallel_searches_return_one_feasible_plan_within_the_wall_clock() -> None:
+    """--workers 2 (seeds 1 and 2 in forked processes): one checked plan, and the call keeps to the limit."""
+    inst = load(DATA / "RC208.vrp")
+    r = solve_vrptw(inst, 3.0, "pyvrp", seed=1, workers=2)
+    assert r.feasible
+    assert _own_check(inst, r.routes) == pytest.approx(r.distance)
+    assert r.solve_s < 3.0 + 1.0  # fork + model build are inside the budget; 1 s slack for a loaded CI box
+
+
+def test_truncated_distance_truncates_every_arc_to_one_decimal() -> None:
+    """The convention of the exact methods' optima: each arc floor(d * 10) / 10, summed."""
+    c = load(DATA / "C101.txt")
+    routes = [[1, 2]]
+    arcs = [(0, 1), (1, 2), (2, 0)]
+    expected = sum(math.floor(c.dist(a, b) * 10) / 10 for a, b in arcs)
+    assert truncated_distance(c, routes) == pytest.approx(expected)
+    assert truncated_distance(c, routes) <= sum(c.dist(a, b) for a, b in arcs)
+    assert any(c.dist(a, b) * 10 != math.floor(c.dist(a, b) * 10) for a, b in arcs)  # the case is not trivial

@@ -177,8 +177,8 @@ def run_gateway(args: argparse.Namespace) -> None:
     import faulthandler
     import logging
 
+    from fieldwatch.gctune import tune_gc
     from gateway import Gateway, parse_config
-    from gateway.gctune import tune_gc
 
     faulthandler.dump_traceback_later(args.seconds + args.warmup + 40, exit=True)  # a hang shows where
 

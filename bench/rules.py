@@ -170,11 +170,11 @@ def latency_under_load(seconds: float = 30.0, devices: int = 1000) -> dict[str, 
     from fieldwatch.contract import Batch, encode_batch, topic
     from fieldwatch.contract import Point as WirePoint
     from fieldwatch.db import drop_database
+    from fieldwatch.gctune import tune_gc
     from fieldwatch.settings import load_settings, mqtt_parts
     from ingest.localbroker import LocalMosquitto
     from ingest.worker import IngestWorker
     from rules import RuleEvaluator
-    from rules.gctune import tune_gc_for_latency
 
     admin = load_settings().database_url
     uid = uuid.uuid4().hex[:8]
@@ -213,7 +213,7 @@ def latency_under_load(seconds: float = 30.0, devices: int = 1000) -> dict[str, 
                 return result
 
             worker._writer.write = timed_write  # type: ignore[method-assign]
-            tune_gc_for_latency()  # as `fieldwatch serve` does when it starts ingest
+            tune_gc()  # as `fieldwatch serve` does when it starts ingest
             worker.start()
             go, done = ctx.Event(), ctx.Queue()
             pub = ctx.Process(target=load_publisher, args=(broker.url, uid, devices, seconds + WARMUP_S, go, done))

@@ -55,11 +55,11 @@ class ServerStack:
                 self.dispatcher = TicketingService(s.database_url, travel=travel)
                 await asyncio.to_thread(self.dispatcher.start)
             if self.ingest:
+                from fieldwatch.gctune import tune_gc
                 from ingest import IngestWorker, Limits
                 from rules import RuleEvaluator
-                from rules.gctune import tune_gc_for_latency
 
-                tune_gc_for_latency()  # full GC pauses were the alarm-latency tail (docs/rules.md)
+                tune_gc()  # full GC pauses were the alarm-latency tail (docs/rules.md)
                 self.evaluator = RuleEvaluator(s.database_url)
                 share = s.ingest_share_group if s.mqtt_protocol == "5" else None
                 self.worker = IngestWorker(

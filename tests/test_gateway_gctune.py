@@ -1,4 +1,4 @@
-"""The gateway process's GC tuning (gateway/gctune.py), checked in a fresh interpreter so this one is untouched."""
+"""GC tuning of the gateway and server processes (fieldwatch/gctune.py), in a fresh interpreter."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 CHILD = """
 import gc, json
-from gateway.gctune import YOUNG_THRESHOLD, tune_gc
+from fieldwatch.gctune import YOUNG_THRESHOLD, tune_gc
 before = gc.get_threshold()
 tune_gc(); tune_gc()  # idempotent
 print(json.dumps({"before": before, "after": gc.get_threshold(), "frozen": gc.get_freeze_count(),

@@ -8,6 +8,7 @@ import sys
 
 CHILD = """
 import gc, json
+import gateway.cli  # what `fieldwatch gateway run` has loaded when it tunes
 from fieldwatch.gctune import YOUNG_THRESHOLD, tune_gc
 before = gc.get_threshold()
 tune_gc(); tune_gc()  # idempotent

@@ -3,10 +3,10 @@ parent-asset suppression, release when the reason is gone, and the API/CLI aroun
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+from hook_point import Point
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -24,16 +24,6 @@ from rules.lifecycle import (
 from rules.model import RuleSpec
 from rules.store import save_rule
 from tests.api_support import api_client, auth, token
-
-
-@dataclass(frozen=True)
-class Point:
-    device_id: int
-    tag: str
-    ts_ms: int
-    value: float
-    quality: int = 0
-
 
 NOW_MS = int(datetime.now(UTC).timestamp() * 1000) - 3_600_000  # an hour ago: inside windows made "now - 2 h"
 

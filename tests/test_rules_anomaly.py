@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
 import psycopg
 from api_support import BASE, api_client, auth, token
+from hook_point import Point
 from typer.testing import CliRunner
 
 from rules import RuleEvaluator, find_rule
@@ -39,15 +39,6 @@ RULE = f"""
   scope: {{equipment_models: [P100]}}
   problem_code: PUMP_ANOMALY
 """
-
-
-@dataclass(frozen=True)
-class Point:
-    device_id: int
-    tag: str
-    ts_ms: int
-    value: float
-    quality: int = 0
 
 
 def pump_run(seed: int, start_ms: int, seconds: int, fault_at: int | None = None) -> list[tuple[int, dict]]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import random
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import psycopg
 import pytest
+from hook_point import Point
 from typer.testing import CliRunner
 
 from rules import RuleEvaluator, find_rule
@@ -37,15 +37,6 @@ RULE = """
   scope: {equipment_models: [P100]}
   problem_code: BEARING
 """
-
-
-@dataclass(frozen=True)
-class Point:
-    device_id: int
-    tag: str
-    ts_ms: int
-    value: float
-    quality: int = 0
 
 
 def test_scores_against_incidents() -> None:

@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 import orjson
 import psycopg
 import pytest
+from hook_point import Point
 
 from rules import RuleEvaluator, RuleState, create_rule, get_rule, list_rules
 from rules.store import DuplicateRuleName, UnknownSkill
-
-
-@dataclass(frozen=True)
-class Point:
-    """A committed reading as the ingest hook hands it over (only the fields rules need, plus extras)."""
-
-    device_id: int
-    tag: str
-    ts_ms: int
-    value: float
-    quality: int = 0
-    historical: bool = False
-
 
 T0 = 1_700_000_000_000
 

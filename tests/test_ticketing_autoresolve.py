@@ -8,24 +8,13 @@ from dataclasses import dataclass
 
 import psycopg
 import pytest
+from hook_point import Point
 
 from rules import RuleEvaluator, create_rule
 from ticketing import TicketingService, create_technician, ensure_skill
 from ticketing.controls import transition
 
 T0 = 1_700_000_000_000
-
-
-@dataclass(frozen=True)
-class Point:
-    """A committed reading as the ingest hook hands it over."""
-
-    device_id: int
-    tag: str
-    ts_ms: int
-    value: float
-    quality: int = 0
-    historical: bool = False
 
 
 @dataclass

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import orjson
 import psycopg
 import pytest
+from hook_point import Point
 
 from rules import RuleEvaluator, create_rule
 from ticketing import (
@@ -29,15 +30,6 @@ AUGSBURG = (48.3705, 10.8978)  # ~56 km
 FREISING = (48.4029, 11.7488)  # ~32 km
 DACHAU = (48.2600, 11.4342)  # ~17 km
 T0 = 1_700_000_000_000
-
-
-@dataclass(frozen=True)
-class Point:
-    device_id: int
-    tag: str
-    ts_ms: int
-    value: float
-    quality: int = 0
 
 
 @dataclass

@@ -306,7 +306,9 @@ async def test_the_provisioned_acl_lets_the_gateway_read_its_config_topic(
         async with Gateway(cfg, mqtt_url=url) as gw:
             await gw.wait_connected()
             new = _doc(uid, tmp_path, "2", _pump(sim.port, "pump-1"), _pump(sim.port, "pump-2", unit=2))
-            server.publish(topic(site, name, "config"), json.dumps(new).encode(), qos=1).wait_for_publish(5)
+            # Retained, as docs/gateway.md says to publish configs: delivered even if it beats the SUBACK.
+            msg = server.publish(topic(site, name, "config"), json.dumps(new).encode(), qos=1, retain=True)
+            msg.wait_for_publish(5)
             deadline = time.monotonic() + 10
             while gw.remote.last is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)

@@ -154,7 +154,7 @@ def alarm_listener(url: str, stop, ready, out) -> None:  # type: ignore[no-untyp
 WARMUP_S = 2  # seconds of load before probes count (see the warm-up comment below)
 
 
-def latency_under_load(seconds: float = 30.0, devices: int = 1000) -> dict[str, float]:
+def latency_under_load(seconds: float = 30.0, devices: int = 1000, warmup_s: float = WARMUP_S) -> dict[str, float]:
     """Committed probe reading → committed alarm (NOTIFY received), while ingest consumes a steady load.
 
     The ingest worker runs in this process with two after-commit hooks: a timestamp of each committed
@@ -203,6 +203,7 @@ def latency_under_load(seconds: float = 30.0, devices: int = 1000) -> dict[str, 
     try:
         with LocalMosquitto() as broker:
             ev = RuleEvaluator(url)
+            ev.warm()  # as `fieldwatch serve` does before ingest starts
             worker = IngestWorker(url, broker.url, client_id=f"bench-rules-ingest-{uid}", site_filter=f"s-{uid}",
                                   on_commit=[stamp, ev], session_expiry_s=60)
             write = worker._writer.write  # stamp the commit itself, not the later hook call
@@ -216,7 +217,7 @@ def latency_under_load(seconds: float = 30.0, devices: int = 1000) -> dict[str, 
             tune_gc()  # as `fieldwatch serve` does when it starts ingest
             worker.start()
             go, done = ctx.Event(), ctx.Queue()
-            pub = ctx.Process(target=load_publisher, args=(broker.url, uid, devices, seconds + WARMUP_S, go, done))
+            pub = ctx.Process(target=load_publisher, args=(broker.url, uid, devices, seconds + warmup_s, go, done))
             pub.start()
             p = mqtt_parts(broker.url)
             probe = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-rules-probe-{uid}",
@@ -243,7 +244,7 @@ def latency_under_load(seconds: float = 30.0, devices: int = 1000) -> dict[str, 
             # steady state.
             go.set()
             warmup: set[int] = set()
-            while len(warmup) < 2 * WARMUP_S:
+            while len(warmup) < 2 * warmup_s:
                 warmup.add(send_probe())
                 time.sleep(0.5)
             t_start = time.perf_counter()
@@ -295,9 +296,11 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print only the JSON result line")
     ap.add_argument("--seconds", type=float, default=30.0, help="length of the loaded latency run")
     ap.add_argument("--devices", type=int, default=1000, help="load devices (10 series each, 1 reading/s)")
+    ap.add_argument("--warmup", type=float, default=WARMUP_S,
+                    help="seconds of load whose probes are reported apart (warmup_alarm_ms); 0: none")
     args = ap.parse_args()
     rps = throughput()
-    lat = latency_under_load(args.seconds, args.devices)
+    lat = latency_under_load(args.seconds, args.devices, args.warmup)
     result = {"readings_per_s": round(rps), "rules": 1000, "series": 10_000,
               "alarm_p50_ms": round(lat["alarm_p50_ms"], 2), "alarm_p99_ms": round(lat["alarm_p99_ms"], 2),
               "alarm_samples": lat["alarm_samples"], "alarm_max_ms": round(lat["alarm_max_ms"], 2),

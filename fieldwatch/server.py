@@ -61,6 +61,7 @@ class ServerStack:
 
                 tune_gc()  # full GC pauses were the alarm-latency tail (docs/rules.md)
                 self.evaluator = RuleEvaluator(s.database_url)
+                await asyncio.to_thread(self.evaluator.warm)  # bind rules before the first batch (docs/rules.md)
                 share = s.ingest_share_group if s.mqtt_protocol == "5" else None
                 self.worker = IngestWorker(
                     s.database_url,

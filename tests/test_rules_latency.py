@@ -185,3 +185,22 @@ def test_two_workers_sharing_devices_open_the_alarms_a_single_replay_opens(db_ur
         )
     assert len(expected) >= 5  # the data really alarms (and clears) on several devices
     assert got == expected
+
+
+def test_warm_binds_every_watched_series_before_the_first_batch(db_url: str) -> None:
+    """`warm()` (run by `fieldwatch serve` before ingest consumes) binds each stored series a rule watches, so
+    the first batch compiles nothing on the reading path; unwatched tags and out-of-scope devices bind to no
+    rule; evaluation afterwards is unchanged."""
+    rule_id, pump, fan = seed(db_url, duration_s=0)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for device, tag in ((pump, "bearing_temp"), (pump, "flow"), (fan, "bearing_temp")):
+            conn.execute("INSERT INTO series (device_id, tag) VALUES (%s, %s)", (device, tag))
+    with RuleEvaluator(db_url) as ev:
+        assert ev.warm() == 2  # the two bearing_temp series; flow has no rule
+        assert [t[2] for t in ev._bindings[("bearing_temp", pump)]] == [rule_id]
+        assert ev._bindings[("bearing_temp", fan)] == []  # F20 is outside the rule's P100 scope
+        assert ("flow", pump) not in ev._bindings
+        compiled = dict(ev._compiled)
+        events = ev.process(temps(pump, 0, [90]) + temps(fan, 0, [95]))
+        assert [(e.type, e.device_id) for e in events] == [("alarm_opened", pump)]
+        assert ev._compiled == compiled  # nothing was bound on the reading path

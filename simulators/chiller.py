@@ -25,6 +25,8 @@ import math
 import random
 from dataclasses import dataclass
 
+from simulators.equipment import Equipment
+
 #: Names of the measurements :meth:`ChillerModel.step` returns.
 MEASUREMENTS = (
     "chw_supply_temp",
@@ -69,11 +71,16 @@ class ChillerSpec:
     load_swing: float = 0.15
 
 
-class ChillerModel:
-    """One chiller's state. Call :meth:`step` with increasing times in seconds."""
+class ChillerModel(Equipment):
+    """One chiller's state. Call :meth:`step` with increasing times in seconds.
+
+    Fault ``low_refrigerant``: its rate is the charge lost in % per second.
+    """
 
     measurements = MEASUREMENTS
     faults = FAULTS
+    default_fault_rate = 0.2
+    kind = "chiller"
 
     def __init__(
         self,
@@ -86,37 +93,14 @@ class ChillerModel:
         self.spec = spec or ChillerSpec()
         self._rng = random.Random(seed)
         self._t: float | None = None
-        self.fault: str | None = None
-        self.fault_rate = 0.0
-        self.fault_seconds = 0.0
         self.charge = 1.0  # fraction of the design refrigerant charge
-        self._running = True
         self.run_hours = run_hours if run_hours is not None else round(self._rng.uniform(2_000, 40_000), 2)
-        self.starts = starts if starts is not None else self._rng.randint(500, 5_000)
+        self._init_equipment(starts if starts is not None else self._rng.randint(500, 5_000))
         self.last: dict[str, float] = {}
-
-    @property
-    def running(self) -> bool:
-        return self._running
-
-    @running.setter
-    def running(self, value: bool) -> None:
-        """Starting a stopped chiller counts a start (what maintenance intervals are based on)."""
-        if value and not self._running:
-            self.starts += 1
-        self._running = bool(value)
-
-    def inject_fault(self, kind: str = "low_refrigerant", rate: float = 0.2) -> None:
-        """Start a leak: ``rate`` is the charge lost in % per second."""
-        if kind not in FAULTS:
-            raise ValueError(f"unknown chiller fault {kind!r}; known faults: {', '.join(FAULTS)}")
-        if rate < 0 or not math.isfinite(rate):
-            raise ValueError(f"fault rate must be a finite number >= 0, not {rate!r}")
-        self.fault, self.fault_rate, self.fault_seconds = kind, rate, 0.0
 
     def clear_fault(self) -> None:
         """Repair the leak and recharge: the refrigerant charge is back to 100 %."""
-        self.fault, self.fault_rate, self.fault_seconds = None, 0.0, 0.0
+        super().clear_fault()
         self.charge = 1.0
 
     def step(self, t_seconds: float) -> dict[str, float]:

@@ -26,6 +26,8 @@ import math
 import random
 from dataclasses import dataclass
 
+from simulators.equipment import Equipment
+
 #: Names of the measurements :meth:`CompressorModel.step` returns.
 MEASUREMENTS = ("discharge_pressure", "oil_temp", "motor_current", "vibration", "dew_point", "loaded")
 #: Faults :meth:`CompressorModel.inject_fault` knows.
@@ -58,11 +60,16 @@ class CompressorSpec:
     dew_point: float = 3.0  # degC pressure dew point
 
 
-class CompressorModel:
-    """One compressor's state. Call :meth:`step` with increasing times in seconds."""
+class CompressorModel(Equipment):
+    """One compressor's state. Call :meth:`step` with increasing times in seconds.
+
+    Fault ``oil_degradation``: its rate is the extra oil heating in K/s (clearing it = an oil change).
+    """
 
     measurements = MEASUREMENTS
     faults = FAULTS
+    default_fault_rate = 0.5
+    kind = "compressor"
 
     def __init__(
         self,
@@ -75,39 +82,13 @@ class CompressorModel:
         self.spec = spec or CompressorSpec()
         self._rng = random.Random(seed)
         self._t: float | None = None
-        self.fault: str | None = None
-        self.fault_rate = 0.0
-        self.fault_seconds = 0.0
-        self._running = True
+        self._init_equipment(starts if starts is not None else self._rng.randint(200, 20_000))
         # Start somewhere in the cycle, seeded, so a fleet does not switch in lockstep.
         self.pressure = self._rng.uniform(self.spec.load_pressure, self.spec.unload_pressure)
         self.is_loaded = self._rng.random() < 0.5
         self.oil_temp = self.spec.oil_loaded - 5.0
         self.run_hours = run_hours if run_hours is not None else round(self._rng.uniform(1_000, 50_000), 2)
-        self.starts = starts if starts is not None else self._rng.randint(200, 20_000)
         self.last: dict[str, float] = {}
-
-    @property
-    def running(self) -> bool:
-        return self._running
-
-    @running.setter
-    def running(self, value: bool) -> None:
-        if value and not self._running:
-            self.starts += 1
-        self._running = bool(value)
-
-    def inject_fault(self, kind: str = "oil_degradation", rate: float = 0.5) -> None:
-        """Start oil degradation: ``rate`` is the extra oil heating in K/s."""
-        if kind not in FAULTS:
-            raise ValueError(f"unknown compressor fault {kind!r}; known faults: {', '.join(FAULTS)}")
-        if rate < 0 or not math.isfinite(rate):
-            raise ValueError(f"fault rate must be a finite number >= 0, not {rate!r}")
-        self.fault, self.fault_rate, self.fault_seconds = kind, rate, 0.0
-
-    def clear_fault(self) -> None:
-        """Oil changed: heating and extra vibration stop."""
-        self.fault, self.fault_rate, self.fault_seconds = None, 0.0, 0.0
 
     def _advance_pressure(self, t0: float, dt: float) -> float:
         """Integrate the load/unload cycle over ``dt``; returns the fraction of it spent loaded."""

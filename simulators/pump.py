@@ -21,6 +21,8 @@ import math
 import random
 from dataclasses import dataclass
 
+from simulators.equipment import Equipment
+
 #: Names of the measurements :meth:`PumpModel.step` returns, in register-map order.
 MEASUREMENTS = ("flow", "discharge_pressure", "motor_current", "bearing_temp", "vibration")
 #: Faults :meth:`PumpModel.inject_fault` knows.
@@ -51,7 +53,7 @@ class PumpSpec:
     demand_swing: float = 0.03  # +-3 % of nominal flow
 
 
-class PumpModel:
+class PumpModel(Equipment):
     """One pump's state. Call :meth:`step` with increasing times in seconds.
 
     Why a class and not a function: bearing temperature, fault progress and run
@@ -61,6 +63,8 @@ class PumpModel:
 
     measurements = MEASUREMENTS
     faults = FAULTS
+    default_fault_rate = 1.0
+    kind = "pump"
 
     def __init__(
         self,
@@ -73,29 +77,10 @@ class PumpModel:
         self._rng = random.Random(seed)
         self._t: float | None = None
         self.bearing_temp = self.spec.ambient + self.spec.bearing_rise
-        self.fault: str | None = None
-        self.fault_rate = 0.0
-        self.fault_seconds = 0.0
-        self.running = True
+        self._init_equipment(starts=0)
         #: Operating hours; a seeded, plausible starting value so fleets do not all read 0.
         self.run_hours = run_hours if run_hours is not None else round(self._rng.uniform(1_000, 30_000), 2)
         self.last: dict[str, float] = {}
-
-    def inject_fault(self, kind: str = "bearing_wear", rate: float = 1.0) -> None:
-        """Start a fault. ``rate`` is the extra bearing heating in K/s (vibration grows with it)."""
-        if kind not in FAULTS:
-            raise ValueError(f"unknown fault {kind!r}; known faults: {', '.join(FAULTS)}")
-        if rate < 0 or not math.isfinite(rate):
-            raise ValueError(f"fault rate must be a finite number >= 0, not {rate!r}")
-        self.fault = kind
-        self.fault_rate = rate
-        self.fault_seconds = 0.0
-
-    def clear_fault(self) -> None:
-        """End the fault (a repaired bearing): heating stops and vibration returns to normal."""
-        self.fault = None
-        self.fault_rate = 0.0
-        self.fault_seconds = 0.0
 
     def step(self, t_seconds: float) -> dict[str, float]:
         """Advance the model to time ``t_seconds`` and return the measurements at that time.

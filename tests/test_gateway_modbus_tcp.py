@@ -239,10 +239,12 @@ class ScriptedServer:
     def __init__(self, answer: Answer) -> None:
         self.answer = answer
         self.requests = 0
+        self.connections = 0
         self.port = 0
         self._server: asyncio.Server | None = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             while True:
                 tid, _, length, unit = struct.unpack(">HHHB", await reader.readexactly(7))

@@ -2,60 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
-import struct
 from collections.abc import AsyncIterator
 
 import pytest
+from test_gateway_modbus_tcp import ScriptedServer, registers, reply
 
 from gateway import ModbusTcpDevice, ModbusTcpDriver
 
 
-class StrayReplyServer:
-    """A minimal Modbus TCP server: every holding register reads 42; chosen replies get a wrong transaction id."""
-
-    def __init__(self, stray: set[int]) -> None:
-        self.stray = stray  # request numbers (1-based, over all connections) answered with tid + 100
-        self.requests = 0
-        self.connections = 0
-        self.port = 0
-        self._server: asyncio.Server | None = None
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while True:
-                tid, _, length, unit = struct.unpack(">HHHB", await reader.readexactly(7))
-                pdu = await reader.readexactly(length - 1)
-                count = struct.unpack(">H", pdu[3:5])[0]
-                self.requests += 1
-                body = bytes([pdu[0], 2 * count]) + struct.pack(f">{count}H", *([42] * count))
-                out_tid = (tid + 100) & 0xFFFF if self.requests in self.stray else tid
-                writer.write(struct.pack(">HHHB", out_tid, 0, len(body) + 1, unit) + body)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    async def __aenter__(self) -> StrayReplyServer:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
+async def _every_register_42_second_request_stray(n: int, tid: int, unit: int, pdu: bytes) -> bytes:
+    """Every holding register reads 42; request 2 (over all connections) comes back with tid + 100."""
+    return reply((tid + 100) & 0xFFFF if n == 2 else tid, unit, registers(pdu, 42))
 
 
 @pytest.fixture
-async def stray() -> AsyncIterator[StrayReplyServer]:
-    async with StrayReplyServer(stray={2}) as server:
+async def stray() -> AsyncIterator[ScriptedServer]:
+    async with ScriptedServer(_every_register_42_second_request_stray) as server:
         yield server
 
 
-async def test_wrong_transaction_id_resets_connection_and_retries(stray: StrayReplyServer) -> None:
+async def test_wrong_transaction_id_resets_connection_and_retries(stray: ScriptedServer) -> None:
     """The read answered with a wrong transaction id is retried on a new connection and the poll stays good."""
     device = ModbusTcpDevice(
         name="m",

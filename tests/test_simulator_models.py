@@ -10,6 +10,7 @@ from asyncua import Client
 from pymodbus.client import AsyncModbusTcpClient
 
 from fieldwatch.contract import Quality
+from gateway.blockdecode import TagValue
 from gateway.config import PROFILE_DIR, ModbusTcpDevice, OpcUaDevice, resolve_profile
 from gateway.decode import WORD_ORDERS, decode, decode_string
 from gateway.modbus import ModbusTcpDriver
@@ -152,6 +153,15 @@ def test_each_map_decodes_back_to_the_model_values(kind: str) -> None:
         assert int(regs[status.address]) & STATUS_LOADED
 
 
+
+async def poll_once(driver: ModbusTcpDriver | OpcUaDriver) -> dict[str, TagValue]:
+    """Connect, read every tag once through the gateway's driver, close; values by tag name."""
+    await driver.connect()
+    try:
+        return {v.tag.name: v for v in await driver.poll()}
+    finally:
+        await driver.close()
+
 # --- shipped profiles against the simulators -----------------------------------------------------------
 
 PROFILES = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
@@ -198,12 +208,7 @@ async def test_modbus_profile_matches_the_map_and_polls_good_plausible_values(na
         device = ModbusTcpDevice.model_validate(
             {"name": "dev", "host": "127.0.0.1", "port": sim.port, "unit_id": 3, "profile": name}
         )
-        driver = ModbusTcpDriver(device)
-        await driver.connect()
-        try:
-            values = {v.tag.name: v for v in await driver.poll()}
-        finally:
-            await driver.close()
+        values = await poll_once(ModbusTcpDriver(device))
     assert set(values) == {t.name for t in profile.tags}
     for tag, v in values.items():
         lo, hi = PLAUSIBLE[kind][tag]
@@ -224,12 +229,7 @@ async def test_opcua_profiles_poll_good_plausible_values() -> None:
                 {"name": kind, "protocol": "opcua", "endpoint": server.endpoint, "root": f"2:{kind}",
                  "profile": m.opcua_profile, "mode": "poll", "timeout": 2.0}
             )  # fmt: skip
-            driver = OpcUaDriver(device)
-            await driver.connect()
-            try:
-                values = {v.tag.name: v for v in await driver.poll()}
-            finally:
-                await driver.close()
+            values = await poll_once(OpcUaDriver(device))
             assert set(values) == {t.name for t in resolve_profile(m.opcua_profile).tags}
             for tag, v in values.items():
                 lo, hi = PLAUSIBLE[kind][tag]
@@ -249,12 +249,7 @@ async def test_type_test_device_decodes_every_type_and_order_exactly_over_modbus
         device = ModbusTcpDevice.model_validate(
             {"name": "types", "host": "127.0.0.1", "port": bank.port, "tags": layout.tags}
         )
-        driver = ModbusTcpDriver(device)
-        await driver.connect()
-        try:
-            values = {v.tag.name: v for v in await driver.poll()}
-        finally:
-            await driver.close()
+        values = await poll_once(ModbusTcpDriver(device))
         # The gateway does not poll string tags: read their registers with a plain pymodbus client.
         client = AsyncModbusTcpClient("127.0.0.1", port=bank.port)
         assert await client.connect()
@@ -282,12 +277,7 @@ async def test_type_test_device_reads_every_opcua_type_exactly() -> None:
             {"name": "types", "protocol": "opcua", "endpoint": server.endpoint, "root": "2:types", "tags": tags,
              "mode": "poll", "timeout": 2.0}
         )  # fmt: skip
-        driver = OpcUaDriver(device)
-        await driver.connect()
-        try:
-            values = {v.tag.name: v for v in await driver.poll()}
-        finally:
-            await driver.close()
+        values = await poll_once(OpcUaDriver(device))
         async with Client(server.endpoint) as client:
             text = await client.get_node(f"ns={server.ns};s=types.string").read_value()
     finally:

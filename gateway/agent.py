@@ -447,13 +447,10 @@ class Gateway:
             self._flush()
             self._sparkplug.set_device_online(device, online)
             return
-        self._publish_status()
+        self.publish_status()
 
     def publish_status(self) -> None:
         """Republish the retained status now (device states, profiles, config version and last outcome)."""
-        self._publish_status()
-
-    def _publish_status(self) -> None:
         publisher = self._publisher
         if publisher is None or not self._connected.is_set() or self._state != "running" or self._sparkplug:
             return  # the next connect republishes it (Sparkplug mode: NBIRTH/DBIRTH/DDEATH say it instead)
@@ -601,7 +598,7 @@ class Gateway:
         self._ever_connected = True
         if self._sparkplug is None and self._publisher is not None:
             self._publisher.client.subscribe(self.config_topic, qos=1)  # the retained config comes (again)
-        self._publish_status()  # the birth carries no device states; this follows it
+        self.publish_status()  # the birth carries no device states; this follows it
         if self._forwarder is not None:
             self._forwarder.on_connected()
         log.info("broker connected")

@@ -71,6 +71,11 @@ def _translate(device: str) -> Iterator[None]:
         raise DeviceError(device, str(exc)) from exc
 
 
+def _what(request: ReadRequest) -> str:
+    """``"10 input at 0"``: the read named in error messages."""
+    return f"{request.count} {request.register_type} at {request.address}"
+
+
 class ModbusTcpDriver:
     """Polls one Modbus TCP device according to its tags' read plan."""
 
@@ -176,19 +181,17 @@ class ModbusTcpDriver:
                 response = await fn(request.address, count=request.count, device_id=self.device.unit_id)
         if response.isError():
             code = int(getattr(response, "exception_code", 0) or 0)
-            raise DeviceException(
-                self.device.name,
-                f"exception {code} reading {request.count} {request.register_type} at {request.address}",
-                code,
-            )
+            raise DeviceException(self.device.name, f"exception {code} reading {_what(request)}", code)
         if request.register_type in ("coil", "discrete"):
             return [int(b) for b in response.bits[: request.count]]
         return list(response.registers)
 
     async def _read_lean(self, lean: MbapClient, request: ReadRequest) -> Sequence[int] | bytes:
-        """One read over the lean client: register data bytes as received, or bits as 0/1; errors translated."""
+        """One read over the lean client: register data bytes as received, or bits as 0/1; errors translated.
+
+        The error texts are built only on failure: this runs for every read of every poll.
+        """
         name = self.device.name
-        what = f"{request.count} {request.register_type} at {request.address}"
         if not lean.connected:
             raise DeviceNotConnected(name, "not connected")
         await self._pace()
@@ -196,15 +199,15 @@ class ModbusTcpDriver:
             data = await lean.read(FUNCTION_CODES[request.register_type], request.address, request.count,
                                    self.device.unit_id)  # fmt: skip
         except ExceptionReply as exc:
-            raise DeviceException(name, f"exception {exc.code} reading {what}", exc.code) from exc
+            raise DeviceException(name, f"exception {exc.code} reading {_what(request)}", exc.code) from exc
         except StrayReply as exc:
-            raise TransactionMismatch(name, f"{exc} while reading {what}") from exc
+            raise TransactionMismatch(name, f"{exc} while reading {_what(request)}") from exc
         except FrameError as exc:
-            raise DeviceError(name, f"malformed reply reading {what}: {exc}; connection reset") from exc
+            raise DeviceError(name, f"malformed reply reading {_what(request)}: {exc}; connection reset") from exc
         except TimeoutError as exc:
-            raise DeviceTimeout(name, f"no response in {self.device.timeout} s reading {what}") from exc
+            raise DeviceTimeout(name, f"no response in {self.device.timeout} s reading {_what(request)}") from exc
         except OSError as exc:
-            raise DeviceNotConnected(name, f"{exc.strerror or exc} reading {what}") from exc
+            raise DeviceNotConnected(name, f"{exc.strerror or exc} reading {_what(request)}") from exc
         if request.register_type in ("coil", "discrete"):
             return unpack_bits(data, request.count)
         return data

@@ -191,10 +191,7 @@ class RuleEvaluator:
             pairs = conn.execute(
                 "SELECT device_id, tag FROM series WHERE tag = ANY(%s) ORDER BY device_id LIMIT %s", (tags, limit)
             ).fetchall()
-            missing = list({d for d, _ in pairs} - self._devices.keys())
-            if missing:
-                found = load_devices(conn, missing)
-                self._devices.update({d: found.get(d) for d in missing})
+            self._load_devices(conn, {d for d, _ in pairs})
             for device_id, tag in pairs:
                 self._targets(tag, device_id)
             bound = len(pairs)
@@ -237,10 +234,7 @@ class RuleEvaluator:
             return []
 
         def work(conn: psycopg.Connection) -> list[AlarmEvent]:
-            missing = list({d for _, d, _, _ in items} - self._devices.keys())
-            if missing:
-                found = load_devices(conn, missing)
-                self._devices.update({d: found.get(d) for d in missing})
+            self._load_devices(conn, {d for _, d, _, _ in items})
             groups: _Groups = {}
             self._add_scores(groups, items)
             if not groups:
@@ -333,6 +327,13 @@ class RuleEvaluator:
         self._known_pairs = set()
         # self._states stays: each entry is checked against its row's xmin before it is trusted.
 
+    def _load_devices(self, conn: psycopg.Connection, ids: set[int]) -> None:
+        """Cache the scope facts of the devices in ``ids`` not cached yet (``None``: no such device)."""
+        missing = list(ids - self._devices.keys())
+        if missing:
+            found = load_devices(conn, missing)
+            self._devices.update({d: found.get(d) for d in missing})
+
     def _bind(self, rule: Rule, device: DeviceInfo) -> CompiledRule | None:
         key = (rule.id, device.id)
         if key not in self._compiled:
@@ -389,11 +390,7 @@ class RuleEvaluator:
         by_tag = self._rules_by_tag
         relevant = [r for r in batch if r.tag in by_tag]
         watched = relevant + [r for r in batch if r.tag in self._anomaly_by_tag] if self._anomaly_by_tag else relevant
-        missing = {r.device_id for r in watched} - self._devices.keys()
-        if missing:
-            found = load_devices(conn, list(missing))
-            for dev in missing:
-                self._devices[dev] = found.get(dev)
+        self._load_devices(conn, {r.device_id for r in watched})
         groups: _Groups = {}
         quiet: _Quiet = []
         bindings, states = self._bindings, self._states

@@ -52,24 +52,33 @@ def main() -> None:
             skill_ids = dict(conn.execute("SELECT code, id FROM skills").fetchall())
             for i in range(args.techs):
                 lat, lon = 40.4 + rnd.uniform(-0.5, 0.5), -3.7 + rnd.uniform(-0.5, 0.5)
-                tid = conn.execute("INSERT INTO technicians (name, email, home_lat, home_lon) VALUES (%s, %s, %s, %s) "
-                                   "RETURNING id", (f"T{i}", f"t{i}@x", lat, lon)).fetchone()[0]
+                tid = conn.execute(
+                    "INSERT INTO technicians (name, email, home_lat, home_lon) VALUES (%s, %s, %s, %s) RETURNING id",
+                    (f"T{i}", f"t{i}@x", lat, lon),
+                ).fetchone()[0]
                 for code in rnd.sample(["pump", "electrical"], rnd.choice([1, 2])):
                     conn.execute("INSERT INTO technician_skills VALUES (%s, %s, %s)", (tid, skill_ids[code], 3))
             client = conn.execute("INSERT INTO clients (name, segment) VALUES ('c', 'gold') RETURNING id").fetchone()[0]
             devices = []
             for i in range(args.tickets):
                 lat, lon = 40.4 + rnd.uniform(-0.5, 0.5), -3.7 + rnd.uniform(-0.5, 0.5)
-                site = conn.execute("INSERT INTO sites (client_id, slug, name, latitude, longitude) "
-                                    "VALUES (%s, %s, 's', %s, %s) RETURNING id",
-                                    (client, f"s{i}", lat, lon)).fetchone()[0]
-                devices.append(conn.execute("INSERT INTO devices (site_id, key, equipment_model) "
-                                            "VALUES (%s, 'p', 'P') RETURNING id", (site,)).fetchone()[0])
+                site = conn.execute(
+                    "INSERT INTO sites (client_id, slug, name, latitude, longitude) "
+                    "VALUES (%s, %s, 's', %s, %s) RETURNING id",
+                    (client, f"s{i}", lat, lon),
+                ).fetchone()[0]
+                devices.append(
+                    conn.execute(
+                        "INSERT INTO devices (site_id, key, equipment_model) VALUES (%s, 'p', 'P') RETURNING id",
+                        (site,),
+                    ).fetchone()[0]
+                )
             tickets = [
-                conn.execute("INSERT INTO tickets (device_id, problem_code, title, priority, required_skill, source, "
-                             "service_minutes) VALUES (%s, 'X', 'x', %s, %s, 'api', %s) RETURNING id",
-                             (d, rnd.randint(1, 5), rnd.choice(["pump", "electrical"]), rnd.choice([30, 45, 60])))
-                .fetchone()[0]
+                conn.execute(
+                    "INSERT INTO tickets (device_id, problem_code, title, priority, required_skill, source, "
+                    "service_minutes) VALUES (%s, 'X', 'x', %s, %s, 'api', %s) RETURNING id",
+                    (d, rnd.randint(1, 5), rnd.choice(["pump", "electrical"]), rnd.choice([30, 45, 60])),
+                ).fetchone()[0]
                 for d in devices
             ]
         now = datetime.now(UTC).replace(hour=6, minute=0)
@@ -83,7 +92,10 @@ def main() -> None:
                 assigned += d is not None and d.technician is not None
         times.sort()
         result = {
-            "tickets": args.tickets, "techs": args.techs, "assigned": assigned, "unassigned": args.tickets - assigned,
+            "tickets": args.tickets,
+            "techs": args.techs,
+            "assigned": assigned,
+            "unassigned": args.tickets - assigned,
             "insert_p50_ms": round(times[len(times) // 2], 1),
             "insert_p99_ms": round(times[min(len(times) - 1, int(len(times) * 0.99))], 1),
             "insert_max_ms": round(times[-1], 1),

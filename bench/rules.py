@@ -34,8 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rules import NORMAL, RuleSpec, compile_rule, evaluate
 
 KINDS = [
-    {"kind": "above", "levels": [{"severity": "major", "threshold": 80, "clear": 75},
-                                 {"severity": "critical", "threshold": 95}]},
+    {
+        "kind": "above",
+        "levels": [{"severity": "major", "threshold": 80, "clear": 75}, {"severity": "critical", "threshold": 95}],
+    },
     {"kind": "below", "threshold": 10},
     {"kind": "outside", "low": 20, "high": 80},
     {"kind": "rate", "direction": "either", "per": "s", "threshold": 5},
@@ -45,8 +47,17 @@ KINDS = [
 def throughput(n_rules: int = 1000, n_series: int = 10_000, readings_per_series: int = 30) -> float:
     rng = random.Random(1)
     rules = [
-        compile_rule(RuleSpec(name=f"r{i}", tag="t", problem_code="P", condition=KINDS[i % 4],  # type: ignore[arg-type]
-                              for_s=(i % 3) * 5, count=1 + i % 2), i)
+        compile_rule(
+            RuleSpec(
+                name=f"r{i}",
+                tag="t",
+                problem_code="P",
+                condition=KINDS[i % 4],  # type: ignore[arg-type]
+                for_s=(i % 3) * 5,
+                count=1 + i % 2,
+            ),
+            i,
+        )
         for i in range(n_rules)
     ]
     states = [NORMAL] * n_series
@@ -79,25 +90,41 @@ def setup(admin: str, uid: str, devices: int) -> tuple[str, str, int]:
     migrate(url)
     with psycopg.connect(url, autocommit=True) as conn:
         c = conn.execute("INSERT INTO clients (name, segment) VALUES ('B', 'gold') RETURNING id").fetchone()[0]
-        site = conn.execute("INSERT INTO sites (client_id, slug, name, latitude, longitude)"
-                            " VALUES (%s, %s, 'B', 1, 1) RETURNING id", (c, f"s-{uid}")).fetchone()[0]
+        site = conn.execute(
+            "INSERT INTO sites (client_id, slug, name, latitude, longitude) VALUES (%s, %s, 'B', 1, 1) RETURNING id",
+            (c, f"s-{uid}"),
+        ).fetchone()[0]
         for gw in ("load", "probe"):
             conn.execute("INSERT INTO gateways (site_id, slug) VALUES (%s, %s)", (site, f"{gw}-{uid}"))
-        conn.execute("""INSERT INTO devices (site_id, gateway_id, key, equipment_model)
+        conn.execute(
+            """INSERT INTO devices (site_id, gateway_id, key, equipment_model)
                         SELECT %s, g.id, 'dev-' || n, 'LOAD' FROM gateways g, generate_series(0, %s - 1) n
-                        WHERE g.slug = %s""", (site, devices, f"load-{uid}"))
-        conn.execute("""INSERT INTO devices (site_id, gateway_id, key, equipment_model)
-                        SELECT %s, id, 'probe', 'PROBE' FROM gateways WHERE slug = %s""", (site, f"probe-{uid}"))
-        conn.execute("""INSERT INTO series (device_id, tag) SELECT d.id, 't' || n FROM devices d,
-                        generate_series(0, %s - 1) n WHERE d.equipment_model = 'LOAD'""", (TAGS,))
+                        WHERE g.slug = %s""",
+            (site, devices, f"load-{uid}"),
+        )
+        conn.execute(
+            """INSERT INTO devices (site_id, gateway_id, key, equipment_model)
+                        SELECT %s, id, 'probe', 'PROBE' FROM gateways WHERE slug = %s""",
+            (site, f"probe-{uid}"),
+        )
+        conn.execute(
+            """INSERT INTO series (device_id, tag) SELECT d.id, 't' || n FROM devices d,
+                        generate_series(0, %s - 1) n WHERE d.equipment_model = 'LOAD'""",
+            (TAGS,),
+        )
         conn.execute("INSERT INTO series (device_id, tag) SELECT id, 'probe' FROM devices WHERE key = 'probe'")
-        conn.execute("SELECT fw_ensure_telemetry_partition(now()::date)"
-                     " WHERE to_regproc('fw_ensure_telemetry_partition') IS NOT NULL")
+        conn.execute(
+            "SELECT fw_ensure_telemetry_partition(now()::date)"
+            " WHERE to_regproc('fw_ensure_telemetry_partition') IS NOT NULL"
+        )
         text = "".join(
             f"- {{name: load{i}, tag: t{i}, condition: {{kind: above, threshold: 1.0e9}}, for_s: 5,"
-            f" scope: {{equipment_models: [LOAD]}}, problem_code: P}}\n" for i in range(TAGS)
-        ) + ("- {name: probe hot, tag: probe, condition: {kind: above, threshold: 80},"
-             " scope: {equipment_models: [PROBE]}, problem_code: P}\n")
+            f" scope: {{equipment_models: [LOAD]}}, problem_code: P}}\n"
+            for i in range(TAGS)
+        ) + (
+            "- {name: probe hot, tag: probe, condition: {kind: above, threshold: 80},"
+            " scope: {equipment_models: [PROBE]}, problem_code: P}\n"
+        )
         apply_plan(conn, plan(conn, load_rules_file(text)), author="bench")
     return name, url, devices * TAGS
 
@@ -125,8 +152,11 @@ def load_publisher(mqtt_url: str, uid: str, devices: int, seconds: float, go, do
         for i in range(0, len(names), 200):
             seq += 1
             pts = [WirePoint(d, t, ts, 50.0) for d, t in names[i : i + 200]]
-            c.publish(topic(site, gw, "telemetry"), encode_batch(Batch(gateway=gw, site=site, seq=seq, points=pts,
-                                                                       sent_at=ts)), qos=1)
+            c.publish(
+                topic(site, gw, "telemetry"),
+                encode_batch(Batch(gateway=gw, site=site, seq=seq, points=pts, sent_at=ts)),
+                qos=1,
+            )
             sent += len(pts)
         step += 1
         time.sleep(max(0.0, t0 + step - time.time()))
@@ -204,8 +234,14 @@ def latency_under_load(seconds: float = 30.0, devices: int = 1000, warmup_s: flo
         with LocalMosquitto() as broker:
             ev = RuleEvaluator(url)
             ev.warm()  # as `fieldwatch serve` does before ingest starts
-            worker = IngestWorker(url, broker.url, client_id=f"bench-rules-ingest-{uid}", site_filter=f"s-{uid}",
-                                  on_commit=[stamp, ev], session_expiry_s=60)
+            worker = IngestWorker(
+                url,
+                broker.url,
+                client_id=f"bench-rules-ingest-{uid}",
+                site_filter=f"s-{uid}",
+                on_commit=[stamp, ev],
+                session_expiry_s=60,
+            )
             write = worker._writer.write  # stamp the commit itself, not the later hook call
 
             def timed_write(*a, **kw):  # type: ignore[no-untyped-def]
@@ -220,8 +256,7 @@ def latency_under_load(seconds: float = 30.0, devices: int = 1000, warmup_s: flo
             pub = ctx.Process(target=load_publisher, args=(broker.url, uid, devices, seconds + warmup_s, go, done))
             pub.start()
             p = mqtt_parts(broker.url)
-            probe = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-rules-probe-{uid}",
-                                protocol=mqtt.MQTTv5)
+            probe = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-rules-probe-{uid}", protocol=mqtt.MQTTv5)
             probe.connect(p["host"], p["port"], 30)
             probe.loop_start()
             k = 0
@@ -232,9 +267,11 @@ def latency_under_load(seconds: float = 30.0, devices: int = 1000, warmup_s: flo
                 ts = int(time.time() * 1000)
                 pt = WirePoint("probe", "probe", ts, 90.0 if k % 2 else 60.0)
                 published[ts] = time.perf_counter()
-                probe.publish(topic(f"s-{uid}", f"probe-{uid}", "telemetry"),
-                              encode_batch(Batch(gateway=f"probe-{uid}", site=f"s-{uid}", seq=k, points=[pt],
-                                                 sent_at=ts)), qos=1)
+                probe.publish(
+                    topic(f"s-{uid}", f"probe-{uid}", "telemetry"),
+                    encode_batch(Batch(gateway=f"probe-{uid}", site=f"s-{uid}", seq=k, points=[pt], sent_at=ts)),
+                    qos=1,
+                )
                 return ts
 
             # Warm-up, the first WARMUP_S of the load: the process's first alarm and the first batches of the
@@ -267,8 +304,10 @@ def latency_under_load(seconds: float = 30.0, devices: int = 1000, warmup_s: flo
         alarms.update(got.get(timeout=30))
         observer.join(10)
         with psycopg.connect(url) as conn:
-            rows = conn.execute("SELECT id, (extract(epoch FROM triggered_at) * 1000)::bigint FROM alarms"
-                                " WHERE id = ANY(%s)", (list(alarms),)).fetchall()
+            rows = conn.execute(
+                "SELECT id, (extract(epoch FROM triggered_at) * 1000)::bigint FROM alarms WHERE id = ANY(%s)",
+                (list(alarms),),
+            ).fetchall()
         warm = sorted((alarms[i] - committed[ts]) * 1000 for i, ts in rows if ts in warmup and ts in committed)
         lat = sorted((alarms[i] - committed[ts]) * 1000 for i, ts in rows if ts in committed and ts not in warmup)
         e2e = sorted((alarms[i] - published[ts]) * 1000 for i, ts in rows if ts in published and ts not in warmup)
@@ -278,12 +317,19 @@ def latency_under_load(seconds: float = 30.0, devices: int = 1000, warmup_s: flo
         def p99(xs: list[float]) -> float:
             return xs[min(len(xs) - 1, int(len(xs) * 0.99))]
 
-        return {"alarm_p50_ms": statistics.median(lat), "alarm_p99_ms": p99(lat),
-                "alarm_e2e_p50_ms": statistics.median(e2e), "alarm_e2e_p99_ms": p99(e2e),
-                "alarm_samples": len(lat), "warmup_alarm_ms": round(warm[-1], 2) if warm else None,
-                "alarm_max_ms": lat[-1], "alarm_over_100ms": sum(x > 100 for x in lat),
-                "ingest_points_per_s": counted[0] / elapsed, "load_series": n_series,
-                "probes_sent": (k + 1) // 2}
+        return {
+            "alarm_p50_ms": statistics.median(lat),
+            "alarm_p99_ms": p99(lat),
+            "alarm_e2e_p50_ms": statistics.median(e2e),
+            "alarm_e2e_p99_ms": p99(e2e),
+            "alarm_samples": len(lat),
+            "warmup_alarm_ms": round(warm[-1], 2) if warm else None,
+            "alarm_max_ms": lat[-1],
+            "alarm_over_100ms": sum(x > 100 for x in lat),
+            "ingest_points_per_s": counted[0] / elapsed,
+            "load_series": n_series,
+            "probes_sent": (k + 1) // 2,
+        }
     finally:
         stop.set()
         if observer.is_alive():
@@ -296,21 +342,36 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print only the JSON result line")
     ap.add_argument("--seconds", type=float, default=30.0, help="length of the loaded latency run")
     ap.add_argument("--devices", type=int, default=1000, help="load devices (10 series each, 1 reading/s)")
-    ap.add_argument("--warmup", type=float, default=WARMUP_S,
-                    help="seconds of load whose probes are reported apart (warmup_alarm_ms); 0: none")
+    ap.add_argument(
+        "--warmup",
+        type=float,
+        default=WARMUP_S,
+        help="seconds of load whose probes are reported apart (warmup_alarm_ms); 0: none",
+    )
     args = ap.parse_args()
     rps = throughput()
     lat = latency_under_load(args.seconds, args.devices, args.warmup)
-    result = {"readings_per_s": round(rps), "rules": 1000, "series": 10_000,
-              "alarm_p50_ms": round(lat["alarm_p50_ms"], 2), "alarm_p99_ms": round(lat["alarm_p99_ms"], 2),
-              "alarm_samples": lat["alarm_samples"], "alarm_max_ms": round(lat["alarm_max_ms"], 2),
-              "alarm_over_100ms": lat["alarm_over_100ms"], "warmup_alarm_ms": lat["warmup_alarm_ms"],
-              "alarm_e2e_p50_ms": round(lat["alarm_e2e_p50_ms"], 2),
-              "alarm_e2e_p99_ms": round(lat["alarm_e2e_p99_ms"], 2), "under_ingest_load": True,
-              "ingest_points_per_s": round(lat["ingest_points_per_s"]), "load_series": lat["load_series"]}
+    result = {
+        "readings_per_s": round(rps),
+        "rules": 1000,
+        "series": 10_000,
+        "alarm_p50_ms": round(lat["alarm_p50_ms"], 2),
+        "alarm_p99_ms": round(lat["alarm_p99_ms"], 2),
+        "alarm_samples": lat["alarm_samples"],
+        "alarm_max_ms": round(lat["alarm_max_ms"], 2),
+        "alarm_over_100ms": lat["alarm_over_100ms"],
+        "warmup_alarm_ms": lat["warmup_alarm_ms"],
+        "alarm_e2e_p50_ms": round(lat["alarm_e2e_p50_ms"], 2),
+        "alarm_e2e_p99_ms": round(lat["alarm_e2e_p99_ms"], 2),
+        "under_ingest_load": True,
+        "ingest_points_per_s": round(lat["ingest_points_per_s"]),
+        "load_series": lat["load_series"],
+    }
     if not args.json:
-        print(f"state machine: {rps:,.0f} readings/s; alarm latency under {result['ingest_points_per_s']:,} "
-              f"points/s of ingest: p50 {result['alarm_p50_ms']} ms, p99 {result['alarm_p99_ms']} ms")
+        print(
+            f"state machine: {rps:,.0f} readings/s; alarm latency under {result['ingest_points_per_s']:,} "
+            f"points/s of ingest: p50 {result['alarm_p50_ms']} ms, p99 {result['alarm_p99_ms']} ms"
+        )
     print(json.dumps(result))
 
 

@@ -75,8 +75,12 @@ def _mount_optional(module: str, name: str, help_text: str, extra: str) -> None:
 
 _mount_optional("gateway.cli", "gateway", "Edge gateway: run and inspect.", "edge")
 __import__("fieldwatch.provision").provision.mount(app)  # adds `fieldwatch gateway provision`
-_mount_optional("ingest.cli", "ingest",
-                "Ingest worker alone, without live rules (`fieldwatch serve` runs ingest with rules).", "server")
+_mount_optional(
+    "ingest.cli",
+    "ingest",
+    "Ingest worker alone, without live rules (`fieldwatch serve` runs ingest with rules).",
+    "server",
+)
 _mount_optional("simulators.cli", "simulate", "Simulated equipment (Modbus servers with physics and faults).", "edge")
 _mount_optional("rules.cli", "rules", "Rules: apply rules files, list, show, backtest on history.", "server")
 _mount_optional("ingest.history_cli", "history", "Historical telemetry: import wide CSV exports.", "server")
@@ -168,8 +172,12 @@ def tokens_list() -> None:
         tokens = list_tokens(conn)
     table = Table("id", "name", "role", "prefix", "created", "last used", "revoked")
     for t in tokens:
-        table.add_row(*(str(getattr(t, f, "") or "") for f in ("id", "name", "role", "prefix", "created_at",
-                                                               "last_used_at", "revoked_at")))
+        table.add_row(
+            *(
+                str(getattr(t, f, "") or "")
+                for f in ("id", "name", "role", "prefix", "created_at", "last_used_at", "revoked_at")
+            )
+        )
     Console().print(table)
 
 
@@ -206,9 +214,11 @@ def serve(
     import asyncio
 
     try:
-        asyncio.run(run_server(
+        asyncio.run(
+            run_server(
                 settings, ingest=ingest, ticketing=ticketing, api=api, scheduler=scheduler, migrate_first=migrate_first
-            ))
+            )
+        )
     except KeyboardInterrupt:
         pass
     except ConnectionError as exc:

@@ -158,8 +158,20 @@ def _snapshot(db_url: str, state: DemoState) -> None:
                    JOIN devices d ON d.id = a.device_id JOIN rules r ON r.id = a.rule_id ORDER BY a.id"""
             )
         ]
-        cols = ("id", "device", "title", "priority", "status", "technician", "distance_km", "eta_minutes",
-                "reason", "created_at", "assigned_at", "alarm_opened_at")
+        cols = (
+            "id",
+            "device",
+            "title",
+            "priority",
+            "status",
+            "technician",
+            "distance_km",
+            "eta_minutes",
+            "reason",
+            "created_at",
+            "assigned_at",
+            "alarm_opened_at",
+        )
         state.tickets = [
             dict(zip(cols, row, strict=True))
             for row in conn.execute(
@@ -199,12 +211,22 @@ def _render(state: DemoState, api_url: str, started: float) -> Group:
         tickets.add_column(col)
     for t in state.tickets:
         eta = f"{t['eta_minutes']:.0f} min ({t['distance_km']:.1f} km)" if t["eta_minutes"] is not None else "—"
-        tickets.add_row(str(t["id"]), t["device"], t["title"], str(t["priority"]), t["status"],
-                        t["technician"] or "[yellow]unassigned[/]", eta)
-    fault = (f"fault injected {time.monotonic() - state.fault_at:.0f} s ago" if state.fault_at
-             else "fault not injected yet")
-    header = Panel(f"API {api_url}  ·  running {time.monotonic() - started:.0f} s  ·  {fault}  ·  Ctrl-C to stop",
-                   title="fieldwatch demo")
+        tickets.add_row(
+            str(t["id"]),
+            t["device"],
+            t["title"],
+            str(t["priority"]),
+            t["status"],
+            t["technician"] or "[yellow]unassigned[/]",
+            eta,
+        )
+    fault = (
+        f"fault injected {time.monotonic() - state.fault_at:.0f} s ago" if state.fault_at else "fault not injected yet"
+    )
+    header = Panel(
+        f"API {api_url}  ·  running {time.monotonic() - started:.0f} s  ·  {fault}  ·  Ctrl-C to stop",
+        title="fieldwatch demo",
+    )
     return Group(header, readings, alarms, tickets)
 
 
@@ -220,8 +242,15 @@ def _gateway_config(site, server_port: int, mqtt_url: str, protocol: str, state_
             "poll_interval": poll,
             "state_dir": str(state_dir / site.gateway),
             "devices": [
-                {"name": key, "protocol": "modbus_tcp", "host": "127.0.0.1", "port": server_port,
-                 "unit_id": unit, "timeout": 1.0, "profile": PUMP_MODEL}
+                {
+                    "name": key,
+                    "protocol": "modbus_tcp",
+                    "host": "127.0.0.1",
+                    "port": server_port,
+                    "unit_id": unit,
+                    "timeout": 1.0,
+                    "profile": PUMP_MODEL,
+                }
                 for unit, key in enumerate(site.devices, start=1)
             ],
         },
@@ -254,8 +283,12 @@ async def _demo(opts: DemoOptions, console: Console) -> int:
                 token = create_token(conn, name="demo-admin", role="admin")
         api_port = opts.api_port or free_port()
         settings = Settings(
-            database_url=db_url, mqtt_url=mqtt_url, mqtt_protocol=protocol, api_port=api_port,
-            ingest_client_id=f"fieldwatch-demo-ingest-{run_id}", ingest_share_group=f"demo-{run_id}",
+            database_url=db_url,
+            mqtt_url=mqtt_url,
+            mqtt_protocol=protocol,
+            api_port=api_port,
+            ingest_client_id=f"fieldwatch-demo-ingest-{run_id}",
+            ingest_share_group=f"demo-{run_id}",
             ingest_batch_max_wait_ms=50,
         )
         state_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fieldwatch-demo-gw-")))
@@ -284,8 +317,11 @@ async def _demo(opts: DemoOptions, console: Console) -> int:
         console.print(f"Admin token: [bold]{token}[/]", soft_wrap=True)
         console.print(f'  try: curl -H "Authorization: Bearer {token}" {api_url}/api/v1/tickets', soft_wrap=True)
 
-        live_ctx = (Live(_render(state, api_url, started), console=console, refresh_per_second=2)
-                    if console.is_terminal else contextlib.nullcontext())
+        live_ctx = (
+            Live(_render(state, api_url, started), console=console, refresh_per_second=2)
+            if console.is_terminal
+            else contextlib.nullcontext()
+        )
         reported: set[str] = set()
 
         def note(key: str, text: str) -> None:
@@ -299,8 +335,11 @@ async def _demo(opts: DemoOptions, console: Console) -> int:
                 if state.fault_at is None and elapsed >= opts.fault_after:
                     pumps[opts.fault_device].inject_fault("bearing_wear", rate=opts.fault_rate)
                     state.fault_at = time.monotonic()
-                    note("fault", f"[bold yellow]Injected a bearing fault into {opts.fault_device}[/]: "
-                                  "temperature and vibration start to climb")
+                    note(
+                        "fault",
+                        f"[bold yellow]Injected a bearing fault into {opts.fault_device}[/]: "
+                        "temperature and vibration start to climb",
+                    )
                 try:
                     await asyncio.to_thread(_snapshot, db_url, state)
                 except psycopg.Error as exc:
@@ -308,15 +347,18 @@ async def _demo(opts: DemoOptions, console: Console) -> int:
                 if state.points:
                     note("points", f"Readings flowing: {state.points} points stored")
                 for a in state.alarms:
-                    note(f"alarm{a['id']}",
-                         f"[red]Alarm #{a['id']}[/] {a['rule']} on {a['device']} ({a['severity']})")
+                    note(f"alarm{a['id']}", f"[red]Alarm #{a['id']}[/] {a['rule']} on {a['device']} ({a['severity']})")
                 for t in state.tickets:
-                    note(f"ticket{t['id']}",
-                         f"[cyan]Ticket #{t['id']}[/] opened: {t['title']} (priority {t['priority']})")
+                    note(
+                        f"ticket{t['id']}",
+                        f"[cyan]Ticket #{t['id']}[/] opened: {t['title']} (priority {t['priority']})",
+                    )
                     if t["technician"]:
-                        note(f"assigned{t['id']}",
-                             f"[green]Ticket #{t['id']} assigned to {t['technician']}[/], ETA "
-                             f"{t['eta_minutes']:.0f} min ({t['distance_km']:.1f} km) — {t['reason']}")
+                        note(
+                            f"assigned{t['id']}",
+                            f"[green]Ticket #{t['id']} assigned to {t['technician']}[/], ETA "
+                            f"{t['eta_minutes']:.0f} min ({t['distance_km']:.1f} km) — {t['reason']}",
+                        )
                 if live is not None:
                     live.update(_render(state, api_url, started))
                 if opts.exit_after_dispatch and state.assigned:
@@ -324,8 +366,10 @@ async def _demo(opts: DemoOptions, console: Console) -> int:
                     break
                 if opts.exit_after_dispatch and elapsed > opts.timeout:
                     outcome = "timeout"
-                    console.print(f"[red]No ticket was assigned within {opts.timeout:.0f} s.[/] "
-                                  "Check the log lines above for the stage that stalled.")
+                    console.print(
+                        f"[red]No ticket was assigned within {opts.timeout:.0f} s.[/] "
+                        "Check the log lines above for the stage that stalled."
+                    )
                     break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=1.0)

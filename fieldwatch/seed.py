@@ -63,22 +63,48 @@ class Fleet:
 DEMO_FLEET = Fleet(
     clients={"Northwind Water": "platinum", "Contoso Foods": "standard"},
     sites=(
-        SiteSpec("nw-evanston", "Evanston pumping station", "Northwind Water",
-                 "555 Lincoln St, Evanston, IL", 42.0630, -87.6740, ("P-101", "P-102")),
-        SiteSpec("nw-joliet", "Joliet booster station", "Northwind Water",
-                 "150 W Jefferson St, Joliet, IL", 41.5250, -88.0817, ("P-201",)),
-        SiteSpec("cf-aurora", "Aurora bottling plant", "Contoso Foods",
-                 "44 E Downer Pl, Aurora, IL", 41.7606, -88.3201, ("P-301", "P-302")),
-        SiteSpec("cf-gary", "Gary cold store", "Contoso Foods",
-                 "401 Broadway, Gary, IN", 41.6020, -87.3372, ("P-401",)),
+        SiteSpec(
+            "nw-evanston",
+            "Evanston pumping station",
+            "Northwind Water",
+            "555 Lincoln St, Evanston, IL",
+            42.0630,
+            -87.6740,
+            ("P-101", "P-102"),
+        ),
+        SiteSpec(
+            "nw-joliet",
+            "Joliet booster station",
+            "Northwind Water",
+            "150 W Jefferson St, Joliet, IL",
+            41.5250,
+            -88.0817,
+            ("P-201",),
+        ),
+        SiteSpec(
+            "cf-aurora",
+            "Aurora bottling plant",
+            "Contoso Foods",
+            "44 E Downer Pl, Aurora, IL",
+            41.7606,
+            -88.3201,
+            ("P-301", "P-302"),
+        ),
+        SiteSpec(
+            "cf-gary", "Gary cold store", "Contoso Foods", "401 Broadway, Gary, IN", 41.6020, -87.3372, ("P-401",)
+        ),
     ),
-    skills={"pump_mechanical": "Pump mechanics (bearings, seals, alignment)",
-            "electrical": "Motors and drives", "hvac": "Chillers and HVAC"},
+    skills={
+        "pump_mechanical": "Pump mechanics (bearings, seals, alignment)",
+        "electrical": "Motors and drives",
+        "hvac": "Chillers and HVAC",
+    },
     technicians=(
         # Ben lives closest to Evanston but is an electrician: the bearing job must go to Ana.
         TechnicianSpec("Ben Okafor", "ben@fieldwatch.example", 42.0451, -87.6877, {"electrical": 3}),
-        TechnicianSpec("Ana Ruiz", "ana@fieldwatch.example", 42.0324, -87.7416,
-                       {"pump_mechanical": 3, "electrical": 2}),
+        TechnicianSpec(
+            "Ana Ruiz", "ana@fieldwatch.example", 42.0324, -87.7416, {"pump_mechanical": 3, "electrical": 2}
+        ),
         TechnicianSpec("Chloe Martin", "chloe@fieldwatch.example", 41.7508, -88.1535, {"pump_mechanical": 2}),
         TechnicianSpec("Dev Patel", "dev@fieldwatch.example", 41.5834, -87.5000, {"pump_mechanical": 1, "hvac": 2}),
     ),
@@ -86,12 +112,28 @@ DEMO_FLEET = Fleet(
 
 #: The demo's rules: the spine's "bearing temperature > 80 °C for 30 s", and high vibration.
 DEMO_RULES = (
-    dict(name="Bearing overheating", tag="bearing_temp", operator=">", threshold=80.0, duration_s=30.0,
-         severity="major", problem_code="bearing_overheat", equipment_model=PUMP_MODEL,
-         required_skill="pump_mechanical"),
-    dict(name="High vibration", tag="vibration", operator=">", threshold=7.1, duration_s=30.0,
-         severity="minor", problem_code="high_vibration", equipment_model=PUMP_MODEL,
-         required_skill="pump_mechanical"),
+    dict(
+        name="Bearing overheating",
+        tag="bearing_temp",
+        operator=">",
+        threshold=80.0,
+        duration_s=30.0,
+        severity="major",
+        problem_code="bearing_overheat",
+        equipment_model=PUMP_MODEL,
+        required_skill="pump_mechanical",
+    ),
+    dict(
+        name="High vibration",
+        tag="vibration",
+        operator=">",
+        threshold=7.1,
+        duration_s=30.0,
+        severity="minor",
+        problem_code="high_vibration",
+        equipment_model=PUMP_MODEL,
+        required_skill="pump_mechanical",
+    ),
 )
 
 

@@ -115,8 +115,12 @@ def train(
         m = _fit(kind, tuple(tags), fit_part, seed)
         cal = m.score(cal_part)
         m.threshold = float(np.quantile(cal, 1 - target_far))
-        m.metrics = {"target_far": target_far, "calibration_far": float(np.mean(cal > m.threshold)),
-                     "train_rows": float(len(fit_part)), "calibration_rows": float(len(cal_part))}
+        m.metrics = {
+            "target_far": target_far,
+            "calibration_far": float(np.mean(cal > m.threshold)),
+            "train_rows": float(len(fit_part)),
+            "calibration_rows": float(len(cal_part)),
+        }
         if faulty is not None and len(faulty):
             m.metrics["detection_rate"] = float(np.mean(m.score(np.asarray(faulty, dtype=float)) > m.threshold))
         if best is None or _better(m, best):

@@ -111,10 +111,16 @@ class StoredModel:
 
     def public(self) -> dict[str, Any]:
         return {
-            "id": self.id, "rule_id": self.rule_id, "subject": self.subject, "version": self.version,
-            "rule_version": self.rule_version, "trained_at": self.trained_at.isoformat(),
+            "id": self.id,
+            "rule_id": self.rule_id,
+            "subject": self.subject,
+            "version": self.version,
+            "rule_version": self.rule_version,
+            "trained_at": self.trained_at.isoformat(),
             "window_start": self.window_start.isoformat(),
-            "window_end": self.window_end.isoformat(), "kind": self.kind, "threshold": self.threshold,
+            "window_end": self.window_end.isoformat(),
+            "kind": self.kind,
+            "threshold": self.threshold,
             "metrics": self.metrics,
         }
 
@@ -187,17 +193,45 @@ def train_rule(
                    SELECT %s, %s, coalesce(max(version), 0) + 1, %s, %s, %s, %s, %s, %s, %s, %s, %s
                    FROM anomaly_models WHERE rule_id = %s AND subject = %s
                    RETURNING id, version, trained_at""",
-                (rule.id, subject, rule.version, author, _dt(start), _dt(end), model.kind, list(cond.tags),
-                 model.threshold, Jsonb(model.metrics), buf.getvalue(), rule.id, subject),
+                (
+                    rule.id,
+                    subject,
+                    rule.version,
+                    author,
+                    _dt(start),
+                    _dt(end),
+                    model.kind,
+                    list(cond.tags),
+                    model.threshold,
+                    Jsonb(model.metrics),
+                    buf.getvalue(),
+                    rule.id,
+                    subject,
+                ),
             ).fetchone()
         assert row is not None
-        report.trained.append(StoredModel(row[0], rule.id, subject, row[1], row[2], _dt(start), _dt(end),
-                                          model.kind, model.threshold, model.metrics, model, rule.version))
+        report.trained.append(
+            StoredModel(
+                row[0],
+                rule.id,
+                subject,
+                row[1],
+                row[2],
+                _dt(start),
+                _dt(end),
+                model.kind,
+                model.threshold,
+                model.metrics,
+                model,
+                rule.version,
+            )
+        )
     return report
 
 
-_MODEL_COLS = ("id, rule_id, subject, version, trained_at, window_start, window_end, kind, threshold, metrics, model,"
-               " rule_version")
+_MODEL_COLS = (
+    "id, rule_id, subject, version, trained_at, window_start, window_end, kind, threshold, metrics, model, rule_version"
+)
 
 
 def _stored(row: tuple[Any, ...]) -> StoredModel:
@@ -224,8 +258,21 @@ def model_history(conn: psycopg.Connection, rule_id: int) -> list[dict[str, Any]
            FROM anomaly_models WHERE rule_id = %s ORDER BY trained_at DESC, subject""",
         (rule_id,),
     ).fetchall()
-    keys = ("id", "rule_id", "subject", "version", "rule_version", "trained_at", "window_start", "window_end", "kind",
-            "threshold", "metrics", "stale_at", "stale_reason")
+    keys = (
+        "id",
+        "rule_id",
+        "subject",
+        "version",
+        "rule_version",
+        "trained_at",
+        "window_start",
+        "window_end",
+        "kind",
+        "threshold",
+        "metrics",
+        "stale_at",
+        "stale_reason",
+    )
     return [dict(zip(keys, r, strict=True)) for r in rows]
 
 
@@ -260,7 +307,10 @@ class AnomalyScorer:
         self._models = keep
 
     def score(
-        self, conn: psycopg.Connection, rules: Sequence[Rule], devices: dict[int, DeviceInfo | None],
+        self,
+        conn: psycopg.Connection,
+        rules: Sequence[Rule],
+        devices: dict[int, DeviceInfo | None],
         batch: Sequence[Reading],
     ) -> list[Score]:
         """Score every complete vector that ``batch`` completes, for each anomaly rule watching its tags."""
@@ -336,8 +386,15 @@ def store_scores(conn: psycopg.Connection, scores: Sequence[Score]) -> int:
 
 
 #: Definition fields a model depends on (``rules apply`` diff paths): changing one makes the models stale.
-TRAINING_FIELDS = ("condition.kind", "condition.tags", "condition.training", "condition.target_far",
-                   "condition.grouping", "condition.models", "scope")
+TRAINING_FIELDS = (
+    "condition.kind",
+    "condition.tags",
+    "condition.training",
+    "condition.target_far",
+    "condition.grouping",
+    "condition.models",
+    "scope",
+)
 
 
 def training_changes(changed_paths: Iterable[str]) -> list[str]:

@@ -64,8 +64,12 @@ def _load_file(path: Path) -> list[Any]:
 
 
 def _show_plan(changes: list[Any]) -> None:
-    marks = {"create": "[green]+ create[/]", "update": "[yellow]~ update[/]", "unchanged": "[dim]= unchanged[/]",
-             "only_live": "[dim]? only live (not in the file; left as is)[/]"}
+    marks = {
+        "create": "[green]+ create[/]",
+        "update": "[yellow]~ update[/]",
+        "unchanged": "[dim]= unchanged[/]",
+        "only_live": "[dim]? only live (not in the file; left as is)[/]",
+    }
     for ch in changes:
         version = f" (live v{ch.live_version})" if ch.live_version else ""
         out.print(f"{marks[ch.action]} {escape(ch.name)}{version}", highlight=False)
@@ -109,11 +113,15 @@ def apply(
 
         for name, report in retrain_changed(conn, changes, author=author or getpass.getuser()).items():
             for m in report.trained:  # the old models were marked stale by apply: these score from now on
-                out.print(f"trained {name} {m.subject}: model v{m.version} ({m.kind}) for rule v{m.rule_version}",
-                          highlight=False)
+                out.print(
+                    f"trained {name} {m.subject}: model v{m.version} ({m.kind}) for rule v{m.rule_version}",
+                    highlight=False,
+                )
             for subject, why in report.failed.items():
-                out.print(f"[yellow]not trained {name} {subject}: {why}; the rule scores nothing there until "
-                          f"`fieldwatch rules train {name!r}` succeeds[/yellow]")
+                out.print(
+                    f"[yellow]not trained {name} {subject}: {why}; the rule scores nothing there until "
+                    f"`fieldwatch rules train {name!r}` succeeds[/yellow]"
+                )
 
 
 @app.command("list")
@@ -130,8 +138,16 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="machine-readable
     table = Table("id", "name", "v", "on", "condition", "severity", "scope", "by")
     for r in rules:
         scope = ", ".join(f"{k}={','.join(v)}" for k, v in r.spec.scope.model_dump().items() if v) or "all devices"
-        table.add_row(str(r.id), r.name, str(r.version), "yes" if r.enabled else "no", r.spec.describe(),
-                      r.spec.severity, scope, r.updated_by)
+        table.add_row(
+            str(r.id),
+            r.name,
+            str(r.version),
+            "yes" if r.enabled else "no",
+            r.spec.describe(),
+            r.spec.severity,
+            scope,
+            r.updated_by,
+        )
     out.print(table)
 
 
@@ -187,10 +203,15 @@ def train_cmd(
     else:
         table = Table("subject", "version", "kind", "threshold", "calibration FAR", "rows", "window")
         for m in report.trained:
-            table.add_row(m.subject, str(m.version), m.kind, f"{m.threshold:.4g}",
-                          f"{m.metrics.get('calibration_far', 0):.4f}",
-                          str(int(m.metrics.get("train_rows", 0) + m.metrics.get("calibration_rows", 0))),
-                          f"{m.window_start:%Y-%m-%d %H:%M} – {m.window_end:%Y-%m-%d %H:%M}")
+            table.add_row(
+                m.subject,
+                str(m.version),
+                m.kind,
+                f"{m.threshold:.4g}",
+                f"{m.metrics.get('calibration_far', 0):.4f}",
+                str(int(m.metrics.get("train_rows", 0) + m.metrics.get("calibration_rows", 0))),
+                f"{m.window_start:%Y-%m-%d %H:%M} – {m.window_end:%Y-%m-%d %H:%M}",
+            )
         out.print(table)
         for subject, why in report.failed.items():
             err.print(f"[yellow]{escape(subject)}: {escape(why)}[/]", highlight=False)
@@ -208,8 +229,9 @@ def backtest(
     version: Annotated[int | None, typer.Option(help="backtest this stored version instead of the live one")] = None,
     compare: Annotated[int | None, typer.Option(help="also run this stored version, side by side")] = None,
     labels: Annotated[Path | None, typer.Option(help="CSV of known incidents (start,end[,device,label])")] = None,
-    tickets: Annotated[bool, typer.Option("--tickets", help="closed tickets with the rule's problem code "
-                                                            "count as incidents")] = False,
+    tickets: Annotated[
+        bool, typer.Option("--tickets", help="closed tickets with the rule's problem code count as incidents")
+    ] = False,
     output: Annotated[Path | None, typer.Option(help="write time,value,score,state,severity per reading")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
@@ -228,11 +250,32 @@ def backtest(
         start, end = parse_time(from_), parse_time(to)
         incidents = load_labels(labels, device) if labels else None
         with _conn() as conn:
-            runs = [run_backtest(conn, rule, device, start, end, version=version, draft=draft,
-                                 incidents=incidents, tickets_as_labels=tickets)]
+            runs = [
+                run_backtest(
+                    conn,
+                    rule,
+                    device,
+                    start,
+                    end,
+                    version=version,
+                    draft=draft,
+                    incidents=incidents,
+                    tickets_as_labels=tickets,
+                )
+            ]
             if compare is not None:
-                runs.append(run_backtest(conn, runs[0].rule if draft else rule, device, start, end, version=compare,
-                                         incidents=incidents, tickets_as_labels=tickets))
+                runs.append(
+                    run_backtest(
+                        conn,
+                        runs[0].rule if draft else rule,
+                        device,
+                        start,
+                        end,
+                        version=compare,
+                        incidents=incidents,
+                        tickets_as_labels=tickets,
+                    )
+                )
     except (BacktestError, RuleError) as exc:
         raise _fail(str(exc), 2) from None
     if output is not None:
@@ -254,8 +297,9 @@ def _fmt(x: Any) -> str:
 
 def _print_runs(runs: list[Any]) -> None:
     first = runs[0]
-    out.print(f"[bold]{first.rule}[/] on {first.device.site}/{first.device.key}, "
-              f"{first.readings} readings", highlight=False)
+    out.print(
+        f"[bold]{first.rule}[/] on {first.device.site}/{first.device.key}, {first.readings} readings", highlight=False
+    )
     for r in runs:
         table = Table("#", "start", "end", "peak severity", "peak", title=f"episodes — version {r.version}")
         for i, e in enumerate(r.episodes, 1):
@@ -265,10 +309,15 @@ def _print_runs(runs: list[Any]) -> None:
         out.print(table)
     table = Table("metric", *[f"v{r.version}" for r in runs])
     rows: list[tuple[str, str]] = [
-        ("episodes", "summary.episodes"), ("alerts / week", "summary.alerts_per_week"),
-        ("time in alarm (s)", "summary.time_in_alarm_s"), ("tickets it would open", "summary.tickets"),
-        ("precision", "score.precision"), ("recall", "score.recall"), ("F1", "score.f1"),
-        ("false-alarm rate", "score.false_alarm_rate"), ("missed-alarm rate", "score.missed_alarm_rate"),
+        ("episodes", "summary.episodes"),
+        ("alerts / week", "summary.alerts_per_week"),
+        ("time in alarm (s)", "summary.time_in_alarm_s"),
+        ("tickets it would open", "summary.tickets"),
+        ("precision", "score.precision"),
+        ("recall", "score.recall"),
+        ("F1", "score.f1"),
+        ("false-alarm rate", "score.false_alarm_rate"),
+        ("missed-alarm rate", "score.missed_alarm_rate"),
         ("mean detection delay (s)", "score.mean_detection_delay_s"),
     ]
     for label, path in rows:
@@ -281,8 +330,9 @@ def _print_runs(runs: list[Any]) -> None:
 
 # --- silences and maintenance windows ------------------------------------------------------------
 
-silence_app = typer.Typer(help="Silences and maintenance windows (suppress alarms, not evaluation).",
-                          no_args_is_help=True)
+silence_app = typer.Typer(
+    help="Silences and maintenance windows (suppress alarms, not evaluation).", no_args_is_help=True
+)
 app.add_typer(silence_app, name="silence")
 
 _UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
@@ -301,9 +351,17 @@ def _duration_s(text: str) -> float:
 def _print_silences(rows: list[dict[str, Any]]) -> None:
     table = Table("id", "kind", "device", "site", "rule", "from", "until", "by", "reason")
     for r in rows:
-        table.add_row(str(r["id"]), r["kind"], r["device"] or "", r["site"] or "", r["rule"] or "",
-                      r["starts_at"].isoformat(timespec="minutes"), r["ends_at"].isoformat(timespec="minutes"),
-                      r["created_by"], r["reason"])
+        table.add_row(
+            str(r["id"]),
+            r["kind"],
+            r["device"] or "",
+            r["site"] or "",
+            r["rule"] or "",
+            r["starts_at"].isoformat(timespec="minutes"),
+            r["ends_at"].isoformat(timespec="minutes"),
+            r["created_by"],
+            r["reason"],
+        )
     out.print(table)
 
 
@@ -328,9 +386,17 @@ def silence_add(
             device_id, site_id, rule_id = resolve_targets(conn, device=device, site=site, rule=rule)
             now = datetime.now(UTC)
             kind = "maintenance" if maintenance else "silence"
-            s = create_silence(conn, created_by=author or getpass.getuser(), starts_at=now,
-                               ends_at=now + timedelta(seconds=seconds), kind=kind,
-                               device_id=device_id, site_id=site_id, rule_id=rule_id, reason=reason)
+            s = create_silence(
+                conn,
+                created_by=author or getpass.getuser(),
+                starts_at=now,
+                ends_at=now + timedelta(seconds=seconds),
+                kind=kind,
+                device_id=device_id,
+                site_id=site_id,
+                rule_id=rule_id,
+                reason=reason,
+            )
         except LifecycleError as exc:
             raise _fail(str(exc), 2) from None
         _print_silences(silence_rows(conn, [s]))

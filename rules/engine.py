@@ -262,7 +262,11 @@ def durable_change(old: RuleState, new: RuleState, *, rate: bool = False) -> boo
     if rate or old.phase != new.phase:
         return old != new
     return (old.since_ms, old.count, old.peak, old.severity, old.clear_since_ms) != (
-        new.since_ms, new.count, new.peak, new.severity, new.clear_since_ms
+        new.since_ms,
+        new.count,
+        new.peak,
+        new.severity,
+        new.clear_since_ms,
     )
 
 

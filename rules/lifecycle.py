@@ -262,8 +262,13 @@ def release_suppressed(conn: psycopg.Connection) -> list[int]:
                RETURNING a.id, a.rule_id, a.device_id""",
         ).fetchall()
         for alarm_id, rule_id, device_id in rows:
-            payload = {"type": "alarm_opened", "alarm_id": alarm_id, "device_id": device_id, "rule_id": rule_id,
-                       "released": True}
+            payload = {
+                "type": "alarm_opened",
+                "alarm_id": alarm_id,
+                "device_id": device_id,
+                "rule_id": rule_id,
+                "released": True,
+            }
             conn.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, orjson.dumps(payload).decode()))
     return sorted(r[0] for r in rows)
 
@@ -289,10 +294,21 @@ def silence_rows(conn: psycopg.Connection, silences: list[Silence]) -> list[dict
     out = []
     for s in silences:
         n = names.get(s.id, {})
-        out.append({
-            "id": s.id, "kind": s.kind, "device_id": s.device_id, "device": n.get("device"),
-            "site_id": s.site_id, "site": n.get("site"), "rule_id": s.rule_id, "rule": n.get("rule"),
-            "starts_at": s.starts_at, "ends_at": s.ends_at, "reason": s.reason, "created_by": s.created_by,
-            "created_at": s.created_at,
-        })
+        out.append(
+            {
+                "id": s.id,
+                "kind": s.kind,
+                "device_id": s.device_id,
+                "device": n.get("device"),
+                "site_id": s.site_id,
+                "site": n.get("site"),
+                "rule_id": s.rule_id,
+                "rule": n.get("rule"),
+                "starts_at": s.starts_at,
+                "ends_at": s.ends_at,
+                "reason": s.reason,
+                "created_by": s.created_by,
+                "created_at": s.created_at,
+            }
+        )
     return out

@@ -249,9 +249,7 @@ class Anomaly(_LimitCondition):
         return data
 
 
-Condition = Annotated[
-    Above | Below | Outside | Inside | RateOfChange | NoData | Anomaly, Field(discriminator="kind")
-]
+Condition = Annotated[Above | Below | Outside | Inside | RateOfChange | NoData | Anomaly, Field(discriminator="kind")]
 
 #: The series an anomaly rule's scores are stored in (one per device), so they can be charted.
 ANOMALY_TAG_PREFIX = "anomaly_score:"

@@ -68,9 +68,7 @@ def _gateway_scores(conn: psycopg.Connection, devices: list[int], now_ms: int) -
            FROM devices d JOIN gateways g ON g.id = d.gateway_id WHERE d.id = ANY(%s)""",
         (devices,),
     ).fetchall()
-    return {
-        d: (max(0, now_ms - (at or now_ms)) / 60_000 if status == "offline" else 0.0) for d, status, at in rows
-    }
+    return {d: (max(0, now_ms - (at or now_ms)) / 60_000 if status == "offline" else 0.0) for d, status, at in rows}
 
 
 def compute_scores(conn: psycopg.Connection, rules: Iterable[Rule], now_ms: int) -> list[tuple[Rule, int, int, float]]:

@@ -154,8 +154,10 @@ def needs_training(changes: list[RuleChange]) -> list[str]:
     from rules.model import Anomaly
 
     return [
-        ch.name for ch in changes
-        if ch.spec is not None and isinstance(ch.spec.condition, Anomaly)
+        ch.name
+        for ch in changes
+        if ch.spec is not None
+        and isinstance(ch.spec.condition, Anomaly)
         and (ch.action == "create" or (ch.action == "update" and training_changes(ch.fields)))
     ]
 

@@ -108,8 +108,12 @@ class AlarmEvent:
 
     def payload(self) -> dict[str, Any]:
         """The ``fw_events`` NOTIFY payload."""
-        body: dict[str, Any] = {"type": self.type, "alarm_id": self.alarm_id, "device_id": self.device_id,
-                                "rule_id": self.rule_id}
+        body: dict[str, Any] = {
+            "type": self.type,
+            "alarm_id": self.alarm_id,
+            "device_id": self.device_id,
+            "rule_id": self.rule_id,
+        }
         if self.suppressed_by is not None:
             body["suppressed_by"] = self.suppressed_by
         return body
@@ -217,8 +221,9 @@ class RuleEvaluator:
             groups, quiet = self._group(conn, batch)
             scores = self._anomaly_scores(conn, batch)
             self._add_scores(groups, scores)
-            events = self._apply(conn, groups, quiet, first=lambda c: store_scores(c, scores)) if groups or quiet \
-                else []
+            events = (
+                self._apply(conn, groups, quiet, first=lambda c: store_scores(c, scores)) if groups or quiet else []
+            )
             self._maybe_reload(conn)  # the periodic check runs after the alarms committed, not before
             for ev in events:
                 log.info("%s alarm %d (rule %d, device %d)", ev.type, ev.alarm_id, ev.rule_id, ev.device_id)
@@ -413,9 +418,7 @@ class RuleEvaluator:
                 group[2].append(item)
         return groups, quiet
 
-    def _lock_states(
-        self, conn: psycopg.Connection, keys: list[tuple[int, int]]
-    ) -> list[tuple[int, int, int, Any]]:
+    def _lock_states(self, conn: psycopg.Connection, keys: list[tuple[int, int]]) -> list[tuple[int, int, int, Any]]:
         """Lock (creating on first use) the state rows of ``keys``, in key order: ``(rule, device, xmin, state)``,
         where ``state`` is None when ``xmin`` is the cached row version (the cached state is current — nothing
         to fetch or parse). Pairs known to exist skip the insert: the hot path is one locking SELECT."""
@@ -446,7 +449,10 @@ class RuleEvaluator:
         return rows
 
     def _apply(
-        self, conn: psycopg.Connection, groups: _Groups, quiet: _Quiet,
+        self,
+        conn: psycopg.Connection,
+        groups: _Groups,
+        quiet: _Quiet,
         first: Callable[[psycopg.Connection], object] | None = None,
     ) -> list[AlarmEvent]:
         """Evaluate and commit: pairs that (by the cached states) emit an event, or are not cached, in a first
@@ -519,8 +525,9 @@ class RuleEvaluator:
                     try:
                         old = RuleState.from_json(raw)
                     except StateFormatError:
-                        log.warning("rule %d device %d: unreadable state %r; starting from normal", rule_id,
-                                    device_id, raw)
+                        log.warning(
+                            "rule %d device %d: unreadable state %r; starting from normal", rule_id, device_id, raw
+                        )
                         old = NORMAL
                 new, rule_events = evaluate_all(compiled, old, readings)
             if durable_change(old, new, rate=compiled.kind == "rate"):
@@ -561,8 +568,18 @@ class RuleEvaluator:
                    VALUES (%s, %s, %s, %s, %s, 'active', %s, %s, %s, %s, %s)
                    ON CONFLICT (rule_id, device_id) WHERE cleared_at IS NULL DO NOTHING
                    RETURNING id""",
-                (rule.id, device_id, ev.severity, ev.severity, rule.spec.latch, message,
-                 ev.value, when, suppressed_by, flapping),
+                (
+                    rule.id,
+                    device_id,
+                    ev.severity,
+                    ev.severity,
+                    rule.spec.latch,
+                    message,
+                    ev.value,
+                    when,
+                    suppressed_by,
+                    flapping,
+                ),
             ).fetchone()
             if row is None:  # an open alarm already exists (latched, or state reset by hand): keep it
                 conn.execute(

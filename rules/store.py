@@ -78,8 +78,11 @@ def _row_spec(row: dict[str, Any]) -> RuleSpec:
 
 def _rule(row: dict[str, Any]) -> Rule:
     return Rule(
-        id=row["id"], version=row["version"], spec=_row_spec(row),
-        updated_by=row.get("updated_by") or "", updated_at=row.get("updated_at"),
+        id=row["id"],
+        version=row["version"],
+        spec=_row_spec(row),
+        updated_by=row.get("updated_by") or "",
+        updated_at=row.get("updated_at"),
     )
 
 
@@ -165,9 +168,16 @@ def create_rule(
     """Insert a one-level threshold rule (``tag operator threshold for duration_s``); refuse an existing name."""
     try:
         spec = legacy_spec(
-            name=name, tag=tag, operator=operator, threshold=threshold, problem_code=problem_code,
-            duration_s=duration_s, severity=severity, equipment_model=equipment_model,
-            required_skill=required_skill, enabled=enabled,
+            name=name,
+            tag=tag,
+            operator=operator,
+            threshold=threshold,
+            problem_code=problem_code,
+            duration_s=duration_s,
+            severity=severity,
+            equipment_model=equipment_model,
+            required_skill=required_skill,
+            enabled=enabled,
         )
     except ValidationError as exc:
         raise RuleError(f"rule {name!r}: {exc}") from None

@@ -68,13 +68,20 @@ def _anomaly_history(
     if rule_id is not None:
         stored = latest_models(conn, rule_id).get(subject)
         if stored is None:
-            raise BacktestError(f"rule {spec.name!r} has no trained model for {subject}: "
-                                f"run `fieldwatch rules train {spec.name!r}` first")
+            raise BacktestError(
+                f"rule {spec.name!r} has no trained model for {subject}: "
+                f"run `fieldwatch rules train {spec.name!r}` first"
+            )
         model, threshold = stored.model, stored.threshold
     else:
-        devices = [device.id] if cond.grouping == "device" else [
-            r[0] for r in conn.execute("SELECT id FROM devices WHERE equipment_model = %s", (device.equipment_model,))
-        ]
+        devices = (
+            [device.id]
+            if cond.grouping == "device"
+            else [
+                r[0]
+                for r in conn.execute("SELECT id FROM devices WHERE equipment_model = %s", (device.equipment_model,))
+            ]
+        )
         try:
             model = fit(conn, spec, devices, end_ms)
         except AnomalyTrainingError as exc:
@@ -139,8 +146,10 @@ def run_backtest(
         else:
             spec, label = get_rule_version(conn, rule.id, version), str(version)
     if spec.condition.kind == "no_data":
-        raise BacktestError(f"rule {spec.name!r} is a no-data rule: it watches silence, which history "
-                            "replay cannot show; backtest threshold and anomaly rules")
+        raise BacktestError(
+            f"rule {spec.name!r} is a no-data rule: it watches silence, which history "
+            "replay cannot show; backtest threshold and anomaly rules"
+        )
     device = resolve_device(conn, device_ref)
     try:
         compiled = compile_rule(spec, rule_id, device.attributes)

@@ -23,12 +23,16 @@ def test_endpoint_crud_never_returns_the_secret(db_url: str, receiver: Receiver)
         assert r.status_code == 201, r.text
         ep = r.json()
         assert SECRET not in r.text and "secret" not in ep
-        assert (ep["url"], ep["events"], ep["enabled"], ep["secret_set"], ep["max_attempts"]) == \
-            (receiver.url, ["ticket.assigned"], True, True, 8)
+        assert (ep["url"], ep["events"], ep["enabled"], ep["secret_set"], ep["max_attempts"]) == (
+            receiver.url,
+            ["ticket.assigned"],
+            True,
+            True,
+            8,
+        )
         one = f"{EP}/{ep['id']}"
         assert api.get(one, headers=auth(token(db_url, "dispatcher"))).json() == ep
-        changed = api.patch(one, json={"enabled": False, "secret": "another-secret-0123", "events": []},
-                            headers=admin)
+        changed = api.patch(one, json={"enabled": False, "secret": "another-secret-0123", "events": []}, headers=admin)
         assert changed.status_code == 200 and "another-secret" not in changed.text
         assert (changed.json()["enabled"], changed.json()["events"]) == (False, [])
         bad = api.post(EP, json={"url": "ftp://x", "secret": SECRET, "events": ["ticket.exploded"]}, headers=admin)
@@ -49,8 +53,9 @@ def test_event_filter_and_disabling_decide_what_is_sent(db_url: str, receiver: R
     """An endpoint filtered to ticket.assigned gets no ticket.created; a disabled endpoint gets nothing new."""
     admin = auth(token(db_url, "admin"))
     with api_client(db_url) as api:
-        only_assigned = api.post(EP, json={"url": receiver.url, "secret": SECRET, "events": ["ticket.assigned"]},
-                                 headers=admin).json()
+        only_assigned = api.post(
+            EP, json={"url": receiver.url, "secret": SECRET, "events": ["ticket.assigned"]}, headers=admin
+        ).json()
         disabled = api.post(EP, json={"url": receiver.url, "secret": SECRET, "enabled": False}, headers=admin).json()
         _ticket(db_url)  # emits ticket.created
         deliveries = api.get(f"{BASE}/webhooks/deliveries", headers=admin).json()

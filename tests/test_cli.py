@@ -18,7 +18,10 @@ FIELDWATCH = str(Path(sys.executable).with_name("fieldwatch"))
 
 def run(*args: str, db_url: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [FIELDWATCH, *args], capture_output=True, text=True, timeout=60,
+        [FIELDWATCH, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, "FIELDWATCH_DATABASE_URL": db_url, "COLUMNS": "200", **env},
     )
 
@@ -98,9 +101,14 @@ def test_serve_runs_every_service_and_stops_on_sigterm(db_url: str, mqtt_url: st
     from simulators import free_port
 
     port = free_port()
-    env = {**os.environ, "FIELDWATCH_DATABASE_URL": db_url, "FIELDWATCH_MQTT_URL": mqtt_url,
-           "FIELDWATCH_API_PORT": str(port), "FIELDWATCH_INGEST_CLIENT_ID": f"serve-{uid}",
-           "FIELDWATCH_INGEST_SHARE_GROUP": f"serve-{uid}"}
+    env = {
+        **os.environ,
+        "FIELDWATCH_DATABASE_URL": db_url,
+        "FIELDWATCH_MQTT_URL": mqtt_url,
+        "FIELDWATCH_API_PORT": str(port),
+        "FIELDWATCH_INGEST_CLIENT_ID": f"serve-{uid}",
+        "FIELDWATCH_INGEST_SHARE_GROUP": f"serve-{uid}",
+    }
     proc = subprocess.Popen([FIELDWATCH, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30

@@ -45,7 +45,10 @@ def _run_unattended(env: dict[str, str], tmp_path: Path) -> dict:
     env = {**env, "TMPDIR": str(tmp_path)}
     res = subprocess.run(
         [FIELDWATCH, "demo", "--exit-after-dispatch", "--json", "--api-port", "0", "--timeout", "150"],
-        env=env, capture_output=True, text=True, timeout=240,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads(res.stdout.strip().splitlines()[-1])
@@ -71,8 +74,7 @@ def test_demo_on_embedded_services(run_dir: Path) -> None:
 @pytest.mark.timeout(300)
 def test_demo_on_real_services(admin_db_url: str, mqtt_url: str, run_dir: Path) -> None:
     """With both URLs set, the demo uses the real PostgreSQL and Mosquitto and dispatches a ticket."""
-    _run_unattended({**os.environ, "FIELDWATCH_DATABASE_URL": admin_db_url, "FIELDWATCH_MQTT_URL": mqtt_url},
-                    run_dir)
+    _run_unattended({**os.environ, "FIELDWATCH_DATABASE_URL": admin_db_url, "FIELDWATCH_MQTT_URL": mqtt_url}, run_dir)
 
 
 @pytest.mark.slow
@@ -81,8 +83,9 @@ def test_ctrl_c_stops_everything(run_dir: Path) -> None:
     """SIGINT during the demo stops every part cleanly, exits 0 and leaves no process behind."""
     env = {k: v for k, v in os.environ.items() if k not in ("FIELDWATCH_DATABASE_URL", "FIELDWATCH_MQTT_URL")}
     env["TMPDIR"] = str(run_dir)
-    proc = subprocess.Popen([FIELDWATCH, "demo", "--api-port", "0"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [FIELDWATCH, "demo", "--api-port", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     seen = []
     deadline = time.monotonic() + 60
     assert proc.stderr is not None
@@ -118,20 +121,62 @@ def test_live_screen_renders_every_state() -> None:
     now = datetime.now(UTC)
     state = DemoState(
         points=1234,
-        latest={"P-101": {"flow": 120.0, "discharge_pressure": 6.0, "bearing_temp": 91.5, "vibration": 9.0},
-                "P-102": {"bearing_temp": 60.2}},
-        alarms=[{"id": 1, "device": "P-101", "rule": "Bearing overheating", "severity": "major", "state": "active",
-                 "opened_at": now}],
-        tickets=[{"id": 1, "device": "P-101", "title": "Bearing overheating on Pump P-101", "priority": 1,
-                  "status": "assigned", "technician": "Ana Ruiz", "distance_km": 8.5, "eta_minutes": 10.2,
-                  "reason": "nearest qualified", "created_at": now, "assigned_at": now, "alarm_opened_at": now},
-                 {"id": 2, "device": "P-102", "title": "t", "priority": 3, "status": "new", "technician": None,
-                  "distance_km": None, "eta_minutes": None, "reason": "", "created_at": now, "assigned_at": None,
-                  "alarm_opened_at": None}],
+        latest={
+            "P-101": {"flow": 120.0, "discharge_pressure": 6.0, "bearing_temp": 91.5, "vibration": 9.0},
+            "P-102": {"bearing_temp": 60.2},
+        },
+        alarms=[
+            {
+                "id": 1,
+                "device": "P-101",
+                "rule": "Bearing overheating",
+                "severity": "major",
+                "state": "active",
+                "opened_at": now,
+            }
+        ],
+        tickets=[
+            {
+                "id": 1,
+                "device": "P-101",
+                "title": "Bearing overheating on Pump P-101",
+                "priority": 1,
+                "status": "assigned",
+                "technician": "Ana Ruiz",
+                "distance_km": 8.5,
+                "eta_minutes": 10.2,
+                "reason": "nearest qualified",
+                "created_at": now,
+                "assigned_at": now,
+                "alarm_opened_at": now,
+            },
+            {
+                "id": 2,
+                "device": "P-102",
+                "title": "t",
+                "priority": 3,
+                "status": "new",
+                "technician": None,
+                "distance_km": None,
+                "eta_minutes": None,
+                "reason": "",
+                "created_at": now,
+                "assigned_at": None,
+                "alarm_opened_at": None,
+            },
+        ],
         fault_at=time.monotonic(),
     )
     console.print(_render(state, "http://127.0.0.1:8000", time.monotonic()))
     text = console.export_text()
-    for expected in ("1,234 points", "91.5", "60.2", "Bearing overheating", "Ana Ruiz", "10 min (8.5 km)",
-                     "unassigned", "fault injected"):
+    for expected in (
+        "1,234 points",
+        "91.5",
+        "60.2",
+        "Bearing overheating",
+        "Ana Ruiz",
+        "10 min (8.5 km)",
+        "unassigned",
+        "fault injected",
+    ):
         assert expected in text

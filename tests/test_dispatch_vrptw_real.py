@@ -52,9 +52,22 @@ def test_real_instance_is_solved_feasibly_near_best_known(name: str) -> None:
 def test_bench_cli_prints_one_json_line_with_the_gap() -> None:
     """`bench/dispatch.py --vrptw` on a real file ends with one JSON object: distance, vehicles, gap."""
     out = subprocess.run(
-        [sys.executable, "bench/dispatch.py", "--vrptw", str(DATA / "C101.txt"), "--time-limit", "1",
-         "--best-known", "828.94", "--json"],
-        capture_output=True, text=True, check=True, cwd=DATA.parent.parent, timeout=120,
+        [
+            sys.executable,
+            "bench/dispatch.py",
+            "--vrptw",
+            str(DATA / "C101.txt"),
+            "--time-limit",
+            "1",
+            "--best-known",
+            "828.94",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=DATA.parent.parent,
+        timeout=120,
     )
     last = orjson.loads(out.stdout.strip().splitlines()[-1])
     assert (last["instance"], last["engine"], last["feasible"]) == ("C101", "pyvrp", True)

@@ -43,9 +43,7 @@ def test_edge_extra_installs_no_server_stack(tmp_path: Path) -> None:
     ).stdout
     assert "gateway" in help_out
     # A server-only command explains which extra is missing instead of crashing.
-    res = subprocess.run(
-        [str(env_dir / "bin" / "fieldwatch"), "db", "migrate"], capture_output=True, text=True
-    )
+    res = subprocess.run([str(env_dir / "bin" / "fieldwatch"), "db", "migrate"], capture_output=True, text=True)
     assert res.returncode == 2
     assert "fieldwatch[server]" in res.stderr.replace("\n", "")
 

@@ -57,10 +57,14 @@ def pump_run(seed: int, start_ms: int, seconds: int, fault_at: int | None = None
 def seed(url: str) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
         client = conn.execute("INSERT INTO clients (name, segment) VALUES ('Acme', 'gold') RETURNING id").fetchone()[0]
-        site = conn.execute("INSERT INTO sites (client_id, slug, name, latitude, longitude)"
-                            " VALUES (%s, 'plant', 'P', 48, 11) RETURNING id", (client,)).fetchone()[0]
-        device = conn.execute("INSERT INTO devices (site_id, key, equipment_model) VALUES (%s, 'pump-1', 'P100')"
-                              " RETURNING id", (site,)).fetchone()[0]
+        site = conn.execute(
+            "INSERT INTO sites (client_id, slug, name, latitude, longitude)"
+            " VALUES (%s, 'plant', 'P', 48, 11) RETURNING id",
+            (client,),
+        ).fetchone()[0]
+        device = conn.execute(
+            "INSERT INTO devices (site_id, key, equipment_model) VALUES (%s, 'pump-1', 'P100') RETURNING id", (site,)
+        ).fetchone()[0]
         apply_plan(conn, plan(conn, load_rules_file(RULE)), author="test")
     return device
 
@@ -71,8 +75,9 @@ def store(url: str, device: int, run: list[tuple[int, dict]]) -> None:
         ids = {}
         for tag in MEASUREMENTS:
             conn.execute("INSERT INTO series (device_id, tag) VALUES (%s, %s) ON CONFLICT DO NOTHING", (device, tag))
-            ids[tag] = conn.execute("SELECT id FROM series WHERE device_id = %s AND tag = %s",
-                                    (device, tag)).fetchone()[0]
+            ids[tag] = conn.execute(
+                "SELECT id FROM series WHERE device_id = %s AND tag = %s", (device, tag)
+            ).fetchone()[0]
         if conn.execute("SELECT to_regproc('fw_ensure_telemetry_partition') IS NOT NULL").fetchone()[0]:
             days = {datetime.fromtimestamp(ts / 1000, UTC).date() for ts, _ in run}
             for day in days:
@@ -110,8 +115,12 @@ def scores(url: str, device: int, start_ms: int, end_ms: int) -> np.ndarray:
 
 def alarms(url: str) -> list[tuple]:
     with psycopg.connect(url) as conn:
-        return [(round(a.timestamp() * 1000), b and round(b.timestamp() * 1000), s) for a, b, s in conn.execute(
-            "SELECT triggered_at, cleared_at, peak_severity FROM alarms ORDER BY id").fetchall()]
+        return [
+            (round(a.timestamp() * 1000), b and round(b.timestamp() * 1000), s)
+            for a, b, s in conn.execute(
+                "SELECT triggered_at, cleared_at, peak_severity FROM alarms ORDER BY id"
+            ).fetchall()
+        ]
 
 
 def test_anomaly_rule_trains_scores_alarms_and_backtests_identically(db_url: str, tmp_path, monkeypatch) -> None:
@@ -126,8 +135,9 @@ def test_anomaly_rule_trains_scores_alarms_and_backtests_identically(db_url: str
         m = report.trained[0]
         assert m.kind in ("pca", "iforest") and m.threshold > 0 and m.metrics["target_far"] == TARGET
         assert m.metrics["train_rows"] + m.metrics["calibration_rows"] == 4 * 3600 // STEP_S - 1
-        row = conn.execute("SELECT window_start, window_end, trained_by, octet_length(model) FROM anomaly_models"
-                           ).fetchone()
+        row = conn.execute(
+            "SELECT window_start, window_end, trained_by, octet_length(model) FROM anomaly_models"
+        ).fetchone()
         assert (round(row[0].timestamp() * 1000), round(row[1].timestamp() * 1000), row[2]) == (T0, T0 + 4 * H, "ann")
         assert row[3] > 100
 
@@ -152,8 +162,22 @@ def test_anomaly_rule_trains_scores_alarms_and_backtests_identically(db_url: str
 
     monkeypatch.setenv("FIELDWATCH_DATABASE_URL", db_url)
     out_csv = tmp_path / "rows.csv"
-    res = CliRunner().invoke(app, ["backtest", "pump health", "--device", "pump-1", "--from", str(fault_start),
-                                   "--to", str(fault_start + 1800_000), "--output", str(out_csv), "--json"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "backtest",
+            "pump health",
+            "--device",
+            "pump-1",
+            "--from",
+            str(fault_start),
+            "--to",
+            str(fault_start + 1800_000),
+            "--output",
+            str(out_csv),
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader(out_csv.read_text().splitlines()))
     assert len(rows) == 1800 // STEP_S - 1 and float(rows[-1]["score"]) > 1.0 and rows[-1]["state"] == "active"
@@ -185,9 +209,17 @@ def test_train_via_cli_and_api_versions_models_and_the_job_trains_when_due(db_ur
         rule = find_rule(conn, "pump health")
         latest = latest_models(conn, rule.id)
         assert latest[f"device:{device}"].version == 3
-        rolling = rule.spec.model_copy(update={"condition": rule.spec.condition.model_copy(
-            update={"training": rule.spec.condition.training.model_copy(  # type: ignore[union-attr]
-                update={"start": None, "end": None, "last_days": 7.0})})})
+        rolling = rule.spec.model_copy(
+            update={
+                "condition": rule.spec.condition.model_copy(
+                    update={
+                        "training": rule.spec.condition.training.model_copy(  # type: ignore[union-attr]
+                            update={"start": None, "end": None, "last_days": 7.0}
+                        )
+                    }
+                )
+            }
+        )
         newest = max(m.trained_at for m in latest.values()).timestamp() * 1000
         rolling_rule = rule.model_copy(update={"spec": rolling})
         assert not due_for_training(rolling_rule, latest, int(newest + 23 * H))

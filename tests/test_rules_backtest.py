@@ -158,9 +158,28 @@ def test_cli_backtest_output_labels_and_compare(db_url: str, tmp_path, monkeypat
     labels.write_text(f"start,end,label\n{T0 + 300_000},{T0 + 600_000},bearing\n")
     out_csv = tmp_path / "rows.csv"
     runner = CliRunner()
-    res = runner.invoke(app, ["backtest", "hot bearing", "--device", str(device), "--from", str(T0),
-                              "--to", "2023-11-14T23:13:20Z", "--labels", str(labels), "--output", str(out_csv),
-                              "--version", "1", "--compare", "2", "--json"])
+    res = runner.invoke(
+        app,
+        [
+            "backtest",
+            "hot bearing",
+            "--device",
+            str(device),
+            "--from",
+            str(T0),
+            "--to",
+            "2023-11-14T23:13:20Z",
+            "--labels",
+            str(labels),
+            "--output",
+            str(out_csv),
+            "--version",
+            "1",
+            "--compare",
+            "2",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     v1, v2 = json.loads(res.output)
     assert (v1["version"], v2["version"]) == ("1", "2")
@@ -169,11 +188,25 @@ def test_cli_backtest_output_labels_and_compare(db_url: str, tmp_path, monkeypat
     rows = list(csv.DictReader(out_csv.read_text().splitlines()))
     assert len(rows) == len(history) and set(rows[0]) == {"time", "value", "score", "state", "severity"}
     assert {r["state"] for r in rows} == {"normal", "pending", "active"}
-    table = runner.invoke(app, ["backtest", "hot bearing", "--device", "pump-1", "--from", str(T0),
-                                "--to", str(T0 + H), "--labels", str(labels)])
+    table = runner.invoke(
+        app,
+        [
+            "backtest",
+            "hot bearing",
+            "--device",
+            "pump-1",
+            "--from",
+            str(T0),
+            "--to",
+            str(T0 + H),
+            "--labels",
+            str(labels),
+        ],
+    )
     assert table.exit_code == 0 and "precision" in table.output and "episodes" in table.output
-    missing = runner.invoke(app, ["backtest", "hot bearing", "--device", "nope",
-                                  "--from", str(T0), "--to", str(T0 + H)])
+    missing = runner.invoke(
+        app, ["backtest", "hot bearing", "--device", "nope", "--from", str(T0), "--to", str(T0 + H)]
+    )
     assert missing.exit_code == 2 and "no device 'nope'" in missing.output
 
 
@@ -184,8 +217,22 @@ def test_backtest_a_draft_from_a_file(db_url: str, tmp_path, monkeypatch) -> Non
     store(db_url, device, pump_history(n=600))
     draft = tmp_path / "draft.yaml"
     draft.write_text(RULE.replace("hot bearing", "draft bearing").replace("for_s: 20", "for_s: 0"))
-    res = CliRunner().invoke(app, ["backtest", "draft bearing", "--file", str(draft), "--device", "pump-1",
-                                   "--from", str(T0), "--to", str(T0 + H), "--json"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "backtest",
+            "draft bearing",
+            "--file",
+            str(draft),
+            "--device",
+            "pump-1",
+            "--from",
+            str(T0),
+            "--to",
+            str(T0 + H),
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     body = json.loads(res.output)
     assert body["version"] == "draft" and len(body["episodes"]) >= 1

@@ -80,8 +80,9 @@ def test_apply_diffs_and_keeps_every_version(db_url: str) -> None:
         history = rule_versions(conn, rule.id)
         assert [(v.version, v.author, v.spec.for_s) for v in history] == [(1, "ann", 30.0), (2, "bob", 60.0)]
         # The original columns still summarise the rule for older readers.
-        row = conn.execute("SELECT operator, threshold, duration_s, severity, equipment_model FROM rules"
-                           " WHERE name = 'hot bearing'").fetchone()
+        row = conn.execute(
+            "SELECT operator, threshold, duration_s, severity, equipment_model FROM rules WHERE name = 'hot bearing'"
+        ).fetchone()
         assert row == (">", 85.0, 60.0, "major", "P100")
         assert [r.name for r in list_rules(conn)] == ["hot bearing", "low pressure"]
 

@@ -46,47 +46,116 @@ def run(s: RuleSpec, values: list[float | None], *, step_s: float = 1.0, attrs: 
 
 
 ABOVE = {"kind": "above", "threshold": 80}
-LADDER = {"kind": "above",
-          "levels": [{"severity": "warning", "threshold": 80}, {"severity": "critical", "threshold": 95}]}
+LADDER = {
+    "kind": "above",
+    "levels": [{"severity": "warning", "threshold": 80}, {"severity": "critical", "threshold": 95}],
+}
 
 CASES = [
     ("above opens at once and clears", spec(ABOVE), [70, 81, 82, 79], [("open", 1, "major"), ("clear", 3)]),
     ("above is strict at the threshold", spec(ABOVE), [80, 80], []),
     ("inclusive above fires at the threshold", spec({**ABOVE, "inclusive": True}), [80], [("open", 0, "major")]),
-    ("below", spec({"kind": "below", "threshold": 2, "severity": "minor"}), [3, 1.9, 2.5],
-     [("open", 1, "minor"), ("clear", 2)]),
-    ("outside a band (both sides)", spec({"kind": "outside", "low": 10, "high": 20}), [15, 21, 15, 9, 10],
-     [("open", 1, "major"), ("clear", 2), ("open", 3, "major"), ("clear", 4)]),
-    ("inside a forbidden band", spec({"kind": "inside", "low": 10, "high": 20}), [5, 10, 20, 21],
-     [("open", 1, "major"), ("clear", 3)]),
-    ("duration: held 3 s of source time", spec(ABOVE, for_s=3), [81, 81, 81, 81, 70],
-     [("open", 3, "major"), ("clear", 4)]),
+    (
+        "below",
+        spec({"kind": "below", "threshold": 2, "severity": "minor"}),
+        [3, 1.9, 2.5],
+        [("open", 1, "minor"), ("clear", 2)],
+    ),
+    (
+        "outside a band (both sides)",
+        spec({"kind": "outside", "low": 10, "high": 20}),
+        [15, 21, 15, 9, 10],
+        [("open", 1, "major"), ("clear", 2), ("open", 3, "major"), ("clear", 4)],
+    ),
+    (
+        "inside a forbidden band",
+        spec({"kind": "inside", "low": 10, "high": 20}),
+        [5, 10, 20, 21],
+        [("open", 1, "major"), ("clear", 3)],
+    ),
+    (
+        "duration: held 3 s of source time",
+        spec(ABOVE, for_s=3),
+        [81, 81, 81, 81, 70],
+        [("open", 3, "major"), ("clear", 4)],
+    ),
     ("duration broken restarts", spec(ABOVE, for_s=2), [81, 81, 70, 81, 81, 81], [("open", 5, "major")]),
     ("N in a row", spec(ABOVE, count=3), [81, 81, 70, 81, 81, 81], [("open", 5, "major")]),
-    ("N in a row and a duration both required", spec(ABOVE, count=2, for_s=3), [81, 81, 81, 81],
-     [("open", 3, "major")]),
-    ("hysteresis: stays active until below clear", spec({**ABOVE, "clear": 75}), [81, 79, 76, 75, 79, 81],
-     [("open", 0, "major"), ("clear", 3), ("open", 5, "major")]),
+    (
+        "N in a row and a duration both required",
+        spec(ABOVE, count=2, for_s=3),
+        [81, 81, 81, 81],
+        [("open", 3, "major")],
+    ),
+    (
+        "hysteresis: stays active until below clear",
+        spec({**ABOVE, "clear": 75}),
+        [81, 79, 76, 75, 79, 81],
+        [("open", 0, "major"), ("clear", 3), ("open", 5, "major")],
+    ),
     ("hysteresis does not start an alarm", spec({**ABOVE, "clear": 75}), [79, 78], []),
-    ("keep firing for 2 s after the condition stops", spec(ABOVE, keep_firing_for_s=2), [81, 70, 70, 70],
-     [("open", 0, "major"), ("clear", 3)]),
-    ("keep-firing window resets when it comes back", spec(ABOVE, keep_firing_for_s=2), [81, 70, 81, 70, 70, 70],
-     [("open", 0, "major"), ("clear", 5)]),
-    ("ladder: opens at the rung reached, escalates, de-escalates, clears", spec(LADDER), [81, 96, 85, 70],
-     [("open", 0, "warning"), ("sev", 1, "critical"), ("sev", 2, "warning"), ("clear", 3)]),
-    ("ladder with duration opens at the worst rung holding then", spec(LADDER, for_s=1), [96, 96, 70],
-     [("open", 1, "critical"), ("clear", 2)]),
-    ("ladder hysteresis per rung", spec({"kind": "above", "levels": [
-        {"severity": "warning", "threshold": 80}, {"severity": "critical", "threshold": 95, "clear": 90}]}),
-     [96, 91, 89, 70], [("open", 0, "critical"), ("sev", 2, "warning"), ("clear", 3)]),
-    ("rate of change per minute (rise)", spec({"kind": "rate", "direction": "rise", "per": "min", "threshold": 30}),
-     [10, 10.4, 11, 11.2], [("open", 2, "major"), ("clear", 3)]),
-    ("rate: a fall does not trip a rise rule", spec({"kind": "rate", "direction": "rise", "per": "s", "threshold": 1}),
-     [10, 5, 0], []),
-    ("rate either way", spec({"kind": "rate", "direction": "either", "per": "s", "threshold": 1}), [10, 5, 5],
-     [("open", 1, "major"), ("clear", 2)]),
-    ("bad quality neither holds nor breaks a duration", spec(ABOVE, for_s=2), [81, None, 81, None],
-     [("open", 2, "major")]),
+    (
+        "keep firing for 2 s after the condition stops",
+        spec(ABOVE, keep_firing_for_s=2),
+        [81, 70, 70, 70],
+        [("open", 0, "major"), ("clear", 3)],
+    ),
+    (
+        "keep-firing window resets when it comes back",
+        spec(ABOVE, keep_firing_for_s=2),
+        [81, 70, 81, 70, 70, 70],
+        [("open", 0, "major"), ("clear", 5)],
+    ),
+    (
+        "ladder: opens at the rung reached, escalates, de-escalates, clears",
+        spec(LADDER),
+        [81, 96, 85, 70],
+        [("open", 0, "warning"), ("sev", 1, "critical"), ("sev", 2, "warning"), ("clear", 3)],
+    ),
+    (
+        "ladder with duration opens at the worst rung holding then",
+        spec(LADDER, for_s=1),
+        [96, 96, 70],
+        [("open", 1, "critical"), ("clear", 2)],
+    ),
+    (
+        "ladder hysteresis per rung",
+        spec(
+            {
+                "kind": "above",
+                "levels": [
+                    {"severity": "warning", "threshold": 80},
+                    {"severity": "critical", "threshold": 95, "clear": 90},
+                ],
+            }
+        ),
+        [96, 91, 89, 70],
+        [("open", 0, "critical"), ("sev", 2, "warning"), ("clear", 3)],
+    ),
+    (
+        "rate of change per minute (rise)",
+        spec({"kind": "rate", "direction": "rise", "per": "min", "threshold": 30}),
+        [10, 10.4, 11, 11.2],
+        [("open", 2, "major"), ("clear", 3)],
+    ),
+    (
+        "rate: a fall does not trip a rise rule",
+        spec({"kind": "rate", "direction": "rise", "per": "s", "threshold": 1}),
+        [10, 5, 0],
+        [],
+    ),
+    (
+        "rate either way",
+        spec({"kind": "rate", "direction": "either", "per": "s", "threshold": 1}),
+        [10, 5, 5],
+        [("open", 1, "major"), ("clear", 2)],
+    ),
+    (
+        "bad quality neither holds nor breaks a duration",
+        spec(ABOVE, for_s=2),
+        [81, None, 81, None],
+        [("open", 2, "major")],
+    ),
     ("bad quality does not clear", spec(ABOVE), [81, None, None], [("open", 0, "major")]),
 ]
 
@@ -144,8 +213,10 @@ def test_scope(scope: dict, matches: bool) -> None:
         ({"kind": "above", "threshold": 80, "clear": 85}, "clear (85) must not be above threshold"),
         ({"kind": "below", "threshold": 2, "clear": 1}, "must not be below threshold"),
         ({"kind": "outside", "low": 20, "high": 10}, "low (20) must not be above high"),
-        ({"kind": "above", "levels": [{"severity": "major", "threshold": 1}, {"severity": "major", "threshold": 2}]},
-         "repeated: major"),
+        (
+            {"kind": "above", "levels": [{"severity": "major", "threshold": 1}, {"severity": "major", "threshold": 2}]},
+            "repeated: major",
+        ),
         ({"kind": "sideways", "threshold": 1}, "does not match any of the expected tags"),
         ({"kind": "above", "threshold": 1, "severity": "bad"}, "condition.above.levels.0.severity"),
     ],
@@ -182,8 +253,11 @@ def test_peak_is_the_worst_signal_of_the_episode() -> None:
 
 @pytest.mark.parametrize(
     "state",
-    [NORMAL, RuleState("pending", 1_000, 1_000, 85.0, "major", 2),
-     RuleState("active", 1, 5, 9.0, "critical", 3, 4, 8.5)],
+    [
+        NORMAL,
+        RuleState("pending", 1_000, 1_000, 85.0, "major", 2),
+        RuleState("active", 1, 5, 9.0, "critical", 3, 4, 8.5),
+    ],
 )
 def test_state_round_trips_through_json(state: RuleState) -> None:
     """A state survives the trip to the jsonb column and back unchanged."""

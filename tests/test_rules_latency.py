@@ -16,13 +16,25 @@ from rules.backtest import episodes, replay
 from rules.engine import RuleState, durable_change, evaluate, quiet_band
 
 BAND_CASES = [
-    ({"kind": "above", "levels": [{"severity": "major", "threshold": 80, "clear": 75},
-                                  {"severity": "critical", "threshold": 95}]}, (-float("inf"), 80.0)),
+    (
+        {
+            "kind": "above",
+            "levels": [{"severity": "major", "threshold": 80, "clear": 75}, {"severity": "critical", "threshold": 95}],
+        },
+        (-float("inf"), 80.0),
+    ),
     ({"kind": "above", "threshold": 80, "inclusive": True}, (-float("inf"), 80.0)),
-    ({"kind": "below", "levels": [{"severity": "major", "threshold": 10}, {"severity": "critical", "threshold": 5}]},
-     (10.0, float("inf"))),
-    ({"kind": "outside", "levels": [{"severity": "major", "low": 20, "high": 80},
-                                    {"severity": "critical", "low": 10, "high": 90}]}, (20.0, 80.0)),
+    (
+        {"kind": "below", "levels": [{"severity": "major", "threshold": 10}, {"severity": "critical", "threshold": 5}]},
+        (10.0, float("inf")),
+    ),
+    (
+        {
+            "kind": "outside",
+            "levels": [{"severity": "major", "low": 20, "high": 80}, {"severity": "critical", "low": 10, "high": 90}],
+        },
+        (20.0, 80.0),
+    ),
     ({"kind": "inside", "low": 20, "high": 80}, None),
     ({"kind": "rate", "direction": "either", "per": "s", "threshold": 5}, None),
 ]
@@ -59,20 +71,25 @@ def test_durable_change_keeps_what_is_in_flight_and_skips_timestamps() -> None:
     assert not durable_change(normal, RuleState(last_ts_ms=2, last_value=51.0))
     pending = RuleState(phase="pending", since_ms=1, last_ts_ms=1, peak=90.0, severity="major", count=1)
     assert durable_change(normal, pending)
-    assert durable_change(pending, RuleState(phase="pending", since_ms=1, last_ts_ms=2, peak=90.0,
-                                             severity="major", count=2))
+    assert durable_change(
+        pending, RuleState(phase="pending", since_ms=1, last_ts_ms=2, peak=90.0, severity="major", count=2)
+    )
     active = RuleState(phase="active", since_ms=1, last_ts_ms=5, peak=90.0, severity="major")
-    assert not durable_change(active, RuleState(phase="active", since_ms=1, last_ts_ms=6, peak=90.0,
-                                                severity="major", last_value=85.0))
-    assert durable_change(active, RuleState(phase="active", since_ms=1, last_ts_ms=6, peak=90.0,
-                                            severity="major", clear_since_ms=6))
+    assert not durable_change(
+        active, RuleState(phase="active", since_ms=1, last_ts_ms=6, peak=90.0, severity="major", last_value=85.0)
+    )
+    assert durable_change(
+        active, RuleState(phase="active", since_ms=1, last_ts_ms=6, peak=90.0, severity="major", clear_since_ms=6)
+    )
     assert durable_change(normal, RuleState(last_ts_ms=2, last_value=51.0), rate=True)
 
 
 def xmins(url: str) -> dict[tuple[int, int], int]:
     with psycopg.connect(url) as conn:
-        return {(r, d): int(x) for r, d, x in conn.execute(
-            "SELECT rule_id, device_id, xmin::text::bigint FROM rule_states").fetchall()}
+        return {
+            (r, d): int(x)
+            for r, d, x in conn.execute("SELECT rule_id, device_id, xmin::text::bigint FROM rule_states").fetchall()
+        }
 
 
 def test_quiet_readings_write_nothing_and_a_restart_mid_duration_continues(db_url: str) -> None:
@@ -105,9 +122,17 @@ def test_a_quiet_reading_between_loud_ones_still_breaks_the_run(db_url: str) -> 
 
     _, pump, _ = seed(db_url, duration_s=0)
     with psycopg.connect(db_url, autocommit=True) as conn:
-        apply_plan(conn, plan(conn, load_rules_file(
-            "- {name: three hot, tag: bearing_temp, condition: {kind: above, threshold: 80}, count: 3,"
-            " scope: {equipment_models: [P100]}, problem_code: P}")), author="t")
+        apply_plan(
+            conn,
+            plan(
+                conn,
+                load_rules_file(
+                    "- {name: three hot, tag: bearing_temp, condition: {kind: above, threshold: 80}, count: 3,"
+                    " scope: {equipment_models: [P100]}, problem_code: P}"
+                ),
+            ),
+            author="t",
+        )
         conn.execute("DELETE FROM rules WHERE name = 'hot bearing'")
     with RuleEvaluator(db_url) as ev:
         assert ev.process(temps(pump, 0, [60])) == []  # cached: normal
@@ -141,14 +166,17 @@ def test_two_workers_sharing_devices_open_the_alarms_a_single_replay_opens(db_ur
     rule_id, pump, _ = seed(db_url, duration_s=3)
     with psycopg.connect(db_url, autocommit=True) as conn:
         site = conn.execute("SELECT site_id FROM devices WHERE id = %s", (pump,)).fetchone()[0]
-        devices = [pump] + [conn.execute(
-            "INSERT INTO devices (site_id, key, equipment_model) VALUES (%s, %s, 'P100') RETURNING id",
-            (site, f"pump-x{i}")).fetchone()[0] for i in range(39)]
+        devices = [pump] + [
+            conn.execute(
+                "INSERT INTO devices (site_id, key, equipment_model) VALUES (%s, %s, 'P100') RETURNING id",
+                (site, f"pump-x{i}"),
+            ).fetchone()[0]
+            for i in range(39)
+        ]
         rule_spec = conn.execute("SELECT definition FROM rules WHERE id = %s", (rule_id,)).fetchone()[0]
     rng = random.Random(3)
     steps = 40
-    series = {d: [rng.choice([60.0, 70.0, 85.0, 90.0]) if d % 3 == 0 else 60.0 for _ in range(steps)]
-              for d in devices}
+    series = {d: [rng.choice([60.0, 70.0, 85.0, 90.0]) if d % 3 == 0 else 60.0 for _ in range(steps)] for d in devices}
     evs = [RuleEvaluator(db_url), RuleEvaluator(db_url)]
     barrier = threading.Barrier(2)
     errors: list[BaseException] = []
@@ -157,8 +185,11 @@ def test_two_workers_sharing_devices_open_the_alarms_a_single_replay_opens(db_ur
         try:
             for step in range(steps):
                 barrier.wait()
-                batch = [Point(d, "bearing_temp", T0 + step * 1000, series[d][step])
-                         for i, d in enumerate(devices) if (i + step) % 2 == k]
+                batch = [
+                    Point(d, "bearing_temp", T0 + step * 1000, series[d][step])
+                    for i, d in enumerate(devices)
+                    if (i + step) % 2 == k
+                ]
                 evs[k].process(batch)
         except BaseException as exc:  # pragma: no cover - asserted below
             errors.append(exc)

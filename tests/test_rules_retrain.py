@@ -42,10 +42,14 @@ def seed_device(url: str) -> int:
     """A pump with 2 h of healthy history (the training window) stored as ingest would have."""
     with psycopg.connect(url, autocommit=True) as conn:
         client = conn.execute("INSERT INTO clients (name, segment) VALUES ('Acme', 'gold') RETURNING id").fetchone()[0]
-        site = conn.execute("INSERT INTO sites (client_id, slug, name, latitude, longitude)"
-                            " VALUES (%s, 'plant', 'P', 48, 11) RETURNING id", (client,)).fetchone()[0]
-        device = conn.execute("INSERT INTO devices (site_id, key, equipment_model) VALUES (%s, 'pump-1', 'P100')"
-                              " RETURNING id", (site,)).fetchone()[0]
+        site = conn.execute(
+            "INSERT INTO sites (client_id, slug, name, latitude, longitude)"
+            " VALUES (%s, 'plant', 'P', 48, 11) RETURNING id",
+            (client,),
+        ).fetchone()[0]
+        device = conn.execute(
+            "INSERT INTO devices (site_id, key, equipment_model) VALUES (%s, 'pump-1', 'P100') RETURNING id", (site,)
+        ).fetchone()[0]
     store(url, device, pump_run(seed=1, start_ms=T0, seconds=2 * 3600))
     return device
 
@@ -60,8 +64,10 @@ def feed(url: str, device: int, ev: RuleEvaluator, start_ms: int, seed: int) -> 
 
 def model_rows(url: str) -> list[tuple]:
     with psycopg.connect(url) as conn:
-        return conn.execute("SELECT version, rule_version, tags, stale_at IS NOT NULL, stale_reason"
-                            " FROM anomaly_models ORDER BY version").fetchall()
+        return conn.execute(
+            "SELECT version, rule_version, tags, stale_at IS NOT NULL, stale_reason"
+            " FROM anomaly_models ORDER BY version"
+        ).fetchall()
 
 
 def expected_scores(url: str, device: int, run: list[tuple[int, dict]]) -> np.ndarray:
@@ -118,8 +124,10 @@ def test_apply_with_new_tags_retires_the_old_model_and_scores_with_a_new_one(db_
     assert unchanged.exit_code == 0 and "Nothing to apply" in unchanged.output
     out = apply(rule_yaml(MEASUREMENTS, for_s=60), "v3")  # an alarm-side edit: the model still fits
     assert "applied pump health v3" in out and "trained" not in out
-    assert [r[:4] for r in model_rows(db_url)] == [(1, 1, list(MEASUREMENTS[:3]), True),
-                                                   (2, 2, list(MEASUREMENTS), False)]
+    assert [r[:4] for r in model_rows(db_url)] == [
+        (1, 1, list(MEASUREMENTS[:3]), True),
+        (2, 2, list(MEASUREMENTS), False),
+    ]
 
 
 def test_a_stale_model_stops_scoring_until_the_scheduled_job_trains_the_new_definition(db_url: str) -> None:
@@ -157,8 +165,9 @@ def test_api_apply_retrains_a_changed_target_and_reports_it(db_url: str) -> None
     import yaml
 
     with api_client(db_url) as api:
-        body = api.post(f"{BASE}/rules/apply", headers=eng,
-                        json={"rules": yaml.safe_load(rule_yaml(MEASUREMENTS))}).json()
+        body = api.post(
+            f"{BASE}/rules/apply", headers=eng, json={"rules": yaml.safe_load(rule_yaml(MEASUREMENTS))}
+        ).json()
         assert body["applied"] == {"pump health": 1}
         assert [m["version"] for m in body["trained"]["pump health"]["trained"]] == [1]
         changed = {"rules": yaml.safe_load(rule_yaml(MEASUREMENTS, target_far=0.02))}

@@ -32,8 +32,15 @@ def seed(url: str, *, duration_s: float = 30.0) -> tuple[int, int, int]:
             for key, model in (("pump-1", "P100"), ("fan-1", "F20"))
         )
         r = create_rule(
-            conn, name="hot bearing", tag="bearing_temp", operator=">", threshold=80, duration_s=duration_s,
-            severity="critical", problem_code="BEARING_OVERHEAT", equipment_model="P100",
+            conn,
+            name="hot bearing",
+            tag="bearing_temp",
+            operator=">",
+            threshold=80,
+            duration_s=duration_s,
+            severity="critical",
+            problem_code="BEARING_OVERHEAT",
+            equipment_model="P100",
         )
     return r.id, pump, fan
 
@@ -162,7 +169,11 @@ def test_store_creates_lists_and_refuses_bad_rules(db_url: str) -> None:
         r = get_rule(conn, rule_id)
         assert r is not None
         assert (r.spec.condition.kind, r.spec.condition.levels[0].threshold, r.spec.for_s, r.spec.severity) == (
-            "above", 80, 30, "critical")
+            "above",
+            80,
+            30,
+            "critical",
+        )
         assert [x.name for x in list_rules(conn)] == ["hot bearing"]
         assert get_rule(conn, 12345) is None
         with pytest.raises(DuplicateRuleName):
@@ -181,8 +192,10 @@ def test_latched_alarm_stays_until_acknowledged(db_url: str) -> None:
 
     _, pump, _ = seed(db_url, duration_s=0)
     with psycopg.connect(db_url, autocommit=True) as conn:
-        (spec,) = load_rules_file("- {name: latched, tag: bearing_temp, latch: true, problem_code: X,"
-                                  " condition: {kind: above, threshold: 90}}")
+        (spec,) = load_rules_file(
+            "- {name: latched, tag: bearing_temp, latch: true, problem_code: X,"
+            " condition: {kind: above, threshold: 90}}"
+        )
         latched = save_rule(conn, spec, author="t")[0].id
     with RuleEvaluator(db_url) as ev:
         ev.process(temps(pump, 0, [95, 70]))
@@ -194,7 +207,9 @@ def test_latched_alarm_stays_until_acknowledged(db_url: str) -> None:
         conn.execute("UPDATE alarms SET state = 'acknowledged', acknowledged_at = now() WHERE id = %s", (alarm_id,))
         assert release_latched(conn, alarm_id, by="ann")
         assert conn.execute("SELECT state, cleared_by FROM alarms WHERE id = %s", (alarm_id,)).fetchone() == (
-            "cleared", "ann")
+            "cleared",
+            "ann",
+        )
 
 
 def test_severity_ladder_and_attribute_thresholds_live(db_url: str) -> None:
@@ -206,9 +221,11 @@ def test_severity_ladder_and_attribute_thresholds_live(db_url: str) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("UPDATE devices SET attributes = '{\"limit\": 100}' WHERE id = %s", (pump,))
         conn.execute("DELETE FROM rules")
-        (spec,) = load_rules_file("- {name: ladder, tag: bearing_temp, problem_code: X, condition: {kind: above,"
-                                  " levels: [{severity: warning, threshold: {attribute: limit}},"
-                                  " {severity: critical, threshold: 120}]}}")
+        (spec,) = load_rules_file(
+            "- {name: ladder, tag: bearing_temp, problem_code: X, condition: {kind: above,"
+            " levels: [{severity: warning, threshold: {attribute: limit}},"
+            " {severity: critical, threshold: 120}]}}"
+        )
         save_rule(conn, spec, author="t")
     with RuleEvaluator(db_url) as ev:
         assert ev.process(temps(pump, 0, [95])) == []  # below this pump's own limit

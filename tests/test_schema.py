@@ -57,9 +57,7 @@ def test_plain_storage_is_partitioned_by_time(db_url: str) -> None:
             "SELECT partstrat FROM pg_partitioned_table WHERE partrelid = 'telemetry'::regclass"
         ).fetchone()
         assert strategy == ("r",)
-        assert conn.execute("SELECT fw_ensure_telemetry_partition('2026-01-02')").fetchone() == (
-            "telemetry_p20260102",
-        )
+        assert conn.execute("SELECT fw_ensure_telemetry_partition('2026-01-02')").fetchone() == ("telemetry_p20260102",)
         conn.execute("SELECT fw_ensure_telemetry_partition('2026-01-02')")  # idempotent
         conn.execute(
             "INSERT INTO telemetry VALUES (1, '2026-01-02 12:00+00', 1.5, 0), (1, '2026-01-02 23:59:59+00', 2, 0)"

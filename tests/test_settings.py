@@ -16,7 +16,11 @@ def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None
     s = load_settings()
     assert s.api_port == 9001
     assert mqtt_parts(s.mqtt_url) == {
-        "host": "broker.example", "port": 1884, "username": "user", "password": "pw", "tls": False,
+        "host": "broker.example",
+        "port": 1884,
+        "username": "user",
+        "password": "pw",
+        "tls": False,
     }
 
 
@@ -30,8 +34,9 @@ def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None
         ("FIELDWATCH_LOG_LEVEL", "LOUD", "DEBUG"),
     ],
 )
-def test_bad_setting_names_key_and_form(monkeypatch: pytest.MonkeyPatch, key: str, value: str,
-                                        expected_form: str) -> None:
+def test_bad_setting_names_key_and_form(
+    monkeypatch: pytest.MonkeyPatch, key: str, value: str, expected_form: str
+) -> None:
     """A bad value fails with a message naming the variable and the accepted form."""
     monkeypatch.setenv(key, value)
     with pytest.raises(SettingsError) as err:

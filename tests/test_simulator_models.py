@@ -153,7 +153,6 @@ def test_each_map_decodes_back_to_the_model_values(kind: str) -> None:
         assert int(regs[status.address]) & STATUS_LOADED
 
 
-
 async def poll_once(driver: ModbusTcpDriver | OpcUaDriver) -> dict[str, TagValue]:
     """Connect, read every tag once through the gateway's driver, close; values by tag name."""
     await driver.connect()
@@ -161,6 +160,7 @@ async def poll_once(driver: ModbusTcpDriver | OpcUaDriver) -> dict[str, TagValue
         return {v.tag.name: v for v in await driver.poll()}
     finally:
         await driver.close()
+
 
 # --- shipped profiles against the simulators -----------------------------------------------------------
 

@@ -22,8 +22,17 @@ from simulators import PumpModbusServer, PumpModel, free_port
 def _fleet(uid: str) -> Fleet:
     return Fleet(
         clients={f"Client {uid}": "gold"},
-        sites=(SiteSpec(f"s-{uid}", "Evanston pumping station", f"Client {uid}", "Evanston, IL",
-                        42.0630, -87.6740, ("P-1", "P-2")),),
+        sites=(
+            SiteSpec(
+                f"s-{uid}",
+                "Evanston pumping station",
+                f"Client {uid}",
+                "Evanston, IL",
+                42.0630,
+                -87.6740,
+                ("P-1", "P-2"),
+            ),
+        ),
         skills={"pump_mechanical": "pumps", "electrical": "motors"},
         technicians=(
             # nearest, but not qualified
@@ -36,9 +45,17 @@ def _fleet(uid: str) -> Fleet:
     )
 
 
-RULE = dict(name="Bearing overheating", tag="bearing_temp", operator=">", threshold=80.0, duration_s=2.0,
-            severity="major", problem_code="bearing_overheat", equipment_model=PUMP_MODEL,
-            required_skill="pump_mechanical")
+RULE = dict(
+    name="Bearing overheating",
+    tag="bearing_temp",
+    operator=">",
+    threshold=80.0,
+    duration_s=2.0,
+    severity="major",
+    problem_code="bearing_overheat",
+    equipment_model=PUMP_MODEL,
+    required_skill="pump_mechanical",
+)
 
 
 @pytest.mark.slow
@@ -56,18 +73,41 @@ async def test_fault_on_a_pump_dispatches_the_nearest_qualified_technician(
     faulty, healthy = PumpModel(seed=1), PumpModel(seed=2)
     server = PumpModbusServer("127.0.0.1", 0, {1: faulty, 2: healthy}, update_interval=0.1)
     await server.start()
-    config = parse_config({
-        "gateway": site.gateway, "site": site.slug, "poll_interval": 0.2, "state_dir": str(tmp_path),
-        "devices": [
-            {"name": "P-1", "protocol": "modbus_tcp", "host": "127.0.0.1", "port": server.port, "unit_id": 1,
-             "profile": PUMP_MODEL},
-            {"name": "P-2", "protocol": "modbus_tcp", "host": "127.0.0.1", "port": server.port, "unit_id": 2,
-             "profile": PUMP_MODEL},
-        ],
-    })
-    settings = Settings(database_url=db_url, mqtt_url=mqtt_url, mqtt_protocol="5", api_port=free_port(),
-                        ingest_client_id=f"e2e-ingest-{uid}", ingest_share_group=f"e2e-{uid}",
-                        ingest_batch_max_wait_ms=20)
+    config = parse_config(
+        {
+            "gateway": site.gateway,
+            "site": site.slug,
+            "poll_interval": 0.2,
+            "state_dir": str(tmp_path),
+            "devices": [
+                {
+                    "name": "P-1",
+                    "protocol": "modbus_tcp",
+                    "host": "127.0.0.1",
+                    "port": server.port,
+                    "unit_id": 1,
+                    "profile": PUMP_MODEL,
+                },
+                {
+                    "name": "P-2",
+                    "protocol": "modbus_tcp",
+                    "host": "127.0.0.1",
+                    "port": server.port,
+                    "unit_id": 2,
+                    "profile": PUMP_MODEL,
+                },
+            ],
+        }
+    )
+    settings = Settings(
+        database_url=db_url,
+        mqtt_url=mqtt_url,
+        mqtt_protocol="5",
+        api_port=free_port(),
+        ingest_client_id=f"e2e-ingest-{uid}",
+        ingest_share_group=f"e2e-{uid}",
+        ingest_batch_max_wait_ms=20,
+    )
     stack = ServerStack(settings)
     gateway = Gateway(config)
     try:
@@ -76,8 +116,9 @@ async def test_fault_on_a_pump_dispatches_the_nearest_qualified_technician(
         faulty.inject_fault("bearing_wear", rate=15.0)  # ~60 °C → past 80 °C in about 2 s
         deadline = time.monotonic() + 60
         ticket = None
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.api_port}",
-                                     headers={"Authorization": f"Bearer {token}"}) as client:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{settings.api_port}", headers={"Authorization": f"Bearer {token}"}
+        ) as client:
             while time.monotonic() < deadline:
                 tickets = (await client.get("/api/v1/tickets")).json()
                 items = tickets["items"] if isinstance(tickets, dict) else tickets

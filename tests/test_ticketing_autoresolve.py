@@ -29,18 +29,33 @@ def _plant(url: str, *, segment_setting: bool = False) -> Plant:
     """A gold client's pump with a hot-bearing rule (no duration) and one pump technician."""
     with psycopg.connect(url) as conn:
         ensure_skill(conn, "pump")
-        updated = conn.execute("UPDATE sla_segments SET auto_resolve_on_clear = %s WHERE name = 'gold'",
-                               (segment_setting,))
+        updated = conn.execute(
+            "UPDATE sla_segments SET auto_resolve_on_clear = %s WHERE name = 'gold'", (segment_setting,)
+        )
         assert updated.rowcount == 1  # the migrations seed the segments
         client = conn.execute("INSERT INTO clients (name, segment) VALUES ('Acme', 'gold') RETURNING id").fetchone()[0]
-        site = conn.execute("INSERT INTO sites (client_id, slug, name, latitude, longitude)"
-                            " VALUES (%s, 'plant', 'Plant', 48.14, 11.58) RETURNING id", (client,)).fetchone()[0]
-        pump = conn.execute("INSERT INTO devices (site_id, key, name, equipment_model)"
-                            " VALUES (%s, 'pump-1', 'pump-1', 'P100') RETURNING id", (site,)).fetchone()[0]
-        rule = create_rule(conn, name="hot bearing", tag="bearing_temp", operator=">", threshold=80, duration_s=0,
-                           severity="major", problem_code="BEARING_OVERHEAT", required_skill="pump").id
-        tech = create_technician(conn, name="Ana", email="ana@x", home_lat=48.15, home_lon=11.58,
-                                 skills={"pump": 3}).id
+        site = conn.execute(
+            "INSERT INTO sites (client_id, slug, name, latitude, longitude)"
+            " VALUES (%s, 'plant', 'Plant', 48.14, 11.58) RETURNING id",
+            (client,),
+        ).fetchone()[0]
+        pump = conn.execute(
+            "INSERT INTO devices (site_id, key, name, equipment_model)"
+            " VALUES (%s, 'pump-1', 'pump-1', 'P100') RETURNING id",
+            (site,),
+        ).fetchone()[0]
+        rule = create_rule(
+            conn,
+            name="hot bearing",
+            tag="bearing_temp",
+            operator=">",
+            threshold=80,
+            duration_s=0,
+            severity="major",
+            problem_code="BEARING_OVERHEAT",
+            required_skill="pump",
+        ).id
+        tech = create_technician(conn, name="Ana", email="ana@x", home_lat=48.15, home_lon=11.58, skills={"pump": 3}).id
     return Plant(url, rule, pump, tech)
 
 
@@ -55,10 +70,11 @@ def _ticket(url: str) -> tuple[int | None, str | None, list[str], bool]:
         if row is None:
             return None, None, [], False
         tid, status = row
-        notes = [r[0] for r in conn.execute("SELECT body FROM ticket_notes WHERE ticket_id = %s ORDER BY id",
-                                            (tid,)).fetchall()]
-        active = conn.execute("SELECT count(*) FROM assignments WHERE ticket_id = %s AND active",
-                              (tid,)).fetchone()[0]
+        notes = [
+            r[0]
+            for r in conn.execute("SELECT body FROM ticket_notes WHERE ticket_id = %s ORDER BY id", (tid,)).fetchall()
+        ]
+        active = conn.execute("SELECT count(*) FROM assignments WHERE ticket_id = %s AND active", (tid,)).fetchone()[0]
     return tid, status, notes, bool(active)
 
 
@@ -135,8 +151,17 @@ def test_one_alarm_still_active_keeps_the_ticket_open(db_url: str) -> None:
     when both have cleared."""
     plant = _plant(db_url, segment_setting=True)
     with psycopg.connect(db_url) as conn:
-        create_rule(conn, name="hot casing", tag="casing_temp", operator=">", threshold=70, duration_s=0,
-                    severity="minor", problem_code="BEARING_OVERHEAT", required_skill="pump")
+        create_rule(
+            conn,
+            name="hot casing",
+            tag="casing_temp",
+            operator=">",
+            threshold=70,
+            duration_s=0,
+            severity="minor",
+            problem_code="BEARING_OVERHEAT",
+            required_skill="pump",
+        )
     with RuleEvaluator(db_url) as ev, TicketingService(db_url) as svc:
         (a1,) = ev.process(_reading(plant, 0, 90))
         (a2,) = ev.process([Point(plant.pump, "casing_temp", T0, 75)])

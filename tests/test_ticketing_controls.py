@@ -33,11 +33,15 @@ def test_dispatcher_reassigns_and_a_broken_constraint_needs_an_override_with_rea
         assert assignment(world.url, t)["name"] == "Bo" and assignment(world.url, t)["origin"] == "dispatcher"
         refused = api.post(f"{BASE}/tickets/{t}/assign", json={"technician_id": cy}, headers=headers)
         assert refused.status_code == 409 and "lacks skill pump" in refused.json()["detail"]
-        no_reason = api.post(f"{BASE}/tickets/{t}/assign", json={"technician_id": cy, "override": True},
-                             headers=headers)
+        no_reason = api.post(
+            f"{BASE}/tickets/{t}/assign", json={"technician_id": cy, "override": True}, headers=headers
+        )
         assert no_reason.status_code == 409 and "needs a reason" in no_reason.json()["detail"]
-        ok = api.post(f"{BASE}/tickets/{t}/assign",
-                      json={"technician_id": cy, "override": True, "reason": "customer asked for Cy"}, headers=headers)
+        ok = api.post(
+            f"{BASE}/tickets/{t}/assign",
+            json={"technician_id": cy, "override": True, "reason": "customer asked for Cy"},
+            headers=headers,
+        )
         assert ok.status_code == 200 and "lacks skill pump" in ok.json()["overridden"][0]
         explained = api.get(f"{BASE}/tickets/{t}/explanation", headers=headers).json()
         assert explained["technician_name"] == "Cy" and "override: customer asked for Cy" in explained["reason"]
@@ -55,8 +59,10 @@ def test_pin_moves_the_ticket_and_unpin_releases_it(world: World) -> None:
     with api_client(world.url) as api:
         r = api.put(f"{BASE}/tickets/{t}/pin", json={"technician_id": world.techs["Bo"]}, headers=headers)
         assert r.status_code == 200, r.text
-        assert api.get(f"{BASE}/tickets/{t}/explanation", headers=headers).json()["pinned_technician_id"] == \
-            world.techs["Bo"]
+        assert (
+            api.get(f"{BASE}/tickets/{t}/explanation", headers=headers).json()["pinned_technician_id"]
+            == world.techs["Bo"]
+        )
         assert assignment(world.url, t)["name"] == "Bo"
         assert api.delete(f"{BASE}/tickets/{t}/pin", headers=headers).status_code == 204
         assert api.get(f"{BASE}/tickets/{t}/explanation", headers=headers).json()["pinned_technician_id"] is None
@@ -74,12 +80,23 @@ def test_field_lifecycle_with_gps_notes_parts_and_time_on_site(world: World) -> 
     with api_client(world.url) as api:
         skip = api.post(url, json={"status": "resolved"}, headers=headers)
         assert skip.status_code == 409 and "en_route" in skip.json()["detail"]
-        assert api.post(url, json={"status": "en_route", "lat": 48.15, "lon": 11.58}, headers=headers).status_code \
+        assert (
+            api.post(url, json={"status": "en_route", "lat": 48.15, "lon": 11.58}, headers=headers).status_code == 200
+        )
+        assert (
+            api.post(url, json={"status": "on_site", "lat": 48.1374, "lon": 11.5755}, headers=headers).status_code
             == 200
-        assert api.post(url, json={"status": "on_site", "lat": 48.1374, "lon": 11.5755}, headers=headers).status_code \
-            == 200
-        done = api.post(url, json={"status": "resolved", "note": "bearing replaced", "failure_code": "BRG-WEAR",
-                                   "parts_used": {"seal": 2}}, headers=headers)
+        )
+        done = api.post(
+            url,
+            json={
+                "status": "resolved",
+                "note": "bearing replaced",
+                "failure_code": "BRG-WEAR",
+                "parts_used": {"seal": 2},
+            },
+            headers=headers,
+        )
         assert done.status_code == 200, done.text
         tl = done.json()
         assert [h["status"] for h in tl["history"]] == ["new", "assigned", "en_route", "on_site", "resolved"]
@@ -90,8 +107,10 @@ def test_field_lifecycle_with_gps_notes_parts_and_time_on_site(world: World) -> 
         assert api.post(url, json={"status": "en_route"}, headers=headers).status_code == 409
     with psycopg.connect(world.url) as conn:
         assert conn.execute("SELECT quantity FROM van_stock").fetchone()[0] == 1
-        assert conn.execute("SELECT current_lat FROM technicians WHERE id = %s", (world.techs["Ana"],)).fetchone()[0] \
+        assert (
+            conn.execute("SELECT current_lat FROM technicians WHERE id = %s", (world.techs["Ana"],)).fetchone()[0]
             == 48.1374
+        )
     assert assignment(world.url, t) is None  # the technician is free again
 
 
@@ -101,8 +120,12 @@ def test_photo_evidence_is_stored_with_geotag_and_time(world: World) -> None:
     headers = auth(token(world.url, "field_engineer"))
     jpeg = b"\xff\xd8\xff\xe0fake-jpeg-bytes"
     with api_client(world.url) as api:
-        r = api.post(f"{BASE}/tickets/{t}/photos", content=jpeg, params={"lat": 48.1, "lon": 11.5,
-                     "taken_at": NOW.isoformat()}, headers={**headers, "Content-Type": "image/jpeg"})
+        r = api.post(
+            f"{BASE}/tickets/{t}/photos",
+            content=jpeg,
+            params={"lat": 48.1, "lon": 11.5, "taken_at": NOW.isoformat()},
+            headers={**headers, "Content-Type": "image/jpeg"},
+        )
         assert r.status_code == 201, r.text
         meta = r.json()
         assert (meta["lat"], meta["lon"], meta["size"]) == (48.1, 11.5, len(jpeg))
@@ -110,16 +133,24 @@ def test_photo_evidence_is_stored_with_geotag_and_time(world: World) -> None:
         assert [p["id"] for p in listed] == [meta["id"]]
         got = api.get(f"{BASE}/tickets/{t}/photos/{meta['id']}", headers=headers)
         assert got.content == jpeg and got.headers["content-type"] == "image/jpeg"
-        bad = api.post(f"{BASE}/tickets/{t}/photos", content=b"hello",
-                       headers={**headers, "Content-Type": "text/plain"})
+        bad = api.post(
+            f"{BASE}/tickets/{t}/photos", content=b"hello", headers={**headers, "Content-Type": "text/plain"}
+        )
         assert bad.status_code == 422
 
 
 def test_work_orders_are_idempotent_by_external_id_and_placed_at_once(world: World) -> None:
     """The same CRM order twice makes one ticket (201 then 200), assigned to Ana with an SLA due time."""
     headers = auth(token(world.url, "dispatcher"))
-    order = {"source": "crm", "external_id": "SO-1001", "device_id": world.devices["a"], "title": "Commissioning",
-             "problem_code": "COMMISSION", "required_skill": "pump", "service_minutes": 90}
+    order = {
+        "source": "crm",
+        "external_id": "SO-1001",
+        "device_id": world.devices["a"],
+        "title": "Commissioning",
+        "problem_code": "COMMISSION",
+        "required_skill": "pump",
+        "service_minutes": 90,
+    }
     with api_client(world.url) as api:
         first = api.post(f"{BASE}/workorders", json=order, headers=headers)
         again = api.post(f"{BASE}/workorders", json=order, headers=headers)
@@ -127,8 +158,9 @@ def test_work_orders_are_idempotent_by_external_id_and_placed_at_once(world: Wor
         assert first.json()["id"] == again.json()["id"]
         other = api.post(f"{BASE}/workorders", json={**order, "external_id": "SO-1002"}, headers=headers)
         assert other.status_code == 409 and "already has an open ticket" in other.json()["detail"]
-        unknown = api.post(f"{BASE}/workorders", json={**order, "external_id": "SO-3", "device_id": 999},
-                           headers=headers)
+        unknown = api.post(
+            f"{BASE}/workorders", json={**order, "external_id": "SO-3", "device_id": 999}, headers=headers
+        )
         assert unknown.status_code == 422
     with psycopg.connect(world.url) as conn:
         rows = conn.execute("SELECT id, status, due_at IS NOT NULL, service_minutes FROM tickets").fetchall()

@@ -35,23 +35,56 @@ def test_great_circle_travel_applies_detour_and_speed() -> None:
 @pytest.mark.parametrize(
     ("name", "skill", "techs", "want_id", "reason_has"),
     [
-        ("nearest qualified wins", "pump",
-         [tech(1, "Far", AUGSBURG), tech(2, "Near", DACHAU), tech(3, "Mid", FREISING)], 2,
-         ["nearest qualified", "runner-up Mid"]),
-        ("a nearer unqualified technician is passed over", "pump",
-         [tech(1, "Far", AUGSBURG), tech(2, "Elec", DACHAU, skills={"electrical": 3})], 1, ["no other"]),
-        ("a nearer busy technician is passed over", "pump",
-         [tech(1, "Far", AUGSBURG), tech(2, "Busy", DACHAU, busy=True)], 1, []),
-        ("a nearer unavailable technician is passed over", "pump",
-         [tech(1, "Far", AUGSBURG), tech(2, "Off", DACHAU, available=False)], 1, []),
-        ("current position beats home", "pump",
-         [tech(1, "HomeNear", DACHAU), tech(2, "NowHere", AUGSBURG, current=MUNICH)], 2, ["runner-up HomeNear"]),
-        ("no required skill: any available technician", None,
-         [tech(1, "Far", AUGSBURG, skills={}), tech(2, "Near", FREISING, skills={})], 2, ["nearest available"]),
+        (
+            "nearest qualified wins",
+            "pump",
+            [tech(1, "Far", AUGSBURG), tech(2, "Near", DACHAU), tech(3, "Mid", FREISING)],
+            2,
+            ["nearest qualified", "runner-up Mid"],
+        ),
+        (
+            "a nearer unqualified technician is passed over",
+            "pump",
+            [tech(1, "Far", AUGSBURG), tech(2, "Elec", DACHAU, skills={"electrical": 3})],
+            1,
+            ["no other"],
+        ),
+        (
+            "a nearer busy technician is passed over",
+            "pump",
+            [tech(1, "Far", AUGSBURG), tech(2, "Busy", DACHAU, busy=True)],
+            1,
+            [],
+        ),
+        (
+            "a nearer unavailable technician is passed over",
+            "pump",
+            [tech(1, "Far", AUGSBURG), tech(2, "Off", DACHAU, available=False)],
+            1,
+            [],
+        ),
+        (
+            "current position beats home",
+            "pump",
+            [tech(1, "HomeNear", DACHAU), tech(2, "NowHere", AUGSBURG, current=MUNICH)],
+            2,
+            ["runner-up HomeNear"],
+        ),
+        (
+            "no required skill: any available technician",
+            None,
+            [tech(1, "Far", AUGSBURG, skills={}), tech(2, "Near", FREISING, skills={})],
+            2,
+            ["nearest available"],
+        ),
         ("nobody has the skill", "hydraulics", [tech(1, "A", DACHAU)], None, ["no technician has skill hydraulics"]),
-        ("all qualified are busy or off", "pump",
-         [tech(1, "A", DACHAU, busy=True), tech(2, "B", FREISING, available=False), tech(3, "C", MUNICH, skills={})],
-         None, ["all 2 qualified technicians are busy or unavailable", "A: busy", "B: unavailable"]),
+        (
+            "all qualified are busy or off",
+            "pump",
+            [tech(1, "A", DACHAU, busy=True), tech(2, "B", FREISING, available=False), tech(3, "C", MUNICH, skills={})],
+            None,
+            ["all 2 qualified technicians are busy or unavailable", "A: busy", "B: unavailable"],
+        ),
         ("no technicians at all", "pump", [], None, ["no technicians on record"]),
     ],
 )
@@ -76,8 +109,15 @@ def test_decision_carries_distance_eta_and_runner_up() -> None:
 
 @pytest.mark.parametrize(
     ("severity", "segment", "want"),
-    [("critical", "gold", 1), ("major", "standard", 2), ("minor", "gold", 3), ("warning", "standard", 4),
-     ("major", "platinum", 1), ("critical", "platinum", 1), ("warning", "platinum", 3)],
+    [
+        ("critical", "gold", 1),
+        ("major", "standard", 2),
+        ("minor", "gold", 3),
+        ("warning", "standard", 4),
+        ("major", "platinum", 1),
+        ("critical", "platinum", 1),
+        ("warning", "platinum", 3),
+    ],
 )
 def test_ticket_priority(severity: str, segment: str, want: int) -> None:
     """Priority follows severity, one step more urgent for platinum clients, never below 1."""

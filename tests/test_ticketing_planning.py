@@ -46,10 +46,12 @@ def world(db_url: str) -> World:
                 (site, f"pump-{slug}"),
             ).fetchone()[0]
         techs = {
-            "Ana": create_technician(conn, name="Ana", email="ana@x", home_lat=NEAR_A[0], home_lon=NEAR_A[1],
-                                     skills={"pump": 3}).id,
-            "Bo": create_technician(conn, name="Bo", email="bo@x", home_lat=NEAR_B[0], home_lon=NEAR_B[1],
-                                    skills={"pump": 3}).id,
+            "Ana": create_technician(
+                conn, name="Ana", email="ana@x", home_lat=NEAR_A[0], home_lon=NEAR_A[1], skills={"pump": 3}
+            ).id,
+            "Bo": create_technician(
+                conn, name="Bo", email="bo@x", home_lat=NEAR_B[0], home_lon=NEAR_B[1], skills={"pump": 3}
+            ).id,
         }
     return World(db_url, devices, techs)
 
@@ -67,8 +69,11 @@ def new_ticket(url: str, device: int, problem: str, **cols: object) -> int:
 
 def assignment(url: str, ticket: int) -> dict | None:
     with psycopg.connect(url) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-        cur.execute("SELECT a.*, t.name FROM assignments a JOIN technicians t ON t.id = a.technician_id "
-                    "WHERE ticket_id = %s AND active", (ticket,))
+        cur.execute(
+            "SELECT a.*, t.name FROM assignments a JOIN technicians t ON t.id = a.technician_id "
+            "WHERE ticket_id = %s AND active",
+            (ticket,),
+        )
         return cur.fetchone()
 
 
@@ -108,11 +113,15 @@ def test_second_job_nearby_is_sequenced_after_the_first(world: World) -> None:
 def test_shifts_and_time_off_decide_availability(world: World) -> None:
     """Ana's shift ended and Bo is on leave: the ticket stays new with both reasons listed."""
     with psycopg.connect(world.url) as conn:
-        conn.execute("INSERT INTO technician_shifts (technician_id, starts_at, ends_at) VALUES (%s, %s, %s)",
-                     (world.techs["Ana"], NOW - timedelta(hours=9), NOW - timedelta(hours=1)))
-        conn.execute("INSERT INTO technician_time_off (technician_id, starts_at, ends_at, reason) "
-                     "VALUES (%s, %s, %s, 'vacation')",
-                     (world.techs["Bo"], NOW - timedelta(days=1), NOW + timedelta(days=3)))
+        conn.execute(
+            "INSERT INTO technician_shifts (technician_id, starts_at, ends_at) VALUES (%s, %s, %s)",
+            (world.techs["Ana"], NOW - timedelta(hours=9), NOW - timedelta(hours=1)),
+        )
+        conn.execute(
+            "INSERT INTO technician_time_off (technician_id, starts_at, ends_at, reason) "
+            "VALUES (%s, %s, %s, 'vacation')",
+            (world.techs["Bo"], NOW - timedelta(days=1), NOW + timedelta(days=3)),
+        )
     t = new_ticket(world.url, world.devices["a"], "P1")
     with service(world) as svc:
         d = svc.dispatch_ticket(t)
@@ -127,8 +136,10 @@ def test_a_shift_that_starts_later_today_plans_the_job_then(world: World) -> Non
     """With only Ana, on a shift from 13:00, the job is planned to start at or after 13:00."""
     with psycopg.connect(world.url) as conn:
         conn.execute("DELETE FROM technicians WHERE id = %s", (world.techs["Bo"],))
-        conn.execute("INSERT INTO technician_shifts (technician_id, starts_at, ends_at) VALUES (%s, %s, %s)",
-                     (world.techs["Ana"], NOW + timedelta(hours=4), NOW + timedelta(hours=12)))
+        conn.execute(
+            "INSERT INTO technician_shifts (technician_id, starts_at, ends_at) VALUES (%s, %s, %s)",
+            (world.techs["Ana"], NOW + timedelta(hours=4), NOW + timedelta(hours=12)),
+        )
     t = new_ticket(world.url, world.devices["a"], "P1")
     with service(world) as svc:
         svc.dispatch_ticket(t)
@@ -140,8 +151,9 @@ def test_parts_come_from_the_van_or_a_warehouse_pickup_or_block(world: World) ->
     """A part nobody carries is picked up at the warehouse on the way; a part nowhere in stock blocks."""
     with psycopg.connect(world.url) as conn:
         conn.execute("INSERT INTO parts (code) VALUES ('seal'), ('rotor')")
-        wh = conn.execute("INSERT INTO warehouses (name, latitude, longitude) VALUES ('Depot', %s, %s) RETURNING id",
-                          WAREHOUSE).fetchone()[0]
+        wh = conn.execute(
+            "INSERT INTO warehouses (name, latitude, longitude) VALUES ('Depot', %s, %s) RETURNING id", WAREHOUSE
+        ).fetchone()[0]
         conn.execute("INSERT INTO warehouse_stock VALUES (%s, 'seal', 5)", (wh,))
     t1 = new_ticket(world.url, world.devices["a"], "P1")
     t2 = new_ticket(world.url, world.devices["a"], "P2")
@@ -166,10 +178,12 @@ def test_a_pinned_ticket_goes_to_its_technician(world: World) -> None:
 def _swap_to_bad_plan(world: World, t_a: int, t_b: int) -> None:
     """Give Ana the Augsburg job and Bo the Munich job (each drives past the other)."""
     with psycopg.connect(world.url) as conn:
-        conn.execute("UPDATE assignments SET technician_id = %s WHERE ticket_id = %s AND active",
-                     (world.techs["Bo"], t_a))
-        conn.execute("UPDATE assignments SET technician_id = %s WHERE ticket_id = %s AND active",
-                     (world.techs["Ana"], t_b))
+        conn.execute(
+            "UPDATE assignments SET technician_id = %s WHERE ticket_id = %s AND active", (world.techs["Bo"], t_a)
+        )
+        conn.execute(
+            "UPDATE assignments SET technician_id = %s WHERE ticket_id = %s AND active", (world.techs["Ana"], t_b)
+        )
 
 
 def test_reoptimisation_untangles_a_bad_plan_and_records_the_run(world: World) -> None:

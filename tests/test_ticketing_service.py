@@ -62,21 +62,55 @@ def world(db_url: str) -> World:
             for key, name in (("pump-1", "Pump 1"), ("pump-2", "Pump 2"))
         )
         common = {"operator": ">", "duration_s": 0, "equipment_model": "P100"}
-        create_rule(conn, name="hot bearing", tag="bearing_temp", threshold=80, severity="major",
-                    problem_code="BEARING", required_skill="pump", **common)
-        create_rule(conn, name="vibration", tag="vibration", threshold=7, severity="critical",
-                    problem_code="BEARING", required_skill="pump", **common)
-        create_rule(conn, name="low pressure", tag="pressure", threshold=-1, severity="minor",
-                    problem_code="HYDRAULIC", required_skill="hydraulics", **{**common, "operator": "<"})
+        create_rule(
+            conn,
+            name="hot bearing",
+            tag="bearing_temp",
+            threshold=80,
+            severity="major",
+            problem_code="BEARING",
+            required_skill="pump",
+            **common,
+        )
+        create_rule(
+            conn,
+            name="vibration",
+            tag="vibration",
+            threshold=7,
+            severity="critical",
+            problem_code="BEARING",
+            required_skill="pump",
+            **common,
+        )
+        create_rule(
+            conn,
+            name="low pressure",
+            tag="pressure",
+            threshold=-1,
+            severity="minor",
+            problem_code="HYDRAULIC",
+            required_skill="hydraulics",
+            **{**common, "operator": "<"},
+        )
         techs = {
-            "Alice": create_technician(conn, name="Alice", email="a@x", home_lat=AUGSBURG[0], home_lon=AUGSBURG[1],
-                                       skills={"pump": 2}).id,
-            "Eve": create_technician(conn, name="Eve", email="e@x", home_lat=DACHAU[0], home_lon=DACHAU[1],
-                                     skills={"electrical": 3}).id,
-            "Bob": create_technician(conn, name="Bob", email="b@x", home_lat=FREISING[0], home_lon=FREISING[1],
-                                     skills={"pump": 4}).id,
-            "Carl": create_technician(conn, name="Carl", email="c@x", home_lat=MUNICH[0], home_lon=MUNICH[1],
-                                      skills={"hydraulics": 1, "pump": 1}, available=False).id,
+            "Alice": create_technician(
+                conn, name="Alice", email="a@x", home_lat=AUGSBURG[0], home_lon=AUGSBURG[1], skills={"pump": 2}
+            ).id,
+            "Eve": create_technician(
+                conn, name="Eve", email="e@x", home_lat=DACHAU[0], home_lon=DACHAU[1], skills={"electrical": 3}
+            ).id,
+            "Bob": create_technician(
+                conn, name="Bob", email="b@x", home_lat=FREISING[0], home_lon=FREISING[1], skills={"pump": 4}
+            ).id,
+            "Carl": create_technician(
+                conn,
+                name="Carl",
+                email="c@x",
+                home_lat=MUNICH[0],
+                home_lon=MUNICH[1],
+                skills={"hydraulics": 1, "pump": 1},
+                available=False,
+            ).id,
         }
         busy_ticket = conn.execute(
             "INSERT INTO tickets (device_id, problem_code, title, status, source, service_minutes) "
@@ -110,8 +144,12 @@ def test_alarm_becomes_a_ticket_for_the_nearest_free_qualified_technician(world:
         assert t.assignment.distance_km == pytest.approx(56 * 1.3, rel=0.05)
         assert t.assignment.reason.startswith("cheapest insertion: ") and "runner-up Bob" in t.assignment.reason
         assert t.due_at is not None  # gold: 240 min response target
-        assert {x.name: x.busy for x in list_technicians(conn)} == {"Alice": True, "Eve": False, "Bob": True,
-                                                                      "Carl": False}
+        assert {x.name: x.busy for x in list_technicians(conn)} == {
+            "Alice": True,
+            "Eve": False,
+            "Bob": True,
+            "Carl": False,
+        }
 
 
 def test_second_alarm_on_same_device_and_problem_attaches_to_the_open_ticket(world: World) -> None:

@@ -13,8 +13,9 @@ world = planning.world  # two P100 pumps, Ana near Munich (pump 3), Bo near Augs
 
 def _put_skills(world: World, tech: str, body: dict, role: str = "dispatcher"):
     with api_client(world.url) as api:
-        return api.put(f"{BASE}/technicians/{world.techs[tech]}/skills", json=body,
-                       headers=auth(token(world.url, role)))
+        return api.put(
+            f"{BASE}/technicians/{world.techs[tech]}/skills", json=body, headers=auth(token(world.url, role))
+        )
 
 
 def test_matrix_is_replaced_and_read_back_over_http(world: World) -> None:
@@ -22,8 +23,11 @@ def test_matrix_is_replaced_and_read_back_over_http(world: World) -> None:
     body = {"skills": {"pump": 3}, "models": [{"skill": "pump", "model": "P100", "level": 1}]}
     r = _put_skills(world, "Ana", body)
     assert r.status_code == 200, r.text
-    assert r.json() == {"technician_id": world.techs["Ana"], "skills": {"pump": 3},
-                        "models": [{"skill": "pump", "model": "P100", "level": 1}]}
+    assert r.json() == {
+        "technician_id": world.techs["Ana"],
+        "skills": {"pump": 3},
+        "models": [{"skill": "pump", "model": "P100", "level": 1}],
+    }
     with api_client(world.url) as api:
         h = auth(token(world.url, "field_engineer"))
         assert api.get(f"{BASE}/technicians/{world.techs['Ana']}/skills", headers=h).json() == r.json()
@@ -41,8 +45,12 @@ def test_matrix_is_replaced_and_read_back_over_http(world: World) -> None:
 def test_model_level_decides_placement_explanation_and_validation(world: World) -> None:
     """Ana is nearer and level 3 on pumps but level 1 on the P100: the job needing level 2 goes to Bo,
     the explanation names the model level, and assigning Ana needs an override."""
-    assert _put_skills(world, "Ana", {"skills": {"pump": 3},
-                                      "models": [{"skill": "pump", "model": "P100", "level": 1}]}).status_code == 200
+    assert (
+        _put_skills(
+            world, "Ana", {"skills": {"pump": 3}, "models": [{"skill": "pump", "model": "P100", "level": 1}]}
+        ).status_code
+        == 200
+    )
     t = new_ticket(world.url, world.devices["a"], "P1", required_level=2)
     with service(world) as svc:
         d = svc.dispatch_ticket(t)

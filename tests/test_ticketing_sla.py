@@ -67,12 +67,18 @@ def ticket(db_url: str) -> tuple[str, int]:
             conn.execute("INSERT INTO business_hours VALUES ('gold', %s, '09:00', '17:00')", (wd,))
         conn.execute("INSERT INTO sla_targets VALUES ('gold', 2, 240, 960)")
         client = conn.execute("INSERT INTO clients (name, segment) VALUES ('Acme', 'gold') RETURNING id").fetchone()[0]
-        site = conn.execute("INSERT INTO sites (client_id, slug, name, latitude, longitude) "
-                            "VALUES (%s, 's', 's', 48, 11) RETURNING id", (client,)).fetchone()[0]
-        dev = conn.execute("INSERT INTO devices (site_id, key, equipment_model) VALUES (%s, 'p', 'P') RETURNING id",
-                           (site,)).fetchone()[0]
-        t = conn.execute("INSERT INTO tickets (device_id, problem_code, title, priority, source) "
-                         "VALUES (%s, 'X', 'x', 2, 'api') RETURNING id", (dev,)).fetchone()[0]
+        site = conn.execute(
+            "INSERT INTO sites (client_id, slug, name, latitude, longitude) VALUES (%s, 's', 's', 48, 11) RETURNING id",
+            (client,),
+        ).fetchone()[0]
+        dev = conn.execute(
+            "INSERT INTO devices (site_id, key, equipment_model) VALUES (%s, 'p', 'P') RETURNING id", (site,)
+        ).fetchone()[0]
+        t = conn.execute(
+            "INSERT INTO tickets (device_id, problem_code, title, priority, source) "
+            "VALUES (%s, 'X', 'x', 2, 'api') RETURNING id",
+            (dev,),
+        ).fetchone()[0]
         conn.execute("UPDATE ticket_status_history SET at = %s WHERE ticket_id = %s", (at(2026, 12, 21, 9), t))
     return db_url, t
 
@@ -98,6 +104,8 @@ def test_on_site_in_time_stops_the_response_clock(ticket: tuple[str, int]) -> No
     """A technician on site at 11:00 meets the 13:00 response target: no breach later."""
     url, t = ticket
     with psycopg.connect(url) as conn:
-        conn.execute("INSERT INTO ticket_status_history (ticket_id, status, at) VALUES (%s, 'on_site', %s)",
-                     (t, at(2026, 12, 21, 11)))
+        conn.execute(
+            "INSERT INTO ticket_status_history (ticket_id, status, at) VALUES (%s, 'on_site', %s)",
+            (t, at(2026, 12, 21, 11)),
+        )
     assert check_slas(url, now=at(2026, 12, 21, 16)).breaches == 0

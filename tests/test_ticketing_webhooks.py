@@ -67,12 +67,18 @@ def receiver() -> Iterator[Receiver]:
 def _ticket(url: str) -> int:
     with psycopg.connect(url) as conn:
         client = conn.execute("INSERT INTO clients (name, segment) VALUES ('A', 'gold') RETURNING id").fetchone()[0]
-        site = conn.execute("INSERT INTO sites (client_id, slug, name, latitude, longitude) "
-                            "VALUES (%s, 's', 's', 48, 11) RETURNING id", (client,)).fetchone()[0]
-        dev = conn.execute("INSERT INTO devices (site_id, key, equipment_model) VALUES (%s, 'p', 'P') RETURNING id",
-                           (site,)).fetchone()[0]
-        return conn.execute("INSERT INTO tickets (device_id, problem_code, title, source, external_id) "
-                            "VALUES (%s, 'X', 'x', 'api', 'CRM-1') RETURNING id", (dev,)).fetchone()[0]
+        site = conn.execute(
+            "INSERT INTO sites (client_id, slug, name, latitude, longitude) VALUES (%s, 's', 's', 48, 11) RETURNING id",
+            (client,),
+        ).fetchone()[0]
+        dev = conn.execute(
+            "INSERT INTO devices (site_id, key, equipment_model) VALUES (%s, 'p', 'P') RETURNING id", (site,)
+        ).fetchone()[0]
+        return conn.execute(
+            "INSERT INTO tickets (device_id, problem_code, title, source, external_id) "
+            "VALUES (%s, 'X', 'x', 'api', 'CRM-1') RETURNING id",
+            (dev,),
+        ).fetchone()[0]
 
 
 def _deliveries(url: str) -> list[tuple]:
@@ -103,8 +109,14 @@ def test_event_is_signed_retried_and_delivered_once(db_url: str, receiver: Recei
     keys = {r["headers"]["idempotency-key"] for r in receiver.requests}
     assert len(receiver.requests) == 3 and len(keys) == 1
     assert list(receiver.processed.values()) == [
-        {"event": "ticket.created", "ticket_id": ticket, "status": "new",
-         "at": receiver.processed[next(iter(keys))]["at"], "external_id": "CRM-1", "external_source": None}
+        {
+            "event": "ticket.created",
+            "ticket_id": ticket,
+            "status": "new",
+            "at": receiver.processed[next(iter(keys))]["at"],
+            "external_id": "CRM-1",
+            "external_source": None,
+        }
     ]
 
 

@@ -107,17 +107,28 @@ def act_on_cleared(
            WHERE id = (SELECT max(id) FROM ticket_status_history WHERE ticket_id = %s)""",
         (AUTHOR, ticket_id),
     )
-    conn.execute("INSERT INTO ticket_notes (ticket_id, author, body) VALUES (%s, %s, %s)",
-                 (ticket_id, AUTHOR, RESOLVED_NOTE))
+    conn.execute(
+        "INSERT INTO ticket_notes (ticket_id, author, body) VALUES (%s, %s, %s)", (ticket_id, AUTHOR, RESOLVED_NOTE)
+    )
     if tech_id is not None:
-        conn.execute("UPDATE assignments SET active = false, ended_at = now() WHERE ticket_id = %s AND active",
-                     (ticket_id,))
+        conn.execute(
+            "UPDATE assignments SET active = false, ended_at = now() WHERE ticket_id = %s AND active", (ticket_id,)
+        )
         # Re-time the rest of the technician's day without this stop.
         cached = CachedTravel(travel)
         snap = load_snapshot(conn, now or datetime.now(UTC))
         write_route(conn, snap, cached, tech_id, tuple(snap.plan.routes.get(tech_id, ())))
-    _notify(conn, {"type": "ticket_status", "ticket_id": ticket_id, "status": "resolved", "from": status,
-                   "by": AUTHOR, "reason": "alarm_cleared"})
+    _notify(
+        conn,
+        {
+            "type": "ticket_status",
+            "ticket_id": ticket_id,
+            "status": "resolved",
+            "from": status,
+            "by": AUTHOR,
+            "reason": "alarm_cleared",
+        },
+    )
     return ClearOutcome(ticket_id, "resolved", "resolved", tech_id)
 
 

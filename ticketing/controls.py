@@ -107,8 +107,9 @@ def assign(
         visit = simulate(snap.problem, travel, tech, plan.routes[technician_id]).visit_of(ticket_id)
         km = visit.km if visit else None
         text = f"assigned by {actor}" + (f" (override: {reason}; breaks {'; '.join(broken)})" if broken else "")
-        conn.execute("UPDATE assignments SET active = false, ended_at = now() WHERE ticket_id = %s AND active",
-                     (ticket_id,))
+        conn.execute(
+            "UPDATE assignments SET active = false, ended_at = now() WHERE ticket_id = %s AND active", (ticket_id,)
+        )
         conn.execute(
             """INSERT INTO assignments (ticket_id, technician_id, distance_km, reason, explanation, origin, locked)
                VALUES (%s, %s, %s, %s, %s, 'dispatcher', %s)""",
@@ -127,14 +128,29 @@ def assign(
         )
         for t in {technician_id, old_tech} - {None}:
             write_route(conn, snap, travel, t, plan.routes.get(t, ()))  # type: ignore[arg-type]
-        _notify(conn, {"type": "ticket_assigned", "ticket_id": ticket_id, "technician_id": technician_id,
-                       "by": actor, "override": bool(broken)})
+        _notify(
+            conn,
+            {
+                "type": "ticket_assigned",
+                "ticket_id": ticket_id,
+                "technician_id": technician_id,
+                "by": actor,
+                "override": bool(broken),
+            },
+        )
     return AssignResult(ticket_id, technician_id, tuple(broken), exp)
 
 
 def pin(
-    conn: psycopg.Connection, ticket_id: int, technician_id: int, travel: TravelModel, *, actor: str,
-    override: bool = False, reason: str = "", now: datetime | None = None,
+    conn: psycopg.Connection,
+    ticket_id: int,
+    technician_id: int,
+    travel: TravelModel,
+    *,
+    actor: str,
+    override: bool = False,
+    reason: str = "",
+    now: datetime | None = None,
 ) -> AssignResult | None:
     """Pin a ticket to a technician; an open ticket assigned elsewhere (or unassigned) moves to them."""
     with conn.transaction():
@@ -146,12 +162,14 @@ def pin(
         ).fetchone()
         result = None
         if status in ("new", "assigned") and (current is None or current[0] != technician_id):
-            result = assign(conn, ticket_id, technician_id, travel, actor=actor, override=override, reason=reason,
-                            now=now)
+            result = assign(
+                conn, ticket_id, technician_id, travel, actor=actor, override=override, reason=reason, now=now
+            )
         elif status not in ("new", "assigned") and (current is None or current[0] != technician_id):
             raise InvalidTransition(f"ticket {ticket_id} is {status}: it can no longer move to another technician")
-        conn.execute("UPDATE tickets SET pinned_technician_id = %s, updated_at = now() WHERE id = %s",
-                     (technician_id, ticket_id))
+        conn.execute(
+            "UPDATE tickets SET pinned_technician_id = %s, updated_at = now() WHERE id = %s", (technician_id, ticket_id)
+        )
     return result
 
 
@@ -182,8 +200,9 @@ def transition(
         if to not in TRANSITIONS[status]:
             allowed = ", ".join(TRANSITIONS[status]) or "none (the ticket is final)"
             raise InvalidTransition(f"ticket {ticket_id} is {status}; it can move to: {allowed}")
-        tech_row = conn.execute("SELECT technician_id FROM assignments WHERE ticket_id = %s AND active",
-                                (ticket_id,)).fetchone()
+        tech_row = conn.execute(
+            "SELECT technician_id FROM assignments WHERE ticket_id = %s AND active", (ticket_id,)
+        ).fetchone()
         tech_id = tech_row[0] if tech_row else None
         if to in ("assigned", "en_route", "on_site", "resolved") and tech_id is None:
             raise InvalidTransition(f"ticket {ticket_id} has no technician; assign one first")
@@ -200,8 +219,9 @@ def transition(
         if lat is not None and lon is not None and tech_id is not None:
             conn.execute("UPDATE technicians SET current_lat = %s, current_lon = %s WHERE id = %s", (lat, lon, tech_id))
         if note:
-            conn.execute("INSERT INTO ticket_notes (ticket_id, author, body) VALUES (%s, %s, %s)",
-                         (ticket_id, actor, note))
+            conn.execute(
+                "INSERT INTO ticket_notes (ticket_id, author, body) VALUES (%s, %s, %s)", (ticket_id, actor, note)
+            )
         for code, qty in (parts_used or {}).items():
             if conn.execute("SELECT 1 FROM parts WHERE code = %s", (code,)).fetchone() is None:
                 raise InvalidTransition(f"unknown part {code!r}; add it to parts first")
@@ -216,8 +236,9 @@ def transition(
                     (qty, tech_id, code),
                 )
         if to in ENDED or to == "new":
-            conn.execute("UPDATE assignments SET active = false, ended_at = now() WHERE ticket_id = %s AND active",
-                         (ticket_id,))
+            conn.execute(
+                "UPDATE assignments SET active = false, ended_at = now() WHERE ticket_id = %s AND active", (ticket_id,)
+            )
         _notify(conn, {"type": "ticket_status", "ticket_id": ticket_id, "status": to, "from": status})
     return to
 

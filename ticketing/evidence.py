@@ -35,8 +35,15 @@ _COLS = "id, ticket_id, content_type, length(data) AS size, sha256, lat, lon, ta
 
 
 def add_photo(
-    conn: psycopg.Connection, ticket_id: int, data: bytes, content_type: str, *, taken_at: datetime,
-    lat: float | None, lon: float | None, actor: str,
+    conn: psycopg.Connection,
+    ticket_id: int,
+    data: bytes,
+    content_type: str,
+    *,
+    taken_at: datetime,
+    lat: float | None,
+    lon: float | None,
+    actor: str,
 ) -> Photo:
     """Store ``data``; raises ValueError for an empty, oversized or non-image upload."""
     if not data:
@@ -63,8 +70,9 @@ def list_photos(conn: psycopg.Connection, ticket_id: int) -> list[Photo]:
 
 
 def photo_bytes(conn: psycopg.Connection, ticket_id: int, photo_id: int) -> tuple[bytes, str]:
-    row = conn.execute("SELECT data, content_type FROM ticket_photos WHERE id = %s AND ticket_id = %s",
-                       (photo_id, ticket_id)).fetchone()
+    row = conn.execute(
+        "SELECT data, content_type FROM ticket_photos WHERE id = %s AND ticket_id = %s", (photo_id, ticket_id)
+    ).fetchone()
     if row is None:
         raise NotFound(f"no photo {photo_id}")
     return bytes(row[0]), row[1]

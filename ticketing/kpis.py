@@ -67,10 +67,14 @@ def compute_kpis(conn: psycopg.Connection, start: datetime, end: datetime) -> li
         "SELECT ticket_id, at, status FROM ticket_status_history WHERE ticket_id = ANY(%s) ORDER BY at, id", (ids,)
     ):
         history[tid].append((at, status))
-    tech_of: dict[int, str] = dict(conn.execute(
-        """SELECT DISTINCT ON (a.ticket_id) a.ticket_id, tech.name FROM assignments a
+    tech_of: dict[int, str] = dict(
+        conn.execute(
+            """SELECT DISTINCT ON (a.ticket_id) a.ticket_id, tech.name FROM assignments a
            JOIN technicians tech ON tech.id = a.technician_id WHERE a.ticket_id = ANY(%s)
-           ORDER BY a.ticket_id, a.active DESC, a.id DESC""", (ids,)).fetchall())
+           ORDER BY a.ticket_id, a.active DESC, a.id DESC""",
+            (ids,),
+        ).fetchall()
+    )
 
     # MTTR per model and overall
     ttr: dict[str, list[float]] = defaultdict(list)
@@ -92,8 +96,11 @@ def compute_kpis(conn: psycopg.Connection, start: datetime, end: datetime) -> li
     rows.append(KpiRow("first_time_fix", "all", ftf_ok / ftf_n if ftf_n else None, "ratio", ftf_n))
 
     # MTBF per equipment model
-    devices = dict(conn.execute(
-        "SELECT equipment_model, count(*) FROM devices WHERE created_at < %s GROUP BY 1", (end,)).fetchall())
+    devices = dict(
+        conn.execute(
+            "SELECT equipment_model, count(*) FROM devices WHERE created_at < %s GROUP BY 1", (end,)
+        ).fetchall()
+    )
     failures: dict[str, int] = defaultdict(int)
     for _tid, _c, src, model, _seg, _due in tickets:
         if src == "alarm":
@@ -103,8 +110,12 @@ def compute_kpis(conn: psycopg.Connection, start: datetime, end: datetime) -> li
         rows.append(KpiRow("mtbf_hours", model, n_dev * hours / f if f else None, "h", f))
 
     # SLA compliance per segment
-    breached = {r[0] for r in conn.execute(
-        "SELECT ticket_id FROM sla_breaches WHERE kind = 'response' AND ticket_id = ANY(%s)", (ids,))}
+    breached = {
+        r[0]
+        for r in conn.execute(
+            "SELECT ticket_id FROM sla_breaches WHERE kind = 'response' AND ticket_id = ANY(%s)", (ids,)
+        )
+    }
     seg_n: dict[str, int] = defaultdict(int)
     seg_ok: dict[str, int] = defaultdict(int)
     for tid, _c, _src, _model, seg, due in tickets:
@@ -126,12 +137,16 @@ def compute_kpis(conn: psycopg.Connection, start: datetime, end: datetime) -> li
         travel[name] += sum((b - a).total_seconds() / 3600 for a, b in _segments(h, "en_route"))
         onsite[name] += sum((b - a).total_seconds() / 3600 for a, b in _segments(h, "on_site"))
         jobs[name] += 1
-    available = dict(conn.execute(
-        """SELECT t.name,
+    available = dict(
+        conn.execute(
+            """SELECT t.name,
                   sum(EXTRACT(EPOCH FROM (LEAST(s.ends_at, %(end)s) - GREATEST(s.starts_at, %(start)s))) / 3600)
            FROM technicians t LEFT JOIN technician_shifts s
              ON s.technician_id = t.id AND s.ends_at > %(start)s AND s.starts_at < %(end)s
-           GROUP BY t.name""", {"start": start, "end": end}).fetchall())
+           GROUP BY t.name""",
+            {"start": start, "end": end},
+        ).fetchall()
+    )
     for name in sorted(available):
         avail = float(available[name]) if available[name] is not None else DEFAULT_DAY_HOURS * hours / 24
         worked = travel[name] + onsite[name]
@@ -139,9 +154,11 @@ def compute_kpis(conn: psycopg.Connection, start: datetime, end: datetime) -> li
         rows.append(KpiRow("travel_share", name, travel[name] / worked if worked else None, "ratio", jobs[name]))
 
     # Alarms per alarm ticket
-    n_alarms = conn.execute("SELECT count(*) FROM alarms WHERE opened_at >= %s AND opened_at < %s",
-                            (start, end)).fetchone()[0]  # type: ignore[index]
+    n_alarms = conn.execute(
+        "SELECT count(*) FROM alarms WHERE opened_at >= %s AND opened_at < %s", (start, end)
+    ).fetchone()[0]  # type: ignore[index]
     n_alarm_tickets = sum(1 for t in tickets if t[2] == "alarm")
-    rows.append(KpiRow("alarms_per_ticket", "all", n_alarms / n_alarm_tickets if n_alarm_tickets else None,
-                       "ratio", n_alarms))
+    rows.append(
+        KpiRow("alarms_per_ticket", "all", n_alarms / n_alarm_tickets if n_alarm_tickets else None, "ratio", n_alarms)
+    )
     return rows

@@ -91,8 +91,15 @@ def _open(conn: psycopg.Connection, plan: dict, dev: dict, due: datetime) -> int
            VALUES (%s, %s, %s, %s, %s, %s, 'planned', %s)
            ON CONFLICT (device_id, problem_code) WHERE status NOT IN ('resolved', 'closed', 'cancelled')
            DO NOTHING RETURNING id""",
-        (dev["id"], f"PM:{plan['name']}", f"Planned maintenance ({plan['name']}) on {label}", plan["priority"],
-         plan["required_skill"], plan["service_minutes"], due),
+        (
+            dev["id"],
+            f"PM:{plan['name']}",
+            f"Planned maintenance ({plan['name']}) on {label}",
+            plan["priority"],
+            plan["required_skill"],
+            plan["service_minutes"],
+            due,
+        ),
     ).fetchone()
     if row is not None:
         conn.execute("SELECT pg_notify('fw_events', %s)", (f'{{"type": "ticket_created", "ticket_id": {row[0]}}}',))

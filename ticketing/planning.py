@@ -139,8 +139,14 @@ def _ts(value: Any) -> datetime:
 def _tech(row: dict[str, Any], clock: PlanningClock) -> Tech:
     home = (row["home_lat"], row["home_lon"])
     start = (row["current_lat"], row["current_lon"]) if row["current_lat"] is not None else home
-    base = dict(id=row["id"], name=row["name"], start=start, skills=dict(row["skills"]),
-                tools=frozenset(row["tools"]), van=dict(row["van"]))
+    base = dict(
+        id=row["id"],
+        name=row["name"],
+        start=start,
+        skills=dict(row["skills"]),
+        tools=frozenset(row["tools"]),
+        van=dict(row["van"]),
+    )
     if not row["available"]:
         return Tech(**base, available=False, unavailable_reason="off duty")
     shifts = row["shifts"] or []
@@ -194,8 +200,9 @@ def load_snapshot(conn: psycopg.Connection, now: datetime, extra_tickets: Iterab
         cur.execute(_JOBS, {"planned": list(PLANNED), "extra": list(extra_tickets)})
         job_rows = cur.fetchall()
     warehouses = tuple(
-        Warehouse(r["id"], r["name"], (r["latitude"], r["longitude"]), stock.get(r["id"], {}),
-                  float(r["pickup_minutes"]))
+        Warehouse(
+            r["id"], r["name"], (r["latitude"], r["longitude"]), stock.get(r["id"], {}), float(r["pickup_minutes"])
+        )
         for r in wh_rows
     )
     routes: dict[int, list[Stop]] = {t.id: [] for t in techs}
@@ -251,8 +258,16 @@ def write_route(
             """UPDATE assignments SET sequence = %s, eta_at = %s, planned_start = %s, planned_end = %s,
                       pickup_warehouse_id = %s, eta_minutes = %s
                WHERE ticket_id = %s AND active AND technician_id = %s""",
-            (seq, clock.at(visit.arrive), clock.at(visit.start), clock.at(visit.end),
-             pickups.get(visit.stop.job_id), max(0.0, visit.arrive - clock.now_min), visit.stop.job_id, tech_id),
+            (
+                seq,
+                clock.at(visit.arrive),
+                clock.at(visit.start),
+                clock.at(visit.end),
+                pickups.get(visit.stop.job_id),
+                max(0.0, visit.arrive - clock.now_min),
+                visit.stop.job_id,
+                tech_id,
+            ),
         )
         seq += 1
 

@@ -61,7 +61,10 @@ def reoptimize_day(
             return PlanRun(0, 0, 0.0, 0.0, 0.0, False, "nothing planned")
         before = check_plan(snap.problem, travel, snap.plan)
         result = solve(
-            snap.problem, travel, time_limit_s=time_limit_s, initial=snap.plan,
+            snap.problem,
+            travel,
+            time_limit_s=time_limit_s,
+            initial=snap.plan,
             frozen=frozen_prefixes(snap, freeze_minutes),
         )
         after = check_plan(snap.problem, travel, result.plan)
@@ -75,26 +78,38 @@ def reoptimize_day(
                 for job_id in sorted(moved):
                     tech_id = result.plan.tech_of(job_id)
                     exp = explain_job(snap.problem, travel, result.plan, job_id)
-                    conn.execute("UPDATE assignments SET active = false, ended_at = now() "
-                                 "WHERE ticket_id = %s AND active", (job_id,))
+                    conn.execute(
+                        "UPDATE assignments SET active = false, ended_at = now() WHERE ticket_id = %s AND active",
+                        (job_id,),
+                    )
                     conn.execute(
                         """INSERT INTO assignments (ticket_id, technician_id, reason, explanation, origin)
                            VALUES (%s, %s, %s, %s, 'reoptimize')""",
                         (job_id, tech_id, "re-optimised day: " + exp.text(), Jsonb(explanation_json(exp))),
                     )
-                    conn.execute("SELECT pg_notify('fw_events', %s)",
-                                 (f'{{"type": "ticket_reassigned", "ticket_id": {job_id}}}',))
+                    conn.execute(
+                        "SELECT pg_notify('fw_events', %s)",
+                        (f'{{"type": "ticket_reassigned", "ticket_id": {job_id}}}',),
+                    )
                 for tech_id, stops in result.plan.routes.items():
                     if stops:
                         write_route(conn, snap, travel, tech_id, tuple(stops))
             conn.execute(
                 """INSERT INTO plan_runs (jobs, moved, cost_before, cost_after, solve_s, accepted, note)
                    VALUES (%s, %s, %s, %s, %s, %s, %s)""",
-                (len(snap.problem.jobs), len(moved) if accepted else 0, before.cost, after.cost,
-                 result.solve_s, accepted, note),
+                (
+                    len(snap.problem.jobs),
+                    len(moved) if accepted else 0,
+                    before.cost,
+                    after.cost,
+                    result.solve_s,
+                    accepted,
+                    note,
+                ),
             )
-    run = PlanRun(len(snap.problem.jobs), len(moved) if accepted else 0, before.cost, after.cost,
-                  result.solve_s, accepted, note)
+    run = PlanRun(
+        len(snap.problem.jobs), len(moved) if accepted else 0, before.cost, after.cost, result.solve_s, accepted, note
+    )
     log.info("re-optimisation: %s", run)
     return run
 
@@ -115,8 +130,9 @@ def reoptimize_job(db_url: str) -> PlanRun:
     from fieldwatch.settings import get_settings
 
     s = get_settings()
-    return reoptimize_day(db_url, travel=GreatCircleTravel(speed_kmh=s.travel_speed_kmh,
-                                                           detour_factor=s.travel_detour_factor))
+    return reoptimize_day(
+        db_url, travel=GreatCircleTravel(speed_kmh=s.travel_speed_kmh, detour_factor=s.travel_detour_factor)
+    )
 
 
 def ticketing_jobs() -> list:

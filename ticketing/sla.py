@@ -48,8 +48,13 @@ class BusinessCalendar:
                         c = datetime.combine(day, span[1], zone)
                         _clip(out, o, c, start, end)
                 else:
-                    _clip(out, datetime.combine(day, time(0), zone), datetime.combine(day + _DAY, time(0), zone),
-                          start, end)
+                    _clip(
+                        out,
+                        datetime.combine(day, time(0), zone),
+                        datetime.combine(day + _DAY, time(0), zone),
+                        start,
+                        end,
+                    )
             day += _DAY
         return out
 

@@ -71,8 +71,9 @@ def _until(history: list[tuple[datetime, str]], stops: tuple[str, ...]) -> list[
     return out
 
 
-def _due(policy: Policy, history: list[tuple[datetime, str]], minutes: int, stops: tuple[str, ...],
-         now: datetime) -> datetime | None:
+def _due(
+    policy: Policy, history: list[tuple[datetime, str]], minutes: int, stops: tuple[str, ...], now: datetime
+) -> datetime | None:
     h = _until(history, stops)
     if h and h[-1][1] in stops:  # the clock stopped: due is when it would have been reached, if it was
         stopped_at = h[-1][0]
@@ -118,9 +119,13 @@ def check_slas(db_url: str, now: datetime | None = None) -> SlaCheck:
             if policy is None:
                 continue
             checked += 1
-            history = [(r[0], r[1]) for r in conn.execute(
-                "SELECT at, status FROM ticket_status_history WHERE ticket_id = %s AND at <= %s ORDER BY at, id",
-                (t["id"], now))]
+            history = [
+                (r[0], r[1])
+                for r in conn.execute(
+                    "SELECT at, status FROM ticket_status_history WHERE ticket_id = %s AND at <= %s ORDER BY at, id",
+                    (t["id"], now),
+                )
+            ]
             if not history:
                 continue
             response = _due(policy, history, policy.target.response_minutes, RESPONDED, now)
@@ -142,9 +147,14 @@ def check_slas(db_url: str, now: datetime | None = None) -> SlaCheck:
                     breaches += added
                     if added:
                         _notify(conn, {"type": "sla_breached", "ticket_id": t["id"], "kind": kind})
-            at_risk = response is not None and responded_at is None and response > now and (
-                (t["planned_start"] is not None and t["planned_start"] > response)
-                or (t["planned_start"] is None and (response - now).total_seconds() <= policy.warn_minutes * 60)
+            at_risk = (
+                response is not None
+                and responded_at is None
+                and response > now
+                and (
+                    (t["planned_start"] is not None and t["planned_start"] > response)
+                    or (t["planned_start"] is None and (response - now).total_seconds() <= policy.warn_minutes * 60)
+                )
             )
             if at_risk and t["escalated_at"] is None:
                 conn.execute("UPDATE tickets SET escalated_at = %s WHERE id = %s", (now, t["id"]))

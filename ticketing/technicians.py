@@ -184,8 +184,10 @@ def set_skill_matrix(
     re-optimisation, insertion or dispatcher change applies the new levels.
     """
     problems: list[str] = []
-    for where, level in [*((f"skills.{c}", lv) for c, lv in skills.items()),
-                         *((f"models[{i}] ({m.skill}@{m.model})", m.level) for i, m in enumerate(models))]:
+    for where, level in [
+        *((f"skills.{c}", lv) for c, lv in skills.items()),
+        *((f"models[{i}] ({m.skill}@{m.model})", m.level) for i, m in enumerate(models)),
+    ]:
         if not 1 <= level <= 5:
             problems.append(f"{where}: level {level} is not 1..5")
     seen: set[tuple[str, str]] = set()

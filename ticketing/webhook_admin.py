@@ -76,8 +76,12 @@ _DELIVERY = """SELECT id, endpoint_id, event, idempotency_key, payload, status, 
                       last_error, created_at, delivered_at FROM webhook_deliveries"""
 
 
-def validate(url: str | None = None, secret: str | None = None, events: Sequence[str] | None = None,
-             max_attempts: int | None = None) -> None:
+def validate(
+    url: str | None = None,
+    secret: str | None = None,
+    events: Sequence[str] | None = None,
+    max_attempts: int | None = None,
+) -> None:
     """Raise ValueError naming every bad field (the API maps it to 422)."""
     problems = []
     if url is not None and not url.startswith(("http://", "https://")):
@@ -108,8 +112,15 @@ def get_endpoint(conn: psycopg.Connection, endpoint_id: int) -> Endpoint:
     return Endpoint(**row)
 
 
-def create_endpoint(conn: psycopg.Connection, *, url: str, secret: str, events: Sequence[str] = (),
-                    enabled: bool = True, max_attempts: int = 8) -> Endpoint:
+def create_endpoint(
+    conn: psycopg.Connection,
+    *,
+    url: str,
+    secret: str,
+    events: Sequence[str] = (),
+    enabled: bool = True,
+    max_attempts: int = 8,
+) -> Endpoint:
     validate(url, secret, events, max_attempts)
     (eid,) = conn.execute(
         "INSERT INTO webhook_endpoints (url, secret, events, active, max_attempts) VALUES (%s, %s, %s, %s, %s)"
@@ -119,18 +130,32 @@ def create_endpoint(conn: psycopg.Connection, *, url: str, secret: str, events: 
     return get_endpoint(conn, eid)
 
 
-def update_endpoint(conn: psycopg.Connection, endpoint_id: int, *, url: str | None = None,
-                    secret: str | None = None, events: Sequence[str] | None = None, enabled: bool | None = None,
-                    max_attempts: int | None = None) -> Endpoint:
+def update_endpoint(
+    conn: psycopg.Connection,
+    endpoint_id: int,
+    *,
+    url: str | None = None,
+    secret: str | None = None,
+    events: Sequence[str] | None = None,
+    enabled: bool | None = None,
+    max_attempts: int | None = None,
+) -> Endpoint:
     """Change the given fields only. A new secret signs deliveries from the next attempt on."""
     validate(url, secret, events, max_attempts)
-    sets: dict[str, Any] = {"url": url, "secret": secret, "active": enabled, "max_attempts": max_attempts,
-                            "events": sorted(set(events)) if events is not None else None}
+    sets: dict[str, Any] = {
+        "url": url,
+        "secret": secret,
+        "active": enabled,
+        "max_attempts": max_attempts,
+        "events": sorted(set(events)) if events is not None else None,
+    }
     sets = {k: v for k, v in sets.items() if v is not None}
     if sets:
         cols = ", ".join(f"{k} = %({k})s" for k in sets)  # keys are the fixed names above
-        cur = conn.execute(f"UPDATE webhook_endpoints SET {cols} WHERE id = %(id)s",  # type: ignore[arg-type]
-                           {**sets, "id": endpoint_id})
+        cur = conn.execute(
+            f"UPDATE webhook_endpoints SET {cols} WHERE id = %(id)s",  # type: ignore[arg-type]
+            {**sets, "id": endpoint_id},
+        )
         if cur.rowcount != 1:
             raise NotFound(f"no webhook endpoint {endpoint_id}")
     return get_endpoint(conn, endpoint_id)
@@ -142,8 +167,14 @@ def delete_endpoint(conn: psycopg.Connection, endpoint_id: int) -> None:
         raise NotFound(f"no webhook endpoint {endpoint_id}")
 
 
-def list_deliveries(conn: psycopg.Connection, *, endpoint_id: int | None = None,
-                    status: DeliveryStatus | None = None, limit: int = 100, offset: int = 0) -> list[Delivery]:
+def list_deliveries(
+    conn: psycopg.Connection,
+    *,
+    endpoint_id: int | None = None,
+    status: DeliveryStatus | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[Delivery]:
     """Deliveries, newest first; filtered by endpoint and status when given."""
     where, params = [], []
     if endpoint_id is not None:

@@ -44,8 +44,14 @@ def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
     return hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
-def backoff(attempt: int, *, base_s: float = 5.0, cap_s: float = 3600.0, jitter: float = 0.2,
-            rand: Callable[[], float] = random.random) -> float:
+def backoff(
+    attempt: int,
+    *,
+    base_s: float = 5.0,
+    cap_s: float = 3600.0,
+    jitter: float = 0.2,
+    rand: Callable[[], float] = random.random,
+) -> float:
     """Seconds to wait after failed ``attempt`` (1-based): base·2^(attempt-1), capped, ±jitter."""
     delay = min(cap_s, base_s * 2 ** (attempt - 1))
     return delay * (1 + jitter * (2 * rand() - 1))
@@ -107,24 +113,32 @@ def deliver_due(
                 error = f"{type(exc).__name__}: {exc}"
             attempts += 1
             if not error:
-                conn.execute("UPDATE webhook_deliveries SET status = 'delivered', attempts = %s, delivered_at = %s, "
-                             "last_error = '' WHERE id = %s", (attempts, now, did))
+                conn.execute(
+                    "UPDATE webhook_deliveries SET status = 'delivered', attempts = %s, delivered_at = %s, "
+                    "last_error = '' WHERE id = %s",
+                    (attempts, now, did),
+                )
                 delivered += 1
             elif attempts >= max_attempts:
-                conn.execute("UPDATE webhook_deliveries SET status = 'dead', attempts = %s, last_error = %s "
-                             "WHERE id = %s", (attempts, f"gave up after {attempts} attempts: {error}", did))
+                conn.execute(
+                    "UPDATE webhook_deliveries SET status = 'dead', attempts = %s, last_error = %s WHERE id = %s",
+                    (attempts, f"gave up after {attempts} attempts: {error}", did),
+                )
                 log.warning("webhook %s to %s dead-lettered after %d attempts: %s", key, url, attempts, error)
                 dead += 1
             else:
                 wait = timedelta(seconds=backoff(attempts, base_s=base_s))
-                conn.execute("UPDATE webhook_deliveries SET attempts = %s, last_error = %s, next_attempt_at = %s "
-                             "WHERE id = %s", (attempts, error, now + wait, did))
+                conn.execute(
+                    "UPDATE webhook_deliveries SET attempts = %s, last_error = %s, next_attempt_at = %s WHERE id = %s",
+                    (attempts, error, now + wait, did),
+                )
                 retried += 1
     return DeliveryRun(delivered, retried, dead)
 
 
-def add_endpoint(conn: psycopg.Connection, url: str, secret: str, events: list[str] | None = None,
-                 max_attempts: int = 8) -> int:
+def add_endpoint(
+    conn: psycopg.Connection, url: str, secret: str, events: list[str] | None = None, max_attempts: int = 8
+) -> int:
     """Register a receiver; returns its id."""
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"webhook url {url!r} must start with http:// or https://")

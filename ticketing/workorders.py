@@ -51,7 +51,8 @@ def create_work_order(
             return existing[0], False, None
         seg = conn.execute(
             "SELECT c.segment FROM devices d JOIN sites s ON s.id = d.site_id JOIN clients c ON c.id = s.client_id "
-            "WHERE d.id = %s", (order.device_id,)
+            "WHERE d.id = %s",
+            (order.device_id,),
         ).fetchone()
         if seg is None:
             raise NotFound(f"no device {order.device_id}")
@@ -65,18 +66,34 @@ def create_work_order(
                        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'api', %s, %s, %s)
                        ON CONFLICT (external_source, external_id) WHERE external_id IS NOT NULL DO NOTHING
                        RETURNING id""",
-                    (order.device_id, order.problem_code, order.title, order.priority, order.required_skill,
-                     order.required_level, order.required_tools, order.service_minutes, order.window_start,
-                     order.window_end, order.source, order.external_id, due),
+                    (
+                        order.device_id,
+                        order.problem_code,
+                        order.title,
+                        order.priority,
+                        order.required_skill,
+                        order.required_level,
+                        order.required_tools,
+                        order.service_minutes,
+                        order.window_start,
+                        order.window_end,
+                        order.source,
+                        order.external_id,
+                        due,
+                    ),
                 ).fetchone()
                 if row is None:  # a concurrent request with the same external id won
-                    again = conn.execute("SELECT id FROM tickets WHERE external_source = %s AND external_id = %s",
-                                         (order.source, order.external_id)).fetchone()
+                    again = conn.execute(
+                        "SELECT id FROM tickets WHERE external_source = %s AND external_id = %s",
+                        (order.source, order.external_id),
+                    ).fetchone()
                     return again[0], False, None  # type: ignore[index]
                 ticket_id = row[0]
                 for code, qty in order.parts.items():
-                    conn.execute("INSERT INTO ticket_parts (ticket_id, part_code, quantity) VALUES (%s, %s, %s)",
-                                 (ticket_id, code, qty))
+                    conn.execute(
+                        "INSERT INTO ticket_parts (ticket_id, part_code, quantity) VALUES (%s, %s, %s)",
+                        (ticket_id, code, qty),
+                    )
         except errors.UniqueViolation:
             raise DuplicateOpenTicket(
                 f"device {order.device_id} already has an open ticket for problem {order.problem_code!r}; "
@@ -87,7 +104,8 @@ def create_work_order(
         conn.execute("SELECT pg_notify('fw_events', %s)", (f'{{"type": "ticket_created", "ticket_id": {ticket_id}}}',))
         placement = place_ticket(conn, ticket_id, travel, now)
         if placement.tech_id is not None:
-            conn.execute("SELECT pg_notify('fw_events', %s)",
-                         (f'{{"type": "ticket_assigned", "ticket_id": {ticket_id}, '
-                          f'"technician_id": {placement.tech_id}}}',))
+            conn.execute(
+                "SELECT pg_notify('fw_events', %s)",
+                (f'{{"type": "ticket_assigned", "ticket_id": {ticket_id}, "technician_id": {placement.tech_id}}}',),
+            )
     return ticket_id, True, placement

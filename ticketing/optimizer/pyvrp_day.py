@@ -124,6 +124,7 @@ def solve_pyvrp_day(
 
     # Locations: technicians' start and home, warehouses, then one per job.
     latlons: list = []
+
     def loc(ll) -> int:
         latlons.append(ll)
         return len(latlons) - 1
@@ -156,9 +157,20 @@ def solve_pyvrp_day(
             if not whs:
                 continue
             wh = min(whs, key=lambda x: travel.travel(x.location, job.location)[1])
-            shipments.append(Shipment(wh_loc[wh.id], li, pickup_service_duration=math.ceil(wh.pickup_min * 60),
-                                      delivery_tw_early=lo, delivery_tw_late=hi, delivery_service_duration=svc,
-                                      amount=zero, prize=base, required=False, name=str(job.id)))
+            shipments.append(
+                Shipment(
+                    wh_loc[wh.id],
+                    li,
+                    pickup_service_duration=math.ceil(wh.pickup_min * 60),
+                    delivery_tw_early=lo,
+                    delivery_tw_late=hi,
+                    delivery_service_duration=svc,
+                    amount=zero,
+                    prize=base,
+                    required=False,
+                    name=str(job.id),
+                )
+            )
             shipment_of.append((job.id, wh.id))
             continue
         demand = [int(job.parts.get(p, 0)) for p in parts]
@@ -168,9 +180,19 @@ def solve_pyvrp_day(
         members = []
         for late, charge in copies:
             members.append(len(clients))
-            clients.append(Client(li, delivery=demand, service_duration=svc, tw_early=lo, tw_late=late,
-                                  prize=base + _prize(per_min * (top - charge)), required=False,
-                                  group=len(groups) if len(copies) > 1 else None, name=str(job.id)))
+            clients.append(
+                Client(
+                    li,
+                    delivery=demand,
+                    service_duration=svc,
+                    tw_early=lo,
+                    tw_late=late,
+                    prize=base + _prize(per_min * (top - charge)),
+                    required=False,
+                    group=len(groups) if len(copies) > 1 else None,
+                    name=str(job.id),
+                )
+            )
             client_stop.append(Stop("job", job.id))
         if len(copies) > 1:
             groups.append(ClientGroup(members, required=False))
@@ -193,12 +215,33 @@ def solve_pyvrp_day(
         s0 = math.ceil(max(t.shift[0], problem.now) * 60)
         shift = max(0, math.floor(t.shift[1] * 60) - s0)
         ot = math.floor(t.max_overtime_min * 60)
-        vtypes.append(VehicleType(1, capacity=[int(t.van.get(p, 0)) for p in parts], start_depot=v,
-                                  end_depot=len(techs) + v, tw_early=s0, start_late=s0, tw_late=s0 + shift + ot,
-                                  shift_duration=shift, max_overtime=ot, unit_distance_cost=round(_K * w.travel),
-                                  unit_overtime_cost=round(_K * w.overtime), profile=v, name=str(t.id)))
-    data = ProblemData([Location(*ll[::-1]) for ll in latlons], clients, depots, vtypes,
-                       [secs] * len(techs), durations, groups, shipments)
+        vtypes.append(
+            VehicleType(
+                1,
+                capacity=[int(t.van.get(p, 0)) for p in parts],
+                start_depot=v,
+                end_depot=len(techs) + v,
+                tw_early=s0,
+                start_late=s0,
+                tw_late=s0 + shift + ot,
+                shift_duration=shift,
+                max_overtime=ot,
+                unit_distance_cost=round(_K * w.travel),
+                unit_overtime_cost=round(_K * w.overtime),
+                profile=v,
+                name=str(t.id),
+            )
+        )
+    data = ProblemData(
+        [Location(*ll[::-1]) for ll in latlons],
+        clients,
+        depots,
+        vtypes,
+        [secs] * len(techs),
+        durations,
+        groups,
+        shipments,
+    )
     build_s = time.perf_counter() - t0
     params = SolveParams(penalty=PenaltyParams(max_penalty=_MAX_PENALTY))
     res = solve(data, stop=MaxRuntime(max(0.1, time_limit_s - build_s)), seed=seed, display=False, params=params)
@@ -231,4 +274,3 @@ def _repaired(problem: Problem, travel: TravelModel, plan: Plan) -> tuple[Plan, 
         victim = plan.routes[bad][-1].job_id
         plan = Plan(plan.without(victim).routes, (*plan.unassigned, victim))
         repairs += 1
-

@@ -83,8 +83,10 @@ def tech_blockers(problem: Problem, job: Job, tech: Tech) -> list[str]:
     if job.skill is not None:
         have, model = skill_level(tech, job)
         if model is not None and have < job.level:
-            out.append(f"{tech.name} lacks skill {job.skill} level {job.level} on {model}: "
-                       f"level {have} on {model} < required {job.level}")
+            out.append(
+                f"{tech.name} lacks skill {job.skill} level {job.level} on {model}: "
+                f"level {have} on {model} < required {job.level}"
+            )
         elif have < job.level:
             out.append(f"{tech.name} lacks skill {job.skill} level {job.level}" + (f" (has {have})" if have else ""))
     lacking_tools = sorted(job.tools - tech.tools)

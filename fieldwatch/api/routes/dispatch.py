@@ -57,8 +57,9 @@ class ExplanationOut(BaseModel):
 
 
 def _out(r: AssignResult) -> AssignOut:
-    return AssignOut(ticket_id=r.ticket_id, technician_id=r.technician_id, overridden=list(r.overridden),
-                     explanation=r.explanation)
+    return AssignOut(
+        ticket_id=r.ticket_id, technician_id=r.technician_id, overridden=list(r.overridden), explanation=r.explanation
+    )
 
 
 def _mapped(fn, *args, **kw):
@@ -76,20 +77,49 @@ def _travel(settings) -> GreatCircleTravel:
     return GreatCircleTravel(speed_kmh=settings.travel_speed_kmh, detour_factor=settings.travel_detour_factor)
 
 
-@router.post("/{ticket_id}/assign", response_model=AssignOut, summary="Assign or reassign a ticket (validated)",
-             responses={409: {"description": "breaks a hard constraint (send override + reason) or wrong status"}})
-def assign_ticket(ticket_id: int, body: AssignBody, conn: ConnDep, token: Dispatcher,
-                  settings: SettingsDep) -> AssignOut:
-    return _out(_mapped(assign, conn, ticket_id, body.technician_id, _travel(settings), actor=token.name,
-                        override=body.override, reason=body.reason, lock=body.lock))
+@router.post(
+    "/{ticket_id}/assign",
+    response_model=AssignOut,
+    summary="Assign or reassign a ticket (validated)",
+    responses={409: {"description": "breaks a hard constraint (send override + reason) or wrong status"}},
+)
+def assign_ticket(
+    ticket_id: int, body: AssignBody, conn: ConnDep, token: Dispatcher, settings: SettingsDep
+) -> AssignOut:
+    return _out(
+        _mapped(
+            assign,
+            conn,
+            ticket_id,
+            body.technician_id,
+            _travel(settings),
+            actor=token.name,
+            override=body.override,
+            reason=body.reason,
+            lock=body.lock,
+        )
+    )
 
 
-@router.put("/{ticket_id}/pin", response_model=AssignOut | None, summary="Pin a ticket to a technician",
-            responses={409: {"description": "breaks a hard constraint (send override + reason) or wrong status"}})
-def pin_ticket(ticket_id: int, body: PinBody, conn: ConnDep, token: Dispatcher,
-               settings: SettingsDep) -> AssignOut | None:
-    r = _mapped(pin, conn, ticket_id, body.technician_id, _travel(settings), actor=token.name,
-                override=body.override, reason=body.reason)
+@router.put(
+    "/{ticket_id}/pin",
+    response_model=AssignOut | None,
+    summary="Pin a ticket to a technician",
+    responses={409: {"description": "breaks a hard constraint (send override + reason) or wrong status"}},
+)
+def pin_ticket(
+    ticket_id: int, body: PinBody, conn: ConnDep, token: Dispatcher, settings: SettingsDep
+) -> AssignOut | None:
+    r = _mapped(
+        pin,
+        conn,
+        ticket_id,
+        body.technician_id,
+        _travel(settings),
+        actor=token.name,
+        override=body.override,
+        reason=body.reason,
+    )
     return _out(r) if r is not None else None
 
 
@@ -98,8 +128,11 @@ def unpin_ticket(ticket_id: int, conn: ConnDep, token: Dispatcher) -> None:
     _mapped(unpin, conn, ticket_id)
 
 
-@router.get("/{ticket_id}/explanation", response_model=ExplanationOut,
-            summary="Why the ticket went to its technician, or why it is unassigned")
+@router.get(
+    "/{ticket_id}/explanation",
+    response_model=ExplanationOut,
+    summary="Why the ticket went to its technician, or why it is unassigned",
+)
 def explanation(ticket_id: int, conn: ConnDep, token: AnyRole) -> ExplanationOut:
     row = conn.execute(
         """SELECT t.status, a.technician_id, tech.name, COALESCE(a.reason, t.unassigned_reason),
@@ -110,5 +143,13 @@ def explanation(ticket_id: int, conn: ConnDep, token: AnyRole) -> ExplanationOut
     ).fetchone()
     if row is None:
         raise NotFound("ticket", ticket_id)
-    return ExplanationOut(ticket_id=ticket_id, status=row[0], technician_id=row[1], technician_name=row[2],
-                          reason=row[3], explanation=row[4], unassigned_blockers=row[5], pinned_technician_id=row[6])
+    return ExplanationOut(
+        ticket_id=ticket_id,
+        status=row[0],
+        technician_id=row[1],
+        technician_name=row[2],
+        reason=row[3],
+        explanation=row[4],
+        unassigned_blockers=row[5],
+        pinned_technician_id=row[6],
+    )

@@ -50,12 +50,25 @@ class Timeline(BaseModel):
     time_on_site_minutes: float | None
 
 
-@router.post("/{ticket_id}/status", response_model=Timeline, summary="Change a ticket's status from the field",
-             responses={409: {"description": "the lifecycle does not allow this change"}})
+@router.post(
+    "/{ticket_id}/status",
+    response_model=Timeline,
+    summary="Change a ticket's status from the field",
+    responses={409: {"description": "the lifecycle does not allow this change"}},
+)
 def change_status(ticket_id: int, body: StatusChange, conn: ConnDep, token: LocationReporter) -> Timeline:
     try:
-        transition(conn, ticket_id, body.status, actor=token.name, lat=body.lat, lon=body.lon, note=body.note,
-                   failure_code=body.failure_code, parts_used=body.parts_used)
+        transition(
+            conn,
+            ticket_id,
+            body.status,
+            actor=token.name,
+            lat=body.lat,
+            lon=body.lon,
+            note=body.note,
+            failure_code=body.failure_code,
+            parts_used=body.parts_used,
+        )
     except TicketNotFound:
         raise NotFound("ticket", ticket_id) from None
     except InvalidTransition as exc:
@@ -75,12 +88,27 @@ def timeline(ticket_id: int, conn: ConnDep, token: AnyRole) -> Timeline:
             (ticket_id,),
         )
     ]
-    notes = [{"at": at, "author": a, "body": b} for at, a, b in conn.execute(
-        "SELECT at, author, body FROM ticket_notes WHERE ticket_id = %s ORDER BY id", (ticket_id,))]
-    parts = [{"part": p, "quantity": q, "at": at} for p, q, at in conn.execute(
-        "SELECT part_code, quantity, at FROM ticket_parts_used WHERE ticket_id = %s ORDER BY id", (ticket_id,))]
-    return Timeline(ticket_id=ticket_id, status=row[0], failure_code=row[1], history=history, notes=notes,
-                    parts_used=parts, time_on_site_minutes=time_on_site(history))
+    notes = [
+        {"at": at, "author": a, "body": b}
+        for at, a, b in conn.execute(
+            "SELECT at, author, body FROM ticket_notes WHERE ticket_id = %s ORDER BY id", (ticket_id,)
+        )
+    ]
+    parts = [
+        {"part": p, "quantity": q, "at": at}
+        for p, q, at in conn.execute(
+            "SELECT part_code, quantity, at FROM ticket_parts_used WHERE ticket_id = %s ORDER BY id", (ticket_id,)
+        )
+    ]
+    return Timeline(
+        ticket_id=ticket_id,
+        status=row[0],
+        failure_code=row[1],
+        history=history,
+        notes=notes,
+        parts_used=parts,
+        time_on_site_minutes=time_on_site(history),
+    )
 
 
 def time_on_site(history: list[StatusEntry]) -> float | None:
@@ -95,17 +123,34 @@ def time_on_site(history: list[StatusEntry]) -> float | None:
     return total if any(e.status == "on_site" for e in history) else None
 
 
-@router.post("/{ticket_id}/photos", response_model=Photo, status_code=201,
-             summary="Upload photo evidence (raw image bytes as the body)")
+@router.post(
+    "/{ticket_id}/photos",
+    response_model=Photo,
+    status_code=201,
+    summary="Upload photo evidence (raw image bytes as the body)",
+)
 async def upload_photo(
-    ticket_id: int, request: Request, conn: ConnDep, token: LocationReporter,
-    lat: float | None = None, lon: float | None = None, taken_at: datetime | None = None,
+    ticket_id: int,
+    request: Request,
+    conn: ConnDep,
+    token: LocationReporter,
+    lat: float | None = None,
+    lon: float | None = None,
+    taken_at: datetime | None = None,
 ) -> Photo:
     data = await request.body()
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
     try:
-        return add_photo(conn, ticket_id, data, content_type, taken_at=taken_at or datetime.now(UTC),
-                         lat=lat, lon=lon, actor=token.name)
+        return add_photo(
+            conn,
+            ticket_id,
+            data,
+            content_type,
+            taken_at=taken_at or datetime.now(UTC),
+            lat=lat,
+            lon=lon,
+            actor=token.name,
+        )
     except TicketNotFound:
         raise NotFound("ticket", ticket_id) from None
     except ValueError as exc:
@@ -117,8 +162,12 @@ def photos(ticket_id: int, conn: ConnDep, token: AnyRole) -> list[Photo]:
     return list_photos(conn, ticket_id)
 
 
-@router.get("/{ticket_id}/photos/{photo_id}", summary="One photo's bytes",
-            response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+@router.get(
+    "/{ticket_id}/photos/{photo_id}",
+    summary="One photo's bytes",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}},
+)
 def photo(ticket_id: int, photo_id: int, conn: ConnDep, token: AnyRole) -> Response:
     try:
         data, content_type = photo_bytes(conn, ticket_id, photo_id)

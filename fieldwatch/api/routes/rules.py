@@ -58,7 +58,7 @@ class ApplyResponse(BaseModel):
     trained: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="anomaly rules created, or changed in what their models depend on (tags, training window, "
-                    "target_far, grouping, models, scope): old models are stale, {trained: [...], failed: {...}}",
+        "target_far, grouping, models, scope): old models are stale, {trained: [...], failed: {...}}",
     )
 
 
@@ -81,8 +81,14 @@ class BacktestRequest(BaseModel):
 def _public(rule: Any) -> dict[str, Any]:
     from rules.store import spec_json
 
-    return {"id": rule.id, "version": rule.version, "describe": rule.spec.describe(), "updated_by": rule.updated_by,
-            "updated_at": rule.updated_at, "definition": spec_json(rule.spec)}
+    return {
+        "id": rule.id,
+        "version": rule.version,
+        "describe": rule.spec.describe(),
+        "updated_by": rule.updated_by,
+        "updated_at": rule.updated_at,
+        "definition": spec_json(rule.spec),
+    }
 
 
 def _find(conn: Any, ref: str) -> Any:
@@ -135,11 +141,14 @@ def apply_rules(body: ApplyRequest, conn: ConnDep, token: RuleEditor) -> ApplyRe
             applied = dict(apply_plan(conn, changes, author=token.name))
         except RuleError as exc:
             raise Invalid(str(exc), ("body", "rules")) from None
-        trained = {name: {"trained": [m.public() for m in r.trained], "failed": r.failed}
-                   for name, r in retrain_changed(conn, changes, author=token.name).items()}
+        trained = {
+            name: {"trained": [m.public() for m in r.trained], "failed": r.failed}
+            for name, r in retrain_changed(conn, changes, author=token.name).items()
+        }
     return ApplyResponse(
-        changes=[ChangePublic(name=c.name, action=c.action, live_version=c.live_version, fields=c.fields)
-                 for c in changes],
+        changes=[
+            ChangePublic(name=c.name, action=c.action, live_version=c.live_version, fields=c.fields) for c in changes
+        ],
         applied=applied,
         trained=trained,
     )
@@ -169,9 +178,17 @@ def backtest(rule: str, body: BacktestRequest, conn: ConnDep, token: AnyRole) ->
     runs = [body.version] + ([body.compare] if body.compare is not None else [])
     try:
         results = [
-            run_backtest(conn, rule, body.device, ms(body.start), ms(body.end), version=v,
-                         draft=draft if i == 0 else None, incidents=incidents,
-                         tickets_as_labels=body.tickets_as_labels).as_dict()
+            run_backtest(
+                conn,
+                rule,
+                body.device,
+                ms(body.start),
+                ms(body.end),
+                version=v,
+                draft=draft if i == 0 else None,
+                incidents=incidents,
+                tickets_as_labels=body.tickets_as_labels,
+            ).as_dict()
             for i, v in enumerate(runs)
         ]
     except BacktestError as exc:

@@ -68,8 +68,12 @@ def list_silences(conn: ConnDep, token: AnyRole, active: bool = False) -> list[S
     return [SilencePublic(**r) for r in silence_rows(conn, _list(conn, active_only=active))]  # type: ignore[arg-type]
 
 
-@router.post("", response_model=SilencePublic, status_code=status.HTTP_201_CREATED,
-             summary="Silence alarms of a device, site or rule for a time window")
+@router.post(
+    "",
+    response_model=SilencePublic,
+    status_code=status.HTTP_201_CREATED,
+    summary="Silence alarms of a device, site or rule for a time window",
+)
 def create_silence(body: SilenceIn, conn: ConnDep, token: Silencer) -> SilencePublic:
     from rules.lifecycle import LifecycleError, resolve_targets, silence_rows
     from rules.lifecycle import create_silence as _create
@@ -78,8 +82,17 @@ def create_silence(body: SilenceIn, conn: ConnDep, token: Silencer) -> SilencePu
         device_id, site_id, rule_id = resolve_targets(conn, device=body.device, site=body.site, rule=body.rule)
         starts = body.starts_at or datetime.now(UTC)
         ends = body.ends_at or starts + timedelta(seconds=body.duration_s or 0)
-        s = _create(conn, created_by=token.name, kind=body.kind, device_id=device_id, site_id=site_id,
-                    rule_id=rule_id, starts_at=starts, ends_at=ends, reason=body.reason)
+        s = _create(
+            conn,
+            created_by=token.name,
+            kind=body.kind,
+            device_id=device_id,
+            site_id=site_id,
+            rule_id=rule_id,
+            starts_at=starts,
+            ends_at=ends,
+            reason=body.reason,
+        )
     except LifecycleError as exc:
         raise Invalid(str(exc)) from None
     return SilencePublic(**silence_rows(conn, [s])[0])  # type: ignore[arg-type]

@@ -83,8 +83,12 @@ def get_skills(technician_id: int, conn: ConnDep, token: AnyRole) -> SkillMatrix
         raise NotFound("technician", technician_id) from None
 
 
-@router.put("/{technician_id}/skills", response_model=SkillMatrix, summary="Replace a technician's skills matrix",
-            responses={422: {"description": "unknown skill code, level outside 1..5, or a model listed twice"}})
+@router.put(
+    "/{technician_id}/skills",
+    response_model=SkillMatrix,
+    summary="Replace a technician's skills matrix",
+    responses={422: {"description": "unknown skill code, level outside 1..5, or a model listed twice"}},
+)
 def put_skills(technician_id: int, body: SkillMatrixIn, conn: ConnDep, token: Dispatcher) -> SkillMatrix:
     models = [ModelSkill(skill=m.skill, model=m.model, level=m.level) for m in body.models]
     try:

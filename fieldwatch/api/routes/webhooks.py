@@ -60,11 +60,19 @@ def list_endpoints(conn: ConnDep, token: Dispatcher) -> list[wh.Endpoint]:
     return wh.list_endpoints(conn)
 
 
-@router.post("/endpoints", response_model=wh.Endpoint, status_code=status.HTTP_201_CREATED,
-             summary="Add a webhook endpoint")
+@router.post(
+    "/endpoints", response_model=wh.Endpoint, status_code=status.HTTP_201_CREATED, summary="Add a webhook endpoint"
+)
 def create_endpoint(body: EndpointCreate, conn: ConnDep, token: Admin) -> wh.Endpoint:
-    return _call(wh.create_endpoint, conn, url=body.url, secret=body.secret, events=body.events,
-                 enabled=body.enabled, max_attempts=body.max_attempts)
+    return _call(
+        wh.create_endpoint,
+        conn,
+        url=body.url,
+        secret=body.secret,
+        events=body.events,
+        enabled=body.enabled,
+        max_attempts=body.max_attempts,
+    )
 
 
 @router.get("/endpoints/{endpoint_id}", response_model=wh.Endpoint, summary="One webhook endpoint")
@@ -77,28 +85,40 @@ def update_endpoint(endpoint_id: int, body: EndpointUpdate, conn: ConnDep, token
     return _call(wh.update_endpoint, conn, endpoint_id, **body.model_dump(exclude_unset=True))
 
 
-@router.delete("/endpoints/{endpoint_id}", status_code=status.HTTP_204_NO_CONTENT,
-               summary="Remove a webhook endpoint and its delivery history")
+@router.delete(
+    "/endpoints/{endpoint_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Remove a webhook endpoint and its delivery history",
+)
 def delete_endpoint(endpoint_id: int, conn: ConnDep, token: Admin) -> Response:
     _call(wh.delete_endpoint, conn, endpoint_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/deliveries", response_model=list[wh.Delivery], summary="Deliveries, newest first")
-def list_deliveries(conn: ConnDep, token: Dispatcher, page: PageDep, endpoint_id: int | None = None,
-                    status: wh.DeliveryStatus | None = None) -> list[wh.Delivery]:
+def list_deliveries(
+    conn: ConnDep,
+    token: Dispatcher,
+    page: PageDep,
+    endpoint_id: int | None = None,
+    status: wh.DeliveryStatus | None = None,
+) -> list[wh.Delivery]:
     return wh.list_deliveries(conn, endpoint_id=endpoint_id, status=status, limit=page.limit, offset=page.offset)
 
 
 @router.get("/dead-letters", response_model=list[wh.Delivery], summary="Deliveries that gave up")
-def list_dead_letters(conn: ConnDep, token: Dispatcher, page: PageDep,
-                      endpoint_id: int | None = None) -> list[wh.Delivery]:
+def list_dead_letters(
+    conn: ConnDep, token: Dispatcher, page: PageDep, endpoint_id: int | None = None
+) -> list[wh.Delivery]:
     return wh.list_deliveries(conn, endpoint_id=endpoint_id, status="dead", limit=page.limit, offset=page.offset)
 
 
-@router.post("/dead-letters/{delivery_id}/redeliver", response_model=wh.Delivery,
-             summary="Send a dead letter again (same idempotency key)",
-             responses={409: {"description": "the delivery is not dead"}})
+@router.post(
+    "/dead-letters/{delivery_id}/redeliver",
+    response_model=wh.Delivery,
+    summary="Send a dead letter again (same idempotency key)",
+    responses={409: {"description": "the delivery is not dead"}},
+)
 def redeliver(delivery_id: int, conn: ConnDep, token: Dispatcher) -> wh.Delivery:
     with conn.transaction():
         return _call(wh.redeliver, conn, delivery_id)

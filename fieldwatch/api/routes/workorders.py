@@ -17,10 +17,16 @@ from ._prefix import API_PREFIX
 router = APIRouter(prefix=f"{API_PREFIX}/workorders", tags=["work orders"])
 
 
-@router.post("", response_model=TicketPublic, status_code=status.HTTP_201_CREATED,
-             summary="Create a ticket from a work order (repeats return the same ticket with 200)",
-             responses={200: {"description": "this (source, external_id) was seen before"},
-                        409: {"description": "the device already has an open ticket for this problem code"}})
+@router.post(
+    "",
+    response_model=TicketPublic,
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a ticket from a work order (repeats return the same ticket with 200)",
+    responses={
+        200: {"description": "this (source, external_id) was seen before"},
+        409: {"description": "the device already has an open ticket for this problem code"},
+    },
+)
 def create(
     body: WorkOrder, conn: ConnDep, token: Dispatcher, settings: SettingsDep, response: Response
 ) -> TicketPublic:

@@ -27,8 +27,8 @@ from datetime import UTC, datetime
 import orjson
 import psycopg
 
-from fieldwatch.db import create_database, drop_database
-from fieldwatch.settings import load_settings
+from fwcore.db import create_database, drop_database
+from fwcore.settings import load_settings
 from ingest.schema import migrate
 from ticketing import TicketingService
 

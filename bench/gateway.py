@@ -78,7 +78,7 @@ def serve(args: argparse.Namespace) -> None:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from fieldwatch.contract import encode_ack, topic
+    from fwcore.contract import encode_ack, topic
     from gateway.decode import encode
     from simulators.register_bank import LeanRegisterBank, RegisterBankServer
 
@@ -177,7 +177,7 @@ def run_gateway(args: argparse.Namespace) -> None:
     import faulthandler
     import logging
 
-    from fieldwatch.gctune import tune_gc
+    from fwcore.gctune import tune_gc
     from gateway import Gateway, parse_config
 
     faulthandler.dump_traceback_later(args.seconds + args.warmup + 40, exit=True)  # a hang shows where

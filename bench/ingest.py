@@ -109,7 +109,7 @@ class Plan:
 
 def setup_database(admin_url: str, plan: Plan) -> tuple[str, str, dict[tuple[str, str, str], int]]:
     """Create and migrate the bench database and its registry; returns (name, url, series ids)."""
-    from fieldwatch.db import create_database
+    from fwcore.db import create_database
     from ingest.schema import migrate
 
     name = f"fwbench_{plan.uid}"
@@ -152,8 +152,8 @@ def publisher_main(mqtt_url: str, plan: Plan, start_ms: int, go: mp.Event, done:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from fieldwatch.contract import Batch, Point, encode_batch, topic
-    from fieldwatch.settings import mqtt_parts
+    from fwcore.contract import Batch, Point, encode_batch, topic
+    from fwcore.settings import mqtt_parts
 
     payloads = []
     for g, seq, pts in plan.messages(start_ms):
@@ -288,8 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print only the JSON result line")
     args = ap.parse_args(argv)
 
-    from fieldwatch.db import drop_database
-    from fieldwatch.settings import DEFAULT_DATABASE_URL, DEFAULT_MQTT_URL
+    from fwcore.db import drop_database
+    from fwcore.settings import DEFAULT_DATABASE_URL, DEFAULT_MQTT_URL
 
     admin = os.environ.get("FIELDWATCH_DATABASE_URL", DEFAULT_DATABASE_URL)
     from ingest.localbroker import LocalMosquitto
@@ -387,7 +387,7 @@ def _forget_sessions(mqtt_url: str, client_ids: list[str]) -> None:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from fieldwatch.settings import mqtt_parts
+    from fwcore.settings import mqtt_parts
 
     p = mqtt_parts(mqtt_url)
     for cid in client_ids:

@@ -81,7 +81,7 @@ def setup(admin: str, uid: str, devices: int) -> tuple[str, str, int]:
     """A throwaway database: ``devices`` load devices × 10 tags, one probe device, 10 load rules + 1 probe rule."""
     import psycopg
 
-    from fieldwatch.db import create_database
+    from fwcore.db import create_database
     from ingest.schema import migrate
     from rules.rulesfile import apply_plan, load_rules_file, plan
 
@@ -134,9 +134,9 @@ def load_publisher(mqtt_url: str, uid: str, devices: int, seconds: float, go, do
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from fieldwatch.contract import Batch, encode_batch, topic
-    from fieldwatch.contract import Point as WirePoint
-    from fieldwatch.settings import mqtt_parts
+    from fwcore.contract import Batch, encode_batch, topic
+    from fwcore.contract import Point as WirePoint
+    from fwcore.settings import mqtt_parts
 
     p = mqtt_parts(mqtt_url)
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-rules-load-{uid}", protocol=mqtt.MQTTv5)
@@ -197,11 +197,11 @@ def latency_under_load(seconds: float = 30.0, devices: int = 1000, warmup_s: flo
     import psycopg
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from fieldwatch.contract import Batch, encode_batch, topic
-    from fieldwatch.contract import Point as WirePoint
-    from fieldwatch.db import drop_database
-    from fieldwatch.gctune import tune_gc
-    from fieldwatch.settings import load_settings, mqtt_parts
+    from fwcore.contract import Batch, encode_batch, topic
+    from fwcore.contract import Point as WirePoint
+    from fwcore.db import drop_database
+    from fwcore.gctune import tune_gc
+    from fwcore.settings import load_settings, mqtt_parts
     from ingest.localbroker import LocalMosquitto
     from ingest.worker import IngestWorker
     from rules import RuleEvaluator

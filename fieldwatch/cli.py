@@ -30,6 +30,24 @@ app.add_typer(tokens_app, name="tokens")
 console = Console(stderr=True)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from fieldwatch import __version__
+
+        print(f"fieldwatch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Equipment telemetry to dispatched service work."""
+
+
 def _missing_extra(extra: str, exc: ImportError) -> typer.Exit:
     console.print(
         f"[red]This command needs the '{extra}' extra ({exc.name} is not installed).[/]\n"
@@ -39,7 +57,7 @@ def _missing_extra(extra: str, exc: ImportError) -> typer.Exit:
 
 
 def _settings():
-    from fieldwatch.settings import SettingsError, load_settings
+    from fwcore.settings import SettingsError, load_settings
 
     try:
         return load_settings()
@@ -92,7 +110,7 @@ def db_migrate() -> None:
     """Apply pending migrations (idempotent; safe when several processes run it at once)."""
     settings = _settings()
     try:
-        from fieldwatch.db import wait_for_db
+        from fwcore.db import wait_for_db
         from ingest.schema import migrate
     except ImportError as exc:
         raise _missing_extra("server", exc) from None
@@ -146,7 +164,7 @@ def tokens_create(
     try:
         import psycopg
 
-        from fieldwatch.auth import create_token
+        from fwcore.auth import create_token
     except ImportError as exc:
         raise _missing_extra("server", exc) from None
     try:
@@ -166,7 +184,7 @@ def tokens_list() -> None:
     import psycopg
     from rich.table import Table
 
-    from fieldwatch.auth import list_tokens
+    from fwcore.auth import list_tokens
 
     with psycopg.connect(settings.database_url) as conn:
         tokens = list_tokens(conn)
@@ -187,7 +205,7 @@ def tokens_revoke(token_id: int) -> None:
     settings = _settings()
     import psycopg
 
-    from fieldwatch.auth import revoke_token
+    from fwcore.auth import revoke_token
 
     with psycopg.connect(settings.database_url) as conn:
         if not revoke_token(conn, token_id):

@@ -34,7 +34,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from fieldwatch.seed import DEMO_FLEET, PUMP_MODEL, seed
-from fieldwatch.settings import Settings, load_settings
+from fwcore.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 DEMO_DATABASE = "fieldwatch_demo"
@@ -80,7 +80,7 @@ def run_demo(opts: DemoOptions) -> int:
 
 async def _start_database(stack: AsyncExitStack, console: Console) -> str:
     """A fresh database URL: ``fieldwatch_demo`` on the configured server, or an embedded server."""
-    from fieldwatch.db import create_database, drop_database, wait_for_db
+    from fwcore.db import create_database, drop_database, wait_for_db
 
     url = os.environ.get("FIELDWATCH_DATABASE_URL")
     if url:
@@ -259,8 +259,8 @@ def _gateway_config(site, server_port: int, mqtt_url: str, protocol: str, state_
 
 
 async def _demo(opts: DemoOptions, console: Console) -> int:
-    from fieldwatch.auth import create_token
     from fieldwatch.server import ServerStack
+    from fwcore.auth import create_token
     from gateway import Gateway
     from ingest.schema import migrate
     from simulators import PumpModbusServer, PumpModel, free_port

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
-from fieldwatch.contract import TOPIC_ROOT, check_slug
+from fwcore.contract import TOPIC_ROOT, check_slug
 
 #: Mosquitto 2's defaults for ``$7$`` hashes (what ``mosquitto_passwd`` writes).
 PBKDF2_ITERATIONS = 101
@@ -232,7 +232,7 @@ def provision_command(
     ] = None,
 ) -> None:
     """Register a gateway, issue its MQTT credentials, update Mosquitto's files, write its config."""
-    from fieldwatch.settings import SettingsError, load_settings
+    from fwcore.settings import SettingsError, load_settings
 
     try:
         settings = load_settings()

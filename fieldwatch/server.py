@@ -17,7 +17,7 @@ import signal
 from dataclasses import dataclass, field
 from typing import Any
 
-from fieldwatch.settings import Settings
+from fwcore.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class ServerStack:
                 self.dispatcher = TicketingService(s.database_url, travel=travel)
                 await asyncio.to_thread(self.dispatcher.start)
             if self.ingest:
-                from fieldwatch.gctune import tune_gc
+                from fwcore.gctune import tune_gc
                 from ingest import IngestWorker, Limits
                 from rules import RuleEvaluator
 
@@ -76,9 +76,10 @@ class ServerStack:
                 )
                 await asyncio.to_thread(self.worker.start)
             if self.scheduler:
-                from fieldwatch.scheduler import LeaderScheduler
+                from fieldwatch.jobs import default_jobs
+                from fwcore.jobs import LeaderScheduler
 
-                self.leader = LeaderScheduler(s.database_url)
+                self.leader = LeaderScheduler(s.database_url, jobs=default_jobs())
                 self.leader.start()
             if self.api:
                 from fieldwatch.api import run_api
@@ -130,7 +131,7 @@ async def run_server(
     migrate_first: bool = True,
 ) -> None:
     """Run the chosen services until SIGINT/SIGTERM (``fieldwatch serve``)."""
-    from fieldwatch.db import wait_for_db
+    from fwcore.db import wait_for_db
     from ingest.schema import migrate
 
     await asyncio.to_thread(wait_for_db, settings.database_url, 60)

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -47,7 +46,7 @@ from pathlib import Path
 import orjson
 from prometheus_client import CollectorRegistry, start_http_server
 
-from fieldwatch.contract import (
+from fwcore.contract import (
     MAX_POINTS_PER_MESSAGE,
     Batch,
     ContractError,
@@ -57,7 +56,8 @@ from fieldwatch.contract import (
     encode_status,
     topic,
 )
-from fieldwatch.settings import Settings, get_settings
+from fwcore.retry import backoff_delays
+from fwcore.settings import Settings, get_settings
 from gateway.blockdecode import to_points
 from gateway.buffer import DiskBuffer
 from gateway.config import Device, GatewayConfig
@@ -68,7 +68,6 @@ from gateway.health import BufferHealth, DeviceHealth, GatewayCollector, HealthS
 from gateway.publisher import MqttPublisher, PublisherCallbacks
 from gateway.remote_config import DeviceDiff, RemoteConfigManager
 from gateway.report import ExceptionFilter, ReportPolicy
-from gateway.retry import backoff_delays
 from gateway.sequence import SequenceStore
 from gateway.serialbus import SerialBus
 from gateway.sparkplug import SparkplugNode
@@ -359,7 +358,7 @@ class Gateway:
         has run for :data:`CRASH_QUIET_RESET` seconds without crashing.
         """
         interval = device.poll_interval or self.config.poll_interval
-        delays = backoff_delays(base=min(1.0, interval), cap=30.0, rng=random.Random())
+        delays = backoff_delays(base=min(1.0, interval), cap=30.0)
         logged = False
         while True:
             started = time.monotonic()
@@ -371,7 +370,7 @@ class Gateway:
                 self.stats.task_restarts += 1
                 if time.monotonic() - started >= CRASH_QUIET_RESET:
                     logged = False
-                    delays = backoff_delays(base=min(1.0, interval), cap=30.0, rng=random.Random())
+                    delays = backoff_delays(base=min(1.0, interval), cap=30.0)
                 if not logged:
                     logged = True
                     log.exception("poll task of device %r crashed; restarting it with backoff", device.name)
@@ -385,7 +384,7 @@ class Gateway:
     async def _device_loop(self, device: Device, driver: Driver | None = None) -> None:
         driver = driver or make_driver(device, self._buses)
         interval = device.poll_interval or self.config.poll_interval
-        delays = backoff_delays(base=min(1.0, interval), cap=30.0, rng=random.Random())
+        delays = backoff_delays(base=min(1.0, interval), cap=30.0)
         health = self.stats.devices[device.name]
         policies = {t.name: t.report for t in device.tags}
         by_exception = any(not p.every_reading for p in policies.values())
@@ -424,7 +423,7 @@ class Gateway:
                     health.error = ""
                     self.stats.device_errors.pop(name, None)
                     self._set_online(name, True)
-                    delays = backoff_delays(base=min(1.0, interval), cap=30.0, rng=random.Random())
+                    delays = backoff_delays(base=min(1.0, interval), cap=30.0)
                 ts = _ms(poll_time)
                 points = to_points(name, ts, values)
                 self._report(points, policies, poll_time) if by_exception else self._pending.extend(points)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import NamedTuple
 
-from fieldwatch.contract import Point, Quality
+from fwcore.contract import Point, Quality
 from gateway.config import BIT_TABLES, Tag
 from gateway.decode import _FORMATS, _swap, clamp
 
@@ -40,7 +40,7 @@ class TagValue(NamedTuple):
 
 
 def to_points(device: str, ts: int, values: Sequence[TagValue]) -> list[Point]:
-    """The poll's values as contract :class:`~fieldwatch.contract.Point` s (``ts`` unless the value has its own).
+    """The poll's values as contract :class:`~fwcore.contract.Point` s (``ts`` unless the value has its own).
 
     Equal to ``[Point(device, v.tag.name, v.ts or ts, v.value, v.quality) for v in values]``
     at about a third of the cost: ``Point`` is a frozen slots dataclass whose generated
@@ -69,7 +69,7 @@ def to_points(device: str, ts: int, values: Sequence[TagValue]) -> list[Point]:
 
 
 class _DraftPoint:
-    """A mutable twin of :class:`~fieldwatch.contract.Point` (same slots): see :func:`to_points`."""
+    """A mutable twin of :class:`~fwcore.contract.Point` (same slots): see :func:`to_points`."""
 
     __slots__ = ("device", "quality", "tag", "ts", "value")  # CPython lays slots out by sorted name anyway
 

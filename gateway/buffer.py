@@ -6,7 +6,7 @@ The buffer is one SQLite database in WAL mode (stdlib ``sqlite3``) at
     batches(seq INTEGER PRIMARY KEY, created_ms, points, size, payload BLOB)
 
 A row is deleted only when ingest acknowledges its ``seq`` on the ack topic
-(``fieldwatch.contract.decode_ack``), never on MQTT PUBACK: the broker having a
+(``fwcore.contract.decode_ack``), never on MQTT PUBACK: the broker having a
 message is not the database having it.
 
 Durability (the fsync policy):

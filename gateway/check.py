@@ -30,7 +30,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from fieldwatch.contract import Quality
+from fwcore.contract import Quality
 from gateway.blockdecode import TagValue
 from gateway.config import Device, GatewayConfig, ModbusRtuDevice, ModbusTcpDevice, OpcUaDevice
 from gateway.drivers import make_driver

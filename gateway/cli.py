@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from fieldwatch.gctune import tune_gc
+from fwcore.gctune import tune_gc
 from gateway.agent import Gateway
 from gateway.config import load_config
 from gateway.errors import ConfigError, GatewayError
@@ -57,7 +57,7 @@ def run(
         gateway = Gateway(
             cfg, mqtt_url=mqtt_url, mqtt_protocol=mqtt_protocol, metrics_port=metrics_port, config_path=config
         )
-        tune_gc()  # start-up objects frozen, larger young generation (fieldwatch/gctune.py: GC was 1/3 of CPU)
+        tune_gc()  # start-up objects frozen, larger young generation (fwcore/gctune.py: GC was 1/3 of CPU)
         asyncio.run(_run(gateway))
     except ConfigError as exc:
         typer.echo(str(exc), err=True)

@@ -35,7 +35,7 @@ from pydantic import (
 )
 from pydantic import Tag as PydTag
 
-from fieldwatch.contract import check_slug
+from fwcore.contract import check_slug
 from gateway.decode import DataType, WordOrder, register_count
 from gateway.errors import ConfigError
 from gateway.report import DeadbandMode, ReportPolicy

@@ -14,13 +14,13 @@
           │    └── TransactionMismatch  a reply carried another request's transaction id
           └── DeviceException      the device answered with a Modbus exception code
 
-Each device error carries the :class:`fieldwatch.contract.Quality` its points get,
+Each device error carries the :class:`fwcore.contract.Quality` its points get,
 so the poll loop never has to know which library failed.
 """
 
 from __future__ import annotations
 
-from fieldwatch.contract import Quality
+from fwcore.contract import Quality
 
 
 class GatewayError(Exception):

@@ -10,7 +10,7 @@ The agent calls ``connect()``, then ``poll()`` every poll interval, and
 - ``mode: poll``, or a server that refuses subscriptions (e.g.
   ``BadTooManySubscriptions``), reads every tag's value in one Read per poll.
 - Every value keeps the server's **source timestamp** and its StatusCode is
-  mapped to :class:`fieldwatch.contract.Quality` by :func:`quality_of`.
+  mapped to :class:`fwcore.contract.Quality` by :func:`quality_of`.
 
 Watchdog: a healthy subscription hears from the server at least every
 ``publishing_interval * keepalive_count`` (data or keep-alive). When ``poll()``
@@ -37,7 +37,7 @@ from asyncua.crypto import security_policies, uacrypto
 from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 from cryptography import x509
 
-from fieldwatch.contract import Quality
+from fwcore.contract import Quality
 from gateway.blockdecode import TagValue
 from gateway.config import OpcUaDevice, OpcUaTag
 from gateway.decode import clamp

@@ -26,8 +26,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from fieldwatch.contract import encode_status, topic
-from fieldwatch.settings import mqtt_parts
+from fwcore.contract import encode_status, topic
+from fwcore.settings import mqtt_parts
 
 log = logging.getLogger(__name__)
 

@@ -35,17 +35,16 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import yaml
 
 from gateway.config import Device, GatewayConfig, load_config, parse_config
 from gateway.errors import ConfigError
-
-if TYPE_CHECKING:
-    from gateway.agent import Gateway
+from gateway.health import DeviceHealth
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +188,35 @@ def load_effective_config(config_path: Path) -> GatewayConfig:
     return cfg
 
 
-class RemoteConfigManager:
-    """Applies published configs to one running :class:`gateway.agent.Gateway`, one at a time."""
+class _Stats(Protocol):
+    @property
+    def devices(self) -> Mapping[str, DeviceHealth]: ...
 
-    def __init__(self, gateway: Gateway, config_path: Path | None) -> None:
+
+class ConfigTarget(Protocol):
+    """What the manager needs of the running gateway (:class:`gateway.agent.Gateway` is one).
+
+    A protocol, not an import: the agent owns the manager, so the manager must not import the agent.
+    """
+
+    @property
+    def config(self) -> GatewayConfig: ...
+
+    @property
+    def buffer_path(self) -> Path: ...
+
+    @property
+    def stats(self) -> _Stats: ...
+
+    async def apply_devices(self, new: GatewayConfig, diff: DeviceDiff) -> None: ...
+
+    def publish_status(self) -> None: ...
+
+
+class RemoteConfigManager:
+    """Applies published configs to one running gateway (a :class:`ConfigTarget`), one at a time."""
+
+    def __init__(self, gateway: ConfigTarget, config_path: Path | None) -> None:
         self.gateway = gateway
         self.config_path = config_path
         self.base_dir = config_path.parent if config_path is not None else None

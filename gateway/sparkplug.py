@@ -40,8 +40,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from fieldwatch.contract import Batch, Point, decode_batch, encode_batch
-from fieldwatch.settings import mqtt_parts
+from fwcore.contract import Batch, Point, decode_batch, encode_batch
+from fwcore.settings import mqtt_parts
 from gateway.buffer import DiskBuffer
 from gateway.config import GatewayConfig
 from gateway.publisher import KEEPALIVE_SECONDS, PublisherCallbacks

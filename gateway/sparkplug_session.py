@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from fieldwatch.contract import Point, Quality
+from fwcore.contract import Point, Quality
 from gateway.sparkplug_proto import (
     DataType,
     Metric,

@@ -25,7 +25,7 @@ def run(
     metrics_host: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "0.0.0.0",
 ) -> None:
     """Consume telemetry and status from MQTT and commit it; stops cleanly on Ctrl-C or SIGTERM."""
-    from fieldwatch.settings import SettingsError, load_settings
+    from fwcore.settings import SettingsError, load_settings
     from ingest.errors import IngestError
     from ingest.validate import Limits
     from ingest.worker import IngestWorker

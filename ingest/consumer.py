@@ -21,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from fieldwatch.settings import mqtt_parts
+from fwcore.settings import mqtt_parts
 from ingest.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from fieldwatch.contract import CONTRACT_VERSION, MAX_PAYLOAD_BYTES, MAX_POINTS_PER_MESSAGE
+from fwcore.contract import CONTRACT_VERSION, MAX_PAYLOAD_BYTES, MAX_POINTS_PER_MESSAGE
 from ingest.validate import MAX_SEQ, Limits, RegistryView
 
 #: (device_id, device key, tag, ts_ms, value, quality): one accepted reading as the writer stores it.

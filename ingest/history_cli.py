@@ -37,7 +37,7 @@ def import_(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from fieldwatch.settings import SettingsError, load_settings
+    from fwcore.settings import SettingsError, load_settings
     from ingest.errors import IngestError
     from ingest.history import CsvOptions, HistoryError, import_history
 

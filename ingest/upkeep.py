@@ -3,7 +3,7 @@
 The partition and retention jobs call the SQL functions of migration 0002, which are
 no-ops/``drop_chunks`` on TimescaleDB; the rollup job calls ``fw_refresh_rollups`` (migration 0004),
 a no-op where continuous aggregates do the work. So every job is safe on either storage. They run
-under the scheduler's leader lock (:mod:`fieldwatch.scheduler`), so one process does each; all are
+under the scheduler's leader lock (:mod:`fwcore.jobs`), so one process does each; all are
 idempotent anyway.
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import psycopg
+
+from fwcore.jobs import Job
 
 #: Days of partitions kept created ahead of today, so a burst of data never waits on DDL.
 DAYS_AHEAD = 7
@@ -43,7 +45,7 @@ def ensure_partitions_ahead(db_url: str, ahead: int = DAYS_AHEAD, *, today: date
 def drop_expired(db_url: str, retention_days: int | None = None, *, today: date | None = None) -> int:
     """Drop telemetry older than ``retention_days`` (default: settings) by whole partitions/chunks."""
     if retention_days is None:
-        from fieldwatch.settings import load_settings
+        from fwcore.settings import load_settings
 
         retention_days = load_settings(database_url=db_url).retention_days
     today = today or datetime.now(UTC).date()
@@ -80,10 +82,8 @@ def refresh_rollups(db_url: str, lag_s: int = ROLLUP_LAG_S) -> int:
     return int(row[0]) if row else 0
 
 
-def upkeep_jobs() -> list:
-    """The scheduler entries (:func:`fieldwatch.scheduler.default_jobs` adds them)."""
-    from fieldwatch.scheduler import Job
-
+def upkeep_jobs() -> list[Job]:
+    """The scheduler entries (:func:`fieldwatch.jobs.default_jobs` adds them)."""
     return [
         Job("ingest.partitions_ahead", ensure_partitions_ahead, seconds=3600, run_at_start=True),
         Job("ingest.retention", drop_expired, cron={"hour": 3, "minute": 17}),

@@ -1,6 +1,6 @@
 """Server-side validation of decoded telemetry: pure functions, no I/O.
 
-:func:`fieldwatch.contract.decode_batch` checks what the wire contract says
+:func:`fwcore.contract.decode_batch` checks what the wire contract says
 (shape, types, sizes). Whether the gateway and devices exist and whether the
 timestamps are plausible depends on server state; that is decided here, given a
 registry snapshot and the clock as arguments, so the rules are table-testable.
@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from fieldwatch.contract import Batch, ContractError, Point
+from fwcore.contract import Batch, ContractError, Point
 
 #: The largest sequence PostgreSQL's ``bigint`` (``gateways.last_seq``) can hold.
 MAX_SEQ = 2**63 - 1

@@ -23,17 +23,17 @@ from __future__ import annotations
 import enum
 import logging
 import queue
-import random
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from types import TracebackType
 
 import psycopg
 
-from fieldwatch.contract import Batch, ContractError, decode_batch, encode_ack, parse_topic, subscription, topic
+from fwcore.contract import Batch, ContractError, decode_batch, encode_ack, parse_topic, subscription, topic
+from fwcore.retry import backoff_delays
 from ingest.consumer import Inbound, MqttConsumer
 from ingest.errors import DatabaseUnavailable
 from ingest.fastpath import FastBatch, fast_accept
@@ -56,12 +56,8 @@ log = logging.getLogger(__name__)
 CommitHook = Callable[[list[CommittedPoint]], None]
 
 
-def backoff(base: float = 0.1, cap: float = 5.0, rng: Callable[[], float] = random.random) -> Iterator[float]:
-    """Delays for retrying: exponential from ``base``, capped at ``cap``, with full jitter in the upper half."""
-    delay = base
-    while True:
-        yield delay / 2 + rng() * delay / 2
-        delay = min(cap, delay * 2)
+#: Retrying a database write: from 0.1 s, doubling to 5 s, never longer than nominal (a retry sooner is cheap).
+DB_RETRY = {"base": 0.1, "cap": 5.0, "spread": (0.5, 1.0)}
 
 
 @dataclass(slots=True)
@@ -317,7 +313,7 @@ class IngestWorker:
         return items
 
     def _flush(self, items: list[_Work]) -> None:
-        delays = backoff()
+        delays = backoff_delays(**DB_RETRY)
         failing = False
         while True:
             started = time.perf_counter()

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg.errors import DeadlockDetected, SerializationFailure, UniqueViolation
 
-from fieldwatch.contract import Batch, encode_batch
+from fwcore.contract import Batch, encode_batch
 from ingest.errors import DatabaseUnavailable, NotMigrated
 from ingest.fastpath import Row
 from ingest.points import CommittedPoint

@@ -138,7 +138,7 @@ class TrainingReport:
 
 
 def _subjects(conn: psycopg.Connection, spec: RuleSpec) -> dict[str, list[int]]:
-    from rules.service import load_devices
+    from rules.devices import load_devices
 
     cond = spec.condition
     assert isinstance(cond, Anomaly)

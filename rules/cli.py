@@ -29,7 +29,7 @@ def _group() -> None:
 def _conn() -> Iterator[Any]:
     import psycopg
 
-    from fieldwatch.settings import SettingsError, load_settings
+    from fwcore.settings import SettingsError, load_settings
 
     try:
         url = load_settings().database_url

@@ -1,8 +1,8 @@
-"""The rules package's scheduled jobs (see :func:`fieldwatch.scheduler.default_jobs`)."""
+"""The rules package's scheduled jobs (see :func:`fieldwatch.jobs.default_jobs`)."""
 
 from __future__ import annotations
 
-from fieldwatch.scheduler import Job
+from fwcore.jobs import Job
 from rules.anomaly_rules import retrain_job
 from rules.lifecycle import release_job
 from rules.nodata import no_data_job

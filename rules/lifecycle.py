@@ -25,6 +25,7 @@ import orjson
 import psycopg
 from psycopg.rows import dict_row
 
+from rules.devices import UnknownDevice, resolve_device
 from rules.model import DeviceInfo, Rule
 
 EVENTS_CHANNEL = "fw_events"
@@ -110,7 +111,6 @@ def resolve_targets(
 ) -> tuple[int | None, int | None, int | None]:
     """(device_id, site_id, rule_id) from a device id/key/``SITE/key``, a site slug and a rule id/name."""
     from rules.store import UnknownRule, find_rule
-    from rules.workbench import BacktestError, resolve_device
 
     device_id = site_id = rule_id = None
     try:
@@ -118,7 +118,7 @@ def resolve_targets(
             device_id = resolve_device(conn, device).id
         if rule is not None:
             rule_id = find_rule(conn, rule).id
-    except (BacktestError, UnknownRule) as exc:
+    except (UnknownDevice, UnknownRule) as exc:
         raise LifecycleError(str(exc)) from None
     if site is not None:
         row = conn.execute("SELECT id FROM sites WHERE slug = %s", (site,)).fetchone()

@@ -18,8 +18,9 @@ from collections.abc import Iterable
 
 import psycopg
 
+from rules.devices import load_devices
 from rules.model import NoData, Rule
-from rules.service import AlarmEvent, RuleEvaluator, load_devices
+from rules.service import AlarmEvent, RuleEvaluator
 from rules.store import list_rules
 
 log = logging.getLogger(__name__)

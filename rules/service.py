@@ -45,6 +45,7 @@ from psycopg.types.json import Jsonb
 
 from rules.anomaly_rules import AnomalyScorer, Score, store_scores
 from rules.compile import CompiledRule, UnboundThreshold, compile_rule
+from rules.devices import load_devices
 from rules.engine import (
     NORMAL,
     AlarmOpened,
@@ -72,17 +73,6 @@ _Groups = dict[tuple[int, int], tuple[Rule, CompiledRule, list[tuple[int, float,
 _Quiet = list[tuple[tuple[int, int], Rule, CompiledRule, tuple[int, float, int]]]
 #: What watches one (tag, device): (rule, compiled for the device, rule id, quiet band low, high; None: no band)
 _Target = tuple[Rule, CompiledRule, int, float | None, float | None]
-
-_DEVICE_SQL = """SELECT d.id, d.key, d.equipment_model, s.slug AS site, c.name AS client, d.attributes, d.parent_id
-                 FROM devices d JOIN sites s ON s.id = d.site_id JOIN clients c ON c.id = s.client_id
-                 WHERE d.id = ANY(%s)"""
-
-
-def load_devices(conn: psycopg.Connection, ids: list[int]) -> dict[int, DeviceInfo]:
-    """Scope and binding facts of the devices ``ids`` (missing ids are simply absent)."""
-    cols = ("id", "key", "equipment_model", "site", "client", "attributes", "parent_id")
-    rows = conn.execute(_DEVICE_SQL, (ids,)).fetchall()
-    return {r[0]: DeviceInfo(**dict(zip(cols, r, strict=True))) for r in rows}
 
 
 #: ``alarm_suppressed``: an alarm opened but a silence, maintenance window, parent alarm or flapping

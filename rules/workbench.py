@@ -29,29 +29,9 @@ from rules.backtest import (
     summarize,
 )
 from rules.compile import UnboundThreshold, compile_rule
+from rules.devices import UnknownDevice, resolve_device
 from rules.model import Anomaly, DeviceInfo, RuleSpec
-from rules.service import load_devices
 from rules.store import find_rule, get_rule_version
-
-
-def resolve_device(conn: psycopg.Connection, ref: str | int) -> DeviceInfo:
-    """A device by id, key or ``site-slug/key``; ambiguous keys must be qualified by site."""
-    ref = str(ref)
-    if ref.isdigit():
-        ids = [int(ref)]
-    else:
-        site, _, key = ref.rpartition("/")
-        rows = conn.execute(
-            "SELECT d.id FROM devices d JOIN sites s ON s.id = d.site_id WHERE d.key = %s AND (%s = '' OR s.slug = %s)",
-            (key, site, site),
-        ).fetchall()
-        if len(rows) > 1:
-            raise BacktestError(f"device key {key!r} exists at several sites; write it as SITE/{key}")
-        ids = [r[0] for r in rows]
-    found = load_devices(conn, ids)
-    if not found:
-        raise BacktestError(f"no device {ref!r}; `fieldwatch` API GET /api/v1/devices lists them")
-    return next(iter(found.values()))
 
 
 def _anomaly_history(
@@ -150,7 +130,10 @@ def run_backtest(
             f"rule {spec.name!r} is a no-data rule: it watches silence, which history "
             "replay cannot show; backtest threshold and anomaly rules"
         )
-    device = resolve_device(conn, device_ref)
+    try:
+        device = resolve_device(conn, device_ref)
+    except UnknownDevice as exc:
+        raise BacktestError(str(exc)) from None
     try:
         compiled = compile_rule(spec, rule_id, device.attributes)
     except UnboundThreshold as exc:

@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from fieldwatch.api import create_app
-from fieldwatch.auth import create_token
-from fieldwatch.settings import Settings, load_settings
+from fwcore.auth import create_token
+from fwcore.settings import Settings, load_settings
 
 with warnings.catch_warnings():
     # Starlette wants the `httpx2` package for its TestClient and warns (an error under our
@@ -218,7 +218,7 @@ class Seeded:
 @contextmanager
 def seeded_api(admin_db_url: str, template_db: str, role: str = "field_engineer") -> Iterator[Seeded]:
     """One seeded database and client for a whole test module (only for tests that do not write)."""
-    from fieldwatch.db import create_database, drop_database
+    from fwcore.db import create_database, drop_database
 
     name = f"fwt_api_{uuid.uuid4().hex[:10]}"
     url = create_database(admin_db_url, name, template=template_db)

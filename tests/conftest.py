@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fieldwatch.settings import DEFAULT_DATABASE_URL, DEFAULT_MQTT_URL, mqtt_parts
+from fwcore.settings import DEFAULT_DATABASE_URL, DEFAULT_MQTT_URL, mqtt_parts
 
 ADMIN_URL = os.environ.get("FIELDWATCH_DATABASE_URL", DEFAULT_DATABASE_URL)
 MQTT_URL = os.environ.get("FIELDWATCH_MQTT_URL", DEFAULT_MQTT_URL)
@@ -27,7 +27,7 @@ MQTT_URL = os.environ.get("FIELDWATCH_MQTT_URL", DEFAULT_MQTT_URL)
 def admin_db_url() -> str:
     """URL of the server's maintenance database; tests create their own databases through it."""
     try:
-        from fieldwatch.db import wait_for_db
+        from fwcore.db import wait_for_db
     except ImportError as exc:  # server extra missing
         pytest.fail(f"psycopg is not installed ({exc}); install with: pip install -e '.[dev]'")
     try:
@@ -40,7 +40,7 @@ def admin_db_url() -> str:
 @pytest.fixture(scope="session")
 def template_db(admin_db_url: str) -> Iterator[str]:
     """A migrated database used as the template for each test's database."""
-    from fieldwatch.db import create_database, drop_database
+    from fwcore.db import create_database, drop_database
     from ingest.schema import migrate
 
     name = f"fwtpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
@@ -53,7 +53,7 @@ def template_db(admin_db_url: str) -> Iterator[str]:
 @pytest.fixture
 def db_url(admin_db_url: str, template_db: str) -> Iterator[str]:
     """A fresh, migrated database for this test only; dropped afterwards."""
-    from fieldwatch.db import create_database, drop_database
+    from fwcore.db import create_database, drop_database
 
     name = f"fwt_{uuid.uuid4().hex[:12]}"
     url = create_database(admin_db_url, name, template=template_db)

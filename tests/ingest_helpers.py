@@ -16,8 +16,8 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
-from fieldwatch.contract import Batch, Point, encode_batch, topic
-from fieldwatch.settings import mqtt_parts
+from fwcore.contract import Batch, Point, encode_batch, topic
+from fwcore.settings import mqtt_parts
 
 NOW_MS = int(time.time() * 1000)
 

@@ -1,4 +1,4 @@
-"""API tokens (fieldwatch.auth) and how the HTTP API authenticates and authorizes with them."""
+"""API tokens (fwcore.auth) and how the HTTP API authenticates and authorizes with them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from api_support import BASE, api_client, auth, seed, token
 
 from fieldwatch.api.deps import require_roles
-from fieldwatch.auth import ROLES, create_token, list_tokens, revoke_token, verify_token
+from fwcore.auth import ROLES, create_token, list_tokens, revoke_token, verify_token
 
 
 @pytest.fixture

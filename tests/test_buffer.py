@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from fieldwatch.contract import Batch, Point, decode_batch, encode_batch
+from fwcore.contract import Batch, Point, decode_batch, encode_batch
 from gateway.buffer import DiskBuffer
 from gateway.config import BufferConfig
 from gateway.errors import DiskBufferError

@@ -10,8 +10,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from fieldwatch.auth import verify_token
-from fieldwatch.db import create_database, drop_database
+from fwcore.auth import verify_token
+from fwcore.db import create_database, drop_database
 
 FIELDWATCH = str(Path(sys.executable).with_name("fieldwatch"))
 

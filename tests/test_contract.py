@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fieldwatch.contract import Batch, ContractError, Point, decode_batch, encode_batch
+from fwcore.contract import Batch, ContractError, Point, decode_batch, encode_batch
 
 GOOD = encode_batch(Batch("gw-a", "site-a", 7, [Point("p-1", "temp", 1_767_225_600_000, 21.5)]))
 

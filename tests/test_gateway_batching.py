@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fieldwatch.contract import MAX_PAYLOAD_BYTES, Batch, Point, encode_batch
+from fwcore.contract import MAX_PAYLOAD_BYTES, Batch, Point, encode_batch
 from gateway.agent import POINTS_PER_BATCH
 
 

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from fieldwatch.contract import Batch, Point, Quality, encode_batch
+from fwcore.contract import Batch, Point, Quality, encode_batch
 from gateway.blockdecode import BlockDecoder, TagValue, to_points
 from gateway.config import Tag
 from gateway.decode import NUMERIC_TYPES, WORD_ORDERS, decode, encode, register_count

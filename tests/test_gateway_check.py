@@ -14,7 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 import gateway.config as gconfig
-from fieldwatch.contract import Quality
+from fwcore.contract import Quality
 from gateway.blockdecode import TagValue
 from gateway.check import EXIT_BAD, EXIT_OK, CheckReport, device_result, quality_text
 from gateway.cli import app

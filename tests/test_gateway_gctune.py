@@ -1,4 +1,4 @@
-"""GC tuning of the gateway and server processes (fieldwatch/gctune.py), in a fresh interpreter."""
+"""GC tuning of the gateway and server processes (fwcore/gctune.py), in a fresh interpreter."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 CHILD = """
 import gc, json
 import gateway.cli  # what `fieldwatch gateway run` has loaded when it tunes
-from fieldwatch.gctune import YOUNG_THRESHOLD, tune_gc
+from fwcore.gctune import YOUNG_THRESHOLD, tune_gc
 before = gc.get_threshold()
 tune_gc(); tune_gc()  # idempotent
 print(json.dumps({"before": before, "after": gc.get_threshold(), "frozen": gc.get_freeze_count(),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from fieldwatch.contract import decode_batch, topic
+from fwcore.contract import decode_batch, topic
 from gateway import Gateway, parse_config
 from gateway.health import BufferHealth, DeviceHealth, HealthSnapshot, health_payload
 from simulators import PumpModbusServer

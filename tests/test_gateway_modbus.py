@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
-from fieldwatch.contract import Quality
+from fwcore.contract import Quality
 from gateway.config import ModbusTcpDevice, Tag, parse_config
 from gateway.errors import DeviceError, DeviceNotConnected
 from gateway.modbus import ModbusTcpDriver

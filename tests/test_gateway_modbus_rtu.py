@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fieldwatch.contract import Quality
+from fwcore.contract import Quality
 from gateway.config import ModbusRtuDevice, parse_config
 from gateway.errors import ConfigError, DeviceTimeout
 from gateway.serialbus import ModbusRtuDriver, SerialBus

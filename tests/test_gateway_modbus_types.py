@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from fieldwatch.contract import Quality
+from fwcore.contract import Quality
 from gateway.config import ModbusTcpDevice
 from gateway.decode import NUMERIC_TYPES, WORD_ORDERS, encode, register_count
 from gateway.modbus import ModbusTcpDriver

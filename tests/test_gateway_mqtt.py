@@ -21,8 +21,8 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from fieldwatch.contract import Batch, Quality, decode_batch, encode_ack, topic
-from fieldwatch.settings import mqtt_parts
+from fwcore.contract import Batch, Quality, decode_batch, encode_ack, topic
+from fwcore.settings import mqtt_parts
 from gateway import Gateway, parse_config
 from simulators import PumpModbusServer, PumpModel
 

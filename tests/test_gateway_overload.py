@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from paho.mqtt.client import MQTT_ERR_QUEUE_SIZE
 
-from fieldwatch.contract import Batch, Point, decode_batch, encode_batch
+from fwcore.contract import Batch, Point, decode_batch, encode_batch
 from gateway import Gateway, ModbusTcpDriver, TagValue, agent, parse_config
 from gateway.buffer import DiskBuffer
 from gateway.config import BufferConfig

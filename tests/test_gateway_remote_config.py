@@ -15,8 +15,8 @@ import orjson
 import pytest
 import yaml
 
-from fieldwatch.contract import decode_batch, topic
 from fieldwatch.provision import mosquitto_hash, topic_prefix, with_acl_entry, with_password_entry
+from fwcore.contract import decode_batch, topic
 from gateway import Gateway, parse_config
 from gateway.config import load_config
 from gateway.remote_config import (

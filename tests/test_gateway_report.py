@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from fieldwatch.contract import Quality
+from fwcore.contract import Quality
 from gateway.config import parse_config
 from gateway.errors import ConfigError
 from gateway.report import ExceptionFilter, ReportPolicy, moved

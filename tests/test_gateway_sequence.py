@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from fwcore.retry import backoff_delays
 from gateway.errors import SequenceError
-from gateway.retry import backoff_delays
 from gateway.sequence import SequenceStore
 
 
@@ -55,7 +55,7 @@ def test_corrupt_sequence_file_is_refused(tmp_path: Path) -> None:
 
 def test_backoff_grows_to_the_cap_with_bounded_jitter() -> None:
     """Delays double from base up to the cap, each within ±jitter of the nominal value."""
-    gen = backoff_delays(base=0.5, cap=4.0, factor=2.0, jitter=0.2, rng=random.Random(1))
+    gen = backoff_delays(base=0.5, cap=4.0, factor=2.0, spread=(0.8, 1.2), rand=random.Random(1).random)
     delays = [next(gen) for _ in range(7)]
     for delay, nominal in zip(delays, [0.5, 1, 2, 4, 4, 4, 4], strict=True):
         assert nominal * 0.8 <= delay <= nominal * 1.2

@@ -29,8 +29,8 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from fieldwatch.contract import Point, Quality
-from fieldwatch.settings import mqtt_parts
+from fwcore.contract import Point, Quality
+from fwcore.settings import mqtt_parts
 from gateway import ConfigError, Gateway, parse_config
 from gateway.sparkplug_proto import (
     DataType,

@@ -27,7 +27,7 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from fieldwatch.contract import Batch, decode_batch, encode_ack, subscription, topic
+from fwcore.contract import Batch, decode_batch, encode_ack, subscription, topic
 from gateway import Gateway, parse_config
 from simulators import PumpModbusServer, PumpModel
 from simulators.modbus_server import free_port

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from ingest_helpers import register, wait_until
 
-from fieldwatch.contract import Quality, subscription
+from fwcore.contract import Quality, subscription
 from gateway import Gateway, parse_config
 from ingest import IngestWorker
 from simulators.chiller import ChillerModel

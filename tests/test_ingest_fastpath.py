@@ -6,7 +6,7 @@ import orjson
 import pytest
 from test_ingest_validate import DAY, LIMITS, NOW, REG, batch, p
 
-from fieldwatch.contract import Batch, ContractError, decode_batch, encode_batch
+from fwcore.contract import Batch, ContractError, decode_batch, encode_batch
 from ingest.fastpath import fast_accept
 from ingest.validate import validate_batch
 from ingest.writer import rows_of

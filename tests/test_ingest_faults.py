@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 from ingest_helpers import NOW_MS, LocalPostgres, Registered, ResendingPublisher, pts, register, scalar, wait_until
 
-from fieldwatch.db import create_database
+from fwcore.db import create_database
 from ingest import IngestWorker
 from ingest.localbroker import LocalMosquitto
 from ingest.schema import migrate

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 import psycopg
 from api_support import write_points
 
-from fieldwatch.scheduler import default_jobs
+from fieldwatch.jobs import default_jobs
 from ingest.upkeep import drop_expired, ensure_partitions_ahead, partition_days, retention_cutoff
 
 TODAY = date(2026, 3, 10)

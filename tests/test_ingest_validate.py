@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from fieldwatch.contract import Batch, ContractError, Point, encode_status
+from fwcore.contract import Batch, ContractError, Point, encode_status
+from fwcore.retry import backoff_delays
 from ingest.validate import GatewayRef, Limits, RegistrySnapshot, parse_status, validate_batch
-from ingest.worker import backoff
+from ingest.worker import DB_RETRY
 from ingest.writer import rejection_dead_letters
 
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -102,7 +103,7 @@ def test_point_dead_letters_keep_only_the_refused_points() -> None:
     v = check(b)
     [dl] = rejection_dead_letters("t", b"raw", b, v.rejections)
     assert dl.reason == "unknown_device"
-    from fieldwatch.contract import decode_batch
+    from fwcore.contract import decode_batch
 
     replay = decode_batch(dl.payload)
     assert (replay.seq, replay.gateway, [x.device for x in replay.points]) == (5, "gw-a", ["pump-3"])
@@ -139,7 +140,7 @@ def test_backoff_grows_to_a_cap_with_jitter() -> None:
     """Retry delays double up to the cap and stay within [delay/2, delay]."""
     top = iter([1.0] * 10)
     low = iter([0.0] * 10)
-    gen_hi = backoff(0.1, 1.0, rng=lambda: next(top))
-    gen_lo = backoff(0.1, 1.0, rng=lambda: next(low))
+    gen_hi = backoff_delays(**{**DB_RETRY, "cap": 1.0}, rand=lambda: next(top))
+    gen_lo = backoff_delays(**{**DB_RETRY, "cap": 1.0}, rand=lambda: next(low))
     assert [round(next(gen_hi), 3) for _ in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
     assert [round(next(gen_lo), 3) for _ in range(6)] == [0.05, 0.1, 0.2, 0.4, 0.5, 0.5]

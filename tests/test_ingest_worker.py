@@ -26,7 +26,7 @@ from ingest_helpers import (
     wait_until,
 )
 
-from fieldwatch.contract import Point, decode_ack, encode_batch, encode_status
+from fwcore.contract import Point, decode_ack, encode_batch, encode_status
 from ingest import CommittedPoint, IngestWorker
 
 SESSION_S = 60  # long enough for a restart within a test, short enough not to pile up in the broker

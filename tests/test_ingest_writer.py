@@ -8,7 +8,7 @@ import psycopg
 import pytest
 from ingest_helpers import NOW_MS, add_device, register, scalar
 
-from fieldwatch.contract import Point
+from fwcore.contract import Point
 from ingest.errors import DatabaseUnavailable
 from ingest.registry import RegistryCache
 from ingest.validate import AcceptedPoint

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from asyncua import ua
 
-from fieldwatch.contract import Point, Quality, decode_batch, topic
+from fwcore.contract import Point, Quality, decode_batch, topic
 from gateway import Gateway, parse_config
 from gateway.opcua import OpcUaDriver, quality_of
 from simulators import PumpModel, free_port

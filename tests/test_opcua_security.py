@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fieldwatch.contract import Quality
+from fwcore.contract import Quality
 from gateway import DeviceError, parse_config
 from gateway.opcua import OpcUaDriver
 from simulators import PumpModel, free_port

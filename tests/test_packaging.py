@@ -32,7 +32,7 @@ def test_edge_extra_installs_no_server_stack(tmp_path: Path) -> None:
     assert not (installed & FORBIDDEN_ON_EDGE), f"edge install pulled in {installed & FORBIDDEN_ON_EDGE}"
     assert {"pymodbus", "paho-mqtt", "asyncua"} <= installed
     probe = (
-        "import gateway, simulators, fieldwatch.contract, fieldwatch.settings, fieldwatch.cli\n"
+        "import gateway, simulators, fwcore.contract, fwcore.settings, fieldwatch.cli\n"
         "import sys\n"
         "bad = [m for m in ('psycopg', 'fastapi', 'pandas', 'sklearn', 'scipy') if m in sys.modules]\n"
         "assert not bad, bad\n"

@@ -26,7 +26,7 @@ from fieldwatch.provision import (
     with_acl_entry,
     with_password_entry,
 )
-from fieldwatch.settings import mqtt_parts
+from fwcore.settings import mqtt_parts
 from gateway import load_config
 from simulators import free_port
 

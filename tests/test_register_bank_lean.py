@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from fieldwatch.contract import Quality
+from fwcore.contract import Quality
 from gateway.config import ModbusTcpDevice
 from gateway.decode import encode
 from gateway.errors import DeviceException

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from fieldwatch.scheduler import Job, LeaderScheduler
+from fwcore.jobs import Job, LeaderScheduler
 
 
 def _wait(pred, timeout: float = 10.0) -> bool:

@@ -7,7 +7,7 @@ import threading
 import psycopg
 import pytest
 
-from fieldwatch.db import create_database, drop_database
+from fwcore.db import create_database, drop_database
 from ingest.schema import MigrationError, available_migrations, migrate, storage_of
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fieldwatch.settings import SettingsError, load_settings, mqtt_parts
+from fwcore.settings import SettingsError, load_settings, mqtt_parts
 
 
 def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

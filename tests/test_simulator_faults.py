@@ -15,7 +15,7 @@ import pytest
 from asyncua import Client, ua
 from pymodbus.client import AsyncModbusTcpClient
 
-from fieldwatch.contract import Quality
+from fwcore.contract import Quality
 from gateway import Gateway, parse_config
 from gateway.config import ModbusTcpDevice, OpcUaDevice
 from gateway.errors import DeviceTimeout

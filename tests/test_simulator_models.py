@@ -9,7 +9,7 @@ import pytest
 from asyncua import Client
 from pymodbus.client import AsyncModbusTcpClient
 
-from fieldwatch.contract import Quality
+from fwcore.contract import Quality
 from gateway.blockdecode import TagValue
 from gateway.config import PROFILE_DIR, ModbusTcpDevice, OpcUaDevice, resolve_profile
 from gateway.decode import WORD_ORDERS, decode, decode_string

@@ -11,10 +11,10 @@ import httpx
 import psycopg
 import pytest
 
-from fieldwatch.auth import create_token
 from fieldwatch.seed import PUMP_MODEL, Fleet, SiteSpec, TechnicianSpec, seed
 from fieldwatch.server import ServerStack
-from fieldwatch.settings import Settings
+from fwcore.auth import create_token
+from fwcore.settings import Settings
 from gateway import Gateway, parse_config
 from simulators import PumpModbusServer, PumpModel, free_port
 

@@ -9,7 +9,7 @@ import uuid
 import psycopg
 import pytest
 
-from fieldwatch.db import create_database, drop_database
+from fwcore.db import create_database, drop_database
 from ingest.schema import available_migrations, migrate, storage_of, timescale_license
 
 TIMESCALE_URL = os.environ.get("FIELDWATCH_TIMESCALE_URL")

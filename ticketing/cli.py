@@ -46,7 +46,7 @@ def kpis(
     alarms per ticket — one row per KPI and dimension."""
     import psycopg
 
-    from fieldwatch.settings import SettingsError, load_settings
+    from fwcore.settings import SettingsError, load_settings
     from ticketing.export import to_csv, to_xlsx
     from ticketing.kpis import compute_kpis
 

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg.types.json import Jsonb
 
+from fwcore.jobs import Job
 from ticketing.geo import GreatCircleTravel, TravelModel
 from ticketing.optimizer import CachedTravel, check_plan, explain_job, solve
 from ticketing.planning import explanation_json, frozen_prefixes, load_snapshot, lock_plan, moved_jobs, write_route
@@ -127,7 +128,7 @@ def _verdict(before, after) -> tuple[str, bool]:
 
 def reoptimize_job(db_url: str) -> PlanRun:
     """Scheduler entry point, with travel from the settings."""
-    from fieldwatch.settings import get_settings
+    from fwcore.settings import get_settings
 
     s = get_settings()
     return reoptimize_day(
@@ -135,9 +136,8 @@ def reoptimize_job(db_url: str) -> PlanRun:
     )
 
 
-def ticketing_jobs() -> list:
-    """The ticketing package's periodic jobs (see :func:`fieldwatch.scheduler.default_jobs`)."""
-    from fieldwatch.scheduler import Job
+def ticketing_jobs() -> list[Job]:
+    """The ticketing package's periodic jobs (see :func:`fieldwatch.jobs.default_jobs`)."""
     from ticketing.maintenance import maintenance_job
     from ticketing.sla_checks import sla_job
     from ticketing.webhooks import webhook_job

@@ -21,14 +21,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import httpx
 import orjson
 import psycopg
+
+from fwcore.retry import backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +46,8 @@ def verify(secret: str, timestamp: str, body: bytes, signature: str) -> bool:
     return hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
-def backoff(
-    attempt: int,
-    *,
-    base_s: float = 5.0,
-    cap_s: float = 3600.0,
-    jitter: float = 0.2,
-    rand: Callable[[], float] = random.random,
-) -> float:
-    """Seconds to wait after failed ``attempt`` (1-based): base·2^(attempt-1), capped, ±jitter."""
-    delay = min(cap_s, base_s * 2 ** (attempt - 1))
-    return delay * (1 + jitter * (2 * rand() - 1))
+#: Seconds to wait after failed delivery ``attempt`` (1-based): 5 s doubling to an hour, ±20 %.
+backoff = partial(backoff_delay, base=5.0, cap=3600.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +120,7 @@ def deliver_due(
                 log.warning("webhook %s to %s dead-lettered after %d attempts: %s", key, url, attempts, error)
                 dead += 1
             else:
-                wait = timedelta(seconds=backoff(attempts, base_s=base_s))
+                wait = timedelta(seconds=backoff(attempts, base=base_s))
                 conn.execute(
                     "UPDATE webhook_deliveries SET attempts = %s, last_error = %s, next_attempt_at = %s WHERE id = %s",
                     (attempts, error, now + wait, did),

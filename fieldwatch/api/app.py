@@ -26,7 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from fieldwatch.settings import Settings, get_settings
+from fwcore.settings import Settings, get_settings
 
 from .errors import ApiError, Invalid
 from .metrics import MetricsMiddleware

@@ -16,8 +16,8 @@ from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import ConnectionPool
 
-from fieldwatch.auth import TokenInfo, check_role, verify_token
-from fieldwatch.settings import Settings
+from fwcore.auth import TokenInfo, check_role, verify_token
+from fwcore.settings import Settings
 
 
 def get_settings(request: Request) -> Settings:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 
-from fieldwatch.settings import Settings, get_settings
+from fwcore.settings import Settings, get_settings
 
 from .app import create_app
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from fieldwatch.auth import TokenInfo
+from fwcore.auth import TokenInfo
 
 from .. import telemetry
 from ..deps import AnyRole, ConnDep, SettingsDep, require_roles

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 from pydantic import BaseModel
 
-from fieldwatch.auth import TokenInfo
+from fwcore.auth import TokenInfo
 
 from .. import registry as reg
 from .. import registry_models as m

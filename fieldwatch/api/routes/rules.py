@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from fieldwatch.auth import TokenInfo
+from fwcore.auth import TokenInfo
 
 from ..deps import AnyRole, ConnDep, require_roles
 from ..errors import Invalid, NotFound

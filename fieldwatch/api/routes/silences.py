@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, status
 from pydantic import BaseModel, Field, model_validator
 
-from fieldwatch.auth import TokenInfo
+from fwcore.auth import TokenInfo
 
 from ..deps import AnyRole, ConnDep, require_roles
 from ..errors import Invalid, NotFound

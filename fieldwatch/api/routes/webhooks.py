@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from fieldwatch.auth import TokenInfo
+from fwcore.auth import TokenInfo
 from ticketing import webhook_admin as wh
 from ticketing.errors import NotFound as TicketNotFound
 

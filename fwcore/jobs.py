@@ -1,14 +1,15 @@
-"""Time-based work in one place: an APScheduler that runs only on the elected leader.
+"""The job protocol, and the one scheduler that runs jobs: an APScheduler on the elected leader only.
 
 Several ``fieldwatch serve`` processes may run for availability; each starts a
 :class:`LeaderScheduler`, but only the one holding a PostgreSQL session advisory
 lock runs jobs. If the leader dies its connection closes, the lock is released,
 and another process takes over at its next election attempt.
 
-Jobs are declared as :class:`Job` entries (see :func:`default_jobs`); each
-package contributes its own (partition upkeep, rule retraining, SLA escalation,
-…) as plain callables that take the database URL, so the job logic stays in the
-package and is testable without a scheduler.
+Jobs are declared as :class:`Job` entries; each domain package contributes its own
+(partition upkeep, rule retraining, SLA escalation, …) as plain callables that take the
+database URL, so the job logic stays in the package and is testable without a scheduler.
+The application gathers them (:func:`fieldwatch.jobs.default_jobs`) and hands the list to
+:class:`LeaderScheduler`: the foundation never imports a domain package.
 """
 
 from __future__ import annotations
@@ -48,21 +49,12 @@ class Job:
         return IntervalTrigger(seconds=self.seconds)
 
 
-def default_jobs() -> list[Job]:
-    """The jobs every deployment runs. Packages add theirs here."""
-    from ingest.upkeep import upkeep_jobs  # issue 4: partitions ahead, retention
-    from rules.jobs import rule_jobs  # issue 5: suppression release, no-data/offline checks, anomaly retraining
-    from ticketing.reoptimize import ticketing_jobs  # issue 6: re-optimisation of the day's plan
-
-    return [*rule_jobs(), *upkeep_jobs(), *ticketing_jobs()]
-
-
 @dataclass
 class LeaderScheduler:
     """Runs ``jobs`` while this process holds the leader lock; tries to become leader every ``elect_s``."""
 
     db_url: str
-    jobs: list[Job] = field(default_factory=default_jobs)
+    jobs: list[Job]
     elect_s: float = 5.0
     is_leader: bool = False
     runs: dict[str, int] = field(default_factory=dict)

@@ -169,15 +169,18 @@ def alarm_listener(url: str, stop, ready, out) -> None:  # type: ignore[no-untyp
     """A separate process: ``LISTEN fw_events``; returns {alarm id: perf_counter when its NOTIFY arrived}."""
     import psycopg
 
+    from fwcore.events import AlarmOpenedEvent, EventListener
+
     seen: dict[int, float] = {}
+    listener = EventListener()  # the same parsing and validation as the ticketing service's
+    listener.on(AlarmOpenedEvent, lambda e: seen.__setitem__(e.alarm_id, time.perf_counter()))
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("LISTEN fw_events")
+        listener.listen(conn)
         ready.set()
         while not stop.is_set():
-            for n in conn.notifies(timeout=0.2):
-                body = json.loads(n.payload)
-                if body["type"] == "alarm_opened":
-                    seen[body["alarm_id"]] = time.perf_counter()
+            listener.poll(conn, 0.2)
+    if listener.bad_payloads:
+        print(f"alarm listener: {listener.bad_payloads} bad fw_events payloads", file=sys.stderr)
     out.put(seen)
 
 

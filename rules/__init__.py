@@ -21,7 +21,7 @@ from rules.engine import (
     evaluate_all,
 )
 from rules.model import DeviceInfo, Reading, Rule, RuleSpec, Scope, legacy_spec
-from rules.service import EVENTS_CHANNEL, AlarmEvent, RuleEvaluationError, RuleEvaluator, alarm_message
+from rules.service import AlarmEvent, RuleEvaluationError, RuleEvaluator, alarm_message
 from rules.store import (
     DuplicateRuleName,
     RuleError,
@@ -37,7 +37,6 @@ from rules.store import (
 )
 
 __all__ = [
-    "EVENTS_CHANNEL",
     "NORMAL",
     "AlarmCleared",
     "AlarmEvent",

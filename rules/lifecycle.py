@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-import orjson
 import psycopg
 from psycopg.rows import dict_row
 
+from fwcore.events import AlarmOpenedEvent, publish_all
 from rules.devices import UnknownDevice, resolve_device
 from rules.model import DeviceInfo, Rule
 
-EVENTS_CHANNEL = "fw_events"
 SilenceKind = Literal["silence", "maintenance"]
 
 
@@ -261,15 +260,10 @@ def release_suppressed(conn: psycopg.Connection) -> list[int]:
                    FOR UPDATE SKIP LOCKED)
                RETURNING a.id, a.rule_id, a.device_id""",
         ).fetchall()
-        for alarm_id, rule_id, device_id in rows:
-            payload = {
-                "type": "alarm_opened",
-                "alarm_id": alarm_id,
-                "device_id": device_id,
-                "rule_id": rule_id,
-                "released": True,
-            }
-            conn.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, orjson.dumps(payload).decode()))
+        publish_all(
+            conn,
+            [AlarmOpenedEvent(alarm_id=a, device_id=d, rule_id=r, released=True) for a, r, d in rows],
+        )
     return sorted(r[0] for r in rows)
 
 

@@ -7,8 +7,8 @@ ingest workers is the database's job, not luck:
   ``ON CONFLICT DO NOTHING``), always in (rule_id, device_id) order so two workers cannot
   deadlock — concurrent evaluation of one pair serializes;
 * ``alarms_one_open_idx`` allows at most one uncleared alarm per rule and device;
-* events go out with ``pg_notify('fw_events', …)`` in the same transaction, so PostgreSQL
-  delivers them only on commit and never for a rolled-back state.
+* events go out on ``fw_events`` (:func:`fwcore.events.publish_all`) in the same transaction, so
+  PostgreSQL delivers them only on commit and never for a rolled-back state.
 
 State lives in ``rule_states``, so a duration half elapsed before a restart continues after it.
 
@@ -43,6 +43,15 @@ import psycopg
 from psycopg import errors
 from psycopg.types.json import Jsonb
 
+from fwcore.events import (
+    AlarmClearedEvent,
+    AlarmOpenedEvent,
+    AlarmSeverityChangedEvent,
+    AlarmSuppressedEvent,
+    EventBase,
+    publish,
+    publish_all,
+)
 from rules.anomaly_rules import AnomalyScorer, Score, store_scores
 from rules.compile import CompiledRule, UnboundThreshold, compile_rule
 from rules.devices import load_devices
@@ -63,7 +72,6 @@ from rules.store import list_rules
 
 log = logging.getLogger(__name__)
 
-EVENTS_CHANNEL = "fw_events"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # rule_states.last_ts before any good reading
 _RETRIES = 3
 _NO_XMIN = -1  # rule_states row version unknown: never equal to a real xmin
@@ -96,17 +104,27 @@ class AlarmEvent:
     value: float
     suppressed_by: str | None = None  # set for alarm_suppressed: 'maintenance:ID', 'parent:ID', …
 
+    def event(self) -> EventBase:
+        """The ``fw_events`` event announcing it (:mod:`fwcore.events`)."""
+        if self.type == "alarm_suppressed":
+            return AlarmSuppressedEvent(
+                alarm_id=self.alarm_id,
+                device_id=self.device_id,
+                rule_id=self.rule_id,
+                suppressed_by=self.suppressed_by,  # type: ignore[arg-type]  # always set for this kind (validated)
+            )
+        return _EVENT_MODELS[self.type](alarm_id=self.alarm_id, device_id=self.device_id, rule_id=self.rule_id)
+
     def payload(self) -> dict[str, Any]:
-        """The ``fw_events`` NOTIFY payload."""
-        body: dict[str, Any] = {
-            "type": self.type,
-            "alarm_id": self.alarm_id,
-            "device_id": self.device_id,
-            "rule_id": self.rule_id,
-        }
-        if self.suppressed_by is not None:
-            body["suppressed_by"] = self.suppressed_by
-        return body
+        """The ``fw_events`` NOTIFY payload, as a dict."""
+        return self.event().model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+_EVENT_MODELS: dict[str, type[AlarmOpenedEvent | AlarmClearedEvent | AlarmSeverityChangedEvent]] = {
+    "alarm_opened": AlarmOpenedEvent,
+    "alarm_cleared": AlarmClearedEvent,
+    "alarm_severity_changed": AlarmSeverityChangedEvent,
+}
 
 
 def _ts(ms: int | None) -> datetime:
@@ -540,8 +558,7 @@ class RuleEvaluator:
             ).fetchall()
             for r, d, x in rows:
                 done[(r, d)] = (written[(r, d)], x)
-        for ev in events:
-            conn.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, orjson.dumps(ev.payload()).decode()))
+        publish_all(conn, [ev.event() for ev in events])  # one statement for the slice's events
         return events
 
     def _record(self, conn: psycopg.Connection, rule: Rule, device_id: int, ev: RuleEvent) -> AlarmEvent | None:
@@ -623,6 +640,5 @@ def release_latched(conn: psycopg.Connection, alarm_id: int, *, by: str) -> bool
         ).fetchone()
         if row is None:
             return False
-        payload = {"type": "alarm_cleared", "alarm_id": alarm_id, "device_id": row[1], "rule_id": row[0]}
-        conn.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, orjson.dumps(payload).decode()))
+        publish(conn, AlarmClearedEvent(alarm_id=alarm_id, device_id=row[1], rule_id=row[0]))
     return True

@@ -10,6 +10,7 @@ from hook_point import Point
 from rich.console import Console
 from typer.testing import CliRunner
 
+from fwcore.events import AlarmOpenedEvent, parse
 from rules import RuleEvaluator
 from rules.cli import app
 from rules.lifecycle import (
@@ -113,6 +114,9 @@ def test_maintenance_window_suppresses_but_keeps_evaluating_and_releases_on_end(
         assert released == [events[0].alarm_id if events[0].device_id == ids["pump-1"] else events[1].alarm_id]
         notes = list(conn.notifies(timeout=1, stop_after=1))
         assert '"alarm_opened"' in notes[0].payload and '"released":true' in notes[0].payload
+        assert parse(notes[0].payload) == AlarmOpenedEvent(
+            alarm_id=released[0], device_id=ids["pump-1"], rule_id=ids["hot"], released=True
+        )
         assert [s.id for s in list_silences(conn, active_only=True)] == []
     assert all(r[2] is None for r in rows(db_url))
 

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from hook_point import Point
 
+from fwcore.events import AlarmOpenedEvent, parse
 from rules import RuleEvaluator, RuleState, create_rule, get_rule, list_rules
 from rules.store import DuplicateRuleName, UnknownSkill
 
@@ -145,8 +146,12 @@ def test_notify_arrives_after_commit(db_url: str) -> None:
         listener.execute("LISTEN fw_events")
         with RuleEvaluator(db_url) as ev:
             (event,) = ev.process(temps(pump, 0, [95]))
-        got = [orjson.loads(n.payload) for n in listener.notifies(timeout=2.0, stop_after=1)]
+        notes = list(listener.notifies(timeout=2.0, stop_after=1))
+        got = [orjson.loads(n.payload) for n in notes]
     assert got == [{"type": "alarm_opened", "alarm_id": event.alarm_id, "device_id": pump, "rule_id": rule_id}]
+    assert [parse(n.payload) for n in notes] == [
+        AlarmOpenedEvent(alarm_id=event.alarm_id, device_id=pump, rule_id=rule_id)
+    ]
 
 
 def test_disabled_rules_are_not_evaluated_after_refresh(db_url: str) -> None:

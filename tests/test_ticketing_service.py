@@ -6,11 +6,11 @@ import threading
 import time
 from dataclasses import dataclass
 
-import orjson
 import psycopg
 import pytest
 from hook_point import Point
 
+from fwcore.events import Event, EventListener, TicketCreatedEvent
 from rules import RuleEvaluator, create_rule
 from ticketing import (
     DuplicateTechnician,
@@ -256,16 +256,19 @@ def test_listen_loop_assigns_a_ticket_within_seconds_and_stops_promptly(world: W
     svc.start()
     try:
         assert svc.listening.is_set()
+        seen: list[Event] = []
+        events = EventListener()
+        events.on_every(seen.append)
         with psycopg.connect(world.url, autocommit=True) as listener:
-            listener.execute("LISTEN fw_events")
+            events.listen(listener)
             alarm = open_alarm(world.url, world.pump, "bearing_temp", 95)
             deadline = time.monotonic() + 5
-            seen: list[dict] = []
-            while time.monotonic() < deadline and not any(e["type"] == "ticket_assigned" for e in seen):
-                seen += [orjson.loads(n.payload) for n in listener.notifies(timeout=0.2)]
-        assert [e["type"] for e in seen] == ["alarm_opened", "ticket_created", "ticket_assigned"]
+            while time.monotonic() < deadline and not any(e.type == "ticket_assigned" for e in seen):
+                events.poll(listener, 0.2)
+        assert [e.type for e in seen] == ["alarm_opened", "ticket_created", "ticket_assigned"]
+        assert events.bad_payloads == 0 and isinstance(seen[1], TicketCreatedEvent)
         with psycopg.connect(world.url) as conn:
-            t = get_ticket(conn, seen[1]["ticket_id"])
+            t = get_ticket(conn, seen[1].ticket_id)
             assert t is not None and t.alarm_ids == [alarm] and t.assignment is not None
             assert t.assignment.technician_id == world.techs["Alice"]
     finally:

@@ -17,7 +17,7 @@ Run it next to the rule evaluator::
 from ticketing.dispatch import Decision, Option, TechnicianView, choose_technician
 from ticketing.errors import DuplicateTechnician, NotFound, TicketingError, UnknownSkill
 from ticketing.geo import GreatCircleTravel, LatLon, TravelModel, haversine_km
-from ticketing.service import EVENTS_CHANNEL, TicketingService, TicketOutcome
+from ticketing.service import TicketingService, TicketOutcome
 from ticketing.technicians import (
     Technician,
     create_technician,
@@ -38,7 +38,6 @@ from ticketing.tickets import (
 )
 
 __all__ = [
-    "EVENTS_CHANNEL",
     "OPEN_STATUSES",
     "Assignment",
     "Decision",

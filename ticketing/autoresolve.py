@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-import orjson
 import psycopg
 
+from fwcore.events import TicketNoteEvent, TicketStatusEvent, publish
 from ticketing.geo import TravelModel
 from ticketing.optimizer import CachedTravel
 from ticketing.planning import load_snapshot, lock_plan, write_route
@@ -95,7 +95,7 @@ def act_on_cleared(
             "INSERT INTO ticket_notes (ticket_id, author, body) VALUES (%s, %s, %s)",
             (ticket_id, AUTHOR, f"alarm cleared while the technician was {where}; the ticket stays open"),
         )
-        _notify(conn, {"type": "ticket_note", "ticket_id": ticket_id, "reason": "alarm_cleared"})
+        publish(conn, TicketNoteEvent(ticket_id=ticket_id, reason="alarm_cleared"))
         return ClearOutcome(ticket_id, "noted", status, tech_id)
     lock_plan(conn)
     conn.execute(
@@ -118,19 +118,10 @@ def act_on_cleared(
         cached = CachedTravel(travel)
         snap = load_snapshot(conn, now or datetime.now(UTC))
         write_route(conn, snap, cached, tech_id, tuple(snap.plan.routes.get(tech_id, ())))
-    _notify(
+    publish(
         conn,
-        {
-            "type": "ticket_status",
-            "ticket_id": ticket_id,
-            "status": "resolved",
-            "from": status,
-            "by": AUTHOR,
-            "reason": "alarm_cleared",
-        },
+        TicketStatusEvent(
+            ticket_id=ticket_id, status="resolved", from_status=status, by=AUTHOR, reason="alarm_cleared"
+        ),
     )
     return ClearOutcome(ticket_id, "resolved", "resolved", tech_id)
-
-
-def _notify(conn: psycopg.Connection, event: dict[str, object]) -> None:
-    conn.execute("SELECT pg_notify('fw_events', %s)", (orjson.dumps(event).decode(),))

@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from fwcore.events import TicketAssignedEvent, TicketStatusEvent, publish
 from ticketing.errors import HardConstraint, InvalidTransition, NotFound
 from ticketing.geo import TravelModel
 from ticketing.optimizer import CachedTravel, Stop, explain_job, simulate
@@ -128,15 +129,9 @@ def assign(
         )
         for t in {technician_id, old_tech} - {None}:
             write_route(conn, snap, travel, t, plan.routes.get(t, ()))  # type: ignore[arg-type]
-        _notify(
+        publish(
             conn,
-            {
-                "type": "ticket_assigned",
-                "ticket_id": ticket_id,
-                "technician_id": technician_id,
-                "by": actor,
-                "override": bool(broken),
-            },
+            TicketAssignedEvent(ticket_id=ticket_id, technician_id=technician_id, by=actor, override=bool(broken)),
         )
     return AssignResult(ticket_id, technician_id, tuple(broken), exp)
 
@@ -239,11 +234,5 @@ def transition(
             conn.execute(
                 "UPDATE assignments SET active = false, ended_at = now() WHERE ticket_id = %s AND active", (ticket_id,)
             )
-        _notify(conn, {"type": "ticket_status", "ticket_id": ticket_id, "status": to, "from": status})
+        publish(conn, TicketStatusEvent(ticket_id=ticket_id, status=to, from_status=status))
     return to
-
-
-def _notify(conn: psycopg.Connection, event: dict[str, Any]) -> None:
-    import orjson
-
-    conn.execute("SELECT pg_notify('fw_events', %s)", (orjson.dumps(event).decode(),))

@@ -19,6 +19,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg.rows import dict_row
 
+from fwcore.events import TicketCreatedEvent, publish
+
 log = logging.getLogger(__name__)
 
 
@@ -102,7 +104,7 @@ def _open(conn: psycopg.Connection, plan: dict, dev: dict, due: datetime) -> int
         ),
     ).fetchone()
     if row is not None:
-        conn.execute("SELECT pg_notify('fw_events', %s)", (f'{{"type": "ticket_created", "ticket_id": {row[0]}}}',))
+        publish(conn, TicketCreatedEvent(ticket_id=row[0]))
     return row[0] if row else None
 
 

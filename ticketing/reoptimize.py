@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg.types.json import Jsonb
 
+from fwcore.events import TicketReassignedEvent, publish
 from fwcore.jobs import Job
 from ticketing.geo import GreatCircleTravel, TravelModel
 from ticketing.optimizer import CachedTravel, check_plan, explain_job, solve
@@ -88,10 +89,7 @@ def reoptimize_day(
                            VALUES (%s, %s, %s, %s, 'reoptimize')""",
                         (job_id, tech_id, "re-optimised day: " + exp.text(), Jsonb(explanation_json(exp))),
                     )
-                    conn.execute(
-                        "SELECT pg_notify('fw_events', %s)",
-                        (f'{{"type": "ticket_reassigned", "ticket_id": {job_id}}}',),
-                    )
+                    publish(conn, TicketReassignedEvent(ticket_id=job_id))
                 for tech_id, stops in result.plan.routes.items():
                     if stops:
                         write_route(conn, snap, travel, tech_id, tuple(stops))

@@ -11,12 +11,14 @@ serialize instead of deadlocking:
 3. if the ticket has no active assignment, choose a technician (:mod:`ticketing.dispatch`),
    lock that technician and re-check they are still free, then insert the assignment — or
    record ``tickets.unassigned_reason``;
-4. ``pg_notify('fw_events', …)`` — delivered only if the transaction commits.
+4. publish ``ticket_created``/``ticket_updated``/``ticket_assigned``/``ticket_unassigned`` on
+   ``fw_events`` (:mod:`fwcore.events`) — delivered only if the transaction commits.
 
 :meth:`sweep` re-does whatever a missed notification or an earlier shortage left undone.
 :meth:`start` runs a thread that LISTENs on ``fw_events`` for ``alarm_opened`` (and
 ``alarm_cleared``, for :mod:`ticketing.autoresolve`) and sweeps
-every few seconds; :meth:`stop` ends it promptly.
+every few seconds; :meth:`stop` ends it promptly. A handler that fails is logged and counted by the
+listener (:attr:`TicketingService.events`), and the next sweep redoes its work.
 """
 
 from __future__ import annotations
@@ -29,11 +31,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
-import orjson
 import psycopg
 from psycopg import errors
 from psycopg.rows import dict_row
 
+from fwcore.events import (
+    AlarmClearedEvent,
+    AlarmOpenedEvent,
+    EventListener,
+    TicketAssignedEvent,
+    TicketCreatedEvent,
+    TicketUnassignedEvent,
+    TicketUpdatedEvent,
+    publish,
+)
 from ticketing.autoresolve import ClearOutcome, act_on_cleared, ticket_of_alarm
 from ticketing.autoresolve import candidates as cleared_candidates
 from ticketing.dispatch import Decision, TechnicianView
@@ -45,7 +56,6 @@ from ticketing.tickets import OPEN_STATUSES, ticket_priority
 
 log = logging.getLogger(__name__)
 
-EVENTS_CHANNEL = "fw_events"
 _RETRIES = 4
 _T = TypeVar("_T")
 
@@ -88,6 +98,10 @@ class TicketingService:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.listening = threading.Event()  # set while the LISTEN connection is up
+        #: Parses and dispatches ``fw_events``; its counters (bad payloads, handler errors) are for metrics.
+        self.events = EventListener()
+        self.events.on(AlarmOpenedEvent, self._on_alarm_opened)
+        self.events.on(AlarmClearedEvent, self._on_alarm_cleared)
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self, wait_s: float = 5.0) -> None:
@@ -126,16 +140,13 @@ class TicketingService:
         while not stop_event.is_set():
             try:
                 with psycopg.connect(self._db_url, autocommit=True) as lconn:
-                    lconn.execute(f"LISTEN {EVENTS_CHANNEL}")
+                    self.events.listen(lconn)
                     self.listening.set()
                     backoff = 0.5
                     self._safe_sweep()  # whatever happened while we were not listening
                     next_sweep = time.monotonic() + self._sweep_interval_s
                     while not stop_event.is_set():
-                        for note in lconn.notifies(timeout=self._poll_s):
-                            self._on_notification(note.payload)
-                            if stop_event.is_set():
-                                break
+                        self.events.poll(lconn, self._poll_s, stop_event.is_set)
                         if time.monotonic() >= next_sweep:
                             self._safe_sweep()
                             next_sweep = time.monotonic() + self._sweep_interval_s
@@ -146,21 +157,11 @@ class TicketingService:
             stop_event.wait(backoff)
             backoff = min(backoff * 2, 10.0)
 
-    def _on_notification(self, payload: str) -> None:
-        try:
-            event = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            log.warning("ignoring a malformed fw_events payload %r", payload[:200])
-            return
-        if not isinstance(event, dict) or event.get("type") not in ("alarm_opened", "alarm_cleared"):
-            return
-        try:
-            if event["type"] == "alarm_opened":
-                self.handle_alarm(int(event["alarm_id"]))
-            else:
-                self.handle_alarm_cleared(int(event["alarm_id"]))
-        except Exception:  # the sweep retries; never let one alarm kill the listener
-            log.exception("handling %s %s failed; the next sweep retries it", event["type"], event.get("alarm_id"))
+    def _on_alarm_opened(self, event: AlarmOpenedEvent) -> None:
+        self.handle_alarm(event.alarm_id)
+
+    def _on_alarm_cleared(self, event: AlarmClearedEvent) -> None:
+        self.handle_alarm_cleared(event.alarm_id)
 
     def _safe_sweep(self) -> None:
         try:
@@ -287,9 +288,11 @@ class TicketingService:
         conn.execute("UPDATE alarms SET ticket_id = %s WHERE id = %s", (ticket_id, alarm_id))
         # An open alarm again: auto-resolve may act when this one clears too.
         conn.execute("UPDATE tickets SET alarms_cleared_at = NULL WHERE id = %s", (ticket_id,))
-        _notify(
+        publish(
             conn,
-            {"type": "ticket_created" if created else "ticket_updated", "ticket_id": ticket_id, "alarm_id": alarm_id},
+            TicketCreatedEvent(ticket_id=ticket_id, alarm_id=alarm_id)
+            if created
+            else TicketUpdatedEvent(ticket_id=ticket_id, alarm_id=alarm_id),
         )
         decision = None
         if not _has_active_assignment(conn, ticket_id):
@@ -355,11 +358,11 @@ class TicketingService:
         """Place a ticket this transaction has locked into today's plan (:func:`place_ticket`)."""
         placement = place_ticket(conn, ticket_id, self.travel, self.clock())
         for bumped in placement.unassigned_bumped:
-            _notify(conn, {"type": "ticket_unassigned", "ticket_id": bumped, "bumped_by": ticket_id})
+            publish(conn, TicketUnassignedEvent(ticket_id=bumped, bumped_by=ticket_id))
         if placement.tech_id is None:
             log.info("ticket %d unassigned: %s", ticket_id, placement.reason)
             return Decision(None, None, None, placement.reason)
-        _notify(conn, {"type": "ticket_assigned", "ticket_id": ticket_id, "technician_id": placement.tech_id})
+        publish(conn, TicketAssignedEvent(ticket_id=ticket_id, technician_id=placement.tech_id))
         log.info("ticket %d assigned to %s (%s)", ticket_id, placement.tech_name, placement.reason)
         view = TechnicianView(placement.tech_id, placement.tech_name or "", site)
         return Decision(view, placement.km, placement.eta_minutes, placement.reason)
@@ -369,7 +372,3 @@ def _has_active_assignment(conn: psycopg.Connection, ticket_id: int) -> bool:
     return (
         conn.execute("SELECT 1 FROM assignments WHERE ticket_id = %s AND active", (ticket_id,)).fetchone() is not None
     )
-
-
-def _notify(conn: psycopg.Connection, event: dict[str, Any]) -> None:
-    conn.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, orjson.dumps(event).decode()))

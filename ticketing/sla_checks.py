@@ -15,10 +15,10 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import orjson
 import psycopg
 from psycopg.rows import dict_row
 
+from fwcore.events import SlaAtRiskEvent, SlaBreachedEvent, publish
 from ticketing.sla import BusinessCalendar, Target, due_at
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def check_slas(db_url: str, now: datetime | None = None) -> SlaCheck:
                     ).rowcount
                     breaches += added
                     if added:
-                        _notify(conn, {"type": "sla_breached", "ticket_id": t["id"], "kind": kind})
+                        publish(conn, SlaBreachedEvent(ticket_id=t["id"], kind=kind))
             at_risk = (
                 response is not None
                 and responded_at is None
@@ -158,13 +158,9 @@ def check_slas(db_url: str, now: datetime | None = None) -> SlaCheck:
             )
             if at_risk and t["escalated_at"] is None:
                 conn.execute("UPDATE tickets SET escalated_at = %s WHERE id = %s", (now, t["id"]))
-                _notify(conn, {"type": "sla_at_risk", "ticket_id": t["id"], "due_at": response.isoformat()})
+                publish(conn, SlaAtRiskEvent(ticket_id=t["id"], due_at=response))
                 escalated += 1
     return SlaCheck(checked, breaches, escalated)
-
-
-def _notify(conn: psycopg.Connection, event: dict) -> None:
-    conn.execute("SELECT pg_notify('fw_events', %s)", (orjson.dumps(event).decode(),))
 
 
 def sla_job(db_url: str) -> SlaCheck:

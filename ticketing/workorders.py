@@ -10,6 +10,7 @@ import psycopg
 from psycopg import errors
 from pydantic import BaseModel, Field
 
+from fwcore.events import TicketAssignedEvent, TicketCreatedEvent, publish
 from ticketing.errors import NotFound, TicketingError
 from ticketing.geo import TravelModel
 from ticketing.planning import Placement, place_ticket
@@ -101,11 +102,8 @@ def create_work_order(
             ) from None
         except errors.ForeignKeyViolation as exc:
             raise NotFound(f"unknown skill or part in the work order: {exc.diag.message_detail}") from None
-        conn.execute("SELECT pg_notify('fw_events', %s)", (f'{{"type": "ticket_created", "ticket_id": {ticket_id}}}',))
+        publish(conn, TicketCreatedEvent(ticket_id=ticket_id))
         placement = place_ticket(conn, ticket_id, travel, now)
         if placement.tech_id is not None:
-            conn.execute(
-                "SELECT pg_notify('fw_events', %s)",
-                (f'{{"type": "ticket_assigned", "ticket_id": {ticket_id}, "technician_id": {placement.tech_id}}}',),
-            )
+            publish(conn, TicketAssignedEvent(ticket_id=ticket_id, technician_id=placement.tech_id))
     return ticket_id, True, placement

@@ -65,7 +65,7 @@ from gateway.drivers import Driver, make_driver
 from gateway.errors import DeviceError, GatewayError
 from gateway.forward import Delivery, Forwarder
 from gateway.health import BufferHealth, DeviceHealth, GatewayCollector, HealthSnapshot, health_payload
-from gateway.publisher import MqttPublisher, PublisherCallbacks
+from gateway.publisher import MqttPublisher, Publisher, PublisherCallbacks
 from gateway.remote_config import DeviceDiff, RemoteConfigManager
 from gateway.report import ExceptionFilter, ReportPolicy
 from gateway.sequence import SequenceStore
@@ -187,7 +187,7 @@ class Gateway:
         self._loop: asyncio.AbstractEventLoop | None = None  # set by start(); paho callbacks hop onto it
         self.remote = RemoteConfigManager(self, config_path)
         self._buses: dict[str, SerialBus] = {}  # Modbus RTU: one shared line per serial port
-        self._publisher: MqttPublisher | None = None
+        self._publisher: Publisher | None = None
         self._sparkplug: SparkplugNode | None = None  # set in Sparkplug B mode (config.sparkplug)
         self._connected = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -208,22 +208,24 @@ class Gateway:
         self._forwarder = Forwarder(self._buffer, self._publish_telemetry, b)
         self._update_buffer_stats()
         callbacks = PublisherCallbacks(self._on_connected, self._on_disconnected, self._on_ack)
+        publisher: Publisher
         if self.config.sparkplug is not None and self.config.sparkplug.enabled:  # same surface as MqttPublisher
             self._sparkplug = SparkplugNode(
                 self.config, self.buffer_path.parent, self.mqtt_url, callbacks, protocol=self.mqtt_protocol
             )
-            self._publisher = self._sparkplug  # type: ignore[assignment]
+            publisher = self._sparkplug
         else:
-            self._publisher = MqttPublisher(
+            publisher = MqttPublisher(
                 self.mqtt_url, self.config.site, self.config.gateway, callbacks, protocol=self.mqtt_protocol
             )
-        self._publisher.start()
+        self._publisher = publisher
+        publisher.start()
         if self.metrics_port is not None:
             self._start_metrics(self.metrics_port)
         for device in self.config.devices:
             self._start_device(device)
         if self._sparkplug is None:  # Sparkplug B mode is configured through its own commands
-            self._publisher.client.message_callback_add(self.config_topic, self._on_config_message)
+            publisher.client.message_callback_add(self.config_topic, self._on_config_message)
         self._tasks.append(asyncio.create_task(self._publish_loop(), name="publish"))
         self._tasks.append(asyncio.create_task(self._replay_loop(), name="replay"))
         self._tasks.append(asyncio.create_task(self._health_loop(), name="health"))
@@ -283,7 +285,7 @@ class Gateway:
         await asyncio.wait_for(self._connected.wait(), timeout)
 
     @property
-    def publisher(self) -> MqttPublisher | None:
+    def publisher(self) -> Publisher | None:
         """The broker connection (``None`` before :meth:`start`)."""
         return self._publisher
 

@@ -141,7 +141,7 @@ class _Handler:
     def status_change_notification(self, status: Any) -> None:
         code = status.Status.value if hasattr(status, "Status") else int(status)
         if quality_of(code) >= Quality.BAD:
-            self.driver.lost = f"subscription status {ua.StatusCode(code).name}"
+            self.driver.lost = f"subscription status {ua.StatusCode(ua.UInt32(code)).name}"
 
 
 class OpcUaDriver:
@@ -268,7 +268,7 @@ class OpcUaDriver:
             groups.setdefault(band, []).append(node)
         for band, nodes in groups.items():
             if band:
-                await sub.deadband_monitor(nodes, band, queuesize=100)
+                await sub.deadband_monitor(nodes, ua.Double(band), queuesize=100)
             else:
                 await sub.subscribe_data_change(nodes, queuesize=100)
         self._sub = sub

@@ -40,7 +40,7 @@ def _blocks(values: dict[int, int] | dict[int, bool], holes: Iterable[int], kind
             run_start, run_valid, run_vals = addr, valid, []
         if valid:
             default: int | bool = False if kind == DataType.BITS else 0
-            run_vals.append(values.get(addr, default))  # type: ignore[arg-type]
+            run_vals.append(values.get(addr, default))
     return out
 
 

@@ -237,7 +237,11 @@ _MODEL_COLS = (
 def _stored(row: tuple[Any, ...]) -> StoredModel:
     import joblib
 
-    return StoredModel(*row[:10], model=joblib.load(io.BytesIO(row[10])), rule_version=row[11])
+    id_, rule_id, subject, version, trained_at, start, end, kind, threshold, metrics, blob, rule_version = row
+    model = joblib.load(io.BytesIO(blob))
+    return StoredModel(
+        id_, rule_id, subject, version, trained_at, start, end, kind, threshold, metrics, model, rule_version
+    )
 
 
 def latest_models(conn: psycopg.Connection, rule_id: int) -> dict[str, StoredModel]:

@@ -153,7 +153,7 @@ def update_endpoint(
     if sets:
         cols = ", ".join(f"{k} = %({k})s" for k in sets)  # keys are the fixed names above
         cur = conn.execute(
-            f"UPDATE webhook_endpoints SET {cols} WHERE id = %(id)s",  # type: ignore[arg-type]
+            f"UPDATE webhook_endpoints SET {cols} WHERE id = %(id)s",
             {**sets, "id": endpoint_id},
         )
         if cur.rowcount != 1:
@@ -176,7 +176,8 @@ def list_deliveries(
     offset: int = 0,
 ) -> list[Delivery]:
     """Deliveries, newest first; filtered by endpoint and status when given."""
-    where, params = [], []
+    where: list[str] = []
+    params: list[int | str] = []
     if endpoint_id is not None:
         where.append("endpoint_id = %s")
         params.append(endpoint_id)
@@ -185,7 +186,7 @@ def list_deliveries(
         params.append(status)
     sql = _DELIVERY + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT %s OFFSET %s"
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(sql, (*params, limit, offset))  # type: ignore[arg-type]
+        cur.execute(sql, (*params, limit, offset))
         return [Delivery(**r) for r in cur.fetchall()]
 
 

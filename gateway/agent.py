@@ -42,8 +42,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from wsgiref.simple_server import WSGIServer
 
 import orjson
+import paho.mqtt.client as mqtt
 from prometheus_client import CollectorRegistry, start_http_server
 
 from fwcore.contract import (
@@ -168,7 +170,7 @@ class Gateway:
         #: The gateway's own Prometheus registry (one per gateway, so tests can run several).
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(GatewayCollector(self.health_snapshot))
-        self._metrics_server: tuple[object, threading.Thread] | None = None
+        self._metrics_server: tuple[WSGIServer, threading.Thread] | None = None
         self._started_at = time.monotonic()
         self._ever_connected = False
         self._rbe = ExceptionFilter()
@@ -267,8 +269,8 @@ class Gateway:
         if self._metrics_server is not None:
             server, thread = self._metrics_server
             self._metrics_server = None
-            server.shutdown()  # type: ignore[attr-defined]
-            server.server_close()  # type: ignore[attr-defined]
+            server.shutdown()
+            server.server_close()
             thread.join(2.0)
         self._stopped.set()
 
@@ -340,9 +342,9 @@ class Gateway:
             self._start_device(by_name[name], drivers[name])
         self.publish_status()
 
-    def _on_config_message(self, client: object, userdata: object, message: object) -> None:
+    def _on_config_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         """paho thread: hand a config message to the event loop."""
-        payload = bytes(message.payload)  # type: ignore[attr-defined]
+        payload = bytes(message.payload)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._config_received, payload)
 

@@ -21,7 +21,7 @@ from dataclasses import fields
 from typing import Any, NamedTuple
 
 from fwcore.contract import Point, Quality
-from gateway.config import BIT_TABLES, Tag
+from gateway.config import BIT_TABLES, OpcUaTag, Tag
 from gateway.decode import _FORMATS, _swap, clamp
 
 _GOOD = int(Quality.GOOD)
@@ -32,7 +32,7 @@ _BAD_RANGE = int(Quality.BAD_OUT_OF_RANGE)
 class TagValue(NamedTuple):
     """A decoded tag: ``value`` is meaningful only when ``quality`` is good."""
 
-    tag: Tag
+    tag: Tag | OpcUaTag  # a Modbus register's tag, or an OPC-UA node's (gateway.opcua)
     value: float
     quality: int = Quality.GOOD
     #: Source timestamp (Unix ms) when the device gives one (OPC-UA); None: the poll's time.
@@ -63,8 +63,8 @@ def to_points(device: str, ts: int, values: Sequence[TagValue]) -> list[Point]:
         p.ts = own_ts or ts
         p.value = value
         p.quality = quality
-        p.__class__ = cls  # type: ignore[assignment]
-        append(p)  # type: ignore[arg-type]
+        p.__class__ = cls  # type: ignore[assignment]  # the same-layout class swap described above
+        append(p)  # type: ignore[arg-type]  # now a Point, which mypy cannot follow
     return out
 
 

@@ -144,12 +144,13 @@ class MqttPublisher:
         if self._started:
             return
         self._started = True
-        kwargs: dict[str, object] = {}
+        host, port = self._parts["host"], self._parts["port"]
         if self.protocol == "5":
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
-            kwargs = {"clean_start": False, "properties": props}
-        self.client.connect_async(self._parts["host"], self._parts["port"], KEEPALIVE_SECONDS, **kwargs)  # type: ignore[arg-type]
+            self.client.connect_async(host, port, KEEPALIVE_SECONDS, clean_start=False, properties=props)
+        else:
+            self.client.connect_async(host, port, KEEPALIVE_SECONDS)
         self.client.loop_start()
 
     def publish(self, topic_name: str, payload: bytes, *, retain: bool = False) -> mqtt.MQTTMessageInfo:

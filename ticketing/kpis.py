@@ -156,9 +156,11 @@ def compute_kpis(conn: psycopg.Connection, start: datetime, end: datetime) -> li
         rows.append(KpiRow("travel_share", name, travel[name] / worked if worked else None, "ratio", jobs[name]))
 
     # Alarms per alarm ticket
-    n_alarms = conn.execute(
+    counted = conn.execute(
         "SELECT count(*) FROM alarms WHERE opened_at >= %s AND opened_at < %s", (start, end)
-    ).fetchone()[0]  # type: ignore[index]
+    ).fetchone()
+    assert counted is not None  # an aggregate returns one row
+    n_alarms = counted[0]
     n_alarm_tickets = sum(1 for t in tickets if t[2] == "alarm")
     rows.append(
         KpiRow("alarms_per_ticket", "all", n_alarms / n_alarm_tickets if n_alarm_tickets else None, "ratio", n_alarms)

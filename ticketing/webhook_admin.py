@@ -122,12 +122,13 @@ def create_endpoint(
     max_attempts: int = 8,
 ) -> Endpoint:
     validate(url, secret, events, max_attempts)
-    (eid,) = conn.execute(
+    row = conn.execute(
         "INSERT INTO webhook_endpoints (url, secret, events, active, max_attempts) VALUES (%s, %s, %s, %s, %s)"
         " RETURNING id",
         (url, secret, sorted(set(events)), enabled, max_attempts),
-    ).fetchone()  # type: ignore[misc]
-    return get_endpoint(conn, eid)
+    ).fetchone()
+    assert row is not None  # INSERT … RETURNING of one row
+    return get_endpoint(conn, row[0])
 
 
 def update_endpoint(
@@ -208,4 +209,6 @@ def redeliver(conn: psycopg.Connection, delivery_id: int) -> Delivery:
     )
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(_DELIVERY + " WHERE id = %s", (delivery_id,))
-        return Delivery(**cur.fetchone())  # type: ignore[arg-type]
+        delivery = cur.fetchone()
+        assert delivery is not None  # the row locked above
+        return Delivery(**delivery)

@@ -107,8 +107,8 @@ class LeaderScheduler:
 
     def _try_lead(self) -> None:
         conn = psycopg.connect(self.db_url, autocommit=True)
-        got = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)).fetchone()[0]
-        if not got:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)).fetchone()
+        if row is None or not row[0]:
             conn.close()
             return
         from apscheduler.schedulers.background import BackgroundScheduler

@@ -17,9 +17,19 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from itertools import count
+from typing import Required, TypedDict
 
 #: ±20 % around the nominal delay.
 PLUS_MINUS_20 = (0.8, 1.2)
+
+
+class Backoff(TypedDict, total=False):
+    """The keyword arguments of :func:`backoff_delays`: a caller's retry policy kept as one constant."""
+
+    base: Required[float]
+    cap: Required[float]
+    factor: float
+    spread: tuple[float, float]
 
 
 def _check(base: float, cap: float, factor: float, spread: tuple[float, float]) -> None:

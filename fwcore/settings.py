@@ -81,9 +81,14 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".fieldwatch")
 
     @classmethod
-    def settings_customise_sources(  # type: ignore[override]
-        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
-    ):
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, dotenv_settings, _YamlSource(settings_cls), file_secret_settings)
 
     @field_validator("database_url")

@@ -42,8 +42,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from wsgiref.simple_server import WSGIServer
 
 import orjson
+import paho.mqtt.client as mqtt
 from prometheus_client import CollectorRegistry, start_http_server
 
 from fwcore.contract import (
@@ -65,7 +67,7 @@ from gateway.drivers import Driver, make_driver
 from gateway.errors import DeviceError, GatewayError
 from gateway.forward import Delivery, Forwarder
 from gateway.health import BufferHealth, DeviceHealth, GatewayCollector, HealthSnapshot, health_payload
-from gateway.publisher import MqttPublisher, PublisherCallbacks
+from gateway.publisher import MqttPublisher, Publisher, PublisherCallbacks
 from gateway.remote_config import DeviceDiff, RemoteConfigManager
 from gateway.report import ExceptionFilter, ReportPolicy
 from gateway.sequence import SequenceStore
@@ -168,7 +170,7 @@ class Gateway:
         #: The gateway's own Prometheus registry (one per gateway, so tests can run several).
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(GatewayCollector(self.health_snapshot))
-        self._metrics_server: tuple[object, threading.Thread] | None = None
+        self._metrics_server: tuple[WSGIServer, threading.Thread] | None = None
         self._started_at = time.monotonic()
         self._ever_connected = False
         self._rbe = ExceptionFilter()
@@ -187,7 +189,7 @@ class Gateway:
         self._loop: asyncio.AbstractEventLoop | None = None  # set by start(); paho callbacks hop onto it
         self.remote = RemoteConfigManager(self, config_path)
         self._buses: dict[str, SerialBus] = {}  # Modbus RTU: one shared line per serial port
-        self._publisher: MqttPublisher | None = None
+        self._publisher: Publisher | None = None
         self._sparkplug: SparkplugNode | None = None  # set in Sparkplug B mode (config.sparkplug)
         self._connected = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -208,22 +210,24 @@ class Gateway:
         self._forwarder = Forwarder(self._buffer, self._publish_telemetry, b)
         self._update_buffer_stats()
         callbacks = PublisherCallbacks(self._on_connected, self._on_disconnected, self._on_ack)
+        publisher: Publisher
         if self.config.sparkplug is not None and self.config.sparkplug.enabled:  # same surface as MqttPublisher
             self._sparkplug = SparkplugNode(
                 self.config, self.buffer_path.parent, self.mqtt_url, callbacks, protocol=self.mqtt_protocol
             )
-            self._publisher = self._sparkplug  # type: ignore[assignment]
+            publisher = self._sparkplug
         else:
-            self._publisher = MqttPublisher(
+            publisher = MqttPublisher(
                 self.mqtt_url, self.config.site, self.config.gateway, callbacks, protocol=self.mqtt_protocol
             )
-        self._publisher.start()
+        self._publisher = publisher
+        publisher.start()
         if self.metrics_port is not None:
             self._start_metrics(self.metrics_port)
         for device in self.config.devices:
             self._start_device(device)
         if self._sparkplug is None:  # Sparkplug B mode is configured through its own commands
-            self._publisher.client.message_callback_add(self.config_topic, self._on_config_message)
+            publisher.client.message_callback_add(self.config_topic, self._on_config_message)
         self._tasks.append(asyncio.create_task(self._publish_loop(), name="publish"))
         self._tasks.append(asyncio.create_task(self._replay_loop(), name="replay"))
         self._tasks.append(asyncio.create_task(self._health_loop(), name="health"))
@@ -265,8 +269,8 @@ class Gateway:
         if self._metrics_server is not None:
             server, thread = self._metrics_server
             self._metrics_server = None
-            server.shutdown()  # type: ignore[attr-defined]
-            server.server_close()  # type: ignore[attr-defined]
+            server.shutdown()
+            server.server_close()
             thread.join(2.0)
         self._stopped.set()
 
@@ -283,7 +287,7 @@ class Gateway:
         await asyncio.wait_for(self._connected.wait(), timeout)
 
     @property
-    def publisher(self) -> MqttPublisher | None:
+    def publisher(self) -> Publisher | None:
         """The broker connection (``None`` before :meth:`start`)."""
         return self._publisher
 
@@ -338,9 +342,9 @@ class Gateway:
             self._start_device(by_name[name], drivers[name])
         self.publish_status()
 
-    def _on_config_message(self, client: object, userdata: object, message: object) -> None:
+    def _on_config_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         """paho thread: hand a config message to the event loop."""
-        payload = bytes(message.payload)  # type: ignore[attr-defined]
+        payload = bytes(message.payload)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._config_received, payload)
 

@@ -30,6 +30,7 @@ operator); every drop is counted in :attr:`DiskBuffer.dropped_batches` /
 
 from __future__ import annotations
 
+import builtins
 import logging
 import sqlite3
 import time
@@ -146,7 +147,7 @@ class DiskBuffer:
         return self._db
 
     # --- writes ----------------------------------------------------------------------
-    def put_many(self, batches: Iterable[tuple[int, int, bytes]]) -> list[int]:
+    def put_many(self, batches: Iterable[tuple[int, int, builtins.bytes]]) -> list[int]:  # .bytes: the property
         """Store ``(seq, points, payload)`` rows in one transaction (one fsync).
 
         Returns the seqs dropped to stay under ``max_bytes`` (possibly including new ones).

@@ -267,7 +267,9 @@ class DeviceBase(BaseModel):
                     except ValidationError as exc:
                         raise ValueError(f"{where}: override of tag {tag.name!r} is invalid: {exc}") from None
                 tags.append(tag)
-            self.tags = tags
+            # OpcUaDevice narrows ``tags`` to OpcUaTag (its override below); the profile's tags were
+            # checked to be of this device's ``_tag_class``, and overrides keep each tag's class.
+            self.tags = tags  # type: ignore[assignment]
         elif self.overrides:
             raise ValueError(f"{where}: 'overrides' only applies to a device with a 'profile'")
         if not self.tags:
@@ -356,7 +358,7 @@ class OpcUaDevice(DeviceBase):
     protocol: Literal["opcua"]
     endpoint: str = Field(description="opc.tcp://host:port[/path]")
     root: str | None = Field(None, description="browse path of the device's object under Objects, e.g. 2:pump-1")
-    tags: list[OpcUaTag] = Field(default_factory=list)  # type: ignore[assignment]
+    tags: list[OpcUaTag] = Field(default_factory=list)  # type: ignore[assignment]  # narrows DeviceBase.tags
     mode: Literal["subscribe", "poll"] = "subscribe"
     publishing_interval: float = Field(0.5, gt=0, description="seconds between the server's notifications")
     keepalive_count: int = Field(10, ge=1, description="publishing intervals without data before a keep-alive")

@@ -101,15 +101,15 @@ def tag_value(tag: OpcUaTag, dv: ua.DataValue) -> TagValue:
     quality = quality_of(status)
     raw = dv.Value.Value if dv.Value is not None else None
     if quality >= Quality.BAD:
-        return TagValue(tag, 0.0, quality, ts)  # type: ignore[arg-type]
+        return TagValue(tag, 0.0, quality, ts)
     if isinstance(raw, bool):
         raw = float(raw)
     if not isinstance(raw, int | float):
-        return TagValue(tag, 0.0, Quality.BAD_DECODE, ts)  # type: ignore[arg-type]
+        return TagValue(tag, 0.0, Quality.BAD_DECODE, ts)
     value, clamped = clamp(float(raw) * tag.scale + tag.offset, tag.min, tag.max)
     if value != value:  # NaN is not a reading
-        return TagValue(tag, 0.0, Quality.BAD_DECODE, ts)  # type: ignore[arg-type]
-    return TagValue(tag, value, Quality.BAD_OUT_OF_RANGE if clamped else quality, ts)  # type: ignore[arg-type]
+        return TagValue(tag, 0.0, Quality.BAD_DECODE, ts)
+    return TagValue(tag, value, Quality.BAD_OUT_OF_RANGE if clamped else quality, ts)
 
 
 @contextlib.contextmanager
@@ -141,7 +141,7 @@ class _Handler:
     def status_change_notification(self, status: Any) -> None:
         code = status.Status.value if hasattr(status, "Status") else int(status)
         if quality_of(code) >= Quality.BAD:
-            self.driver.lost = f"subscription status {ua.StatusCode(code).name}"
+            self.driver.lost = f"subscription status {ua.StatusCode(ua.UInt32(code)).name}"
 
 
 class OpcUaDriver:
@@ -245,7 +245,7 @@ class OpcUaDriver:
                     node = await client.nodes.objects.get_child(parts)
             except UaStatusCodeError as exc:
                 log.error("device %r tag %r: cannot find node %s: %s", d.name, tag.name, tag.node or tag.path, exc)
-                self._unresolved.append(TagValue(tag, 0.0, Quality.BAD_EXCEPTION))  # type: ignore[arg-type]
+                self._unresolved.append(TagValue(tag, 0.0, Quality.BAD_EXCEPTION))
                 continue
             self._nodes.append((tag, node))
             self.tag_by_node[node.nodeid] = tag
@@ -268,7 +268,7 @@ class OpcUaDriver:
             groups.setdefault(band, []).append(node)
         for band, nodes in groups.items():
             if band:
-                await sub.deadband_monitor(nodes, band, queuesize=100)
+                await sub.deadband_monitor(nodes, ua.Double(band), queuesize=100)
             else:
                 await sub.subscribe_data_change(nodes, queuesize=100)
         self._sub = sub

@@ -20,6 +20,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -48,6 +49,19 @@ class PublisherCallbacks:
     on_connected: Callable[[], None]
     on_disconnected: Callable[[str], None]
     on_ack: Callable[[bytes], None]
+
+
+class Publisher(Protocol):
+    """What the gateway needs of its broker connection: :class:`MqttPublisher`, or in Sparkplug B
+    mode :class:`gateway.sparkplug.SparkplugNode`, which keeps the same surface."""
+
+    client: mqtt.Client
+
+    def start(self) -> None: ...
+
+    def publish(self, topic_name: str, payload: bytes, *, retain: bool = False) -> mqtt.MQTTMessageInfo: ...
+
+    async def stop(self, reason: str = "shutdown", timeout: float = 2.0) -> None: ...
 
 
 class MqttPublisher:
@@ -130,12 +144,13 @@ class MqttPublisher:
         if self._started:
             return
         self._started = True
-        kwargs: dict[str, object] = {}
+        host, port = self._parts["host"], self._parts["port"]
         if self.protocol == "5":
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
-            kwargs = {"clean_start": False, "properties": props}
-        self.client.connect_async(self._parts["host"], self._parts["port"], KEEPALIVE_SECONDS, **kwargs)  # type: ignore[arg-type]
+            self.client.connect_async(host, port, KEEPALIVE_SECONDS, clean_start=False, properties=props)
+        else:
+            self.client.connect_async(host, port, KEEPALIVE_SECONDS)
         self.client.loop_start()
 
     def publish(self, topic_name: str, payload: bytes, *, retain: bool = False) -> mqtt.MQTTMessageInfo:

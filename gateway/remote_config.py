@@ -101,7 +101,8 @@ def diff_devices(old: GatewayConfig, new: GatewayConfig) -> DeviceDiff:
     after = {d.name: d for d in new.devices}
     added = tuple(n for n in after if n not in before)
     removed = tuple(n for n in before if n not in after)
-    changed, unchanged = [], []
+    changed: list[str] = []
+    unchanged: list[str] = []
     for name in (n for n in after if n in before):
         (unchanged if _fingerprint(before[name]) == _fingerprint(after[name]) else changed).append(name)
     return DeviceDiff(added, removed, tuple(changed), tuple(unchanged))
@@ -222,7 +223,7 @@ class RemoteConfigManager:
         self.base_dir = config_path.parent if config_path is not None else None
         self.last: ConfigOutcome | None = None
         self._lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[ConfigOutcome | None]] = set()
 
     @property
     def persist_path(self) -> Path:

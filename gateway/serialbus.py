@@ -43,9 +43,10 @@ class SerialBus:
     async def acquire(self, user: object, device: str) -> AsyncModbusSerialClient:
         """Open the port if needed (or raise :class:`DeviceNotConnected` naming ``device``) and register ``user``."""
         async with self.lock:
-            if not self.connected:
-                if self.client is not None:
-                    self.client.close()
+            client = self.client
+            if client is None or not client.connected:
+                if client is not None:
+                    client.close()
                 baudrate, parity, stopbits, bytesize = self.settings
                 client = AsyncModbusSerialClient(
                     self.port,
@@ -66,7 +67,7 @@ class SerialBus:
                     raise DeviceNotConnected(device, f"cannot open serial port {self.port}")
                 self.client = client
             self._users.add(user)
-            return self.client
+            return client
 
     def release(self, user: object) -> None:
         """Forget ``user``; close the port when nobody uses it any more."""

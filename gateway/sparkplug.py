@@ -215,8 +215,11 @@ class SparkplugNode:
             return
         self._started = True
         self._arm_will()
-        kwargs: dict[str, object] = {"clean_start": True} if self.protocol == "5" else {}
-        self.client.connect_async(self._parts["host"], self._parts["port"], KEEPALIVE_SECONDS, **kwargs)  # type: ignore[arg-type]
+        host, port = self._parts["host"], self._parts["port"]
+        if self.protocol == "5":
+            self.client.connect_async(host, port, KEEPALIVE_SECONDS, clean_start=True)
+        else:
+            self.client.connect_async(host, port, KEEPALIVE_SECONDS)
         self.client.loop_start()
         self._replay_task = asyncio.create_task(self._replay_loop(), name="sparkplug-replay")
 

@@ -35,11 +35,13 @@ def retention_cutoff(today: date, retention_days: int) -> date:
 def ensure_partitions_ahead(db_url: str, ahead: int = DAYS_AHEAD, *, today: date | None = None) -> list[str]:
     """Create the daily partitions for today and the next ``ahead`` days; returns their names."""
     today = today or datetime.now(UTC).date()
+    names: list[str] = []
     with psycopg.connect(db_url, autocommit=True) as conn:
-        return [
-            conn.execute("SELECT fw_ensure_telemetry_partition(%s)", (d,)).fetchone()[0]  # type: ignore[index]
-            for d in partition_days(today, ahead)
-        ]
+        for d in partition_days(today, ahead):
+            row = conn.execute("SELECT fw_ensure_telemetry_partition(%s)", (d,)).fetchone()
+            assert row is not None  # a function call returns one row
+            names.append(row[0])
+    return names
 
 
 def drop_expired(db_url: str, retention_days: int | None = None, *, today: date | None = None) -> int:

@@ -33,7 +33,7 @@ from types import TracebackType
 import psycopg
 
 from fwcore.contract import Batch, ContractError, decode_batch, encode_ack, parse_topic, subscription, topic
-from fwcore.retry import backoff_delays
+from fwcore.retry import Backoff, backoff_delays
 from ingest.consumer import Inbound, MqttConsumer
 from ingest.errors import DatabaseUnavailable
 from ingest.fastpath import FastBatch, fast_accept
@@ -57,7 +57,7 @@ CommitHook = Callable[[list[CommittedPoint]], None]
 
 
 #: Retrying a database write: from 0.1 s, doubling to 5 s, never longer than nominal (a retry sooner is cheap).
-DB_RETRY = {"base": 0.1, "cap": 5.0, "spread": (0.5, 1.0)}
+DB_RETRY: Backoff = {"base": 0.1, "cap": 5.0, "spread": (0.5, 1.0)}
 
 
 @dataclass(slots=True)
@@ -431,7 +431,8 @@ class IngestWorker:
         not_acked = sum(1 for w in items if not self._consumer.ack(w.msg))
         acks: dict[tuple[str, str], list[int]] = defaultdict(list)
         for b in plan.batches:
-            acks[(b.site, b.gateway)].append(b.seq)
+            if b.seq is not None:  # always, from MQTT (None is the history import's, which acks nothing)
+                acks[(b.site, b.gateway)].append(b.seq)
         now_ms = int(time.time() * 1000)
         for (site, gateway), seqs in acks.items():
             if not self._consumer.publish(topic(site, gateway, "ack"), encode_ack(seqs, ts=now_ms)):

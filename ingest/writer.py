@@ -193,7 +193,8 @@ class TelemetryWriter:
             return self._conn
         try:
             conn = psycopg.connect(self._db_url, autocommit=True, connect_timeout=self._connect_timeout)
-            if conn.execute("SELECT to_regclass('telemetry')").fetchone()[0] is None:  # type: ignore[index]
+            row = conn.execute("SELECT to_regclass('telemetry')").fetchone()
+            if row is None or row[0] is None:
                 conn.close()
                 raise NotMigrated(f"database {self._db_url!r} has no telemetry table; run `fieldwatch db migrate`")
             conn.execute(

@@ -57,9 +57,11 @@ class AnomalyModel:
             t = self._pca.transform(z)
             t2 = np.sum(t * t / self._pca.explained_variance_, axis=1)
             q = np.sum((z - self._pca.inverse_transform(t)) ** 2, axis=1)
-            return t2 / self._t2_scale + q / self._q_scale
+            scores: np.ndarray = t2 / self._t2_scale + q / self._q_scale  # scikit-learn is untyped: Any until here
+            return scores
         assert self._forest is not None
-        return -self._forest.score_samples(z)
+        negated: np.ndarray = -self._forest.score_samples(z)
+        return negated
 
     def is_anomaly(self, x: np.ndarray) -> np.ndarray:
         return self.score(x) > self.threshold

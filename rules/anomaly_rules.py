@@ -237,7 +237,11 @@ _MODEL_COLS = (
 def _stored(row: tuple[Any, ...]) -> StoredModel:
     import joblib
 
-    return StoredModel(*row[:10], model=joblib.load(io.BytesIO(row[10])), rule_version=row[11])
+    id_, rule_id, subject, version, trained_at, start, end, kind, threshold, metrics, blob, rule_version = row
+    model = joblib.load(io.BytesIO(blob))
+    return StoredModel(
+        id_, rule_id, subject, version, trained_at, start, end, kind, threshold, metrics, model, rule_version
+    )
 
 
 def latest_models(conn: psycopg.Connection, rule_id: int) -> dict[str, StoredModel]:
@@ -320,10 +324,12 @@ class AnomalyScorer:
                 seen[(r.device_id, r.ts_ms)][r.tag] = r.value
         todo: list[tuple[Rule, StoredModel, int, int]] = []
         need: set[tuple[int, int]] = set()
+        watched: set[str] = set()  # every tag of these rules
         for rule in rules:
             cond = rule.spec.condition
             assert isinstance(cond, Anomaly)
             tags = set(cond.tags)
+            watched |= tags
             for (device_id, ts), vals in seen.items():
                 device = devices.get(device_id)
                 if device is None or tags.isdisjoint(vals) or not rule.spec.scope.matches(device):
@@ -335,7 +341,7 @@ class AnomalyScorer:
                 if not tags <= vals.keys():
                     need.add((device_id, ts))
         if need:  # tags of this timestamp committed by an earlier batch
-            all_tags = sorted({t for rule in rules for t in rule.spec.condition.tags})  # type: ignore[union-attr]
+            all_tags = sorted(watched)
             rows = conn.execute(
                 """SELECT s.device_id, (extract(epoch FROM t.time) * 1000)::bigint, s.tag, t.value
                    FROM telemetry t JOIN series s ON s.id = t.series_id

@@ -385,13 +385,12 @@ def silence_add(
         try:
             device_id, site_id, rule_id = resolve_targets(conn, device=device, site=site, rule=rule)
             now = datetime.now(UTC)
-            kind = "maintenance" if maintenance else "silence"
             s = create_silence(
                 conn,
                 created_by=author or getpass.getuser(),
                 starts_at=now,
                 ends_at=now + timedelta(seconds=seconds),
-                kind=kind,
+                kind="maintenance" if maintenance else "silence",
                 device_id=device_id,
                 site_id=site_id,
                 rule_id=rule_id,

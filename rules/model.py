@@ -337,26 +337,26 @@ class RuleSpec(_Strict):
     def describe(self) -> str:
         """``bearing_temp > 80 for 30 s`` — the condition in words, for alarm messages."""
         c = self.condition
-        lv = c.levels[-1]  # the least severe rung: where the alarm starts
+        # Each branch reads the least severe rung, ``levels[-1]``: where the alarm starts.
         if isinstance(c, Anomaly):
-            text = f"anomaly score over {', '.join(c.tags)} > {_fmt(lv.threshold)}× calibrated threshold"
+            text = f"anomaly score over {', '.join(c.tags)} > {_fmt(c.levels[-1].threshold)}× calibrated threshold"
         elif isinstance(c, NoData):
             what = {"series": self.tag, "device": "device", "gateway": "gateway"}[c.target]
             unit = "min offline" if c.target == "gateway" else "× its cadence"
-            text = f"{what} silent > {_fmt(lv.threshold)} {unit}"
+            text = f"{what} silent > {_fmt(c.levels[-1].threshold)} {unit}"
         elif isinstance(c, Above | Below | RateOfChange):
             op = {"above": ">", "below": "<", "rate": "rises/falls >"}[c.kind]
             if c.kind == "rate":
                 op = {"rise": "rises >", "fall": "falls >", "either": "changes >"}[c.direction]
             elif c.inclusive:
                 op += "="
-            text = f"{self.tag} {op} {_fmt(lv.threshold)}"
+            text = f"{self.tag} {op} {_fmt(c.levels[-1].threshold)}"
             if c.kind == "rate":
                 text += f"/{c.per}"
         else:
-            assert isinstance(lv, BandLevel)
+            band = c.levels[-1]
             word = "outside" if c.kind == "outside" else "inside"
-            text = f"{self.tag} {word} [{_fmt(lv.low)}, {_fmt(lv.high)}]"
+            text = f"{self.tag} {word} [{_fmt(band.low)}, {_fmt(band.high)}]"
         if self.for_s:
             text += f" for {self.for_s:g} s"
         if self.count > 1:
@@ -416,7 +416,7 @@ def legacy_spec(
     return RuleSpec(
         name=name,
         tag=tag,
-        condition=cond,  # type: ignore[arg-type]
+        condition=cond,
         for_s=duration_s,
         scope=Scope(equipment_models=[equipment_model] if equipment_model else []),
         problem_code=problem_code,

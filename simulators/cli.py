@@ -47,7 +47,7 @@ def _check_model(model: str, fault: str | None) -> None:
     if model not in MODELS:
         raise typer.BadParameter(f"unknown model {model!r}; known: {', '.join(MODELS)}", param_hint="--model")
     if fault is not None:
-        known = make_model(model).faults if model != "types" else ()  # type: ignore[attr-defined]
+        known = make_model(model).faults if model != "types" else ()
         if fault not in known:
             raise typer.BadParameter(
                 f"model {model} has no fault {fault!r}; known: {', '.join(known) or 'none'}", param_hint="--fault"
@@ -114,7 +114,7 @@ async def _serve_modbus(
 
     def start_fault() -> None:
         for uid, m in models.items():
-            m.inject_fault(fault, rate=rate)  # type: ignore[attr-defined]
+            m.inject_fault(fault, rate=rate)
             typer.echo(f"unit {uid}: fault {fault} injected (rate {rate})")
 
     if fault:

@@ -20,8 +20,17 @@ little-endian (DCBA) for its 32/64-bit values.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway.decode import encode, register_count
+
+if TYPE_CHECKING:
+    from simulators.chiller import ChillerModel
+    from simulators.compressor import CompressorModel
+    from simulators.pump import PumpModel
+
+    #: One simulated machine, of any kind :func:`make_model` builds.
+    Model = PumpModel | ChillerModel | CompressorModel
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,23 +147,23 @@ def model_kind(model: object) -> str:
     raise TypeError(f"{type(model).__name__} is not a simulated equipment model (pump, chiller, compressor)")
 
 
-def make_model(kind: str, seed: int = 0) -> object:
+def make_model(kind: str, seed: int = 0) -> Model:
     """A fresh model of ``kind`` (``fieldwatch simulate --model``)."""
     from simulators.chiller import ChillerModel
     from simulators.compressor import CompressorModel
     from simulators.pump import PumpModel
 
-    classes = {"pump": PumpModel, "chiller": ChillerModel, "compressor": CompressorModel}
+    classes: dict[str, type[Model]] = {"pump": PumpModel, "chiller": ChillerModel, "compressor": CompressorModel}
     if kind not in classes:
         raise ValueError(f"unknown model {kind!r}; known: {', '.join(classes)}")
     return classes[kind](seed)
 
 
-def map_values(model: object, reading: dict[str, float]) -> dict[str, float]:
+def map_values(model: Model, reading: dict[str, float]) -> dict[str, float]:
     """A reading plus the counters every map may hold (status word, run hours, starts)."""
     return {
         **reading,
-        "status": float(model.status_word(reading)),  # type: ignore[attr-defined]
-        "run_hours": float(model.run_hours),  # type: ignore[attr-defined]
+        "status": float(model.status_word(reading)),
+        "run_hours": float(model.run_hours),
         "starts": float(getattr(model, "starts", 0)),
     }

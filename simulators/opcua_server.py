@@ -40,15 +40,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-from asyncua import Server, ua
+from asyncua import Node, Server, ua
 from asyncua.common.methods import uamethod
 from asyncua.crypto import uacrypto
 from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.user_managers import UserManager
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
@@ -81,6 +82,11 @@ def _variant(var: str, value: float) -> ua.Variant:
     return ua.Variant(float(value), vtype)
 
 
+def _status(code: int) -> ua.StatusCode:
+    """A StatusCode of ``code`` (asyncua types its value as its ``ua.UInt32`` int subclass)."""
+    return ua.StatusCode(ua.UInt32(code))
+
+
 log = logging.getLogger(__name__)
 
 _POLICIES = {
@@ -90,7 +96,7 @@ _POLICIES = {
 }
 
 
-class _UserManager:
+class _UserManager(UserManager):
     """Accepts only the configured username/password pairs or user certificates (no anonymous)."""
 
     def __init__(self, users: dict[str, str], fingerprints: set[bytes]) -> None:
@@ -150,7 +156,7 @@ class EquipmentOpcUaServer:
         self.user_certificates = tuple(user_certificates)
         self._server: Server | None = None
         self._task: asyncio.Task[None] | None = None
-        self._vars: dict[tuple[str, str], object] = {}
+        self._vars: dict[tuple[str, str], Node] = {}
         self._status: dict[tuple[str, str], ua.StatusCode] = {}
         self._rates: dict[str, float] = {}
         self.ns = 2
@@ -181,15 +187,15 @@ class EquipmentOpcUaServer:
         self.ns = await server.register_namespace(NAMESPACE)
         self._vars.clear()
         for name, model in self.devices.items():
-            obj = await server.nodes.objects.add_object(ua.NodeId(name, self.ns), ua.QualifiedName(name, self.ns))
+            obj = await server.nodes.objects.add_object(self._node_id(name), ua.QualifiedName(name, self.ns))
             for var in variables_of(model):
                 node = await obj.add_variable(
-                    ua.NodeId(f"{name}.{var}", self.ns), ua.QualifiedName(var, self.ns), _variant(var, 0.0)
+                    self._node_id(f"{name}.{var}"), ua.QualifiedName(var, self.ns), _variant(var, 0.0)
                 )
                 if var == "fault_rate":
                     await node.set_writable()
                 self._vars[(name, var)] = node
-            methods = (
+            methods: tuple[tuple[str, Callable[..., Any], list[ua.VariantType]], ...] = (
                 ("InjectFault", self._inject_method(model), [ua.VariantType.String, ua.VariantType.Double]),
                 ("ClearFault", self._clear_method(model), []),
                 ("SetFault", self._set_fault_method(name), [ua.VariantType.String, ua.VariantType.String]
@@ -198,15 +204,15 @@ class EquipmentOpcUaServer:
             )  # fmt: skip
             for method, func, args in methods:
                 await obj.add_method(
-                    ua.NodeId(f"{name}.{method}", self.ns), ua.QualifiedName(method, self.ns), func, args, []
+                    self._node_id(f"{name}.{method}"), ua.QualifiedName(method, self.ns), func, args, []
                 )
         if self.types:
             from simulators.typetest import OPCUA_VALUES
 
-            obj = await server.nodes.objects.add_object(ua.NodeId("types", self.ns), ua.QualifiedName("types", self.ns))
+            obj = await server.nodes.objects.add_object(self._node_id("types"), ua.QualifiedName("types", self.ns))
             for var, vtype, value in OPCUA_VALUES:
                 await obj.add_variable(
-                    ua.NodeId(f"types.{var}", self.ns), ua.QualifiedName(var, self.ns), ua.Variant(value, vtype)
+                    self._node_id(f"types.{var}"), ua.QualifiedName(var, self.ns), ua.Variant(value, vtype)
                 )
         await server.start()
         self._server = server
@@ -220,7 +226,11 @@ class EquipmentOpcUaServer:
             out.add(cert.fingerprint(hashes.SHA256()))
         return out
 
-    def _set_fault_method(self, name: str):
+    def _node_id(self, name: str) -> ua.NodeId:
+        """The string NodeId ``ns=<our namespace>;s=<name>``."""
+        return ua.NodeId(ua.String(name), ua.Int16(self.ns))
+
+    def _set_fault_method(self, name: str) -> Callable[..., Any]:
         @uamethod
         def set_fault(parent: ua.NodeId, kind: str, tag: str, a: float, b: float) -> None:
             params: dict[str, float | str] = {"tag": tag or "*"} if kind in SENSOR_FAULTS else {}
@@ -231,7 +241,7 @@ class EquipmentOpcUaServer:
 
         return set_fault
 
-    def _clear_faults_method(self, name: str):
+    def _clear_faults_method(self, name: str) -> Callable[..., Any]:
         @uamethod
         def clear_faults(parent: ua.NodeId) -> None:
             self.faults[name].clear()
@@ -239,7 +249,7 @@ class EquipmentOpcUaServer:
         return clear_faults
 
     @staticmethod
-    def _inject_method(model: Any):
+    def _inject_method(model: Any) -> Callable[..., Any]:
         @uamethod
         def inject(parent: ua.NodeId, kind: str, rate: float) -> None:
             model.inject_fault(kind, rate)
@@ -247,7 +257,7 @@ class EquipmentOpcUaServer:
         return inject
 
     @staticmethod
-    def _clear_method(model: Any):
+    def _clear_method(model: Any) -> Callable[..., Any]:
         @uamethod
         def clear(parent: ua.NodeId) -> None:
             model.clear_fault()
@@ -270,7 +280,7 @@ class EquipmentOpcUaServer:
         if status is None:
             self._status.pop((device, var), None)
         else:
-            self._status[(device, var)] = ua.StatusCode(status)
+            self._status[(device, var)] = _status(status)
 
     async def drop_subscriptions(self) -> int:
         """Forget every subscription server-side, as a misbehaving server would; returns how many."""
@@ -290,10 +300,11 @@ class EquipmentOpcUaServer:
 
     async def _update(self) -> None:
         now = time.time()
-        stamp = datetime.fromtimestamp(now, UTC)
+        stamp = ua.DateTime.fromtimestamp(now, UTC)
         for name, model in self.devices.items():
             rate_node = self._vars[(name, "fault_rate")]
-            raw_rate = (await rate_node.read_data_value(raise_on_bad_status=False)).Value.Value  # type: ignore[attr-defined]
+            rate_value = (await rate_node.read_data_value(raise_on_bad_status=False)).Value
+            raw_rate = None if rate_value is None else rate_value.Value
             rate = model.fault_rate if raw_rate is None else float(raw_rate)
             if rate != self._rates.get(name, 0.0):  # a client wrote it
                 model.inject_fault(model.faults[0], rate) if rate > 0 else model.clear_fault()
@@ -303,19 +314,19 @@ class EquipmentOpcUaServer:
             if faults.comms_loss:  # the field device is gone: the last values go bad and stay
                 for var in variables_of(model)[:-1]:  # not fault_rate: it is the simulator's control
                     node = self._vars[(name, var)]
-                    dv = await node.read_data_value(raise_on_bad_status=False)  # type: ignore[attr-defined]
+                    dv = await node.read_data_value(raise_on_bad_status=False)
                     if dv.StatusCode is None or dv.StatusCode.is_good():
-                        bad = ua.StatusCode(ua.StatusCodes.BadNoCommunication)
-                        await node.write_value(ua.DataValue(dv.Value, StatusCode=bad, SourceTimestamp=stamp))  # type: ignore[attr-defined]
+                        bad = _status(ua.StatusCodes.BadNoCommunication)
+                        await node.write_value(ua.DataValue(dv.Value, StatusCode=bad, SourceTimestamp=stamp))
                 continue
             values = faults.apply(now, {**reading, "status": model.status_word(reading), "run_hours": model.run_hours})
             if hasattr(model, "starts"):
                 values["starts"] = model.starts
             values["fault_rate"] = model.fault_rate
             for var, value in values.items():
-                status = self._status.get((name, var), ua.StatusCode(ua.StatusCodes.Good))
+                status = self._status.get((name, var), _status(ua.StatusCodes.Good))
                 dv = ua.DataValue(_variant(var, value), StatusCode=status, SourceTimestamp=stamp, ServerTimestamp=stamp)
-                await self._vars[(name, var)].write_value(dv)  # type: ignore[attr-defined]
+                await self._vars[(name, var)].write_value(dv)
 
 
 #: The pump-only name, kept for existing callers: any model works.

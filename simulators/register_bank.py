@@ -28,7 +28,8 @@ def _blocks(values: dict[int, int] | dict[int, bool], holes: Iterable[int], kind
     hole_set = set(holes)
     top = max([*values, *hole_set], default=0)
     out: list[SimData] = []
-    run_start, run_valid, run_vals = 0, 0 not in hole_set, []  # type: ignore[var-annotated]
+    run_vals: list[int | bool] = []
+    run_start, run_valid = 0, 0 not in hole_set
     for addr in range(top + 2):
         valid = addr not in hole_set and addr <= top
         if addr > top or valid != run_valid:
@@ -40,7 +41,7 @@ def _blocks(values: dict[int, int] | dict[int, bool], holes: Iterable[int], kind
             run_start, run_valid, run_vals = addr, valid, []
         if valid:
             default: int | bool = False if kind == DataType.BITS else 0
-            run_vals.append(values.get(addr, default))  # type: ignore[arg-type]
+            run_vals.append(values.get(addr, default))
     return out
 
 
@@ -131,7 +132,8 @@ class _LeanProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        assert isinstance(transport, asyncio.Transport)  # a TCP server's (as gateway.modbus_tcp assumes too)
+        self._transport = transport
         self._bank._transports.add(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:

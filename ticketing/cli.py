@@ -71,7 +71,7 @@ def kpis(
             typer.echo(text, nl=False)
         else:
             output.write_text(text)
-    else:
-        output.write_bytes(to_xlsx(rows))  # type: ignore[union-attr]
+    elif output is not None:  # always, for xlsx (refused above without --output)
+        output.write_bytes(to_xlsx(rows))
     if output is not None:
         err.print(f"wrote {len(rows)} KPI rows to {output}")

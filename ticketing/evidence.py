@@ -60,7 +60,9 @@ def add_photo(
                 VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_COLS}""",
             (ticket_id, content_type, data, hashlib.sha256(data).hexdigest(), lat, lon, taken_at, actor),
         )
-        return Photo(**cur.fetchone())  # type: ignore[arg-type]
+        row = cur.fetchone()
+        assert row is not None  # INSERT … RETURNING of one row
+        return Photo(**row)
 
 
 def list_photos(conn: psycopg.Connection, ticket_id: int) -> list[Photo]:

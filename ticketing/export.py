@@ -22,9 +22,11 @@ def to_csv(rows: Sequence[KpiRow]) -> str:
 
 def to_xlsx(rows: Sequence[KpiRow], title: str = "KPIs") -> bytes:
     from openpyxl import Workbook
+    from openpyxl.worksheet.worksheet import Worksheet
 
     wb = Workbook()
     ws = wb.active
+    assert isinstance(ws, Worksheet)  # a new workbook has one sheet, active (the stubs allow none or a chart)
     ws.title = title[:31]
     ws.append(list(COLUMNS))
     for r in rows:

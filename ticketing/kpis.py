@@ -20,6 +20,7 @@ import itertools
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from decimal import Decimal
 
 import psycopg
 
@@ -96,7 +97,7 @@ def compute_kpis(conn: psycopg.Connection, start: datetime, end: datetime) -> li
     rows.append(KpiRow("first_time_fix", "all", ftf_ok / ftf_n if ftf_n else None, "ratio", ftf_n))
 
     # MTBF per equipment model
-    devices = dict(
+    devices: dict[str, int] = dict(
         conn.execute(
             "SELECT equipment_model, count(*) FROM devices WHERE created_at < %s GROUP BY 1", (end,)
         ).fetchall()
@@ -137,7 +138,7 @@ def compute_kpis(conn: psycopg.Connection, start: datetime, end: datetime) -> li
         travel[name] += sum((b - a).total_seconds() / 3600 for a, b in _segments(h, "en_route"))
         onsite[name] += sum((b - a).total_seconds() / 3600 for a, b in _segments(h, "on_site"))
         jobs[name] += 1
-    available = dict(
+    available: dict[str, Decimal | None] = dict(  # NULL: no shift recorded
         conn.execute(
             """SELECT t.name,
                   sum(EXTRACT(EPOCH FROM (LEAST(s.ends_at, %(end)s) - GREATEST(s.starts_at, %(start)s))) / 3600)
@@ -148,15 +149,18 @@ def compute_kpis(conn: psycopg.Connection, start: datetime, end: datetime) -> li
         ).fetchall()
     )
     for name in sorted(available):
-        avail = float(available[name]) if available[name] is not None else DEFAULT_DAY_HOURS * hours / 24
+        shift_h = available[name]
+        avail = float(shift_h) if shift_h is not None else DEFAULT_DAY_HOURS * hours / 24
         worked = travel[name] + onsite[name]
         rows.append(KpiRow("utilization", name, worked / avail if avail else None, "ratio", jobs[name]))
         rows.append(KpiRow("travel_share", name, travel[name] / worked if worked else None, "ratio", jobs[name]))
 
     # Alarms per alarm ticket
-    n_alarms = conn.execute(
+    counted = conn.execute(
         "SELECT count(*) FROM alarms WHERE opened_at >= %s AND opened_at < %s", (start, end)
-    ).fetchone()[0]  # type: ignore[index]
+    ).fetchone()
+    assert counted is not None  # an aggregate returns one row
+    n_alarms = counted[0]
     n_alarm_tickets = sum(1 for t in tickets if t[2] == "alarm")
     rows.append(
         KpiRow("alarms_per_ticket", "all", n_alarms / n_alarm_tickets if n_alarm_tickets else None, "ratio", n_alarms)

@@ -75,7 +75,7 @@ class BusinessCalendar:
         raise ValueError(f"the calendar has fewer than {minutes} business minutes in {max_days} days")
 
 
-def _clip(out: list, o: datetime, c: datetime, start: datetime, end: datetime) -> None:
+def _clip(out: list[tuple[datetime, datetime]], o: datetime, c: datetime, start: datetime, end: datetime) -> None:
     a, b = max(o, start), min(c, end)
     if a < b:
         out.append((a, b))

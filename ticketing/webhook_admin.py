@@ -122,12 +122,13 @@ def create_endpoint(
     max_attempts: int = 8,
 ) -> Endpoint:
     validate(url, secret, events, max_attempts)
-    (eid,) = conn.execute(
+    row = conn.execute(
         "INSERT INTO webhook_endpoints (url, secret, events, active, max_attempts) VALUES (%s, %s, %s, %s, %s)"
         " RETURNING id",
         (url, secret, sorted(set(events)), enabled, max_attempts),
-    ).fetchone()  # type: ignore[misc]
-    return get_endpoint(conn, eid)
+    ).fetchone()
+    assert row is not None  # INSERT … RETURNING of one row
+    return get_endpoint(conn, row[0])
 
 
 def update_endpoint(
@@ -153,7 +154,7 @@ def update_endpoint(
     if sets:
         cols = ", ".join(f"{k} = %({k})s" for k in sets)  # keys are the fixed names above
         cur = conn.execute(
-            f"UPDATE webhook_endpoints SET {cols} WHERE id = %(id)s",  # type: ignore[arg-type]
+            f"UPDATE webhook_endpoints SET {cols} WHERE id = %(id)s",
             {**sets, "id": endpoint_id},
         )
         if cur.rowcount != 1:
@@ -176,7 +177,8 @@ def list_deliveries(
     offset: int = 0,
 ) -> list[Delivery]:
     """Deliveries, newest first; filtered by endpoint and status when given."""
-    where, params = [], []
+    where: list[str] = []
+    params: list[int | str] = []
     if endpoint_id is not None:
         where.append("endpoint_id = %s")
         params.append(endpoint_id)
@@ -185,7 +187,7 @@ def list_deliveries(
         params.append(status)
     sql = _DELIVERY + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT %s OFFSET %s"
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(sql, (*params, limit, offset))  # type: ignore[arg-type]
+        cur.execute(sql, (*params, limit, offset))
         return [Delivery(**r) for r in cur.fetchall()]
 
 
@@ -207,4 +209,6 @@ def redeliver(conn: psycopg.Connection, delivery_id: int) -> Delivery:
     )
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(_DELIVERY + " WHERE id = %s", (delivery_id,))
-        return Delivery(**cur.fetchone())  # type: ignore[arg-type]
+        delivery = cur.fetchone()
+        assert delivery is not None  # the row locked above
+        return Delivery(**delivery)

@@ -137,10 +137,13 @@ def add_endpoint(
         raise ValueError(f"webhook url {url!r} must start with http:// or https://")
     if len(secret) < 16:
         raise ValueError("the webhook secret must be at least 16 characters")
-    return conn.execute(
+    row = conn.execute(
         "INSERT INTO webhook_endpoints (url, secret, events, max_attempts) VALUES (%s, %s, %s, %s) RETURNING id",
         (url, secret, events or [], max_attempts),
-    ).fetchone()[0]  # type: ignore[index]
+    ).fetchone()
+    assert row is not None  # INSERT … RETURNING of one row
+    endpoint_id: int = row[0]
+    return endpoint_id
 
 
 def webhook_job(db_url: str) -> DeliveryRun:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ticketing.geo import TravelModel
+from ticketing.geo import LatLon, TravelModel
 from ticketing.optimizer.model import Plan, Problem, Stop
 from ticketing.optimizer.routes import check_plan, covers, stocking_warehouses, tech_blockers, unassigned_penalty
 
@@ -70,7 +70,7 @@ def solve(
     via: dict[int, tuple[int, int]] = {}  # job → (pickup node, via node)
     allowed: dict[int, list[int]] = {}
 
-    def add(loc, svc: float, stop: Stop) -> int:
+    def add(loc: LatLon, svc: float, stop: Stop) -> int:
         locs.append(loc)
         service.append(math.ceil(svc * 60))
         stop_of.append(stop)
@@ -192,19 +192,19 @@ def solve(
     out: dict[int, tuple[Stop, ...]] = {t.id: () for t in problem.techs}
     for v, t in enumerate(techs):
         idx = routing.Start(v)
-        stops: list[Stop] = []
+        route: list[Stop] = []
         while not routing.IsEnd(idx):
-            node = manager.IndexToNode(idx)
-            if stop_of[node] is not None:
-                stops.append(stop_of[node])  # type: ignore[arg-type]
+            stop = stop_of[manager.IndexToNode(idx)]
+            if stop is not None:
+                route.append(stop)
             idx = solution.Value(routing.NextVar(idx))
-        out[t.id] = tuple(stops)
+        out[t.id] = tuple(route)
     served = {s.job_id for r in out.values() for s in r if s.kind == "job"}
     plan = Plan(out, tuple(j.id for j in problem.jobs if j.id not in served))
     return _checked(problem, travel, plan, t0, "solved")
 
 
-def _route_nodes(stops, direct: dict[int, int], via: dict[int, tuple[int, int]]) -> list[int]:
+def _route_nodes(stops: Sequence[Stop], direct: dict[int, int], via: dict[int, tuple[int, int]]) -> list[int]:
     """The model's nodes for a route of stops (a job after its pickup is the via-warehouse node)."""
     picked = {s.job_id for s in stops if s.kind == "pickup"}
     nodes: list[int] = []

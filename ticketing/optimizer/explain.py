@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ticketing.geo import TravelModel
+from ticketing.geo import LatLon, TravelModel
 from ticketing.optimizer.insertion import TechOption, tech_options
 from ticketing.optimizer.model import Plan, Problem
 from ticketing.optimizer.routes import simulate
@@ -96,5 +96,5 @@ def explain_plan(problem: Problem, travel: TravelModel, plan: Plan) -> dict[int,
     return {j.id: explain_job(problem, travel, plan, j.id) for j in problem.jobs}
 
 
-def _pos(problem: Problem, tech_id: int):
+def _pos(problem: Problem, tech_id: int) -> LatLon:
     return problem.tech(tech_id).start

@@ -8,11 +8,11 @@ technicians' routes (milliseconds), so it can run on every ticket; the periodic 
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
 from ticketing.geo import TravelModel
-from ticketing.optimizer.model import Job, Plan, Problem, Stop, Tech
+from ticketing.optimizer.model import Job, Plan, Problem, Stop, Tech, Warehouse
 from ticketing.optimizer.routes import check_plan, covers, simulate, stocking_warehouses, tech_blockers
 
 #: How many warehouses (nearest to the site first) an insertion considers for a pickup.
@@ -34,10 +34,10 @@ class TechOption:
 
 def _candidate_routes(
     problem: Problem, travel: TravelModel, tech: Tech, route: tuple[Stop, ...], job: Job, first_pos: int
-):
+) -> Iterator[tuple[Stop, ...]]:
     """Every route with ``job`` inserted at or after ``first_pos`` (with a pickup when needed)."""
     van_ok = not job.parts or covers(tech.van, job.parts)
-    whs = []
+    whs: list[Warehouse] = []
     if job.parts:
         whs = sorted(stocking_warehouses(problem, job), key=lambda w: travel.travel(w.location, job.location)[1])
         whs = whs[:WAREHOUSE_CHOICES]

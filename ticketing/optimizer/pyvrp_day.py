@@ -36,7 +36,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from ticketing.geo import TravelModel
+from ticketing.geo import LatLon, TravelModel
 from ticketing.optimizer.model import Plan, Problem, Stop
 from ticketing.optimizer.routes import check_plan, covers, stocking_warehouses, tech_blockers, unassigned_penalty
 
@@ -123,9 +123,9 @@ def solve_pyvrp_day(
     zero = [0] * len(parts)
 
     # Locations: technicians' start and home, warehouses, then one per job.
-    latlons: list = []
+    latlons: list[LatLon] = []
 
-    def loc(ll) -> int:
+    def loc(ll: LatLon) -> int:
         latlons.append(ll)
         return len(latlons) - 1
 
@@ -237,8 +237,10 @@ def solve_pyvrp_day(
         clients,
         depots,
         vtypes,
-        [secs] * len(techs),
-        durations,
+        # pyvrp 0.14's stub types the matrices np.ndarray[int], a shape where numpy expects one:
+        # no real array matches it.
+        [secs] * len(techs),  # type: ignore[list-item]
+        durations,  # type: ignore[arg-type]
         groups,
         shipments,
     )

@@ -9,6 +9,7 @@ applies nothing.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 
@@ -33,7 +34,9 @@ from ingest.schema import migrate
 
 #: Databases a user may have: each commit's state built from empty, and the two states a user reached
 #: by migrating at an earlier commit when a later one only added a file that sorts before the others.
-PATHS: dict[str, list[str]] = {f"{c}-{what.split(':')[0].replace(' ', '-')}": [c] for c, what in HISTORY}
+PATHS: dict[str, list[str]] = {
+    f"{c}-{re.sub(r'[^0-9a-z]+', '-', what.split(':')[0]).strip('-')}": [c] for c, what in HISTORY
+}
 PATHS["eb6fa32-0004v1-after-0005v1"] = ["bdd2d3a", "eb6fa32"]
 PATHS["1f77c23-0003-after-0006v4"] = ["6ef749f", "1f77c23"]
 FIRST = next(iter(PATHS))
@@ -118,3 +121,19 @@ def test_history_covers_every_state() -> None:
 
     today = {m.name: m.sql for m in MIGRATIONS.files() if "_repair_" not in m.name}
     assert files_at(COMMITS[-1]) == today
+
+
+def test_repairs_are_no_ops_on_a_database_at_head(fresh: str) -> None:
+    """On a database that applied the final 0001-0008, the three repairs apply and change nothing."""
+    repairs = ["0004.1_repair_ingest_storage.sql", "0005.1_repair_rules.sql", "0006.1_repair_ticketing.sql"]
+    with psycopg.connect(fresh, autocommit=True) as conn:
+        apply_as_released(conn, files_at(COMMITS[-1]))
+        seed(conn)
+        before, schema = rows(conn), catalog(conn)
+    assert migrate(fresh) == repairs
+    with psycopg.connect(fresh) as conn:
+        after, schema_after = rows(conn), catalog(conn)
+    del before["schema_migrations"], after["schema_migrations"]
+    assert after == before
+    recorded = sorted(str((name.partition("_")[0], name)) for name in repairs)
+    assert catalog_diff(schema_after, schema) == {"migrations": {"extra": recorded, "missing": []}}

@@ -130,28 +130,43 @@ def db_migrate() -> None:
 
 @db_app.command("status")
 def db_status() -> None:
-    """Show applied migrations and which telemetry storage is in use."""
+    """Show each migration (ok, repaired, changed, pending) and which telemetry storage is in use.
+
+    Exits 1 when `db migrate` would refuse (a migration file changed after it was applied).
+    """
     settings = _settings()
     try:
         import psycopg
+
+        from ingest.schema import MigrationError, NotMigrated, migration_status, storage_of
     except ImportError as exc:
         raise _missing_extra("server", exc) from None
     from rich.table import Table
 
     try:
         with psycopg.connect(settings.database_url, connect_timeout=5) as conn:
-            rows = conn.execute("SELECT version, name, applied_at FROM schema_migrations ORDER BY version").fetchall()
-            storage = conn.execute("SELECT value FROM fw_meta WHERE key = 'storage'").fetchone()
-    except psycopg.errors.UndefinedTable:
+            states = migration_status(conn)
+            storage = storage_of(conn)
+    except NotMigrated:
         console.print("Not migrated yet: run [bold]fieldwatch db migrate[/].")
+        raise typer.Exit(1) from None
+    except MigrationError as exc:
+        console.print(str(exc), style="red", markup=False)
         raise typer.Exit(1) from None
     except psycopg.OperationalError as exc:
         console.print(f"[red]Cannot reach the database: {exc}[/]Check FIELDWATCH_DATABASE_URL.")
         raise typer.Exit(1) from None
-    table = Table("version", "name", "applied at", title=f"storage: {storage[0] if storage else '?'}")
-    for version, name, at in rows:
-        table.add_row(version, name, at.isoformat(timespec="seconds"))
+    styles = {"changed": "red", "to repair": "yellow", "pending": "cyan", "no file": "yellow"}
+    table = Table("version", "name", "applied at", "state", title=f"storage: {storage}")
+    for s in states:
+        at = s.applied_at.isoformat(timespec="seconds") if s.applied_at else "-"
+        table.add_row(s.version, s.name, at, s.describe(), style=styles.get(s.status))
     Console().print(table)
+    problems = [s.problem for s in states if s.problem]
+    if problems:
+        console.print("\n".join(problems), style="red", markup=False)
+        console.print("`fieldwatch db migrate` will refuse: restore the files as released (docs/upgrading.md).")
+        raise typer.Exit(1)
 
 
 @tokens_app.command("create")

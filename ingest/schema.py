@@ -1,24 +1,43 @@
-"""Ordered SQL migrations, applied once each, safe when several processes start together.
+"""The ingest schema: its migrations directory, telemetry storage detection, and ``migrate``.
 
 Migrations are files ``NNNN_name.sql`` in ``ingest/migrations``. A migration may
 come in two variants, ``NNNN_name.timescale.sql`` and ``NNNN_name.plain.sql``;
 which one runs depends on whether the TimescaleDB extension can be used on the
 server, decided once (at the first migration) and stored in ``fw_meta``.
 
-Every migration runs in its own transaction and is recorded in
-``schema_migrations`` with a checksum, under a session advisory lock so two
-processes starting at once apply each migration exactly once.
+The runner is the foundation's (:mod:`fwcore.migrations`): one transaction per migration,
+recorded in ``schema_migrations`` with its checksum, under a session advisory lock so two
+processes starting at once apply each migration exactly once; a file that changed after it
+was applied is refused, and ``ingest/migrations/checksums.lock`` records every released file
+and the earlier versions of edited ones that the ``NNNN.1_repair_*`` migrations bring to the
+current schema (docs/upgrading.md).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from dataclasses import dataclass
 from importlib import resources
 from typing import Literal
 
 import psycopg
+
+from fwcore.migrations import Migration, MigrationDir, MigrationError, MigrationState, NotMigrated
+
+__all__ = [
+    "MIGRATIONS",
+    "MIGRATION_LOCK_KEY",
+    "Migration",
+    "MigrationError",
+    "MigrationState",
+    "NotMigrated",
+    "Storage",
+    "available_migrations",
+    "detect_storage",
+    "migrate",
+    "migration_status",
+    "storage_of",
+    "timescale_license",
+]
 
 log = logging.getLogger(__name__)
 
@@ -26,42 +45,13 @@ log = logging.getLogger(__name__)
 MIGRATION_LOCK_KEY = 0x6677_6D69
 Storage = Literal["timescale", "plain"]
 
-
-@dataclass(frozen=True)
-class Migration:
-    version: str
-    name: str
-    sql: str
-
-    @property
-    def checksum(self) -> str:
-        return hashlib.sha256(self.sql.encode()).hexdigest()
-
-
-class MigrationError(RuntimeError):
-    """A migration could not be applied, or the applied history does not match the files."""
+#: The ingest migrations, bound to the foundation's runner.
+MIGRATIONS = MigrationDir(resources.files("ingest") / "migrations", "ingest/migrations", MIGRATION_LOCK_KEY)
 
 
 def available_migrations(storage: Storage) -> list[Migration]:
     """The migrations for ``storage``, in order, picking the right variant of each."""
-    files = resources.files("ingest") / "migrations"
-    chosen: dict[str, Migration] = {}
-    for entry in sorted(files.iterdir(), key=lambda e: e.name):
-        name = entry.name
-        if not name.endswith(".sql"):
-            continue
-        stem = name[:-4]
-        variant = None
-        for v in ("timescale", "plain"):
-            if stem.endswith("." + v):
-                variant, stem = v, stem[: -len(v) - 1]
-        if variant is not None and variant != storage:
-            continue
-        version = stem.partition("_")[0]
-        if version in chosen:
-            raise MigrationError(f"two migrations share version {version}: {chosen[version].name} and {name}")
-        chosen[version] = Migration(version=version, name=name, sql=entry.read_text())
-    return [chosen[v] for v in sorted(chosen)]
+    return MIGRATIONS.available(storage)
 
 
 def detect_storage(conn: psycopg.Connection) -> Storage:
@@ -96,46 +86,23 @@ def migrate(url_or_conn: str | psycopg.Connection) -> list[str]:
     """Apply pending migrations; returns the names applied (empty when up to date)."""
     if isinstance(url_or_conn, str):
         with psycopg.connect(url_or_conn, autocommit=True) as conn:
-            return _migrate(conn)
+            return MIGRATIONS.migrate(conn, _prepare_storage)
     url_or_conn.autocommit = True
-    return _migrate(url_or_conn)
+    return MIGRATIONS.migrate(url_or_conn, _prepare_storage)
 
 
-def _migrate(conn: psycopg.Connection) -> list[str]:
-    conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
-    try:
-        conn.execute(
-            """CREATE TABLE IF NOT EXISTS schema_migrations (
-                   version text PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
-                   applied_at timestamptz NOT NULL DEFAULT now())"""
-        )
-        conn.execute("CREATE TABLE IF NOT EXISTS fw_meta (key text PRIMARY KEY, value text NOT NULL)")
-        storage = detect_storage(conn)
-        applied = {v: (n, c) for v, n, c in conn.execute("SELECT version, name, checksum FROM schema_migrations")}
-        done: list[str] = []
-        for m in available_migrations(storage):
-            if m.version in applied:
-                name, checksum = applied[m.version]
-                if checksum != m.checksum:
-                    raise MigrationError(
-                        f"migration {m.name} changed after it was applied as {name}; "
-                        "write a new migration instead of editing an applied one"
-                    )
-                continue
-            try:
-                with conn.transaction():
-                    conn.execute(m.sql.encode())
-                    conn.execute(
-                        "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
-                        (m.version, m.name, m.checksum),
-                    )
-            except psycopg.Error as exc:
-                raise MigrationError(f"migration {m.name} failed: {exc}") from exc
-            log.info("applied migration %s", m.name)
-            done.append(m.name)
-        return done
-    finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+def _prepare_storage(conn: psycopg.Connection) -> Storage:
+    """The variant to run (under the migration lock): the stored storage, else the detected one."""
+    conn.execute("CREATE TABLE IF NOT EXISTS fw_meta (key text PRIMARY KEY, value text NOT NULL)")
+    return detect_storage(conn)
+
+
+def migration_status(conn: psycopg.Connection) -> list[MigrationState]:
+    """Each migration: ok, repaired (by which file), to repair, changed (refused), pending or no file.
+
+    Raises NotMigrated on a database that was never migrated. Changes nothing.
+    """
+    return MIGRATIONS.states(conn, storage_of)
 
 
 def storage_of(conn: psycopg.Connection) -> Storage:

@@ -183,6 +183,10 @@ class TicketingService:
 
         return self._transaction(work)
 
+    def resolve_if_cleared(self, ticket_id: int) -> ClearOutcome | None:
+        """Auto-resolve (or annotate) ``ticket_id`` if every alarm attached to it has cleared."""
+        return self._transaction(lambda conn: act_on_cleared(conn, ticket_id, self.travel, self.clock()))
+
     def dispatch_ticket(self, ticket_id: int) -> Decision | None:
         """Try to assign a 'new', unassigned ticket; None when it needs no dispatch."""
         return self._transaction(lambda conn: self._dispatch_ticket(conn, ticket_id))
@@ -224,8 +228,7 @@ class TicketingService:
         with self._lock:
             cleared = cleared_candidates(self._connection())
         for ticket_id in cleared:  # a missed alarm_cleared event
-            outcome = self._transaction(lambda conn, t=ticket_id: act_on_cleared(conn, t, self.travel, self.clock()))
-            done += outcome is not None
+            done += self.resolve_if_cleared(ticket_id) is not None
         return done
 
     # -- internals ------------------------------------------------------------------------------

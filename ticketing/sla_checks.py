@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 import psycopg
 from psycopg.rows import dict_row
@@ -137,7 +138,11 @@ def check_slas(db_url: str, now: datetime | None = None) -> SlaCheck:
             )
             responded_at = next((at for at, s in history if s in RESPONDED), None)
             ended_at = next((at for at, s in history if s in ENDED), None)
-            for kind, due, done in (("response", response, responded_at), ("resolution", resolution, ended_at)):
+            clocks: tuple[tuple[Literal["response", "resolution"], datetime | None, datetime | None], ...] = (
+                ("response", response, responded_at),
+                ("resolution", resolution, ended_at),
+            )
+            for kind, due, done in clocks:
                 if due is not None and due <= (done or now) and (done is None or done > due):
                     added = conn.execute(
                         """INSERT INTO sla_breaches (ticket_id, kind, segment, priority, due_at)
@@ -156,7 +161,7 @@ def check_slas(db_url: str, now: datetime | None = None) -> SlaCheck:
                     or (t["planned_start"] is None and (response - now).total_seconds() <= policy.warn_minutes * 60)
                 )
             )
-            if at_risk and t["escalated_at"] is None:
+            if at_risk and response is not None and t["escalated_at"] is None:
                 conn.execute("UPDATE tickets SET escalated_at = %s WHERE id = %s", (now, t["id"]))
                 publish(conn, SlaAtRiskEvent(ticket_id=t["id"], due_at=response))
                 escalated += 1

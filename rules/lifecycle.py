@@ -25,6 +25,7 @@ import orjson
 import psycopg
 from psycopg.rows import dict_row
 
+from fwcore import errors
 from rules.devices import UnknownDevice, resolve_device
 from rules.model import DeviceInfo, Rule
 
@@ -32,16 +33,16 @@ EVENTS_CHANNEL = "fw_events"
 SilenceKind = Literal["silence", "maintenance"]
 
 
-class LifecycleError(ValueError):
-    """A comment or silence cannot be stored as given; the message says what to change."""
+class LifecycleError(errors.Invalid):
+    """A comment or silence cannot be stored as given; the message says what to change (a ValueError)."""
 
 
-class UnknownAlarm(LifecycleError):
-    """No alarm has this id."""
+class UnknownAlarm(LifecycleError, errors.NotFound):
+    """No alarm has this id (reported as not found, not as invalid)."""
 
 
-class UnknownSilence(LifecycleError):
-    """No silence has this id."""
+class UnknownSilence(LifecycleError, errors.NotFound):
+    """No silence has this id (reported as not found, not as invalid)."""
 
 
 # --- comments -----------------------------------------------------------------------------------

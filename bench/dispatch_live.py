@@ -30,7 +30,7 @@ import psycopg
 from fwcore.db import create_database, drop_database
 from fwcore.settings import load_settings
 from ingest.schema import migrate
-from ticketing import TicketingService
+from ticketing import TicketingService, create_technician, ensure_skill
 
 
 def main() -> None:
@@ -48,16 +48,11 @@ def main() -> None:
         migrate(url)
         with psycopg.connect(url) as conn:
             for code in ("pump", "electrical"):
-                conn.execute("INSERT INTO skills (code) VALUES (%s)", (code,))
-            skill_ids = dict(conn.execute("SELECT code, id FROM skills").fetchall())
+                ensure_skill(conn, code)
             for i in range(args.techs):
                 lat, lon = 40.4 + rnd.uniform(-0.5, 0.5), -3.7 + rnd.uniform(-0.5, 0.5)
-                tid = conn.execute(
-                    "INSERT INTO technicians (name, email, home_lat, home_lon) VALUES (%s, %s, %s, %s) RETURNING id",
-                    (f"T{i}", f"t{i}@x", lat, lon),
-                ).fetchone()[0]
-                for code in rnd.sample(["pump", "electrical"], rnd.choice([1, 2])):
-                    conn.execute("INSERT INTO technician_skills VALUES (%s, %s, %s)", (tid, skill_ids[code], 3))
+                skills = {code: 3 for code in rnd.sample(["pump", "electrical"], rnd.choice([1, 2]))}
+                create_technician(conn, name=f"T{i}", email=f"t{i}@x", home_lat=lat, home_lon=lon, skills=skills)
             client = conn.execute("INSERT INTO clients (name, segment) VALUES ('c', 'gold') RETURNING id").fetchone()[0]
             devices = []
             for i in range(args.tickets):

@@ -137,53 +137,57 @@ async def _start_broker(stack: AsyncExitStack, console: Console) -> tuple[str, s
     return f"mqtt://127.0.0.1:{port}", "3.1.1"
 
 
+#: The tags the live screen shows.
+SCREEN_TAGS = ("flow", "discharge_pressure", "bearing_temp", "vibration")
+
+
+def _first(*values: Any) -> Any:
+    """The first value that is not None (SQL's coalesce)."""
+    return next((v for v in values if v is not None), None)
+
+
 def _snapshot(db_url: str, state: DemoState) -> None:
     """Refresh ``state`` from the database (called in a thread)."""
+    from ingest.queries import count_points, latest_by_device_key
+    from rules.alarms import list_alarms
+    from ticketing.tickets import list_ticket_summaries
+
     with psycopg.connect(db_url, autocommit=True) as conn:
-        state.points = conn.execute("SELECT count(*) FROM telemetry").fetchone()[0]
-        latest: dict[str, dict[str, float]] = {}
-        for key, tag, value in conn.execute(
-            """SELECT d.key, s.tag, t.value FROM devices d JOIN series s ON s.device_id = d.id
-               JOIN LATERAL (SELECT value FROM telemetry WHERE series_id = s.id ORDER BY time DESC LIMIT 1) t
-                 ON true
-               WHERE s.tag IN ('flow', 'discharge_pressure', 'bearing_temp', 'vibration')"""
-        ):
-            latest.setdefault(key, {})[tag] = value
-        state.latest = latest
-        cols = ("id", "device", "rule", "severity", "state", "opened_at")
-        state.alarms = [
-            dict(zip(cols, row, strict=True))
-            for row in conn.execute(
-                """SELECT a.id, d.key, r.name, a.severity, a.state, a.opened_at FROM alarms a
-                   JOIN devices d ON d.id = a.device_id JOIN rules r ON r.id = a.rule_id ORDER BY a.id"""
-            )
-        ]
-        cols = (
-            "id",
-            "device",
-            "title",
-            "priority",
-            "status",
-            "technician",
-            "distance_km",
-            "eta_minutes",
-            "reason",
-            "created_at",
-            "assigned_at",
-            "alarm_opened_at",
+        state.points = count_points(conn)
+        state.latest = latest_by_device_key(conn, SCREEN_TAGS)
+        alarms = sorted(list_alarms(conn).items, key=lambda a: a.id)
+        tickets = sorted(list_ticket_summaries(conn).items, key=lambda t: t.id)
+    state.alarms = [
+        {
+            "id": a.id,
+            "device": a.device_key,
+            "rule": a.rule_name,
+            "severity": a.severity,
+            "state": a.state,
+            "opened_at": a.opened_at,
+        }
+        for a in alarms
+    ]
+    opened_at = {a.id: a.opened_at for a in alarms}
+    state.tickets = []
+    for t in tickets:
+        asg = t.assignment
+        state.tickets.append(
+            {
+                "id": t.id,
+                "device": t.device_key,
+                "title": t.title,
+                "priority": t.priority,
+                "status": t.status,
+                "technician": asg.technician_name if asg else None,
+                "distance_km": asg.distance_km if asg else None,
+                "eta_minutes": asg.eta_minutes if asg else None,
+                "reason": _first(asg.reason if asg else None, t.unassigned_reason, ""),
+                "created_at": t.created_at,
+                "assigned_at": asg.assigned_at if asg else None,
+                "alarm_opened_at": opened_at.get(t.alarm_id) if t.alarm_id is not None else None,
+            }
         )
-        state.tickets = [
-            dict(zip(cols, row, strict=True))
-            for row in conn.execute(
-                """SELECT t.id, d.key, t.title, t.priority, t.status, tech.name, asg.distance_km, asg.eta_minutes,
-                          coalesce(asg.reason, t.unassigned_reason, ''), t.created_at, asg.assigned_at, a.opened_at
-                   FROM tickets t JOIN devices d ON d.id = t.device_id
-                   LEFT JOIN alarms a ON a.id = t.alarm_id
-                   LEFT JOIN assignments asg ON asg.ticket_id = t.id AND asg.active
-                   LEFT JOIN technicians tech ON tech.id = asg.technician_id
-                   ORDER BY t.id"""
-            )
-        ]
 
 
 def _render(state: DemoState, api_url: str, started: float) -> Group:

@@ -14,8 +14,11 @@ What one call does, in this order so a failure leaves nothing half-issued:
    ``fw/v1/{site}/{gateway}/#`` (reload Mosquitto afterwards: ``kill -HUP``);
 4. writes the gateway's YAML config with the broker URL and credentials.
 
-The pure parts (hashing, ACL/password-file editing, config text) are plain
-functions so they are testable without a database.
+Steps 1 and 2 write rows, so they are ingest's (:func:`ingest.provisioning.register_gateway`,
+one transaction); this module makes the password and its hash and edits the broker's files.
+Those pure parts (hashing, ACL/password-file editing, config text) stay here, beside the command:
+they are about Mosquitto's files, not the registry, and the gateway package must not carry
+server-side broker administration. They are plain functions, testable without a database.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 import typer
 
 from fwcore.contract import TOPIC_ROOT, check_slug
+from fwcore.errors import DomainError
 
 #: Mosquitto 2's defaults for ``$7$`` hashes (what ``mosquitto_passwd`` writes).
 PBKDF2_ITERATIONS = 101
@@ -148,39 +152,22 @@ def register(db_url: str, site: str, gateway: str, name: str = "") -> Provisione
     """Register ``gateway`` at ``site`` (or rotate its credentials) and store the password hash."""
     import psycopg
 
+    from ingest.provisioning import register_gateway
+
     check_slug(site, "site")
     check_slug(gateway, "gateway")
     username = mqtt_username(site, gateway)
     password = secrets.token_urlsafe(24)
     hashed = mosquitto_hash(password)
     prefix = topic_prefix(site, gateway)
-    with psycopg.connect(db_url) as conn, conn.transaction():
-        row = conn.execute("SELECT id FROM sites WHERE slug = %s", (site,)).fetchone()
-        if row is None:
-            raise ProvisionError(f"site {site!r} does not exist; create it first (API POST /sites or the seed)")
-        site_id = row[0]
-        existing = conn.execute("SELECT id, site_id FROM gateways WHERE slug = %s", (gateway,)).fetchone()
-        if existing is not None and existing[1] != site_id:
-            raise ProvisionError(f"gateway {gateway!r} already belongs to another site; pick another name")
-        if existing is None:
-            gw_id = conn.execute(
-                "INSERT INTO gateways (site_id, slug, name) VALUES (%s, %s, %s) RETURNING id",
-                (site_id, gateway, name or gateway),
-            ).fetchone()[0]  # type: ignore[index]
-        else:
-            gw_id = existing[0]
-        rotated = (
-            conn.execute(
-                """INSERT INTO gateway_credentials (gateway_id, mqtt_username, password_hash, topic_prefix)
-                   VALUES (%s, %s, %s, %s)
-                   ON CONFLICT (gateway_id) DO UPDATE
-                   SET mqtt_username = EXCLUDED.mqtt_username, password_hash = EXCLUDED.password_hash,
-                       topic_prefix = EXCLUDED.topic_prefix, issued_at = now()
-                   RETURNING (xmax <> 0)""",
-                (gw_id, username, hashed, prefix),
-            ).fetchone()[0]  # type: ignore[index]
-        )
-    return Provisioned(site, gateway, username, password, hashed, prefix, bool(rotated))
+    try:
+        with psycopg.connect(db_url) as conn:
+            done = register_gateway(
+                conn, site, gateway, name=name, mqtt_username=username, password_hash=hashed, topic_prefix=prefix
+            )
+    except DomainError as exc:  # the site is unknown, or the slug is another site's gateway
+        raise ProvisionError(exc.message) from None
+    return Provisioned(site, gateway, username, password, hashed, prefix, done.rotated)
 
 
 def _rewrite(path: Path, new_text: str) -> None:

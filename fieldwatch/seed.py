@@ -2,8 +2,8 @@
 
 The fleet is plain data (:data:`DEMO_FLEET`) so the demo, tests and docs share
 one description; :func:`seed` writes it to a migrated database in one
-transaction. Coordinates are real places around Chicago, so distances and ETAs
-in the demo are believable.
+transaction, through the domains' functions (no SQL here). Coordinates are
+real places around Chicago, so distances and ETAs in the demo are believable.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 
 import psycopg
 
+from ingest import assets
 from rules import create_rule
+from ticketing import create_technician, ensure_skill
 
 PUMP_MODEL = "pump-p100"
 #: Units of the pump profile's tags (gateway/profiles/pump-p100.yaml), so series carry units from the start.
@@ -138,48 +140,52 @@ DEMO_RULES = (
 
 
 def seed(conn: psycopg.Connection, fleet: Fleet = DEMO_FLEET, *, rules: tuple[dict, ...] = DEMO_RULES) -> None:
-    """Write ``fleet`` and ``rules`` into a migrated, empty database, in one transaction."""
+    """Write ``fleet`` and ``rules`` into a migrated, empty database, in one transaction.
+
+    Everything goes through the domains' own functions (the registry's, ticketing's, the rules'),
+    so the demo fleet passes the checks an API client's data passes.
+    """
     with conn.transaction():
-        client_ids = {}
-        for name, segment in fleet.clients.items():
-            client_ids[name] = conn.execute(
-                "INSERT INTO clients (name, segment) VALUES (%s, %s) RETURNING id", (name, segment)
-            ).fetchone()[0]
+        client_ids = {
+            name: assets.create(conn, assets.CLIENTS, {"name": name, "segment": segment}).id
+            for name, segment in fleet.clients.items()
+        }
         for site in fleet.sites:
-            site_id = conn.execute(
-                "INSERT INTO sites (client_id, slug, name, address, latitude, longitude)"
-                " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-                (client_ids[site.client], site.slug, site.name, site.address, site.lat, site.lon),
-            ).fetchone()[0]
-            gw_id = conn.execute(
-                "INSERT INTO gateways (site_id, slug, name) VALUES (%s, %s, %s) RETURNING id",
-                (site_id, site.gateway, f"{site.name} gateway"),
-            ).fetchone()[0]
+            site_id = assets.create(
+                conn,
+                assets.SITES,
+                {
+                    "client_id": client_ids[site.client],
+                    "slug": site.slug,
+                    "name": site.name,
+                    "address": site.address,
+                    "latitude": site.lat,
+                    "longitude": site.lon,
+                },
+            ).id
+            gw_id = assets.create(
+                conn, assets.GATEWAYS, {"site_id": site_id, "slug": site.gateway, "name": f"{site.name} gateway"}
+            ).id
             for n, key in enumerate(site.devices, start=1):
-                dev_id = conn.execute(
-                    "INSERT INTO devices (site_id, gateway_id, key, name, equipment_model, serial)"
-                    " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-                    (site_id, gw_id, key, f"Pump {key}", PUMP_MODEL, f"P100-{site.slug.upper()}-{n:03d}"),
-                ).fetchone()[0]
-                with conn.cursor() as cur:
-                    cur.executemany(
-                        "INSERT INTO series (device_id, tag, unit) VALUES (%s, %s, %s)",
-                        [(dev_id, tag, unit) for tag, unit in PUMP_TAG_UNITS.items()],
-                    )
-        skill_ids = {}
+                dev_id = assets.create(
+                    conn,
+                    assets.DEVICES,
+                    {
+                        "site_id": site_id,
+                        "gateway_id": gw_id,
+                        "key": key,
+                        "name": f"Pump {key}",
+                        "equipment_model": PUMP_MODEL,
+                        "serial": f"P100-{site.slug.upper()}-{n:03d}",
+                    },
+                ).id
+                for tag, unit in PUMP_TAG_UNITS.items():
+                    assets.create(conn, assets.SERIES, {"device_id": dev_id, "tag": tag, "unit": unit})
         for code, name in fleet.skills.items():
-            skill_ids[code] = conn.execute(
-                "INSERT INTO skills (code, name) VALUES (%s, %s) RETURNING id", (code, name)
-            ).fetchone()[0]
+            ensure_skill(conn, code, name)
         for tech in fleet.technicians:
-            tech_id = conn.execute(
-                "INSERT INTO technicians (name, email, home_lat, home_lon) VALUES (%s, %s, %s, %s) RETURNING id",
-                (tech.name, tech.email, tech.lat, tech.lon),
-            ).fetchone()[0]
-            for code, level in tech.skills.items():
-                conn.execute(
-                    "INSERT INTO technician_skills (technician_id, skill_id, level) VALUES (%s, %s, %s)",
-                    (tech_id, skill_ids[code], level),
-                )
+            create_technician(
+                conn, name=tech.name, email=tech.email, home_lat=tech.lat, home_lon=tech.lon, skills=tech.skills
+            )
         for rule in rules:
             create_rule(conn, **rule)

@@ -6,6 +6,8 @@ has no database driver can still use the wire contract and the settings):
 * :mod:`fwcore.contract` — MQTT topics and payloads between gateways and ingest;
 * :mod:`fwcore.settings` — typed settings from the environment, ``.env`` and YAML;
 * :mod:`fwcore.db` — database URLs, waiting for, creating and dropping databases;
+* :mod:`fwcore.paging` — one page of a list query and its total (what domain ``list_*`` return);
+* :mod:`fwcore.errors` — NotFound, Conflict, Invalid: what domain functions raise for a request;
 * :mod:`fwcore.jobs` — the job protocol and the leader-elected scheduler that runs jobs;
 * :mod:`fwcore.auth` — API tokens (hashed), their roles;
 * :mod:`fwcore.retry` — backoff delays with a cap and jitter;

@@ -9,6 +9,12 @@ Start a worker::
 
 The pure pieces (:func:`validate_batch`, :func:`ingest.sequences.advance`) and the writer are
 importable for tests and tools; ``ingest.cli.app`` is the ``fieldwatch ingest`` command.
+
+Ingest also owns the asset registry and reading telemetry back, one module each:
+:mod:`ingest.assets` (create/read/update/delete clients, sites, gateways, devices, series),
+:mod:`ingest.queries` (devices with site and client, latest values, raw points, gateway health),
+:mod:`ingest.timeseries` (time buckets over the rollups, gaps, CSV export) and
+:mod:`ingest.provisioning` (a gateway's registration and MQTT credentials rows).
 """
 
 from ingest.errors import BrokerUnavailable, DatabaseUnavailable, IngestError, NotMigrated

@@ -1,5 +1,7 @@
 """Rules: rule models, the one evaluation state machine, live evaluation into alarms, backtests.
 
+People read and acknowledge alarms through :mod:`rules.alarms`.
+
 Typical use (an ingest after-commit hook)::
 
     evaluator = RuleEvaluator(db_url)
@@ -8,6 +10,7 @@ Typical use (an ingest after-commit hook)::
     evaluator.close()
 """
 
+from rules.alarms import Alarm, acknowledge, get_alarm, list_alarms
 from rules.compile import CompiledRule, UnboundThreshold, compile_rule
 from rules.engine import (
     NORMAL,
@@ -38,6 +41,7 @@ from rules.store import (
 
 __all__ = [
     "NORMAL",
+    "Alarm",
     "AlarmCleared",
     "AlarmEvent",
     "AlarmOpened",
@@ -58,14 +62,17 @@ __all__ = [
     "UnboundThreshold",
     "UnknownRule",
     "UnknownSkill",
+    "acknowledge",
     "alarm_message",
     "compile_rule",
     "create_rule",
     "evaluate",
     "evaluate_all",
     "find_rule",
+    "get_alarm",
     "get_rule",
     "legacy_spec",
+    "list_alarms",
     "list_rules",
     "rule_versions",
     "save_rule",

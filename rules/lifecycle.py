@@ -24,6 +24,7 @@ from typing import Literal
 import psycopg
 from psycopg.rows import dict_row
 
+from fwcore import errors
 from fwcore.events import AlarmOpenedEvent, publish_all
 from rules.devices import UnknownDevice, resolve_device
 from rules.model import DeviceInfo, Rule
@@ -31,16 +32,16 @@ from rules.model import DeviceInfo, Rule
 SilenceKind = Literal["silence", "maintenance"]
 
 
-class LifecycleError(ValueError):
-    """A comment or silence cannot be stored as given; the message says what to change."""
+class LifecycleError(errors.Invalid):
+    """A comment or silence cannot be stored as given; the message says what to change (a ValueError)."""
 
 
-class UnknownAlarm(LifecycleError):
-    """No alarm has this id."""
+class UnknownAlarm(LifecycleError, errors.NotFound):
+    """No alarm has this id (reported as not found, not as invalid)."""
 
 
-class UnknownSilence(LifecycleError):
-    """No silence has this id."""
+class UnknownSilence(LifecycleError, errors.NotFound):
+    """No silence has this id (reported as not found, not as invalid)."""
 
 
 # --- comments -----------------------------------------------------------------------------------

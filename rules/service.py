@@ -49,7 +49,6 @@ from fwcore.events import (
     AlarmSeverityChangedEvent,
     AlarmSuppressedEvent,
     EventBase,
-    publish,
     publish_all,
 )
 from rules.anomaly_rules import AnomalyScorer, Score, store_scores
@@ -623,22 +622,3 @@ class RuleEvaluator:
         if row[2] is not None:  # a suppressed alarm was never announced; its clearing is not either
             return None
         return AlarmEvent("alarm_cleared", row[0], rule.id, device_id, ev.ts_ms, ev.value)
-
-
-def release_latched(conn: psycopg.Connection, alarm_id: int, *, by: str) -> bool:
-    """Clear an acknowledged latched alarm whose condition is already gone; True if it cleared.
-
-    Called after an acknowledgement. The ``alarm_cleared`` event goes out on commit like any other.
-    """
-    with conn.transaction():
-        row = conn.execute(
-            """UPDATE alarms SET state = 'cleared', cleared_at = now(), cleared_by = %s
-               WHERE id = %s AND latched AND cleared_at IS NULL AND condition_cleared_at IS NOT NULL
-                 AND acknowledged_at IS NOT NULL
-               RETURNING rule_id, device_id""",
-            (by, alarm_id),
-        ).fetchone()
-        if row is None:
-            return False
-        publish(conn, AlarmClearedEvent(alarm_id=alarm_id, device_id=row[1], rule_id=row[0]))
-    return True

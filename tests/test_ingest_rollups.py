@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from api_support import seed, write_points
 
-from fieldwatch.api.telemetry import buckets, plan_ranges, rollup_for
+from ingest.timeseries import buckets, plan_ranges, rollup_for
 from ingest.upkeep import refresh_rollups
 from ingest.writer import BatchWrite, TelemetryWriter, late_hours
 

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from api_support import BASE, Seeded, seeded_api, write_points
 
-from fieldwatch.api.telemetry import find_gaps
+from ingest.timeseries import find_gaps
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 S = timedelta(seconds=1)

@@ -192,8 +192,8 @@ def test_store_creates_lists_and_refuses_bad_rules(db_url: str) -> None:
 def test_latched_alarm_stays_until_acknowledged(db_url: str) -> None:
     """A latched rule's alarm outlives its condition and clears once acknowledged; unlatched ones clear alone."""
     from rules import save_rule
+    from rules.alarms import release_latched
     from rules.rulesfile import load_rules_file
-    from rules.service import release_latched
 
     _, pump, _ = seed(db_url, duration_s=0)
     with psycopg.connect(db_url, autocommit=True) as conn:

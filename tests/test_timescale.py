@@ -69,7 +69,7 @@ def test_timescale_rollups_follow_the_license_and_match_raw(ts_db: str) -> None:
 
     from api_support import seed
 
-    from fieldwatch.api.telemetry import buckets
+    from ingest.timeseries import buckets
     from ingest.upkeep import drop_expired, refresh_rollups
 
     migrate(ts_db)

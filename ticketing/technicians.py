@@ -1,17 +1,23 @@
 """Technicians and skills: data functions for the API, seeding and dispatch.
 
 Functions take an open connection and run in the caller's transaction; the caller commits.
+:func:`create_technician` is the one way a technician is added (the API, the demo seed and
+tools all call it), so every technician passes the same checks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import LiteralString
 
 import psycopg
 from psycopg import errors
 from psycopg.rows import dict_row
 from pydantic import BaseModel
 
+from fwcore.errors import Invalid
+from fwcore.paging import Page, fetch_page
 from ticketing.dispatch import TechnicianView
 from ticketing.errors import DuplicateTechnician, NotFound, UnknownSkill
 
@@ -30,6 +36,7 @@ class Technician(BaseModel):
     available: bool
     busy: bool  # has an active assignment
     skills: dict[str, int]
+    created_at: datetime
 
     def view(self) -> TechnicianView:
         """The dispatch view of this technician."""
@@ -45,11 +52,12 @@ class Technician(BaseModel):
         )
 
 
-_SELECT = """
+_SELECT: LiteralString = """
 SELECT t.id, t.name, t.email, t.phone, t.home_lat, t.home_lon, t.current_lat, t.current_lon, t.available,
        EXISTS (SELECT 1 FROM assignments a WHERE a.technician_id = t.id AND a.active) AS busy,
        COALESCE((SELECT jsonb_object_agg(s.code, ts.level) FROM technician_skills ts
-                 JOIN skills s ON s.id = ts.skill_id WHERE ts.technician_id = t.id), '{}'::jsonb) AS skills
+                 JOIN skills s ON s.id = ts.skill_id WHERE ts.technician_id = t.id), '{}'::jsonb) AS skills,
+       t.created_at
 FROM technicians t
 """
 
@@ -57,6 +65,21 @@ FROM technicians t
 def ensure_skill(conn: psycopg.Connection, code: str, name: str = "") -> None:
     """Create skill ``code`` if it does not exist yet."""
     conn.execute("INSERT INTO skills (code, name) VALUES (%s, %s) ON CONFLICT (code) DO NOTHING", (code, name))
+
+
+def skill_ids(conn: psycopg.Connection, codes: Iterable[str]) -> dict[str, int]:
+    """``{code: id}`` of the skill ``codes``; :class:`UnknownSkill`, naming every known code, if one is missing."""
+    wanted = set(codes)
+    if not wanted:
+        return {}
+    known = dict(conn.execute("SELECT code, id FROM skills WHERE code = ANY(%s)", (list(wanted),)).fetchall())
+    unknown = sorted(wanted - known.keys())
+    if unknown:
+        all_codes = [r[0] for r in conn.execute("SELECT code FROM skills ORDER BY code").fetchall()]
+        raise UnknownSkill(
+            f"unknown skill code(s): {', '.join(unknown)}; known codes: {', '.join(all_codes) or '(none)'}"
+        )
+    return known
 
 
 def create_technician(
@@ -70,27 +93,27 @@ def create_technician(
     available: bool = True,
     skills: Mapping[str, int] | None = None,
 ) -> Technician:
-    """Insert a technician with ``skills`` ({code: level 1..5}); skill codes must exist."""
+    """Insert a technician with ``skills`` ({code: level 1..5}), in one transaction.
+
+    Name and email are stripped. Skill codes must exist (a typo must not mint a new skill):
+    :class:`UnknownSkill` otherwise, before anything is written. An email another technician
+    has is :class:`DuplicateTechnician`.
+    """
     skills = dict(skills or {})
+    name, email = name.strip(), email.strip()
     try:
         with conn.transaction():
+            ids = skill_ids(conn, skills)
             (tech_id,) = conn.execute(
                 """INSERT INTO technicians (name, email, phone, home_lat, home_lon, available)
                    VALUES (%s, %s, %s, %s, %s, %s) RETURNING id""",
                 (name, email, phone, home_lat, home_lon, available),
             ).fetchone()  # type: ignore[misc]
-            if skills:
-                known = dict(
-                    conn.execute("SELECT code, id FROM skills WHERE code = ANY(%s)", (list(skills),)).fetchall()
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO technician_skills (technician_id, skill_id, level) VALUES (%s, %s, %s)",
+                    [(tech_id, ids[code], level) for code, level in skills.items()],
                 )
-                unknown = sorted(set(skills) - known.keys())
-                if unknown:
-                    raise UnknownSkill(f"unknown skill code(s): {', '.join(unknown)}")
-                with conn.cursor() as cur:
-                    cur.executemany(
-                        "INSERT INTO technician_skills (technician_id, skill_id, level) VALUES (%s, %s, %s)",
-                        [(tech_id, known[code], level) for code, level in skills.items()],
-                    )
     except errors.UniqueViolation:
         raise DuplicateTechnician(f"a technician with email {email!r} already exists") from None
     except errors.CheckViolation as exc:
@@ -104,7 +127,7 @@ def get_technician(conn: psycopg.Connection, tech_id: int) -> Technician:
         cur.execute(_SELECT + " WHERE t.id = %s", (tech_id,))
         row = cur.fetchone()
     if row is None:
-        raise NotFound(f"no technician {tech_id}")
+        raise NotFound("technician", tech_id)
     return Technician(**row)
 
 
@@ -113,6 +136,36 @@ def list_technicians(conn: psycopg.Connection) -> list[Technician]:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(_SELECT + " ORDER BY t.id")
         return [Technician(**row) for row in cur.fetchall()]
+
+
+def find_technicians(
+    conn: psycopg.Connection,
+    *,
+    skill: str | None = None,
+    available: bool | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> Page[Technician]:
+    """Technicians by id, one page: those with skill ``skill`` (any level) and/or this ``available`` when given."""
+    conditions: list[LiteralString] = []
+    if skill is not None:
+        conditions.append(
+            """EXISTS (SELECT 1 FROM technician_skills ts JOIN skills sk ON sk.id = ts.skill_id
+                       WHERE ts.technician_id = t.id AND sk.code = %(skill)s)"""
+        )
+    if available is not None:
+        conditions.append("t.available = %(available)s")
+    return fetch_page(
+        conn,
+        _SELECT,
+        " technicians t",
+        conditions,
+        "t.id",
+        {"skill": skill, "available": available},
+        lambda r: Technician(**r),
+        limit=limit,
+        offset=offset,
+    )
 
 
 def dispatch_candidates(conn: psycopg.Connection) -> list[TechnicianView]:
@@ -126,14 +179,14 @@ def set_technician_location(conn: psycopg.Connection, tech_id: int, lat: float, 
         raise ValueError(f"({lat}, {lon}) is not a latitude/longitude")
     cur = conn.execute("UPDATE technicians SET current_lat = %s, current_lon = %s WHERE id = %s", (lat, lon, tech_id))
     if cur.rowcount != 1:
-        raise NotFound(f"no technician {tech_id}")
+        raise NotFound("technician", tech_id)
 
 
 def set_technician_available(conn: psycopg.Connection, tech_id: int, available: bool) -> None:
     """Mark a technician on or off duty. The next ticketing sweep retries unassigned tickets."""
     cur = conn.execute("UPDATE technicians SET available = %s WHERE id = %s", (available, tech_id))
     if cur.rowcount != 1:
-        raise NotFound(f"no technician {tech_id}")
+        raise NotFound("technician", tech_id)
 
 
 # -- the skills matrix: general levels and levels per equipment model ---------------------------------
@@ -156,7 +209,7 @@ class SkillMatrix(BaseModel):
 def get_skill_matrix(conn: psycopg.Connection, tech_id: int) -> SkillMatrix:
     """The technician's general and per-model levels; raises :class:`NotFound`."""
     if conn.execute("SELECT 1 FROM technicians WHERE id = %s", (tech_id,)).fetchone() is None:
-        raise NotFound(f"no technician {tech_id}")
+        raise NotFound("technician", tech_id)
     general = conn.execute(
         "SELECT s.code, ts.level FROM technician_skills ts JOIN skills s ON s.id = ts.skill_id"
         " WHERE ts.technician_id = %s ORDER BY s.code",
@@ -179,8 +232,9 @@ def set_skill_matrix(
 ) -> SkillMatrix:
     """Replace the technician's whole skills matrix (general and per-model levels) in one transaction.
 
-    Skill codes must exist (a typo must not silently mint a skill nobody requires); levels are 1..5;
-    a (skill, model) pair may appear once. Plans already made are not re-checked here — the next
+    Skill codes must exist (a typo must not silently mint a skill nobody requires: :class:`UnknownSkill`);
+    levels are 1..5 and a (skill, model) pair may appear once (:class:`fwcore.errors.Invalid`, naming
+    every bad entry). Plans already made are not re-checked here — the next
     re-optimisation, insertion or dispatcher change applies the new levels.
     """
     problems: list[str] = []
@@ -198,18 +252,11 @@ def set_skill_matrix(
             problems.append(f"models[{i}]: {m.skill} on {m.model} is listed twice")
         seen.add((m.skill, m.model))
     if problems:
-        raise ValueError("; ".join(problems))
+        raise Invalid("; ".join(problems))  # a ValueError
     with conn.transaction():
         if conn.execute("SELECT 1 FROM technicians WHERE id = %s FOR UPDATE", (tech_id,)).fetchone() is None:
-            raise NotFound(f"no technician {tech_id}")
-        codes = set(skills) | {m.skill for m in models}
-        known = dict(conn.execute("SELECT code, id FROM skills WHERE code = ANY(%s)", (list(codes),)).fetchall())
-        unknown = sorted(codes - known.keys())
-        if unknown:
-            all_codes = [r[0] for r in conn.execute("SELECT code FROM skills ORDER BY code").fetchall()]
-            raise UnknownSkill(
-                f"unknown skill code(s): {', '.join(unknown)}; known codes: {', '.join(all_codes) or '(none)'}"
-            )
+            raise NotFound("technician", tech_id)
+        known = skill_ids(conn, [*skills, *(m.skill for m in models)])
         conn.execute("DELETE FROM technician_skills WHERE technician_id = %s", (tech_id,))
         conn.execute("DELETE FROM technician_model_skills WHERE technician_id = %s", (tech_id,))
         with conn.cursor() as cur:

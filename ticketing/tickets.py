@@ -1,12 +1,22 @@
-"""Tickets: read functions for the API (the writes happen in :mod:`ticketing.service`)."""
+"""Tickets: read functions for the API and the demo (the writes happen in :mod:`ticketing.service`
+and :mod:`ticketing.controls`).
+
+:func:`list_tickets` / :func:`get_ticket` give the ticket rows themselves; :func:`list_ticket_summaries`
+/ :func:`get_ticket_summary` add what a person reading a list needs (device, site, the active
+assignment); :func:`ticket_explanation` says why a ticket went where it did.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg.rows import dict_row
 from pydantic import BaseModel
+
+from fwcore.paging import Page, Row, fetch_page
+from ticketing.errors import NotFound
 
 OPEN_STATUSES = ("new", "assigned", "en_route", "on_site")
 
@@ -86,3 +96,102 @@ def get_ticket(conn: psycopg.Connection, ticket_id: int) -> TicketDetail | None:
         cur.execute("SELECT id FROM alarms WHERE ticket_id = %s ORDER BY id", (ticket_id,))
         alarm_ids = [r["id"] for r in cur.fetchall()]
     return TicketDetail(**row, assignment=Assignment(**assignment) if assignment else None, alarm_ids=alarm_ids)
+
+
+class TicketSummary(Ticket):
+    """A ticket with its device (key, and name or else key), site slug and active assignment."""
+
+    device_key: str
+    device_name: str
+    site: str
+    assignment: Assignment | None
+
+
+_SUMMARY_FROM: LiteralString = """
+    tickets t JOIN devices d ON d.id = t.device_id JOIN sites s ON s.id = d.site_id"""
+_SUMMARY_SELECT: LiteralString = (
+    """SELECT t.id, t.device_id, d.key AS device_key, COALESCE(NULLIF(d.name, ''), d.key) AS device_name,
+              s.slug AS site, t.problem_code, t.title, t.priority, t.status, t.required_skill, t.source, t.alarm_id,
+              t.unassigned_reason, t.created_at, t.updated_at, t.due_at,
+              a.id AS assignment_id, a.technician_id, tech.name AS technician_name, a.assigned_at, a.distance_km,
+              a.eta_minutes, a.reason
+       FROM"""
+    + _SUMMARY_FROM
+    + """
+       LEFT JOIN assignments a ON a.ticket_id = t.id AND a.active
+       LEFT JOIN technicians tech ON tech.id = a.technician_id"""
+)
+_ASSIGNMENT_KEYS = ("technician_id", "technician_name", "assigned_at", "distance_km", "eta_minutes", "reason")
+
+
+def _summary(r: Row) -> TicketSummary:
+    assignment_id = r.pop("assignment_id")
+    assignment = {k: r.pop(k) for k in _ASSIGNMENT_KEYS}
+    return TicketSummary(
+        **r, assignment=Assignment(id=assignment_id, **assignment) if assignment_id is not None else None
+    )
+
+
+def list_ticket_summaries(
+    conn: psycopg.Connection,
+    *,
+    status: str | None = None,
+    device_id: int | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> Page[TicketSummary]:
+    """Tickets, newest first, each with its active assignment; in ``status`` and/or of ``device_id`` when given."""
+    conditions: list[LiteralString] = []
+    if status is not None:
+        conditions.append("t.status = %(status)s")
+    if device_id is not None:
+        conditions.append("t.device_id = %(device_id)s")
+    return fetch_page(
+        conn,
+        _SUMMARY_SELECT,
+        _SUMMARY_FROM,
+        conditions,
+        "t.created_at DESC, t.id DESC",
+        {"status": status, "device_id": device_id},
+        _summary,
+        limit=limit,
+        offset=offset,
+    )
+
+
+def get_ticket_summary(conn: psycopg.Connection, ticket_id: int) -> TicketSummary:
+    """The ticket with its device, site and active assignment; raises :class:`NotFound`."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(_SUMMARY_SELECT + " WHERE t.id = %s", (ticket_id,)).fetchone()
+    if row is None:
+        raise NotFound("ticket", ticket_id)
+    return _summary(row)
+
+
+class TicketExplanation(BaseModel):
+    """Who has the ticket and why (the optimizer's explanation), or why nobody has it."""
+
+    ticket_id: int
+    status: str
+    technician_id: int | None
+    technician_name: str | None
+    reason: str | None  # the assignment's reason, else why it is unassigned
+    explanation: dict[str, Any]
+    unassigned_blockers: list[str]
+    pinned_technician_id: int | None
+
+
+def ticket_explanation(conn: psycopg.Connection, ticket_id: int) -> TicketExplanation:
+    """Why the ticket went to its technician, or why it is unassigned; raises :class:`NotFound`."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            """SELECT t.id AS ticket_id, t.status, a.technician_id, tech.name AS technician_name,
+                      COALESCE(a.reason, t.unassigned_reason) AS reason,
+                      COALESCE(a.explanation, '{}') AS explanation, t.unassigned_blockers, t.pinned_technician_id
+               FROM tickets t LEFT JOIN assignments a ON a.ticket_id = t.id AND a.active
+               LEFT JOIN technicians tech ON tech.id = a.technician_id WHERE t.id = %s""",
+            (ticket_id,),
+        ).fetchone()
+    if row is None:
+        raise NotFound("ticket", ticket_id)
+    return TicketExplanation(**row)

@@ -1,7 +1,7 @@
 """The FastAPI application: assembly, lifespan (the connection pool) and error mapping.
 
-Routers stay thin; this module is the one place where our exceptions and the
-database's become HTTP statuses:
+Routers stay thin; this module is the one place where our exceptions (the domains' own,
+:mod:`fwcore.errors`, whichever package raised them) and the database's become HTTP statuses:
 
 ================================  ====  =========================================
 exception                         code  body
@@ -28,7 +28,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from fwcore.settings import Settings, get_settings
 
-from .errors import ApiError, Invalid
+from .errors import ApiError, Invalid, status_of
 from .metrics import MetricsMiddleware
 from .routes import API_PREFIX, api_router, health
 
@@ -96,11 +96,12 @@ def create_app(
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        if isinstance(exc, Invalid):
+        code = status_of(exc)
+        if code == 422 and isinstance(exc, Invalid):
             detail: object = [{"loc": list(exc.loc), "msg": exc.message, "type": "value_error"}]
         else:
             detail = exc.message
-        return JSONResponse({"detail": detail}, status_code=exc.status_code)
+        return JSONResponse({"detail": detail}, status_code=code)
 
     @app.exception_handler(PoolTimeout)
     @app.exception_handler(psycopg.OperationalError)

@@ -1,44 +1,30 @@
-"""Errors the data-access layer raises, mapped to HTTP statuses in one place (:mod:`.app`).
+"""The errors the API reports, mapped to HTTP statuses in one place (:mod:`.app`).
 
-::
+They are the domains' own (:mod:`fwcore.errors`): a domain function raises them, a route may
+too, and neither knows about status codes::
 
-    ApiError                 (base; never raised itself)
+    ApiError = DomainError   (base; never raised itself)
     ├── NotFound             -> 404  an id names no row
     ├── Conflict             -> 409  the request contradicts the row's current state
     └── Invalid              -> 422  well-formed, but refers to things that do not exist
 
-Database outages (psycopg ``OperationalError``, pool timeouts) become 503 there too.
+Domain exceptions that derive from these (``ticketing.errors.UnknownSkill`` is an ``Invalid``,
+``rules.lifecycle.UnknownAlarm`` a ``NotFound``, ...) are reported the same way. Database outages
+(psycopg ``OperationalError``, pool timeouts) become 503 there too.
 """
 
 from __future__ import annotations
 
+from fwcore.errors import Conflict, DomainError, Invalid, NotFound
 
-class ApiError(Exception):
-    """Base of errors that carry a message meant for the API client."""
+ApiError = DomainError
 
-    status_code = 500
+#: The status of each kind, most specific first (an exception may be two kinds: the first wins).
+STATUS: tuple[tuple[type[DomainError], int], ...] = ((NotFound, 404), (Conflict, 409), (Invalid, 422))
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class NotFound(ApiError):
-    status_code = 404
-
-    def __init__(self, what: str, ident: object) -> None:
-        super().__init__(f"{what} {ident} does not exist")
+__all__ = ["STATUS", "ApiError", "Conflict", "Invalid", "NotFound", "status_of"]
 
 
-class Conflict(ApiError):
-    status_code = 409
-
-
-class Invalid(ApiError):
-    """Reported like pydantic's own 422s: ``{"detail": [{"loc": [...], "msg": ..., "type": ...}]}``."""
-
-    status_code = 422
-
-    def __init__(self, message: str, loc: tuple[str, ...] = ("body",)) -> None:
-        super().__init__(message)
-        self.loc = loc
+def status_of(exc: DomainError) -> int:
+    """The HTTP status of ``exc``: the first kind of :data:`STATUS` it is, else 500."""
+    return next((code for kind, code in STATUS if isinstance(exc, kind)), 500)

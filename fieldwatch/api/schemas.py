@@ -3,6 +3,10 @@
 Response models (``*Public``) are separate from request models (``*Create``,
 ``*Update``) so a column added to a table never leaks out, and a client can
 never set a field the server owns (ids, timestamps, state).
+
+The domains return their own records (dataclasses or models: ``ingest.queries.Device``,
+``rules.alarms.Alarm``, ...); a route returns them as they are and FastAPI builds the response
+model from their attributes, so these classes alone decide what the API shows.
 """
 
 from __future__ import annotations
@@ -109,6 +113,43 @@ class SeriesPoints(BaseModel):
     limit: int
     truncated: bool = Field(description="true if more points lie in the range than `limit`")
     points: list[Point]
+
+
+class Bucket(BaseModel):
+    time: datetime = Field(description="start of the bucket")
+    count: int
+    min: float
+    max: float
+    avg: float
+    last: float = Field(description="the newest value in the bucket")
+
+
+class SeriesBuckets(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    series_id: int
+    bucket_s: int
+    from_: datetime = Field(alias="from")
+    to: datetime
+    buckets: list[Bucket]
+
+
+class Gap(BaseModel):
+    start: datetime = Field(description="time of the last point before the gap")
+    end: datetime = Field(description="time of the first point after it (or the end of the range if still open)")
+    seconds: float
+    open: bool = Field(description="true if no point has arrived since `start`")
+
+
+class SeriesGaps(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    series_id: int
+    from_: datetime = Field(alias="from")
+    to: datetime
+    cadence_s: float | None = Field(description="normal interval between points (median), or the one given")
+    threshold_s: float | None
+    gaps: list[Gap]
 
 
 class GatewayPublic(BaseModel):

@@ -1,12 +1,15 @@
-"""Resolving the ``from``/``to`` query of a range request (pure: ``now`` is passed in)."""
+"""Reading the time parameters of a range request: ``from``/``to`` and durations (pure: ``now`` is passed in)."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 from .errors import Invalid
 
 DEFAULT_SPAN = timedelta(hours=1)
+_SPAN = re.compile(r"^(?P<n>[1-9][0-9]{0,6})(?P<unit>s|m|h|d)$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def as_utc(t: datetime) -> datetime:
@@ -25,3 +28,11 @@ def resolve_range(start: datetime | None, end: datetime | None, now: datetime) -
     if start >= end:
         raise Invalid(f"`from` ({start.isoformat()}) must be before `to` ({end.isoformat()})", loc=("query", "from"))
     return start, end
+
+
+def parse_span(text: str, *, loc: tuple[str, ...] = ("query", "bucket")) -> timedelta:
+    """``"30s"``, ``"5m"``, ``"1h"``, ``"1d"`` -> a timedelta; anything else is a 422 naming the parameter."""
+    found = _SPAN.match(text.strip())
+    if not found:
+        raise Invalid(f"{text!r} is not a duration; write a number and a unit: 30s, 5m, 1h, 1d", loc=loc)
+    return timedelta(seconds=int(found["n"]) * _UNIT_S[found["unit"]])

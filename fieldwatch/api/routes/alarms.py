@@ -7,9 +7,11 @@ from datetime import datetime
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
-from .. import queries
+from fwcore import paging
+from rules import alarms
+
 from ..deps import AlarmHandler, AnyRole, ConnDep, PageDep
-from ..errors import Invalid, NotFound
+from ..errors import Invalid
 from ..schemas import AlarmPublic, AlarmState, Page
 from ._prefix import API_PREFIX
 
@@ -23,13 +25,13 @@ def list_alarms(
     page: PageDep,
     state: AlarmState | None = None,
     device_id: int | None = None,
-) -> Page[AlarmPublic]:
-    return queries.list_alarms(conn, state=state, device_id=device_id, limit=page.limit, offset=page.offset)
+) -> paging.Page[alarms.Alarm]:
+    return alarms.list_alarms(conn, state=state, device_id=device_id, limit=page.limit, offset=page.offset)
 
 
 @router.get("/{alarm_id}", response_model=AlarmPublic, summary="One alarm")
-def get_alarm(alarm_id: int, conn: ConnDep, token: AnyRole) -> AlarmPublic:
-    return queries.get_alarm(conn, alarm_id)
+def get_alarm(alarm_id: int, conn: ConnDep, token: AnyRole) -> alarms.Alarm:
+    return alarms.get_alarm(conn, alarm_id)
 
 
 @router.post(
@@ -38,13 +40,8 @@ def get_alarm(alarm_id: int, conn: ConnDep, token: AnyRole) -> AlarmPublic:
     summary="Acknowledge an active alarm (idempotent)",
     responses={409: {"description": "the alarm is cleared"}},
 )
-def acknowledge_alarm(alarm_id: int, conn: ConnDep, token: AlarmHandler) -> AlarmPublic:
-    from rules.service import release_latched
-
-    alarm = queries.acknowledge_alarm(conn, alarm_id, by=token.name)
-    if release_latched(conn, alarm_id, by=token.name):  # a latched alarm whose condition is gone clears now
-        return queries.get_alarm(conn, alarm_id)
-    return alarm
+def acknowledge_alarm(alarm_id: int, conn: ConnDep, token: AlarmHandler) -> alarms.Alarm:
+    return alarms.acknowledge(conn, alarm_id, by=token.name)  # a latched alarm whose condition is gone clears now
 
 
 class CommentIn(BaseModel):
@@ -61,12 +58,9 @@ class CommentPublic(BaseModel):
 
 @router.get("/{alarm_id}/comments", response_model=list[CommentPublic], summary="An alarm's comments, oldest first")
 def list_alarm_comments(alarm_id: int, conn: ConnDep, token: AnyRole) -> list[CommentPublic]:
-    from rules.lifecycle import UnknownAlarm, list_comments
+    from rules.lifecycle import list_comments
 
-    try:
-        return [CommentPublic(**_fields(c)) for c in list_comments(conn, alarm_id)]
-    except UnknownAlarm:
-        raise NotFound("alarm", alarm_id) from None
+    return [CommentPublic(**_fields(c)) for c in list_comments(conn, alarm_id)]  # UnknownAlarm is a NotFound
 
 
 @router.post(
@@ -81,8 +75,8 @@ def add_alarm_comment(alarm_id: int, comment: CommentIn, conn: ConnDep, token: A
     try:
         return CommentPublic(**_fields(add_comment(conn, alarm_id, author=token.name, body=comment.body)))
     except UnknownAlarm:
-        raise NotFound("alarm", alarm_id) from None
-    except LifecycleError as exc:
+        raise  # a NotFound (404), though also a LifecycleError
+    except LifecycleError as exc:  # the comment's text: reported at the field
         raise Invalid(str(exc), ("body", "body")) from None
 
 

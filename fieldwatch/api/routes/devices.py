@@ -6,7 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from .. import queries
+from fwcore import paging
+from ingest import queries
+
 from ..deps import AnyRole, ConnDep, PageDep
 from ..schemas import DeviceLatest, DevicePublic, Page
 from ._prefix import API_PREFIX
@@ -21,15 +23,15 @@ def list_devices(
     page: PageDep,
     site: Annotated[str | None, Query(description="site slug")] = None,
     site_id: Annotated[int | None, Query(description="site id")] = None,
-) -> Page[DevicePublic]:
+) -> paging.Page[queries.Device]:
     return queries.list_devices(conn, site=site, site_id=site_id, limit=page.limit, offset=page.offset)
 
 
 @router.get("/{device_id}", response_model=DevicePublic, summary="One device")
-def get_device(device_id: int, conn: ConnDep, token: AnyRole) -> DevicePublic:
+def get_device(device_id: int, conn: ConnDep, token: AnyRole) -> queries.Device:
     return queries.get_device(conn, device_id)
 
 
 @router.get("/{device_id}/latest", response_model=DeviceLatest, summary="Newest value of each series")
-def device_latest(device_id: int, conn: ConnDep, token: AnyRole) -> DeviceLatest:
+def device_latest(device_id: int, conn: ConnDep, token: AnyRole) -> queries.DeviceLatest:
     return queries.device_latest(conn, device_id)

@@ -14,9 +14,10 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from ticketing.controls import AssignResult, assign, pin, unpin
-from ticketing.errors import HardConstraint, InvalidTransition
+from ticketing.errors import HardConstraint
 from ticketing.errors import NotFound as TicketNotFound
 from ticketing.geo import GreatCircleTravel
+from ticketing.tickets import TicketExplanation, ticket_explanation
 
 from ..deps import AnyRole, ConnDep, Dispatcher, SettingsDep
 from ..errors import Conflict, NotFound
@@ -63,14 +64,13 @@ def _out(r: AssignResult) -> AssignOut:
 
 
 def _mapped(fn, *args, **kw):
+    """Call a dispatcher control, wording its refusals for the API (an InvalidTransition is a Conflict as it is)."""
     try:
         return fn(*args, **kw)
     except TicketNotFound as exc:
         raise NotFound("ticket or technician", str(exc)) from None
     except HardConstraint as exc:
         raise Conflict(f"{exc} (broken: {'; '.join(exc.blockers)})") from None
-    except InvalidTransition as exc:
-        raise Conflict(str(exc)) from None
 
 
 def _travel(settings) -> GreatCircleTravel:
@@ -133,23 +133,5 @@ def unpin_ticket(ticket_id: int, conn: ConnDep, token: Dispatcher) -> None:
     response_model=ExplanationOut,
     summary="Why the ticket went to its technician, or why it is unassigned",
 )
-def explanation(ticket_id: int, conn: ConnDep, token: AnyRole) -> ExplanationOut:
-    row = conn.execute(
-        """SELECT t.status, a.technician_id, tech.name, COALESCE(a.reason, t.unassigned_reason),
-                  COALESCE(a.explanation, '{}'), t.unassigned_blockers, t.pinned_technician_id
-           FROM tickets t LEFT JOIN assignments a ON a.ticket_id = t.id AND a.active
-           LEFT JOIN technicians tech ON tech.id = a.technician_id WHERE t.id = %s""",
-        (ticket_id,),
-    ).fetchone()
-    if row is None:
-        raise NotFound("ticket", ticket_id)
-    return ExplanationOut(
-        ticket_id=ticket_id,
-        status=row[0],
-        technician_id=row[1],
-        technician_name=row[2],
-        reason=row[3],
-        explanation=row[4],
-        unassigned_blockers=row[5],
-        pinned_technician_id=row[6],
-    )
+def explanation(ticket_id: int, conn: ConnDep, token: AnyRole) -> TicketExplanation:
+    return ticket_explanation(conn, ticket_id)

@@ -10,12 +10,13 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from ticketing.controls import transition
-from ticketing.errors import InvalidTransition
 from ticketing.errors import NotFound as TicketNotFound
 from ticketing.evidence import Photo, add_photo, list_photos, photo_bytes
+from ticketing.timeline import Timeline as TicketTimeline
+from ticketing.timeline import ticket_timeline
 
 from ..deps import AnyRole, ConnDep, LocationReporter
-from ..errors import Conflict, Invalid, NotFound
+from ..errors import Invalid, NotFound
 from ._prefix import API_PREFIX
 
 router = APIRouter(prefix=f"{API_PREFIX}/tickets", tags=["field"])
@@ -56,7 +57,7 @@ class Timeline(BaseModel):
     summary="Change a ticket's status from the field",
     responses={409: {"description": "the lifecycle does not allow this change"}},
 )
-def change_status(ticket_id: int, body: StatusChange, conn: ConnDep, token: LocationReporter) -> Timeline:
+def change_status(ticket_id: int, body: StatusChange, conn: ConnDep, token: LocationReporter) -> TicketTimeline:
     try:
         transition(
             conn,
@@ -69,58 +70,14 @@ def change_status(ticket_id: int, body: StatusChange, conn: ConnDep, token: Loca
             failure_code=body.failure_code,
             parts_used=body.parts_used,
         )
-    except TicketNotFound:
+    except TicketNotFound:  # worded "no ticket 7"; an InvalidTransition is a Conflict (409) as it is
         raise NotFound("ticket", ticket_id) from None
-    except InvalidTransition as exc:
-        raise Conflict(str(exc)) from None
     return timeline(ticket_id, conn, token)
 
 
 @router.get("/{ticket_id}/timeline", response_model=Timeline, summary="Status history, notes, parts, time on site")
-def timeline(ticket_id: int, conn: ConnDep, token: AnyRole) -> Timeline:
-    row = conn.execute("SELECT status, failure_code FROM tickets WHERE id = %s", (ticket_id,)).fetchone()
-    if row is None:
-        raise NotFound("ticket", ticket_id)
-    history = [
-        StatusEntry(status=s, at=at, actor=a, lat=la, lon=lo)
-        for s, at, a, la, lo in conn.execute(
-            "SELECT status, at, actor, lat, lon FROM ticket_status_history WHERE ticket_id = %s ORDER BY at, id",
-            (ticket_id,),
-        )
-    ]
-    notes = [
-        {"at": at, "author": a, "body": b}
-        for at, a, b in conn.execute(
-            "SELECT at, author, body FROM ticket_notes WHERE ticket_id = %s ORDER BY id", (ticket_id,)
-        )
-    ]
-    parts = [
-        {"part": p, "quantity": q, "at": at}
-        for p, q, at in conn.execute(
-            "SELECT part_code, quantity, at FROM ticket_parts_used WHERE ticket_id = %s ORDER BY id", (ticket_id,)
-        )
-    ]
-    return Timeline(
-        ticket_id=ticket_id,
-        status=row[0],
-        failure_code=row[1],
-        history=history,
-        notes=notes,
-        parts_used=parts,
-        time_on_site_minutes=time_on_site(history),
-    )
-
-
-def time_on_site(history: list[StatusEntry]) -> float | None:
-    """Minutes spent on site, summed over finished visits; None if the technician never arrived."""
-    total, since = 0.0, None
-    for e in history:
-        if e.status == "on_site" and since is None:
-            since = e.at
-        elif e.status != "on_site" and since is not None:
-            total += (e.at - since).total_seconds() / 60
-            since = None
-    return total if any(e.status == "on_site" for e in history) else None
+def timeline(ticket_id: int, conn: ConnDep, token: AnyRole) -> TicketTimeline:
+    return ticket_timeline(conn, ticket_id)
 
 
 @router.post(

@@ -6,7 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from .. import queries
+from fwcore import paging
+from ingest import queries
+
 from ..deps import AnyRole, ConnDep, PageDep
 from ..schemas import GatewayPublic, GatewayStatus, Page
 from ._prefix import API_PREFIX
@@ -21,5 +23,5 @@ def list_gateways(
     page: PageDep,
     site: Annotated[str | None, Query(description="site slug")] = None,
     status: GatewayStatus | None = None,
-) -> Page[GatewayPublic]:
+) -> paging.Page[queries.GatewaySummary]:
     return queries.list_gateways(conn, site=site, status=status, limit=page.limit, offset=page.offset)

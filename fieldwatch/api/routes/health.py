@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import psycopg
 from fastapi import APIRouter, Response, status
-from psycopg_pool import PoolTimeout
 
-from .. import queries
 from ..deps import PoolDep
 from ..metrics import exposition
+from ..readiness import database_problem
 from ..schemas import Health, Ready
 from ._prefix import API_PREFIX
 
@@ -30,12 +28,10 @@ async def healthz() -> Health:
     responses={503: {"model": Ready, "description": "the database cannot be used"}},
 )
 def readyz(pool: PoolDep, response: Response) -> Ready:
-    try:
-        with pool.connection(timeout=min(READY_TIMEOUT_S, pool.timeout)) as conn:
-            queries.ping(conn)
-    except (PoolTimeout, psycopg.Error) as exc:
+    problem = database_problem(pool, READY_TIMEOUT_S)
+    if problem is not None:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-        return Ready(status="unavailable", database=f"{type(exc).__name__}: {exc}".strip())
+        return Ready(status="unavailable", database=problem)
     return Ready(status="ready", database="ok")
 
 

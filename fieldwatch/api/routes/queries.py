@@ -11,11 +11,12 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from fwcore.auth import TokenInfo
+from ingest import timeseries
 
-from .. import telemetry
 from ..deps import AnyRole, ConnDep, SettingsDep, require_roles
 from ..errors import Invalid, NotFound
-from ..timerange import resolve_range
+from ..schemas import SeriesBuckets, SeriesGaps
+from ..timerange import parse_span, resolve_range
 from ._prefix import API_PREFIX
 
 series_router = APIRouter(prefix=f"{API_PREFIX}/series", tags=["telemetry"])
@@ -27,9 +28,7 @@ To = Annotated[datetime | None, Query(alias="to", description="ISO 8601, exclusi
 MAX_EXPORT_ROWS = 1_000_000
 
 
-@series_router.get(
-    "/{series_id}/buckets", response_model=telemetry.SeriesBuckets, summary="min/max/avg/last per time bucket"
-)
+@series_router.get("/{series_id}/buckets", response_model=SeriesBuckets, summary="min/max/avg/last per time bucket")
 def series_buckets(
     series_id: int,
     conn: ConnDep,
@@ -37,12 +36,12 @@ def series_buckets(
     start: From = None,
     end: To = None,
     bucket: Annotated[str, Query(description="bucket width: 30s, 5m, 1h, 1d (aligned on UTC)")] = "1m",
-) -> telemetry.SeriesBuckets:
+) -> timeseries.SeriesBuckets:
     start, end = resolve_range(start, end, datetime.now(UTC))
-    return telemetry.buckets(conn, series_id, start, end, telemetry.parse_span(bucket))
+    return timeseries.buckets(conn, series_id, start, end, parse_span(bucket))
 
 
-@series_router.get("/{series_id}/gaps", response_model=telemetry.SeriesGaps, summary="Intervals without data")
+@series_router.get("/{series_id}/gaps", response_model=SeriesGaps, summary="Intervals without data")
 def series_gaps(
     series_id: int,
     conn: ConnDep,
@@ -53,11 +52,11 @@ def series_gaps(
     cadence: Annotated[
         str | None, Query(description="the expected interval (e.g. 10s); default: the median interval seen")
     ] = None,
-) -> telemetry.SeriesGaps:
+) -> timeseries.SeriesGaps:
     now = datetime.now(UTC)
     start, end = resolve_range(start, end, now)
-    cadence_s = telemetry.parse_span(cadence, loc=("query", "cadence")).total_seconds() if cadence else None
-    return telemetry.gaps(conn, series_id, start, end, now, factor=factor, cadence_s=cadence_s)
+    cadence_s = parse_span(cadence, loc=("query", "cadence")).total_seconds() if cadence else None
+    return timeseries.gaps(conn, series_id, start, end, now, factor=factor, cadence_s=cadence_s)
 
 
 @series_router.get(
@@ -75,7 +74,7 @@ def series_csv(
     limit: Annotated[int, Query(ge=1, le=MAX_EXPORT_ROWS, description="most rows")] = MAX_EXPORT_ROWS,
 ) -> Response:
     start, end = resolve_range(start, end, datetime.now(UTC))
-    body = telemetry.export_csv(conn, series_id, start, end, limit)
+    body = timeseries.export_csv(conn, series_id, start, end, limit)
     name = f"series-{series_id}-{start:%Y%m%dT%H%M%S}.csv"
     return Response(body, media_type="text/csv", headers={"Content-Disposition": f'attachment; filename="{name}"'})
 

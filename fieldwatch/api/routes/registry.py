@@ -3,7 +3,7 @@
 Writes need an ``admin`` token; reads accept any role. ``GET /gateways`` and ``GET /devices`` (with
 site and client embedded) live in :mod:`.gateways` and :mod:`.devices`; the writes here answer with
 the flat ``*Record`` bodies (ids, not embedded objects). Errors: 404 unknown id, 409 duplicate or
-still referenced, 422 naming the bad field (see :mod:`fieldwatch.api.registry`).
+still referenced, 422 naming the bad field (see :mod:`ingest.assets`, which owns the rows and the rules).
 """
 
 # No ``from __future__ import annotations``: the route factory below annotates with runtime variables.
@@ -14,8 +14,8 @@ from fastapi import APIRouter, Depends, Path, Query, Response, status
 from pydantic import BaseModel
 
 from fwcore.auth import TokenInfo
+from ingest import assets as reg
 
-from .. import registry as reg
 from .. import registry_models as m
 from ..deps import AnyRole, ConnDep, PageDep, require_roles
 from ..schemas import Page
@@ -41,13 +41,13 @@ def _crud(
     Ident = Annotated[int, Path(alias=param, description=f"the {what}'s id")]
 
     def create(body: create_model, conn: ConnDep, token: Admin) -> Any:  # type: ignore[valid-type]
-        return reg.create(conn, res, body)
+        return reg.create(conn, res, body.model_dump())
 
     def read(ident: Ident, conn: ConnDep, token: AnyRole) -> Any:
         return reg.get(conn, res, ident)
 
     def patch(ident: Ident, body: update_model, conn: ConnDep, token: Admin) -> Any:  # type: ignore[valid-type]
-        return reg.update(conn, res, ident, body)
+        return reg.update(conn, res, ident, body.model_dump(exclude_unset=True))  # only the fields it names
 
     def remove(ident: Ident, conn: ConnDep, token: Admin) -> Response:
         reg.delete(conn, res, ident)

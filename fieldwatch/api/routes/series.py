@@ -7,7 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from .. import queries
+from ingest import queries
+
 from ..deps import AnyRole, ConnDep
 from ..schemas import SeriesPoints
 from ..timerange import resolve_range
@@ -28,6 +29,6 @@ def series_points(
     ] = None,
     end: Annotated[datetime | None, Query(alias="to", description="ISO 8601, exclusive; default now")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_POINTS, description="most points returned")] = 10_000,
-) -> SeriesPoints:
+) -> queries.SeriesPoints:
     start, end = resolve_range(start, end, datetime.now(UTC))
     return queries.series_points(conn, series_id, start, end, limit)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, model_validator
 from fwcore.auth import TokenInfo
 
 from ..deps import AnyRole, ConnDep, require_roles
-from ..errors import Invalid, NotFound
+from ..errors import NotFound
 from ._prefix import API_PREFIX
 
 router = APIRouter(prefix=f"{API_PREFIX}/silences", tags=["alarms"])
@@ -75,26 +75,24 @@ def list_silences(conn: ConnDep, token: AnyRole, active: bool = False) -> list[S
     summary="Silence alarms of a device, site or rule for a time window",
 )
 def create_silence(body: SilenceIn, conn: ConnDep, token: Silencer) -> SilencePublic:
-    from rules.lifecycle import LifecycleError, resolve_targets, silence_rows
     from rules.lifecycle import create_silence as _create
+    from rules.lifecycle import resolve_targets, silence_rows
 
-    try:
-        device_id, site_id, rule_id = resolve_targets(conn, device=body.device, site=body.site, rule=body.rule)
-        starts = body.starts_at or datetime.now(UTC)
-        ends = body.ends_at or starts + timedelta(seconds=body.duration_s or 0)
-        s = _create(
-            conn,
-            created_by=token.name,
-            kind=body.kind,
-            device_id=device_id,
-            site_id=site_id,
-            rule_id=rule_id,
-            starts_at=starts,
-            ends_at=ends,
-            reason=body.reason,
-        )
-    except LifecycleError as exc:
-        raise Invalid(str(exc)) from None
+    # A LifecycleError (unknown target, empty window) is an Invalid: 422 with its message.
+    device_id, site_id, rule_id = resolve_targets(conn, device=body.device, site=body.site, rule=body.rule)
+    starts = body.starts_at or datetime.now(UTC)
+    ends = body.ends_at or starts + timedelta(seconds=body.duration_s or 0)
+    s = _create(
+        conn,
+        created_by=token.name,
+        kind=body.kind,
+        device_id=device_id,
+        site_id=site_id,
+        rule_id=rule_id,
+        starts_at=starts,
+        ends_at=ends,
+        reason=body.reason,
+    )
     return SilencePublic(**silence_rows(conn, [s])[0])  # type: ignore[arg-type]
 
 
@@ -105,6 +103,6 @@ def end_silence(silence_id: int, conn: ConnDep, token: Silencer) -> EndResponse:
 
     try:
         s, released = _end(conn, silence_id, by=token.name)
-    except UnknownSilence:
+    except UnknownSilence:  # its own message adds a CLI hint; the API says only that it does not exist
         raise NotFound("silence", silence_id) from None
     return EndResponse(silence=SilencePublic(**silence_rows(conn, [s])[0]), released_alarms=released)  # type: ignore[arg-type]

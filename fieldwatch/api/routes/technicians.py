@@ -6,13 +6,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from ticketing.errors import NotFound as TicketNotFound
-from ticketing.errors import UnknownSkill
-from ticketing.technicians import ModelSkill, SkillMatrix, get_skill_matrix, set_skill_matrix
+from fwcore import paging
+from ticketing import technicians
+from ticketing.technicians import ModelSkill, SkillMatrix, Technician, get_skill_matrix, set_skill_matrix
 
-from .. import queries
 from ..deps import AnyRole, ConnDep, Dispatcher, LocationReporter, PageDep
-from ..errors import Invalid, NotFound
 from ..schemas import LocationUpdate, Page, TechnicianCreate, TechnicianPublic
 from ._prefix import API_PREFIX
 
@@ -26,8 +24,8 @@ def list_technicians(
     page: PageDep,
     skill: str | None = None,
     available: bool | None = None,
-) -> Page[TechnicianPublic]:
-    return queries.list_technicians(conn, skill=skill, available=available, limit=page.limit, offset=page.offset)
+) -> paging.Page[Technician]:
+    return technicians.find_technicians(conn, skill=skill, available=available, limit=page.limit, offset=page.offset)
 
 
 @router.post(
@@ -39,20 +37,21 @@ def list_technicians(
 )
 def create_technician(
     body: TechnicianCreate, conn: ConnDep, token: Dispatcher, request: Request, response: Response
-) -> TechnicianPublic:
-    technician = queries.create_technician(conn, body)
+) -> Technician:
+    technician = technicians.create_technician(conn, **body.model_dump())  # unknown skills: 422, email taken: 409
     response.headers["Location"] = str(request.url_for("get_technician", technician_id=technician.id))
     return technician
 
 
 @router.get("/{technician_id}", response_model=TechnicianPublic, summary="One technician")
-def get_technician(technician_id: int, conn: ConnDep, token: AnyRole) -> TechnicianPublic:
-    return queries.get_technician(conn, technician_id)
+def get_technician(technician_id: int, conn: ConnDep, token: AnyRole) -> Technician:
+    return technicians.get_technician(conn, technician_id)
 
 
 @router.put("/{technician_id}/location", response_model=TechnicianPublic, summary="Report where a technician is")
-def set_location(technician_id: int, body: LocationUpdate, conn: ConnDep, token: LocationReporter) -> TechnicianPublic:
-    return queries.set_technician_location(conn, technician_id, body.lat, body.lon)
+def set_location(technician_id: int, body: LocationUpdate, conn: ConnDep, token: LocationReporter) -> Technician:
+    technicians.set_technician_location(conn, technician_id, body.lat, body.lon)
+    return technicians.get_technician(conn, technician_id)
 
 
 class ModelSkillIn(BaseModel):
@@ -77,10 +76,7 @@ class SkillMatrixIn(BaseModel):
 
 @router.get("/{technician_id}/skills", response_model=SkillMatrix, summary="A technician's skills matrix")
 def get_skills(technician_id: int, conn: ConnDep, token: AnyRole) -> SkillMatrix:
-    try:
-        return get_skill_matrix(conn, technician_id)
-    except TicketNotFound:
-        raise NotFound("technician", technician_id) from None
+    return get_skill_matrix(conn, technician_id)
 
 
 @router.put(
@@ -91,11 +87,4 @@ def get_skills(technician_id: int, conn: ConnDep, token: AnyRole) -> SkillMatrix
 )
 def put_skills(technician_id: int, body: SkillMatrixIn, conn: ConnDep, token: Dispatcher) -> SkillMatrix:
     models = [ModelSkill(skill=m.skill, model=m.model, level=m.level) for m in body.models]
-    try:
-        return set_skill_matrix(conn, technician_id, body.skills, models)
-    except TicketNotFound:
-        raise NotFound("technician", technician_id) from None
-    except UnknownSkill as exc:
-        raise Invalid(str(exc), loc=("body", "skills")) from None
-    except ValueError as exc:
-        raise Invalid(str(exc), loc=("body",)) from None
+    return set_skill_matrix(conn, technician_id, body.skills, models)  # unknown technician 404, bad entries 422

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from .. import queries
+from fwcore import paging
+from ticketing import tickets
+
 from ..deps import AnyRole, ConnDep, PageDep
 from ..schemas import Page, TicketPublic, TicketStatus
 from ._prefix import API_PREFIX
@@ -19,10 +21,10 @@ def list_tickets(
     page: PageDep,
     status: TicketStatus | None = None,
     device_id: int | None = None,
-) -> Page[TicketPublic]:
-    return queries.list_tickets(conn, status=status, device_id=device_id, limit=page.limit, offset=page.offset)
+) -> paging.Page[tickets.TicketSummary]:
+    return tickets.list_ticket_summaries(conn, status=status, device_id=device_id, limit=page.limit, offset=page.offset)
 
 
 @router.get("/{ticket_id}", response_model=TicketPublic, summary="One ticket")
-def get_ticket(ticket_id: int, conn: ConnDep, token: AnyRole) -> TicketPublic:
-    return queries.get_ticket(conn, ticket_id)
+def get_ticket(ticket_id: int, conn: ConnDep, token: AnyRole) -> tickets.TicketSummary:
+    return tickets.get_ticket_summary(conn, ticket_id)

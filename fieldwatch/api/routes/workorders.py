@@ -6,9 +6,9 @@ from fastapi import APIRouter, Response, status
 
 from ticketing.errors import NotFound as TicketNotFound
 from ticketing.geo import GreatCircleTravel
+from ticketing.tickets import TicketSummary, get_ticket_summary
 from ticketing.workorders import DuplicateOpenTicket, WorkOrder, create_work_order
 
-from .. import queries
 from ..deps import ConnDep, Dispatcher, SettingsDep
 from ..errors import Conflict, Invalid
 from ..schemas import TicketPublic
@@ -29,7 +29,7 @@ router = APIRouter(prefix=f"{API_PREFIX}/workorders", tags=["work orders"])
 )
 def create(
     body: WorkOrder, conn: ConnDep, token: Dispatcher, settings: SettingsDep, response: Response
-) -> TicketPublic:
+) -> TicketSummary:
     travel = GreatCircleTravel(speed_kmh=settings.travel_speed_kmh, detour_factor=settings.travel_detour_factor)
     try:
         ticket_id, created, _ = create_work_order(conn, body, travel)
@@ -39,4 +39,4 @@ def create(
         raise Conflict(str(exc)) from None
     if not created:
         response.status_code = status.HTTP_200_OK
-    return queries.get_ticket(conn, ticket_id)
+    return get_ticket_summary(conn, ticket_id)

@@ -1,36 +1,101 @@
-"""Data access for the asset registry: create, read, update and delete with errors that say what to fix.
+"""The asset registry: create, read, update and delete clients, sites, gateways, devices and series,
+with errors that say what to fix.
 
 The database constraints are the source of truth (a race between two admins cannot slip past a
-Python check); their violations are translated here, in one place:
+Python check); their violations are translated here, in one place, into :mod:`fwcore.errors`:
 
-=============================  ==================================================  ====
-violation                      meaning                                             HTTP
-=============================  ==================================================  ====
-unique, on write               a row with that slug/name/key already exists        409
-foreign key, on write          the body names a client/site/... that is not there  422 (``loc`` names the field)
-foreign key, on delete         other rows still point at this one                  409
-=============================  ==================================================  ====
+=============================  ==================================================  ==========
+violation                      meaning                                             raised
+=============================  ==================================================  ==========
+unique, on write               a row with that slug/name/key already exists        Conflict
+foreign key, on write          the fields name a client/site/... that is not there  Invalid (``loc`` names the field)
+foreign key, on delete         other rows still point at this one                  Conflict
+=============================  ==================================================  ==========
 
 Deleting what a cascade would silently take with it is refused too: a device that still has
 series, a series that still has telemetry (telemetry has no foreign key, it would be orphaned), a
 gateway that still polls devices (their ``gateway_id`` would silently become NULL).
+
+Writes take the fields as a mapping of column to value (the API passes its validated body) and
+run in their own transaction (a savepoint inside the caller's), so a refused write leaves nothing.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, LiteralString
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel
 
-from . import registry_models as m
-from .errors import Conflict, Invalid, NotFound
-from .schemas import Page
+from fwcore.errors import Conflict, Invalid, NotFound
+from fwcore.paging import Page, Row, fetch_page
+
+# --- records: the rows as stored (ids, not embedded objects) ------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRecord:
+    id: int
+    name: str
+    segment: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SiteRecord:
+    id: int
+    client_id: int
+    slug: str
+    name: str
+    address: str
+    latitude: float
+    longitude: float
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayRecord:
+    id: int
+    site_id: int
+    site: str  # site slug
+    slug: str
+    name: str
+    status: str
+    status_at: datetime | None
+    last_seq: int | None
+    seq_gaps: int
+    seq_skipped_total: int
+    seq_filled_total: int
+    seq_missing: list[tuple[int, int]]  # the newest 100 missing ranges [first, last], oldest first
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    id: int
+    site_id: int
+    gateway_id: int | None
+    key: str
+    name: str
+    equipment_model: str
+    serial: str
+    profile: str
+    attributes: dict[str, Any]
+    parent_id: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesRecord:
+    id: int
+    device_id: int
+    tag: str
+    unit: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,19 +103,19 @@ class Resource:
     """How one registry table is read and written."""
 
     what: str  # "site": used in messages
-    table: str
+    table: LiteralString
     select: LiteralString  # SELECT ... FROM ...; the table's alias is ``x``
-    record: type[BaseModel]
-    nullable: frozenset[str] = frozenset()  # fields a PATCH may set to null
+    record: Callable[..., Any]  # the record type, built from a row's columns
+    nullable: frozenset[str] = frozenset()  # fields an update may set to null
     order: LiteralString = "x.id"
 
 
-CLIENTS = Resource("client", "clients", "SELECT x.id, x.name, x.segment, x.created_at FROM clients x", m.ClientRecord)
+CLIENTS = Resource("client", "clients", "SELECT x.id, x.name, x.segment, x.created_at FROM clients x", ClientRecord)
 SITES = Resource(
     "site",
     "sites",
     "SELECT x.id, x.client_id, x.slug, x.name, x.address, x.latitude, x.longitude FROM sites x",
-    m.SiteRecord,
+    SiteRecord,
 )
 GATEWAYS = Resource(
     "gateway",
@@ -61,19 +126,19 @@ GATEWAYS = Resource(
                FROM (SELECT seq_from, seq_to FROM gateway_seq_missing WHERE gateway_id = x.id
                      ORDER BY seq_from DESC LIMIT 100) m) AS seq_missing,
               x.created_at FROM gateways x JOIN sites s ON s.id = x.site_id""",
-    m.GatewayRecord,
+    GatewayRecord,
 )
 DEVICES = Resource(
     "device",
     "devices",
     """SELECT x.id, x.site_id, x.gateway_id, x.key, x.name, x.equipment_model, x.serial, x.profile, x.attributes,
               x.parent_id, x.created_at FROM devices x""",
-    m.DeviceRecord,
+    DeviceRecord,
     nullable=frozenset({"gateway_id", "parent_id"}),
 )
-SERIES = Resource("series", "series", "SELECT x.id, x.device_id, x.tag, x.unit FROM series x", m.SeriesRecord)
+SERIES = Resource("series", "series", "SELECT x.id, x.device_id, x.tag, x.unit FROM series x", SeriesRecord)
 
-#: Filters a list request may use, per resource: query name -> SQL condition.
+#: Filters a list may use, per resource: name -> SQL condition.
 FILTERS: dict[str, dict[str, LiteralString]] = {
     "sites": {"client_id": "x.client_id = %(client_id)s"},
     "gateways": {"site_id": "x.site_id = %(site_id)s"},
@@ -84,7 +149,12 @@ _KEY_DETAIL = re.compile(r"Key \((?P<cols>.*)\)=\((?P<vals>.*)\)")
 _REF_TABLE = re.compile(r'table "(?P<table>[^"]+)"')
 
 
-def _fetch(conn: psycopg.Connection, res: Resource, ident: int) -> BaseModel:
+def _record(res: Resource) -> Callable[[Row], Any]:
+    return lambda row: res.record(**row)
+
+
+def get(conn: psycopg.Connection, res: Resource, ident: int) -> Any:
+    """The ``res`` row with id ``ident`` as its record; :class:`NotFound` if there is none."""
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(res.select + " WHERE x.id = %s", (ident,)).fetchone()
     if row is None:
@@ -92,34 +162,36 @@ def _fetch(conn: psycopg.Connection, res: Resource, ident: int) -> BaseModel:
     return res.record(**row)
 
 
-def get(conn: psycopg.Connection, res: Resource, ident: int) -> Any:
-    return _fetch(conn, res, ident)
-
-
 def list_(
-    conn: psycopg.Connection, res: Resource, *, limit: int, offset: int, filters: dict[str, Any] | None = None
+    conn: psycopg.Connection,
+    res: Resource,
+    *,
+    limit: int | None = None,
+    offset: int = 0,
+    filters: Mapping[str, Any] | None = None,
 ) -> Page[Any]:
     """One page of ``res``, in id order, narrowed by the non-None ``filters`` (see :data:`FILTERS`)."""
     given = {k: v for k, v in (filters or {}).items() if v is not None}
     allowed = FILTERS.get(res.table, {})
-    conditions = [allowed[k] for k in given]
-    where: LiteralString = (" WHERE " + " AND ".join(conditions)) if conditions else ""
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            res.select + where + " ORDER BY " + res.order + " LIMIT %(limit)s OFFSET %(offset)s",
-            {**given, "limit": limit, "offset": offset},
-        ).fetchall()
-        total = cur.execute("SELECT count(*) AS n FROM " + res.table + " x" + where, given).fetchone()
-    assert total is not None
-    return Page(items=[res.record(**r) for r in rows], total=total["n"], limit=limit, offset=offset)
+    return fetch_page(
+        conn,
+        res.select,
+        res.table + " x",
+        [allowed[k] for k in given],
+        res.order,
+        given,
+        _record(res),
+        limit=limit,
+        offset=offset,
+    )
 
 
-def _values(fields: dict[str, Any]) -> dict[str, Any]:
+def _values(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {k: Jsonb(v) if isinstance(v, dict) else v for k, v in fields.items()}
 
 
-def create(conn: psycopg.Connection, res: Resource, body: BaseModel) -> Any:
-    fields = body.model_dump()
+def create(conn: psycopg.Connection, res: Resource, fields: Mapping[str, Any]) -> Any:
+    """Insert a ``res`` row with ``fields`` (column -> value); returns its record."""
     query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING id").format(
         sql.Identifier(res.table),
         sql.SQL(", ").join(map(sql.Identifier, fields)),
@@ -129,17 +201,16 @@ def create(conn: psycopg.Connection, res: Resource, body: BaseModel) -> Any:
         row = conn.execute(query, _values(fields)).fetchone()
         assert row is not None
         _check_consistency(conn, res, row[0])
-    return _fetch(conn, res, row[0])
+    return get(conn, res, row[0])
 
 
-def update(conn: psycopg.Connection, res: Resource, ident: int, body: BaseModel) -> Any:
-    """Change the fields ``body`` names (PATCH); a field set to null is refused unless it may be empty."""
-    fields = body.model_dump(exclude_unset=True)
+def update(conn: psycopg.Connection, res: Resource, ident: int, fields: Mapping[str, Any]) -> Any:
+    """Change the columns ``fields`` names; a field set to None is refused unless it may be empty."""
     for name, value in fields.items():
         if value is None and name not in res.nullable:
             raise Invalid(f"{name} may not be null; leave it out to keep the current value", loc=("body", name))
     if not fields:
-        return _fetch(conn, res, ident)
+        return get(conn, res, ident)
     query = sql.SQL("UPDATE {} SET {} WHERE id = %(__id)s RETURNING id").format(
         sql.Identifier(res.table),
         sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in fields),
@@ -148,10 +219,11 @@ def update(conn: psycopg.Connection, res: Resource, ident: int, body: BaseModel)
         if conn.execute(query, {**_values(fields), "__id": ident}).fetchone() is None:
             raise NotFound(res.what, ident)
         _check_consistency(conn, res, ident)
-    return _fetch(conn, res, ident)
+    return get(conn, res, ident)
 
 
 def delete(conn: psycopg.Connection, res: Resource, ident: int) -> None:
+    """Delete the ``res`` row ``ident``, unless other rows still need it (:class:`Conflict`)."""
     with _translated(conn, res, "delete", ident), conn.transaction():
         if (
             conn.execute(
@@ -214,7 +286,7 @@ def _check_unreferenced(conn: psycopg.Connection, res: Resource, ident: int) -> 
 
 
 class _translated:
-    """Map constraint violations raised inside the block to :mod:`.errors` (see the module docstring)."""
+    """Map constraint violations raised inside the block to :mod:`fwcore.errors` (see the module docstring)."""
 
     def __init__(self, conn: psycopg.Connection, res: Resource, action: str, ident: int | None = None) -> None:
         self.conn, self.res, self.action, self.ident = conn, res, action, ident

@@ -1,67 +1,65 @@
-"""Telemetry queries beyond raw points: time buckets, data gaps and CSV export.
+"""Telemetry over time: time buckets (min/max/avg/last/count), data gaps and CSV export.
 
 Buckets use ``date_bin`` (PostgreSQL 14+, no TimescaleDB needed) aligned on the Unix epoch, so a
-5-minute bucket always starts at :00, :05, ... UTC whichever range is asked for. Gaps are found
-from consecutive points: the series' normal cadence is the median interval between its points in
-the range, and a gap is any interval longer than ``factor`` times that cadence (the point just before
-the range and the one just after it are included, so a gap straddling an edge is reported whole).
+5-minute bucket always starts at :00, :05, ... UTC whichever range is asked for. Whole buckets
+come from the rollups (``telemetry_1m``/``telemetry_1h``, migration 0004) where they are complete,
+raw rows fill the rest; :func:`plan_ranges` decides which (pure).
+
+Gaps are found from consecutive points: the series' normal cadence is the median interval between
+its points in the range, and a gap is any interval longer than ``factor`` times that cadence (the
+point just before the range and the one just after it are included, so a gap straddling an edge is
+reported whole); :func:`find_gaps` is that rule, pure.
 """
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
+from typing import Any
 
 import psycopg
-from pydantic import BaseModel, Field
 
-from .errors import Invalid, NotFound
+from fwcore.errors import Invalid, NotFound
 
 MAX_BUCKETS = 10_000
-_SPAN = re.compile(r"^(?P<n>[1-9][0-9]{0,6})(?P<unit>s|m|h|d)$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-class Bucket(BaseModel):
-    time: datetime = Field(description="start of the bucket")
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    time: datetime  # start of the bucket
     count: int
     min: float
     max: float
     avg: float
-    last: float = Field(description="the newest value in the bucket")
+    last: float  # the newest value in the bucket
 
 
-class SeriesBuckets(BaseModel):
+@dataclass(frozen=True, slots=True)
+class SeriesBuckets:
     series_id: int
     bucket_s: int
-    from_: datetime = Field(alias="from")
+    from_: datetime
     to: datetime
     buckets: list[Bucket]
 
 
-class Gap(BaseModel):
-    start: datetime = Field(description="time of the last point before the gap")
-    end: datetime = Field(description="time of the first point after it (or the end of the range if still open)")
+@dataclass(frozen=True, slots=True)
+class Gap:
+    start: datetime  # time of the last point before the gap
+    end: datetime  # time of the first point after it (or the end of the range if still open)
     seconds: float
-    open: bool = Field(description="true if no point has arrived since `start`")
+    open: bool  # no point has arrived since ``start``
 
 
-class SeriesGaps(BaseModel):
+@dataclass(frozen=True, slots=True)
+class SeriesGaps:
     series_id: int
-    from_: datetime = Field(alias="from")
+    from_: datetime
     to: datetime
-    cadence_s: float | None = Field(description="normal interval between points (median), or the one given")
+    cadence_s: float | None  # normal interval between points (median), or the one given
     threshold_s: float | None
     gaps: list[Gap]
-
-
-def parse_span(text: str, *, loc: tuple[str, ...] = ("query", "bucket")) -> timedelta:
-    """``"30s"``, ``"5m"``, ``"1h"``, ``"1d"`` -> a timedelta; anything else is a 422 naming the parameter."""
-    found = _SPAN.match(text.strip())
-    if not found:
-        raise Invalid(f"{text!r} is not a duration; write a number and a unit: 30s, 5m, 1h, 1d", loc=loc)
-    return timedelta(seconds=int(found["n"]) * _UNIT_S[found["unit"]])
 
 
 def _require_series(conn: psycopg.Connection, series_id: int) -> None:
@@ -118,7 +116,7 @@ def buckets(
     return SeriesBuckets(
         series_id=series_id,
         bucket_s=int(width.total_seconds()),
-        **{"from": start},
+        from_=start,
         to=end,
         buckets=[Bucket(time=b, count=c, min=lo, max=hi, avg=avg, last=last) for b, c, lo, hi, avg, last in rows],
     )
@@ -234,14 +232,12 @@ def gaps(
             {"s": series_id, "start": start, "end": end},
         )
     ]
-    return SeriesGaps(
-        series_id=series_id, **{"from": start}, to=end, **find_gaps(times, start, end, now, factor, cadence_s)
-    )
+    return SeriesGaps(series_id=series_id, from_=start, to=end, **find_gaps(times, start, end, now, factor, cadence_s))
 
 
 def find_gaps(
     times: list[datetime], start: datetime, end: datetime, now: datetime, factor: float, cadence_s: float | None
-) -> dict:
+) -> dict[str, Any]:
     """Pure part of :func:`gaps`: ``times`` sorted, possibly with one point before ``start`` and one after ``end``."""
     if cadence_s is None:
         inside = [t for t in times if start <= t < end]

@@ -1,0 +1,22 @@
+"""Whether the API can use its database now: the check behind ``/readyz``.
+
+It lives beside the pool, not in a router, so the routers stay free of the database driver
+(an import-linter contract keeps ``fieldwatch.api.routes`` from importing psycopg).
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ingest.queries import ping
+
+
+def database_problem(pool: ConnectionPool, timeout_s: float) -> str | None:
+    """None if a pooled connection answers within ``timeout_s`` and the schema is migrated, else why not."""
+    try:
+        with pool.connection(timeout=min(timeout_s, pool.timeout)) as conn:
+            ping(conn)
+    except (PoolTimeout, psycopg.Error) as exc:
+        return f"{type(exc).__name__}: {exc}".strip()
+    return None

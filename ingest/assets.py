@@ -300,7 +300,8 @@ class _translated:
             raise Conflict(f"a {self.res.what} with {cols} {vals!r} already exists") from None
         if isinstance(exc, psycopg.errors.ForeignKeyViolation):
             detail = exc.diag.message_detail or ""
-            table = (_REF_TABLE.search(detail) or {"table": "?"})["table"]  # type: ignore[index]
+            found = _REF_TABLE.search(detail)
+            table = found["table"] if found else "?"
             if self.action == "delete":
                 raise Conflict(
                     f"{self.res.what} {self.ident} is still referenced by {table}; delete or move those first"

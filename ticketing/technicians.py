@@ -72,7 +72,9 @@ def skill_ids(conn: psycopg.Connection, codes: Iterable[str]) -> dict[str, int]:
     wanted = set(codes)
     if not wanted:
         return {}
-    known = dict(conn.execute("SELECT code, id FROM skills WHERE code = ANY(%s)", (list(wanted),)).fetchall())
+    known: dict[str, int] = dict(
+        conn.execute("SELECT code, id FROM skills WHERE code = ANY(%s)", (list(wanted),)).fetchall()
+    )
     unknown = sorted(wanted - known.keys())
     if unknown:
         all_codes = [r[0] for r in conn.execute("SELECT code FROM skills ORDER BY code").fetchall()]

@@ -9,6 +9,7 @@ never by raw path, so ids cannot blow up the label cardinality.
 from __future__ import annotations
 
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
@@ -61,6 +62,6 @@ class MetricsMiddleware:
             LATENCY.labels(method, route).observe(time.perf_counter() - start)
 
 
-def _route_template(scope: dict[str, Any]) -> str:
+def _route_template(scope: MutableMapping[str, Any]) -> str:
     route = scope.get("route")
     return getattr(route, "path", None) or UNMATCHED

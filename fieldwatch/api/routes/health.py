@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
+from fastapi.routing import APIRoute
 
 from ..deps import PoolDep
 from ..metrics import exposition
@@ -49,6 +50,7 @@ def metrics() -> Response:
 # The same probes under the API prefix, for clients configured with one base URL (not in the schema).
 prefixed_router = APIRouter(prefix=API_PREFIX, include_in_schema=False)
 for _route in list(router.routes):
+    assert isinstance(_route, APIRoute)  # every route of this router is an endpoint, never a mount
     prefixed_router.add_api_route(
-        _route.path, _route.endpoint, response_model=_route.response_model, methods=list(_route.methods)
+        _route.path, _route.endpoint, response_model=_route.response_model, methods=list(_route.methods or ())
     )

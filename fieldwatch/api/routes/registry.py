@@ -8,7 +8,7 @@ still referenced, 422 naming the bad field (see :mod:`ingest.assets`, which owns
 
 # No ``from __future__ import annotations``: the route factory below annotates with runtime variables.
 
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 from pydantic import BaseModel
@@ -41,13 +41,13 @@ def _crud(
     Ident = Annotated[int, Path(alias=param, description=f"the {what}'s id")]
 
     def create(body: create_model, conn: ConnDep, token: Admin) -> Any:  # type: ignore[valid-type]
-        return reg.create(conn, res, body.model_dump())
+        return reg.create(conn, res, cast(BaseModel, body).model_dump())
 
     def read(ident: Ident, conn: ConnDep, token: AnyRole) -> Any:
         return reg.get(conn, res, ident)
 
     def patch(ident: Ident, body: update_model, conn: ConnDep, token: Admin) -> Any:  # type: ignore[valid-type]
-        return reg.update(conn, res, ident, body.model_dump(exclude_unset=True))  # only the fields it names
+        return reg.update(conn, res, ident, cast(BaseModel, body).model_dump(exclude_unset=True))  # only named fields
 
     def remove(ident: Ident, conn: ConnDep, token: Admin) -> Response:
         reg.delete(conn, res, ident)

@@ -65,7 +65,7 @@ def list_silences(conn: ConnDep, token: AnyRole, active: bool = False) -> list[S
     from rules.lifecycle import list_silences as _list
     from rules.lifecycle import silence_rows
 
-    return [SilencePublic(**r) for r in silence_rows(conn, _list(conn, active_only=active))]  # type: ignore[arg-type]
+    return [SilencePublic(**r) for r in silence_rows(conn, _list(conn, active_only=active))]
 
 
 @router.post(
@@ -93,7 +93,7 @@ def create_silence(body: SilenceIn, conn: ConnDep, token: Silencer) -> SilencePu
         ends_at=ends,
         reason=body.reason,
     )
-    return SilencePublic(**silence_rows(conn, [s])[0])  # type: ignore[arg-type]
+    return SilencePublic(**silence_rows(conn, [s])[0])
 
 
 @router.post("/{silence_id}/end", response_model=EndResponse, summary="End a window now and release what it held")
@@ -105,4 +105,4 @@ def end_silence(silence_id: int, conn: ConnDep, token: Silencer) -> EndResponse:
         s, released = _end(conn, silence_id, by=token.name)
     except UnknownSilence:  # its own message adds a CLI hint; the API says only that it does not exist
         raise NotFound("silence", silence_id) from None
-    return EndResponse(silence=SilencePublic(**silence_rows(conn, [s])[0]), released_alarms=released)  # type: ignore[arg-type]
+    return EndResponse(silence=SilencePublic(**silence_rows(conn, [s])[0]), released_alarms=released)

@@ -99,7 +99,12 @@ _mount_optional(
     "Ingest worker alone, without live rules (`fieldwatch serve` runs ingest with rules).",
     "server",
 )
-_mount_optional("simulators.cli", "simulate", "Simulated equipment (Modbus servers with physics and faults).", "edge")
+_mount_optional(
+    "simulators.cli",
+    "simulate",
+    "Simulated pumps, chillers and compressors over Modbus and OPC-UA, with physics and faults.",
+    "edge",
+)
 _mount_optional("rules.cli", "rules", "Rules: apply rules files, list, show, backtest on history.", "server")
 _mount_optional("ingest.history_cli", "history", "Historical telemetry: import wide CSV exports.", "server")
 _mount_optional("ticketing.cli", "report", "Reports: service KPIs as CSV or XLSX.", "server")

@@ -337,7 +337,7 @@ class TelemetryWriter:
         """COPY ``data`` straight into ``telemetry``; False (and nothing written) if a row is already there.
 
         The common case, new data, costs one COPY instead of COPY + INSERT … SELECT
-        (half the database work, DESIGN.md §5). A redelivered or repeated point makes
+        (half the database work: docs/ingest.md, "Storage"). A redelivered or repeated point makes
         the unique key refuse the COPY; the savepoint undoes it and the caller takes
         the staging path, which skips duplicates row by row.
         """

@@ -5,7 +5,7 @@ People read and acknowledge alarms through :mod:`rules.alarms`.
 Typical use (an ingest after-commit hook)::
 
     evaluator = RuleEvaluator(db_url)
-    worker.add_hook(evaluator)        # or evaluator.process(points)
+    worker = IngestWorker(db_url, mqtt_url, on_commit=[evaluator.process])   # fieldwatch/server.py
     ...
     evaluator.close()
 """

@@ -1,8 +1,10 @@
-"""Choosing a technician for a ticket. Pure: the caller loads candidates and writes the result.
+"""What a dispatch decision is (:class:`Decision`, :class:`TechnicianView`), and the simplest rule.
 
-Today's policy is greedy: the nearest (by travel time) available technician with the
-required skill. A later optimizer (VRP with time windows, SLA weights, parts) replaces
-:func:`choose_technician` behind the same inputs and the same :class:`Decision`.
+Live dispatch places tickets with the optimizer (:mod:`ticketing.planning`,
+:mod:`ticketing.optimizer`: time windows, skills and levels, tools and parts, SLA weights), and the
+service reports its choice as a :class:`Decision`. :func:`choose_technician` is the rule the
+optimizer grew out of — the nearest (by travel time) available technician with the required skill
+— kept pure and small as a reference for what a decision must contain.
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import orjson
 import psycopg
 import pytest
-from hook_point import Point
 
 from rules import RuleEvaluator, create_rule
+from tests.support.points import Point
 from ticketing import (
     DuplicateTechnician,
     TicketingService,

@@ -67,10 +67,9 @@ def test_timescale_rollups_follow_the_license_and_match_raw(ts_db: str) -> None:
     Either way the buckets query equals an aggregate over raw telemetry."""
     from datetime import UTC, datetime, timedelta
 
-    from api_support import seed
-
     from fieldwatch.api.telemetry import buckets
     from ingest.upkeep import drop_expired, refresh_rollups
+    from tests.support.api import seed
 
     migrate(ts_db)
     with psycopg.connect(ts_db, autocommit=True) as conn:

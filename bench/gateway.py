@@ -6,7 +6,7 @@
 
 Three processes, so the gateway's CPU and memory are its own:
 
-1. this orchestrator starts a private Mosquitto (``ingest.localbroker``: free port;
+1. this orchestrator starts a private Mosquitto (``tests.support.brokers``: a port of its own;
    the shared broker is never loaded);
 2. a *simulator* process serves ``--devices`` Modbus TCP register banks, one port
    each, float32 input registers — by default :class:`simulators.register_bank.LeanRegisterBank`,
@@ -43,6 +43,7 @@ import sys
 
 if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
     sys.path.pop(0)  # run as a script: do not let bench/ shadow our packages
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
 
 import argparse
 import asyncio
@@ -245,14 +246,14 @@ def run_gateway(args: argparse.Namespace) -> None:
 
 # --- orchestrator ------------------------------------------------------------------------
 def orchestrate(args: argparse.Namespace) -> dict[str, object]:
-    from ingest.localbroker import LocalMosquitto
+    from tests.support.brokers import PrivateMosquitto
 
     started = time.monotonic()
     uid = uuid.uuid4().hex[:8]
     common = ["--site", f"s-{uid}", "--gateway", f"gw-{uid}", "--tags", str(args.tags), "--devices", str(args.devices)]
     common += ["--sim", args.sim, "--sync", args.sync] + ([] if args.gc_tune else ["--no-gc-tune"])
     me = [sys.executable, os.path.abspath(__file__)]
-    with LocalMosquitto() as broker, tempfile.TemporaryDirectory(prefix="fw-bench-gw-") as state:
+    with PrivateMosquitto() as broker, tempfile.TemporaryDirectory(prefix="fw-bench-gw-") as state:
         common += ["--broker-port", str(broker.port)]
         sim = subprocess.Popen([*me, "--serve", *common], stdout=subprocess.PIPE, text=True)
         try:

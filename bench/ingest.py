@@ -6,7 +6,7 @@ One run:
 
 1. creates a throwaway database on ``FIELDWATCH_DATABASE_URL`` (migrated, with one
    site, ``--gateways`` gateways and ``--series`` series spread over their devices);
-2. starts a private Mosquitto (``ingest.localbroker``: free port, deep per-client
+2. starts a private Mosquitto (``tests.support.brokers``: a port of its own, deep per-client
    queue as docs/ingest.md recommends; ``--shared-broker`` uses ``FIELDWATCH_MQTT_URL``
    instead, whose default ``max_queued_messages 1000`` drops QoS 1 messages in a
    burst bigger than that: the ``lost`` and ``seq_gaps`` fields then show it) and
@@ -30,9 +30,11 @@ import os
 import sys
 
 # Run as a script, this file's directory comes first on sys.path and its name
-# would shadow the ``ingest`` package; drop it before importing anything of ours.
+# would shadow the ``ingest`` package; drop it before importing anything of ours,
+# and put the repository root first (the private broker is ``tests.support.brokers``).
 if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
     sys.path.pop(0)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import argparse
 import datetime as dt
@@ -292,13 +294,13 @@ def main(argv: list[str] | None = None) -> int:
     from fwcore.settings import DEFAULT_DATABASE_URL, DEFAULT_MQTT_URL
 
     admin = os.environ.get("FIELDWATCH_DATABASE_URL", DEFAULT_DATABASE_URL)
-    from ingest.localbroker import LocalMosquitto
+    from tests.support.brokers import PrivateMosquitto
 
     broker = None
     if args.shared_broker:
         mqtt_url = os.environ.get("FIELDWATCH_MQTT_URL", DEFAULT_MQTT_URL)
     else:
-        broker = LocalMosquitto()
+        broker = PrivateMosquitto()
         broker.start()
         mqtt_url = broker.url
     plan = Plan(uuid.uuid4().hex[:8], args.gateways, args.series, args.points, args.per_message)

@@ -5,7 +5,7 @@
 * ``readings_per_s``: readings through :func:`rules.engine.evaluate` with 1,000 rules over
   10,000 series (each series watched by one rule; a mix of kinds, ladders, durations);
 * ``alarm_p50_ms`` / ``alarm_p99_ms``: committed probe reading → committed alarm, under ingest load:
-  a private Mosquitto (``ingest.localbroker``), the real :class:`IngestWorker` (in this process, with
+  a private Mosquitto (``tests.support.brokers``), the real :class:`IngestWorker` (in this process, with
   the :class:`RuleEvaluator` as its after-commit hook) consuming a separate publisher process's load
   (``--devices`` × 10 series, one reading each per second, each watched by a rule), while a probe
   device alternates 90/60 every 0.2 s under ``probe hot: above 80``. The reading's commit is stamped
@@ -205,9 +205,9 @@ def latency_under_load(seconds: float = 30.0, devices: int = 1000, warmup_s: flo
     from fwcore.db import drop_database
     from fwcore.gctune import tune_gc
     from fwcore.settings import load_settings, mqtt_parts
-    from ingest.localbroker import LocalMosquitto
     from ingest.worker import IngestWorker
     from rules import RuleEvaluator
+    from tests.support.brokers import PrivateMosquitto
 
     admin = load_settings().database_url
     uid = uuid.uuid4().hex[:8]
@@ -234,7 +234,7 @@ def latency_under_load(seconds: float = 30.0, devices: int = 1000, warmup_s: flo
     if not ready.wait(30):
         raise SystemExit("the alarm listener did not start")
     try:
-        with LocalMosquitto() as broker:
+        with PrivateMosquitto() as broker:
             ev = RuleEvaluator(url)
             ev.warm()  # as `fieldwatch serve` does before ingest starts
             worker = IngestWorker(

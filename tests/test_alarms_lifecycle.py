@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import psycopg
-from hook_point import Point
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -24,7 +23,8 @@ from rules.lifecycle import (
 )
 from rules.model import RuleSpec
 from rules.store import save_rule
-from tests.api_support import api_client, auth, token
+from tests.support.api import api_client, auth, token
+from tests.support.points import Point
 
 NOW_MS = int(datetime.now(UTC).timestamp() * 1000) - 3_600_000  # an hour ago: inside windows made "now - 2 h"
 

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from api_support import BASE, Seeded, api_client, auth, seed, seeded_api, token
+
+from tests.support.api import BASE, Seeded, api_client, auth, seed, seeded_api, token
 
 
 @pytest.fixture(scope="module")

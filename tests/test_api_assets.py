@@ -7,7 +7,8 @@ from datetime import timedelta
 
 import psycopg
 import pytest
-from api_support import BASE, Seeded, api_client, auth, seed, seeded_api, token, write_points
+
+from tests.support.api import BASE, Seeded, api_client, auth, seed, seeded_api, token, write_points
 
 
 @pytest.fixture(scope="module")

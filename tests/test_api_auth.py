@@ -6,10 +6,10 @@ import hashlib
 
 import psycopg
 import pytest
-from api_support import BASE, api_client, auth, seed, token
 
 from fieldwatch.api.deps import require_roles
 from fwcore.auth import ROLES, create_token, list_tokens, revoke_token, verify_token
+from tests.support.api import BASE, api_client, auth, seed, token
 
 
 @pytest.fixture

@@ -8,18 +8,13 @@ import time
 
 import httpx
 import pytest
-from api_support import BASE, TestClient, api_client, auth, seed, settings_for, token
 
 from fieldwatch.api import create_app, run_api
 from fieldwatch.api.server import ApiStartError
+from tests.support.api import BASE, TestClient, api_client, auth, seed, settings_for, token
+from tests.support.ports import free_port
 
 DOWN_URL = "postgresql://postgres@127.0.0.1:1/nowhere"  # nothing listens on port 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_healthz_and_readyz_need_no_token(db_url: str) -> None:

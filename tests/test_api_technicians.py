@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from api_support import BASE, Seeded, api_client, auth, seed, seeded_api, token
+
+from tests.support.api import BASE, Seeded, api_client, auth, seed, seeded_api, token
 
 NEW = {
     "name": "Cleo Chen",

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from api_support import BASE, Seeded, seeded_api
+
+from tests.support.api import BASE, Seeded, seeded_api
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,17 @@ from __future__ import annotations
 from datetime import timedelta
 
 import psycopg
-from api_support import BASE, api_client, auth, token
-from test_ticketing_webhooks import SECRET, Receiver, _t0, _ticket, receiver  # noqa: F401 (fixture)
 
+from tests.support import webhooks
+from tests.support.api import BASE, api_client, auth, token
+from tests.support.webhooks import SECRET, Receiver, api_ticket, t0
 from ticketing.webhooks import deliver_due
 
 EP = f"{BASE}/webhooks/endpoints"
+receiver = webhooks.receiver  # the fixture, shared with test_ticketing_webhooks
 
 
-def test_endpoint_crud_never_returns_the_secret(db_url: str, receiver: Receiver) -> None:  # noqa: F811
+def test_endpoint_crud_never_returns_the_secret(db_url: str, receiver: Receiver) -> None:
     """Create, read, update, disable and delete an endpoint; the secret is never in a response; bad input
     is refused with the field named; only admins change endpoints."""
     admin = auth(token(db_url, "admin"))
@@ -49,7 +51,7 @@ def test_endpoint_crud_never_returns_the_secret(db_url: str, receiver: Receiver)
         assert conn.execute("SELECT count(*) FROM webhook_endpoints").fetchone()[0] == 0
 
 
-def test_event_filter_and_disabling_decide_what_is_sent(db_url: str, receiver: Receiver) -> None:  # noqa: F811
+def test_event_filter_and_disabling_decide_what_is_sent(db_url: str, receiver: Receiver) -> None:
     """An endpoint filtered to ticket.assigned gets no ticket.created; a disabled endpoint gets nothing new."""
     admin = auth(token(db_url, "admin"))
     with api_client(db_url) as api:
@@ -57,24 +59,24 @@ def test_event_filter_and_disabling_decide_what_is_sent(db_url: str, receiver: R
             EP, json={"url": receiver.url, "secret": SECRET, "events": ["ticket.assigned"]}, headers=admin
         ).json()
         disabled = api.post(EP, json={"url": receiver.url, "secret": SECRET, "enabled": False}, headers=admin).json()
-        _ticket(db_url)  # emits ticket.created
+        api_ticket(db_url)  # emits ticket.created
         deliveries = api.get(f"{BASE}/webhooks/deliveries", headers=admin).json()
         assert deliveries == []
         assert api.get(f"{EP}/{only_assigned['id']}", headers=admin).json()["pending"] == 0
         assert api.get(f"{EP}/{disabled['id']}", headers=admin).json()["pending"] == 0
-    assert deliver_due(db_url, now=_t0()).delivered == 0 and receiver.requests == []
+    assert deliver_due(db_url, now=t0()).delivered == 0 and receiver.requests == []
 
 
-def test_dead_letter_is_listed_and_redelivered_with_the_same_key(db_url: str, receiver: Receiver) -> None:  # noqa: F811
+def test_dead_letter_is_listed_and_redelivered_with_the_same_key(db_url: str, receiver: Receiver) -> None:
     """A receiver down for max_attempts tries dead-letters the event; after it recovers, re-delivery over
     the API sends it once more with the same idempotency key and marks it delivered."""
     admin = auth(token(db_url, "admin"))
     dispatcher = auth(token(db_url, "dispatcher"))
     with api_client(db_url) as api:
         ep = api.post(EP, json={"url": receiver.url, "secret": SECRET, "max_attempts": 2}, headers=admin).json()
-        _ticket(db_url)
+        api_ticket(db_url)
         receiver.fail_first = 2
-        now = _t0()
+        now = t0()
         for _ in range(3):
             deliver_due(db_url, now=now)
             now += timedelta(hours=1)

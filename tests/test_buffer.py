@@ -15,19 +15,12 @@ from gateway.buffer import DiskBuffer
 from gateway.config import BufferConfig
 from gateway.errors import DiskBufferError
 from gateway.forward import Forwarder
+from tests.support.clocks import FakeClock
 
 
 def row(seq: int, n: int = 3) -> tuple[int, int, bytes]:
     batch = Batch("gw", "site", seq, [Point("d", f"t{i}", 1000 * seq, float(i)) for i in range(n)], sent_at=5)
     return seq, n, encode_batch(batch)
-
-
-class Clock:
-    def __init__(self, t: float = 1_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @dataclass
@@ -90,12 +83,12 @@ def test_byte_bound_drops_the_oldest_and_counts_and_logs_it(tmp_path: Path, capl
 
 def test_age_bound_expires_old_batches(tmp_path: Path) -> None:
     """Batches older than max_age are expired (counted); younger ones stay."""
-    clock = Clock()
+    clock = FakeClock(1_000_000.0)
     buf = DiskBuffer(tmp_path / "b.sqlite", max_age=60, clock=clock)
     buf.put_many([row(1)])
-    clock.t += 50
+    clock.advance(50)
     buf.put_many([row(2)])
-    clock.t += 20
+    clock.advance(20)
     assert buf.expire() == [1]
     assert buf.seqs() == [2]
     assert buf.dropped_batches == 1 and buf.drops.batches == {"max_age": 1}
@@ -115,18 +108,18 @@ def test_forwarder_sends_live_when_connected_and_buffers_while_offline(tmp_path:
     """Offline batches wait on disk; after connecting, live goes out at once and the backlog as historical."""
     buf = DiskBuffer(tmp_path / "b.sqlite")
     sent = Sent()
-    clock = Clock(0.0)
+    clock = FakeClock()
     fw = Forwarder(buf, sent, BufferConfig(replay_rate=2.0), clock=clock, wall_ms=lambda: 777)
     fw.store([row(1), row(2), row(3)])
     assert sent.payloads == [] and fw.backlog == 3
     fw.on_connected()
     assert fw.store([row(4)]) == 3
     assert [b.seq for b in sent.batches()] == [4]
-    clock.t += 1.0
+    clock.advance(1.0)
     fw.tick()  # 2 tokens per second
     replays = sent.batches()[1:]
     assert [(b.seq, b.historical, b.sent_at) for b in replays] == [(1, True, 777), (2, True, 777)]
-    clock.t += 1.0
+    clock.advance(1.0)
     fw.tick()
     assert [b.seq for b in sent.batches()] == [4, 1, 2, 3]
     assert buf.depth == 4  # nothing leaves the disk before ingest acks
@@ -142,11 +135,11 @@ def test_forwarder_replays_a_previous_runs_batches_and_skips_acked_ones(tmp_path
     first.close()
     buf = DiskBuffer(path)
     sent = Sent()
-    clock = Clock(0.0)
+    clock = FakeClock()
     fw = Forwarder(buf, sent, BufferConfig(replay_rate=100.0), clock=clock)
     fw.on_connected()
     fw.on_ack([2])
-    clock.t += 1.0
+    clock.advance(1.0)
     fw.tick()
     assert [b.seq for b in sent.batches()] == [1, 3]
     buf.close()
@@ -159,7 +152,7 @@ def test_pubacked_but_unacked_batches_are_resent_after_grace_and_in_flight_ones_
     paho still retransmits is not; one acked during the grace is not."""
     buf = DiskBuffer(tmp_path / "b.sqlite")
     sent = Sent()
-    clock = Clock(0.0)
+    clock = FakeClock()
     fw = Forwarder(buf, sent, BufferConfig(replay_grace=2.0, replay_rate=100.0), clock=clock)
     fw.on_connected()
     fw.store([row(1), row(2), row(3)])
@@ -168,10 +161,10 @@ def test_pubacked_but_unacked_batches_are_resent_after_grace_and_in_flight_ones_
     fw.on_disconnected()
     fw.on_connected()
     fw.on_ack([3])  # a late ack from our session
-    clock.t += 1.0
+    clock.advance(1.0)
     fw.tick()
     assert len(sent.payloads) == 3  # still within the grace
-    clock.t += 1.5
+    clock.advance(1.5)
     fw.tick()
     resent = sent.batches()[3:]
     assert [(b.seq, b.historical) for b in resent] == [(1, True)]
@@ -182,17 +175,17 @@ def test_ack_timeout_resends_a_batch_ingest_never_acknowledged(tmp_path: Path) -
     """A PUBACKed batch with no ack for ack_timeout seconds is resent as historical, once per timeout."""
     buf = DiskBuffer(tmp_path / "b.sqlite")
     sent = Sent()
-    clock = Clock(0.0)
+    clock = FakeClock()
     fw = Forwarder(buf, sent, BufferConfig(ack_timeout=10.0, replay_rate=100.0), clock=clock)
     fw.on_connected()
     fw.store([row(1)])
     sent.deliveries[0].published = True
-    clock.t += 9.0
+    clock.advance(9.0)
     fw.tick()
     assert len(sent.payloads) == 1
-    clock.t += 2.0
+    clock.advance(2.0)
     fw.tick()
-    clock.t += 0.5
+    clock.advance(0.5)
     fw.tick()
     assert [(b.seq, b.historical) for b in sent.batches()] == [(1, False), (1, True)]
     assert orjson.loads(sent.payloads[1])["points"] == orjson.loads(sent.payloads[0])["points"]

@@ -94,11 +94,11 @@ def test_unreachable_database_says_how_to_fix(admin_db_url: str) -> None:
 def test_serve_runs_every_service_and_stops_on_sigterm(db_url: str, mqtt_url: str, uid: str) -> None:
     """`fieldwatch serve` migrates, answers /readyz, and exits 0 on SIGTERM."""
     import signal
-    import time
 
     import httpx
 
-    from simulators import free_port
+    from tests.support.ports import free_port
+    from tests.support.waits import wait_until
 
     port = free_port()
     env = {
@@ -110,18 +110,16 @@ def test_serve_runs_every_service_and_stops_on_sigterm(db_url: str, mqtt_url: st
         "FIELDWATCH_INGEST_SHARE_GROUP": f"serve-{uid}",
     }
     proc = subprocess.Popen([FIELDWATCH, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def readyz() -> httpx.Response:
+        assert proc.poll() is None, proc.stderr.read()  # it died: say why
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+
     try:
-        deadline = time.monotonic() + 30
-        ready = False
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                pass
-            if ready:
-                break
-            time.sleep(0.2)
-        assert ready, proc.stderr.read() if proc.poll() is not None else "not ready in 30 s"
+        ready = wait_until(
+            readyz, 30, done=lambda r: r.status_code == 200, what="/readyz 200", ignore=(httpx.HTTPError,)
+        )
+        assert ready.status_code == 200
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err

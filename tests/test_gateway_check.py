@@ -20,9 +20,15 @@ from gateway.check import EXIT_BAD, EXIT_OK, CheckReport, device_result, quality
 from gateway.cli import app
 from gateway.config import parse_config
 from gateway.errors import ConfigError
-from simulators import PumpModbusServer, PumpModel, free_port
+from simulators import PumpModbusServer, PumpModel
 from simulators.opcua_server import PumpOpcUaServer
-from tests.test_gateway_modbus_rtu import pty_pair, serial_pump  # noqa: F401 - fixtures
+from tests.support import serial_line
+from tests.support.ports import closed_port, free_port
+
+pty_pair, serial_pump = (
+    serial_line.pty_pair,
+    serial_line.serial_pump,
+)  # the fixtures, shared with test_gateway_modbus_rtu
 
 #: Physics updates far apart, so the registers the check reads are the ones the test compares with.
 FROZEN = 3600.0
@@ -38,11 +44,9 @@ async def modbus_sim() -> AsyncIterator[PumpModbusServer]:
 
 @pytest.fixture
 async def opcua_sim() -> AsyncIterator[PumpOpcUaServer]:
-    server = PumpOpcUaServer("127.0.0.1", free_port(), {"pump-9": PumpModel(seed=3)}, update_interval=0.2)
+    # start() writes the first physics update before it returns; FROZEN keeps it the only one.
+    server = PumpOpcUaServer("127.0.0.1", free_port(), {"pump-9": PumpModel(seed=3)}, update_interval=FROZEN)
     await server.start()
-    await asyncio.sleep(0.5)  # let the first physics update land
-    server.update_interval = FROZEN
-    await asyncio.sleep(0.3)
     yield server
     await server.stop()
 
@@ -103,7 +107,7 @@ async def test_good_config_shows_the_simulators_decoded_values(
 async def test_unknown_data_type_names_file_device_and_tag(tmp_path: Path) -> None:
     """A config error exits 1 before any I/O and says file: devices[name].tags[name].field."""
     tags = [{"name": "flow", "register": "input", "address": 0, "data_type": "float33"}]
-    cfg = _write(tmp_path, [_modbus(free_port(), tags=tags)])
+    cfg = _write(tmp_path, [_modbus(closed_port(), tags=tags)])
     code, out = await _check("--config", str(cfg))
     assert code == 1
     assert f"{cfg}: devices[pump-1].tags[flow].data_type: Input should be" in out
@@ -116,7 +120,7 @@ async def test_a_device_on_a_closed_port_is_offline_with_the_reason(
     modbus_sim: PumpModbusServer, tmp_path: Path
 ) -> None:
     """A dead device shows offline with why, its tags bad; the live device still reads good; exit 2."""
-    dead = free_port()  # nothing listens here
+    dead = closed_port()
     cfg = _write(
         tmp_path, [_modbus(modbus_sim.port, profile="pump-p100"), _modbus(dead, "pump-dead", profile="pump-p100")]
     )
@@ -226,8 +230,8 @@ def test_every_shipped_profile_has_a_version() -> None:
 
 
 async def test_rtu_units_on_one_serial_line_are_checked_in_turn(
-    serial_pump: PumpModbusServer,  # noqa: F811 - the fixtures imported from test_gateway_modbus_rtu
-    pty_pair: tuple[str, str],  # noqa: F811
+    serial_pump: PumpModbusServer,
+    pty_pair: tuple[str, str],
     tmp_path: Path,
 ) -> None:
     """Two units on one serial port share the bus: the present pump reads right, the absent one times out."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import urllib.request
 from pathlib import Path
 
@@ -13,15 +11,15 @@ from fwcore.contract import decode_batch, topic
 from gateway import Gateway, parse_config
 from gateway.health import BufferHealth, DeviceHealth, HealthSnapshot, health_payload
 from simulators import PumpModbusServer
-from tests.test_gateway_mqtt import MQTT_URL, Watcher, config_data, names, pump, sim, watcher  # noqa: F401
+from tests.support import gateways
+from tests.support.gateways import config_data, pump
+from tests.support.mqtt import MQTT_URL, Watcher
+from tests.support.ports import closed_port
+from tests.support.waits import wait_until_async
+
+names, sim, watcher = gateways.names, gateways.sim, gateways.watcher  # the fixtures, shared with test_gateway_mqtt
 
 PUMP_TAGS = ("flow", "discharge_pressure", "motor_current", "bearing_temp", "vibration", "status", "run_hours")
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_health_payload_reports_devices_buffer_and_overruns() -> None:
@@ -46,13 +44,13 @@ def test_health_payload_reports_devices_buffer_and_overruns() -> None:
 
 
 async def test_health_metrics_and_device_status(
-    names: tuple[str, str],  # noqa: F811
-    sim: PumpModbusServer,  # noqa: F811
-    watcher: Watcher,  # noqa: F811
+    names: tuple[str, str],
+    sim: PumpModbusServer,
+    watcher: Watcher,
     tmp_path: Path,
 ) -> None:
     """A dead device is offline in the retained status, in health and in /metrics, while the live one is online."""
-    data = config_data(names, tmp_path, pump(sim.port), pump(_closed_port(), name="dead"))
+    data = config_data(names, tmp_path, pump(sim.port), pump(closed_port(), name="dead"))
     data["health_interval"] = 0.3
     gw = Gateway(parse_config(data), MQTT_URL, metrics_port=0)
     async with gw:
@@ -79,9 +77,9 @@ async def test_health_metrics_and_device_status(
 
 
 async def test_report_by_exception_sends_each_steady_tag_once(
-    names: tuple[str, str],  # noqa: F811
-    sim: PumpModbusServer,  # noqa: F811
-    watcher: Watcher,  # noqa: F811
+    names: tuple[str, str],
+    sim: PumpModbusServer,
+    watcher: Watcher,
     tmp_path: Path,
 ) -> None:
     """With a wide deadband and no heartbeat, each tag is published once and later polls are counted as suppressed."""
@@ -89,7 +87,8 @@ async def test_report_by_exception_sends_each_steady_tag_once(
     gw = Gateway(parse_config(config_data(names, tmp_path, pump(sim.port, overrides=wide))), MQTT_URL)
     async with gw:
         await watcher.batches(1)
-        await asyncio.sleep(1.0)  # five more polls at 0.2 s
+        polls = gw.stats.devices["pump-1"].polls
+        await wait_until_async(lambda: gw.stats.devices["pump-1"].polls >= polls + 5, what="five more polls")
     seen = []
     while not watcher.messages.empty():
         t, p, _ = watcher.messages.get_nowait()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import struct
 from collections.abc import AsyncIterator
 
@@ -13,8 +12,10 @@ from fwcore.contract import Quality
 from gateway.config import ModbusTcpDevice, Tag, parse_config
 from gateway.errors import DeviceError, DeviceNotConnected
 from gateway.modbus import ModbusTcpDriver
-from simulators import PumpModbusServer, PumpModel, free_port
+from simulators import PumpModbusServer, PumpModel
 from simulators.modbus_server import HR_FAULT_CODE
+from tests.support.ports import closed_port
+from tests.support.waits import wait_until_async
 
 
 @pytest.fixture
@@ -92,16 +93,24 @@ async def test_writing_the_fault_register_starts_bearing_wear(sim: PumpModbusSer
         assert not (await client.write_register(HR_FAULT_CODE, 1, device_id=1)).isError()
         refused = await client.write_register(HR_FAULT_CODE, 9, device_id=1)
         assert refused.isError()
-        await asyncio.sleep(1.5)
-        regs = (await client.read_input_registers(6, count=5, device_id=1)).registers
+
+        async def heated() -> list[int]:
+            return (await client.read_input_registers(6, count=5, device_id=1)).registers
+
+        regs = await wait_until_async(heated, done=lambda r: _bearing(r) > 62, what="the bearing to heat past 62 degC")
     finally:
         client.close()
-    bearing = struct.unpack(">f", struct.pack(">HH", *regs[:2]))[0]
+    bearing = _bearing(regs)
     assert sim.pumps[1].fault == "bearing_wear"
     assert bearing > 62
     assert regs[4] & 0x0002  # status: fault active
     values = await poll_once(pump_device(sim.port, profile="pump-p100"))
     assert values["fault_code"] == (1.0, Quality.GOOD)
+
+
+def _bearing(regs: list[int]) -> float:
+    """Bearing temperature from input registers 6.. (a float32, high word first)."""
+    return struct.unpack(">f", struct.pack(">HH", *regs[:2]))[0]
 
 
 async def test_unknown_unit_gives_exception_quality_not_a_crash(sim: PumpModbusServer) -> None:
@@ -123,7 +132,7 @@ async def test_illegal_address_marks_only_that_reads_tags_bad(sim: PumpModbusSer
 
 async def test_nothing_listening_is_not_connected() -> None:
     """Connecting to a closed port raises DeviceNotConnected naming the device."""
-    driver = ModbusTcpDriver(pump_device(free_port(), profile="pump-p100", timeout=0.5))
+    driver = ModbusTcpDriver(pump_device(closed_port(), profile="pump-p100", timeout=0.5))
     with pytest.raises(DeviceNotConnected, match="pump-1"):
         await driver.connect()
 
@@ -134,7 +143,7 @@ async def test_a_server_that_goes_away_raises_a_device_error(sim: PumpModbusServ
     await driver.connect()
     await driver.poll()
     await sim.stop()
-    await asyncio.sleep(0.05)
+    await wait_until_async(lambda: not driver.connected, 5, what="the driver to see the connection close")
     with pytest.raises(DeviceError):
         await driver.poll()
     await driver.close()

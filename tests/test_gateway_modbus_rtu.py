@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import struct
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -16,44 +12,13 @@ from fwcore.contract import Quality
 from gateway.config import ModbusRtuDevice, parse_config
 from gateway.errors import ConfigError, DeviceTimeout
 from gateway.serialbus import ModbusRtuDriver, SerialBus
-from simulators import PumpModbusServer, PumpModel
+from simulators import PumpModbusServer
+from tests.support import serial_line
+from tests.support.waits import wait_until_async
+
+pty_pair, serial_pump = serial_line.pty_pair, serial_line.serial_pump  # the fixtures, shared with test_gateway_check
 
 TIMEOUT = 0.3
-
-
-@pytest.fixture
-def pty_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """Two linked pseudo-terminals made by socat: what one end writes, the other reads."""
-    socat = shutil.which("socat")
-    if socat is None:
-        pytest.fail("socat is needed for the serial-line tests: apt-get install socat")
-    a, b = tmp_path / "a", tmp_path / "b"
-    proc = subprocess.Popen(
-        [socat, "-d", "-d", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 5
-        while not (a.exists() and b.exists()):
-            if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.fail(f"socat did not create the pty pair (exit code {proc.poll()})")
-            time.sleep(0.02)
-        yield str(a), str(b)
-    finally:
-        proc.terminate()
-        proc.wait(5)
-
-
-@pytest.fixture
-async def serial_pump(pty_pair: tuple[str, str]) -> AsyncIterator[PumpModbusServer]:
-    """A pump at unit 1 served as Modbus RTU on the pty's first end; its registers stay put (no updates)."""
-    server = PumpModbusServer(pumps={1: PumpModel(seed=3)}, update_interval=3600, serial_port=pty_pair[0])
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 def rtu_device(port: str, name: str, unit_id: int) -> ModbusRtuDevice:
@@ -120,7 +85,12 @@ async def test_silent_unit_does_not_stall_its_neighbour(
     await good.connect()
     task = asyncio.create_task(hammer_dead())
     try:
-        await asyncio.sleep(0.05)
+        await wait_until_async(
+            lambda: dead.connected and bus.lock.locked(),
+            5,
+            what="a request to the dead unit on the line",
+            interval=0.005,
+        )
         durations = []
         for _ in range(4):
             started = time.monotonic()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -26,6 +26,7 @@ from gateway.modbus_tcp import (
 )
 from gateway.planner import ReadRequest
 from simulators.register_bank import RegisterBankServer
+from tests.support.scripted_modbus import ScriptedServer, registers, reply
 
 # --- pure frames -------------------------------------------------------------------------
 
@@ -230,56 +231,6 @@ async def test_driver_uses_the_lean_client_and_splits_on_exception_2(bank: Regis
 
 # --- scripted faults -------------------------------------------------------------------------
 
-Answer = Callable[[int, int, int, bytes], Awaitable[bytes | None]]
-
-
-class ScriptedServer:
-    """Reads Modbus TCP requests in order and writes what ``answer(n, tid, unit, pdu)`` returns (None: nothing)."""
-
-    def __init__(self, answer: Answer) -> None:
-        self.answer = answer
-        self.requests = 0
-        self.connections = 0
-        self.port = 0
-        self._server: asyncio.Server | None = None
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while True:
-                tid, _, length, unit = struct.unpack(">HHHB", await reader.readexactly(7))
-                pdu = await reader.readexactly(length - 1)
-                self.requests += 1
-                out = await self.answer(self.requests, tid, unit, pdu)
-                if out == b"close":
-                    break
-                if out is not None:
-                    writer.write(out)
-                    await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    async def __aenter__(self) -> ScriptedServer:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-
-
-def reply(tid: int, unit: int, pdu: bytes, protocol: int = 0) -> bytes:
-    return struct.pack(">HHHB", tid, protocol, len(pdu) + 1, unit) + pdu
-
-
-def registers(pdu: bytes, value: int = 42) -> bytes:
-    """A valid read-registers answer to ``pdu`` with every register = ``value``."""
-    count = struct.unpack(">H", pdu[3:5])[0]
-    return bytes([pdu[0], 2 * count]) + struct.pack(f">{count}H", *([value] * count))
-
 
 def lean_driver(port: int, timeout: float = 0.3) -> ModbusTcpDriver:
     return ModbusTcpDriver(ModbusTcpDevice(name="dev-x", host="127.0.0.1", port=port, timeout=timeout,
@@ -291,7 +242,7 @@ async def test_late_reply_to_a_timed_out_request_is_recognised_and_dropped() -> 
 
     async def answer(n: int, tid: int, unit: int, pdu: bytes) -> bytes:
         if n == 1:
-            await asyncio.sleep(0.35)  # past the client's 0.2 s timeout
+            await asyncio.sleep(0.35)  # time must pass: answer after the client's 0.2 s timeout
         return reply(tid, unit, registers(pdu, value=n))
 
     async with ScriptedServer(answer) as server:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from test_gateway_modbus_tcp import ScriptedServer, registers, reply
 
 from gateway import ModbusTcpDevice, ModbusTcpDriver
+from tests.support.scripted_modbus import ScriptedServer, registers, reply
 
 
 async def _every_register_42_second_request_stray(n: int, tid: int, unit: int, pdu: bytes) -> bytes:

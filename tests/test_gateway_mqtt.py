@@ -3,112 +3,37 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import queue
 import signal
 import socket
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import orjson
-import paho.mqtt.client as mqtt
 import pytest
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
 
 from fwcore.contract import Batch, Quality, decode_batch, encode_ack, topic
-from fwcore.settings import mqtt_parts
 from gateway import Gateway, parse_config
-from simulators import PumpModbusServer, PumpModel
+from simulators import PumpModbusServer
+from tests.support import gateways
+from tests.support.gateways import POLL, config_data, pump
+from tests.support.mqtt import MQTT_URL, Watcher
+from tests.support.waits import wait_until_async
 
-MQTT_URL = os.environ.get("FIELDWATCH_MQTT_URL", "mqtt://127.0.0.1:1883")
-POLL = 0.2
-
-
-class Watcher:
-    """A plain paho subscriber that queues (topic, payload, retain) for the test thread."""
-
-    def __init__(self, filter_: str) -> None:
-        self.messages: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
-        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.client.on_message = lambda c, u, m: self.messages.put((m.topic, bytes(m.payload), bool(m.retain)))
-        parts = mqtt_parts(MQTT_URL)
-        self.client.connect(parts["host"], parts["port"])
-        self.client.subscribe(filter_, qos=1)
-        self.client.loop_start()
-
-    async def next(self, match: Callable[[str, bytes, bool], bool], timeout: float = 5.0) -> tuple[str, bytes, bool]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                msg = self.messages.get_nowait()
-            except queue.Empty:
-                await asyncio.sleep(0.02)
-                continue
-            if match(*msg):
-                return msg
-        raise AssertionError(f"no matching message within {timeout}s")
-
-    async def batches(self, n: int, timeout: float = 5.0) -> list[Batch]:
-        out = []
-        for _ in range(n):
-            _, payload, _ = await self.next(lambda t, p, r: t.endswith("/telemetry"), timeout)
-            out.append(decode_batch(payload))
-        return out
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
+names, sim, watcher = gateways.names, gateways.sim, gateways.watcher  # the fixtures, shared with test_gateway_health
 
 
 def is_status(state: str, reason: str | None = None) -> Callable[[str, bytes, bool], bool]:
     def match(t: str, p: bytes, r: bool) -> bool:
-        if not t.endswith("/status"):
+        if not t.endswith("/status") or not p:  # an empty payload clears a retained status: not a status
             return False
         obj = orjson.loads(p)
         return obj["state"] == state and (reason is None or obj["reason"] == reason)
 
     return match
-
-
-@pytest.fixture
-def names() -> tuple[str, str]:
-    suffix = uuid.uuid4().hex[:8]
-    return f"site-{suffix}", f"gw-{suffix}"
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[PumpModbusServer]:
-    server = PumpModbusServer("127.0.0.1", 0, {1: PumpModel(seed=1)}, update_interval=0.05)
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-def watcher(names: tuple[str, str]) -> Iterator[Watcher]:
-    w = Watcher(f"fw/v1/{names[0]}/{names[1]}/#")
-    yield w
-    w.close()
-
-
-def config_data(names: tuple[str, str], state_dir: Path, *devices: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "site": names[0],
-        "gateway": names[1],
-        "poll_interval": POLL,
-        "state_dir": str(state_dir),
-        "devices": list(devices),
-    }
-
-
-def pump(port: int, name: str = "pump-1", **kw: Any) -> dict[str, Any]:
-    return {"name": name, "host": "127.0.0.1", "port": port, "profile": "pump-p100", **kw}
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
@@ -137,9 +62,14 @@ async def test_birth_is_retained_online_and_clean_stop_is_offline_shutdown(
     """A late subscriber sees the retained 'online'; after stop() the retained status is 'offline'/'shutdown'."""
     gw = Gateway(parse_config(config_data(names, tmp_path, pump(sim.port))), MQTT_URL, protocol)
     status = topic(*names, "status")
-    await gw.start()
-    await gw.wait_connected()
-    await asyncio.sleep(0.2)
+    early = Watcher(status)
+    try:
+        await early.wait_subscribed()
+        await gw.start()
+        await gw.wait_connected()
+        await early.next(is_status("online", "connected"))  # forwarded, so the broker has retained it
+    finally:
+        early.close()
     late = Watcher(status)
     try:
         _, _, retained = await late.next(is_status("online", "connected"))
@@ -220,10 +150,7 @@ async def test_acks_release_batches_and_unacked_ones_are_replayed_after_a_broken
         acked = [b.seq for b in batches[:2]]
         ack = watcher.client.publish(topic(*names, "ack"), encode_ack(acked, ts=0), qos=1)
         ack.wait_for_publish(2)
-        for _ in range(50):
-            if gw.stats.batches_acked == 2:
-                break
-            await asyncio.sleep(0.05)
+        await wait_until_async(lambda: gw.stats.batches_acked == 2, 2.5, observe=lambda: gw.stats.batches_acked)
         assert gw.stats.batches_acked == 2
         held = gw.stats.unacked
 

@@ -16,6 +16,8 @@ from gateway.config import BufferConfig
 from gateway.forward import Forwarder
 from gateway.publisher import MAX_QUEUED_MESSAGES, MqttPublisher, PublisherCallbacks
 from simulators import PumpModbusServer, PumpModel
+from tests.support.clocks import FakeClock
+from tests.support.waits import wait_until_async
 
 
 class Delivery:
@@ -45,28 +47,20 @@ def row(seq: int) -> tuple[int, int, bytes]:
     return seq, 1, encode_batch(Batch("gw", "site", seq, [Point("d", "t", seq, float(seq))]))
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def test_refused_live_batches_are_replayed_when_the_queue_drains(tmp_path: Path) -> None:
     """Batches refused by a full queue are not counted as sent and go out as historical once it drains."""
     buf = DiskBuffer(tmp_path / "b.sqlite")
-    broker, clock = Broker(), Clock()
+    broker, clock = Broker(), FakeClock()
     fw = Forwarder(buf, broker, BufferConfig(replay_rate=100.0), clock=clock)
     fw.on_connected()
     broker.full = True
     assert fw.store([row(1), row(2)]) == 0
     assert fw.refused == 2 and fw.sent_live == 0 and fw.backlog == 2
-    clock.t += 1.0
+    clock.advance(1.0)
     assert fw.tick() == 0  # still full: nothing sent, nothing lost
     assert fw.backlog == 2 and buf.depth == 2
     broker.full = False
-    clock.t += 1.0
+    clock.advance(1.0)
     assert fw.tick() == 2
     replayed = [decode_batch(p) for p in broker.accepted]
     assert [b.seq for b in replayed] == [1, 2] and all(b.historical for b in replayed)
@@ -85,8 +79,12 @@ async def test_publisher_queue_is_bounded() -> None:
 class SwallowingDriver(ModbusTcpDriver):
     """A real Modbus driver whose poll loses one cancellation, as Python 3.11's wait_for does under load."""
 
+    polls_started = 0
+
     async def poll(self) -> list[TagValue]:
+        SwallowingDriver.polls_started += 1
         with contextlib.suppress(asyncio.CancelledError):
+            # Time must pass: this stands for a slow answer, in flight when the cancel arrives.
             await asyncio.sleep(0.5)  # the answer and the cancel arrive together
         return await super().poll()
 
@@ -97,7 +95,9 @@ async def test_stop_returns_when_a_poll_swallows_the_cancel(
     """Gateway.stop() finishes promptly even when a library swallows the cancellation of an in-flight poll."""
     server = PumpModbusServer("127.0.0.1", 0, {1: PumpModel(seed=1)})
     await server.start()
-    monkeypatch.setattr(agent, "make_driver", SwallowingDriver)
+    # make_driver(device, buses): the driver class alone would crash on the second argument, and a crashed
+    # poll task never has a poll in flight for stop() to cancel.
+    monkeypatch.setattr(agent, "make_driver", lambda device, buses=None: SwallowingDriver(device))
     cfg = parse_config(
         {
             "gateway": f"gw-{uid}",
@@ -108,9 +108,10 @@ async def test_stop_returns_when_a_poll_swallows_the_cancel(
         }
     )
     gw = Gateway(cfg, mqtt_url=mqtt_url)
+    monkeypatch.setattr(SwallowingDriver, "polls_started", 0)
     try:
         await gw.start()
-        await asyncio.sleep(0.3)  # a poll is in flight
+        await wait_until_async(lambda: SwallowingDriver.polls_started > 0, 5, what="a poll in flight")
         await asyncio.wait_for(gw.stop(), 3.0)
     finally:
         await gw.stop()

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import getpass
 import json
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -27,8 +24,11 @@ from gateway.remote_config import (
     persist,
     remote_path,
 )
-from simulators import PumpModbusServer, PumpModel, free_port
-from tests.test_gateway_mqtt import MQTT_URL, Watcher
+from simulators import PumpModbusServer, PumpModel
+from tests.support.brokers import PrivateMosquitto
+from tests.support.mqtt import MQTT_URL, Watcher
+from tests.support.ports import closed_port
+from tests.support.waits import wait_until_async
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def _doc(uid: str, tmp_path: Path, version: str, *devices: dict[str, Any], **ext
 
 def _status_with(outcome: str, version: str) -> Callable[[str, bytes, bool], bool]:
     def match(t: str, p: bytes, r: bool) -> bool:
-        if not t.endswith("/status"):
+        if not t.endswith("/status") or not p:  # an empty payload clears a retained status: not a status
             return False
         last = (orjson.loads(p).get("config") or {}).get("last") or {}
         return last.get("outcome") == outcome and last.get("version") == version
@@ -165,7 +165,7 @@ async def test_a_config_whose_new_device_never_answers_is_rolled_back(
     """A device on a closed port fails the post-apply check: the gateway rolls back and says why."""
     gw = running.gw
     task_before = gw._device_tasks["pump-1"]
-    dead = free_port()
+    dead = closed_port()
     new = _doc(uid, tmp_path, "2", _pump(sim.port, "pump-1"), _pump(dead, "pump-dead"), remote_apply_timeout=1.5)
     running.publish(json.dumps(new).encode())
     _, payload, _ = await running.watcher.next(_status_with("rolled_back", "2"), 15.0)
@@ -255,10 +255,9 @@ def test_a_saved_remote_config_is_used_unless_it_no_longer_loads(tmp_path: Path)
 
 
 @pytest.fixture
-def acl_broker(tmp_path: Path, uid: str) -> Iterator[int]:
+def acl_broker(tmp_path: Path, uid: str) -> Iterator[PrivateMosquitto]:
     """A private Mosquitto (the shared one is never touched), anonymous off, with a "server" user that may
     write every config topic and gateway gw-<uid> holding exactly the entries provisioning writes."""
-    port = free_port()
     pw, acl = tmp_path / "passwd", tmp_path / "acl"
     user = f"site-{uid}.gw-{uid}"
     pw.write_text(with_password_entry(with_password_entry("", "server", mosquitto_hash("server-pw")), user,
@@ -268,39 +267,23 @@ def acl_broker(tmp_path: Path, uid: str) -> Iterator[int]:
     )
     for f in (pw, acl):
         f.chmod(0o600)
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {pw}\nacl_file {acl}\n"
-        f"persistence false\nuser {getpass.getuser()}\n"
-    )
-    with (tmp_path / "mosquitto.log").open("wb") as log:
-        proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-        try:
-            yield port
-        finally:
-            proc.terminate()
-            proc.wait(5)
+    with PrivateMosquitto(password_file=pw, acl_file=acl, workdir=tmp_path / "broker") as broker:
+        yield broker
 
 
 async def test_the_provisioned_acl_lets_the_gateway_read_its_config_topic(
-    acl_broker: int, sim: PumpModbusServer, uid: str, tmp_path: Path
+    acl_broker: PrivateMosquitto, sim: PumpModbusServer, uid: str, tmp_path: Path
 ) -> None:
     """With only the ACL entry provisioning writes (its own prefix), the gateway receives and applies a config."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    port = acl_broker
     site, name = f"site-{uid}", f"gw-{uid}"
-    url = f"mqtt://{site}.{name}:gw-pw@127.0.0.1:{port}"
+    url = acl_broker.url_as(f"{site}.{name}", "gw-pw")
     cfg = parse_config(_doc(uid, tmp_path, "1", _pump(sim.port, "pump-1")))
     server = mqtt.Client(CallbackAPIVersion.VERSION2)
     server.username_pw_set("server", "server-pw")
-    for _ in range(50):  # mosquitto needs a moment to listen
-        try:
-            server.connect("127.0.0.1", port)
-            break
-        except OSError:
-            await asyncio.sleep(0.1)
+    server.connect("127.0.0.1", acl_broker.port)  # listening: the fixture waited for it
     server.loop_start()
     try:
         async with Gateway(cfg, mqtt_url=url) as gw:
@@ -309,9 +292,7 @@ async def test_the_provisioned_acl_lets_the_gateway_read_its_config_topic(
             # Retained, as docs/gateway.md says to publish configs: delivered even if it beats the SUBACK.
             msg = server.publish(topic(site, name, "config"), json.dumps(new).encode(), qos=1, retain=True)
             msg.wait_for_publish(5)
-            deadline = time.monotonic() + 10
-            while gw.remote.last is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            await wait_until_async(lambda: gw.remote.last is not None, 10, what="the config to be applied or refused")
             assert gw.remote.last is not None and gw.remote.last.outcome == "applied", gw.remote.last
     finally:
         server.loop_stop()

@@ -19,6 +19,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,9 +44,10 @@ from gateway.sparkplug_proto import (
     uint_field,
 )
 from gateway.sparkplug_session import SparkplugSession, metric_defs
-from simulators.modbus_server import free_port
 from simulators.register_bank import RegisterBankServer
-from tests.test_gateway_store_forward import Mosquitto
+from tests.support.brokers import PrivateMosquitto
+from tests.support.ports import free_port
+from tests.support.waits import wait_until_async
 
 JS_DIR = Path(__file__).parent / "sparkplug_js"
 POLL = 0.2
@@ -272,27 +274,39 @@ class Spy:
     def __init__(self, url: str, group: str) -> None:
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.seen: list[tuple[str, bytes]] = []
+        self.subscribed = threading.Event()
         self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         self.client.on_connect = lambda c, u, f, r, p: c.subscribe(f"spBv1.0/{group}/#", qos=1)
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
         self.client.on_message = lambda c, u, m: self.messages.put((m.topic, bytes(m.payload)))
         self.client.reconnect_delay_set(0.1, 0.3)
         parts = mqtt_parts(url)
         self.client.connect_async(parts["host"], parts["port"])
         self.client.loop_start()
 
+    async def wait_subscribed(self) -> None:
+        """Return once the broker has confirmed the subscription: from now on nothing is missed."""
+        await wait_until_async(self.subscribed.is_set, 5, what="the spy's SUBACK")
+
+    def drain(self) -> list[tuple[str, bytes]]:
+        """Everything received so far, in order."""
+        while not self.messages.empty():
+            self.seen.append(self.messages.get_nowait())
+        return self.seen
+
     async def wait_for(self, kind: str, count: int = 1, timeout: float = 10.0) -> list[bytes]:
         """Wait until ``count`` messages of ``kind`` (NBIRTH, DDATA, ...) have arrived since the start."""
-        deadline = time.monotonic() + timeout
-        while True:
-            while not self.messages.empty():
-                self.seen.append(self.messages.get_nowait())
-            got = [p for t, p in self.seen if t.split("/")[2] == kind]
-            if len(got) >= count:
-                return got
-            if time.monotonic() > deadline:
-                kinds = [t.split("/")[2] for t, _ in self.seen]
-                raise AssertionError(f"{count} {kind} not seen within {timeout}s; got {kinds}")
-            await asyncio.sleep(0.05)
+
+        def arrived() -> list[bytes]:
+            return [p for t, p in self.drain() if t.split("/")[2] == kind]
+
+        return await wait_until_async(
+            arrived,
+            timeout,
+            done=lambda got: len(got) >= count,
+            what=f"{count} {kind}",
+            observe=lambda: [t.split("/")[2] for t, _ in self.seen],
+        )
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -350,7 +364,7 @@ async def test_edge_node_births_data_rebirth_ddeath_and_ndeath_decode_with_tahu(
     bank = _bank_server(port)
     await bank.start()
     spy = spy_factory(mqtt_url, group)
-    await asyncio.sleep(0.3)  # subscribed before the node is born
+    await spy.wait_subscribed()  # before the node is born
     gw = Gateway(parse_config(_bank_config(port, group=group, state_dir=str(tmp_path))), mqtt_url)
     try:
         await gw.start()
@@ -431,7 +445,7 @@ async def test_unclean_death_fires_ndeath_will_bdseq_persists_and_outage_is_repl
     """SIGKILL: the broker sends the NDEATH Will with the NBIRTH's bdSeq; a restart is born with bdSeq+1.
     Broker down for a while: points are kept on disk and replayed after the rebirth as is_historical DDATA.
     (MQTT 3.1.1 here; the other broker test runs MQTT 5.)"""
-    broker = Mosquitto(tmp_path)
+    broker = PrivateMosquitto(workdir=tmp_path / "broker")
     broker.start()
     group = f"g-{uid}"
     port = free_port()
@@ -445,7 +459,7 @@ async def test_unclean_death_fires_ndeath_will_bdseq_persists_and_outage_is_repl
     spy = spy_factory(broker.url, group)
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        await asyncio.sleep(0.3)
+        await spy.wait_subscribed()
         procs.append(_run(path))
         await spy.wait_for("DDATA", 1, timeout=20)
         procs[-1].send_signal(signal.SIGKILL)
@@ -456,19 +470,25 @@ async def test_unclean_death_fires_ndeath_will_bdseq_persists_and_outage_is_repl
         await spy.wait_for("DDATA", 3, timeout=10)
         broker.stop()
         outage_start = time.time() * 1000
-        await asyncio.sleep(2.5)
+        await asyncio.sleep(2.5)  # time must pass: the outage's length (about 12 polls) is under test
         outage_end = time.time() * 1000
         broker.start()
         await spy.wait_for("NBIRTH", 3, timeout=20)
-        deadline = time.monotonic() + 15
-        while True:  # wait for the replayed outage
-            msgs = _decoded(tahu, [(t, p) for t, p in spy.seen if "/DDATA/" in t])
-            if any(m.get("isHistorical") for _, d in msgs for m in d["metrics"]):
-                await asyncio.sleep(1.0)
-                await spy.wait_for("DDATA", len([t for t, _ in spy.seen if "/DDATA/" in t]) + 1)
-                break
-            assert time.monotonic() < deadline, "no historical DDATA after the broker came back"
-            await spy.wait_for("DDATA", len([t for t, _ in spy.seen if "/DDATA/" in t]) + 1)
+
+        def replayed_outage() -> list[int]:
+            """Distinct timestamps of historical DDATA metrics inside the outage (decoded by Tahu)."""
+            msgs = _decoded(tahu, [(t, p) for t, p in spy.drain() if "/DDATA/" in t])
+            stamps = {int(m["timestamp"]) for _, d in msgs for m in d["metrics"] if m.get("isHistorical")}
+            return sorted(t for t in stamps if outage_start <= t <= outage_end)
+
+        await wait_until_async(
+            replayed_outage,
+            20,
+            done=lambda ts: len(ts) >= 5,
+            what="the outage replayed as historical DDATA",
+            interval=0.5,
+        )
+        await spy.wait_for("DDATA", len([t for t, _ in spy.seen if "/DDATA/" in t]) + 1)
     finally:
         for proc in procs:
             if proc.poll() is None:

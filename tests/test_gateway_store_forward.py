@@ -1,6 +1,6 @@
 """Store-and-forward under real faults: our own Mosquitto stopped and restarted, a gateway SIGKILLed.
 
-The broker here is a private ``mosquitto`` subprocess on a free port (the shared
+The broker here is a private ``mosquitto`` subprocess on a port of its own (the shared
 one must never be stopped). An "acker" plays ingest: it records each batch and
 acks its seq on the ack topic, as ingest does after commit.
 """
@@ -10,13 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
-import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -30,41 +27,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from fwcore.contract import Batch, decode_batch, encode_ack, subscription, topic
 from gateway import Gateway, parse_config
 from simulators import PumpModbusServer, PumpModel
-from simulators.modbus_server import free_port
+from tests.support.brokers import PrivateMosquitto
+from tests.support.waits import wait_until_async
 
 POLL = 0.2
-
-
-class Mosquitto:
-    """A throwaway broker we may stop and start again on the same port."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.proc = subprocess.Popen([binary, "-c", str(self.conf)], stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not listen on {self.port}")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
 
 
 class Acker:
@@ -106,20 +72,11 @@ class Acker:
         self.client.disconnect()
 
 
-async def until(cond: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    b = Mosquitto(tmp_path)
-    b.start()
-    yield b
-    b.stop()
+def broker(tmp_path: Path) -> Iterator[PrivateMosquitto]:
+    """A broker of our own that the test may stop and start again on the same port."""
+    with PrivateMosquitto(workdir=tmp_path / "broker") as b:
+        yield b
 
 
 @pytest.fixture
@@ -151,7 +108,7 @@ def assert_each_point_once(batches: list[Batch]) -> None:
 
 
 async def test_broker_outage_loses_nothing_and_replays_backlog_as_historical(
-    broker: Mosquitto, sim: PumpModbusServer, uid: str, tmp_path: Path
+    broker: PrivateMosquitto, sim: PumpModbusServer, uid: str, tmp_path: Path
 ) -> None:
     """With the broker down for 2 s every batch still reaches the subscriber (backlog marked historical),
     each point in exactly one batch, and the disk buffer empties once everything is acked."""
@@ -161,16 +118,19 @@ async def test_broker_outage_loses_nothing_and_replays_backlog_as_historical(
     try:
         async with gw:
             await gw.wait_connected()
-            await until(lambda: len(acker.seqs()) >= 3, 10, "live batches before the outage")
+            await wait_until_async(lambda: len(acker.seqs()) >= 3, 10, what="live batches before the outage")
             broker.stop()
-            await until(lambda: not gw.stats.mqtt_connected, 10, "the gateway to notice the outage")
+            await wait_until_async(lambda: not gw.stats.mqtt_connected, 10, what="the gateway to notice the outage")
+            # Time must pass: a 2 s outage is the case under test (shorter ones race the subscriber's reconnect).
             await asyncio.sleep(2.0)
             assert gw.stats.unacked >= 5  # polled during the outage, held on disk
             broker.start()
             await gw.wait_connected(15)
             target = gw.stats.last_seq
-            await until(lambda: acker.seqs() >= set(range(1, target + 1)), 20, f"every seq up to {target}")
-            await until(lambda: gw.stats.unacked <= 2, 10, "acks to empty the buffer")
+            await wait_until_async(
+                lambda: acker.seqs() >= set(range(1, target + 1)), 20, what=f"every seq up to {target}"
+            )
+            await wait_until_async(lambda: gw.stats.unacked <= 2, 10, what="acks to empty the buffer")
             assert gw.stats.batches_dropped == 0
     finally:
         acker.close()
@@ -190,7 +150,7 @@ def _run_gateway(path: Path) -> subprocess.Popen[bytes]:
 
 
 async def test_sigkilled_gateway_delivers_its_unacked_batches_after_restart(
-    broker: Mosquitto, sim: PumpModbusServer, uid: str, tmp_path: Path
+    broker: PrivateMosquitto, sim: PumpModbusServer, uid: str, tmp_path: Path
 ) -> None:
     """Batches a SIGKILLed gateway never got acked are on disk and delivered after it restarts."""
     data = config(uid, tmp_path, sim.port, broker.url)
@@ -199,7 +159,7 @@ async def test_sigkilled_gateway_delivers_its_unacked_batches_after_restart(
     silent = Acker(broker.port, data["site"], data["gateway"], ack=False)  # ingest is down: nothing acked
     proc = _run_gateway(path)
     try:
-        await until(lambda: len(silent.seqs()) >= 4, 20, "batches from the first run")
+        await wait_until_async(lambda: len(silent.seqs()) >= 4, 20, what="batches from the first run")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(5)
@@ -211,8 +171,10 @@ async def test_sigkilled_gateway_delivers_its_unacked_batches_after_restart(
     acker = Acker(broker.port, data["site"], data["gateway"])
     proc = _run_gateway(path)
     try:
-        await until(lambda: acker.seqs() >= unacked, 20, f"replay of seqs {sorted(unacked)}")
-        await until(lambda: not unacked & on_disk_seqs(buffer_file), 10, "acked batches to leave the disk")
+        await wait_until_async(lambda: acker.seqs() >= unacked, 20, what=f"replay of seqs {sorted(unacked)}")
+        await wait_until_async(
+            lambda: not unacked & on_disk_seqs(buffer_file), 10, what="acked batches to leave the disk"
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from pathlib import Path
 
 import pytest
 
 from gateway import Gateway, ModbusTcpDriver, TagValue, parse_config
 from simulators import PumpModbusServer, PumpModel
+from tests.support.waits import wait_until_async
 
 CRASHES = 3
 
@@ -42,10 +41,12 @@ async def test_crashed_poll_task_is_restarted_and_logged_once(
             }
         )
         async with Gateway(config, mqtt_url=mqtt_url) as gw:
-            deadline = time.monotonic() + 10
-            while not (gw.stats.devices["pump-1"].online and gw.stats.points_published > 0):
-                assert time.monotonic() < deadline, f"device never came back: {gw.stats}"
-                await asyncio.sleep(0.05)
+            await wait_until_async(
+                lambda: gw.stats.devices["pump-1"].online and gw.stats.points_published > 0,
+                10,
+                what="the device to come back and publish",
+                observe=lambda: gw.stats,
+            )
             assert gw.stats.task_restarts == CRASHES
     crashes = [r for r in caplog.records if "crashed" in r.getMessage()]
     assert [r.levelno for r in crashes] == [logging.ERROR] + [logging.DEBUG] * (CRASHES - 1)

@@ -19,7 +19,6 @@ from pathlib import Path
 import orjson
 import psycopg
 import pytest
-from ingest_helpers import register, wait_until
 
 from fwcore.contract import Quality, subscription
 from gateway import Gateway, parse_config
@@ -27,7 +26,9 @@ from ingest import IngestWorker
 from simulators.chiller import ChillerModel
 from simulators.compressor import CompressorModel
 from simulators.modbus_server import EquipmentModbusServer
-from tests.test_gateway_mqtt import Watcher
+from tests.support.mqtt import Watcher
+from tests.support.registry import register
+from tests.support.waits import wait_until, wait_until_async
 
 POLL = 0.2
 OUTAGE_S = 2.0  # ten poll cycles
@@ -97,14 +98,14 @@ async def test_device_unplugged_and_back(
     try:
         await gateway.start()
         await gateway.wait_connected()
-        assert await _until(lambda: all(d.polls >= 5 for d in gateway.stats.devices.values()), 15)
+        await wait_until_async(lambda: all(d.polls >= 5 for d in gateway.stats.devices.values()), 15)
 
         unplugged_at = time.time()
         if how == "refused":
             await chiller_sim.unplug()
         else:
             chiller_sim.faults[1].comms_loss = True
-        await asyncio.sleep(OUTAGE_S)
+        await asyncio.sleep(OUTAGE_S)  # time must pass: the outage's length (ten poll cycles) is under test
         assert gateway.stats.device_online == {"ch-1": False, "comp-1": True}
         assert "ch-1" in gateway.stats.device_errors  # the reason, as health reports it
         failures_during_outage = gateway.stats.devices["ch-1"].failures
@@ -116,10 +117,10 @@ async def test_device_unplugged_and_back(
             await chiller_sim.replug()
         else:
             chiller_sim.faults[1].clear("comms_loss")
-        assert await _until(lambda: gateway.stats.device_online["ch-1"], 10), "ch-1 did not come back"
+        await wait_until_async(lambda: gateway.stats.device_online["ch-1"], 10, what="ch-1 to come back online")
         back_at = time.time()
         ch_polls = gateway.stats.devices["ch-1"].polls
-        assert await _until(lambda: gateway.stats.devices["ch-1"].polls >= ch_polls + 5, 5)
+        await wait_until_async(lambda: gateway.stats.devices["ch-1"].polls >= ch_polls + 5, 5)
         online = [s for s in _statuses(watcher) if s.get("devices", {}).get("ch-1") == "online"]
         assert online, "the status topic never said ch-1 is online again"
     finally:
@@ -127,7 +128,7 @@ async def test_device_unplugged_and_back(
         try:
             published = gateway.stats.points_published
             stored = lambda: _count(db_url, "SELECT count(*) FROM telemetry")  # noqa: E731
-            assert wait_until(lambda: stored() >= published, timeout=20), (stored(), published)
+            wait_until(stored, 20, done=lambda n: n >= published, what=f"all {published} published points stored")
         finally:
             worker.stop()
             watcher.close()
@@ -166,12 +167,3 @@ async def test_device_unplugged_and_back(
     recovered = [r for r in caplog.records if "answers again" in r.getMessage() and "ch-1" in r.getMessage()]
     assert len(recovered) == 1
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "comp-1" in r.getMessage()]
-
-
-async def _until(cond: object, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():  # type: ignore[operator]
-            return True
-        await asyncio.sleep(0.05)
-    return bool(cond())  # type: ignore[operator]

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from api_support import BASE, TestClient, auth, seed, settings_for, token
 from typer.testing import CliRunner
 
 from fieldwatch.api import create_app
 from fieldwatch.cli import app
 from ingest.history import BadRow, CsvOptions, GoodRow, HistoryError, import_history, parse_wide_csv
+from tests.support.api import BASE, TestClient, auth, seed, settings_for, token
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 GOOD = """time,flow,bearing_temp

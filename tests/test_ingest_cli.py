@@ -7,10 +7,13 @@ import signal
 import subprocess
 import sys
 
-from ingest_helpers import forget_session, pts, publisher, register, scalar, wait_until
 from typer.testing import CliRunner
 
 from ingest.cli import app
+from tests.support.db import scalar
+from tests.support.mqtt import forget_session, publisher
+from tests.support.registry import pts, register
+from tests.support.waits import wait_until
 
 
 def test_help_lists_run() -> None:
@@ -46,7 +49,7 @@ def test_run_ingests_until_sigterm_then_exits_cleanly(db_url: str, mqtt_url: str
                 break
         with publisher(mqtt_url, f"pub-{uid}") as publish:
             publish(reg.topic(), reg.batch(1, pts("pump-1", "temp", 4)))
-        assert wait_until(lambda: scalar(db_url, "SELECT count(*) FROM telemetry") == 4)
+        wait_until(lambda: scalar(db_url, "SELECT count(*) FROM telemetry") == 4)
         child.send_signal(signal.SIGTERM)
         assert child.wait(20) == 0
     finally:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from test_ingest_validate import DAY, LIMITS, NOW, REG, batch, p
 
 from fwcore.contract import Batch, ContractError, decode_batch, encode_batch
 from ingest.fastpath import fast_accept
 from ingest.validate import validate_batch
 from ingest.writer import rows_of
+from tests.support.validation import DAY, LIMITS, NOW, REG, batch, p
 
 
 def full_path(payload: bytes, site: str, gateway: str):

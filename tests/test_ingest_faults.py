@@ -1,6 +1,6 @@
 """Faults under load: broker restart, PostgreSQL restart, two workers sharing a subscription.
 
-Each test uses its OWN Mosquitto (``ingest.localbroker``) and, where the database
+Each test uses its OWN Mosquitto (``tests.support.brokers``) and, where the database
 is restarted, its OWN PostgreSQL cluster: the shared services are never touched.
 A publisher thread keeps sending while the fault happens; afterwards every
 expected ``(series, time)`` is stored exactly once.
@@ -9,25 +9,29 @@ expected ``(series, time)`` is stored exactly once.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
-from ingest_helpers import NOW_MS, LocalPostgres, Registered, ResendingPublisher, pts, register, scalar, wait_until
 
 from fwcore.db import create_database
 from ingest import IngestWorker
-from ingest.localbroker import LocalMosquitto
 from ingest.schema import migrate
+from tests.support.brokers import PrivateMosquitto
+from tests.support.db import PrivatePostgres, scalar
+from tests.support.mqtt import ResendingPublisher
+from tests.support.registry import NOW_MS, Registered, pts, register
+from tests.support.waits import wait_until
 
 BATCHES = 120
 POINTS = 25  # per batch; 3,000 points per test
 
 
 @pytest.fixture
-def broker() -> Iterator[LocalMosquitto]:
+def broker() -> Iterator[PrivateMosquitto]:
     """A private Mosquitto with persistence, so persistent sessions survive its restart."""
-    with LocalMosquitto(persistence=True) as b:
+    with PrivateMosquitto(persistence=True) as b:
         yield b
 
 
@@ -43,7 +47,7 @@ def publish_load(url: str, reg: Registered, uid: str, started: threading.Event, 
                 pub.publish(reg.topic(), reg.batch(seq, pts("pump-1", "temp", POINTS, start_ms=start)))
                 if seq == BATCHES // 4:
                     started.set()
-                threading.Event().wait(pace_s)
+                time.sleep(pace_s)  # time must pass: the load is a stream that spans the fault, not one burst
         except BaseException as exc:  # surfaced by the test
             errors.append(exc)
             started.set()
@@ -57,9 +61,14 @@ def assert_exact(db_url: str, reg: Registered) -> None:
     """Every published point is stored once, sequences complete, no gap counted."""
     expected = BATCHES * POINTS
     stored = lambda: scalar(db_url, "SELECT count(*) FROM telemetry")  # noqa: E731
-    assert wait_until(lambda: stored() == expected, timeout=20), (
-        stored(),
-        scalar(db_url, "SELECT array[last_seq, seq_gaps] FROM gateways WHERE id = %s", (reg.gateway_id,)),
+    wait_until(
+        lambda: stored() == expected,
+        timeout=20,
+        what=f"all {expected} points stored",
+        observe=lambda: (
+            stored(),
+            scalar(db_url, "SELECT array[last_seq, seq_gaps] FROM gateways WHERE id = %s", (reg.gateway_id,)),
+        ),
     )
     assert scalar(db_url, "SELECT count(DISTINCT (series_id, time)) FROM telemetry") == expected
     assert scalar(db_url, "SELECT array[last_seq, seq_gaps] FROM gateways WHERE id = %s", (reg.gateway_id,)) == [
@@ -74,7 +83,7 @@ def worker(db_url: str, url: str, client_id: str, site: str, **kw) -> IngestWork
     return IngestWorker(db_url, url, client_id=client_id, session_expiry_s=300, site_filter=site, **kw)
 
 
-def test_broker_restart_during_load_loses_and_doubles_nothing(db_url: str, broker: LocalMosquitto, uid: str) -> None:
+def test_broker_restart_during_load_loses_and_doubles_nothing(db_url: str, broker: PrivateMosquitto, uid: str) -> None:
     """Mosquitto restarted mid-stream: the worker reconnects to its persistent session and every point lands once."""
     reg = register(db_url, uid)
     w = worker(db_url, broker.url, f"ing-{uid}", reg.site)
@@ -92,9 +101,9 @@ def test_broker_restart_during_load_loses_and_doubles_nothing(db_url: str, broke
         w.stop()
 
 
-def test_postgres_restart_during_load_loses_and_doubles_nothing(broker: LocalMosquitto, uid: str) -> None:
+def test_postgres_restart_during_load_loses_and_doubles_nothing(broker: PrivateMosquitto, uid: str) -> None:
     """PostgreSQL stopped (immediate mode) and started mid-stream: workers wait, retry and store every point once."""
-    pg = LocalPostgres()
+    pg = PrivatePostgres()
     pg.start()
     try:
         db_url = create_database(pg.url, f"fw_{uuid.uuid4().hex[:8]}")
@@ -107,7 +116,7 @@ def test_postgres_restart_during_load_loses_and_doubles_nothing(broker: LocalMos
             t, pub, errors = publish_load(broker.url, reg, uid, started)
             assert started.wait(30)
             pg.stop(mode="immediate")
-            assert wait_until(lambda: w.stats.db_errors >= 1, timeout=15)
+            wait_until(lambda: w.stats.db_errors >= 1, timeout=15)
             pg.start()
             t.join(60)
             assert not errors and not t.is_alive()
@@ -121,7 +130,7 @@ def test_postgres_restart_during_load_loses_and_doubles_nothing(broker: LocalMos
 
 
 def test_two_workers_sharing_a_subscription_count_exactly_under_load(
-    db_url: str, broker: LocalMosquitto, uid: str
+    db_url: str, broker: PrivateMosquitto, uid: str
 ) -> None:
     """Two workers in one MQTT 5 share group store each point exactly once and end with no sequence missing."""
     reg = register(db_url, uid)
@@ -135,7 +144,7 @@ def test_two_workers_sharing_a_subscription_count_exactly_under_load(
         t.join(60)
         assert not errors
         expected = BATCHES * POINTS
-        assert wait_until(lambda: a.stats.points + b.stats.points == expected, timeout=30)
+        wait_until(lambda: a.stats.points + b.stats.points == expected, timeout=30)
         assert scalar(db_url, "SELECT count(*) FROM telemetry") == expected
         assert scalar(db_url, "SELECT count(DISTINCT (series_id, time)) FROM telemetry") == expected
         assert a.stats.messages + b.stats.messages == BATCHES

@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
-from ingest_helpers import forget_session
 
 from ingest.health import HealthServer, database_check
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.mqtt import forget_session
+from tests.support.ports import closed_port, free_port
+from tests.support.waits import wait_until
 
 
 def test_readyz_names_the_failing_check_and_healthz_stays_ok() -> None:
     """An unreachable database makes /readyz 503 naming it, while /healthz is 200 and /metrics serves text."""
-    dead = f"postgresql://postgres@127.0.0.1:{_free_port()}/nothing"
+    dead = f"postgresql://postgres@127.0.0.1:{closed_port()}/nothing"
     server = HealthServer({"database": database_check(dead, 1), "writer": lambda: None}, 0, "127.0.0.1").start()
     try:
         base = f"http://127.0.0.1:{server.port}"
@@ -42,7 +36,7 @@ def test_readyz_names_the_failing_check_and_healthz_stays_ok() -> None:
 
 def test_ingest_run_serves_ready_health_and_metrics(db_url: str, mqtt_url: str, uid: str) -> None:
     """`fieldwatch ingest run --metrics-port` answers /readyz 200 once broker, database and writer are up."""
-    port = _free_port()
+    port = free_port()
     client_id = f"ing-health-{uid}"
     env = {
         **os.environ,
@@ -60,16 +54,14 @@ def test_ingest_run_serves_ready_health_and_metrics(db_url: str, mqtt_url: str, 
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        ready = None
-        while time.monotonic() < deadline:
-            try:
-                ready = httpx.get(f"{base}/readyz", timeout=5)
-                if ready.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+
+        def readyz() -> httpx.Response:
+            assert child.poll() is None, f"ingest run exited with {child.returncode}"
+            return httpx.get(f"{base}/readyz", timeout=5)
+
+        ready = wait_until(
+            readyz, 20, done=lambda r: r.status_code == 200, what="/readyz 200", ignore=(httpx.TransportError,)
+        )
         assert ready is not None and ready.status_code == 200, ready and ready.text
         assert ready.json()["checks"] == {"broker": "ok", "database": "ok", "writer": "ok"}
         assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200

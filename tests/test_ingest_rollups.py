@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from api_support import seed, write_points
 
 from ingest.timeseries import buckets, plan_ranges, rollup_for
 from ingest.upkeep import refresh_rollups
 from ingest.writer import BatchWrite, TelemetryWriter, late_hours
+from tests.support.api import seed, write_points
 
 H = timedelta(hours=1)
 M = timedelta(minutes=1)

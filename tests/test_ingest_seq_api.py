@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from api_support import BASE, api_client, auth, token
-from ingest_helpers import register
-
 from ingest.writer import BatchWrite, TelemetryWriter
+from tests.support.api import BASE, api_client, auth, token
+from tests.support.registry import register
 
 
 def test_gateway_shows_missing_sequences_and_their_ranges(db_url: str, uid: str) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import psycopg
-from api_support import write_points
 
 from fieldwatch.jobs import default_jobs
 from ingest.upkeep import drop_expired, ensure_partitions_ahead, partition_days, retention_cutoff
+from tests.support.api import write_points
 
 TODAY = date(2026, 3, 10)
 

@@ -6,29 +6,14 @@ import pytest
 
 from fwcore.contract import Batch, ContractError, Point, encode_status
 from fwcore.retry import backoff_delays
-from ingest.validate import GatewayRef, Limits, RegistrySnapshot, parse_status, validate_batch
+from ingest.validate import parse_status, validate_batch
 from ingest.worker import DB_RETRY
 from ingest.writer import rejection_dead_letters
-
-NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-DAY = 86_400_000
-LIMITS = Limits(max_future_seconds=300, retention_days=90)
-REG = RegistrySnapshot(
-    gateways={"gw-a": GatewayRef(7, "site-a"), "gw-b": GatewayRef(8, "site-b")},
-    devices={(7, "pump-1"): 101, (7, "pump-2"): 102, (8, "pump-9"): 109},
-)
+from tests.support.validation import DAY, LIMITS, NOW, REG, batch, p
 
 
 def check(batch: Batch, site: str = "site-a", gateway: str = "gw-a"):
     return validate_batch(batch, site=site, gateway=gateway, registry=REG, now_ms=NOW, limits=LIMITS)
-
-
-def batch(points: list[Point], *, gateway: str = "gw-a", site: str = "site-a", seq: int = 1) -> Batch:
-    return Batch(gateway=gateway, site=site, seq=seq, points=points)
-
-
-def p(device: str = "pump-1", ts: int = NOW, tag: str = "temp") -> Point:
-    return Point(device, tag, ts, 1.0)
 
 
 @pytest.mark.parametrize(

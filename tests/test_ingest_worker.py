@@ -13,21 +13,13 @@ from contextlib import contextmanager
 import orjson
 import psycopg
 import pytest
-from ingest_helpers import (
-    NOW_MS,
-    Registered,
-    add_device,
-    forget_session,
-    listener,
-    pts,
-    publisher,
-    register,
-    scalar,
-    wait_until,
-)
 
 from fwcore.contract import Point, decode_ack, encode_batch, encode_status
 from ingest import CommittedPoint, IngestWorker
+from tests.support.db import scalar
+from tests.support.mqtt import forget_session, listener, publisher
+from tests.support.registry import NOW_MS, Registered, add_device, pts, register
+from tests.support.waits import wait_until
 
 SESSION_S = 60  # long enough for a restart within a test, short enough not to pile up in the broker
 
@@ -68,7 +60,7 @@ def test_valid_batches_land_exactly_once(db_url: str, mqtt_url: str, uid: str) -
     with running(db_url, mqtt_url, f"ing-{uid}", reg.site) as w, publisher(mqtt_url, f"pub-{uid}") as publish:
         publish(reg.topic(), batch)
         publish(reg.topic(), batch)
-        assert wait_until(lambda: w.stats.messages >= 2)
+        wait_until(lambda: w.stats.messages >= 2)
         stats = w.stats
     assert telemetry_count(db_url, reg) == 10
     assert (stats.points, stats.duplicates, stats.dead_letters) == (10, 10, 0)
@@ -103,7 +95,7 @@ def test_every_invalid_class_is_dead_lettered_and_ingest_keeps_going(db_url: str
             publish(reg.topic(), payload)
         publish(unknown.topic(), encode_batch(unknown.batch(1, [Point("pump-1", "t", NOW_MS, 1.0)])))
         publish(reg.topic(), reg.batch(2, pts("pump-1", "temp", 3)))
-        assert wait_until(lambda: w.stats.messages >= len(cases) + 2)
+        wait_until(lambda: w.stats.messages >= len(cases) + 2)
         assert w.running
     assert sorted(dead_reasons(db_url, uid)) == sorted([r for _, r in cases] + ["unknown_gateway"])
     assert telemetry_count(db_url, reg) == 3
@@ -116,7 +108,7 @@ def test_unknown_device_points_are_dead_lettered_next_to_stored_known_ones(
     reg = register(db_url, uid)
     with running(db_url, mqtt_url, f"ing-{uid}", reg.site) as w, publisher(mqtt_url, f"pub-{uid}") as publish:
         publish(reg.topic(), reg.batch(1, pts("pump-1", "temp", 4) + pts("pump-new", "temp", 2)))
-        assert wait_until(lambda: w.stats.messages >= 1)
+        wait_until(lambda: w.stats.messages >= 1)
         assert telemetry_count(db_url, reg) == 4
         assert dead_reasons(db_url, uid) == ["unknown_device"]
         with psycopg.connect(db_url, autocommit=True) as conn:
@@ -124,7 +116,8 @@ def test_unknown_device_points_are_dead_lettered_next_to_stored_known_ones(
         # The worker asked about pump-new just now; within about a second it asks again and finds it.
         for seq in range(2, 40):
             publish(reg.topic(), reg.batch(seq, pts("pump-new", "temp", 1, start_ms=NOW_MS - seq)))
-            if wait_until(lambda s=seq: w.stats.messages >= s, timeout=2) and telemetry_count(db_url, reg) > 4:
+            wait_until(lambda s=seq: w.stats.messages >= s, what=f"batch {seq} consumed")
+            if telemetry_count(db_url, reg) > 4:
                 break
         assert telemetry_count(db_url, reg) == 5
 
@@ -140,7 +133,7 @@ def test_application_ack_follows_the_commit(db_url: str, mqtt_url: str, uid: str
     ):
         for seq in (1, 2, 3):
             publish(reg.topic(), reg.batch(seq, pts("pump-1", "temp", 2, start_ms=NOW_MS - seq * 10_000)))
-        assert wait_until(lambda: {s for a in acks for s in decode_ack(a)} == {1, 2, 3})
+        wait_until(lambda: {s for a in acks for s in decode_ack(a)} == {1, 2, 3})
         seen_rows.append(telemetry_count(db_url, reg))
         assert w.stats.messages == 3
     assert seen_rows == [6]
@@ -152,7 +145,7 @@ def test_sequence_gap_is_counted(db_url: str, mqtt_url: str, uid: str) -> None:
     with running(db_url, mqtt_url, f"ing-{uid}", reg.site) as w, publisher(mqtt_url, f"pub-{uid}") as publish:
         for seq in (1, 2, 5, 2):
             publish(reg.topic(), reg.batch(seq, []))
-            assert wait_until(lambda n=w.stats.messages: w.stats.messages > n)
+            wait_until(lambda n=w.stats.messages: w.stats.messages > n)
         assert w.stats.gaps == 2
     row = scalar(db_url, "SELECT array[last_seq, seq_gaps] FROM gateways WHERE id = %s", (reg.gateway_id,))
     assert row == [5, 2]
@@ -174,7 +167,7 @@ def test_on_commit_hooks_get_new_points_and_a_failing_hook_is_harmless(db_url: s
         publish(reg.topic(), batch)
         publish(reg.topic(), batch)
         publish(reg.topic(), reg.batch(2, pts("pump-2", "flow", 1)))
-        assert wait_until(lambda: w.stats.messages >= 3)
+        wait_until(lambda: w.stats.messages >= 3)
     assert sorted((p.device_key, p.tag, p.ts_ms, p.historical) for p in got) == sorted(
         [("pump-1", "temp", p.ts, True) for p in batch.points] + [("pump-2", "flow", NOW_MS - 60_000, False)]
     )
@@ -190,7 +183,7 @@ def test_mqtt_311_works_too(db_url: str, mqtt_url: str, uid: str) -> None:
         publisher(mqtt_url, f"pub-{uid}") as publish,
     ):
         publish(reg.topic(), reg.batch(1, pts("pump-1", "temp", 7)))
-        assert wait_until(lambda: w.stats.messages >= 1)
+        wait_until(lambda: w.stats.messages >= 1)
     assert telemetry_count(db_url, reg) == 7
 
 
@@ -205,7 +198,7 @@ def test_shared_subscription_on_mqtt5(db_url: str, mqtt_url: str, uid: str) -> N
     ):
         for seq in range(1, 21):
             publish(reg.topic(), reg.batch(seq, pts("pump-1", "temp", 1, start_ms=NOW_MS - seq * 1000)))
-        assert wait_until(lambda: a.stats.messages + b.stats.messages >= 20)
+        wait_until(lambda: a.stats.messages + b.stats.messages >= 20)
     assert telemetry_count(db_url, reg) == 20
     assert a.stats.messages + b.stats.messages == 20
     assert a.stats.points > 0 and b.stats.points > 0  # both members got a share
@@ -227,12 +220,12 @@ def test_stop_flushes_what_it_holds(db_url: str, mqtt_url: str, uid: str) -> Non
         with listener(mqtt_url, f"lis-{uid}", reg.topic("ack")) as acks:
             with publisher(mqtt_url, f"pub-{uid}") as publish:
                 publish(reg.topic(), reg.batch(1, pts("pump-1", "temp", 5)))
-                assert wait_until(lambda: w.stats.queue_depth == 1)
+                wait_until(lambda: w.stats.queue_depth == 1)
                 assert telemetry_count(db_url, reg) == 0
                 w.stop()
                 w.stop()  # safe twice
             assert telemetry_count(db_url, reg) == 5
-            assert wait_until(lambda: len(acks) == 1)
+            wait_until(lambda: len(acks) == 1)
     finally:
         w.stop()
         forget_session(mqtt_url, f"ing-{uid}", reg.site)
@@ -249,14 +242,14 @@ def test_gateway_status_from_retained_birth_and_unknown_gateways_dead_lettered(
         publish(stranger.topic("status"), encode_status("online", gateway=stranger.gateway, ts=NOW_MS), retain=True)
         try:
             with running(db_url, mqtt_url, f"ing-{uid}", reg.site):
-                assert wait_until(
+                wait_until(
                     lambda: scalar(db_url, "SELECT status FROM gateways WHERE id = %s", (reg.gateway_id,)) == "online"
                 )
                 publish(reg.topic("status"), encode_status("offline", gateway=reg.gateway, ts=NOW_MS + 1), retain=True)
-                assert wait_until(
+                wait_until(
                     lambda: scalar(db_url, "SELECT status FROM gateways WHERE id = %s", (reg.gateway_id,)) == "offline"
                 )
-                assert wait_until(lambda: dead_reasons(db_url, uid) == ["unknown_gateway"])
+                wait_until(lambda: dead_reasons(db_url, uid) == ["unknown_gateway"])
         finally:  # clear the retained messages so later tests do not receive them
             publish(reg.topic("status"), b"", retain=True)
             publish(stranger.topic("status"), b"", retain=True)
@@ -268,18 +261,18 @@ def test_database_outage_loses_nothing(db_url: str, admin_db_url: str, mqtt_url:
     name = db_url.rsplit("/", 1)[1]
     with running(db_url, mqtt_url, f"ing-{uid}", reg.site) as w, publisher(mqtt_url, f"pub-{uid}") as publish:
         publish(reg.topic(), reg.batch(1, pts("pump-1", "temp", 1)))
-        assert wait_until(lambda: w.stats.messages == 1)
+        wait_until(lambda: w.stats.messages == 1)
         with psycopg.connect(admin_db_url, autocommit=True) as admin:
             admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
             try:
                 for seq in range(2, 6):
                     publish(reg.topic(), reg.batch(seq, pts("pump-1", "temp", 1, start_ms=NOW_MS - seq * 1000)))
-                assert wait_until(lambda: w.stats.db_errors >= 2)
+                wait_until(lambda: w.stats.db_errors >= 2)
                 assert w.stats.messages == 1
             finally:
                 admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        assert wait_until(lambda: w.stats.messages == 5, timeout=15)
+        wait_until(lambda: w.stats.messages == 5, timeout=15)
     assert telemetry_count(db_url, reg) == 5
 
 
@@ -291,7 +284,7 @@ _CHILD = textwrap.dedent(
                      site_filter=sys.argv[4])
     w.start()
     print("ready", flush=True)
-    time.sleep(120)
+    time.sleep(120)  # stay alive until the test SIGKILLs it (at most 2 min if the test dies first)
     """
 )
 
@@ -316,7 +309,7 @@ def test_killed_worker_loses_nothing_and_doubles_nothing(db_url: str, mqtt_url: 
             with publisher(mqtt_url, f"pub-{uid}") as publish:
                 for seq in range(1, 11):
                     publish(reg.topic(), reg.batch(seq, pts("pump-1", "temp", 10, start_ms=NOW_MS - seq * 100_000)))
-            assert wait_until(
+            wait_until(
                 lambda: (
                     scalar(
                         db_url,
@@ -331,8 +324,8 @@ def test_killed_worker_loses_nothing_and_doubles_nothing(db_url: str, mqtt_url: 
             blocker.rollback()
         assert telemetry_count(db_url, reg) == 0
         with running(db_url, mqtt_url, client_id, reg.site) as w:
-            assert wait_until(lambda: telemetry_count(db_url, reg) == 100, timeout=15)
-            assert wait_until(lambda: w.stats.messages >= 10)
+            wait_until(lambda: telemetry_count(db_url, reg) == 100, timeout=15)
+            wait_until(lambda: w.stats.messages >= 10)
         assert telemetry_count(db_url, reg) == 100
         assert scalar(db_url, "SELECT array[last_seq, seq_gaps] FROM gateways WHERE id = %s", (reg.gateway_id,)) == [
             10,

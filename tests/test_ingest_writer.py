@@ -6,13 +6,15 @@ import threading
 
 import psycopg
 import pytest
-from ingest_helpers import NOW_MS, add_device, register, scalar
 
 from fwcore.contract import Point
 from ingest.errors import DatabaseUnavailable
 from ingest.registry import RegistryCache
 from ingest.validate import AcceptedPoint
 from ingest.writer import BatchWrite, DeadLetter, StatusWrite, TelemetryWriter, rows_of
+from tests.support.clocks import FakeClock
+from tests.support.db import scalar
+from tests.support.registry import NOW_MS, add_device, register
 
 
 def bw(reg, seq: int, points: list[tuple[str, str, int, float]], historical: bool = False) -> BatchWrite:
@@ -132,16 +134,16 @@ def test_unreachable_database_is_reported_as_ours(writer) -> None:
 def test_registry_finds_new_devices_but_asks_about_unknown_ones_at_most_once_a_second(db_url: str, uid: str) -> None:
     """A miss is looked up (so a device registered a second ago is found); a repeated miss waits retry_s."""
     reg = register(db_url, uid)
-    now = [100.0]
-    cache = RegistryCache(retry_s=1.0, clock=lambda: now[0])
+    clock = FakeClock(100.0)
+    cache = RegistryCache(retry_s=1.0, clock=clock)
     with psycopg.connect(db_url, autocommit=True) as conn:
         assert cache.lookup(conn, {reg.gateway}, set())
         assert cache.gateway(reg.gateway).id == reg.gateway_id  # type: ignore[union-attr]
         assert not cache.lookup(conn, (), {(reg.gateway_id, "pump-7")})
         add_device(conn, None, reg.gateway_id, "pump-7")
-        now[0] += 0.5
+        clock.advance(0.5)
         assert not cache.lookup(conn, (), {(reg.gateway_id, "pump-7")})  # asked too recently
-        now[0] += 0.6
+        clock.advance(0.6)
         assert cache.lookup(conn, (), {(reg.gateway_id, "pump-7")})
         assert cache.device(reg.gateway_id, "pump-7") is not None
 

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from fixtures.migrations.history import COMMITS, fixture_files, sha256
 
 from fwcore.migrations import (
     LOCK_FILE,
@@ -24,6 +23,7 @@ from fwcore.migrations import (
     write_lock,
 )
 from ingest.schema import MIGRATIONS
+from tests.fixtures.migrations.history import COMMITS, fixture_files, sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 MIGRATIONS_DIR = ROOT / "ingest" / "migrations"

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from fixtures.migrations.history import HERE as HISTORY_DIR
-from fixtures.migrations.history import sha256
 
 from fwcore.db import create_database, drop_database
 from fwcore.migrations import LOCK_FILE, MigrationDir, MigrationError, NotMigrated, write_lock
 from ingest.schema import migrate, migration_status
+from tests.fixtures.migrations.history import HERE as HISTORY_DIR
+from tests.fixtures.migrations.history import sha256
 
 FIELDWATCH = str(Path(sys.executable).with_name("fieldwatch"))
 RULES_V3 = sha256((HISTORY_DIR / "9ac7ce4" / "0005_rules.sql").read_text(encoding="utf-8"))

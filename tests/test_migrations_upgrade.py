@@ -15,7 +15,10 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from fixtures.migrations.history import (
+
+from fwcore.db import create_database, drop_database
+from ingest.schema import migrate
+from tests.fixtures.migrations.history import (
     COMMITS,
     HISTORY,
     apply_as_released,
@@ -28,9 +31,6 @@ from fixtures.migrations.history import (
     seed,
     tables,
 )
-
-from fwcore.db import create_database, drop_database
-from ingest.schema import migrate
 
 #: Databases a user may have: each commit's state built from empty, and the two states a user reached
 #: by migrating at an earlier commit when a later one only added a file that sorts before the others.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -14,9 +13,11 @@ from asyncua import ua
 from fwcore.contract import Point, Quality, decode_batch, topic
 from gateway import Gateway, parse_config
 from gateway.opcua import OpcUaDriver, quality_of
-from simulators import PumpModel, free_port
+from simulators import PumpModel
 from simulators.opcua_server import PumpOpcUaServer
-from tests.test_gateway_mqtt import Watcher
+from tests.support.mqtt import Watcher
+from tests.support.ports import free_port
+from tests.support.waits import wait_until_async
 
 
 @pytest.fixture
@@ -104,14 +105,19 @@ async def test_bad_status_and_fault_injection(sim: PumpOpcUaServer, uid: str, tm
     try:
         sim.set_status("pump-1", "vibration", ua.StatusCodes.BadSensorFailure)
         sim.set_status("pump-1", "flow", ua.StatusCodes.BadOutOfRange)
-        await asyncio.sleep(0.3)
-        by_tag = {v.tag.name: v for v in await driver.poll()}
+
+        async def by_tag_now() -> dict[str, Any]:
+            return {v.tag.name: v for v in await driver.poll()}
+
+        by_tag = await wait_until_async(
+            by_tag_now, done=lambda t: t["vibration"].quality != Quality.GOOD, what="the next update with the statuses"
+        )
         assert by_tag["vibration"].quality == Quality.BAD
         assert by_tag["flow"].quality == Quality.BAD_OUT_OF_RANGE
         assert by_tag["bearing_temp"].quality == Quality.GOOD
         rate = next(n for t, n in driver._nodes if t.name == "fault_rate")
         await rate.write_value(ua.Variant(3.0, ua.VariantType.Double))
-        await asyncio.sleep(0.3)
+        await wait_until_async(lambda: sim.devices["pump-1"].fault, what="the next update to read the rate")
         assert sim.devices["pump-1"].fault == "bearing_wear"
         by_tag = {v.tag.name: v for v in await driver.poll()}
         assert by_tag["fault_rate"].value == 3.0
@@ -139,16 +145,16 @@ async def test_watchdog_recreates_a_silent_subscription(sim: PumpOpcUaServer, ui
     driver = OpcUaDriver(_config(uid, tmp_path, sim, publishing_interval=0.1, keepalive_count=3).devices[0])
     await driver.connect()
     try:
-        await asyncio.sleep(0.5)
-        assert await driver.poll()
+        assert await wait_until_async(driver.poll, 5, what="the subscription's first values")
         assert await sim.drop_subscriptions() == 1
-        deadline = time.monotonic() + 10
-        while driver.resubscribes == 0:
-            assert time.monotonic() < deadline, "watchdog never re-created the subscription"
-            await asyncio.sleep(0.2)
-            await driver.poll()
-        await asyncio.sleep(0.5)
-        assert any(v.tag.name == "flow" for v in await driver.poll())
+
+        async def resubscribed() -> int:
+            await driver.poll()  # the watchdog runs inside poll
+            return driver.resubscribes
+
+        await wait_until_async(resubscribed, 10, what="the watchdog to re-create the subscription", interval=0.2)
+        got = await wait_until_async(driver.poll, 5, done=lambda vs: any(v.tag.name == "flow" for v in vs))
+        assert any(v.tag.name == "flow" for v in got)
     finally:
         await driver.close()
 

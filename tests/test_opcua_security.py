@@ -17,8 +17,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from fwcore.contract import Quality
 from gateway import DeviceError, parse_config
 from gateway.opcua import OpcUaDriver
-from simulators import PumpModel, free_port
+from simulators import PumpModel
 from simulators.opcua_server import PumpOpcUaServer
+from tests.support.ports import free_port
 
 
 def make_cert(directory: Path, name: str, uri: str) -> tuple[Path, Path]:

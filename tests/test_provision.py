@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import getpass
 import queue
-import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,8 @@ from fieldwatch.provision import (
 )
 from fwcore.settings import mqtt_parts
 from gateway import load_config
-from simulators import free_port
+from tests.support.brokers import PrivateMosquitto
+from tests.support.waits import wait_until
 
 
 def _site(db_url: str, slug: str) -> None:
@@ -71,56 +71,40 @@ def test_unknown_site_is_refused(db_url: str, tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[tuple[int, Path, Path, subprocess.Popen[bytes]]]:
+def broker(tmp_path: Path) -> Iterator[tuple[PrivateMosquitto, Path, Path]]:
     """Our own Mosquitto with a password file and an ACL, anonymous access off."""
-    port = free_port()
     pw, acl = tmp_path / "passwd", tmp_path / "acl"
     pw.write_text(with_password_entry("", "ingest", mosquitto_hash("ingest-pw")))
     pw.chmod(0o600)
     acl.write_text("user ingest\ntopic read fw/v1/#\n")
     acl.chmod(0o600)
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {pw}\nacl_file {acl}\npersistence false\n"
-        # run as us: started as root, mosquitto would switch to "mosquitto" and not read our 0600 files
-        f"user {getpass.getuser()}\n"
-    )
-    log = (tmp_path / "mosquitto.log").open("wb")
-    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
-    yield port, pw, acl, proc
-    proc.terminate()
-    proc.wait(5)
-    log.close()
+    with PrivateMosquitto(password_file=pw, acl_file=acl, workdir=tmp_path / "broker") as b:
+        yield b, pw, acl
 
 
 def _client(port: int, user: str, password: str, cid: str) -> mqtt.Client:
+    """A client connected as ``user`` (CONNACK received: refused credentials fail here, naming the reason)."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid)
     client.username_pw_set(user, password)
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            client.connect("127.0.0.1", port)
-            break
-        except OSError:
-            assert time.monotonic() < deadline, "mosquitto did not start"
-            time.sleep(0.1)
+    client.connect("127.0.0.1", port)
     client.loop_start()
+    wait_until(client.is_connected, 5, what=f"the broker to accept {user}")
     return client
 
 
 def test_gateway_can_only_publish_under_its_own_prefix(
-    db_url: str, tmp_path: Path, uid: str, broker: tuple[int, Path, Path, subprocess.Popen[bytes]]
+    db_url: str, tmp_path: Path, uid: str, broker: tuple[PrivateMosquitto, Path, Path]
 ) -> None:
     """Gateway A publishes under its own prefix; what it publishes as gateway B never reaches a subscriber."""
-    port, pw, acl, proc = broker
+    mosquitto, pw, acl = broker
+    port = mosquitto.port
     site = f"s-{uid}"
     _site(db_url, site)
     cfg_a, cfg_b = tmp_path / "a.yaml", tmp_path / "b.yaml"
-    url = f"mqtt://127.0.0.1:{port}"
+    url = mosquitto.url
     a = provision(db_url, site, "gw-a", cfg_a, mqtt_url=url, password_file=pw, acl_file=acl)
     provision(db_url, site, "gw-b", cfg_b, mqtt_url=url, password_file=pw, acl_file=acl)
-    proc.send_signal(signal.SIGHUP)  # mosquitto rereads password and ACL files
-    time.sleep(0.5)
+    mosquitto.reload()  # SIGHUP: mosquitto rereads password and ACL files
 
     with psycopg.connect(db_url) as conn:
         row = conn.execute(
@@ -132,15 +116,17 @@ def test_gateway_can_only_publish_under_its_own_prefix(
     # The written config carries working credentials.
     parts = mqtt_parts(yaml.safe_load(cfg_a.read_text())["mqtt_url"])
     got: queue.Queue[str] = queue.Queue()
+    subscribed = threading.Event()
     sub = _client(port, "ingest", "ingest-pw", f"ingest-{uid}")
     sub.on_message = lambda c, u, m: got.put(m.topic)
+    sub.on_subscribe = lambda *a: subscribed.set()
     sub.subscribe("fw/v1/#", qos=1)
     gw = _client(port, parts["username"], parts["password"], f"gw-a-{uid}")
-    time.sleep(0.3)
+    wait_until(subscribed.is_set, 5, what="the subscriber's SUBACK")
     gw.publish(f"fw/v1/{site}/gw-b/telemetry", b"forged", qos=1).wait_for_publish(3)
     gw.publish(f"fw/v1/{site}/gw-a/telemetry", b"mine", qos=1).wait_for_publish(3)
     first = got.get(timeout=5)
-    time.sleep(0.3)
+    time.sleep(0.3)  # time must pass: a forged message that slipped through could only show up late
     topics = [first] + [got.get_nowait() for _ in range(got.qsize())]
     for c in (gw, sub):
         c.loop_stop()

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from api_support import BASE, Seeded, seeded_api, write_points
 
 from ingest.timeseries import find_gaps
+from tests.support.api import BASE, Seeded, seeded_api, write_points
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 S = timedelta(seconds=1)

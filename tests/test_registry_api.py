@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
-from api_support import BASE, api_client, auth, token, write_points
 from fastapi.testclient import TestClient
+
+from tests.support.api import BASE, api_client, auth, token, write_points
 
 
 @dataclass

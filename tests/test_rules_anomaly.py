@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import csv
 import json
-from datetime import UTC, datetime
 
 import numpy as np
 import psycopg
-from api_support import BASE, api_client, auth, token
-from hook_point import Point
 from typer.testing import CliRunner
 
 from rules import RuleEvaluator, find_rule
@@ -20,11 +17,12 @@ from rules.cli import app
 from rules.jobs import rule_jobs
 from rules.rulesfile import apply_plan, load_rules_file, plan
 from rules.workbench import run_backtest
-from simulators.pump import MEASUREMENTS, PumpModel
+from simulators.pump import MEASUREMENTS
+from tests.support.anomaly import STEP_S, T0, pump_run, scores, store
+from tests.support.api import BASE, api_client, auth, token
+from tests.support.points import Point
 
-T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 H = 3_600_000
-STEP_S = 5
 TARGET = 0.01
 
 RULE = f"""
@@ -39,19 +37,6 @@ RULE = f"""
   scope: {{equipment_models: [P100]}}
   problem_code: PUMP_ANOMALY
 """
-
-
-def pump_run(seed: int, start_ms: int, seconds: int, fault_at: int | None = None) -> list[tuple[int, dict]]:
-    """A reading of every measurement each 5 s; mild bearing wear from ``fault_at`` s."""
-    pump = PumpModel(seed)
-    out = []
-    for t in range(0, seconds, STEP_S):
-        if fault_at is not None and t == fault_at:
-            pump.inject_fault("bearing_wear", rate=0.05)
-        r = pump.step(float(t))
-        if t:
-            out.append((start_ms + t * 1000, r))
-    return out
 
 
 def seed(url: str) -> int:
@@ -69,25 +54,6 @@ def seed(url: str) -> int:
     return device
 
 
-def store(url: str, device: int, run: list[tuple[int, dict]]) -> None:
-    """Insert readings straight into telemetry (as ingest would have committed them)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        ids = {}
-        for tag in MEASUREMENTS:
-            conn.execute("INSERT INTO series (device_id, tag) VALUES (%s, %s) ON CONFLICT DO NOTHING", (device, tag))
-            ids[tag] = conn.execute(
-                "SELECT id FROM series WHERE device_id = %s AND tag = %s", (device, tag)
-            ).fetchone()[0]
-        if conn.execute("SELECT to_regproc('fw_ensure_telemetry_partition') IS NOT NULL").fetchone()[0]:
-            days = {datetime.fromtimestamp(ts / 1000, UTC).date() for ts, _ in run}
-            for day in days:
-                conn.execute("SELECT fw_ensure_telemetry_partition(%s)", (day,))
-        with conn.cursor() as cur, cur.copy("COPY telemetry (series_id, time, value, quality) FROM STDIN") as cp:
-            for ts, r in run:
-                for tag in MEASUREMENTS:
-                    cp.write_row((ids[tag], datetime.fromtimestamp(ts / 1000, UTC), r[tag], 0))
-
-
 def live(url: str, device: int, run: list[tuple[int, dict]], ev: RuleEvaluator, split: bool = False) -> None:
     """Evaluate committed readings in batches of 40 timestamps; ``split`` sends each vector in two batches."""
     store(url, device, run)
@@ -100,17 +66,6 @@ def live(url: str, device: int, run: list[tuple[int, dict]], ev: RuleEvaluator, 
         return
     for i in range(0, len(points), 40 * len(MEASUREMENTS)):
         ev.process(points[i : i + 40 * len(MEASUREMENTS)])
-
-
-def scores(url: str, device: int, start_ms: int, end_ms: int) -> np.ndarray:
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            """SELECT t.value FROM telemetry t JOIN series s ON s.id = t.series_id
-               WHERE s.device_id = %s AND s.tag = 'anomaly_score:pump health' AND s.unit = ''
-                 AND t.time >= %s AND t.time < %s ORDER BY t.time""",
-            (device, datetime.fromtimestamp(start_ms / 1000, UTC), datetime.fromtimestamp(end_ms / 1000, UTC)),
-        ).fetchall()
-    return np.array([r[0] for r in rows])
 
 
 def alarms(url: str) -> list[tuple]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import psycopg
-from api_support import BASE, api_client, auth, token
+
+from tests.support.api import BASE, api_client, auth, token
 
 RULE = {
     "name": "hot bearing",

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
-from hook_point import Point
 from typer.testing import CliRunner
 
 from rules import RuleEvaluator, find_rule
@@ -19,6 +18,7 @@ from rules.compile import compile_rule
 from rules.rulesfile import apply_plan, load_rules_file, plan
 from rules.workbench import run_backtest
 from simulators.pump import PumpModel
+from tests.support.points import Point
 
 T0 = 1_700_000_000_000
 H = 3_600_000

@@ -9,11 +9,12 @@ import threading
 
 import psycopg
 import pytest
-from test_rules_service import T0, Point, alarms, seed, temps
 
 from rules import RuleEvaluator, RuleSpec, compile_rule
 from rules.backtest import episodes, replay
 from rules.engine import RuleState, durable_change, evaluate, quiet_band
+from tests.support.hot_bearing import T0, alarms, seed, temps
+from tests.support.points import Point
 
 BAND_CASES = [
     (

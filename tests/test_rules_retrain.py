@@ -9,8 +9,6 @@ import io
 import joblib
 import numpy as np
 import psycopg
-from api_support import BASE, api_client, auth, token
-from test_rules_anomaly import T0, Point, pump_run, scores, store
 from typer.testing import CliRunner
 
 from rules import RuleEvaluator, find_rule
@@ -18,6 +16,9 @@ from rules.anomaly_rules import latest_models, retrain_job
 from rules.cli import app
 from rules.rulesfile import apply_plan, load_rules_file, plan
 from simulators.pump import MEASUREMENTS
+from tests.support.anomaly import T0, pump_run, scores, store
+from tests.support.api import BASE, api_client, auth, token
+from tests.support.points import Point
 
 H = 3_600_000
 WINDOW = '{start: "2023-11-14T22:13:20Z", end: "2023-11-15T00:13:20Z"}'  # T0 … T0 + 2 h

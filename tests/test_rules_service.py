@@ -7,55 +7,12 @@ import threading
 import orjson
 import psycopg
 import pytest
-from hook_point import Point
 
 from fwcore.events import AlarmOpenedEvent, parse
 from rules import RuleEvaluator, RuleState, create_rule, get_rule, list_rules
 from rules.store import DuplicateRuleName, UnknownSkill
-
-T0 = 1_700_000_000_000
-
-
-def seed(url: str, *, duration_s: float = 30.0) -> tuple[int, int, int]:
-    """A client, a site, a pump and a hot-bearing rule; returns (rule_id, device_id, other_model_device_id)."""
-    with psycopg.connect(url) as conn:
-        client = conn.execute("INSERT INTO clients (name, segment) VALUES ('Acme', 'gold') RETURNING id").fetchone()[0]
-        site = conn.execute(
-            "INSERT INTO sites (client_id, slug, name, latitude, longitude) VALUES (%s, 'plant', 'Plant', 48.1, 11.5)"
-            " RETURNING id",
-            (client,),
-        ).fetchone()[0]
-        pump, fan = (
-            conn.execute(
-                "INSERT INTO devices (site_id, key, name, equipment_model) VALUES (%s, %s, %s, %s) RETURNING id",
-                (site, key, key, model),
-            ).fetchone()[0]
-            for key, model in (("pump-1", "P100"), ("fan-1", "F20"))
-        )
-        r = create_rule(
-            conn,
-            name="hot bearing",
-            tag="bearing_temp",
-            operator=">",
-            threshold=80,
-            duration_s=duration_s,
-            severity="critical",
-            problem_code="BEARING_OVERHEAT",
-            equipment_model="P100",
-        )
-    return r.id, pump, fan
-
-
-def alarms(url: str) -> list[tuple]:
-    with psycopg.connect(url) as conn:
-        return conn.execute(
-            "SELECT rule_id, device_id, state, message, trigger_value, triggered_at, cleared_at IS NOT NULL"
-            " FROM alarms ORDER BY id"
-        ).fetchall()
-
-
-def temps(device: int, start_s: int, values: list[float], step_s: int = 10) -> list[Point]:
-    return [Point(device, "bearing_temp", T0 + (start_s + i * step_s) * 1000, v) for i, v in enumerate(values)]
+from tests.support.hot_bearing import T0, alarms, seed, temps
+from tests.support.points import Point
 
 
 def test_opens_one_alarm_after_the_duration_and_clears_it(db_url: str) -> None:

@@ -18,14 +18,17 @@ from pymodbus.client import AsyncModbusTcpClient
 from fwcore.contract import Quality
 from gateway import Gateway, parse_config
 from gateway.config import ModbusTcpDevice, OpcUaDevice
-from gateway.errors import DeviceTimeout
+from gateway.errors import DeviceError, DeviceTimeout
 from gateway.modbus import ModbusTcpDriver
 from gateway.opcua import OpcUaDriver
 from simulators.chiller import ChillerModel
 from simulators.compressor import CompressorModel
 from simulators.faults import FaultSet, parse_fault
-from simulators.modbus_server import HR_LATENCY_MS, EquipmentModbusServer, free_port
+from simulators.modbus_server import HR_LATENCY_MS, EquipmentModbusServer
 from simulators.opcua_server import EquipmentOpcUaServer
+from tests.support.clocks import FakeClock
+from tests.support.ports import free_port
+from tests.support.waits import wait_until_async
 
 # --- the pure layer ---------------------------------------------------------------------------------------
 
@@ -107,16 +110,6 @@ def test_parse_fault_errors_say_what_is_wrong(spec: str, message: str) -> None:
 # --- as the gateway sees them over Modbus -----------------------------------------------------------------
 
 
-class Clock:
-    """A hand-driven clock for the simulator: the test decides model time."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def _device(port: int, unit_id: int, profile: str, **kw: object) -> ModbusTcpDevice:
     return ModbusTcpDevice.model_validate(
         {"name": f"dev-{unit_id}", "host": "127.0.0.1", "port": port, "unit_id": unit_id, "profile": profile, **kw}
@@ -130,7 +123,7 @@ async def _poll(driver: ModbusTcpDriver) -> dict[str, tuple[float, int]]:
 async def test_sensor_faults_as_polled_through_the_gateway_driver() -> None:
     """Through the C200 profile: a drifting superheat gains rate x elapsed, a stuck compressor current
     never moves while the machine's load does, a spiking return temperature reads 40 K off."""
-    clock = Clock()
+    clock = FakeClock()  # the test decides model time
     chiller = ChillerModel(seed=1)
     sim = EquipmentModbusServer(units={1: chiller}, update_interval=3600, clock=clock)
     await sim.start()
@@ -241,7 +234,7 @@ async def test_a_slow_device_does_not_delay_the_other_device_of_the_gateway(tmp_
         gateway = Gateway(config)
         await gateway.start()
         try:
-            await asyncio.sleep(2.5)
+            await asyncio.sleep(2.5)  # time must pass: polls are counted over a fixed 2.5 s
         finally:
             await gateway.stop()
     slow, fast = gateway.stats.devices["slow"], gateway.stats.devices["fast"]
@@ -271,17 +264,24 @@ async def test_opcua_setfault_method_stuck_and_comms_loss_as_the_gateway_sees_th
             await driver.connect()
             stuck = []
             for _ in range(4):
+                # Time must pass: this simulator steps on the wall clock, and "stuck" means unmoved while it does.
                 await asyncio.sleep(0.15)
                 values = {v.tag.name: v for v in await driver.poll()}
                 stuck.append((values["oil_temp"].value, values["motor_current"].value))
             assert len({o for o, _ in stuck}) == 1 and len({c for _, c in stuck}) > 1
             await obj.call_method(f"{server.ns}:SetFault", "comms_loss", "", *args)
-            await asyncio.sleep(0.2)
-            lost = await driver.poll()
+            lost = await wait_until_async(
+                driver.poll,
+                done=lambda vs: all(v.quality >= Quality.BAD for v in vs if v.tag.name != "fault_rate"),
+                what="the next update to apply comms_loss",
+            )
             assert all(v.quality >= Quality.BAD for v in lost if v.tag.name != "fault_rate")  # the sim's own knob
             await obj.call_method(f"{server.ns}:ClearFaults")
-            await asyncio.sleep(0.2)
-            back = await driver.poll()
+            back = await wait_until_async(
+                driver.poll,
+                done=lambda vs: all(v.quality == Quality.GOOD for v in vs),
+                what="the next update to clear the faults",
+            )
             assert all(v.quality == Quality.GOOD for v in back), [(v.tag.name, v.quality) for v in back]
             with pytest.raises(ua.UaStatusCodeError):
                 await obj.call_method(f"{server.ns}:SetFault", "slow", "", *args)  # Modbus-only fault
@@ -302,19 +302,18 @@ async def test_simulate_cli_serves_a_chiller_with_an_injected_stuck_sensor() -> 
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ})
     try:
         driver = ModbusTcpDriver(_device(port, 4, "chiller-c200"))
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                await driver.connect()
-                break
-            except Exception:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise AssertionError(f"simulator did not start on port {port}") from None
-                await asyncio.sleep(0.1)
+
+        async def connected() -> bool:
+            assert proc.poll() is None, f"simulator exited with {proc.returncode}"
+            await driver.connect()
+            return True
+
+        await wait_until_async(connected, 15, what=f"the simulator on port {port}", interval=0.1, ignore=(DeviceError,))
         try:
             polls = []
             for _ in range(3):
                 polls.append(await _poll(driver))
+                # Time must pass: "stuck" means unmoved while the simulator's wall-clock physics steps on.
                 await asyncio.sleep(0.2)
         finally:
             await driver.close()

@@ -3,8 +3,6 @@ and the register maps every model is served with decode back to the values throu
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from asyncua import Client
 from pymodbus.client import AsyncModbusTcpClient
@@ -26,9 +24,10 @@ from simulators.chiller import (
 )
 from simulators.compressor import OIL_ALARM_C, STATUS_LOADED, STATUS_OIL_HOT, CompressorModel
 from simulators.maps import MAPS, make_model, map_values, model_kind
-from simulators.modbus_server import EquipmentModbusServer, free_port
+from simulators.modbus_server import EquipmentModbusServer
 from simulators.opcua_server import EquipmentOpcUaServer
 from simulators.typetest import OPCUA_VALUES, STRING_REGISTERS, TEXT, modbus_bank, modbus_layout
+from tests.support.ports import free_port
 
 
 def run(model, until: float, step: float = 1.0, start: float = 0.0) -> list[dict[str, float]]:
@@ -221,9 +220,8 @@ async def test_opcua_profiles_poll_good_plausible_values() -> None:
     server = EquipmentOpcUaServer(
         "127.0.0.1", free_port(), {kind: make_model(kind, 12) for kind in MAPS}, update_interval=0.1
     )
-    await server.start()
+    await server.start()  # returns with the first physics update written: the values are there to poll
     try:
-        await asyncio.sleep(0.3)
         for kind, m in MAPS.items():
             device = OpcUaDevice.model_validate(
                 {"name": kind, "protocol": "opcua", "endpoint": server.endpoint, "root": f"2:{kind}",

@@ -3,8 +3,6 @@ PostgreSQL → rule → alarm → ticket → assignment, read back over real HTT
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 import httpx
@@ -16,7 +14,9 @@ from fieldwatch.server import ServerStack
 from fwcore.auth import create_token
 from fwcore.settings import Settings
 from gateway import Gateway, parse_config
-from simulators import PumpModbusServer, PumpModel, free_port
+from simulators import PumpModbusServer, PumpModel
+from tests.support.ports import free_port
+from tests.support.waits import wait_until_async
 
 
 def _fleet(uid: str) -> Fleet:
@@ -114,18 +114,18 @@ async def test_fault_on_a_pump_dispatches_the_nearest_qualified_technician(
         await stack.start()
         await gateway.start()
         faulty.inject_fault("bearing_wear", rate=15.0)  # ~60 °C → past 80 °C in about 2 s
-        deadline = time.monotonic() + 60
-        ticket = None
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{settings.api_port}", headers={"Authorization": f"Bearer {token}"}
         ) as client:
-            while time.monotonic() < deadline:
+
+            async def assigned_ticket() -> dict | None:
                 tickets = (await client.get("/api/v1/tickets")).json()
                 items = tickets["items"] if isinstance(tickets, dict) else tickets
                 if items and items[0].get("status") == "assigned":
-                    ticket = (await client.get(f"/api/v1/tickets/{items[0]['id']}")).json()
-                    break
-                await asyncio.sleep(0.3)
+                    return (await client.get(f"/api/v1/tickets/{items[0]['id']}")).json()
+                return None
+
+            ticket = await wait_until_async(assigned_ticket, 60, what="a ticket assigned to a technician", interval=0.3)
         assert ticket is not None, "no ticket was assigned within 60 s"
         assert ticket["assignment"]["technician_name"] == "Near Mechanic"
     finally:

@@ -3,14 +3,14 @@ opens and clears the alarm → the ticketing service resolves (or annotates) the
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import psycopg
 import pytest
-from hook_point import Point
 
 from rules import RuleEvaluator, create_rule
+from tests.support.points import Point
+from tests.support.waits import wait_until
 from ticketing import TicketingService, create_technician, ensure_skill
 from ticketing.controls import transition
 
@@ -78,13 +78,6 @@ def _ticket(url: str) -> tuple[int | None, str | None, list[str], bool]:
     return tid, status, notes, bool(active)
 
 
-def _wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-
-
 def test_cleared_alarm_resolves_an_assigned_ticket_live(db_url: str) -> None:
     """With the segment setting on, the alarm_cleared event resolves the assigned ticket with a note
     and ends the technician's assignment; the service reacts to the NOTIFY, no sweep needed."""
@@ -93,9 +86,9 @@ def test_cleared_alarm_resolves_an_assigned_ticket_live(db_url: str) -> None:
     with RuleEvaluator(db_url) as ev, svc:
         svc.start()
         ev.process(_reading(plant, 0, 90))  # opens the alarm → ticket → Ana
-        _wait_for(lambda: _ticket(db_url)[1] == "assigned")
+        wait_until(lambda: _ticket(db_url), done=lambda t: t[1] == "assigned", what="the ticket to be assigned")
         ev.process(_reading(plant, 10, 60))  # the alarm clears
-        _wait_for(lambda: _ticket(db_url)[1] == "resolved")
+        wait_until(lambda: _ticket(db_url), done=lambda t: t[1] == "resolved", what="the ticket to be resolved")
     _tid, status, notes, active = _ticket(db_url)
     assert (status, notes, active) == ("resolved", ["alarm cleared"], False)
     with psycopg.connect(db_url) as conn:

@@ -4,13 +4,13 @@ pins, the ticket lifecycle with GPS, notes, parts and photo evidence."""
 from __future__ import annotations
 
 import psycopg
-import test_ticketing_planning as planning
-from api_support import BASE, api_client, auth, token
-from test_ticketing_planning import NOW, World, assignment, new_ticket, service
 
+from tests.support import dispatch
+from tests.support.api import BASE, api_client, auth, token
+from tests.support.dispatch import NOW, World, assignment, new_ticket, service
 from ticketing import create_technician
 
-world = planning.world  # the same fixture: two pumps, Ana near Munich, Bo near Augsburg
+world = dispatch.world  # the same fixture: two pumps, Ana near Munich, Bo near Augsburg
 
 
 def _assigned_ticket(world: World) -> int:

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
-from api_support import BASE, api_client, auth, token, write_points
 
+from tests.support.api import BASE, api_client, auth, token, write_points
 from ticketing.kpis import compute_kpis
 from ticketing.maintenance import generate_maintenance
 

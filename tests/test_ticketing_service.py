@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import psycopg
 import pytest
-from hook_point import Point
 
 from fwcore.events import Event, EventListener, TicketCreatedEvent
 from rules import RuleEvaluator, create_rule
+from tests.support.points import Point
 from ticketing import (
     DuplicateTechnician,
     TicketingService,

@@ -4,11 +4,12 @@ plan, honoured by insertion, explanations and dispatcher validation."""
 from __future__ import annotations
 
 import psycopg
-import test_ticketing_planning as planning
-from api_support import BASE, api_client, auth, token
-from test_ticketing_planning import World, assignment, new_ticket, service
 
-world = planning.world  # two P100 pumps, Ana near Munich (pump 3), Bo near Augsburg (pump 3)
+from tests.support import dispatch
+from tests.support.api import BASE, api_client, auth, token
+from tests.support.dispatch import World, assignment, new_ticket, service
+
+world = dispatch.world  # two P100 pumps, Ana near Munich (pump 3), Bo near Augsburg (pump 3)
 
 
 def _put_skills(world: World, tech: str, body: dict, role: str = "dispatcher"):

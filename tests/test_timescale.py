@@ -67,10 +67,9 @@ def test_timescale_rollups_follow_the_license_and_match_raw(ts_db: str) -> None:
     Either way the buckets query equals an aggregate over raw telemetry."""
     from datetime import UTC, datetime, timedelta
 
-    from api_support import seed
-
     from ingest.timeseries import buckets
     from ingest.upkeep import drop_expired, refresh_rollups
+    from tests.support.api import seed
 
     migrate(ts_db)
     with psycopg.connect(ts_db, autocommit=True) as conn:
@@ -110,7 +109,7 @@ def test_timescale_rollups_follow_the_license_and_match_raw(ts_db: str) -> None:
 )
 def test_timescale_past_states_with_data_upgrade_to_head(ts_db: str, commit: str) -> None:
     """On TimescaleDB, the first landed state and states with 0004 v1 / v2, with data, upgrade to a fresh head."""
-    from fixtures.migrations.history import (
+    from tests.fixtures.migrations.history import (
         apply_as_released,
         assert_backfills,
         assert_rows_intact,

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: A fixed reading time for tests that replay history: 2023-11-14T22:13:20Z in epoch ms.
+T0 = 1_700_000_000_000
+
 
 @dataclass(frozen=True)
 class Point:

@@ -1,4 +1,4 @@
-"""Helpers for the API tests: seed a small fleet with plain SQL, mint tokens, open a client.
+"""API tests: seed a small fleet with plain SQL, mint tokens, open a client.
 
 The rows are written directly (not through ingest, rules or ticketing) so these
 tests depend only on the schema, and every expected value is visible here.
@@ -6,7 +6,6 @@ tests depend only on the schema, and every expected value is visible here.
 
 from __future__ import annotations
 
-import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ import psycopg
 from fieldwatch.api import create_app
 from fwcore.auth import create_token
 from fwcore.settings import Settings, load_settings
+from tests.support.db import fresh_database
 
 with warnings.catch_warnings():
     # Starlette wants the `httpx2` package for its TestClient and warns (an error under our
@@ -191,10 +191,12 @@ def token(db_url: str, role: str, name: str | None = None) -> str:
 
 
 def auth(tok: str) -> dict[str, str]:
+    """The Authorization header for a bearer token."""
     return {"Authorization": f"Bearer {tok}"}
 
 
 def settings_for(db_url: str, **overrides: object) -> Settings:
+    """Settings on ``db_url`` (environment and defaults for the rest)."""
     return load_settings(database_url=db_url, **overrides)
 
 
@@ -218,14 +220,8 @@ class Seeded:
 @contextmanager
 def seeded_api(admin_db_url: str, template_db: str, role: str = "field_engineer") -> Iterator[Seeded]:
     """One seeded database and client for a whole test module (only for tests that do not write)."""
-    from fwcore.db import create_database, drop_database
-
-    name = f"fwt_api_{uuid.uuid4().hex[:10]}"
-    url = create_database(admin_db_url, name, template=template_db)
-    try:
+    with fresh_database(admin_db_url, template_db, prefix="fwt_api_") as url:
         fleet = seed(url)
         headers = auth(token(url, role))
         with api_client(url) as api:
             yield Seeded(url=url, fleet=fleet, api=api, headers=headers)
-    finally:
-        drop_database(admin_db_url, name)

@@ -1,0 +1,201 @@
+"""A private Mosquitto in a subprocess, for fault tests and benchmarks.
+
+The shared broker must never be stopped, restarted or reconfigured, and its default
+``max_queued_messages 1000`` silently drops QoS 1 messages for a slow persistent
+subscriber once a burst exceeds it. :class:`PrivateMosquitto` runs ``mosquitto`` on a
+port of its own with the settings a test asks for:
+
+* ``max_queued_messages`` — a deep per-client queue (docs/ingest.md recommends one for ingest);
+* ``persistence`` — sessions and queued messages survive :meth:`~PrivateMosquitto.restart`;
+* ``password_file`` / ``acl_file`` — anonymous access off, as provisioning configures brokers;
+  after rewriting them, :meth:`~PrivateMosquitto.reload` makes the broker read them again.
+
+Started as root, mosquitto would switch to the ``mosquitto`` user and then fail to write its
+data directory or read the caller's 0600 password and ACL files (which a test may rewrite
+mid-run, so chown'ing them once is not enough). The config therefore names the user the test
+runs as: the broker keeps the test's permissions, whoever that is.
+
+Failures (it does not start, it exits) raise :class:`BrokerStartError` quoting the broker's
+log, whose path is :attr:`~PrivateMosquitto.log_path`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from tests.support.ports import free_port
+from tests.support.waits import WaitTimeout, wait_until
+
+
+class BrokerStartError(RuntimeError):
+    """The mosquitto binary is missing, or the broker exited or never listened."""
+
+
+def mosquitto_binary() -> str:
+    """Path of ``mosquitto`` (Debian installs it in /usr/sbin, often not on a user's PATH)."""
+    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if exe is None:
+        raise BrokerStartError("mosquitto is not installed (apt-get install mosquitto)")
+    return exe
+
+
+class PrivateMosquitto:
+    """``mosquitto -c <generated conf>`` on :attr:`port`; :attr:`url` is its mqtt:// address.
+
+    A context manager (start on enter; stop and remove its files on exit). ``workdir``: where
+    the config, log and persistence file go (default: a temporary directory removed by
+    :meth:`close`; a given directory is left in place, e.g. pytest's ``tmp_path``).
+    """
+
+    def __init__(
+        self,
+        *,
+        persistence: bool = False,
+        max_queued_messages: int = 100_000,
+        port: int | None = None,
+        password_file: Path | None = None,
+        acl_file: Path | None = None,
+        workdir: Path | None = None,
+    ) -> None:
+        self._exe = mosquitto_binary()
+        self.port = port or free_port()
+        self._own_dir = workdir is None
+        self.dir = Path(tempfile.mkdtemp(prefix="fw-mosquitto-")) if workdir is None else Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.dir / "mosquitto.log"
+        self._stdout_path = self.dir / "mosquitto.stdout"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            f"max_queued_messages {max_queued_messages}",
+            "max_inflight_messages 0",
+            f"user {getpass.getuser()}",
+            f"log_dest file {self.log_path}",
+            *(f"log_type {kind}" for kind in ("error", "warning", "notice", "information")),
+        ]
+        if password_file is None and acl_file is None:
+            lines.append("allow_anonymous true")
+        else:
+            lines.append("allow_anonymous false")
+            if password_file is not None:
+                lines.append(f"password_file {password_file}")
+            if acl_file is not None:
+                lines.append(f"acl_file {acl_file}")
+        if persistence:
+            lines += ["persistence true", f"persistence_location {self.dir}/", "autosave_interval 1"]
+        else:
+            lines.append("persistence false")
+        self.conf_path = self.dir / "mosquitto.conf"
+        self.conf_path.write_text("\n".join(lines) + "\n")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def url_as(self, username: str, password: str) -> str:
+        """The URL with credentials, for a broker with a password file."""
+        return f"mqtt://{username}:{password}@127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start the broker and return once it accepts TCP connections."""
+        with self._stdout_path.open("ab") as out:
+            self._proc = subprocess.Popen([self._exe, "-c", str(self.conf_path)], stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_until(self._listening, timeout, what=f"mosquitto to listen on port {self.port}", interval=0.02)
+        except WaitTimeout as exc:
+            self.kill()
+            raise BrokerStartError(f"{exc}\n{self.log_tail()}") from None
+
+    def _listening(self) -> bool:
+        assert self._proc is not None
+        if self._proc.poll() is not None:
+            raise BrokerStartError(f"mosquitto exited with {self._proc.returncode}\n{self.log_tail()}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """SIGTERM (mosquitto saves its persistence file on the way out) and wait. Safe twice."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(5)
+        self._proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing saved since the last autosave. Safe twice."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(5)
+        self._proc = None
+
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stop, stay down ``down_s`` seconds, start again on the same port."""
+        self.stop()
+        # The outage's length is what the caller is testing: time itself has to pass here.
+        time.sleep(down_s)
+        self.start()
+
+    def reload(self, timeout: float = 5.0) -> None:
+        """Make the broker reread its password and ACL files (SIGHUP); returns once it has.
+
+        Mosquitto logs "Reloading config." in the main loop iteration that applies the reload,
+        before it handles any further network traffic, so once the line is in the log every
+        later connection or publish is checked against the new files.
+        """
+        assert self._proc is not None and self._proc.poll() is None, "the broker is not running"
+        before = self._count_in_log("Reloading config")
+        self._proc.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: self._count_in_log("Reloading config") > before,
+            timeout,
+            what="mosquitto to reload its config after SIGHUP",
+            observe=self.log_tail,
+        )
+
+    def _count_in_log(self, text: str) -> int:
+        try:
+            return self.log_path.read_text(errors="replace").count(text)
+        except FileNotFoundError:
+            return 0
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The end of the broker's log and console output, for failure messages."""
+        out = []
+        for path in (self.log_path, self._stdout_path):
+            try:
+                text = path.read_text(errors="replace").splitlines()[-lines:]
+            except FileNotFoundError:
+                continue
+            out.append(f"--- {path}\n" + "\n".join(text))
+        return "\n".join(out) or f"(no log in {self.dir})"
+
+    def close(self) -> None:
+        """Stop the broker and remove its temporary directory (a caller's ``workdir`` is kept)."""
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> PrivateMosquitto:
+        self.start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()

@@ -21,7 +21,7 @@ Three processes, so the gateway's CPU and memory are its own:
    RSS over ``--seconds``, from just after one publish tick to just after a later
    one (a window cut between ticks miscounts by a whole tick: 5% at 1 s / 20 s).
 
-The default run is two runs: 10k tags polled every 1 s (the issue's setting; its
+The default run is two runs: 10k tags polled every 1 s (the usual field setting; its
 numbers nest under ``at_1s``) and the same tags every 0.1 s, which offers the
 target's 100,000 points/s; the top-level fields are the 0.1 s run's, with
 ``target`` and ``meets_target`` (points/s, CPU cores ≤ 1, RSS ≤ 80 MB).
@@ -316,12 +316,12 @@ def orchestrate(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
-#: Targets of issue 3 (../shared/DESIGN.md §5): one gateway process, 10k tags.
+#: The gateway targets (docs/gateway.md, "Performance"): one gateway process, 10k tags.
 TARGET = {"points_per_s": 100_000, "cpu_cores": 1.0, "rss_mb": 80.0}
 
 
 def headline(args: argparse.Namespace) -> dict[str, object]:
-    """The default run: 10k tags at 1 s (the issue's setting), then the same tags at 0.1 s (100k offered).
+    """The default run: 10k tags at 1 s (the usual field setting), then the same tags at 0.1 s (100k offered).
 
     The last line's top-level fields are those of the 0.1 s run, the one comparable with the
     target; the 1 s run is nested under ``at_1s``. ``meets_target`` compares the 0.1 s run with

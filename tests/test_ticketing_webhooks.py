@@ -9,7 +9,8 @@ import psycopg
 
 from tests.support import webhooks
 from tests.support.webhooks import SECRET, Receiver, api_ticket, t0
-from ticketing.webhooks import add_endpoint, backoff, deliver_due
+from ticketing.webhook_admin import create_endpoint
+from ticketing.webhooks import backoff, deliver_due
 
 receiver = webhooks.receiver  # the fixture, shared with test_api_webhooks
 
@@ -29,7 +30,7 @@ def test_backoff_grows_exponentially_with_a_cap_and_bounded_jitter() -> None:
 def test_event_is_signed_retried_and_delivered_once(db_url: str, receiver: Receiver) -> None:
     """Two 503s, then success: three requests with one idempotency key and valid signatures; one event processed."""
     with psycopg.connect(db_url) as conn:
-        add_endpoint(conn, receiver.url, SECRET, events=["ticket.created"])
+        create_endpoint(conn, url=receiver.url, secret=SECRET, events=["ticket.created"])
     ticket = api_ticket(db_url)
     receiver.fail_first = 2
     now = t0()
@@ -56,7 +57,7 @@ def test_event_is_signed_retried_and_delivered_once(db_url: str, receiver: Recei
 def test_a_failing_receiver_is_dead_lettered_after_max_attempts(db_url: str, receiver: Receiver) -> None:
     """An endpoint that always fails gets exactly max_attempts tries, then the delivery is dead with its reason."""
     with psycopg.connect(db_url) as conn:
-        add_endpoint(conn, receiver.url, SECRET, max_attempts=3)
+        create_endpoint(conn, url=receiver.url, secret=SECRET, max_attempts=3)
     api_ticket(db_url)
     receiver.fail_first = 1000
     now = t0()
@@ -71,7 +72,7 @@ def test_a_failing_receiver_is_dead_lettered_after_max_attempts(db_url: str, rec
 def test_unreachable_receiver_is_retried_not_lost(db_url: str) -> None:
     """A closed port counts as a failed attempt, recorded with the error."""
     with psycopg.connect(db_url) as conn:
-        add_endpoint(conn, "http://127.0.0.1:9/hook", SECRET)
+        create_endpoint(conn, url="http://127.0.0.1:9/hook", secret=SECRET)
     api_ticket(db_url)
     assert deliver_due(db_url, now=t0(), timeout_s=1).retried == 1
     [(_, status, attempts, error)] = _deliveries(db_url)

@@ -129,23 +129,6 @@ def deliver_due(
     return DeliveryRun(delivered, retried, dead)
 
 
-def add_endpoint(
-    conn: psycopg.Connection, url: str, secret: str, events: list[str] | None = None, max_attempts: int = 8
-) -> int:
-    """Register a receiver; returns its id."""
-    if not url.startswith(("http://", "https://")):
-        raise ValueError(f"webhook url {url!r} must start with http:// or https://")
-    if len(secret) < 16:
-        raise ValueError("the webhook secret must be at least 16 characters")
-    row = conn.execute(
-        "INSERT INTO webhook_endpoints (url, secret, events, max_attempts) VALUES (%s, %s, %s, %s) RETURNING id",
-        (url, secret, events or [], max_attempts),
-    ).fetchone()
-    assert row is not None  # INSERT … RETURNING of one row
-    endpoint_id: int = row[0]
-    return endpoint_id
-
-
 def webhook_job(db_url: str) -> DeliveryRun:
     """Scheduler entry point."""
     return deliver_due(db_url)

@@ -35,7 +35,7 @@ from tests.fixtures.migrations.history import (
 #: Databases a user may have: each commit's state built from empty, and the two states a user reached
 #: by migrating at an earlier commit when a later one only added a file that sorts before the others.
 PATHS: dict[str, list[str]] = {
-    f"{c}-{re.sub(r'[^0-9a-z]+', '-', what.split(':')[0]).strip('-')}": [c] for c, what in HISTORY
+    f"{c}-{re.sub(r'[^0-9a-z]+', '-', what.split(':')[0]).strip('-')}": [c] for c, what, _ in HISTORY
 }
 PATHS["eb6fa32-0004v1-after-0005v1"] = ["bdd2d3a", "eb6fa32"]
 PATHS["1f77c23-0003-after-0006v4"] = ["6ef749f", "1f77c23"]

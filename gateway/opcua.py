@@ -227,8 +227,8 @@ def _monitor_request(node: ua.NodeId, handle: int, deadband: float) -> ua.Monito
     return request
 
 
-#: Per-item statuses that mean the tag's node is not there (wrong id, path or namespace index).
-_MISSING = {ua.StatusCodes.BadNodeIdUnknown, ua.StatusCodes.BadNodeIdInvalid}
+#: Statuses that mean the tag's node is not there (wrong id, browse path or namespace index).
+_MISSING = {ua.StatusCodes.BadNodeIdUnknown, ua.StatusCodes.BadNodeIdInvalid, ua.StatusCodes.BadNoMatch}
 
 
 class _Handler:

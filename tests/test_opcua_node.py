@@ -139,13 +139,26 @@ async def test_two_tags_on_one_node_are_both_published(node_opcua: NodeOpcUaServ
     assert sorted((v.tag.name, v.value) for v in got) == [("raw", 2.5), ("scaled", 25.0)]
 
 
-@pytest.mark.parametrize("mode", ["subscribe", "poll"])
+@pytest.mark.parametrize(
+    ("mode", "address", "status"),
+    [
+        ("subscribe", {"node": "ns=1;s=no_such_node"}, "BadNodeIdUnknown"),
+        ("poll", {"node": "ns=1;s=no_such_node"}, "BadNodeIdUnknown"),
+        ("subscribe", {"path": "1:plant/1:no_such_node"}, "BadNoMatch"),
+    ],
+)
 async def test_an_unknown_node_is_a_bad_point_and_one_log_line(
-    node_opcua: NodeOpcUaServer, uid: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: str
+    node_opcua: NodeOpcUaServer,
+    uid: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    mode: str,
+    address: dict[str, str],
+    status: str,
 ) -> None:
-    """A NodeId the server does not have reads quality 4 (subscribed: once per connection) and logs one line."""
+    """A node the server does not have reads quality 4 (subscribed: once per connection) and logs one line."""
     caplog.set_level(logging.INFO)
-    tags = [{"name": "known", "node": node_opcua.node("steady_1")}, {"name": "ghost", "node": "ns=1;s=no_such_node"}]
+    tags = [{"name": "known", "node": node_opcua.node("steady_1")}, {"name": "ghost", **address}]
     driver = OpcUaDriver(_device(uid, tmp_path, node_opcua, tags, mode=mode))
     await driver.connect()
     got: list[Any] = []
@@ -164,9 +177,9 @@ async def test_an_unknown_node_is_a_bad_point_and_one_log_line(
         assert ghost == [(0.0, Quality.BAD_EXCEPTION)]
     else:  # read every poll, bad every poll
         assert len(ghost) >= 2 and set(ghost) == {(0.0, Quality.BAD_EXCEPTION)}
-    assert driver.statuses["ghost"] == "BadNodeIdUnknown"
+    assert driver.statuses["ghost"] == status
     lines = [r.getMessage() for r in caplog.records if "cannot find node" in r.getMessage()]
-    assert len(lines) == 1 and "'ghost'" in lines[0] and "BadNodeIdUnknown" in lines[0], lines
+    assert len(lines) == 1 and "'ghost'" in lines[0] and status in lines[0], lines
 
 
 async def test_a_server_that_goes_away_logs_one_line_and_no_traceback(

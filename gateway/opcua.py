@@ -428,8 +428,9 @@ class OpcUaDriver:
             requests.append(_monitor_request(node.nodeid, handle, band))
             self.tag_by_handle[handle] = tag
         results = await sub.create_monitored_items(requests) if requests else []
-        for (tag, _), outcome in zip(self._nodes, results, strict=True):
+        for (handle, tag), outcome in zip(list(self.tag_by_handle.items()), results, strict=True):
             if isinstance(outcome, ua.StatusCode):  # refused item: its per-item status says why
+                del self.tag_by_handle[handle]
                 self._missing(tag, outcome.value)
         self._sub = sub
         self._sub_started = time.monotonic()

@@ -34,7 +34,9 @@ finds it silent for 1.5 times that (at least 1 s), it probes the server (read
 ServerStatus): if the probe fails the device is reported not connected, and the
 agent reconnects with its usual backoff (a restarted server gets a fresh session
 and subscription); if the probe works, only the subscription died and it is
-re-created on the spot. asyncua's own auto-reconnect and stale-subscription
+re-created on the spot; the current values the new subscription starts with are
+not queued again when they are the ones already sent (same source timestamp, value
+and quality: :attr:`OpcUaDriver.repeats`). asyncua's own auto-reconnect and stale-subscription
 watchdog stay out of it (the subscription is not registered with the client), so
 there is one retry policy, the agent's.
 
@@ -265,9 +267,12 @@ class OpcUaDriver:
         #: What the server granted for the current subscription (None: none, or polling).
         self.terms: SubscriptionTerms | None = None
         self.lost: str | None = None
-        #: Subscriptions re-created by the watchdog, and changes dropped because polls fell behind.
+        #: Subscriptions re-created by the watchdog, changes dropped because polls fell behind, and
+        #: values a server sent again unchanged (same source timestamp) and not queued twice.
         self.resubscribes = 0
         self.dropped_changes = 0
+        self.repeats = 0
+        self._last: dict[str, tuple[int, float, int]] = {}  # per tag: the last queued (ts, value, quality)
         self._client: Client | None = None
         self._nodes: list[tuple[OpcUaTag, Node]] = []
         self._unresolved: list[TagValue] = []
@@ -286,7 +291,18 @@ class OpcUaDriver:
         return (self.terms or requested_terms(self.device)).silence_limit
 
     def queue(self, value: TagValue) -> None:
-        """Keep a notification until the next poll (bounded; drops are counted and logged once)."""
+        """Keep a notification until the next poll (bounded; drops are counted and logged once).
+
+        A value with the same source timestamp, value and quality as the last one of its tag in
+        this session is the server re-sending it (a re-created subscription starts with every
+        item's current value): it is counted in :attr:`repeats`, not queued twice.
+        """
+        if value.ts is not None:
+            seen = (value.ts, value.value, value.quality)
+            if self._last.get(value.tag.name) == seen:
+                self.repeats += 1
+                return
+            self._last[value.tag.name] = seen
         if len(self._changes) >= MAX_QUEUED_CHANGES:
             if not self.dropped_changes:
                 log.error(
@@ -314,6 +330,7 @@ class OpcUaDriver:
         self._client = client
         self.lost = None
         self._missing_logged.clear()
+        self._last.clear()  # a new session: its first values are sent even if unchanged (after an outage)
         with _translate(d.name):
             await self._resolve(client)
             if self.mode == "subscribe":

@@ -8,11 +8,11 @@ block decoder the agent uses (:func:`gateway.drivers.make_driver`). An OPC-UA
 device configured to subscribe is read with one poll instead (a subscription's
 first notification may take a publishing interval; the values are the same).
 
-Split as elsewhere in the gateway:
-
 Values are shown as received: an Uncertain value with its value and the server's status
 name (it is not good, so the exit code is 2, but it is not hidden as bad either), an
 OPC-UA ``BadOutOfRange`` with the server's value and status, never as a clamped 0.
+
+Split as elsewhere in the gateway:
 
 - pure: :class:`TagResult`, :class:`DeviceResult`, :class:`CheckReport`,
   :func:`device_result` (driver output -> result), :func:`quality_text`,

@@ -63,7 +63,7 @@ from fwcore.settings import Settings, get_settings
 from gateway.blockdecode import to_points
 from gateway.buffer import DiskBuffer
 from gateway.config import Device, GatewayConfig
-from gateway.drivers import Driver, make_driver
+from gateway.drivers import Driver, import_drivers, make_driver
 from gateway.errors import DeviceError, GatewayError
 from gateway.forward import Delivery, Forwarder
 from gateway.health import BufferHealth, DeviceHealth, GatewayCollector, HealthSnapshot, health_payload
@@ -224,6 +224,7 @@ class Gateway:
         publisher.start()
         if self.metrics_port is not None:
             self._start_metrics(self.metrics_port)
+        await import_drivers(self.config.devices)  # off the loop, before any device polls
         for device in self.config.devices:
             self._start_device(device)
         if self._sparkplug is None:  # Sparkplug B mode is configured through its own commands
@@ -327,6 +328,7 @@ class Gateway:
         and the reverse diff to roll back.
         """
         by_name = {d.name: d for d in new.devices}
+        await import_drivers(by_name[name] for name in diff.restarted)  # a first OPC-UA device: not on the loop
         drivers = {name: make_driver(by_name[name], self._buses) for name in diff.restarted}
         for name in (*diff.removed, *diff.changed):
             await self._stop_device(name)

@@ -8,6 +8,10 @@ block decoder the agent uses (:func:`gateway.drivers.make_driver`). An OPC-UA
 device configured to subscribe is read with one poll instead (a subscription's
 first notification may take a publishing interval; the values are the same).
 
+Values are shown as received: an Uncertain value with its value and the server's status
+name (it is not good, so the exit code is 2, but it is not hidden as bad either), an
+OPC-UA ``BadOutOfRange`` with the server's value and status, never as a clamped 0.
+
 Split as elsewhere in the gateway:
 
 - pure: :class:`TagResult`, :class:`DeviceResult`, :class:`CheckReport`,
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -33,16 +37,15 @@ from rich.table import Table
 from fwcore.contract import Quality
 from gateway.blockdecode import TagValue
 from gateway.config import Device, GatewayConfig, ModbusRtuDevice, ModbusTcpDevice, OpcUaDevice
-from gateway.drivers import make_driver
+from gateway.drivers import import_drivers, make_driver
 from gateway.errors import DeviceError
 
 EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_BAD = 2
 
-#: Why a point is not good, in the words a field engineer reads (per :class:`Quality`).
+#: Why a point is bad, in the words a field engineer reads (per :class:`Quality`).
 _REASONS = {
-    Quality.UNCERTAIN: "uncertain",
     Quality.BAD: "bad",
     Quality.BAD_TIMEOUT: "timeout",
     Quality.BAD_EXCEPTION: "exception response",
@@ -52,10 +55,24 @@ _REASONS = {
 }
 
 
-def quality_text(quality: int) -> str:
-    """``good`` or ``bad: <reason>`` for a contract quality code."""
+#: Qualities whose value means something and is shown (the device's, or ours clamped to min/max).
+_SHOWN = {Quality.GOOD, Quality.UNCERTAIN, Quality.BAD_OUT_OF_RANGE}
+
+
+def quality_text(quality: int, status: str = "") -> str:
+    """``good``, ``uncertain`` or ``bad: <reason>`` for a contract quality code.
+
+    ``status`` is the device's own word for it (an OPC-UA StatusCode name): when it is not
+    Good it is the reason, as received (``uncertain: UncertainLastUsableValue``,
+    ``bad: BadNodeIdUnknown``); a Good status with a bad quality was judged by us (clamped).
+    """
     if quality == Quality.GOOD:
         return "good"
+    own = status if status and not status.startswith("Good") else ""
+    if quality == Quality.UNCERTAIN:
+        return f"uncertain: {own}" if own else "uncertain"
+    if own:
+        return f"bad: {own}"
     try:
         return f"bad: {_REASONS[Quality(quality)]}"
     except (ValueError, KeyError):
@@ -70,7 +87,8 @@ class TagResult:
     value: float | None
     unit: str
     quality: int
-    reason: str  # "good", or "bad: …" naming the failure
+    reason: str  # "good", "uncertain…", or "bad: …" naming the failure
+    status: str = ""  # the device's own status for the value, as received (OPC-UA StatusCode name)
 
     @property
     def good(self) -> bool:
@@ -127,14 +145,17 @@ def device_result(
     error: str,
     latency_s: float | None,
     quality: int = Quality.BAD_NOT_CONNECTED,
+    statuses: Mapping[str, str] | None = None,
 ) -> DeviceResult:
-    """Combine a device's config with what one poll returned (``values``) or why it failed (``error``,
-    with the ``quality`` the agent would publish for its tags).
+    """Combine a device's config with what one poll returned (``values``, and the device's own
+    ``statuses`` per tag name, if it gives any) or why it failed (``error``, with the ``quality``
+    the agent would publish for its tags).
 
     Every configured tag appears exactly once, in config order: a tag the driver did not return
     (it never should) or a device that failed shows as bad with the reason, never disappears.
     """
     got = {v.tag.name: v for v in values or ()}
+    statuses = statuses or {}
     tags = []
     for tag in device.tags:
         v = got.get(tag.name)
@@ -143,9 +164,10 @@ def device_result(
         elif v is None:
             tags.append(TagResult(tag.name, None, tag.unit, int(Quality.BAD), "bad: no value returned"))
         else:
-            good = v.quality == Quality.GOOD
-            value = v.value if good or v.quality == Quality.BAD_OUT_OF_RANGE else None
-            tags.append(TagResult(tag.name, value, tag.unit, int(v.quality), quality_text(v.quality)))
+            value = v.value if v.quality in _SHOWN else None
+            status = statuses.get(tag.name, "")
+            reason = quality_text(v.quality, status)
+            tags.append(TagResult(tag.name, value, tag.unit, int(v.quality), reason, status))
     return DeviceResult(
         device=device.name,
         protocol=device.protocol,
@@ -185,7 +207,7 @@ def render(report: CheckReport, console: Console) -> None:
         table.add_column(col)
     for d in report.devices:
         for t in d.tags:
-            style = "green" if t.good else "red"
+            style = "green" if t.good else "yellow" if t.quality == Quality.UNCERTAIN else "red"
             table.add_row(d.device, t.tag, _value_text(t), f"[{style}]{t.reason}[/{style}]")
     console.print(table)
     for d in report.devices:
@@ -216,6 +238,7 @@ async def probe_device(device: Device, timeout: float, buses: dict[str, Any] | N
             await driver.connect()
             values = await driver.poll()
         latency = time.perf_counter() - started
+        statuses: Mapping[str, str] = getattr(driver, "statuses", {})  # OPC-UA: the StatusCode names
     except TimeoutError:
         return device_result(device, None, f"timeout: no answer within {timeout:g} s", None, Quality.BAD_TIMEOUT)
     except DeviceError as exc:
@@ -228,11 +251,12 @@ async def probe_device(device: Device, timeout: float, buses: dict[str, Any] | N
                 await driver.close()
         except Exception:  # closing a half-open connection may fail; the result stands
             pass
-    return device_result(device, values, "", latency)
+    return device_result(device, values, "", latency, statuses=statuses)
 
 
 async def run_check(config: GatewayConfig, *, timeout: float, source: str) -> CheckReport:
     """Probe every device of ``config`` at once; one slow device costs at most ``timeout``."""
     buses: dict[str, Any] = {}  # RTU devices on one serial port share its bus, as in the agent
+    await import_drivers(config.devices)  # before the clocks start: an import on the loop would count as latency
     results = await asyncio.gather(*(probe_device(d, timeout, buses) for d in config.devices))
     return CheckReport(source, config.gateway, config.site, config.config_version, list(results))

@@ -13,6 +13,7 @@
           ├── DeviceTimeout        the device did not answer in time
           │    └── TransactionMismatch  a reply carried another request's transaction id
           └── DeviceException      the device answered with a Modbus exception code
+               └── DeviceUnreachable   a Modbus gateway answered for its device: 0x0A / 0x0B
 
 Each device error carries the :class:`fwcore.contract.Quality` its points get,
 so the poll loop never has to know which library failed.
@@ -84,3 +85,33 @@ class DeviceException(DeviceError):
     def __init__(self, device: str, detail: str, code: int) -> None:
         super().__init__(device, detail)
         self.code = code
+
+
+class DeviceUnreachable(DeviceException):
+    """A Modbus gateway (TCP to serial) answered *for* the device behind it: it is not there.
+
+    Other exception codes refuse one read (an address, a function) and mark that read's tags;
+    0x0A (gateway path unavailable) and 0x0B (gateway target device failed to respond) say the
+    device itself is gone, so the whole poll fails and the device goes offline, as on a timeout.
+    """
+
+    def __init__(self, device: str, detail: str, code: int) -> None:
+        super().__init__(device, detail, code)
+        self.quality = Quality.BAD_TIMEOUT if code == GATEWAY_TARGET_FAILED else Quality.BAD_NOT_CONNECTED
+
+
+#: Modbus exception codes a gateway answers for an absent device (Modbus application protocol, 7).
+GATEWAY_PATH_UNAVAILABLE = 0x0A
+GATEWAY_TARGET_FAILED = 0x0B
+_GATEWAY_CODES = {
+    GATEWAY_PATH_UNAVAILABLE: "gateway path unavailable",
+    GATEWAY_TARGET_FAILED: "gateway target device failed to respond",
+}
+
+
+def exception_error(device: str, code: int, what: str) -> DeviceException:
+    """The error for Modbus exception ``code`` answered to the read ``what`` (e.g. ``"10 input at 0"``)."""
+    meaning = _GATEWAY_CODES.get(code)
+    if meaning is None:
+        return DeviceException(device, f"exception {code} reading {what}", code)
+    return DeviceUnreachable(device, f"exception {code} ({meaning}) reading {what}", code)

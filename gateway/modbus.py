@@ -13,7 +13,9 @@ serial lines (:mod:`gateway.serialbus`) keep pymodbus' ``AsyncModbusTcpClient``/
 Errors of both clients are translated into :mod:`gateway.errors` here
 (:func:`_translate` for pymodbus, :meth:`ModbusTcpDriver._read_lean` for the lean client),
 so the poll loop only sees ``DeviceTimeout``, ``DeviceNotConnected``, ``DeviceException``
-(and a plain ``DeviceError`` for a malformed reply, after which the connection is closed).
+(``DeviceUnreachable`` for a serial gateway's 0x0A/0x0B: the device behind it is gone, so the
+poll fails as on a timeout) and a plain ``DeviceError`` for a malformed reply, after which the
+connection is closed.
 Reconnection and backoff belong to the caller (the agent); pymodbus' own
 automatic reconnect is switched off so there is exactly one retry policy.
 
@@ -44,7 +46,9 @@ from gateway.errors import (
     DeviceException,
     DeviceNotConnected,
     DeviceTimeout,
+    DeviceUnreachable,
     TransactionMismatch,
+    exception_error,
 )
 from gateway.modbus_tcp import FUNCTION_CODES, ExceptionReply, FrameError, MbapClient, StrayReply, unpack_bits
 from gateway.planner import ReadRequest, plan_reads, split_request
@@ -181,7 +185,7 @@ class ModbusTcpDriver:
                 response = await fn(request.address, count=request.count, device_id=self.device.unit_id)
         if response.isError():
             code = int(getattr(response, "exception_code", 0) or 0)
-            raise DeviceException(self.device.name, f"exception {code} reading {_what(request)}", code)
+            raise exception_error(self.device.name, code, _what(request))
         if request.register_type in ("coil", "discrete"):
             return [int(b) for b in response.bits[: request.count]]
         return list(response.registers)
@@ -199,7 +203,7 @@ class ModbusTcpDriver:
             data = await lean.read(FUNCTION_CODES[request.register_type], request.address, request.count,
                                    self.device.unit_id)  # fmt: skip
         except ExceptionReply as exc:
-            raise DeviceException(name, f"exception {exc.code} reading {_what(request)}", exc.code) from exc
+            raise exception_error(name, exc.code, _what(request)) from exc
         except StrayReply as exc:
             raise TransactionMismatch(name, f"{exc} while reading {_what(request)}") from exc
         except FrameError as exc:
@@ -220,6 +224,8 @@ class ModbusTcpDriver:
         """Read ``request``; on "illegal data address" split it and recurse. Appends what it settled on to ``plan``."""
         try:
             registers = await self.read(request)
+        except DeviceUnreachable:
+            raise  # the device behind a serial gateway is gone: the whole poll fails
         except DeviceException as exc:
             halves = split_request(request) if exc.code == ILLEGAL_DATA_ADDRESS else [request]
             if len(halves) == 1:
@@ -252,8 +258,8 @@ class ModbusTcpDriver:
         """Read every tag once.
 
         A protocol exception on one read marks only that read's tags bad (after
-        splitting, for illegal addresses); timeouts and lost connections are
-        raised, since the device as a whole is gone.
+        splitting, for illegal addresses); timeouts, lost connections and a gateway's
+        0x0A/0x0B (:class:`DeviceUnreachable`) are raised, since the device as a whole is gone.
         """
         values: list[TagValue] = []
         plan: list[ReadRequest] = []

@@ -22,13 +22,15 @@ from gateway.config import parse_config
 from gateway.errors import ConfigError
 from simulators import PumpModbusServer, PumpModel
 from simulators.opcua_server import PumpOpcUaServer
-from tests.support import serial_line
+from tests.support import opcua_node, serial_line
+from tests.support.opcua_node import NodeOpcUaServer
 from tests.support.ports import closed_port, free_port
 
 pty_pair, serial_pump = (
     serial_line.pty_pair,
     serial_line.serial_pump,
 )  # the fixtures, shared with test_gateway_modbus_rtu
+node_opcua = opcua_node.node_opcua  # a second OPC-UA server implementation, one per module
 
 #: Physics updates far apart, so the registers the check reads are the ones the test compares with.
 FROZEN = 3600.0
@@ -153,6 +155,34 @@ async def test_an_illegal_address_is_a_bad_tag_with_the_exception_reason(
     assert by_tag["ghost"]["reason"] == "bad: exception response" and by_tag["ghost"]["value"] is None
 
 
+async def test_opcua_values_show_with_status_and_quality_as_received(
+    node_opcua: NodeOpcUaServer, tmp_path: Path
+) -> None:
+    """node-opcua, subscribe mode: Uncertain and BadOutOfRange show their value and status; an unknown node says so."""
+    tags = [{"name": "steady", "node": node_opcua.node("steady_1")},
+            {"name": "uncertain", "node": node_opcua.node("uncertain")},
+            {"name": "out_of_range", "node": node_opcua.node("out_of_range")},
+            {"name": "ghost", "node": "ns=1;s=no_such_node"}]  # fmt: skip
+    device = {"name": "plant-1", "protocol": "opcua", "endpoint": node_opcua.endpoint, "timeout": 2.0, "tags": tags}
+    cfg = _write(tmp_path, [device])
+    code, out = await _check("--config", str(cfg), "--json")
+    assert code == EXIT_BAD, out
+    (dev,) = json.loads(out)["devices"]
+    assert dev["online"]
+    by_tag = {t["tag"]: (t["value"], t["quality"], t["status"], t["reason"]) for t in dev["tags"]}
+    assert by_tag == {
+        "steady": (1.5, Quality.GOOD, "Good", "good"),
+        "uncertain": (21.5, Quality.UNCERTAIN, "UncertainLastUsableValue", "uncertain: UncertainLastUsableValue"),
+        "out_of_range": (999.0, Quality.BAD_OUT_OF_RANGE, "BadOutOfRange", "bad: BadOutOfRange"),
+        "ghost": (None, Quality.BAD_EXCEPTION, "BadNodeIdUnknown", "bad: BadNodeIdUnknown"),
+    }
+    code, table = await _check("--config", str(cfg))
+    assert code == EXIT_BAD
+    assert "21.5" in table and "uncertain: UncertainLastUsableValue" in table
+    assert "999" in table and "bad: BadOutOfRange" in table and "clamped" not in table
+    assert "bad: BadNodeIdUnknown" in table
+
+
 def test_results_keep_every_configured_tag_and_judge_the_whole_report() -> None:
     """Pure aggregation: a tag the driver skipped is bad, a failed device marks all tags, exit codes follow."""
     cfg = parse_config({"gateway": "g", "site": "s", "devices": [{"name": "p", "host": "h", "profile": "pump-p100"}]})
@@ -168,6 +198,7 @@ def test_results_keep_every_configured_tag_and_judge_the_whole_report() -> None:
     ok = device_result(dev, [TagValue(t, 1.0) for t in dev.tags], "", 0.01)
     assert CheckReport("f", "g", "s", None, [ok]).exit_code == EXIT_OK
     assert quality_text(Quality.BAD_TIMEOUT) == "bad: timeout" and quality_text(99) == "bad: quality 99"
+    assert quality_text(Quality.UNCERTAIN) == "uncertain"  # not good, but not bad either
 
 
 # --- profile versions ---------------------------------------------------------------------------

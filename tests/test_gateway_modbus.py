@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import struct
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
 from fwcore.contract import Quality
+from gateway import Gateway
 from gateway.config import ModbusTcpDevice, Tag, parse_config
-from gateway.errors import DeviceError, DeviceNotConnected
+from gateway.errors import DeviceError, DeviceException, DeviceNotConnected, DeviceUnreachable, exception_error
 from gateway.modbus import ModbusTcpDriver
 from simulators import PumpModbusServer, PumpModel
 from simulators.modbus_server import HR_FAULT_CODE
 from tests.support.ports import closed_port
+from tests.support.scripted_modbus import ScriptedServer, registers, reply
 from tests.support.waits import wait_until_async
 
 
@@ -113,10 +116,56 @@ def _bearing(regs: list[int]) -> float:
     return struct.unpack(">f", struct.pack(">HH", *regs[:2]))[0]
 
 
-async def test_unknown_unit_gives_exception_quality_not_a_crash(sim: PumpModbusServer) -> None:
-    """A unit id with no pump behind it yields BAD_EXCEPTION points for its tags."""
-    values = await poll_once(pump_device(sim.port, 9, profile="pump-p100"))
-    assert {q for _, q in values.values()} == {Quality.BAD_EXCEPTION}
+async def test_unknown_unit_is_a_device_that_failed_to_respond(sim: PumpModbusServer) -> None:
+    """A unit id with no pump behind it answers 0x0B, as a serial gateway does: the device is gone, not one read."""
+    driver = ModbusTcpDriver(pump_device(sim.port, 9, profile="pump-p100"))
+    await driver.connect()
+    try:
+        with pytest.raises(DeviceUnreachable, match=r"pump-9.*gateway target device failed to respond") as info:
+            await driver.poll()
+    finally:
+        await driver.close()
+    assert info.value.code == 0x0B and info.value.quality == Quality.BAD_TIMEOUT
+
+
+@pytest.mark.parametrize(
+    ("code", "kind", "quality"),
+    [
+        (0x02, DeviceException, Quality.BAD_EXCEPTION),
+        (0x04, DeviceException, Quality.BAD_EXCEPTION),
+        (0x0A, DeviceUnreachable, Quality.BAD_NOT_CONNECTED),
+        (0x0B, DeviceUnreachable, Quality.BAD_TIMEOUT),
+    ],
+)
+def test_gateway_exception_codes_mean_the_device_is_unreachable(
+    code: int, kind: type[DeviceException], quality: Quality
+) -> None:
+    """0x0A (no path) and 0x0B (target failed to respond) are about the device; other codes about one read."""
+    exc = exception_error("pump-1", code, "1 input at 0")
+    assert type(exc) is kind and exc.code == code and exc.quality == quality
+    assert str(exc).startswith(f"device 'pump-1': exception {code} ")
+
+
+async def test_exception_0x0b_turns_the_device_offline_until_it_answers(
+    mqtt_url: str, uid: str, tmp_path: Path
+) -> None:
+    """A serial gateway answering 0x0B for its device: the device goes offline, then online when it answers."""
+    absent = True
+
+    async def answer(n: int, tid: int, unit: int, pdu: bytes) -> bytes:
+        return reply(tid, unit, bytes([pdu[0] | 0x80, 0x0B]) if absent else registers(pdu, 7))
+
+    async with ScriptedServer(answer) as server:
+        device = {"name": "meter-1", "host": "127.0.0.1", "port": server.port, "unit_id": 3, "timeout": 0.5,
+                  "tags": [{"name": "kwh", "register": "holding", "address": 0}]}  # fmt: skip
+        cfg = parse_config({"gateway": f"gw-{uid}", "site": f"site-{uid}", "poll_interval": 0.1,
+                            "state_dir": str(tmp_path), "devices": [device]})  # fmt: skip
+        async with Gateway(cfg, mqtt_url=mqtt_url) as gw:
+            await wait_until_async(lambda: server.requests >= 2, 5, what="two polls answered with 0x0B")
+            assert gw.stats.device_online["meter-1"] is False
+            assert "gateway target device failed to respond" in gw.stats.device_errors["meter-1"]
+            absent = False
+            await wait_until_async(lambda: gw.stats.device_online["meter-1"], 10, what="the device back online")
 
 
 async def test_illegal_address_marks_only_that_reads_tags_bad(sim: PumpModbusServer) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -157,6 +159,34 @@ async def test_watchdog_recreates_a_silent_subscription(sim: PumpOpcUaServer, ui
         assert any(v.tag.name == "flow" for v in got)
     finally:
         await driver.close()
+
+
+async def test_a_recreated_subscription_does_not_send_steady_values_twice(uid: str, tmp_path: Path) -> None:
+    """Steady values the server re-sends to a re-created subscription (same source timestamp) are queued once."""
+    server = PumpOpcUaServer("127.0.0.1", free_port(), {"pump-1": PumpModel(seed=4)}, update_interval=3600.0)
+    await server.start()  # one physics update, then nothing changes
+    driver = OpcUaDriver(_config(uid, tmp_path, server, publishing_interval=0.1, keepalive_count=3).devices[0])
+    got: list[Any] = []
+
+    async def collect() -> int:
+        got.extend(await driver.poll())  # the watchdog runs inside poll
+        return driver.resubscribes
+
+    try:
+        await driver.connect()
+        await wait_until_async(
+            lambda: collect(), 5, done=lambda _: len(got) >= 8, what="every tag's first value", interval=0.1
+        )
+        assert await server.drop_subscriptions() == 1
+        await wait_until_async(collect, 10, what="the watchdog to re-create the subscription", interval=0.2)
+        for _ in range(10):  # 1 s: the new subscription's first publish (every current value) arrives
+            await collect()
+            await asyncio.sleep(0.1)
+    finally:
+        await driver.close()
+        await server.stop()
+    assert Counter(v.tag.name for v in got) == {t.name: 1 for t in driver.device.tags}
+    assert driver.repeats == 8
 
 
 async def test_server_restart_values_flow_again(sim: PumpOpcUaServer, mqtt_url: str, uid: str, tmp_path: Path) -> None:

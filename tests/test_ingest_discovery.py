@@ -388,3 +388,39 @@ def test_a_gateway_whose_discovered_devices_hold_points_is_not_deleted(db_url: s
         assert api.delete(f"{BASE}/discovered/{found.id}", headers=admin).json() == {"dead_lettered": 2}
         assert api.delete(f"{BASE}/gateways/{reg.gateway_id}", headers=admin).status_code == 204
     assert letters(db_url, reg.gateway) == [("unknown_device", 2)]
+
+
+def test_points_arriving_while_an_accept_commits_are_stored_under_the_new_device(db_url: str, uid: str) -> None:
+    """A worker holding points for a device whose accept is mid-transaction waits for it, then stores its points
+    under the accepted device: nothing is left held, nothing dead-lettered, nothing stored twice."""
+    reg = register(db_url, uid, devices=())
+    first, late = pts("pump-5", "temp", 3), pts("pump-5", "temp", 2, start_ms=NOW_MS - 5_000)
+    writer = TelemetryWriter(db_url)
+    try:
+        _hold(writer, reg, "pump-5", first)
+        found = discovered(db_url, reg, "pump-5")
+        from ingest.discovery import accept
+
+        errors: list[BaseException] = []
+
+        def hold_late() -> None:
+            try:
+                _hold(writer, reg, "pump-5", late, seq=2)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        with psycopg.connect(db_url, autocommit=True) as conn, conn.transaction():
+            accepted = accept(conn, found.id, {}, by="test")  # committed only when this block ends
+            worker = threading.Thread(target=hold_late)
+            worker.start()
+            waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            waiting += " AND wait_event_type = 'Lock'"
+            wait_until(lambda: scalar(db_url, waiting), what="the worker's hold waiting for the discovered row")
+        worker.join(10)
+        assert errors == [] and not worker.is_alive()
+    finally:
+        writer.close()
+    assert accepted.stored == 3
+    assert stored(db_url, reg.gateway_id, "pump-5") == as_rows(first + late)
+    assert scalar(db_url, "SELECT count(*) FROM held_points") == 0
+    assert letters(db_url, reg.gateway) == []

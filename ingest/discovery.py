@@ -142,8 +142,9 @@ def apply(
         device_id = registered[(row["gateway_id"], row["key"])]
         out.late_hours |= _accept_locked(conn, row, {}, by="registered", device_id=device_id)[1]
     for k in keys:
-        if k in registered and k in held_by:
+        if k in registered and k in held_by:  # registered after the worker validated: store, and tell its cache
             out.store += [(h, registered[k]) for h in held_by[k]]
+            out.accepted[k] = registered[k]
 
     if not limits.enabled:  # discovery off: the worker sends no holds; announcements only set units
         return out

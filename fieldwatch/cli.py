@@ -107,6 +107,12 @@ _mount_optional(
 )
 _mount_optional("rules.cli", "rules", "Rules: apply rules files, list, show, backtest on history.", "server")
 _mount_optional("ingest.history_cli", "history", "Historical telemetry: import wide CSV exports.", "server")
+_mount_optional(
+    "ingest.discovery_cli", "devices", "Discovered devices: accept or reject what gateways announce.", "server"
+)
+_mount_optional(
+    "ingest.deadletters_cli", "dead-letters", "Dead letters: list, show, replay after a fix, purge.", "server"
+)
 _mount_optional("ticketing.cli", "report", "Reports: service KPIs as CSV or XLSX.", "server")
 
 

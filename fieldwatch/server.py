@@ -57,6 +57,7 @@ class ServerStack:
             if self.ingest:
                 from fwcore.gctune import tune_gc
                 from ingest import IngestWorker, Limits
+                from ingest.hold import HoldLimits
                 from rules import RuleEvaluator
 
                 tune_gc()  # full GC pauses were the alarm-latency tail (docs/rules.md)
@@ -73,6 +74,7 @@ class ServerStack:
                     batch_max_wait_ms=s.ingest_batch_max_wait_ms,
                     on_commit=[self.evaluator.process],
                     limits=Limits.from_settings(s),
+                    hold=HoldLimits.from_settings(s),
                 )
                 await asyncio.to_thread(self.worker.start)
             if self.scheduler:

@@ -71,6 +71,14 @@ class Settings(BaseSettings):
     retention_days: int = Field(90, ge=1)
     #: How far in the future a source timestamp may be before it is refused.
     max_future_seconds: int = Field(300, ge=0)
+    #: Points held per discovered (unregistered) device until it is accepted; beyond, dead-lettered. 0: hold nothing.
+    discovery_hold_max_points: int = Field(100_000, ge=0)
+    #: Hours a held point waits for its device to be accepted before it is moved to the dead letters.
+    discovery_hold_max_hours: float = Field(168.0, gt=0)
+    #: Pending discovered devices per gateway; points of further unknown devices are dead-lettered.
+    discovery_max_devices: int = Field(100, ge=0)
+    #: Fill ratio of a device's hold at which ingest warns (log and metric) that it is near the bound.
+    discovery_hold_warn_ratio: float = Field(0.8, gt=0, le=1)
     ingest_batch_max_points: int = Field(5000, ge=1)
     ingest_batch_max_wait_ms: int = Field(200, ge=0)
     ingest_client_id: str = "fieldwatch-ingest-1"

@@ -455,12 +455,14 @@ class Gateway:
         self.publish_status()
 
     def publish_status(self) -> None:
-        """Republish the retained status now (device states, profiles, config version and last outcome)."""
+        """Republish the retained status now (device states, profiles, tags and units, config version and outcome)."""
         publisher = self._publisher
         if publisher is None or not self._connected.is_set() or self._state != "running" or self._sparkplug:
             return  # the next connect republishes it (Sparkplug mode: NBIRTH/DBIRTH/DDEATH say it instead)
         devices = {n: "online" if d.online else "offline" for n, d in self.stats.devices.items()}
         profiles = {d.name: d.profile_label for d in self.config.devices if d.profile_label}
+        # Every tag with its unit: ingest discovers devices nobody registered and gives series their units.
+        tags = {d.name: {t.name: t.unit for t in d.tags} for d in self.config.devices}
         last = self.remote.last
         config = {"version": self.config.config_version, "last": last.as_dict() if last else None}
         payload = encode_status(
@@ -470,6 +472,7 @@ class Gateway:
             reason="connected",
             devices=devices,
             profiles=profiles,
+            tags=tags,
             config=config,
         )
         publisher.publish(self.status_topic, payload, retain=True)

@@ -13,11 +13,14 @@ importable for tests and tools; ``ingest.cli.app`` is the ``fieldwatch ingest`` 
 Ingest also owns the asset registry and reading telemetry back, one module each:
 :mod:`ingest.assets` (create/read/update/delete clients, sites, gateways, devices, series),
 :mod:`ingest.queries` (devices with site and client, latest values, raw points, gateway health),
-:mod:`ingest.timeseries` (time buckets over the rollups, gaps, CSV export) and
-:mod:`ingest.provisioning` (a gateway's registration and MQTT credentials rows).
+:mod:`ingest.timeseries` (time buckets over the rollups, gaps, CSV export),
+:mod:`ingest.provisioning` (a gateway's registration and MQTT credentials rows),
+:mod:`ingest.discovery` (devices nobody registered: discovered, their data held until accepted) and
+:mod:`ingest.deadletters` (list, show, replay and purge what was refused).
 """
 
 from ingest.errors import BrokerUnavailable, DatabaseUnavailable, IngestError, NotMigrated
+from ingest.hold import HoldLimits
 from ingest.points import CommittedPoint
 from ingest.schema import MigrationError, migrate, storage_of
 from ingest.sequences import advance as advance_sequences
@@ -30,6 +33,7 @@ __all__ = [
     "CommittedPoint",
     "DatabaseUnavailable",
     "GatewayRef",
+    "HoldLimits",
     "IngestError",
     "IngestStats",
     "IngestWorker",

@@ -14,17 +14,24 @@ foreign key, on delete         other rows still point at this one               
 
 Deleting what a cascade would silently take with it is refused too: a device that still has
 series, a series that still has telemetry (telemetry has no foreign key, it would be orphaned), a
-gateway that still polls devices (their ``gateway_id`` would silently become NULL).
+gateway that still polls devices (their ``gateway_id`` would silently become NULL) or whose
+discovered devices still hold points.
 
 Writes take the fields as a mapping of column to value (the API passes its validated body) and
 run in their own transaction (a savepoint inside the caller's), so a refused write leaves nothing.
+
+Registering a device that ingest had discovered (its gateway announced it, or sent its data) is
+also accepting it: the points it held are stored in the same transaction (:mod:`ingest.discovery`).
+A gateway's record says what became of its data: its dead letters by reason, its discovered
+devices waiting for a decision, one sentence per problem and whether it is healthy
+(:mod:`ingest.rejections`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, LiteralString
 
@@ -35,6 +42,8 @@ from psycopg.types.json import Jsonb
 
 from fwcore.errors import Conflict, Invalid, NotFound
 from fwcore.paging import Page, Row, fetch_page
+from ingest import discovery
+from ingest.rejections import PendingDevice, RejectionSummary, problems
 
 # --- records: the rows as stored (ids, not embedded objects) ------------------------------------
 
@@ -73,6 +82,29 @@ class GatewayRecord:
     seq_filled_total: int
     seq_missing: list[tuple[int, int]]  # the newest 100 missing ranges [first, last], oldest first
     created_at: datetime
+    auto_accept: bool = False  # devices it announces are registered without asking
+    rejections: list[RejectionSummary] = field(default_factory=list)  # its dead letters, by reason
+    discovered: list[PendingDevice] = field(default_factory=list)  # its devices waiting to be accepted
+    problems: list[str] = field(default_factory=list)  # one sentence per rejection reason / waiting device
+    healthy: bool = False  # online, and nothing rejected or waiting
+
+
+def _when(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def _gateway(**row: Any) -> GatewayRecord:
+    """A gateway row with its rejections and waiting devices (JSON from the query) turned into records."""
+    rejections = [
+        RejectionSummary(
+            r["reason"], r["messages"], r["points"], _when(r["since"]), _when(r["last"]), list(r["devices"])
+        )
+        for r in row.pop("rejections")
+    ]
+    pending = [PendingDevice(d["id"], d["key"], d["held_points"], _when(d["since"])) for d in row.pop("discovered")]
+    said = problems(rejections, pending)
+    healthy = row["status"] == "online" and not said
+    return GatewayRecord(**row, rejections=rejections, discovered=pending, problems=said, healthy=healthy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +157,24 @@ GATEWAYS = Resource(
               (SELECT coalesce(json_agg(json_build_array(m.seq_from, m.seq_to) ORDER BY m.seq_from), '[]')
                FROM (SELECT seq_from, seq_to FROM gateway_seq_missing WHERE gateway_id = x.id
                      ORDER BY seq_from DESC LIMIT 100) m) AS seq_missing,
-              x.created_at FROM gateways x JOIN sites s ON s.id = x.site_id""",
-    GatewayRecord,
+              x.created_at, x.auto_accept,
+              (SELECT coalesce(json_agg(json_build_object('reason', r.reason, 'messages', r.messages,
+                                 'points', r.points, 'since', r.since, 'last', r.last,
+                                 'devices', (SELECT coalesce(array_agg(q.dv ORDER BY q.dv), '{}')
+                                             FROM (SELECT DISTINCT unnest(l2.devices) AS dv FROM dead_letters l2
+                                                   WHERE l2.gateway = x.slug AND l2.reason = r.reason
+                                                   ORDER BY 1 LIMIT 20) q))
+                                 ORDER BY r.since), '[]')
+               FROM (SELECT l.reason, count(*) AS messages, sum(l.points)::int8 AS points,
+                            min(l.received_at) AS since, max(l.received_at) AS last
+                     FROM dead_letters l WHERE l.gateway = x.slug GROUP BY l.reason) r) AS rejections,
+              (SELECT coalesce(json_agg(json_build_object('id', d.id, 'key', d.key, 'held_points', d.held_points,
+                                 'since', coalesce((SELECT min(h.received_at) FROM held_points h
+                                                    WHERE h.discovered_id = d.id), d.first_seen))
+                                 ORDER BY d.id), '[]')
+               FROM discovered_devices d WHERE d.gateway_id = x.id AND d.state = 'pending') AS discovered
+       FROM gateways x JOIN sites s ON s.id = x.site_id""",
+    _gateway,
 )
 DEVICES = Resource(
     "device",
@@ -201,6 +249,8 @@ def create(conn: psycopg.Connection, res: Resource, fields: Mapping[str, Any]) -
         row = conn.execute(query, _values(fields)).fetchone()
         assert row is not None
         _check_consistency(conn, res, row[0])
+        if res is DEVICES:
+            discovery.adopt(conn, row[0])  # a device ingest discovered: what it held is stored now
     return get(conn, res, row[0])
 
 
@@ -283,6 +333,16 @@ def _check_unreferenced(conn: psycopg.Connection, res: Resource, ident: int) -> 
         n = conn.execute("SELECT count(*) FROM devices WHERE gateway_id = %s", (ident,)).fetchone()
         if n is not None and n[0]:
             raise Conflict(f"gateway {ident} still polls {n[0]} device(s); move or delete them first")
+        held = conn.execute(
+            "SELECT count(*), coalesce(sum(held_points), 0) FROM discovered_devices WHERE gateway_id = %s"
+            " AND held_points > 0",
+            (ident,),
+        ).fetchone()
+        if held is not None and held[0]:
+            raise Conflict(
+                f"gateway {ident} has {held[0]} discovered device(s) holding {held[1]} points; accept, reject or "
+                "forget them first (GET /api/v1/discovered?gateway_id=" + str(ident) + ")"
+            )
 
 
 class _translated:

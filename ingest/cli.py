@@ -27,6 +27,7 @@ def run(
     """Consume telemetry and status from MQTT and commit it; stops cleanly on Ctrl-C or SIGTERM."""
     from fwcore.settings import SettingsError, load_settings
     from ingest.errors import IngestError
+    from ingest.hold import HoldLimits
     from ingest.validate import Limits
     from ingest.worker import IngestWorker
 
@@ -46,6 +47,7 @@ def run(
         batch_max_points=s.ingest_batch_max_points,
         batch_max_wait_ms=s.ingest_batch_max_wait_ms,
         limits=Limits.from_settings(s),
+        hold=HoldLimits.from_settings(s),
     )
     done = threading.Event()
 

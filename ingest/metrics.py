@@ -28,6 +28,21 @@ SEQ_MISSING = Gauge(
     "Gateway sequences currently missing (batches not seen yet), as of the newest commit in this process",
     ["gateway"],
 )
+HELD = Counter(
+    "fieldwatch_ingest_held_points",
+    "Points of devices nobody registered held until the device is accepted (docs/ingest.md)",
+    ["worker"],
+)
+HELD_PENDING = Gauge(
+    "fieldwatch_ingest_held_points_pending",
+    "Points held by the gateway's discovered devices awaiting a decision, as of this process's newest hold for it",
+    ["gateway"],
+)
+HOLD_FILL = Gauge(
+    "fieldwatch_ingest_hold_fill_ratio",
+    "Fullest hold among the gateway's discovered devices (held / discovery_hold_max_points; 1 = refusing points)",
+    ["gateway"],
+)
 QUEUE_DEPTH = Gauge("fieldwatch_ingest_queue_depth", "Messages received and not yet committed", ["worker"])
 COMMIT_SECONDS = Histogram(
     "fieldwatch_ingest_commit_seconds",
@@ -55,6 +70,7 @@ class WorkerMetrics:
         self.seq_gaps = SEQ_GAPS.labels(worker)
         self.seq_filled = SEQ_FILLED.labels(worker)
         self.queue_depth = QUEUE_DEPTH.labels(worker)
+        self.held = HELD.labels(worker)
         self.commit_seconds = COMMIT_SECONDS.labels(worker)
         self.batch_points = BATCH_POINTS.labels(worker)
 
@@ -81,3 +97,9 @@ def set_sequences_missing(missing: dict[str, tuple[int, int]]) -> None:
             if stamp >= _missing_stamps.get(gateway, -1):
                 _missing_stamps[gateway] = stamp
                 SEQ_MISSING.labels(gateway).set(n)
+
+
+def set_hold_fill(gateway: str, pending: int, fill: float) -> None:
+    """Set the hold gauges of one gateway (points held by its pending devices, the fullest device's ratio)."""
+    HELD_PENDING.labels(gateway).set(pending)
+    HOLD_FILL.labels(gateway).set(fill)

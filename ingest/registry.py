@@ -37,6 +37,11 @@ class RegistryCache:
     def device(self, gateway_id: int, key: str) -> int | None:
         return self._devices.get((gateway_id, key))
 
+    def learn(self, gateway_id: int, key: str, device_id: int) -> None:
+        """Remember a device registered by ingest itself (a discovered device accepted in a write)."""
+        self._devices[(gateway_id, key)] = device_id
+        self._asked.pop(("d", gateway_id, key), None)
+
     def clear(self) -> None:
         """Forget everything (e.g. after a write failed in a way stale entries could explain)."""
         self._gateways.clear()

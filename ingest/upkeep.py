@@ -1,4 +1,4 @@
-"""Scheduled storage upkeep: partitions ahead, retention behind, rollups kept current.
+"""Scheduled storage upkeep: partitions ahead, retention behind, rollups kept current, held points expired.
 
 The partition and retention jobs call the SQL functions of migration 0002, which are
 no-ops/``drop_chunks`` on TimescaleDB; the rollup job calls ``fw_refresh_rollups`` (migration 0004),
@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 import psycopg
 
 from fwcore.jobs import Job
+from ingest.discovery import expire_held
 
 #: Days of partitions kept created ahead of today, so a burst of data never waits on DDL.
 DAYS_AHEAD = 7
@@ -90,4 +91,6 @@ def upkeep_jobs() -> list[Job]:
         Job("ingest.partitions_ahead", ensure_partitions_ahead, seconds=3600, run_at_start=True),
         Job("ingest.retention", drop_expired, cron={"hour": 3, "minute": 17}),
         Job("ingest.rollups", refresh_rollups, seconds=60, run_at_start=True),
+        # Points held too long for devices nobody accepted become dead letters (hold_expired).
+        Job("ingest.held_expiry", expire_held, seconds=600, run_at_start=True),
     ]

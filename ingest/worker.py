@@ -5,6 +5,7 @@ Threads and hand-offs::
     paho network thread ──Inbound──▶ bounded queue ──▶ writer thread
                                                         │ decode + validate (registry cache)
                                                         │ ONE transaction: telemetry, dead letters,
+                                                        │   held points of unregistered devices,
                                                         │   last_seq/seq_gaps, gateway status
                                                         │ commit
                                                         ├─▶ PUBACK each message (current connection only)
@@ -16,6 +17,10 @@ nothing: the broker redelivers what was not acked, and the ``(series_id, time)``
 key makes the second copy a no-op. When the database is down the writer keeps
 its batch and retries with capped, jittered backoff; the queue fills, paho stops
 reading, and the broker holds the rest.
+
+Points of devices nobody registered are held, not dead-lettered (:mod:`ingest.discovery`); the
+devices a gateway's status announces are recorded as discovered, and registered ones' series get
+the units the gateway announced.
 """
 
 from __future__ import annotations
@@ -34,10 +39,13 @@ import psycopg
 
 from fwcore.contract import Batch, ContractError, decode_batch, encode_ack, parse_topic, subscription, topic
 from fwcore.retry import Backoff, backoff_delays
+from ingest.announce import Announcements, parse_announcements
 from ingest.consumer import Inbound, MqttConsumer
+from ingest.discovery import Announce
 from ingest.errors import DatabaseUnavailable
 from ingest.fastpath import FastBatch, fast_accept
-from ingest.metrics import WorkerMetrics, set_sequences_missing
+from ingest.hold import HoldLimits, HoldWrite, fill_ratio, holds_of, near_bound
+from ingest.metrics import WorkerMetrics, set_hold_fill, set_sequences_missing
 from ingest.points import CommittedPoint
 from ingest.registry import RegistryCache
 from ingest.validate import Limits, RegistryView, StatusUpdate, Verdict, parse_status, validate_batch
@@ -68,6 +76,7 @@ class IngestStats:
     points: int = 0  # points newly stored
     duplicates: int = 0  # points already stored (redelivery)
     dead_letters: int = 0  # dead-letter rows written
+    held: int = 0  # points held for discovered (unregistered) devices
     commits: int = 0
     gaps: int = 0  # gateway sequences skipped when seen
     gaps_filled: int = 0  # of those, arrived later (out-of-order commits between workers, resends)
@@ -92,6 +101,7 @@ class _Work:
     error: ContractError | None = None
     points: int = 0
     fast: FastBatch | None = None  # accepted whole by the fast path (no decode_batch/validate needed)
+    announced: Announcements | None = None  # what a status says about the gateway's devices
 
 
 @dataclass(slots=True)
@@ -99,6 +109,18 @@ class _Plan:
     batches: list[BatchWrite] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     statuses: list[StatusWrite] = field(default_factory=list)
+    holds: list[HoldWrite] = field(default_factory=list)
+    announces: list[Announce] = field(default_factory=list)
+
+    def write(self, writer: TelemetryWriter, want_points: bool) -> WriteResult:
+        return writer.write(
+            self.batches,
+            self.dead_letters,
+            self.statuses,
+            want_points=want_points,
+            holds=self.holds,
+            announces=self.announces,
+        )
 
 
 class _State(enum.Enum):
@@ -126,6 +148,7 @@ def _decode(msg: Inbound, registry: RegistryView | None = None, limits: Limits |
             work.points = len(work.batch.points)
         elif kind == "status" and msg.payload:  # an empty payload clears a retained status: nothing to do
             work.status = parse_status(msg.payload, gateway=gateway)
+            work.announced = parse_announcements(msg.payload)
     except ContractError as exc:
         work.error = exc
     return work
@@ -136,6 +159,8 @@ class IngestWorker:
 
     ``site_filter`` narrows the subscriptions to one site slug (default ``+``: all
     sites), for workers partitioned by site and for tests on a shared broker.
+    ``hold`` bounds what devices nobody registered may hold (default :class:`HoldLimits`;
+    ``HoldLimits(max_points=0)`` dead-letters their points as ``unknown_device`` instead).
     ``start()`` connects and returns once the subscriptions are confirmed;
     ``stop()`` stops taking messages, commits and acks what it holds, and
     disconnects (safe twice). Also a context manager.
@@ -156,6 +181,7 @@ class IngestWorker:
         queue_max_messages: int = 1000,
         session_expiry_s: int = 3600,
         site_filter: str = "+",
+        hold: HoldLimits | None = None,
     ) -> None:
         if batch_max_points < 1 or batch_max_wait_ms < 0:
             raise ValueError("batch_max_points must be >= 1 and batch_max_wait_ms >= 0")
@@ -165,7 +191,9 @@ class IngestWorker:
         self._hooks = list(on_commit or [])
         self._limits = limits or Limits()
         self._queue: queue.Queue[Inbound] = queue.Queue(maxsize=queue_max_messages)
-        self._writer = TelemetryWriter(db_url)
+        self._hold = hold or HoldLimits()
+        self._writer = TelemetryWriter(db_url, hold=self._hold)
+        self._warned: dict[tuple[str, str], str] = {}  # (gateway, device) -> "near" | "full": logged once
         self._registry = RegistryCache()
         self._metrics = WorkerMetrics(client_id)
         self._stats = IngestStats()
@@ -319,9 +347,7 @@ class IngestWorker:
             started = time.perf_counter()
             try:
                 plan = self._plan(items)
-                result = self._writer.write(
-                    plan.batches, plan.dead_letters, plan.statuses, want_points=bool(self._hooks)
-                )
+                result = plan.write(self._writer, bool(self._hooks))
             except DatabaseUnavailable as exc:
                 self._count(db_errors=1)
                 self._metrics.db_errors.inc()
@@ -351,9 +377,7 @@ class IngestWorker:
             while True:
                 try:
                     plan = self._plan([work])
-                    result = self._writer.write(
-                        plan.batches, plan.dead_letters, plan.statuses, want_points=bool(self._hooks)
-                    )
+                    result = plan.write(self._writer, bool(self._hooks))
                 except DatabaseUnavailable:
                     self._count(db_errors=1)
                     if self._abandon.wait(1.0):
@@ -409,7 +433,23 @@ class IngestWorker:
                 plan.batches.append(BatchWrite(w.site, w.gateway, f.gateway_id, f.seq, f.historical, f.rows))
             elif w.kind == "telemetry":
                 v = verdicts[i]
-                plan.dead_letters += rejection_dead_letters(w.msg.topic, w.msg.payload, w.batch, v.rejections)
+                rejections = v.rejections
+                if v.gateway_id is not None and self._hold.enabled:
+                    assert w.batch is not None
+                    holds, rejections = holds_of(
+                        rejections,
+                        topic=w.msg.topic,
+                        site=w.site,
+                        gateway=w.gateway,
+                        gateway_id=v.gateway_id,
+                        seq=w.batch.seq,
+                        historical=w.batch.historical,
+                        sent_at=w.batch.sent_at,
+                        now_ms=now_ms,
+                        limits=self._limits,
+                    )
+                    plan.holds += holds
+                plan.dead_letters += rejection_dead_letters(w.msg.topic, w.msg.payload, w.batch, rejections)
                 if v.gateway_id is not None:
                     assert w.batch is not None
                     plan.batches.append(
@@ -424,6 +464,10 @@ class IngestWorker:
                     plan.dead_letters.append(DeadLetter(w.msg.topic, w.msg.payload, "unknown_gateway", detail))
                 else:
                     plan.statuses.append(StatusWrite(ref.id, w.status.state, w.status.ts_ms))
+                    if w.announced is not None and w.announced.devices:
+                        plan.announces.append(Announce(ref.id, w.announced.devices))
+                    if w.announced is not None and w.announced.problems:
+                        log.warning("status of gateway %r: %s", w.gateway, "; ".join(w.announced.problems))
             # Other kinds (health, our own acks) are not subscribed to; an empty status is a cleared retain.
         return plan
 
@@ -460,12 +504,60 @@ class IngestWorker:
         set_sequences_missing(result.missing)
         for reason, n in result.dead_letters.items():
             self._metrics.dead_letter(reason, n)
+        self._after_holds(result)
         if result.committed:
             for hook in self._hooks:
                 try:
                     hook(result.committed)
                 except Exception:
                     log.exception("%s: on_commit hook %r failed; ingest continues", self.client_id, hook)
+
+    def _after_holds(self, result: WriteResult) -> None:
+        """Teach the cache devices accepted in the write; count, gauge and warn about holds near their bound."""
+        for (gateway_id, key), device_id in result.accepted.items():
+            self._registry.learn(gateway_id, key, device_id)
+        if result.held:
+            self._count(held=result.held)
+            self._metrics.held.inc(result.held)
+        for slug, (pending, fullest) in result.hold_gateways.items():
+            set_hold_fill(slug, pending, fill_ratio(fullest, self._hold))
+        for h in result.holds:
+            state = "full" if h.refused else "near" if near_bound(h.held, self._hold) else ""
+            who = (h.gateway, h.key)
+            if state and self._warned.get(who) != state:
+                advice = f"accept it (fieldwatch devices accept {h.discovered_id}) or reject it"
+                if state == "full":
+                    log.warning(
+                        "%s: the hold of device %r on gateway %r (not registered) is full: %d points held, "
+                        "%d more dead-lettered as hold_full; %s",
+                        self.client_id,
+                        h.key,
+                        h.gateway,
+                        h.held,
+                        h.refused,
+                        advice,
+                    )
+                else:
+                    log.warning(
+                        "%s: device %r on gateway %r is not registered and its hold is near its bound: "
+                        "%d of %d points held; %s",
+                        self.client_id,
+                        h.key,
+                        h.gateway,
+                        h.held,
+                        self._hold.max_points,
+                        advice,
+                    )
+            if state:
+                self._warned[who] = state
+            else:
+                self._warned.pop(who, None)
+        if result.skipped:
+            log.warning(
+                "%s: announced devices not recorded as discovered (discovery_max_devices reached): %s",
+                self.client_id,
+                ", ".join(result.skipped[:10]),
+            )
 
     def _count(self, **deltas: int) -> None:
         with self._stats_lock:

@@ -1,7 +1,8 @@
 """Writes validated telemetry, dead letters, sequence bookkeeping and gateway status.
 
 One call to :meth:`TelemetryWriter.write` is one transaction: points, the
-dead-letter rows for whatever was refused, ``gateways.last_seq``/``seq_gaps`` with the
+dead-letter rows for whatever was refused, the held points of devices nobody registered
+(:mod:`ingest.discovery`), ``gateways.last_seq``/``seq_gaps`` with the
 missing sequence ranges (``gateway_seq_missing``)
 and status updates commit together or not at all, so a message is either fully
 accounted for (and may be acked) or not at all (and will be redelivered).
@@ -29,12 +30,18 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg.errors import DeadlockDetected, SerializationFailure, UniqueViolation
 
-from fwcore.contract import Batch, encode_batch
+from fwcore.contract import Batch
+from ingest import discovery
+from ingest.discovery import Announce, DeviceHold
 from ingest.errors import DatabaseUnavailable, NotMigrated
 from ingest.fastpath import Row
+from ingest.hold import HoldLimits, HoldWrite
+from ingest.letters import DeadLetter, points_letter, resolve_letters, write_letters
 from ingest.points import CommittedPoint
 from ingest.sequences import SeqRange, advance
 from ingest.validate import AcceptedPoint, Rejection
+
+__all__ = ["BatchWrite", "DeadLetter", "StatusWrite", "TelemetryWriter", "WriteResult", "rejection_dead_letters"]
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +79,6 @@ def encode_copy(batches: list[BatchWrite], ids: dict[tuple[int, str], int]) -> b
     return b"".join(parts)
 
 
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A message (or some of its points) kept with the reason it was refused."""
-
-    topic: str
-    payload: bytes
-    reason: str
-    detail: str = ""
-
-
 @dataclass(slots=True)
 class BatchWrite:
     """A telemetry message from a known gateway whose accepted points are to be stored."""
@@ -108,6 +105,10 @@ def late_hours(batches: list[BatchWrite], now_ms: int) -> list[int]:
     """
     cutoff = now_ms - LATE_FLAG_MS
     return sorted({r[3] // _MS_PER_HOUR for b in batches for r in b.accepted if r[3] < cutoff})
+
+
+def _rows(h: HoldWrite, device_id: int) -> list[Row]:
+    return [(device_id, p.device, p.tag, p.ts, p.value, int(p.quality)) for p in h.points]
 
 
 def rows_of(accepted: list[AcceptedPoint]) -> list[Row]:
@@ -140,6 +141,14 @@ class WriteResult:
     dead_letters: Counter[str] = field(default_factory=Counter)
     #: Newly stored points, filled only when asked for (it costs a RETURNING).
     committed: list[CommittedPoint] = field(default_factory=list)
+    held: int = 0  # points newly held for discovered devices
+    #: (gateway id, device key) -> device id of discovered devices accepted (or found registered) meanwhile.
+    accepted: dict[tuple[int, str], int] = field(default_factory=dict)
+    holds: list[DeviceHold] = field(default_factory=list)  # discovered devices that held points now
+    #: Gateway slug -> (points held by its pending devices, the fullest device's points), where holds changed.
+    hold_gateways: dict[str, tuple[int, int]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # announced devices not recorded (max_devices)
+    resolved: int = 0  # dead letters deleted because a replay stored or held their points
 
 
 def rejection_dead_letters(
@@ -154,29 +163,35 @@ def rejection_dead_letters(
     out = []
     for r in rejections:
         if not r.points or batch is None:
-            out.append(DeadLetter(topic, payload, r.reason, r.detail))
+            devices = tuple(sorted({p.device for p in batch.points})) if batch is not None else ()
+            points = len(batch.points) if batch is not None else 0
+            out.append(DeadLetter(topic, payload, r.reason, r.detail, devices, points))
         else:
-            part = Batch(
-                gateway=batch.gateway,
-                site=batch.site,
-                seq=batch.seq,
-                points=list(r.points),
-                sent_at=batch.sent_at,
-                historical=batch.historical,
+            out.append(
+                points_letter(
+                    topic,
+                    site=batch.site,
+                    gateway=batch.gateway,
+                    seq=batch.seq,
+                    sent_at=batch.sent_at,
+                    historical=batch.historical,
+                    points=r.points,
+                    reason=r.reason,
+                    detail=r.detail,
+                )
             )
-            out.append(DeadLetter(topic, encode_batch(part), r.reason, r.detail))
     return out
-
-
-def _clean(text: str) -> str:
-    return text.replace("\x00", "\\0")
 
 
 class TelemetryWriter:
     """Owns one PostgreSQL connection (autocommit; explicit transactions) and the id caches."""
 
-    def __init__(self, db_url: str, *, connect_timeout: int = 5, direct_copy: bool = True) -> None:
+    def __init__(
+        self, db_url: str, *, connect_timeout: int = 5, direct_copy: bool = True, hold: HoldLimits | None = None
+    ) -> None:
         self._db_url = db_url
+        #: Bounds of what discovered (unregistered) devices may hold (:mod:`ingest.hold`).
+        self.hold = hold or HoldLimits()
         self._connect_timeout = connect_timeout
         self._conn: psycopg.Connection | None = None
         self._series: dict[tuple[int, str], int] = {}
@@ -228,15 +243,25 @@ class TelemetryWriter:
         statuses: Sequence[StatusWrite] = (),
         *,
         want_points: bool = False,
+        holds: Sequence[HoldWrite] = (),
+        announces: Sequence[Announce] = (),
+        resolved: Sequence[int] = (),
     ) -> WriteResult:
         """Store everything in one transaction. Raises :class:`DatabaseUnavailable` when the server is gone;
-        other ``psycopg.Error`` subclasses mean the data itself was refused (the caller isolates it)."""
+        other ``psycopg.Error`` subclasses mean the data itself was refused (the caller isolates it).
+
+        ``holds``: points of devices that were not registered when validated (held, or stored if
+        the device exists by now); ``announces``: devices named by gateways' statuses; ``resolved``:
+        dead letters a replay has taken care of (deleted in the same transaction).
+        """
         conn = self.connection()
         try:
-            self._ensure_days(conn, batches)
+            self._ensure_days(conn, batches, holds)
             created: dict[tuple[int, str], int] = {}
             with conn.transaction():
-                result = self._write(conn, batches, dead_letters, statuses, created, want_points)
+                result = self._write(
+                    conn, batches, dead_letters, statuses, created, want_points, holds, announces, resolved
+                )
         except (DeadlockDetected, SerializationFailure) as exc:
             # Another worker's transaction won (e.g. both locking a gateway row): rolled back, the
             # connection is fine; the caller's retry path writes the batch again.
@@ -247,8 +272,13 @@ class TelemetryWriter:
         self._series.update(created)
         return result
 
-    def _ensure_days(self, conn: psycopg.Connection, batches: list[BatchWrite]) -> None:
-        days = {r[3] // _MS_PER_DAY for b in batches for r in b.accepted} - self._days
+    def _ensure_days(
+        self, conn: psycopg.Connection, batches: list[BatchWrite], holds: Sequence[HoldWrite] = ()
+    ) -> None:
+        # Held points may be stored at once (their device was registered meanwhile): their days too.
+        days = {r[3] // _MS_PER_DAY for b in batches for r in b.accepted}
+        days |= {p.ts // _MS_PER_DAY for h in holds for p in h.points}
+        days -= self._days
         if not days:
             return
         with conn.transaction():
@@ -288,8 +318,22 @@ class TelemetryWriter:
         statuses: Sequence[StatusWrite],
         created: dict[tuple[int, str], int],
         want_points: bool,
+        holds: Sequence[HoldWrite] = (),
+        announces: Sequence[Announce] = (),
+        resolved: Sequence[int] = (),
     ) -> WriteResult:
         result = WriteResult()
+        late: set[int] = set()
+        if holds or announces:
+            # First in the transaction: discovered rows are locked before any series or gateway row.
+            found = discovery.apply(conn, holds, announces, self.hold)
+            batches = batches + [
+                BatchWrite(h.site, h.gateway, h.gateway_id, None, h.historical, _rows(h, device_id))
+                for h, device_id in found.store
+            ]
+            dead_letters = [*dead_letters, *found.letters]
+            result.held, result.accepted, result.holds = found.held, found.accepted, found.holds
+            result.hold_gateways, result.skipped, late = found.gateways, found.skipped, found.late_hours
         total = sum(len(b.accepted) for b in batches)
         if total:
             ids = self._series
@@ -305,12 +349,9 @@ class TelemetryWriter:
                 result.inserted, result.committed = self._copy_staged(conn, batches, ids, want_points)
             result.duplicates = total - result.inserted
         if dead_letters:
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO dead_letters (topic, payload, reason, detail) VALUES (%s, %s, %s, %s)",
-                    [(_clean(d.topic), d.payload, _clean(d.reason), _clean(d.detail)) for d in dead_letters],
-                )
-            result.dead_letters.update(d.reason for d in dead_letters)
+            result.dead_letters.update(write_letters(conn, dead_letters))
+        if resolved:
+            result.resolved = resolve_letters(conn, resolved)
         if batches:
             self._advance_sequences(conn, batches, result)
         if statuses:
@@ -321,8 +362,8 @@ class TelemetryWriter:
                        WHERE id = %(id)s AND (status_at IS NULL OR status_at <= t.at)""",
                     [{"state": s.state, "ts": s.ts_ms, "id": s.gateway_id} for s in statuses],
                 )
-        if self._flag_late and total:
-            hours = late_hours(batches, int(time.time() * 1000))
+        if self._flag_late and (total or late):
+            hours = sorted(set(late_hours(batches, int(time.time() * 1000))) | late)
             if hours:
                 # Last in the transaction (after the gateway row locks) and sorted: no lock-order cycles.
                 conn.execute(

@@ -16,6 +16,7 @@ import pytest
 
 from fwcore.contract import Point, decode_ack, encode_batch, encode_status
 from ingest import CommittedPoint, IngestWorker
+from ingest.hold import HoldLimits
 from tests.support.db import scalar
 from tests.support.mqtt import forget_session, listener, publisher
 from tests.support.registry import NOW_MS, Registered, add_device, pts, register
@@ -104,9 +105,14 @@ def test_every_invalid_class_is_dead_lettered_and_ingest_keeps_going(db_url: str
 def test_unknown_device_points_are_dead_lettered_next_to_stored_known_ones(
     db_url: str, mqtt_url: str, uid: str
 ) -> None:
-    """Points of an unregistered device go to dead letters; a device registered later is found without a restart."""
+    """With holding off, points of an unregistered device go to dead letters; a device registered later is found
+    without a restart (with holding on they are held: tests/test_ingest_discovery.py)."""
     reg = register(db_url, uid)
-    with running(db_url, mqtt_url, f"ing-{uid}", reg.site) as w, publisher(mqtt_url, f"pub-{uid}") as publish:
+    no_hold = HoldLimits(max_points=0)
+    with (
+        running(db_url, mqtt_url, f"ing-{uid}", reg.site, hold=no_hold) as w,
+        publisher(mqtt_url, f"pub-{uid}") as publish,
+    ):
         publish(reg.topic(), reg.batch(1, pts("pump-1", "temp", 4) + pts("pump-new", "temp", 2)))
         wait_until(lambda: w.stats.messages >= 1)
         assert telemetry_count(db_url, reg) == 4

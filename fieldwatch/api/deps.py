@@ -89,6 +89,10 @@ AlarmHandler = Annotated[TokenInfo, Depends(require_roles("reliability_engineer"
 Dispatcher = Annotated[TokenInfo, Depends(require_roles("dispatcher"))]
 #: Who may report a technician's position.
 LocationReporter = Annotated[TokenInfo, Depends(require_roles("dispatcher", "field_engineer"))]
+#: Who may accept or reject a device a gateway announced: the engineer commissioning it on site (docs/api.md).
+Commissioner = Annotated[TokenInfo, Depends(require_roles("field_engineer"))]
+#: Admin only: replaying and purging dead letters, forgetting discovered devices.
+AdminOnly = Annotated[TokenInfo, Depends(require_roles("admin"))]
 
 
 @dataclass(frozen=True, slots=True)

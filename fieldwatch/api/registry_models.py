@@ -87,12 +87,36 @@ class GatewayCreate(_Body):
     site_id: int
     slug: Slug
     name: Text = ""
+    auto_accept: bool = Field(
+        default=False, description="register the devices it announces without asking (see GET /discovered)"
+    )
 
 
 class GatewayUpdate(_Body):
     site_id: int | None = None
     slug: Slug | None = None
     name: Text | None = None
+    auto_accept: bool | None = None
+
+
+class RejectionPublic(BaseModel):
+    """The gateway's dead letters of one reason."""
+
+    reason: str
+    messages: int = Field(description="dead-letter rows")
+    points: int = Field(description="points they keep (0 for messages that could not be read)")
+    since: datetime = Field(description="when the oldest arrived")
+    last: datetime = Field(description="when the newest arrived")
+    devices: list[str] = Field(description="device keys among their points (at most 20)")
+
+
+class PendingDevicePublic(BaseModel):
+    """A device the gateway announced that waits to be accepted or rejected (GET /discovered/{id})."""
+
+    id: int
+    key: str
+    held_points: int
+    since: datetime = Field(description="when its oldest held point arrived (or it was first seen)")
 
 
 class GatewayRecord(BaseModel):
@@ -111,6 +135,14 @@ class GatewayRecord(BaseModel):
         description="the newest 100 missing ranges [first, last] (inclusive), oldest first"
     )
     created_at: datetime
+    auto_accept: bool
+    healthy: bool = Field(description="online, with no dead letters and no discovered device waiting")
+    problems: list[str] = Field(
+        description='one sentence per problem, e.g. "4 points rejected since 2026-03-01T10:00:00Z: unknown device '
+        "'pump-9'\""
+    )
+    rejections: list[RejectionPublic] = Field(description="its dead letters by reason (purge or replay them to clear)")
+    discovered: list[PendingDevicePublic] = Field(description="its devices waiting to be accepted")
 
 
 # --- devices ----------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ from fastapi import APIRouter
 
 from . import (
     alarms,
+    deadletters,
     devices,
+    discovered,
     dispatch,
     field,
     gateways,
@@ -28,6 +30,8 @@ for _module in (
     devices,
     series,
     gateways,
+    discovered,
+    deadletters,
     alarms,
     tickets,
     technicians,

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response, status
 from fastapi.routing import APIRoute
 
 from ..deps import PoolDep
+from ..intake_metrics import refresh as refresh_intake_gauges
 from ..metrics import exposition
 from ..readiness import database_problem
 from ..schemas import Health, Ready
@@ -42,7 +43,8 @@ def readyz(pool: PoolDep, response: Response) -> Ready:
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}}},
 )
-def metrics() -> Response:
+def metrics(pool: PoolDep) -> Response:
+    refresh_intake_gauges(pool)  # dead letters and held points as stored now
     body, content_type = exposition()
     return Response(body, media_type=content_type)
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from fwcore.egress import ALLOW_LIST_FORM, EgressPolicy
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
@@ -27,6 +29,7 @@ _FORMS = {
     "log_level": "one of DEBUG, INFO, WARNING, ERROR",
     "ingest_batch_max_points": "an integer >= 1",
     "ingest_batch_max_wait_ms": "an integer >= 0",
+    "webhook_allowed_targets": ALLOW_LIST_FORM,
 }
 
 
@@ -87,6 +90,9 @@ class Settings(BaseSettings):
     travel_speed_kmh: float = Field(50.0, gt=0)
     travel_detour_factor: float = Field(1.3, ge=1.0)
     state_dir: Path = Path(".fieldwatch")
+    #: Webhook targets allowed although not public (loopback, private, link-local …): host names, IP
+    #: addresses or CIDR networks. Empty (the default): webhooks reach public addresses only.
+    webhook_allowed_targets: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     @classmethod
     def settings_customise_sources(
@@ -124,6 +130,17 @@ class Settings(BaseSettings):
     def _check_proto(cls, v: str) -> str:
         if v not in ("5", "3.1.1"):
             raise ValueError("unknown MQTT protocol")
+        return v
+
+    @field_validator("webhook_allowed_targets", mode="before")
+    @classmethod
+    def _split_targets(cls, v: object) -> object:
+        return [e.strip() for e in v.split(",") if e.strip()] if isinstance(v, str) else v
+
+    @field_validator("webhook_allowed_targets")
+    @classmethod
+    def _check_targets(cls, v: list[str]) -> list[str]:
+        EgressPolicy.parse(v)  # names the first bad entry
         return v
 
     @field_validator("log_level")

@@ -1,7 +1,14 @@
 """Managing webhook endpoints and their deliveries: data functions for the API.
 
 The secret is write-only: it is stored to sign deliveries (:mod:`ticketing.webhooks`) but no
-function here returns it — :class:`Endpoint` has only ``secret_set``. A dead letter can be sent
+function here returns it — :class:`Endpoint` has only ``secret_set``. A password in the URL
+(``https://user:password@host/``, sent as Basic auth) is shown as ``***``, and a URL sent back with
+``***`` as its password keeps the stored one, so an edited copy of what was shown changes nothing else.
+
+An endpoint's URL must reach a public address unless allow-listed (:mod:`fwcore.egress`), on create
+and on change: every spelling of an address is read as the address, a name is resolved and each of
+its addresses checked. A name that does not resolve now is accepted — the check that counts is made
+again at delivery, where the connection is made. A dead letter can be sent
 again with :func:`redeliver`: it goes back to ``pending`` with its attempt count reset and the
 SAME idempotency key, so a receiver that did process it after all still sees it once.
 
@@ -13,11 +20,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
+import httpx
 import psycopg
 from psycopg.rows import dict_row
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
+from fwcore.egress import (
+    EgressPolicy,
+    EgressRefused,
+    Resolver,
+    Unresolvable,
+    checked_addresses,
+    is_host_name,
+    literal_address,
+    redact_url,
+    system_resolver,
+)
 from ticketing.errors import NotFound
 
 #: Event types the outbox trigger produces (``ticket.<status>``; a new ticket is ``ticket.created``).
@@ -31,6 +51,8 @@ EVENT_TYPES = (
     "ticket.cancelled",
 )
 MIN_SECRET = 16
+#: How a URL's password is shown (and, sent back in a change, means "keep the stored one").
+MASK = "***"
 DeliveryStatus = Literal["pending", "delivered", "dead"]
 
 
@@ -50,6 +72,11 @@ class Endpoint(BaseModel):
     created_at: datetime
     pending: int
     dead: int
+
+    @field_validator("url")
+    @classmethod
+    def _mask_password(cls, url: str) -> str:
+        return redact_url(url)
 
 
 class Delivery(BaseModel):
@@ -81,11 +108,17 @@ def validate(
     secret: str | None = None,
     events: Sequence[str] | None = None,
     max_attempts: int | None = None,
+    *,
+    allow: EgressPolicy = EgressPolicy(),
+    resolve: Resolver = system_resolver,
 ) -> None:
-    """Raise ValueError naming every bad field (the API maps it to 422)."""
+    """Raise ValueError naming every bad field (the API maps it to 422); never echoes a secret or password.
+
+    ``allow`` is the allow-list of non-public targets (from the settings); ``resolve`` answers DNS.
+    """
     problems = []
-    if url is not None and not url.startswith(("http://", "https://")):
-        problems.append(f"url {url!r} must start with http:// or https://")
+    if url is not None:
+        problems += _url_problems(url, allow, resolve)
     if secret is not None and len(secret) < MIN_SECRET:
         problems.append(f"secret must be at least {MIN_SECRET} characters")
     unknown = sorted(set(events or ()) - set(EVENT_TYPES))
@@ -95,6 +128,58 @@ def validate(
         problems.append("max_attempts must be at least 1")
     if problems:
         raise ValueError("; ".join(problems))
+
+
+def _url_problems(url: str, allow: EgressPolicy, resolve: Resolver) -> list[str]:
+    """What is wrong with ``url`` as httpx — which makes the connection — reads it."""
+    shown = redact_url(url)
+    try:
+        parsed = httpx.URL(url)
+        port = parsed.port
+    except (httpx.InvalidURL, ValueError):
+        return [_literal_refusal(url, allow) or f"url {shown!r} is not a valid URL"]
+    if parsed.scheme not in ("http", "https"):
+        return [f"url {shown!r} must start with http:// or https://"]
+    host = parsed.raw_host.decode("ascii")
+    if not host:
+        return [f"url {shown!r} has no host"]
+    if literal_address(host) is None and not is_host_name(host):
+        return [f"url host {host!r} is neither a host name nor an IP address"]
+    if port is not None and not 1 <= port <= 65535:
+        return [f"url port {port} is not 1-65535"]
+    try:
+        checked_addresses(host, port or (443 if parsed.scheme == "https" else 80), allow, resolve)
+    except EgressRefused as exc:
+        return [str(exc)]
+    except Unresolvable:
+        pass  # checked where it counts: at delivery
+    return []
+
+
+def _literal_refusal(url: str, allow: EgressPolicy) -> str | None:
+    """Why a URL httpx cannot read would reach a non-public address (``http://0177.0.0.1/``), if it would."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return None
+    if not host or literal_address(host) is None:
+        return None
+    try:
+        checked_addresses(host, 0, allow)
+    except EgressRefused as exc:
+        return str(exc)
+    return None
+
+
+def _keep_password(url: str, stored: str) -> str:
+    """``url`` with the stored URL's password where it shows the mask (see the module docstring)."""
+    try:
+        new, old = httpx.URL(url), httpx.URL(stored)
+    except httpx.InvalidURL:
+        return url
+    if new.password != MASK or not old.password:
+        return url
+    return str(new.copy_with(username=new.username, password=old.password))
 
 
 def list_endpoints(conn: psycopg.Connection) -> list[Endpoint]:
@@ -120,8 +205,11 @@ def create_endpoint(
     events: Sequence[str] = (),
     enabled: bool = True,
     max_attempts: int = 8,
+    allow: EgressPolicy = EgressPolicy(),
+    resolve: Resolver = system_resolver,
 ) -> Endpoint:
-    validate(url, secret, events, max_attempts)
+    """Add a receiver; ``allow`` and ``resolve`` as for :func:`validate`."""
+    validate(url, secret, events, max_attempts, allow=allow, resolve=resolve)
     row = conn.execute(
         "INSERT INTO webhook_endpoints (url, secret, events, active, max_attempts) VALUES (%s, %s, %s, %s, %s)"
         " RETURNING id",
@@ -140,9 +228,20 @@ def update_endpoint(
     events: Sequence[str] | None = None,
     enabled: bool | None = None,
     max_attempts: int | None = None,
+    allow: EgressPolicy = EgressPolicy(),
+    resolve: Resolver = system_resolver,
 ) -> Endpoint:
-    """Change the given fields only. A new secret signs deliveries from the next attempt on."""
-    validate(url, secret, events, max_attempts)
+    """Change the given fields only. A new secret signs deliveries from the next attempt on.
+
+    A URL whose password is the mask keeps the stored password; ``allow`` and ``resolve`` as for
+    :func:`validate`.
+    """
+    validate(url, secret, events, max_attempts, allow=allow, resolve=resolve)
+    if url is not None:
+        stored = conn.execute("SELECT url FROM webhook_endpoints WHERE id = %s", (endpoint_id,)).fetchone()
+        if stored is None:
+            raise NotFound(f"no webhook endpoint {endpoint_id}")
+        url = _keep_password(url, stored[0])
     sets: dict[str, Any] = {
         "url": url,
         "secret": secret,

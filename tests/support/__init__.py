@@ -26,7 +26,8 @@ Domain fixtures and builders
     hot_bearing  a plant with one threshold rule: seed, readings, alarms
     anomaly      pump-physics runs stored as telemetry, anomaly scores read back
     dispatch     the two-pump, two-technician dispatch world at a fixed ``NOW`` (fixture ``world``)
-    webhooks     a real local HTTP receiver that checks signatures (fixture ``receiver``)
+    webhooks     a real local HTTP receiver that checks signatures (fixture ``receiver``), a TLS one
+                 (``tls_receiver``), a silent port, a DNS stand-in and the allow-list for them
 
 Fixtures defined here are bound in the test modules that use them
 (``names, sim, watcher = gateways.names, gateways.sim, gateways.watcher``); tests/conftest.py

@@ -1,6 +1,11 @@
 """Outbound webhooks: endpoints (CRUD; the secret is write-only), deliveries, dead letters and
 re-delivery. Endpoint changes are for admins (the secret signs what we send); dispatchers and
-admins may read deliveries and re-deliver dead letters."""
+admins may read deliveries and re-deliver dead letters.
+
+An endpoint's URL must reach a public address unless the settings allow-list it
+(``FIELDWATCH_WEBHOOK_ALLOWED_TARGETS``); a URL's password is shown as ``***``. The secret's length
+is checked by the domain, not by the request model, so a refused secret is not echoed back in the
+422 (the request model's errors repeat their input)."""
 
 from __future__ import annotations
 
@@ -10,10 +15,11 @@ from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from fwcore.auth import TokenInfo
+from fwcore.egress import EgressPolicy
 from ticketing import webhook_admin as wh
 from ticketing.errors import NotFound as TicketNotFound
 
-from ..deps import ConnDep, Dispatcher, PageDep, require_roles
+from ..deps import ConnDep, Dispatcher, PageDep, SettingsDep, require_roles
 from ..errors import Conflict, Invalid, NotFound
 from ._prefix import API_PREFIX
 
@@ -24,8 +30,14 @@ Admin = Annotated[TokenInfo, Depends(require_roles("admin"))]
 class EndpointCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(description="http:// or https:// receiver")
-    secret: str = Field(min_length=wh.MIN_SECRET, description="HMAC key for X-Fieldwatch-Signature; never returned")
+    url: str = Field(
+        description="http:// or https:// receiver at a public address (or one allow-listed in the settings); "
+        "a password in it (https://user:password@host/) is sent as Basic auth and shown as ***"
+    )
+    secret: str = Field(
+        description="HMAC key for X-Fieldwatch-Signature; never returned",
+        json_schema_extra={"minLength": wh.MIN_SECRET},
+    )
     events: list[str] = Field(default_factory=list, description=f"filter, empty = all: {', '.join(wh.EVENT_TYPES)}")
     enabled: bool = True
     max_attempts: int = Field(8, ge=1, le=100, description="dead-lettered after this many failed attempts")
@@ -36,8 +48,10 @@ class EndpointUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str | None = None
-    secret: str | None = Field(None, min_length=wh.MIN_SECRET, description="rotate the signing key")
+    url: str | None = Field(None, description="a password shown as *** keeps the stored one")
+    secret: str | None = Field(
+        None, description="rotate the signing key", json_schema_extra={"minLength": wh.MIN_SECRET}
+    )
     events: list[str] | None = None
     enabled: bool | None = None
     max_attempts: int | None = Field(None, ge=1, le=100)
@@ -63,7 +77,7 @@ def list_endpoints(conn: ConnDep, token: Dispatcher) -> list[wh.Endpoint]:
 @router.post(
     "/endpoints", response_model=wh.Endpoint, status_code=status.HTTP_201_CREATED, summary="Add a webhook endpoint"
 )
-def create_endpoint(body: EndpointCreate, conn: ConnDep, token: Admin) -> wh.Endpoint:
+def create_endpoint(body: EndpointCreate, conn: ConnDep, token: Admin, settings: SettingsDep) -> wh.Endpoint:
     return _call(
         wh.create_endpoint,
         conn,
@@ -72,6 +86,7 @@ def create_endpoint(body: EndpointCreate, conn: ConnDep, token: Admin) -> wh.End
         events=body.events,
         enabled=body.enabled,
         max_attempts=body.max_attempts,
+        allow=EgressPolicy.parse(settings.webhook_allowed_targets),
     )
 
 
@@ -81,8 +96,11 @@ def get_endpoint(endpoint_id: int, conn: ConnDep, token: Dispatcher) -> wh.Endpo
 
 
 @router.patch("/endpoints/{endpoint_id}", response_model=wh.Endpoint, summary="Change a webhook endpoint")
-def update_endpoint(endpoint_id: int, body: EndpointUpdate, conn: ConnDep, token: Admin) -> wh.Endpoint:
-    return _call(wh.update_endpoint, conn, endpoint_id, **body.model_dump(exclude_unset=True))
+def update_endpoint(
+    endpoint_id: int, body: EndpointUpdate, conn: ConnDep, token: Admin, settings: SettingsDep
+) -> wh.Endpoint:
+    allow = EgressPolicy.parse(settings.webhook_allowed_targets)
+    return _call(wh.update_endpoint, conn, endpoint_id, allow=allow, **body.model_dump(exclude_unset=True))
 
 
 @router.delete(

@@ -30,8 +30,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
@@ -51,9 +50,6 @@ if TYPE_CHECKING:  # imported where used: `fieldwatch gateway` must load on an e
     from ingest.provisioning import GatewayLogin
 
 T = TypeVar("T")
-
-#: Arbitrary, fixed: the advisory lock held while the registry's logins and the broker's files change.
-BROKER_FILES_LOCK = 0x66776272  # "fwbr"
 
 
 class ProvisionError(Exception):
@@ -238,10 +234,10 @@ def _change_and_sync(
     """
     import psycopg
 
-    from ingest.provisioning import GatewayLogin, gateway_logins
+    from ingest.provisioning import GatewayLogin, broker_files_lock, gateway_logins
 
     try:
-        with psycopg.connect(db_url, autocommit=True) as conn, _locked(conn):
+        with psycopg.connect(db_url, autocommit=True) as conn, broker_files_lock(conn):
             planned = _plan(broker)
             done = change(conn)
             logins = gateway_logins(conn)
@@ -268,15 +264,6 @@ def _plan(broker: BrokerFiles) -> list[tuple[str, Planned]]:
     if broker.acl_file is not None:
         out.append(("acl", plan(broker.acl_file, broker.access)))
     return out
-
-
-@contextmanager
-def _locked(conn: psycopg.Connection) -> Iterator[None]:
-    conn.execute("SELECT pg_advisory_lock(%s)", (BROKER_FILES_LOCK,))
-    try:
-        yield
-    finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (BROKER_FILES_LOCK,))
 
 
 def _reload(command: str) -> None:

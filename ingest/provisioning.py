@@ -13,6 +13,8 @@ each change (provision, revoke, a Sparkplug node set or cleared).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,6 +26,9 @@ from fwcore.errors import Conflict, Invalid, NotFound
 
 #: ``register_gateway(..., sparkplug=KEEP)``: leave the gateway's Sparkplug node as registered.
 KEEP: Literal["keep"] = "keep"
+
+#: Arbitrary, fixed: the advisory lock held while the logins and the broker's files change ("fwbr").
+BROKER_FILES_LOCK = 0x66776272
 
 #: A Sparkplug B node: (group id, edge node id).
 SparkplugNode = tuple[str, str]
@@ -187,3 +192,17 @@ def _set_sparkplug(conn: psycopg.Connection, gw_id: int, gateway: str, node: Spa
             )
     except pg_errors.UniqueViolation:  # another gateway took it between the check and the update
         raise Conflict(f"Sparkplug node {group}/{edge} already belongs to another gateway") from None
+
+
+@contextmanager
+def broker_files_lock(conn: psycopg.Connection) -> Iterator[None]:
+    """Hold the session advisory lock under which logins change and the broker's files are regenerated.
+
+    Two provisioning commands at once would otherwise read the same file, each add their gateway,
+    and the second write would drop the first one's. ``conn`` must be in autocommit mode.
+    """
+    conn.execute("SELECT pg_advisory_lock(%s)", (BROKER_FILES_LOCK,))
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (BROKER_FILES_LOCK,))

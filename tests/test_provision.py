@@ -517,3 +517,26 @@ def test_broker_file_mode_refuses_others_and_decimal(value: object) -> None:
     """A mode that gives others access, or is not octal (640 unquoted in YAML is decimal), is refused at start."""
     with pytest.raises(SettingsError, match=r"FIELDWATCH_BROKER_FILE_MODE.*'0640'"):
         load_settings(broker_file_mode=value)
+
+
+async def test_a_gateways_client_id_is_its_broker_login(tmp_path: Path) -> None:
+    """The gateway connects with its login as MQTT client id (what a listener with use_username_as_clientid
+    makes it anyway, so its persistent session is the same behind any listener), in both publishing modes;
+    without a login it keeps fw-gw-{site}-{gateway}."""
+    from gateway.config import parse_config
+    from gateway.publisher import MqttPublisher, PublisherCallbacks
+    from gateway.sparkplug import SparkplugNode
+
+    callbacks = PublisherCallbacks(lambda: None, lambda reason: None, lambda payload: None)
+    with_login = MqttPublisher("mqtt://plant-1.gw-9:pw@127.0.0.1:1883", "plant-1", "gw-9", callbacks)
+    anonymous = MqttPublisher("mqtt://127.0.0.1:1883", "plant-1", "gw-9", callbacks)
+    assert (with_login.client_id, anonymous.client_id) == ("plant-1.gw-9", "fw-gw-plant-1-gw-9")
+    config = parse_config({
+        "site": "plant-1", "gateway": "gw-9", "sparkplug": {},
+        "devices": [{"name": "pump-1", "host": "127.0.0.1", "profile": "pump-p100"}],
+    })  # fmt: skip
+    node = SparkplugNode(config, tmp_path, "mqtt://plant-1.gw-9:pw@127.0.0.1:1883", callbacks)
+    try:
+        assert node.client_id == "plant-1.gw-9"
+    finally:
+        node.buffer.close()

@@ -21,7 +21,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fieldwatch.mosquitto_auth import mosquitto_hash
-from fieldwatch.provision import BrokerFiles, provision
+from fieldwatch.provision import BrokerFiles, provision, revoke
 from fwcore.settings import mqtt_parts
 from tests.support.brokers import PrivateMosquitto, shipped_conf
 from tests.support.ports import free_port
@@ -68,15 +68,21 @@ class Fleet:
     def acl(self) -> Path:
         return self.etc / "fieldwatch-gateways.acl"
 
-    def provision(self, name: str) -> tuple[str, str]:
+    def provision(self, name: str, *, site: str | None = None, sparkplug: bool = False) -> tuple[str, str]:
         """Provision gateway ``name`` as the docs say; its (username, password) from the written config."""
         out = self.etc / f"{name}.yaml"
+        site = site or self.site
         provision(
-            self.db_url, self.site, name, out, mqtt_url=f"mqtt://127.0.0.1:{self.gateway_port}",
-            broker=BrokerFiles(self.passwd, self.acl),
+            self.db_url, site, name, out, mqtt_url=f"mqtt://127.0.0.1:{self.gateway_port}",
+            broker=BrokerFiles(self.passwd, self.acl), sparkplug=(site, name) if sparkplug else "keep",
         )  # fmt: skip
         self.configs[name] = out
         return self.login(name)
+
+    def files(self, *, reload: bool = False) -> BrokerFiles:
+        """The gateway listener's files; ``reload``: SIGHUP the broker after writing them, as --reload does."""
+        assert self.broker is not None
+        return BrokerFiles(self.passwd, self.acl, reload_command=f"kill -HUP {self.broker.pid}" if reload else None)
 
     def login(self, name: str) -> tuple[str, str]:
         parts = mqtt_parts(yaml.safe_load(self.configs[name].read_text())["mqtt_url"])
@@ -90,8 +96,10 @@ def fleet(db_url: str, uid: str) -> Iterator[Fleet]:
     etc.chmod(0o755)  # like /etc/mosquitto: the broker's user may enter it
     mosquitto_gid = grp.getgrnam("mosquitto").gr_gid
     server_pw = etc / "fieldwatch-server.passwd"
-    server_pw.write_text(f"ingest:{mosquitto_hash('ingest-pw')}\n")
-    (etc / "fieldwatch-server.acl").write_text("user ingest\ntopic readwrite fw/v1/#\n")
+    server_pw.write_text(f"ingest:{mosquitto_hash('ingest-pw')}\nscada:{mosquitto_hash('scada-pw')}\n")
+    (etc / "fieldwatch-server.acl").write_text(
+        "user ingest\ntopic readwrite fw/v1/#\nuser scada\ntopic read spBv1.0/#\n"
+    )
     for f in (server_pw, etc / "fieldwatch-server.acl"):
         os.chown(f, 0, mosquitto_gid)
         f.chmod(0o640)
@@ -210,3 +218,98 @@ def test_no_login_can_take_over_another_gateways_session(fleet: Fleet, ingest: C
     finally:
         a.close()
         b.close()
+
+
+def test_a_revoked_gateway_is_refused_at_once(fleet: Fleet, ingest: Client) -> None:
+    """`revoke --reload` disconnects the gateway at once and refuses its next login; the others stay connected."""
+    a = Client(fleet.gateway_port, *fleet.login("gw-a"))
+    b = Client(fleet.gateway_port, *fleet.login("gw-b"))
+    try:
+        assert a.accepted and b.accepted
+        done = revoke(fleet.db_url, fleet.site, "gw-a", broker=fleet.files(reload=True))
+        assert done.username == f"{fleet.site}.gw-a"
+        wait_until(lambda: len(a.events) > 1, 5, what="the revoked gateway to be disconnected")
+        assert a.events[1].startswith("disconnect")
+        again = Client(fleet.gateway_port, *fleet.login("gw-a"))
+        assert again.events[0] == "connect:Not authorized", again.events
+        again.close()
+        b.publish(f"fw/v1/{fleet.site}/gw-b/telemetry", b"still here")
+        assert _received(ingest, {f"fw/v1/{fleet.site}/gw-b/telemetry"}) == {f"fw/v1/{fleet.site}/gw-b/telemetry"}
+        assert b.events == ["connect:Success"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_sparkplug_gateway_cannot_publish_as_another_node(fleet: Fleet) -> None:
+    """With C and D provisioned as Sparkplug nodes (and each provisioned again), C's births reach the host
+    and what C publishes as D (births, data, commands) does not."""
+    for name in ("gw-c", "gw-d", "gw-d", "gw-c"):
+        fleet.provision(name, sparkplug=True)
+    assert fleet.broker is not None
+    fleet.broker.reload()
+    host = Client(fleet.server_port, "scada", "scada-pw", "scada-host")
+    host.client.subscribe("spBv1.0/#", qos=1)
+    wait_until(host.subscribed.is_set, 5, what="the host's SUBACK")
+    c = Client(fleet.gateway_port, *fleet.login("gw-c"))
+    try:
+        site = fleet.site
+        for topic in (f"spBv1.0/{site}/NBIRTH/gw-d", f"spBv1.0/{site}/DDATA/gw-d/pump-1", f"spBv1.0/{site}/NCMD/gw-d"):
+            c.publish(topic, b"forged")
+        own = {f"spBv1.0/{site}/NBIRTH/gw-c", f"spBv1.0/{site}/DDATA/gw-c/pump-1"}
+        for topic in own:
+            c.publish(topic, b"mine")
+        assert _received(host, own) == own
+    finally:
+        c.close()
+        host.close()
+
+
+async def test_gateway_and_ingest_work_through_the_shipped_listeners(fleet: Fleet, tmp_path: Path) -> None:
+    """A provisioned gateway on the gateway listener (client id = its login) and two ingest workers sharing
+    one login on the server listener: the gateway's points are stored and every batch is acknowledged."""
+    from gateway import Gateway, load_config
+    from ingest import IngestWorker
+    from simulators import PumpModbusServer, PumpModel
+    from tests.support.registry import register
+    from tests.support.waits import wait_until_async
+
+    uid = fleet.site.removeprefix("s-")
+    reg = register(fleet.db_url, uid, devices=("pump-1",))
+    fleet.provision(reg.gateway, site=reg.site)
+    assert fleet.broker is not None
+    fleet.broker.reload()
+    config_path = fleet.configs[reg.gateway]
+    data = yaml.safe_load(config_path.read_text())
+    sim = PumpModbusServer("127.0.0.1", 0, {1: PumpModel(seed=1)}, update_interval=0.05)
+    await sim.start()
+    data.update(poll_interval=0.2, state_dir=str(tmp_path), devices=[
+        {"name": "pump-1", "host": "127.0.0.1", "port": sim.port, "profile": "pump-p100"}
+    ])  # fmt: skip
+    config_path.write_text(yaml.safe_dump(data))
+    server_url = f"mqtt://ingest:ingest-pw@127.0.0.1:{fleet.server_port}"
+    workers = [
+        IngestWorker(fleet.db_url, server_url, client_id=f"ingest-{uid}-{i}", share_group=f"ingest-{uid}",
+                     site_filter=reg.site, batch_max_wait_ms=20, session_expiry_s=60)
+        for i in (1, 2)
+    ]  # fmt: skip
+    for w in workers:
+        w.start()
+    gateway = Gateway(load_config(config_path))
+    try:
+        await gateway.start()
+        await gateway.wait_connected()
+        assert gateway.publisher is not None and gateway.publisher.client_id == f"{reg.site}.{reg.gateway}"
+        await wait_until_async(lambda: gateway.stats.batches_acked >= 5, 20, what="ingest to acknowledge 5 batches")
+        with psycopg.connect(fleet.db_url) as conn:
+            stored = conn.execute(
+                "SELECT count(*) FROM telemetry t JOIN series s ON s.id = t.series_id WHERE s.device_id = %s",
+                (reg.devices["pump-1"],),
+            ).fetchone()
+        assert stored is not None and stored[0] > 0
+        assert gateway.stats.mqtt_reconnects == 0
+    finally:
+        await gateway.stop()
+        for w in workers:
+            w.stop()
+        await sim.stop()

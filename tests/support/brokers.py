@@ -126,6 +126,12 @@ class PrivateMosquitto:
         return f"mqtt://{username}:{password}@127.0.0.1:{self.port}"
 
     @property
+    def pid(self) -> int:
+        """The broker's process id (for a reload command like ``kill -HUP <pid>``)."""
+        assert self._proc is not None and self._proc.poll() is None, "the broker is not running"
+        return self._proc.pid
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

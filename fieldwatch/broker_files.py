@@ -69,10 +69,14 @@ def plan(path: Path, access: FileAccess, *, euid: int | None = None, groups: set
     """
     euid = os.geteuid() if euid is None else euid
     groups = ({os.getegid(), *os.getgroups()}) if groups is None else groups
+    if not path.parent.is_dir():
+        raise BrokerFileError(f"directory {path.parent} does not exist: create it, or give the broker's real file")
     try:
         st: os.stat_result | None = path.stat()
     except FileNotFoundError:
         st = None
+    except OSError as exc:
+        raise BrokerFileError(f"cannot look at {path}: {exc.strerror}; run this as root (sudo)") from None
     broker = _broker(access.broker_user)
     uid = _uid(access.owner, "FIELDWATCH_BROKER_FILE_OWNER") if access.owner else (st.st_uid if st else euid)
     if access.group:

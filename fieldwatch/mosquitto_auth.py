@@ -135,32 +135,29 @@ def _outside_section(text: str, managed: set[str], generated: dict[str, list[str
     owner: str | None = None  # the managed login whose entry is being removed, if any
     legacy: str | None = None  # a legacy marker just seen: the login of the block it opens
     for line in text.splitlines():
+        words = line.split(None, 1)
+        keyword = words[0] if words else ""
         if line.startswith(BEGIN):
             inside, owner = True, None
-            continue
-        if line.startswith(END):
+        elif line.startswith(END):
             inside = False
-            continue
-        if inside:
-            continue
-        if line.startswith(LEGACY_MARKER):
+        elif inside:
+            pass
+        elif line.startswith(LEGACY_MARKER):
             legacy = line[len(LEGACY_MARKER) :].strip()
-            continue
-        if line.startswith("user "):
-            user = line[5:].strip()
-            if user in managed or user == legacy:
-                owner = user
-            else:
-                owner = None
+        elif keyword == "user" and len(words) == 2:
+            user = words[1].strip()
+            owner = user if user in managed or user == legacy else None
+            if owner is None:
                 kept.append(line)
             legacy = None
-            continue
-        legacy = None
-        if owner is not None and not line.startswith("pattern "):  # a pattern line applies to all: keep it
-            if line.startswith("topic ") and line.strip() not in generated.get(owner, []):
+        elif owner is not None and keyword != "pattern":  # a pattern line applies to every login: keep it
+            if keyword == "topic" and " ".join(line.split()) not in generated.get(owner, []):
                 dropped.append(f"{owner}: {line.strip()}")
-            continue
-        kept.append(line)
+            legacy = None
+        else:
+            kept.append(line)
+            legacy = None
     return kept, dropped
 
 

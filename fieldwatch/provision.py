@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
@@ -181,7 +181,12 @@ def provision(
 
     rotated, synced, logins = _change_and_sync(db_url, broker, change)
     node = next((lg.sparkplug for lg in logins if lg.username == username), None)
-    _write_private(out, config_text(site, gateway, broker_url(mqtt_url, username, password), node))
+    try:
+        _write_private(out, config_text(site, gateway, broker_url(mqtt_url, username, password), node))
+    except OSError as exc:
+        raise ProvisionError(
+            f"cannot write {out}: {exc.strerror}; run again with another --out (a new password)"
+        ) from None
     if broker.reload_command:
         _reload(broker.reload_command)
     return Provisioned(site, gateway, username, password, hashed, prefix, rotated, node, synced.dropped)
@@ -192,9 +197,9 @@ def revoke(db_url: str, site: str, gateway: str, *, broker: BrokerFiles | None =
     from ingest.provisioning import revoke_gateway
 
     broker = broker or BrokerFiles()
-    # The revoked login's lines go; so do the standard login's, left behind if it was revoked without the files.
+    # Its lines go even if it had no login any more (revoked earlier without the files).
     login, synced, _ = _change_and_sync(
-        db_url, broker, lambda conn: revoke_gateway(conn, site, gateway), forget=[mqtt_username(site, gateway)]
+        db_url, broker, lambda conn: revoke_gateway(conn, site, gateway), forget=(mqtt_username(site, gateway),)
     )
     if broker.reload_command:
         _reload(broker.reload_command)
@@ -224,28 +229,28 @@ def _change_and_sync(
     broker: BrokerFiles,
     change: Callable[[psycopg.Connection], T],
     *,
-    forget: Iterable[str] = (),
+    forget: tuple[str, ...] = (),
     check: bool = False,
 ) -> tuple[T, Synced, list[GatewayLogin]]:
     """Under the lock: plan the files (refusing before any change), apply ``change``, regenerate the files.
 
-    ``forget``: logins whose lines must go although the registry does not list them (a login that
-    ``change`` revoked is added).
+    ``forget``: logins whose lines must go although the registry does not list them (revoked ones).
     """
     import psycopg
 
-    from ingest.provisioning import GatewayLogin, broker_files_lock, gateway_logins
+    from ingest.provisioning import broker_files_lock, gateway_logins
 
     try:
         with psycopg.connect(db_url, autocommit=True) as conn, broker_files_lock(conn):
             planned = _plan(broker)
             done = change(conn)
             logins = gateway_logins(conn)
-            gone = {*forget, *([done.username] if isinstance(done, GatewayLogin) else [])}
             changed = False
             dropped: list[str] = []
             for kind, p in planned:
-                regen = (regenerate_passwords if kind == "password" else regenerate_acl)(p.current, logins, forget=gone)
+                regen = (regenerate_passwords if kind == "password" else regenerate_acl)(
+                    p.current, logins, forget=forget
+                )
                 changed = changed or regen.text != p.current
                 dropped += regen.dropped
                 if not check:

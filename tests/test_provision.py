@@ -116,6 +116,8 @@ def test_hand_written_entries_stay_and_the_gateway_section_comes_last() -> None:
     assert lines.index("user ops") < lines.index(BEGIN) and lines[-1] == END
     assert _sections(second.text)["ops"] == ["topic read fw/v1/+/+/status"] and second.dropped == ()
     assert regenerate_acl(second.text, [_login("g"), _login("h")]).text == second.text
+    indented = regenerate_acl("  user  s.g\n\ttopic write x/y\n", [_login("g")])
+    assert indented.dropped == ("s.g: topic write x/y",) and _sections(indented.text)[None] == []
 
 
 def test_unknown_site_is_refused(db_url: str, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grp
 import os
+import pwd
 import queue
 import shutil
 import stat
@@ -19,7 +20,9 @@ import psycopg
 import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
+from typer.testing import CliRunner
 
+from fieldwatch.cli import app
 from fieldwatch.mosquitto_auth import mosquitto_hash
 from fieldwatch.provision import BrokerFiles, provision, revoke
 from fwcore.settings import mqtt_parts
@@ -90,10 +93,11 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet(db_url: str, uid: str) -> Iterator[Fleet]:
-    """Gateways A, B and C provisioned with the default file settings, then the broker started as `mosquitto`."""
+def etc() -> Iterator[Path]:
+    """An /etc/mosquitto of our own (the broker's user may enter it) with the server listener's files:
+    logins `ingest` (reads and writes fw/v1/#) and `scada` (a Sparkplug host), root:mosquitto 0640."""
     etc = Path(tempfile.mkdtemp(prefix="fw-etc-mosquitto-"))
-    etc.chmod(0o755)  # like /etc/mosquitto: the broker's user may enter it
+    etc.chmod(0o755)
     mosquitto_gid = grp.getgrnam("mosquitto").gr_gid
     server_pw = etc / "fieldwatch-server.passwd"
     server_pw.write_text(f"ingest:{mosquitto_hash('ingest-pw')}\nscada:{mosquitto_hash('scada-pw')}\n")
@@ -103,21 +107,32 @@ def fleet(db_url: str, uid: str) -> Iterator[Fleet]:
     for f in (server_pw, etc / "fieldwatch-server.acl"):
         os.chown(f, 0, mosquitto_gid)
         f.chmod(0o640)
+    yield etc
+    shutil.rmtree(etc, ignore_errors=True)
+
+
+def _broker(etc: Path, gateway_port: int, server_port: int) -> PrivateMosquitto:
+    """deploy/mosquitto/fieldwatch.conf with these ports and ``etc``'s files, run as `mosquitto` (not started)."""
+    conf = shipped_conf(
+        {1883: gateway_port, 1884: server_port}, {f"/etc/mosquitto/{p}": etc / p for p in SHIPPED_PATHS}
+    )
+    return PrivateMosquitto(run_as="mosquitto", conf=conf, port=server_port)
+
+
+@pytest.fixture
+def fleet(db_url: str, uid: str, etc: Path) -> Iterator[Fleet]:
+    """Gateways A, B and C provisioned with the default file settings, then the broker started as `mosquitto`."""
     site = f"s-{uid}"
     _site(db_url, site)
     f = Fleet(db_url, site, etc, free_port(), free_port())
     for name in ("gw-a", "gw-b", "gw-c"):
         f.provision(name)
-    conf = shipped_conf(
-        {1883: f.gateway_port, 1884: f.server_port}, {f"/etc/mosquitto/{p}": etc / p for p in SHIPPED_PATHS}
-    )
-    f.broker = PrivateMosquitto(run_as="mosquitto", conf=conf, port=f.server_port)
+    f.broker = _broker(etc, f.gateway_port, f.server_port)
     try:
         f.broker.start()
         yield f
     finally:
         f.broker.close()
-        shutil.rmtree(etc, ignore_errors=True)
 
 
 class Client:
@@ -178,10 +193,12 @@ def _received(sub: Client, expected: set[str], timeout: float = 5.0) -> set[str]
 def test_a_fourth_gateway_leaves_the_first_three_publishing(fleet: Fleet, ingest: Client) -> None:
     """Provisioning a fourth gateway and reloading keeps the first three connected and publishing, and lets
     all four (re)connect: the broker, running as its own user, can still read the rewritten files."""
+    assert fleet.broker is not None
+    uids = Path(f"/proc/{fleet.broker.pid}/status").read_text().split("Uid:")[1].split()[:2]
+    assert {int(u) for u in uids} == {pwd.getpwnam("mosquitto").pw_uid}, "the broker does not run as mosquitto"
     clients = {name: Client(fleet.gateway_port, *fleet.login(name)) for name in ("gw-a", "gw-b", "gw-c")}
     assert all(c.accepted for c in clients.values()), {n: c.events for n, c in clients.items()}
     fleet.provision("gw-d")
-    assert fleet.broker is not None
     fleet.broker.reload()
     for name, c in clients.items():
         c.publish(f"fw/v1/{fleet.site}/{name}/telemetry", b"after the reload")
@@ -313,3 +330,33 @@ async def test_gateway_and_ingest_work_through_the_shipped_listeners(fleet: Flee
         for w in workers:
             w.stop()
         await sim.stop()
+
+
+def test_the_documented_steps_work(db_url: str, uid: str, etc: Path, tmp_path: Path, monkeypatch) -> None:
+    """docs/gateway.md as written: `sync-broker` creates the empty gateway files, the broker starts on them,
+    `provision --reload` (settings from the environment) admits the new gateway with the config it wrote,
+    `revoke --reload` shuts it out."""
+    site = f"s-{uid}"
+    _site(db_url, site)
+    gateway_port, server_port = free_port(), free_port()
+    monkeypatch.setenv("FIELDWATCH_DATABASE_URL", db_url)
+    monkeypatch.setenv("FIELDWATCH_BROKER_PASSWORD_FILE", str(etc / "fieldwatch-gateways.passwd"))
+    monkeypatch.setenv("FIELDWATCH_BROKER_ACL_FILE", str(etc / "fieldwatch-gateways.acl"))
+    created = CliRunner().invoke(app, ["gateway", "sync-broker"])
+    assert created.exit_code == 0, created.output
+    with _broker(etc, gateway_port, server_port) as broker:
+        monkeypatch.setenv("FIELDWATCH_BROKER_RELOAD_COMMAND", f"kill -HUP {broker.pid}")
+        out = tmp_path / "gw-01.yaml"
+        args = ["--site", site, "--name", "gw-01"]
+        done = CliRunner().invoke(
+            app, ["gateway", "provision", *args, "--mqtt-url", f"mqtt://127.0.0.1:{gateway_port}", "--out", str(out),
+                  "--reload"],
+        )  # fmt: skip
+        assert done.exit_code == 0 and "the broker reread its files" in done.output, done.output
+        parts = mqtt_parts(yaml.safe_load(out.read_text())["mqtt_url"])
+        gw = Client(parts["port"], parts["username"], parts["password"])
+        assert gw.accepted, gw.events
+        gone = CliRunner().invoke(app, ["gateway", "revoke", *args, "--reload"])
+        assert gone.exit_code == 0, gone.output
+        wait_until(lambda: len(gw.events) > 1, 5, what="the revoked gateway to be disconnected")
+        gw.close()

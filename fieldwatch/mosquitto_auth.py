@@ -68,8 +68,10 @@ def verify_mosquitto_hash(password: str, hashed: str) -> bool:
 def grants(login: GatewayLogin) -> list[str]:
     """The ACL lines of one gateway: read/write on its own prefix, and its own Sparkplug node if it has one.
 
-    The Sparkplug lines let the node publish its births, data and deaths and read its own commands
-    (``spBv1.0/{group}/{NBIRTH|NDEATH|NCMD…}/{node}`` and ``…/{node}/{device}``), nothing of another node.
+    The Sparkplug lines let the node publish every message type as itself (``spBv1.0/{group}/+/{node}``
+    and ``…/{node}/{device}``: births, data, deaths) and read its own commands (``…/NCMD/{node}``);
+    no topic of another node matches them. They are the lines docs/gateway.md used to tell users to
+    add by hand: once the registry holds the node, such an entry regenerates to the same lines.
     """
     lines = [f"topic readwrite {login.topic_prefix}#"]
     if login.sparkplug is not None:

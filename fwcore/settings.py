@@ -30,6 +30,10 @@ _FORMS = {
     "ingest_batch_max_points": "an integer >= 1",
     "ingest_batch_max_wait_ms": "an integer >= 0",
     "webhook_allowed_targets": ALLOW_LIST_FORM,
+    "broker_file_mode": "an octal mode with no permission for others, quoted, e.g. '0640'",
+    "broker_file_owner": "a user name or number",
+    "broker_file_group": "a group name or number",
+    "broker_user": "a user name or number",
 }
 
 
@@ -93,6 +97,20 @@ class Settings(BaseSettings):
     #: Webhook targets allowed although not public (loopback, private, link-local …): host names, IP
     #: addresses or CIDR networks. Empty (the default): webhooks reach public addresses only.
     webhook_allowed_targets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # The broker's gateway password and ACL files, which `fieldwatch gateway provision`, `revoke`,
+    # `sparkplug` and `sync-broker` regenerate from the registry (docs/gateway.md); a command's
+    # --password-file/--acl-file wins. Unset: the command leaves the broker's files alone.
+    broker_password_file: Path | None = None
+    broker_acl_file: Path | None = None
+    #: Owner, group and mode of those files. Unset: an existing file keeps its own; a new one is
+    #: owned by whoever runs the command, in the group of `broker_user`, mode 0640.
+    broker_file_owner: str | None = None
+    broker_file_group: str | None = None
+    broker_file_mode: int | None = None
+    #: The user the broker runs as: provisioning refuses to write a file this user could not read.
+    broker_user: str = Field("mosquitto", min_length=1)
+    #: How `--reload` makes the broker reread its files (run without a shell).
+    broker_reload_command: str = "systemctl reload mosquitto"
 
     @classmethod
     def settings_customise_sources(
@@ -142,6 +160,36 @@ class Settings(BaseSettings):
     def _check_targets(cls, v: list[str]) -> list[str]:
         EgressPolicy.parse(v)  # names the first bad entry
         return v
+
+    @field_validator("broker_file_owner", "broker_file_group", "broker_user")
+    @classmethod
+    def _check_account(cls, v: str | None) -> str | None:
+        if v == "":  # FIELDWATCH_BROKER_FILE_GROUP= (empty) means unset
+            return None
+        if v is not None and any(c.isspace() or c == ":" for c in v):
+            raise ValueError("not a user or group name")
+        return v
+
+    @field_validator("broker_file_mode", mode="before")
+    @classmethod
+    def _check_mode(cls, v: object) -> int | None:
+        """Octal text ('0640', '640'); an int only as YAML's own octal (0640 there is 416)."""
+        if v is None or v == "":
+            return None
+        if isinstance(v, str):
+            try:
+                mode = int(v, 8)
+            except ValueError:
+                raise ValueError("not an octal mode") from None
+        elif isinstance(v, int) and not isinstance(v, bool):
+            mode = v
+        else:
+            raise ValueError("not an octal mode")
+        if not 0 <= mode <= 0o777:
+            raise ValueError("not a file mode (write it quoted, in octal)")
+        if mode & 0o007:
+            raise ValueError("gives others access to the broker's password hashes and grants")
+        return mode
 
     @field_validator("log_level")
     @classmethod

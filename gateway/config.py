@@ -486,6 +486,16 @@ class GatewayConfig(BaseModel):
         return self.publish_interval or self.poll_interval
 
 
+def mqtt_client_id(site: str, gateway: str, username: str | None) -> str:
+    """The gateway's MQTT client id: its broker login when it has one, else ``fw-gw-{site}-{gateway}``.
+
+    The gateway listener of a provisioned broker replaces every client id by the login
+    (``use_username_as_clientid``: no login can take over another gateway's session), so connecting
+    with the login keeps one fixed id, and one persistent session, behind any listener.
+    """
+    return username or f"fw-gw-{site}-{gateway}"
+
+
 _DEVICE_KINDS = ("modbus_tcp", "modbus_rtu", "opcua")
 
 

@@ -29,6 +29,7 @@ from paho.mqtt.properties import Properties
 
 from fwcore.contract import encode_status, topic
 from fwcore.settings import mqtt_parts
+from gateway.config import mqtt_client_id
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class Publisher(Protocol):
 
 
 class MqttPublisher:
-    """One broker connection for one gateway (client id ``fw-gw-{site}-{gateway}``)."""
+    """One broker connection for one gateway (client id: its login, see :func:`gateway.config.mqtt_client_id`)."""
 
     def __init__(
         self,
@@ -81,11 +82,11 @@ class MqttPublisher:
             raise ValueError(f"mqtt protocol must be '5' or '3.1.1', not {protocol!r}")
         self.site = site
         self.gateway = gateway
-        self.client_id = f"fw-gw-{site}-{gateway}"
+        self._parts = mqtt_parts(url)
+        self.client_id = mqtt_client_id(site, gateway, self._parts["username"])
         self.protocol = protocol
         self.status_topic = topic(site, gateway, "status")
         self.ack_topic = topic(site, gateway, "ack")
-        self._parts = mqtt_parts(url)
         self._cb = callbacks
         self._loop = loop or asyncio.get_running_loop()
         self._started = False

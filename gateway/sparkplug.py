@@ -43,7 +43,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from fwcore.contract import Batch, Point, decode_batch, encode_batch
 from fwcore.settings import mqtt_parts
 from gateway.buffer import DiskBuffer
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, mqtt_client_id
 from gateway.publisher import KEEPALIVE_SECONDS, PublisherCallbacks
 from gateway.sequence import SequenceStore
 from gateway.sparkplug_proto import WireError, decode_payload
@@ -74,7 +74,7 @@ class SparkplugStats:
 
 
 class SparkplugNode:
-    """One Sparkplug B edge node on one broker connection (client id ``fw-gw-{site}-{gateway}``)."""
+    """One Sparkplug B edge node on one broker connection (client id: its login, as :class:`MqttPublisher`)."""
 
     def __init__(
         self,
@@ -94,7 +94,7 @@ class SparkplugNode:
             sp.group_id or config.site, sp.edge_node_id or config.gateway, metric_defs(config.devices)
         )
         self.site, self.gateway = config.site, config.gateway
-        self.client_id = f"fw-gw-{config.site}-{config.gateway}"
+        self.client_id = mqtt_client_id(config.site, config.gateway, mqtt_parts(url)["username"])
         self.stats = SparkplugStats()
         self._cb = callbacks
         self._clock = clock

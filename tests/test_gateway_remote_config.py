@@ -12,7 +12,8 @@ import orjson
 import pytest
 import yaml
 
-from fieldwatch.provision import mosquitto_hash, topic_prefix, with_acl_entry, with_password_entry
+from fieldwatch.mosquitto_auth import mosquitto_hash, regenerate_acl, regenerate_passwords
+from fieldwatch.provision import topic_prefix
 from fwcore.contract import decode_batch, topic
 from gateway import Gateway, parse_config
 from gateway.config import load_config
@@ -24,6 +25,7 @@ from gateway.remote_config import (
     persist,
     remote_path,
 )
+from ingest.provisioning import GatewayLogin
 from simulators import PumpModbusServer, PumpModel
 from tests.support.brokers import PrivateMosquitto
 from tests.support.mqtt import MQTT_URL, Watcher
@@ -259,12 +261,10 @@ def acl_broker(tmp_path: Path, uid: str) -> Iterator[PrivateMosquitto]:
     """A private Mosquitto (the shared one is never touched), anonymous off, with a "server" user that may
     write every config topic and gateway gw-<uid> holding exactly the entries provisioning writes."""
     pw, acl = tmp_path / "passwd", tmp_path / "acl"
-    user = f"site-{uid}.gw-{uid}"
-    pw.write_text(with_password_entry(with_password_entry("", "server", mosquitto_hash("server-pw")), user,
-                                      mosquitto_hash("gw-pw")))  # fmt: skip
-    acl.write_text(
-        with_acl_entry("user server\ntopic readwrite fw/v1/#\n", user, topic_prefix(f"site-{uid}", f"gw-{uid}"))
-    )
+    site, name = f"site-{uid}", f"gw-{uid}"
+    login = GatewayLogin(site, name, f"{site}.{name}", mosquitto_hash("gw-pw"), topic_prefix(site, name))
+    pw.write_text(regenerate_passwords(f"server:{mosquitto_hash('server-pw')}\n", [login]).text)
+    acl.write_text(regenerate_acl("user server\ntopic readwrite fw/v1/#\n", [login]).text)
     for f in (pw, acl):
         f.chmod(0o600)
     with PrivateMosquitto(password_file=pw, acl_file=acl, workdir=tmp_path / "broker") as broker:

@@ -13,7 +13,13 @@ port of its own with the settings a test asks for:
 Started as root, mosquitto would switch to the ``mosquitto`` user and then fail to write its
 data directory or read the caller's 0600 password and ACL files (which a test may rewrite
 mid-run, so chown'ing them once is not enough). The config therefore names the user the test
-runs as: the broker keeps the test's permissions, whoever that is.
+runs as: the broker keeps the test's permissions, whoever that is. A test about those very
+permissions passes ``run_as="mosquitto"`` instead: started by root, the broker drops to that
+user as the packaged service does, and reads its files (and rereads them on SIGHUP) as it.
+
+``conf``: listener and authentication lines of the test's own (e.g. the shipped
+``deploy/mosquitto/fieldwatch.conf`` with test ports and paths, :func:`shipped_conf`) instead of
+one anonymous or password-file listener on :attr:`~PrivateMosquitto.port`.
 
 Failures (it does not start, it exits) raise :class:`BrokerStartError` quoting the broker's
 log, whose path is :attr:`~PrivateMosquitto.log_path`.
@@ -22,6 +28,9 @@ log, whose path is :attr:`~PrivateMosquitto.log_path`.
 from __future__ import annotations
 
 import getpass
+import os
+import pwd
+import re
 import shutil
 import signal
 import socket
@@ -64,8 +73,14 @@ class PrivateMosquitto:
         password_file: Path | None = None,
         acl_file: Path | None = None,
         workdir: Path | None = None,
+        run_as: str | None = None,
+        conf: str | None = None,
     ) -> None:
         self._exe = mosquitto_binary()
+        if run_as is not None and os.geteuid() != 0:
+            raise BrokerStartError(f"only root can start mosquitto as {run_as!r} (it drops privileges when root)")
+        if conf is not None and (port is None or f"listener {port}" not in conf):
+            raise ValueError("with conf=, pass the port of one of its listeners as port= (the one waited on)")
         self.port = port or free_port()
         self._own_dir = workdir is None
         self.dir = Path(tempfile.mkdtemp(prefix="fw-mosquitto-")) if workdir is None else Path(workdir)
@@ -73,16 +88,18 @@ class PrivateMosquitto:
         self.log_path = self.dir / "mosquitto.log"
         self._stdout_path = self.dir / "mosquitto.stdout"
         lines = [
-            f"listener {self.port} 127.0.0.1",
             f"max_queued_messages {max_queued_messages}",
             "max_inflight_messages 0",
-            f"user {getpass.getuser()}",
+            f"user {run_as or getpass.getuser()}",
             f"log_dest file {self.log_path}",
             *(f"log_type {kind}" for kind in ("error", "warning", "notice", "information")),
         ]
-        if password_file is None and acl_file is None:
-            lines.append("allow_anonymous true")
+        if conf is not None:
+            lines.append(conf)
+        elif password_file is None and acl_file is None:
+            lines += [f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
         else:
+            lines.append(f"listener {self.port} 127.0.0.1")
             lines.append("allow_anonymous false")
             if password_file is not None:
                 lines.append(f"password_file {password_file}")
@@ -94,6 +111,10 @@ class PrivateMosquitto:
             lines.append("persistence false")
         self.conf_path = self.dir / "mosquitto.conf"
         self.conf_path.write_text("\n".join(lines) + "\n")
+        if run_as is not None:  # its own directory (log, persistence) belongs to the user it runs as
+            user = pwd.getpwnam(run_as)
+            for path in (self.dir, self.conf_path):
+                os.chown(path, user.pw_uid, user.pw_gid)
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -103,6 +124,12 @@ class PrivateMosquitto:
     def url_as(self, username: str, password: str) -> str:
         """The URL with credentials, for a broker with a password file."""
         return f"mqtt://{username}:{password}@127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        """The broker's process id (for a reload command like ``kill -HUP <pid>``)."""
+        assert self._proc is not None and self._proc.poll() is None, "the broker is not running"
+        return self._proc.pid
 
     @property
     def running(self) -> bool:
@@ -199,3 +226,27 @@ class PrivateMosquitto:
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+#: The broker configuration fieldwatch ships for production (gateway and server listeners).
+SHIPPED_CONF = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "fieldwatch.conf"
+
+
+def shipped_conf(ports: dict[int, int], paths: dict[str, Path], source: Path = SHIPPED_CONF) -> str:
+    """The shipped broker configuration with the test's ports and file paths in place of the real ones.
+
+    ``ports`` maps each shipped listener port to the test's (its bind address becomes 127.0.0.1);
+    ``paths`` maps each shipped file path to the test's. A port or path missing from the file fails
+    here, so the test cannot silently run a configuration other than the one users install.
+    """
+    text = source.read_text()
+    for shipped, port in ports.items():
+        pattern = re.compile(rf"^listener {shipped}( \S+)?$", re.MULTILINE)
+        if not pattern.search(text):
+            raise ValueError(f"{source} has no 'listener {shipped}' line")
+        text = pattern.sub(f"listener {port} 127.0.0.1", text)
+    for shipped_path, path in paths.items():
+        if shipped_path not in text:
+            raise ValueError(f"{source} does not name {shipped_path}")
+        text = text.replace(shipped_path, str(path))
+    return text

@@ -1,75 +1,33 @@
 """Store-and-forward under real faults: our own Mosquitto stopped and restarted, a gateway SIGKILLed.
 
 The broker here is a private ``mosquitto`` subprocess on a port of its own (the shared
-one must never be stopped). An "acker" plays ingest: it records each batch and
-acks its seq on the ack topic, as ingest does after commit.
+one must never be stopped). An :class:`~tests.support.acker.Acker` plays ingest: it records
+each batch and acks its seq on the ack topic, as ingest does after commit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
 import signal
 import sqlite3
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
 
-from fwcore.contract import Batch, decode_batch, encode_ack, subscription, topic
+from fwcore.contract import Batch
 from gateway import Gateway, parse_config
 from simulators import PumpModbusServer, PumpModel
+from tests.support.acker import Acker
 from tests.support.brokers import PrivateMosquitto
 from tests.support.waits import wait_until_async
 
 POLL = 0.2
-
-
-class Acker:
-    """Plays ingest: records every telemetry batch, then acks its seq (re-subscribing after reconnects)."""
-
-    def __init__(self, url_port: int, site: str, gateway: str, *, ack: bool = True) -> None:
-        self.batches: queue.Queue[Batch] = queue.Queue()
-        self.seen: list[Batch] = []
-        self.ack_topic = topic(site, gateway, "ack")
-        self.filter = subscription("telemetry", site, gateway)
-        self.ack = ack
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"acker-{uuid.uuid4().hex[:8]}"
-        )
-        self.client.on_connect = lambda c, u, f, r, p: c.subscribe(self.filter, qos=1)
-        self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.1, 0.5)
-        self.client.connect_async("127.0.0.1", url_port)
-        self.client.loop_start()
-
-    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        batch = decode_batch(bytes(message.payload))
-        self.batches.put(batch)
-        if self.ack:
-            client.publish(self.ack_topic, encode_ack([batch.seq], ts=0), qos=1)
-
-    def drain(self) -> list[Batch]:
-        while True:
-            try:
-                self.seen.append(self.batches.get_nowait())
-            except queue.Empty:
-                return self.seen
-
-    def seqs(self) -> set[int]:
-        return {b.seq for b in self.drain()}
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 @pytest.fixture

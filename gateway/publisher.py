@@ -10,6 +10,13 @@ MQTT 3.1.1 ``clean_session=False``, so QoS 1 messages in flight survive a
 reconnect. Status: a retained ``online`` birth after every connect, a retained
 ``offline`` Last Will for unclean deaths, and a retained ``offline`` with reason
 ``shutdown`` on a clean stop.
+
+Deliveries: :meth:`MqttPublisher.publish_tracked` returns a :class:`Sent` whose
+``published`` turns true when the broker's PUBACK arrives (paho's ``on_publish``).
+paho's own ``MQTTMessageInfo`` cannot say so for a message published while its
+socket was gone: paho keeps such a message and sends it after reconnecting, but
+its ``rc`` stays "not connected" and ``is_published()`` raises ``RuntimeError``
+forever, even once the broker has acknowledged it.
 """
 
 from __future__ import annotations
@@ -51,6 +58,24 @@ class PublisherCallbacks:
     on_ack: Callable[[bytes], None]
 
 
+@dataclass(slots=True)
+class Sent:
+    """One QoS 1 publish, as the forwarder needs to know it (:class:`gateway.forward.Delivery`).
+
+    ``rc`` is paho's answer when the message was handed over: ``MQTT_ERR_SUCCESS``,
+    ``MQTT_ERR_NO_CONN`` (the socket was gone: paho keeps the message and sends it after
+    reconnecting) or ``MQTT_ERR_QUEUE_SIZE`` (refused: paho did not keep it). ``published``
+    turns true when the broker acknowledges it, whatever ``rc`` was.
+    """
+
+    mid: int
+    rc: int
+    published: bool = False
+
+    def is_published(self) -> bool:
+        return self.published
+
+
 class Publisher(Protocol):
     """What the gateway needs of its broker connection: :class:`MqttPublisher`, or in Sparkplug B
     mode :class:`gateway.sparkplug.SparkplugNode`, which keeps the same surface."""
@@ -89,6 +114,8 @@ class MqttPublisher:
         self._cb = callbacks
         self._loop = loop or asyncio.get_running_loop()
         self._started = False
+        #: Publishes waiting for their PUBACK, by message id (touched on the event loop only).
+        self._unconfirmed: dict[int, Sent] = {}
         v5 = protocol == "5"
         self.client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
@@ -113,6 +140,7 @@ class MqttPublisher:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
 
     # --- paho thread -> event loop -------------------------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, props: object) -> None:
@@ -138,6 +166,19 @@ class MqttPublisher:
         if message.topic == self.ack_topic:
             self._loop.call_soon_threadsafe(self._cb.on_ack, bytes(message.payload))
 
+    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason: object, props: object) -> None:
+        # paho holds its message lock here: hop to the loop rather than take a lock of ours.
+        self._loop.call_soon_threadsafe(self._confirmed, mid, reason)
+
+    def _confirmed(self, mid: int, reason: object) -> None:
+        sent = self._unconfirmed.pop(mid, None)
+        if sent is None:  # a status or health message, not tracked
+            return
+        if getattr(reason, "is_failure", False):  # MQTT 5: the broker answered but did not take it
+            log.warning("broker refused a telemetry message (%s); it is resent from disk after ack_timeout", reason)
+        # Acknowledged either way: the broker answered, so paho will not send it again; any resend is ours.
+        sent.published = True
+
     # --- owner API (event loop thread) ----------------------------------------------
     def start(self) -> None:
         """Connect in the background; paho keeps reconnecting until :meth:`stop`."""
@@ -156,6 +197,15 @@ class MqttPublisher:
     def publish(self, topic_name: str, payload: bytes, *, retain: bool = False) -> mqtt.MQTTMessageInfo:
         """Publish at QoS 1."""
         return self.client.publish(topic_name, payload, qos=1, retain=retain)
+
+    def publish_tracked(self, topic_name: str, payload: bytes) -> Sent:
+        """Publish at QoS 1 and follow the PUBACK (call on the event loop, as :class:`Sent` is updated there)."""
+        info = self.client.publish(topic_name, payload, qos=1)
+        sent = Sent(info.mid, info.rc)
+        if info.rc != mqtt.MQTT_ERR_QUEUE_SIZE:  # refused messages are not kept by paho: no PUBACK will come
+            # Its PUBACK is handled on this loop after this call returns, so it cannot be missed.
+            self._unconfirmed[info.mid] = sent
+        return sent
 
     async def stop(self, reason: str = "shutdown", timeout: float = 2.0) -> None:
         """Publish the retained ``offline`` status, disconnect cleanly (no Will) and stop the thread."""

@@ -99,6 +99,29 @@ async def test_broker_outage_loses_nothing_and_replays_backlog_as_historical(
     assert_each_point_once(batches)
 
 
+async def test_points_buffered_during_an_outage_are_not_counted_as_published(
+    broker: PrivateMosquitto, sim: PumpModbusServer, uid: str, tmp_path: Path
+) -> None:
+    """While the broker is down every reading is counted as buffered and none as published, and the
+    Prometheus help texts say exactly that."""
+    gw = Gateway(parse_config(config(uid, tmp_path, sim.port, broker.url)))
+    async with gw:
+        await gw.wait_connected()
+        await wait_until_async(lambda: gw.stats.points_published > 0, 10, what="live points")
+        assert gw.stats.points_buffered >= gw.stats.points_published
+        broker.stop()
+        await wait_until_async(lambda: not gw.stats.mqtt_connected, 10, what="the gateway to notice the outage")
+        published, buffered = gw.stats.points_published, gw.stats.points_buffered
+        await wait_until_async(lambda: gw.stats.points_buffered >= buffered + 3 * 8, 10, what="points buffered offline")
+        assert gw.stats.points_published == published
+        metrics = {m.name: m for m in gw.registry.collect()}
+    help_buffered = metrics["fieldwatch_gateway_points_buffered"].documentation
+    help_published = metrics["fieldwatch_gateway_points_published"].documentation
+    assert "disk buffer" in help_buffered
+    assert "disk buffer" not in help_published and "connected" in help_published
+    assert metrics["fieldwatch_gateway_points_published"].samples[0].value == published
+
+
 def _run_gateway(path: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "run", str(path), "--log-level", "WARNING"],

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from fwcore.contract import Batch
+from fwcore.contract import Batch, decode_batch
 from gateway import Gateway, parse_config
 from simulators import PumpModbusServer, PumpModel
 from tests.support.acker import Acker
@@ -162,6 +164,45 @@ async def test_sigkilled_gateway_delivers_its_unacked_batches_after_restart(
         acker.close()
     replayed = [b for b in acker.drain() if b.seq in unacked]
     assert all(b.historical for b in replayed)
+
+
+async def test_sigkilled_gateway_loses_at_most_the_readings_of_one_publish_interval(
+    broker: PrivateMosquitto, sim: PumpModbusServer, uid: str, tmp_path: Path
+) -> None:
+    """Killed just before a publish tick (the worst moment), a gateway has on disk every reading polled
+    up to one publish interval (plus one poll) before the kill, and none missing in between."""
+    publish_interval = 1.0
+    data = {**config(uid, tmp_path, sim.port, broker.url), "publish_interval": publish_interval}
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(data))
+    buffer_file = tmp_path / f"buffer-{data['site']}-{data['gateway']}.sqlite"
+    proc = _run_gateway(path)
+    try:
+        await wait_until_async(
+            lambda: len(on_disk_seqs(buffer_file)) >= 3,
+            20,
+            what="three batches on disk",
+            ignore=(sqlite3.OperationalError,),  # the gateway has not created the file or its table yet
+        )
+        # Publish ticks fall at k * interval + interval / 2 (wall clock): kill 50 ms before the next one.
+        now = time.time()
+        tick = (int((now - publish_interval / 2) / publish_interval) + 1) * publish_interval + publish_interval / 2
+        # The moment of the kill is what this test is about: time itself has to pass here.
+        await asyncio.sleep(tick - 0.05 - now)
+        killed_ms = time.time() * 1000
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(5)
+    stamps = sorted(on_disk_point_times(buffer_file))
+    assert killed_ms - stamps[-1] <= (publish_interval + POLL) * 1000 + 250
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert max(gaps) <= 2 * POLL * 1000, "a poll between the first and the last reading on disk is missing"
+
+
+def on_disk_point_times(path: Path) -> set[int]:
+    """The poll times (epoch ms) of every point in a gateway's buffer."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        return {p.ts for (payload,) in db.execute("SELECT payload FROM batches") for p in decode_batch(payload).points}
 
 
 def on_disk_seqs(path: Path) -> set[int]:

@@ -73,6 +73,7 @@ class ServerStack:
                     batch_max_wait_ms=s.ingest_batch_max_wait_ms,
                     on_commit=[self.evaluator.process],
                     limits=Limits.from_settings(s),
+                    silence_timeout_s=s.gateway_silence_timeout_s,
                 )
                 await asyncio.to_thread(self.worker.start)
             if self.scheduler:

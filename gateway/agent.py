@@ -220,7 +220,13 @@ class Gateway:
             publisher = self._sparkplug
         else:
             publisher = MqttPublisher(
-                self.mqtt_url, self.config.site, self.config.gateway, callbacks, protocol=self.mqtt_protocol
+                self.mqtt_url,
+                self.config.site,
+                self.config.gateway,
+                callbacks,
+                protocol=self.mqtt_protocol,
+                state_dir=self.buffer_path.parent,
+                keepalive=self.config.mqtt_keepalive,
             )
         self._publisher = publisher
         publisher.start()
@@ -494,6 +500,7 @@ class Gateway:
         publisher = self._publisher
         if publisher is None or not self._connected.is_set() or self._state != "running" or self._sparkplug:
             return  # the next connect republishes it (Sparkplug mode: NBIRTH/DBIRTH/DDEATH say it instead)
+        assert isinstance(publisher, MqttPublisher)
         devices = {n: "online" if d.online else "offline" for n, d in self.stats.devices.items()}
         profiles = {d.name: d.profile_label for d in self.config.devices if d.profile_label}
         last = self.remote.last
@@ -503,6 +510,7 @@ class Gateway:
             gateway=self.config.gateway,
             ts=_ms(self._clock()),
             reason="connected",
+            session=publisher.session,
             devices=devices,
             profiles=profiles,
             config=config,
@@ -549,7 +557,10 @@ class Gateway:
                 dropped_batches=b.dropped_batches,
                 dropped_points=b.dropped_points,
             )
+        publisher = self._publisher
         return HealthSnapshot(
+            session=publisher.session if isinstance(publisher, MqttPublisher) else None,
+            interval_s=self.config.health_interval,
             gateway=self.config.gateway,
             site=self.config.site,
             ts_ms=_ms(self._clock()),

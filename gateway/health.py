@@ -12,6 +12,7 @@ objects on the hot path). Two readers turn them into something useful:
 Health payload (``v`` 1)::
 
     {"v": 1, "gateway": "gw-01", "site": "plant-north", "ts": 1767225600000,
+     "session": 1767222000123, "interval_s": 10.0,
      "uptime_s": 3600.0, "mqtt": {"connected": true, "reconnects": 1},
      "points": {"buffered": 36000, "published": 35800, "suppressed": 1200},
      "buffer": {"depth": 0, "bytes": 0, "oldest_unacked_age_s": 0.0,
@@ -19,6 +20,10 @@ Health payload (``v`` 1)::
      "devices": {"pump-1": {"online": true, "error": "", "polls": 3600,
                             "poll_latency_ms": 4.1, "poll_latency_avg_ms": 3.9,
                             "overruns": 0, "reconnects": 0}}}
+
+The health message is also the gateway's heartbeat: ``session`` is the status session of its
+MQTT connection (``gateway.publisher``; absent in Sparkplug B mode) and ``interval_s`` how often
+it comes, so ingest can tell a silent gateway from a live one (``ingest.liveness``).
 
 ``points.buffered`` counts the readings written to the disk buffer (every reading that
 is to be sent, once, in fieldwatch mode; in Sparkplug B mode only those stored while the
@@ -94,6 +99,8 @@ class HealthSnapshot:
     buffer: BufferHealth
     devices: dict[str, DeviceHealth] = field(default_factory=dict)
     points_buffered: int = 0
+    session: int | None = None
+    interval_s: float | None = None
 
 
 def health_payload(s: HealthSnapshot) -> dict[str, Any]:
@@ -103,6 +110,8 @@ def health_payload(s: HealthSnapshot) -> dict[str, Any]:
         "gateway": s.gateway,
         "site": s.site,
         "ts": s.ts_ms,
+        **({"session": s.session} if s.session is not None else {}),
+        **({"interval_s": s.interval_s} if s.interval_s is not None else {}),
         "uptime_s": round(s.uptime_s, 3),
         "mqtt": {"connected": s.mqtt_connected, "reconnects": s.mqtt_reconnects},
         "points": {"buffered": s.points_buffered, "published": s.points_published, "suppressed": s.points_suppressed},

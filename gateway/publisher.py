@@ -11,6 +11,20 @@ reconnect. Status: a retained ``online`` birth after every connect, a retained
 ``offline`` Last Will for unclean deaths, and a retained ``offline`` with reason
 ``shutdown`` on a clean stop.
 
+Birth and death are ordered by **status session**, not by their timestamps (like
+Sparkplug's ``bdSeq``): every MQTT connection takes a new session number, persisted
+in ``{state_dir}/session-{site}-{gateway}.json`` before it is used, and the Will armed
+for that connection and the birth sent on it carry the same number. The Will must be
+composed before connecting, so its ``ts`` is older than the birth's; ingest therefore
+compares sessions: a death of the current session wins over its birth, a Will of an
+earlier connection delivered late (after a reconnect) never wins over a newer birth.
+The number is the connection's start time in epoch milliseconds, or the previous
+session + 1 if the clock went back, so it grows even if the state directory is lost::
+
+    connect #1 (Will: offline, session s1) -> birth online s1 -> statuses s1 ...
+    connection lost: Will(s1) published by the broker; next Will armed with s2 > s1
+    connect #2 (Will: offline, session s2) -> birth online s2    (a late Will(s1) is stale)
+
 Deliveries: :meth:`MqttPublisher.publish_tracked` returns a :class:`Sent` whose
 ``published`` turns true when the broker's PUBACK arrives (paho's ``on_publish``).
 paho's own ``MQTTMessageInfo`` cannot say so for a message published while its
@@ -27,6 +41,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import paho.mqtt.client as mqtt
@@ -36,6 +51,7 @@ from paho.mqtt.properties import Properties
 
 from fwcore.contract import encode_status, topic
 from fwcore.settings import mqtt_parts
+from gateway.sequence import SequenceStore
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +106,11 @@ class Publisher(Protocol):
 
 
 class MqttPublisher:
-    """One broker connection for one gateway (client id ``fw-gw-{site}-{gateway}``)."""
+    """One broker connection for one gateway (client id ``fw-gw-{site}-{gateway}``).
+
+    ``state_dir``: where the status session number is persisted (without one, as in tests of
+    this class alone, it lives in memory and starts from the clock).
+    """
 
     def __init__(
         self,
@@ -101,6 +121,8 @@ class MqttPublisher:
         *,
         protocol: str = "5",
         loop: asyncio.AbstractEventLoop | None = None,
+        state_dir: Path | None = None,
+        keepalive: int = KEEPALIVE_SECONDS,
     ) -> None:
         if protocol not in ("5", "3.1.1"):
             raise ValueError(f"mqtt protocol must be '5' or '3.1.1', not {protocol!r}")
@@ -114,6 +136,10 @@ class MqttPublisher:
         self._cb = callbacks
         self._loop = loop or asyncio.get_running_loop()
         self._started = False
+        self.keepalive = keepalive
+        self._sessions = None if state_dir is None else SequenceStore(state_dir, site, gateway, name="session")
+        #: The status session of the current (or, while disconnected, the next) connection.
+        self.session = 0
         #: Publishes waiting for their PUBACK, by message id (touched on the event loop only).
         self._unconfirmed: dict[int, Sent] = {}
         v5 = protocol == "5"
@@ -131,16 +157,23 @@ class MqttPublisher:
         # Bound paho's in-memory queue: unbounded, a gateway producing faster than the broker takes
         # grew to hundreds of MB. A refused batch stays on disk and is replayed (gateway.forward).
         self.client.max_queued_messages_set(MAX_QUEUED_MESSAGES)
-        self.client.will_set(
-            self.status_topic,
-            encode_status("offline", gateway=gateway, ts=now_ms(), reason="connection lost"),
-            qos=1,
-            retain=True,
-        )
+        self._arm_will()
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
+
+    # --- status session and the Will (construction, then the paho thread) ------------
+    def _arm_will(self) -> None:
+        """Take the next session (persisted first) and put it in the Will of the next CONNECT."""
+        floor = now_ms()
+        self.session = self._sessions.next(floor) if self._sessions is not None else max(self.session + 1, floor)
+        self.client.will_set(
+            self.status_topic,
+            encode_status("offline", gateway=self.gateway, ts=now_ms(), reason="connection lost", session=self.session),
+            qos=1,
+            retain=True,
+        )
 
     # --- paho thread -> event loop -------------------------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, props: object) -> None:
@@ -151,7 +184,7 @@ class MqttPublisher:
         client.subscribe(self.ack_topic, qos=1)
         client.publish(
             self.status_topic,
-            encode_status("online", gateway=self.gateway, ts=now_ms(), reason="connected"),
+            encode_status("online", gateway=self.gateway, ts=now_ms(), reason="connected", session=self.session),
             qos=1,
             retain=True,
         )
@@ -160,6 +193,8 @@ class MqttPublisher:
     def _on_disconnect(
         self, client: mqtt.Client, userdata: object, flags: object, reason: object, props: object
     ) -> None:
+        if self._started:  # paho reconnects after this callback returns: the next connection is a new session
+            self._arm_will()
         self._loop.call_soon_threadsafe(self._cb.on_disconnected, str(reason))
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
@@ -189,9 +224,9 @@ class MqttPublisher:
         if self.protocol == "5":
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = SESSION_EXPIRY_SECONDS
-            self.client.connect_async(host, port, KEEPALIVE_SECONDS, clean_start=False, properties=props)
+            self.client.connect_async(host, port, self.keepalive, clean_start=False, properties=props)
         else:
-            self.client.connect_async(host, port, KEEPALIVE_SECONDS)
+            self.client.connect_async(host, port, self.keepalive)
         self.client.loop_start()
 
     def publish(self, topic_name: str, payload: bytes, *, retain: bool = False) -> mqtt.MQTTMessageInfo:
@@ -215,7 +250,7 @@ class MqttPublisher:
         if self.client.is_connected():
             info = self.publish(
                 self.status_topic,
-                encode_status("offline", gateway=self.gateway, ts=now_ms(), reason=reason),
+                encode_status("offline", gateway=self.gateway, ts=now_ms(), reason=reason, session=self.session),
                 retain=True,
             )
             try:

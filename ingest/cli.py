@@ -46,6 +46,7 @@ def run(
         batch_max_points=s.ingest_batch_max_points,
         batch_max_wait_ms=s.ingest_batch_max_wait_ms,
         limits=Limits.from_settings(s),
+        silence_timeout_s=s.gateway_silence_timeout_s,
     )
     done = threading.Event()
 

@@ -285,7 +285,10 @@ class IngestWorker:
 
     def _enqueue(self, msg: Inbound) -> None:
         if self._note_life(msg):
-            return  # a heartbeat: nothing to store
+            # A heartbeat: nothing to store. Gateways send it at QoS 0; one sent at QoS 1 is acked now,
+            # or unacked ones would use up the broker's in-flight window and stall telemetry.
+            self._consumer.ack(msg)
+            return
         # Blocking is the back-pressure: paho stops reading, the broker keeps the rest.
         while not self._stopping.is_set():
             try:

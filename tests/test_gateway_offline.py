@@ -29,7 +29,7 @@ from rules.store import save_rule
 from simulators import PumpModbusServer, PumpModel
 from tests.support.db import scalar
 from tests.support.mqtt import publisher
-from tests.support.registry import Registered, register
+from tests.support.registry import Registered, pts, register
 from tests.support.waits import wait_until, wait_until_async
 
 #: The broker's keepalive for the gateways of these tests; the broker declares a silent client dead
@@ -206,3 +206,15 @@ def test_a_gateway_silent_without_a_will_turns_offline_then_online_when_heard_ag
         assert reason == "no heartbeat"
         publish(reg.topic("health"), health)
         wait_until(lambda: gateway_status(db_url, reg) == "online", 10, what="the gateway heard again")
+
+
+def test_heartbeats_sent_at_qos_1_do_not_stall_telemetry(db_url: str, mqtt_url: str, reg: Registered, uid: str) -> None:
+    """Health messages never enter the write queue, but one sent at QoS 1 is still acknowledged: 50 of them
+    (more than an MQTT 3.1.1 client's in-flight window) are followed by telemetry that is stored."""
+    health = orjson.dumps({"v": 1, "gateway": reg.gateway, "site": reg.site, "interval_s": 10})
+    worker = IngestWorker(db_url, mqtt_url, client_id=f"ingest-{uid}", protocol="3.1.1", site_filter=reg.site)
+    with worker, publisher(mqtt_url, f"gw-{uid}") as publish:
+        for _ in range(50):
+            publish(reg.topic("health"), health)
+        publish(reg.topic(), reg.batch(1, pts("pump-1", "temp", 3)))
+        wait_until(lambda: scalar(db_url, "SELECT count(*) FROM telemetry") == 3, 10, what="the telemetry stored")

@@ -298,14 +298,16 @@ class IngestWorker:
                 continue
 
     def _note_life(self, msg: Inbound) -> bool:
-        """Record a health message or a live birth as a sign of life; True for health (not queued).
+        """Record a health message or a live birth as a sign of life; True for health (never queued).
 
-        A retained status is not a sign of life (it may be years old), nor is a death.
+        A retained message is not a sign of life (it may be years old), nor is a death.
         """
         parts = msg.topic.split("/")
         kind = parts[4] if len(parts) == 5 else ""
-        if kind not in ("health", "status") or (kind == "status" and msg.retained):
+        if kind not in ("health", "status"):
             return False
+        if msg.retained:
+            return kind == "health"
         try:
             obj = orjson.loads(msg.payload)
         except orjson.JSONDecodeError:

@@ -75,6 +75,7 @@ class ServerStack:
                     on_commit=[self.evaluator.process],
                     limits=Limits.from_settings(s),
                     hold=HoldLimits.from_settings(s),
+                    silence_timeout_s=s.gateway_silence_timeout_s,
                 )
                 await asyncio.to_thread(self.worker.start)
             if self.scheduler:

@@ -8,7 +8,7 @@ would misread.
 Topics (one gateway per prefix, ``{site}`` and ``{gateway}`` are slugs)::
 
     fw/v1/{site}/{gateway}/telemetry   gateway -> ingest   QoS 1, batches of points
-    fw/v1/{site}/{gateway}/status      gateway -> all      QoS 1, retained: birth/death (Last Will)
+    fw/v1/{site}/{gateway}/status      gateway -> all      QoS 1, retained: birth/death (Last Will), by session
     fw/v1/{site}/{gateway}/health      gateway -> all      QoS 0, periodic health numbers
     fw/v1/{site}/{gateway}/ack         ingest  -> gateway  QoS 1, sequences committed
     fw/v1/{site}/{gateway}/config      server  -> gateway  QoS 1, retained: desired config
@@ -226,13 +226,21 @@ def decode_batch(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Batch
     )
 
 
-def encode_status(state: str, *, gateway: str, ts: int, reason: str = "", **extra: Any) -> bytes:
-    """Birth/death message for the retained status topic. ``state`` is ``online`` or ``offline``."""
+def encode_status(
+    state: str, *, gateway: str, ts: int, reason: str = "", session: int | None = None, **extra: Any
+) -> bytes:
+    """Birth/death message for the retained status topic. ``state`` is ``online`` or ``offline``.
+
+    ``session`` (optional, added in place of ordering by ``ts``): the number of the gateway's MQTT
+    connection the message belongs to; it grows with every connection (see ``docs/contract.md``,
+    "Status payload"). Ingest orders statuses that carry it by session; without it, by ``ts``.
+    """
     if state not in ("online", "offline"):
         raise ValueError(f"status state must be 'online' or 'offline', not {state!r}")
-    return orjson.dumps(
-        {"v": CONTRACT_VERSION, "gateway": gateway, "state": state, "ts": ts, "reason": reason, **extra}
-    )
+    head: dict[str, Any] = {"v": CONTRACT_VERSION, "gateway": gateway, "state": state, "ts": ts, "reason": reason}
+    if session is not None:
+        head["session"] = session
+    return orjson.dumps({**head, **extra})
 
 
 def encode_ack(seqs: list[int], *, ts: int) -> bytes:

@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     ingest_batch_max_wait_ms: int = Field(200, ge=0)
     ingest_client_id: str = "fieldwatch-ingest-1"
     ingest_share_group: str = "ingest"
+    #: A gateway not heard from (no health message, no birth) for this long, or three of its health
+    #: intervals if longer, is declared offline by ingest: the backstop when its Last Will never comes.
+    gateway_silence_timeout_s: float = Field(60.0, gt=0)
     #: Average road speed and detour factor used for ETAs until a routing service is plugged in.
     travel_speed_kmh: float = Field(50.0, gt=0)
     travel_detour_factor: float = Field(1.3, ge=1.0)

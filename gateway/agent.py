@@ -39,9 +39,10 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 import orjson
@@ -116,7 +117,8 @@ def _raise_if_cancelling() -> None:
 class GatewayStats:
     """Counters a health endpoint or a test can read."""
 
-    points_published: int = 0
+    points_buffered: int = 0  # points written to the disk buffer (every reading that is to be sent)
+    points_published: int = 0  # of those, points handed to MQTT at once (connected); the rest wait on disk
     batches_published: int = 0
     batches_republished: int = 0
     batches_acked: int = 0
@@ -127,7 +129,7 @@ class GatewayStats:
     points_suppressed: int = 0
     publish_errors: int = 0  # paho refused a publish (queue full, not connected); the batch stays on disk
     errors: int = 0
-    task_restarts: int = 0  # device poll tasks restarted after an unexpected exception (a bug, not a device error)
+    task_restarts: int = 0  # tasks (device polls, publish, replay, health) restarted after an unexpected exception
     mqtt_connected: bool = False
     mqtt_reconnects: int = 0
     device_online: dict[str, bool] = field(default_factory=dict)
@@ -218,7 +220,13 @@ class Gateway:
             publisher = self._sparkplug
         else:
             publisher = MqttPublisher(
-                self.mqtt_url, self.config.site, self.config.gateway, callbacks, protocol=self.mqtt_protocol
+                self.mqtt_url,
+                self.config.site,
+                self.config.gateway,
+                callbacks,
+                protocol=self.mqtt_protocol,
+                state_dir=self.buffer_path.parent,
+                keepalive=self.config.mqtt_keepalive,
             )
         self._publisher = publisher
         publisher.start()
@@ -229,9 +237,12 @@ class Gateway:
             self._start_device(device)
         if self._sparkplug is None:  # Sparkplug B mode is configured through its own commands
             publisher.client.message_callback_add(self.config_topic, self._on_config_message)
-        self._tasks.append(asyncio.create_task(self._publish_loop(), name="publish"))
-        self._tasks.append(asyncio.create_task(self._replay_loop(), name="replay"))
-        self._tasks.append(asyncio.create_task(self._health_loop(), name="health"))
+        for name, loop in (
+            ("publish", self._publish_loop),
+            ("replay", self._replay_loop),
+            ("health", self._health_loop),
+        ):
+            self._tasks.append(asyncio.create_task(self._keep_running(name, loop), name=name))
         log.info(
             "gateway %s/%s started: %d devices, publishing to %s",
             self.config.site,
@@ -298,6 +309,38 @@ class Gateway:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    async def _keep_running(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run one of the gateway's own loops (publish, replay, health) for the gateway's whole life.
+
+        These loops keep no state of their own between iterations (the pending points, the
+        forwarder's bookkeeping and the disk buffer live on the gateway), so restarting one
+        resumes exactly where it stopped; exiting the process instead would throw away the
+        pending points and every device connection. An exception is therefore logged at once at
+        ERROR with its traceback (further crashes at DEBUG until the loop has run for
+        :data:`CRASH_QUIET_RESET` seconds), counted in ``stats.task_restarts``, and the loop is
+        started again after a short backoff. A task that died silently used to stop all replay
+        until the process restarted, found only in the shutdown log.
+        """
+        delays = backoff_delays(base=0.1, cap=30.0)
+        logged = False
+        while True:
+            started = time.monotonic()
+            try:
+                await loop()
+                return
+            except Exception:
+                _raise_if_cancelling()
+                self.stats.task_restarts += 1
+                if time.monotonic() - started >= CRASH_QUIET_RESET:
+                    logged = False
+                    delays = backoff_delays(base=0.1, cap=30.0)
+                if not logged:
+                    logged = True
+                    log.exception("gateway task %r crashed; restarting it", name)
+                else:
+                    log.debug("gateway task %r crashed again; restarting it", name, exc_info=True)
+                await asyncio.sleep(next(delays))
 
     # --- devices: start, stop, apply a new config -----------------------------------------
     def _start_device(self, device: Device, driver: Driver | None = None) -> None:
@@ -459,6 +502,7 @@ class Gateway:
         publisher = self._publisher
         if publisher is None or not self._connected.is_set() or self._state != "running" or self._sparkplug:
             return  # the next connect republishes it (Sparkplug mode: NBIRTH/DBIRTH/DDEATH say it instead)
+        assert isinstance(publisher, MqttPublisher)
         devices = {n: "online" if d.online else "offline" for n, d in self.stats.devices.items()}
         profiles = {d.name: d.profile_label for d in self.config.devices if d.profile_label}
         # Every tag with its unit: ingest discovers devices nobody registered and gives series their units.
@@ -470,6 +514,7 @@ class Gateway:
             gateway=self.config.gateway,
             ts=_ms(self._clock()),
             reason="connected",
+            session=publisher.session,
             devices=devices,
             profiles=profiles,
             tags=tags,
@@ -517,13 +562,17 @@ class Gateway:
                 dropped_batches=b.dropped_batches,
                 dropped_points=b.dropped_points,
             )
+        publisher = self._publisher
         return HealthSnapshot(
+            session=publisher.session if isinstance(publisher, MqttPublisher) else None,
+            interval_s=self.config.health_interval,
             gateway=self.config.gateway,
             site=self.config.site,
             ts_ms=_ms(self._clock()),
             uptime_s=time.monotonic() - self._started_at,
             mqtt_connected=self.stats.mqtt_connected,
             mqtt_reconnects=self.stats.mqtt_reconnects,
+            points_buffered=self.stats.points_buffered,
             points_published=self.stats.points_published,
             points_suppressed=self.stats.points_suppressed,
             buffer=buf,
@@ -566,6 +615,7 @@ class Gateway:
         points, self._pending = self._pending, []
         if self._sparkplug is not None:  # Sparkplug B: DBIRTH/DDATA now, or its own disk buffer while offline
             self.stats.points_published += self._sparkplug.publish_points(points)
+            self.stats.points_buffered = self._sparkplug.stats.points_buffered  # only while unconnected there
             return
         if not points:
             return
@@ -579,16 +629,18 @@ class Gateway:
             rows.append((batch.seq, len(chunk), encode_batch(batch)))
             self.stats.last_seq = batch.seq
         live_before = self._forwarder.sent_live
+        self.stats.points_buffered += len(points)
         self.stats.points_published += self._forwarder.store(rows)
         self.stats.batches_published += self._forwarder.sent_live - live_before
         self._update_buffer_stats()
 
     def _publish_telemetry(self, payload: bytes) -> Delivery:
-        assert self._publisher is not None
-        info = self._publisher.publish(self.telemetry_topic, payload)
-        if info.rc:
+        publisher = self._publisher
+        assert isinstance(publisher, MqttPublisher)  # Sparkplug mode sends no fieldwatch telemetry
+        sent = publisher.publish_tracked(self.telemetry_topic, payload)
+        if sent.rc:
             self.stats.publish_errors += 1
-        return info
+        return sent
 
     def _update_buffer_stats(self) -> None:
         if self._buffer is None:

@@ -438,6 +438,9 @@ class GatewayConfig(BaseModel):
     remote_apply_timeout: float | None = Field(30.0, gt=0)
     mqtt_url: str | None = None
     mqtt_protocol: Literal["5", "3.1.1"] | None = None
+    #: Seconds between MQTT keep-alives; the broker declares the gateway dead (publishes its Will,
+    #: ``offline``) after 1.5 times this without hearing from it.
+    mqtt_keepalive: int = Field(30, ge=2, le=65535)
     poll_interval: float = Field(1.0, gt=0)
     publish_interval: float | None = Field(None, gt=0, description="defaults to poll_interval")
     state_dir: Path | None = None

@@ -5,7 +5,9 @@ to MQTT and leaves it only on ingest's ack. Between those two moments a batch
 is in one of three places::
 
     in flight   handed to paho on this run; paho itself retransmits it after a
-                reconnect until the broker PUBACKs it (so we must not resend it)
+                reconnect until the broker PUBACKs it (so we must not resend it) —
+                also when paho answered "not connected" (the broker died a moment
+                before): paho keeps such a message for its next connection
     backlog     never sent on this run (stored while disconnected, or left by a
                 previous run of the process), or PUBACKed but never acked by ingest
                 within ``ack_timeout`` (or within ``replay_grace`` of a reconnect:
@@ -38,7 +40,7 @@ log = logging.getLogger(__name__)
 
 
 class Delivery(Protocol):
-    """What paho's ``MQTTMessageInfo`` gives us: has the broker PUBACKed it?"""
+    """One publish handed to MQTT: has the broker PUBACKed it? (:class:`gateway.publisher.Sent`)"""
 
     def is_published(self) -> bool: ...
 
@@ -46,6 +48,22 @@ class Delivery(Protocol):
 def _refused(delivery: Delivery) -> bool:
     """paho did not even queue it (its outgoing queue is full): the batch must be sent again later."""
     return getattr(delivery, "rc", 0) == MQTT_ERR_QUEUE_SIZE
+
+
+def _published(delivery: Delivery) -> bool:
+    """Whether the broker has the batch; a delivery that cannot say counts as published.
+
+    paho's own ``MQTTMessageInfo.is_published()`` raises ``RuntimeError`` for a message
+    published while its socket was gone, even after the broker acknowledged it. Counting such
+    a batch as published makes it a suspect (resent after ``replay_grace`` or ``ack_timeout``
+    unless ingest acks it): at worst one duplicate, which ingest's unique key absorbs, never a
+    loss and never an exception in the forwarder's callers.
+    """
+    try:
+        return delivery.is_published()
+    except (RuntimeError, ValueError) as exc:
+        log.debug("delivery state unknown (%s); treating the batch as sent and resending it unless acked", exc)
+        return True
 
 
 def mark_historical(payload: bytes, sent_at: int) -> bytes:
@@ -131,7 +149,7 @@ class Forwarder:
         self.connected = True
         deadline = self._clock() + self.config.replay_grace
         for seq, (_, delivery) in list(self._in_flight.items()):
-            if delivery.is_published():
+            if _published(delivery):
                 del self._in_flight[seq]
                 self._suspect[seq] = deadline
         n = self.buffer.depth
@@ -171,7 +189,7 @@ class Forwarder:
                     self._push(seq)
             timeout = self.config.ack_timeout
             for seq, (sent, delivery) in list(self._in_flight.items()):
-                if now - sent >= timeout and delivery.is_published():
+                if now - sent >= timeout and _published(delivery):
                     del self._in_flight[seq]
                     self._push(seq)
         if not self.connected:

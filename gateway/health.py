@@ -12,13 +12,23 @@ objects on the hot path). Two readers turn them into something useful:
 Health payload (``v`` 1)::
 
     {"v": 1, "gateway": "gw-01", "site": "plant-north", "ts": 1767225600000,
+     "session": 1767222000123, "interval_s": 10.0,
      "uptime_s": 3600.0, "mqtt": {"connected": true, "reconnects": 1},
-     "points": {"published": 36000, "suppressed": 1200},
+     "points": {"buffered": 36000, "published": 35800, "suppressed": 1200},
      "buffer": {"depth": 0, "bytes": 0, "oldest_unacked_age_s": 0.0,
                 "dropped_batches": 0, "dropped_points": 0},
      "devices": {"pump-1": {"online": true, "error": "", "polls": 3600,
                             "poll_latency_ms": 4.1, "poll_latency_avg_ms": 3.9,
                             "overruns": 0, "reconnects": 0}}}
+
+The health message is also the gateway's heartbeat: ``session`` is the status session of its
+MQTT connection (``gateway.publisher``; absent in Sparkplug B mode) and ``interval_s`` how often
+it comes, so ingest can tell a silent gateway from a live one (``ingest.liveness``).
+
+``points.buffered`` counts the readings written to the disk buffer (every reading that
+is to be sent, once, in fieldwatch mode; in Sparkplug B mode only those stored while the
+broker was unreachable); ``points.published`` counts those of them handed to MQTT at once,
+while connected. The difference waited on disk and was replayed (or still waits).
 
 An *overrun* is a poll that took longer than the device's poll interval (the
 device cannot keep up: lengthen the interval, raise pacing, or split the tags).
@@ -88,6 +98,9 @@ class HealthSnapshot:
     points_suppressed: int
     buffer: BufferHealth
     devices: dict[str, DeviceHealth] = field(default_factory=dict)
+    points_buffered: int = 0
+    session: int | None = None
+    interval_s: float | None = None
 
 
 def health_payload(s: HealthSnapshot) -> dict[str, Any]:
@@ -97,9 +110,11 @@ def health_payload(s: HealthSnapshot) -> dict[str, Any]:
         "gateway": s.gateway,
         "site": s.site,
         "ts": s.ts_ms,
+        **({"session": s.session} if s.session is not None else {}),
+        **({"interval_s": s.interval_s} if s.interval_s is not None else {}),
         "uptime_s": round(s.uptime_s, 3),
         "mqtt": {"connected": s.mqtt_connected, "reconnects": s.mqtt_reconnects},
-        "points": {"published": s.points_published, "suppressed": s.points_suppressed},
+        "points": {"buffered": s.points_buffered, "published": s.points_published, "suppressed": s.points_suppressed},
         "buffer": {
             "depth": s.buffer.depth,
             "bytes": s.buffer.bytes,
@@ -146,7 +161,16 @@ class GatewayCollector(Collector):
         yield gauge("up_seconds", "Seconds since the gateway started.", s.uptime_s)
         yield gauge("mqtt_connected", "1 while the broker connection is up.", float(s.mqtt_connected))
         yield counter("mqtt_reconnects", "Broker reconnects after the first connect.", s.mqtt_reconnects)
-        yield counter("points_published", "Points handed to the disk buffer for publishing.", s.points_published)
+        yield counter(
+            "points_buffered",
+            "Readings written to the disk buffer to be sent (Sparkplug B: only while the broker is unreachable).",
+            s.points_buffered,
+        )
+        yield counter(
+            "points_published",
+            "Readings handed to MQTT as soon as they were buffered (broker connected); not replays of the backlog.",
+            s.points_published,
+        )
         yield counter(
             "points_suppressed", "Readings not sent because they stayed in their deadband.", s.points_suppressed
         )

@@ -18,10 +18,16 @@ from gateway.errors import SequenceError
 
 
 class SequenceStore:
-    """A monotonically increasing counter in ``{state_dir}/seq-{site}-{gateway}.json``."""
+    """A monotonically increasing counter in ``{state_dir}/{name}-{site}-{gateway}.json``.
 
-    def __init__(self, state_dir: str | Path, site: str, gateway: str, *, fsync: bool = True) -> None:
-        self.path = Path(state_dir) / f"seq-{site}-{gateway}.json"
+    ``name`` is ``seq`` for the batch sequence; the MQTT session number (:mod:`gateway.publisher`)
+    uses ``session``.
+    """
+
+    def __init__(
+        self, state_dir: str | Path, site: str, gateway: str, *, fsync: bool = True, name: str = "seq"
+    ) -> None:
+        self.path = Path(state_dir) / f"{name}-{site}-{gateway}.json"
         self._fsync = fsync
         self._last: int | None = None
 
@@ -49,9 +55,9 @@ class SequenceStore:
             raise SequenceError(f"{str(self.path)!r} holds an invalid seq {value!r}")
         return value
 
-    def next(self) -> int:
-        """Reserve, persist and return the next sequence."""
-        value = self.last + 1
+    def next(self, at_least: int = 0) -> int:
+        """Reserve, persist and return the next sequence (``at_least`` if that is higher)."""
+        value = max(self.last + 1, at_least)
         self._write(value)
         self._last = value
         return value

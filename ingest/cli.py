@@ -48,6 +48,7 @@ def run(
         batch_max_wait_ms=s.ingest_batch_max_wait_ms,
         limits=Limits.from_settings(s),
         hold=HoldLimits.from_settings(s),
+        silence_timeout_s=s.gateway_silence_timeout_s,
     )
     done = threading.Event()
 

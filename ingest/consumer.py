@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -66,6 +67,7 @@ class MqttConsumer:
         self._lock = threading.Lock()
         self._generation = 0
         self._connected = False
+        self._connected_since: float | None = None
         self._paused = False
         self._subscribed = threading.Event()
         self._connect_error: str | None = None
@@ -100,6 +102,11 @@ class MqttConsumer:
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def connected_since(self) -> float | None:
+        """``time.monotonic()`` when the current connection was confirmed; None while disconnected."""
+        return self._connected_since
 
     def start(self, timeout: float = 10.0) -> None:
         """Connect, subscribe and wait for the broker to confirm; paho reconnects on its own afterwards."""
@@ -152,6 +159,7 @@ class MqttConsumer:
             log.debug("disconnect failed", exc_info=True)
         self._client.loop_stop()
         self._connected = False
+        self._connected_since = None
 
     # paho callbacks (network thread) -------------------------------------------------
 
@@ -163,6 +171,7 @@ class MqttConsumer:
         with self._lock:
             self._generation += 1
             self._connected = True
+            self._connected_since = time.monotonic()
         log.info(
             "connected to MQTT broker (session present: %s, connection %d)", flags.session_present, self._generation
         )
@@ -180,6 +189,7 @@ class MqttConsumer:
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags, reason_code, properties) -> None:
         with self._lock:
             self._connected = False
+            self._connected_since = None
         if not self._paused:
             log.warning("disconnected from MQTT broker (%s); paho will reconnect", reason_code)
 

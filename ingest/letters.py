@@ -55,7 +55,8 @@ def points_letter(
     return DeadLetter(topic, encode_batch(batch), reason, detail, devices, len(points), replaces)
 
 
-def _clean(text: str) -> str:
+def clean_text(text: str) -> str:
+    """``text`` safe for a PostgreSQL text column, which cannot hold NUL (shown as ``\\0`` instead)."""
     return text.replace("\x00", "\\0")
 
 
@@ -75,13 +76,13 @@ def write_letters(conn: psycopg.Connection, letters: Iterable[DeadLetter]) -> Co
     for d in letters:
         site, gateway = _owner(d.topic)
         row: dict[str, object] = {
-            "topic": _clean(d.topic),
+            "topic": clean_text(d.topic),
             "payload": d.payload,
-            "reason": _clean(d.reason),
-            "detail": _clean(d.detail),
+            "reason": clean_text(d.reason),
+            "detail": clean_text(d.detail),
             "site": site,
             "gateway": gateway,
-            "devices": [_clean(x) for x in d.devices],
+            "devices": [clean_text(x) for x in d.devices],
             "points": d.points,
             "id": d.replaces,
         }

@@ -196,11 +196,16 @@ def validate_batch(
 
 @dataclass(frozen=True, slots=True)
 class StatusUpdate:
-    """A birth/death message from a gateway's retained status topic."""
+    """A birth/death message from a gateway's retained status topic.
+
+    ``session``: the gateway's MQTT connection the message belongs to (``None`` from gateways that
+    predate it); :func:`ingest.liveness.status_applies` orders statuses by it.
+    """
 
     state: str  # online | offline
     ts_ms: int
     reason: str = ""
+    session: int | None = None
 
 
 def parse_status(payload: bytes, *, gateway: str) -> StatusUpdate:
@@ -225,7 +230,10 @@ def parse_status(payload: bytes, *, gateway: str) -> StatusUpdate:
     if not 0 <= obj["ts"] < 2**53:
         raise ContractError("wrong_type", f"status: ts {obj['ts']} is out of range")
     reason = obj.get("reason", "")
-    return StatusUpdate(obj["state"], obj["ts"], reason if isinstance(reason, str) else "")
+    session = obj.get("session")
+    if session is not None and (not isinstance(session, int) or isinstance(session, bool) or not 0 <= session < 2**63):
+        raise ContractError("wrong_type", f"status: session must be an integer 0..2^63-1, not {session!r}")
+    return StatusUpdate(obj["state"], obj["ts"], reason if isinstance(reason, str) else "", session)
 
 
 def day_of(ts_ms: int) -> int:

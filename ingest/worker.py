@@ -21,6 +21,15 @@ reading, and the broker holds the rest.
 Points of devices nobody registered are held, not dead-lettered (:mod:`ingest.discovery`); the
 devices a gateway's status announces are recorded as discovered, and registered ones' series get
 the units the gateway announced.
+
+Gateway liveness (:mod:`ingest.liveness`): births and deaths on ``…/status`` are
+stored in the transaction like the rest, ordered by session. Health messages
+(``…/health``, QoS 0, subscribed by every worker) never enter the queue: the network
+thread notes each as the gateway's heartbeat, and between flushes the writer thread
+declares a gateway silent for longer than its timeout offline (``no heartbeat``), or
+online again once it is heard from — only while this worker has been connected for the
+whole timeout and its queue is not backed up, so ingest's own outage never reads as the
+gateways'.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from types import TracebackType
 
+import orjson
 import psycopg
 
 from fwcore.contract import Batch, ContractError, decode_batch, encode_ack, parse_topic, subscription, topic
@@ -45,6 +55,7 @@ from ingest.discovery import Announce
 from ingest.errors import DatabaseUnavailable
 from ingest.fastpath import FastBatch, fast_accept
 from ingest.hold import HoldLimits, HoldWrite, fill_ratio, holds_of, near_bound
+from ingest.liveness import HEARD_AGAIN, NO_HEARTBEAT, Heard, heartbeat_verdict
 from ingest.metrics import WorkerMetrics, set_hold_fill, set_sequences_missing
 from ingest.points import CommittedPoint
 from ingest.registry import RegistryCache
@@ -66,6 +77,9 @@ CommitHook = Callable[[list[CommittedPoint]], None]
 
 #: Retrying a database write: from 0.1 s, doubling to 5 s, never longer than nominal (a retry sooner is cheap).
 DB_RETRY: Backoff = {"base": 0.1, "cap": 5.0, "spread": (0.5, 1.0)}
+
+#: Seconds between two heartbeat checks (at most; a short silence timeout checks more often).
+HEARTBEAT_CHECK_S = 5.0
 
 
 @dataclass(slots=True)
@@ -182,6 +196,7 @@ class IngestWorker:
         session_expiry_s: int = 3600,
         site_filter: str = "+",
         hold: HoldLimits | None = None,
+        silence_timeout_s: float = 60.0,
     ) -> None:
         if batch_max_points < 1 or batch_max_wait_ms < 0:
             raise ValueError("batch_max_points must be >= 1 and batch_max_wait_ms >= 0")
@@ -203,6 +218,14 @@ class IngestWorker:
         self._abandon = threading.Event()  # give up retrying (stop timed out); nothing held is acked
         self._state = _State.NEW
         self._thread: threading.Thread | None = None
+        self._site_filter = site_filter
+        if silence_timeout_s <= 0:
+            raise ValueError("silence_timeout_s must be > 0")
+        self._silence_s = silence_timeout_s
+        #: (site, gateway) -> its last sign of life, written by the network thread.
+        self._heard: dict[tuple[str, str], Heard] = {}
+        self._heard_lock = threading.Lock()
+        self._next_heartbeat_check = 0.0
         telemetry = subscription("telemetry", site=site_filter)
         if share_group and protocol == "5":
             telemetry = f"$share/{share_group}/{telemetry}"
@@ -212,7 +235,11 @@ class IngestWorker:
             mqtt_url,
             client_id=client_id,
             protocol=protocol,
-            subscriptions=[telemetry, subscription("status", site=site_filter)],
+            subscriptions=[
+                telemetry,
+                subscription("status", site=site_filter),
+                subscription("health", site=site_filter),
+            ],
             sink=self._enqueue,
             session_expiry_s=session_expiry_s,
             receive_maximum=queue_max_messages,
@@ -285,6 +312,11 @@ class IngestWorker:
     # network thread -----------------------------------------------------------------
 
     def _enqueue(self, msg: Inbound) -> None:
+        if self._note_life(msg):
+            # A heartbeat: nothing to store. Gateways send it at QoS 0; one sent at QoS 1 is acked now,
+            # or unacked ones would use up the broker's in-flight window and stall telemetry.
+            self._consumer.ack(msg)
+            return
         # Blocking is the back-pressure: paho stops reading, the broker keeps the rest.
         while not self._stopping.is_set():
             try:
@@ -293,10 +325,51 @@ class IngestWorker:
             except queue.Full:
                 continue
 
+    def _note_life(self, msg: Inbound) -> bool:
+        """Record a health message or a live birth as a sign of life; True for health (never queued).
+
+        A retained message is not a sign of life (it may be years old), nor is a death.
+        """
+        parts = msg.topic.split("/")
+        kind = parts[4] if len(parts) == 5 else ""
+        if kind not in ("health", "status"):
+            return False
+        if msg.retained:
+            return kind == "health"
+        try:
+            obj = orjson.loads(msg.payload)
+        except orjson.JSONDecodeError:
+            obj = None
+        if not isinstance(obj, dict):
+            obj = {}
+        if kind == "status" and obj.get("state") != "online":
+            return False
+        session = obj.get("session")
+        interval = obj.get("interval_s")
+        key = (parts[2], parts[3])
+        with self._heard_lock:
+            before = self._heard.get(key)
+            if not isinstance(interval, int | float) or isinstance(interval, bool) or interval <= 0:
+                interval = before.interval_s if before is not None else None
+            self._heard[key] = Heard(
+                time.monotonic(),
+                int(time.time() * 1000),
+                session if isinstance(session, int) and not isinstance(session, bool) else None,
+                float(interval) if interval is not None else None,
+            )
+        if kind == "health":
+            self._metrics.message("health", 1)
+            return True
+        return False
+
     # writer thread ------------------------------------------------------------------
 
     def _run(self) -> None:
         while True:
+            try:
+                self._check_heartbeats()
+            except Exception:  # never fatal: the next check tries again
+                log.exception("%s: heartbeat check failed", self.client_id)
             items = self._collect()
             if items:
                 try:
@@ -308,6 +381,40 @@ class IngestWorker:
                     self._metrics.queue_depth.set(self._queue.qsize())
             elif self._stopping.is_set():
                 return
+
+    def _check_heartbeats(self) -> None:
+        """Declare silent gateways offline and heard ones online again (see the module docstring)."""
+        now = time.monotonic()
+        if now < self._next_heartbeat_check:
+            return
+        self._next_heartbeat_check = now + min(HEARTBEAT_CHECK_S, self._silence_s / 4)
+        since = self._consumer.connected_since
+        if since is None or now - since < self._silence_s or self._queue.qsize() > self._queue.maxsize // 2:
+            return  # not listening long enough (or behind): a silence we did not hear proves nothing
+        try:
+            watched = self._writer.watched_gateways(self._site_filter)
+        except (DatabaseUnavailable, psycopg.OperationalError):
+            return  # the writer reports the database; the next check tries again
+        with self._heard_lock:
+            heard = dict(self._heard)
+        for g in watched:
+            last = heard.get((g.site, g.slug))
+            verdict = heartbeat_verdict(g.status, last, now=now, listening_since=since, floor_s=self._silence_s)
+            if verdict == "offline":
+                quiet_since = max(last.at, since) if last is not None else since
+                at_ms = int(time.time() * 1000 - (now - quiet_since) * 1000)
+                if self._writer.set_liveness(g.id, g.status, "offline", at_ms, NO_HEARTBEAT, g.status.session):
+                    log.warning(
+                        "gateway %s/%s silent for %.0f s (no health message, no birth): offline",
+                        g.site,
+                        g.slug,
+                        now - quiet_since,
+                    )
+            elif verdict == "online" and last is not None:
+                sessions = [x for x in (g.status.session, last.session) if x is not None]
+                session = max(sessions) if sessions else None
+                if self._writer.set_liveness(g.id, g.status, "online", last.wall_ms, HEARD_AGAIN, session):
+                    log.info("gateway %s/%s heard from again: online", g.site, g.slug)
 
     def _collect(self) -> list[_Work]:
         """Up to ``batch_max_points`` points or ``batch_max_wait_ms`` after the first message.
@@ -463,7 +570,8 @@ class IngestWorker:
                     detail = f"status from gateway {w.gateway!r} at site {w.site!r}, which is not registered there"
                     plan.dead_letters.append(DeadLetter(w.msg.topic, w.msg.payload, "unknown_gateway", detail))
                 else:
-                    plan.statuses.append(StatusWrite(ref.id, w.status.state, w.status.ts_ms))
+                    st = w.status
+                    plan.statuses.append(StatusWrite(ref.id, st.state, st.ts_ms, st.session, st.reason))
                     if w.announced is not None and w.announced.devices:
                         plan.announces.append(Announce(ref.id, w.announced.devices))
                     if w.announced is not None and w.announced.problems:

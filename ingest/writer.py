@@ -36,7 +36,8 @@ from ingest.discovery import Announce, DeviceHold
 from ingest.errors import DatabaseUnavailable, NotMigrated
 from ingest.fastpath import Row
 from ingest.hold import HoldLimits, HoldWrite
-from ingest.letters import DeadLetter, points_letter, resolve_letters, write_letters
+from ingest.letters import DeadLetter, clean_text, points_letter, resolve_letters, write_letters
+from ingest.liveness import NO_HEARTBEAT, StoredStatus, status_applies
 from ingest.points import CommittedPoint
 from ingest.sequences import SeqRange, advance
 from ingest.validate import AcceptedPoint, Rejection
@@ -120,11 +121,23 @@ def rows_of(accepted: list[AcceptedPoint]) -> list[Row]:
 
 @dataclass(frozen=True, slots=True)
 class StatusWrite:
-    """A birth/death message for a known gateway."""
+    """A birth/death message for a known gateway (``session`` None: a gateway that sends none)."""
 
     gateway_id: int
     state: str
     ts_ms: int
+    session: int | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WatchedGateway:
+    """A gateway whose heartbeat ingest watches: online, or offline because its heartbeat stopped."""
+
+    id: int
+    site: str
+    slug: str
+    status: StoredStatus
 
 
 @dataclass(slots=True)
@@ -355,13 +368,7 @@ class TelemetryWriter:
         if batches:
             self._advance_sequences(conn, batches, result)
         if statuses:
-            with conn.cursor() as cur:
-                cur.executemany(
-                    """UPDATE gateways SET status = %(state)s, status_at = t.at
-                       FROM (SELECT timestamptz 'epoch' + %(ts)s * interval '1 millisecond' AS at) AS t
-                       WHERE id = %(id)s AND (status_at IS NULL OR status_at <= t.at)""",
-                    [{"state": s.state, "ts": s.ts_ms, "id": s.gateway_id} for s in statuses],
-                )
+            self._write_statuses(conn, statuses)
         if self._flag_late and (total or late):
             hours = sorted(set(late_hours(batches, int(time.time() * 1000))) | late)
             if hours:
@@ -373,6 +380,67 @@ class TelemetryWriter:
                     (hours,),
                 )
         return result
+
+    @staticmethod
+    def _write_statuses(conn: psycopg.Connection, statuses: Sequence[StatusWrite]) -> None:
+        """Apply births/deaths in arrival order, each only if it wins over the stored one (by session).
+
+        A death that carries a session is dated when ingest receives it: the Last Will's own ``ts``
+        is when its connection began, since MQTT has the Will composed before connecting.
+        """
+        rows = conn.execute(
+            """SELECT id, status, status_session, (extract(epoch FROM status_at) * 1000)::int8, status_reason
+               FROM gateways WHERE id = ANY(%s) ORDER BY id FOR UPDATE""",
+            (sorted({s.gateway_id for s in statuses}),),
+        ).fetchall()
+        stored = {r[0]: StoredStatus(r[1], r[2], r[3], r[4]) for r in rows}
+        changed: dict[int, StoredStatus] = {}
+        now_ms = int(time.time() * 1000)
+        for s in statuses:
+            current = stored.get(s.gateway_id)
+            if current is None or not status_applies(current, s.state, s.ts_ms, s.session):
+                continue
+            at_ms = now_ms if s.state == "offline" and s.session is not None else s.ts_ms
+            stored[s.gateway_id] = changed[s.gateway_id] = StoredStatus(s.state, s.session, at_ms, s.reason)
+        if changed:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    """UPDATE gateways SET status = %s, status_session = %s, status_reason = %s,
+                              status_at = timestamptz 'epoch' + %s * interval '1 millisecond'
+                       WHERE id = %s""",
+                    [
+                        (st.state, st.session, clean_text(st.reason), st.at_ms, gid)
+                        for gid, st in sorted(changed.items())
+                    ],
+                )
+
+    def watched_gateways(self, site: str = "+") -> list[WatchedGateway]:
+        """Gateways online, or offline for a stopped heartbeat, at ``site`` (``+``: every site)."""
+        rows = (
+            self.connection()
+            .execute(
+                """SELECT g.id, s.slug, g.slug, g.status, g.status_session,
+                          (extract(epoch FROM g.status_at) * 1000)::int8, g.status_reason
+                   FROM gateways g JOIN sites s ON s.id = g.site_id
+                   WHERE (g.status = 'online' OR (g.status = 'offline' AND g.status_reason = %s))
+                     AND (%s = '+' OR s.slug = %s)""",
+                (NO_HEARTBEAT, site, site),
+            )
+            .fetchall()
+        )
+        return [WatchedGateway(r[0], r[1], r[2], StoredStatus(r[3], r[4], r[5], r[6])) for r in rows]
+
+    def set_liveness(
+        self, gateway_id: int, seen: StoredStatus, state: str, at_ms: int, reason: str, session: int | None
+    ) -> bool:
+        """Set a heartbeat verdict, only if the gateway's status is still ``seen`` (no birth or death came between)."""
+        cur = self.connection().execute(
+            """UPDATE gateways SET status = %s, status_reason = %s, status_session = %s,
+                      status_at = timestamptz 'epoch' + %s * interval '1 millisecond'
+               WHERE id = %s AND status = %s AND status_session IS NOT DISTINCT FROM %s AND status_reason = %s""",
+            (state, reason, session, at_ms, gateway_id, seen.state, seen.session, seen.reason),
+        )
+        return cur.rowcount == 1
 
     def _copy_direct(self, conn: psycopg.Connection, data: bytes) -> bool:
         """COPY ``data`` straight into ``telemetry``; False (and nothing written) if a row is already there.

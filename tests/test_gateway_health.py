@@ -40,7 +40,7 @@ def test_health_payload_reports_devices_buffer_and_overruns() -> None:
     }
     assert obj["buffer"]["oldest_unacked_age_s"] == 7.5 and obj["buffer"]["depth"] == 3
     assert obj["mqtt"] == {"connected": True, "reconnects": 2}
-    assert obj["points"] == {"published": 10, "suppressed": 4}
+    assert obj["points"] == {"buffered": 0, "published": 10, "suppressed": 4}
 
 
 async def test_health_metrics_and_device_status(

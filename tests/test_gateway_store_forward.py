@@ -1,75 +1,35 @@
 """Store-and-forward under real faults: our own Mosquitto stopped and restarted, a gateway SIGKILLed.
 
 The broker here is a private ``mosquitto`` subprocess on a port of its own (the shared
-one must never be stopped). An "acker" plays ingest: it records each batch and
-acks its seq on the ack topic, as ingest does after commit.
+one must never be stopped). An :class:`~tests.support.acker.Acker` plays ingest: it records
+each batch and acks its seq on the ack topic, as ingest does after commit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
+import itertools
 import signal
 import sqlite3
 import subprocess
 import sys
-import uuid
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
 
-from fwcore.contract import Batch, decode_batch, encode_ack, subscription, topic
+from fwcore.contract import Batch, decode_batch
 from gateway import Gateway, parse_config
 from simulators import PumpModbusServer, PumpModel
+from tests.support.acker import Acker
 from tests.support.brokers import PrivateMosquitto
 from tests.support.waits import wait_until_async
 
 POLL = 0.2
-
-
-class Acker:
-    """Plays ingest: records every telemetry batch, then acks its seq (re-subscribing after reconnects)."""
-
-    def __init__(self, url_port: int, site: str, gateway: str, *, ack: bool = True) -> None:
-        self.batches: queue.Queue[Batch] = queue.Queue()
-        self.seen: list[Batch] = []
-        self.ack_topic = topic(site, gateway, "ack")
-        self.filter = subscription("telemetry", site, gateway)
-        self.ack = ack
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"acker-{uuid.uuid4().hex[:8]}"
-        )
-        self.client.on_connect = lambda c, u, f, r, p: c.subscribe(self.filter, qos=1)
-        self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.1, 0.5)
-        self.client.connect_async("127.0.0.1", url_port)
-        self.client.loop_start()
-
-    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        batch = decode_batch(bytes(message.payload))
-        self.batches.put(batch)
-        if self.ack:
-            client.publish(self.ack_topic, encode_ack([batch.seq], ts=0), qos=1)
-
-    def drain(self) -> list[Batch]:
-        while True:
-            try:
-                self.seen.append(self.batches.get_nowait())
-            except queue.Empty:
-                return self.seen
-
-    def seqs(self) -> set[int]:
-        return {b.seq for b in self.drain()}
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 @pytest.fixture
@@ -141,6 +101,29 @@ async def test_broker_outage_loses_nothing_and_replays_backlog_as_historical(
     assert_each_point_once(batches)
 
 
+async def test_points_buffered_during_an_outage_are_not_counted_as_published(
+    broker: PrivateMosquitto, sim: PumpModbusServer, uid: str, tmp_path: Path
+) -> None:
+    """While the broker is down every reading is counted as buffered and none as published, and the
+    Prometheus help texts say exactly that."""
+    gw = Gateway(parse_config(config(uid, tmp_path, sim.port, broker.url)))
+    async with gw:
+        await gw.wait_connected()
+        await wait_until_async(lambda: gw.stats.points_published > 0, 10, what="live points")
+        assert gw.stats.points_buffered >= gw.stats.points_published
+        broker.stop()
+        await wait_until_async(lambda: not gw.stats.mqtt_connected, 10, what="the gateway to notice the outage")
+        published, buffered = gw.stats.points_published, gw.stats.points_buffered
+        await wait_until_async(lambda: gw.stats.points_buffered >= buffered + 3 * 8, 10, what="points buffered offline")
+        assert gw.stats.points_published == published
+        metrics = {m.name: m for m in gw.registry.collect()}
+    help_buffered = metrics["fieldwatch_gateway_points_buffered"].documentation
+    help_published = metrics["fieldwatch_gateway_points_published"].documentation
+    assert "disk buffer" in help_buffered
+    assert "disk buffer" not in help_published and "connected" in help_published
+    assert metrics["fieldwatch_gateway_points_published"].samples[0].value == published
+
+
 def _run_gateway(path: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "run", str(path), "--log-level", "WARNING"],
@@ -181,6 +164,45 @@ async def test_sigkilled_gateway_delivers_its_unacked_batches_after_restart(
         acker.close()
     replayed = [b for b in acker.drain() if b.seq in unacked]
     assert all(b.historical for b in replayed)
+
+
+async def test_sigkilled_gateway_loses_at_most_the_readings_of_one_publish_interval(
+    broker: PrivateMosquitto, sim: PumpModbusServer, uid: str, tmp_path: Path
+) -> None:
+    """Killed just before a publish tick (the worst moment), a gateway has on disk every reading polled
+    up to one publish interval (plus one poll) before the kill, and none missing in between."""
+    publish_interval = 1.0
+    data = {**config(uid, tmp_path, sim.port, broker.url), "publish_interval": publish_interval}
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(data))
+    buffer_file = tmp_path / f"buffer-{data['site']}-{data['gateway']}.sqlite"
+    proc = _run_gateway(path)
+    try:
+        await wait_until_async(
+            lambda: len(on_disk_seqs(buffer_file)) >= 3,
+            20,
+            what="three batches on disk",
+            ignore=(sqlite3.OperationalError,),  # the gateway has not created the file or its table yet
+        )
+        # Publish ticks fall at k * interval + interval / 2 (wall clock): kill 50 ms before the next one.
+        now = time.time()
+        tick = (int((now - publish_interval / 2) / publish_interval) + 1) * publish_interval + publish_interval / 2
+        # The moment of the kill is what this test is about: time itself has to pass here.
+        await asyncio.sleep(tick - 0.05 - now)
+        killed_ms = time.time() * 1000
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(5)
+    stamps = sorted(on_disk_point_times(buffer_file))
+    assert killed_ms - stamps[-1] <= (publish_interval + POLL) * 1000 + 250
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert max(gaps) <= 2 * POLL * 1000, "a poll between the first and the last reading on disk is missing"
+
+
+def on_disk_point_times(path: Path) -> set[int]:
+    """The poll times (epoch ms) of every point in a gateway's buffer."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        return {p.ts for (payload,) in db.execute("SELECT payload FROM batches") for p in decode_batch(payload).points}
 
 
 def on_disk_seqs(path: Path) -> set[int]:

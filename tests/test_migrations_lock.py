@@ -86,20 +86,20 @@ def test_a_removed_released_file_fails_the_check(released: Path) -> None:
 
 def test_an_unlisted_file_fails_the_check_saying_how_to_lock_it(released: Path) -> None:
     """A new file not in the lock fails, with the command that adds it."""
-    (released / "0009_more.sql").write_text("CREATE TABLE more (id int);\n", encoding="utf-8")
+    (released / "9999_more.sql").write_text("CREATE TABLE more (id int);\n", encoding="utf-8")
     [problem] = _check(released)
-    assert "0009_more.sql is not in checksums.lock" in problem
+    assert "9999_more.sql is not in checksums.lock" in problem
     assert "python -m fwcore.migrations lock ingest/migrations" in problem
 
 
 def test_the_lock_command_adds_a_new_file_and_keeps_the_rest(released: Path, capsys: pytest.CaptureFixture) -> None:
     """`python -m fwcore.migrations lock DIR` lists a new migration; released and earlier lines stay."""
     before = parse_lock((released / LOCK_FILE).read_text(encoding="utf-8"))
-    (released / "0009_more.sql").write_text("CREATE TABLE more (id int);\n", encoding="utf-8")
+    (released / "9999_more.sql").write_text("CREATE TABLE more (id int);\n", encoding="utf-8")
     assert main(["lock", str(released)]) == 0
-    assert "locked 0009_more.sql" in capsys.readouterr().out
+    assert "locked 9999_more.sql" in capsys.readouterr().out
     after = parse_lock((released / LOCK_FILE).read_text(encoding="utf-8"))
-    assert after.released == {**before.released, "0009_more.sql": sha256("CREATE TABLE more (id int);\n")}
+    assert after.released == {**before.released, "9999_more.sql": sha256("CREATE TABLE more (id int);\n")}
     assert after.earlier == before.earlier
     assert _check(released) == []
     assert main(["lock", str(released)]) == 0  # nothing new: unchanged

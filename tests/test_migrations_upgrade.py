@@ -124,7 +124,7 @@ def test_history_covers_every_state() -> None:
 
 
 def test_repairs_are_no_ops_on_a_database_at_head(fresh: str) -> None:
-    """On a database that applied the final migrations, the three repairs apply and change nothing."""
+    """On a database that applied today's released migrations, the three repairs apply and change nothing."""
     repairs = ["0004.1_repair_ingest_storage.sql", "0005.1_repair_rules.sql", "0006.1_repair_ticketing.sql"]
     with psycopg.connect(fresh, autocommit=True) as conn:
         apply_as_released(conn, files_at(COMMITS[-1]))

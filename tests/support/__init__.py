@@ -13,7 +13,9 @@ Services
     mqtt         the shared broker's URL and check, ``publisher``, ``listener``, ``Watcher``,
                  ``ResendingPublisher``, ``forget_session``, the retained-status cleanup
     brokers      ``PrivateMosquitto``: a broker of the test's own (persistence, queue depth,
-                 password/ACL files; start, stop, kill, restart, reload); the benches use it too
+                 password/ACL files, extra config lines; start, stop, kill, restart, reload,
+                 autosaves seen); the benches use it too
+    acker        ``Acker``: plays ingest for one gateway on any broker (records batches, acks them)
 
 Domain fixtures and builders
     api          a seeded fleet over plain SQL, tokens, a started API client

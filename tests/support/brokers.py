@@ -8,7 +8,9 @@ port of its own with the settings a test asks for:
 * ``max_queued_messages`` — a deep per-client queue (docs/ingest.md recommends one for ingest);
 * ``persistence`` — sessions and queued messages survive :meth:`~PrivateMosquitto.restart`;
 * ``password_file`` / ``acl_file`` — anonymous access off, as provisioning configures brokers;
-  after rewriting them, :meth:`~PrivateMosquitto.reload` makes the broker read them again.
+  after rewriting them, :meth:`~PrivateMosquitto.reload` makes the broker read them again;
+* ``conf_lines`` — more lines at the end of the config (a later line wins), e.g. the shipped
+  config's autosave settings.
 
 Started as root, mosquitto would switch to the ``mosquitto`` user and then fail to write its
 data directory or read the caller's 0600 password and ACL files (which a test may rewrite
@@ -37,6 +39,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -75,6 +78,7 @@ class PrivateMosquitto:
         workdir: Path | None = None,
         run_as: str | None = None,
         conf: str | None = None,
+        conf_lines: Sequence[str] = (),
     ) -> None:
         self._exe = mosquitto_binary()
         if run_as is not None and os.geteuid() != 0:
@@ -109,6 +113,7 @@ class PrivateMosquitto:
             lines += ["persistence true", f"persistence_location {self.dir}/", "autosave_interval 1"]
         else:
             lines.append("persistence false")
+        lines += conf_lines
         self.conf_path = self.dir / "mosquitto.conf"
         self.conf_path.write_text("\n".join(lines) + "\n")
         if run_as is not None:  # its own directory (log, persistence) belongs to the user it runs as
@@ -196,6 +201,10 @@ class PrivateMosquitto:
             what="mosquitto to reload its config after SIGHUP",
             observe=self.log_tail,
         )
+
+    def saves(self) -> int:
+        """How many times the broker has written its persistence file (its log says so each time)."""
+        return self._count_in_log("Saving in-memory database")
 
     def _count_in_log(self, text: str) -> int:
         try:

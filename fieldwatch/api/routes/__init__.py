@@ -4,6 +4,7 @@ from fastapi import APIRouter
 
 from . import (
     alarms,
+    audit,
     devices,
     dispatch,
     field,
@@ -17,6 +18,7 @@ from . import (
     silences,
     technicians,
     tickets,
+    tokens,
     webhooks,
     workorders,
 )
@@ -40,6 +42,8 @@ for _module in (
     workorders,
     kpis,
     webhooks,
+    audit,
+    tokens,
 ):
     api_router.include_router(_module.router)
 

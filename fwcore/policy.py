@@ -278,16 +278,16 @@ def visible(principal: Principal, decision: Decision) -> Visible:
 
 def markdown_table(policy: Mapping[str, Action] = POLICY) -> str:
     """The table as Markdown: one row per action, one column per role (``admin`` may do everything)."""
-    roles = [r for r in ROLES if r != "admin"]
     lines = [
-        "| action | what | " + " | ".join(f"`{r}`" for r in roles) + " |",
-        "|---|---|" + "---|" * len(roles),
+        "| action | what | " + " | ".join(f"`{r}`" for r in ROLES) + " |",
+        "|---|---|" + "---|" * len(ROLES),
     ]
     for name, act in policy.items():
         if act.public:
-            cells = ["public"] * len(roles)
+            cells = ["public"] * len(ROLES)
         else:
-            cells = [act.grants[r].value if r in act.grants else "—" for r in roles]
+            grants = {"admin": Scope.ALL, **act.grants}
+            cells = [grants[r].value if r in grants else "—" for r in ROLES]
         lines.append(f"| `{name}` | {act.summary} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -8,13 +8,14 @@ and TRUNCATE (a trigger, migration 0012), and nothing offers to change it; :func
 
 ``before`` and ``after`` hold only the fields the change is about (``{"status": "assigned"}`` →
 ``{"status": "cancelled"}``); ``before`` is null for a creation. Values must be JSON-serialisable
-(datetimes are stored as ISO 8601 text).
+(datetimes are stored as ISO 8601 text, sets as sorted lists).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Final, LiteralString
 
 import psycopg
@@ -56,10 +57,21 @@ class Entry:
     after: dict[str, Any] | None
 
 
+def _plain(value: object) -> object:
+    """What ``json`` cannot encode on its own, as JSON: times as ISO 8601, sets as sorted lists."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    raise TypeError(f"an audit entry holds a {type(value).__name__}, which has no JSON form")
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, default=_plain)
+
+
 def _json(value: dict[str, Any] | None) -> Jsonb | None:
-    if value is None:
-        return None
-    return Jsonb({k: v.isoformat() if isinstance(v, datetime) else v for k, v in value.items()})
+    return None if value is None else Jsonb(value, dumps=_dumps)
 
 
 def record(

@@ -116,7 +116,7 @@ def test_every_past_state_with_data_upgrades_to_head(fresh: str, head: dict[str,
 
 
 def test_history_covers_every_state() -> None:
-    """The last historical state is today's 0001-0008, so the upgrade tests reach head."""
+    """The last historical state is today's migrations, so the upgrade tests reach head."""
     from ingest.schema import MIGRATIONS
 
     today = {m.name: m.sql for m in MIGRATIONS.files() if "_repair_" not in m.name}
@@ -124,7 +124,7 @@ def test_history_covers_every_state() -> None:
 
 
 def test_repairs_are_no_ops_on_a_database_at_head(fresh: str) -> None:
-    """On a database that applied the final 0001-0008, the three repairs apply and change nothing."""
+    """On a database that applied today's migrations as released, the three repairs apply and change nothing."""
     repairs = ["0004.1_repair_ingest_storage.sql", "0005.1_repair_rules.sql", "0006.1_repair_ticketing.sql"]
     with psycopg.connect(fresh, autocommit=True) as conn:
         apply_as_released(conn, files_at(COMMITS[-1]))

@@ -180,10 +180,27 @@ def db_status() -> None:
         raise typer.Exit(1)
 
 
+def _cli_actor() -> str:
+    """Who runs this command, for the audit log: the operating-system user (the CLI has no token; the
+    rules commands record the same)."""
+    import getpass
+
+    return getpass.getuser()
+
+
 @tokens_app.command("create")
 def tokens_create(
-    role: Annotated[str, typer.Option(help="admin, dispatcher, reliability_engineer or field_engineer")],
+    role: Annotated[
+        str, typer.Option(help="admin, dispatcher, reliability_engineer, field_engineer, technician or viewer")
+    ],
     name: Annotated[str, typer.Option(help="Who or what holds the token, for listings and audit.")] = "cli",
+    technician: Annotated[
+        int | None,
+        typer.Option(
+            help="Bind the token to this technician id: it then acts only on their jobs and position "
+            "(required for --role technician)."
+        ),
+    ] = None,
 ) -> None:
     """Create an API token. The token is printed once; only its hash is stored."""
     settings = _settings()
@@ -195,11 +212,12 @@ def tokens_create(
         raise _missing_extra("server", exc) from None
     try:
         with psycopg.connect(settings.database_url) as conn:
-            token = create_token(conn, name=name, role=role)
+            token = create_token(conn, name=name, role=role, technician_id=technician, actor=_cli_actor())
     except ValueError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
-    console.print(f"Created a [bold]{role}[/] token for {name!r}. Keep it safe; it is not shown again.")
+    bound = f", bound to technician {technician}" if technician is not None else ""
+    console.print(f"Created a [bold]{role}[/] token for {name!r}{bound}. Keep it safe; it is not shown again.")
     print(token)
 
 
@@ -214,12 +232,12 @@ def tokens_list() -> None:
 
     with psycopg.connect(settings.database_url) as conn:
         tokens = list_tokens(conn)
-    table = Table("id", "name", "role", "prefix", "created", "last used", "revoked")
+    table = Table("id", "name", "role", "technician", "prefix", "created", "last used", "revoked")
     for t in tokens:
         table.add_row(
             *(
                 str(getattr(t, f, "") or "")
-                for f in ("id", "name", "role", "prefix", "created_at", "last_used_at", "revoked_at")
+                for f in ("id", "name", "role", "technician_id", "prefix", "created_at", "last_used_at", "revoked_at")
             )
         )
     Console().print(table)
@@ -234,7 +252,7 @@ def tokens_revoke(token_id: int) -> None:
     from fwcore.auth import revoke_token
 
     with psycopg.connect(settings.database_url) as conn:
-        if not revoke_token(conn, token_id):
+        if not revoke_token(conn, token_id, actor=_cli_actor()):
             console.print(f"[red]No token with id {token_id}.[/]")
             raise typer.Exit(1)
     console.print(f"Token {token_id} revoked.")

@@ -42,6 +42,7 @@ from psycopg.types.json import Jsonb
 
 from fwcore.errors import Conflict, Invalid, NotFound
 from fwcore.paging import Page, Row, fetch_page
+from fwcore.policy import EVERYTHING, Facts, Visible
 from ingest import discovery
 from ingest.rejections import PendingDevice, RejectionSummary, problems
 
@@ -193,6 +194,16 @@ FILTERS: dict[str, dict[str, LiteralString]] = {
     "series": {"device_id": "x.device_id = %(device_id)s"},
 }
 
+#: The client a row belongs to (parameter ``scope_client``), per resource: what the permission
+#: policy's ``client`` scope narrows a list by (see :func:`list_`) and :func:`client_facts` reads.
+CLIENT_OF: dict[str, LiteralString] = {
+    "clients": "x.id",
+    "sites": "x.client_id",
+    "gateways": "(SELECT s.client_id FROM sites s WHERE s.id = x.site_id)",
+    "devices": "(SELECT s.client_id FROM sites s WHERE s.id = x.site_id)",
+    "series": "(SELECT s.client_id FROM devices d JOIN sites s ON s.id = d.site_id WHERE d.id = x.device_id)",
+}
+
 _KEY_DETAIL = re.compile(r"Key \((?P<cols>.*)\)=\((?P<vals>.*)\)")
 _REF_TABLE = re.compile(r'table "(?P<table>[^"]+)"')
 
@@ -217,21 +228,41 @@ def list_(
     limit: int | None = None,
     offset: int = 0,
     filters: Mapping[str, Any] | None = None,
+    visible: Visible = EVERYTHING,
 ) -> Page[Any]:
-    """One page of ``res``, in id order, narrowed by the non-None ``filters`` (see :data:`FILTERS`)."""
+    """One page of ``res``, in id order, narrowed by the non-None ``filters`` (see :data:`FILTERS`)
+    and to one client's rows when ``visible`` names a client (registry rows belong to no technician)."""
+    if visible.technician_id is not None:
+        raise ValueError(f"{res.table} belong to no technician: a technician-scoped list of them is empty by design")
     given = {k: v for k, v in (filters or {}).items() if v is not None}
     allowed = FILTERS.get(res.table, {})
+    conditions = [allowed[k] for k in given]
+    params: dict[str, Any] = dict(given)
+    if visible.client_id is not None:
+        conditions.append(CLIENT_OF[res.table] + " = %(scope_client)s")
+        params["scope_client"] = visible.client_id
     return fetch_page(
         conn,
         res.select,
         res.table + " x",
-        [allowed[k] for k in given],
+        conditions,
         res.order,
-        given,
+        params,
         _record(res),
         limit=limit,
         offset=offset,
     )
+
+
+def client_facts(conn: psycopg.Connection, res: Resource, ident: int) -> Facts:
+    """The client the ``res`` row belongs to, for the permission policy; :class:`NotFound` if there is no row."""
+    row = conn.execute(
+        sql.SQL("SELECT {} FROM {} x WHERE x.id = %s").format(sql.SQL(CLIENT_OF[res.table]), sql.Identifier(res.table)),
+        (ident,),
+    ).fetchone()
+    if row is None:
+        raise NotFound(res.what, ident)
+    return Facts(res.what, ident, client_ids=frozenset({row[0]}))
 
 
 def _values(fields: Mapping[str, Any]) -> dict[str, Any]:

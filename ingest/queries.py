@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 
 from fwcore.errors import NotFound
 from fwcore.paging import Page, Row, fetch_page
+from fwcore.policy import EVERYTHING, Visible
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,11 +146,17 @@ def list_devices(
     *,
     site: str | None = None,
     site_id: int | None = None,
+    visible: Visible = EVERYTHING,
     limit: int | None = None,
     offset: int = 0,
 ) -> Page[Device]:
-    """Devices in id order, at the site with slug ``site`` and/or id ``site_id`` when given."""
+    """Devices in id order, at the site with slug ``site`` and/or id ``site_id`` when given, and of
+    one client only when ``visible`` names one (the permission policy's ``client`` scope)."""
+    if visible.technician_id is not None:
+        raise ValueError("devices belong to no technician: a technician-scoped device list is not supported")
     conditions: list[LiteralString] = []
+    if visible.client_id is not None:
+        conditions.append("s.client_id = %(scope_client)s")
     if site is not None:
         conditions.append("s.slug = %(site)s")
     if site_id is not None:
@@ -160,7 +167,7 @@ def list_devices(
         _DEVICE_FROM,
         conditions,
         "d.id",
-        {"site": site, "site_id": site_id},
+        {"site": site, "site_id": site_id, "scope_client": visible.client_id},
         _device,
         limit=limit,
         offset=offset,

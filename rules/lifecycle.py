@@ -24,8 +24,9 @@ from typing import Literal
 import psycopg
 from psycopg.rows import dict_row
 
-from fwcore import errors
+from fwcore import audit, errors
 from fwcore.events import AlarmOpenedEvent, publish_all
+from fwcore.policy import Principal, principal_of
 from rules.devices import UnknownDevice, resolve_device
 from rules.model import DeviceInfo, Rule
 
@@ -131,7 +132,7 @@ def resolve_targets(
 def create_silence(
     conn: psycopg.Connection,
     *,
-    created_by: str,
+    created_by: Principal | str,
     ends_at: datetime,
     starts_at: datetime | None = None,
     kind: SilenceKind = "silence",
@@ -140,7 +141,8 @@ def create_silence(
     rule_id: int | None = None,
     reason: str = "",
 ) -> Silence:
-    """Create a silence or maintenance window; every given target must match for it to apply."""
+    """Create a silence or maintenance window; every given target must match for it to apply (audited)."""
+    actor = principal_of(created_by)
     if device_id is None and site_id is None and rule_id is None:
         raise LifecycleError("a silence needs a device, a site or a rule (or several: all must match)")
     starts = starts_at or datetime.now(UTC)
@@ -151,8 +153,10 @@ def create_silence(
             row = conn.execute(
                 f"""INSERT INTO silences (kind, device_id, site_id, rule_id, starts_at, ends_at, reason, created_by)
                     VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_SILENCE_COLS}""",
-                (kind, device_id, site_id, rule_id, starts, ends_at, reason, created_by),
+                (kind, device_id, site_id, rule_id, starts, ends_at, reason, actor.name),
             ).fetchone()
+            assert row is not None
+            audit.record(conn, actor, "silence.create", "silence", row[0], before=None, after=_audited(Silence(*row)))
     except psycopg.errors.ForeignKeyViolation as exc:
         raise LifecycleError(f"unknown device, site or rule: {exc.diag.message_detail}") from None
     assert row is not None
@@ -166,18 +170,41 @@ def list_silences(conn: psycopg.Connection, *, active_only: bool = False) -> lis
     return [Silence(*r) for r in rows]
 
 
-def end_silence(conn: psycopg.Connection, silence_id: int, *, by: str) -> tuple[Silence, list[int]]:
-    """End a window now (kept for the record) and release the alarms it held; returns (silence, released ids)."""
+def _audited(s: Silence) -> dict[str, object]:
+    return {
+        "kind": s.kind,
+        "device_id": s.device_id,
+        "site_id": s.site_id,
+        "rule_id": s.rule_id,
+        "starts_at": s.starts_at,
+        "ends_at": s.ends_at,
+        "reason": s.reason,
+    }
+
+
+def end_silence(conn: psycopg.Connection, silence_id: int, *, by: Principal | str) -> tuple[Silence, list[int]]:
+    """End a window now (kept for the record) and release the alarms it held; returns (silence, released ids).
+
+    Ending a window that is still running is audited (``silence.end``); one already over is left as it is.
+    """
+    actor = principal_of(by)
     with conn.transaction():
+        old = conn.execute(f"SELECT {_SILENCE_COLS} FROM silences WHERE id = %s FOR UPDATE", (silence_id,)).fetchone()
+        if old is None:
+            raise UnknownSilence(f"silence {silence_id} does not exist; `fieldwatch rules silence list` shows them")
         row = conn.execute(
             f"""UPDATE silences SET ends_at = greatest(starts_at + interval '1 microsecond', least(ends_at, now())),
                        reason = CASE WHEN ends_at > now() THEN reason || %s ELSE reason END
                 WHERE id = %s RETURNING {_SILENCE_COLS}""",
-            (f" [ended by {by}]", silence_id),
+            (f" [ended by {actor.name}]", silence_id),
         ).fetchone()
-    if row is None:
-        raise UnknownSilence(f"silence {silence_id} does not exist; `fieldwatch rules silence list` shows them")
-    return Silence(*row), release_suppressed(conn)
+        assert row is not None
+        before, after = Silence(*old), Silence(*row)
+        if after.ends_at != before.ends_at:
+            audit.record(
+                conn, actor, "silence.end", "silence", silence_id, before=_audited(before), after=_audited(after)
+            )
+    return after, release_suppressed(conn)
 
 
 # --- the decision made when an alarm opens --------------------------------------------------------

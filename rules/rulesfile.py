@@ -18,6 +18,7 @@ import psycopg
 import yaml
 from pydantic import ValidationError
 
+from fwcore.policy import Principal, principal_of
 from rules.model import RuleSpec
 from rules.store import list_rules, save_rule, spec_json
 
@@ -126,8 +127,16 @@ def plan(conn: psycopg.Connection, specs: list[RuleSpec]) -> list[RuleChange]:
     return changes
 
 
-def apply_plan(conn: psycopg.Connection, changes: list[RuleChange], *, author: str) -> list[tuple[str, int]]:
+def apply_plan(
+    conn: psycopg.Connection,
+    changes: list[RuleChange],
+    *,
+    author: Principal | str,
+    audit_action: str = "rule.apply",
+) -> list[tuple[str, int]]:
     """Write every create/update in one transaction; returns (name, new version) per written rule.
+
+    Each written version is one audit entry (``audit_action``) with ``author`` as the actor.
 
     An update that changes what an anomaly model was trained on (:data:`~rules.anomaly_rules.TRAINING_FIELDS`)
     marks the rule's models stale in the same transaction: from the commit on they score nothing, and the
@@ -140,7 +149,7 @@ def apply_plan(conn: psycopg.Connection, changes: list[RuleChange], *, author: s
     with conn.transaction():
         for ch in changes:
             if ch.action in ("create", "update") and ch.spec is not None:
-                rule, _ = save_rule(conn, ch.spec, author=author)
+                rule, _ = save_rule(conn, ch.spec, author=author, audit_action=audit_action)
                 written.append((rule.name, rule.version))
                 changed = training_changes(ch.fields) if ch.action == "update" else []
                 if changed:
@@ -162,7 +171,23 @@ def needs_training(changes: list[RuleChange]) -> list[str]:
     ]
 
 
-def retrain_changed(conn: psycopg.Connection, changes: list[RuleChange], *, author: str) -> dict[str, Any]:
+def rollback(conn: psycopg.Connection, ref: str | int, version: int, *, author: Principal | str) -> RuleChange:
+    """Make stored ``version`` of rule ``ref`` live again, as a new version (audited as ``rule.rollback``).
+
+    The change goes through :func:`apply_plan`, so an anomaly rule's models are marked stale as for
+    any edit. Returns the change (``unchanged`` when that version's definition is already live).
+    """
+    from rules.store import find_rule, get_rule_version
+
+    with conn.transaction():
+        rule = find_rule(conn, ref)
+        spec = get_rule_version(conn, rule.id, version)
+        change = next(ch for ch in plan(conn, [spec]) if ch.name == spec.name)
+        apply_plan(conn, [change], author=author, audit_action="rule.rollback")
+    return change
+
+
+def retrain_changed(conn: psycopg.Connection, changes: list[RuleChange], *, author: Principal | str) -> dict[str, Any]:
     """After :func:`apply_plan`: train each rule of :func:`needs_training` now, as a new model version linked to
     the rule's new version. Returns name → :class:`~rules.anomaly_rules.TrainingReport`; subjects that could
     not be trained are in its ``failed`` (the scheduled job tries again), never raised."""
@@ -173,7 +198,7 @@ def retrain_changed(conn: psycopg.Connection, changes: list[RuleChange], *, auth
     reports: dict[str, Any] = {}
     for name in needs_training(changes):
         try:
-            reports[name] = train_rule(conn, find_rule(conn, name), author=author)
+            reports[name] = train_rule(conn, find_rule(conn, name), author=principal_of(author).name)
         except AnomalyTrainingError as exc:
             reports[name] = TrainingReport(failed={"*": str(exc)})
     return reports

@@ -5,6 +5,9 @@ original columns (``tag``, ``operator``, ``threshold``, ``severity``, …) are k
 a summary so older readers keep working. Every saved version is also written to
 ``rule_versions`` with its author, so any version can be shown, diffed or backtested.
 
+Every new version is audited (:mod:`fwcore.audit`, ``rule.apply`` or ``rule.rollback``) with the
+definition before and after, in the transaction that writes it.
+
 Functions take an open psycopg connection; writes run in their own (nested) transaction.
 psycopg errors that mean bad input become :class:`RuleError`\\ s.
 """
@@ -21,6 +24,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
+from fwcore import audit
+from fwcore.policy import Principal, principal_of
 from rules.model import Operator, Rule, RuleSpec, Severity, legacy_spec
 
 _COLUMNS = (
@@ -114,8 +119,15 @@ def _legacy_columns(spec: RuleSpec) -> dict[str, Any]:
 Change = Literal["created", "updated", "unchanged"]
 
 
-def save_rule(conn: psycopg.Connection, spec: RuleSpec, *, author: str) -> tuple[Rule, Change]:
-    """Create the rule named ``spec.name`` or update it; a new version only when the spec differs."""
+def save_rule(
+    conn: psycopg.Connection, spec: RuleSpec, *, author: Principal | str, audit_action: str = "rule.apply"
+) -> tuple[Rule, Change]:
+    """Create the rule named ``spec.name`` or update it; a new version only when the spec differs.
+
+    ``author`` is recorded with the version and, with ``audit_action``, in the audit log.
+    """
+    actor = principal_of(author)
+    author = actor.name
     cols = _legacy_columns(spec)
     try:
         with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
@@ -142,6 +154,15 @@ def save_rule(conn: psycopg.Connection, spec: RuleSpec, *, author: str) -> tuple
             cur.execute(
                 "INSERT INTO rule_versions (rule_id, version, definition, author) VALUES (%s, %s, %s, %s)",
                 (row["id"], row["version"], Jsonb(spec_json(spec)), author),
+            )
+            audit.record(
+                conn,
+                actor,
+                audit_action,
+                "rule",
+                row["id"],
+                before=None if old is None else {"version": old["version"], "definition": spec_json(_row_spec(old))},
+                after={"version": row["version"], "definition": spec_json(spec)},
             )
     except errors.ForeignKeyViolation:
         raise UnknownSkill(

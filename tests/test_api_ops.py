@@ -120,6 +120,10 @@ def test_openapi_lists_every_route_and_the_bearer_scheme(db_url: str) -> None:
         f"{BASE}/rules/{{rule}}/backtest": {"post"},
         f"{BASE}/rules/{{rule}}/train": {"post"},
         f"{BASE}/rules/{{rule}}/models": {"get"},
+        f"{BASE}/rules/{{rule}}/rollback": {"post"},
+        f"{BASE}/audit": {"get"},
+        f"{BASE}/tokens": {"get", "post"},
+        f"{BASE}/tokens/{{token_id}}": {"delete"},
     }
     assert {p: set(ops) for p, ops in paths.items()} == expected
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"

@@ -27,7 +27,7 @@ def s(admin_db_url: str, template_db: str) -> Iterator[Seeded]:
 def test_roster_lists_skills_and_filters(db_url: str) -> None:
     """Each technician shows skills as {code: level}; `skill` and `available` filter the roster."""
     fleet = seed(db_url)
-    h = auth(token(db_url, "field_engineer"))
+    h = auth(token(db_url, "dispatcher"))  # a dispatcher: field engineers do not see e-mails (test_permissions.py)
     with api_client(db_url) as api:
         body = api.get(f"{BASE}/technicians", headers=h).json()
         electricians = api.get(f"{BASE}/technicians", params={"skill": "electrical"}, headers=h).json()
@@ -117,13 +117,15 @@ def test_only_dispatchers_add_technicians(s: Seeded, role: str) -> None:
     ("role", "status"), [("field_engineer", 200), ("dispatcher", 200), ("reliability_engineer", 403)]
 )
 def test_location_update(db_url: str, role: str, status: int) -> None:
-    """Field engineers and dispatchers report a technician's position; it shows as current_lat/lon."""
+    """Field engineers (their own, with a token bound to them) and dispatchers report a technician's
+    position; it shows as current_lat/lon."""
     fleet = seed(db_url)
+    ben = fleet.technicians["ben"]
     with api_client(db_url) as api:
         r = api.put(
-            f"{BASE}/technicians/{fleet.technicians['ben']}/location",
+            f"{BASE}/technicians/{ben}/location",
             json={"lat": 48.5, "lon": 11.1},
-            headers=auth(token(db_url, role)),
+            headers=auth(token(db_url, role, technician=ben)),
         )
     assert r.status_code == status
     if status == 200:

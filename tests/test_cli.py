@@ -12,6 +12,7 @@ import pytest
 
 from fwcore.auth import verify_token
 from fwcore.db import create_database, drop_database
+from ticketing import create_technician
 
 FIELDWATCH = str(Path(sys.executable).with_name("fieldwatch"))
 
@@ -67,6 +68,20 @@ def test_tokens_create_prints_a_working_token(db_url: str) -> None:
     assert revoked.returncode == 0
     with psycopg.connect(db_url, autocommit=True) as conn:
         assert verify_token(conn, token) is None
+
+
+def test_tokens_create_binds_a_technician_token_to_its_technician(db_url: str) -> None:
+    """`--role technician --technician ID` prints a token acting as them; without the id it exits 2 saying so."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        tech = create_technician(conn, name="Ana", email="ana@x", home_lat=48.1, home_lon=11.5).id
+    missing = run("tokens", "create", "--role", "technician", "--name", "phone", db_url=db_url)
+    assert missing.returncode == 2 and "--technician ID" in missing.stderr
+    res = run("tokens", "create", "--role", "technician", "--technician", str(tech), "--name", "phone", db_url=db_url)
+    assert res.returncode == 0, res.stderr
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        info = verify_token(conn, res.stdout.strip().splitlines()[-1])
+    assert info is not None and (info.role, info.technician_id) == ("technician", tech)
+    assert f"bound to technician {tech}" in res.stderr
 
 
 def test_unknown_role_is_refused_with_the_accepted_ones(db_url: str) -> None:

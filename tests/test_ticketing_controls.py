@@ -75,7 +75,7 @@ def test_field_lifecycle_with_gps_notes_parts_and_time_on_site(world: World) -> 
         conn.execute("INSERT INTO parts (code) VALUES ('seal')")
         conn.execute("INSERT INTO van_stock VALUES (%s, 'seal', 3)", (world.techs["Ana"],))
     t = _assigned_ticket(world)
-    headers = auth(token(world.url, "field_engineer", name="ana-phone"))
+    headers = auth(token(world.url, "field_engineer", name="ana-phone", technician=world.techs["Ana"]))
     url = f"{BASE}/tickets/{t}/status"
     with api_client(world.url) as api:
         skip = api.post(url, json={"status": "resolved"}, headers=headers)
@@ -117,7 +117,7 @@ def test_field_lifecycle_with_gps_notes_parts_and_time_on_site(world: World) -> 
 def test_photo_evidence_is_stored_with_geotag_and_time(world: World) -> None:
     """A JPEG upload keeps its bytes, geotag and time; a non-image body is refused with 422."""
     t = _assigned_ticket(world)
-    headers = auth(token(world.url, "field_engineer"))
+    headers = auth(token(world.url, "field_engineer", technician=world.techs["Ana"]))  # Ana holds the ticket
     jpeg = b"\xff\xd8\xff\xe0fake-jpeg-bytes"
     with api_client(world.url) as api:
         r = api.post(

@@ -10,7 +10,14 @@ transaction (the API lends an autocommit connection; we open a transaction block
   re-optimisation respect it); pinning an assigned ticket to someone else moves it (validated).
 * :func:`transition` — the lifecycle new → assigned → en_route → on_site → resolved → closed, or
   cancelled from any open status; with the reporter's GPS position, a note, a failure code and
-  parts used (taken from the technician's van stock). Ending a ticket ends its assignment.
+  parts used (taken from the technician's van stock). Ending a ticket ends its assignment. The
+  position moves the technician who *sends* it, and only when they hold the ticket: a dispatcher's
+  coordinates are recorded in the history but move nobody.
+
+Each takes the ``actor`` making the change (:class:`fwcore.policy.Principal`, or a bare name) and
+writes one audit entry (:mod:`fwcore.audit`: ``ticket.assign``, ``ticket.pin``, ``ticket.unpin``,
+``ticket.status``) with the state before and after, in the same transaction. Whether the actor
+may do it at all is the permission policy's question, asked by the caller (the API) before.
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from fwcore import audit
 from fwcore.events import TicketAssignedEvent, TicketStatusEvent, publish
+from fwcore.policy import Principal, principal_of
 from ticketing.errors import HardConstraint, InvalidTransition, NotFound
 from ticketing.geo import TravelModel
 from ticketing.optimizer import CachedTravel, Stop, explain_job, simulate
@@ -64,13 +73,14 @@ def assign(
     technician_id: int,
     travel: TravelModel,
     *,
-    actor: str,
+    actor: Principal | str,
     override: bool = False,
     reason: str = "",
     lock: bool = False,
     now: datetime | None = None,
 ) -> AssignResult:
     """Put ``ticket_id`` on ``technician_id``'s route at the cheapest position (see module docstring)."""
+    who = principal_of(actor)
     now = now or datetime.now(UTC)
     travel = CachedTravel(travel)
     with conn.transaction():
@@ -104,10 +114,10 @@ def assign(
             stops = (*base.routes.get(technician_id, ()), Stop("job", ticket_id))  # at the end of the day
         plan = base.with_route(technician_id, tuple(stops))
         exp = explanation_json(explain_job(snap.problem, travel, plan, ticket_id))
-        exp["dispatcher"] = {"actor": actor, "override": bool(broken), "reason": reason, "broken": broken}
+        exp["dispatcher"] = {"actor": who.name, "override": bool(broken), "reason": reason, "broken": broken}
         visit = simulate(snap.problem, travel, tech, plan.routes[technician_id]).visit_of(ticket_id)
         km = visit.km if visit else None
-        text = f"assigned by {actor}" + (f" (override: {reason}; breaks {'; '.join(broken)})" if broken else "")
+        text = f"assigned by {who.name}" + (f" (override: {reason}; breaks {'; '.join(broken)})" if broken else "")
         conn.execute(
             "UPDATE assignments SET active = false, ended_at = now() WHERE ticket_id = %s AND active", (ticket_id,)
         )
@@ -120,7 +130,7 @@ def assign(
             conn.execute(
                 "INSERT INTO dispatch_overrides (ticket_id, technician_id, actor, reason, violations) "
                 "VALUES (%s, %s, %s, %s, %s)",
-                (ticket_id, technician_id, actor, reason, Jsonb(broken)),
+                (ticket_id, technician_id, who.name, reason, Jsonb(broken)),
             )
         conn.execute(
             """UPDATE tickets SET status = 'assigned', unassigned_reason = NULL, unassigned_blockers = '[]',
@@ -129,9 +139,25 @@ def assign(
         )
         for t in {technician_id, old_tech} - {None}:
             write_route(conn, snap, travel, t, plan.routes.get(t, ()))  # type: ignore[arg-type]
+        audit.record(
+            conn,
+            who,
+            "ticket.assign",
+            "ticket",
+            ticket_id,
+            before={"status": status, "technician_id": old_tech},
+            after={
+                "status": "assigned",
+                "technician_id": technician_id,
+                "override": bool(broken),
+                "reason": reason,
+                "broken": broken,
+                "locked": lock,
+            },
+        )
         publish(
             conn,
-            TicketAssignedEvent(ticket_id=ticket_id, technician_id=technician_id, by=actor, override=bool(broken)),
+            TicketAssignedEvent(ticket_id=ticket_id, technician_id=technician_id, by=who.name, override=bool(broken)),
         )
     return AssignResult(ticket_id, technician_id, tuple(broken), exp)
 
@@ -142,7 +168,7 @@ def pin(
     technician_id: int,
     travel: TravelModel,
     *,
-    actor: str,
+    actor: Principal | str,
     override: bool = False,
     reason: str = "",
     now: datetime | None = None,
@@ -150,6 +176,7 @@ def pin(
     """Pin a ticket to a technician; an open ticket assigned elsewhere (or unassigned) moves to them."""
     with conn.transaction():
         status = _ticket_status(conn, ticket_id)
+        pinned = _pinned(conn, ticket_id)
         if conn.execute("SELECT 1 FROM technicians WHERE id = %s", (technician_id,)).fetchone() is None:
             raise NotFound(f"no technician {technician_id}")
         current = conn.execute(
@@ -165,14 +192,38 @@ def pin(
         conn.execute(
             "UPDATE tickets SET pinned_technician_id = %s, updated_at = now() WHERE id = %s", (technician_id, ticket_id)
         )
+        audit.record(
+            conn,
+            actor,
+            "ticket.pin",
+            "ticket",
+            ticket_id,
+            before={"pinned_technician_id": pinned},
+            after={"pinned_technician_id": technician_id, "override": override, "reason": reason},
+        )
     return result
 
 
-def unpin(conn: psycopg.Connection, ticket_id: int) -> None:
+def _pinned(conn: psycopg.Connection, ticket_id: int) -> int | None:
+    row = conn.execute("SELECT pinned_technician_id FROM tickets WHERE id = %s", (ticket_id,)).fetchone()
+    return row[0] if row else None
+
+
+def unpin(conn: psycopg.Connection, ticket_id: int, *, actor: Principal | str) -> None:
     """Let the optimizer choose again (the current assignment stays until re-optimisation moves it)."""
     with conn.transaction():
         _ticket_status(conn, ticket_id)
+        pinned = _pinned(conn, ticket_id)
         conn.execute("UPDATE tickets SET pinned_technician_id = NULL, updated_at = now() WHERE id = %s", (ticket_id,))
+        audit.record(
+            conn,
+            actor,
+            "ticket.unpin",
+            "ticket",
+            ticket_id,
+            before={"pinned_technician_id": pinned},
+            after={"pinned_technician_id": None},
+        )
 
 
 def transition(
@@ -180,16 +231,22 @@ def transition(
     ticket_id: int,
     to: str,
     *,
-    actor: str,
+    actor: Principal | str,
     lat: float | None = None,
     lon: float | None = None,
     note: str = "",
     failure_code: str | None = None,
     parts_used: Mapping[str, int] | None = None,
 ) -> str:
-    """Move a ticket along its lifecycle; returns the new status (see the module docstring)."""
+    """Move a ticket along its lifecycle; returns the new status (see the module docstring).
+
+    ``lat``/``lon`` are where the actor is: recorded with the status, and the actor's technician
+    (``actor.technician_id``) moves there if they hold the ticket — nobody else ever does.
+    """
+    who = principal_of(actor)
     with conn.transaction():
         status = _ticket_status(conn, ticket_id)
+        old_failure = conn.execute("SELECT failure_code FROM tickets WHERE id = %s", (ticket_id,)).fetchone()
         if to not in TRANSITIONS:
             raise InvalidTransition(f"unknown status {to!r}; one of {', '.join(TRANSITIONS)}")
         if to not in TRANSITIONS[status]:
@@ -209,13 +266,13 @@ def transition(
         conn.execute(
             """UPDATE ticket_status_history SET actor = %s, lat = %s, lon = %s
                WHERE id = (SELECT max(id) FROM ticket_status_history WHERE ticket_id = %s)""",
-            (actor, lat, lon, ticket_id),
+            (who.name, lat, lon, ticket_id),
         )
-        if lat is not None and lon is not None and tech_id is not None:
+        if lat is not None and lon is not None and tech_id is not None and who.technician_id == tech_id:
             conn.execute("UPDATE technicians SET current_lat = %s, current_lon = %s WHERE id = %s", (lat, lon, tech_id))
         if note:
             conn.execute(
-                "INSERT INTO ticket_notes (ticket_id, author, body) VALUES (%s, %s, %s)", (ticket_id, actor, note)
+                "INSERT INTO ticket_notes (ticket_id, author, body) VALUES (%s, %s, %s)", (ticket_id, who.name, note)
             )
         for code, qty in (parts_used or {}).items():
             if conn.execute("SELECT 1 FROM parts WHERE code = %s", (code,)).fetchone() is None:
@@ -234,5 +291,22 @@ def transition(
             conn.execute(
                 "UPDATE assignments SET active = false, ended_at = now() WHERE ticket_id = %s AND active", (ticket_id,)
             )
+        before_failure = old_failure[0] if old_failure else None
+        audit.record(
+            conn,
+            who,
+            "ticket.status",
+            "ticket",
+            ticket_id,
+            before={"status": status, "failure_code": before_failure, "technician_id": tech_id},
+            after={
+                "status": to,
+                "failure_code": failure_code or before_failure,
+                "note": note,
+                "parts_used": dict(parts_used or {}),
+                "lat": lat,
+                "lon": lon,
+            },
+        )
         publish(conn, TicketStatusEvent(ticket_id=ticket_id, status=to, from_status=status))
     return to

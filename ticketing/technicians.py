@@ -2,7 +2,8 @@
 
 Functions take an open connection and run in the caller's transaction; the caller commits.
 :func:`create_technician` is the one way a technician is added (the API, the demo seed and
-tools all call it), so every technician passes the same checks.
+tools all call it), so every technician passes the same checks. Adding a technician and
+replacing their skills matrix are audited (:mod:`fwcore.audit`) with the ``actor`` who did it.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from psycopg import errors
 from psycopg.rows import dict_row
 from pydantic import BaseModel
 
+from fwcore import audit
 from fwcore.errors import Invalid
 from fwcore.paging import Page, fetch_page
+from fwcore.policy import EVERYTHING, SYSTEM, Principal, Visible
 from ticketing.dispatch import TechnicianView
 from ticketing.errors import DuplicateTechnician, NotFound, UnknownSkill
 
@@ -94,6 +97,7 @@ def create_technician(
     phone: str = "",
     available: bool = True,
     skills: Mapping[str, int] | None = None,
+    actor: Principal | str = SYSTEM,
 ) -> Technician:
     """Insert a technician with ``skills`` ({code: level 1..5}), in one transaction.
 
@@ -116,6 +120,8 @@ def create_technician(
                     "INSERT INTO technician_skills (technician_id, skill_id, level) VALUES (%s, %s, %s)",
                     [(tech_id, ids[code], level) for code, level in skills.items()],
                 )
+            after = {"name": name, "email": email, "phone": phone, "available": available, "skills": skills}
+            audit.record(conn, actor, "technician.create", "technician", tech_id, before=None, after=after)
     except errors.UniqueViolation:
         raise DuplicateTechnician(f"a technician with email {email!r} already exists") from None
     except errors.CheckViolation as exc:
@@ -145,11 +151,17 @@ def find_technicians(
     *,
     skill: str | None = None,
     available: bool | None = None,
+    visible: Visible = EVERYTHING,
     limit: int | None = None,
     offset: int = 0,
 ) -> Page[Technician]:
-    """Technicians by id, one page: those with skill ``skill`` (any level) and/or this ``available`` when given."""
+    """Technicians by id, one page: those with skill ``skill`` (any level) and/or this ``available`` when given.
+
+    ``visible`` with a technician narrows the roster to that technician (a technician sees only themself).
+    """
     conditions: list[LiteralString] = []
+    if visible.technician_id is not None:
+        conditions.append("t.id = %(self)s")
     if skill is not None:
         conditions.append(
             """EXISTS (SELECT 1 FROM technician_skills ts JOIN skills sk ON sk.id = ts.skill_id
@@ -163,7 +175,7 @@ def find_technicians(
         " technicians t",
         conditions,
         "t.id",
-        {"skill": skill, "available": available},
+        {"skill": skill, "available": available, "self": visible.technician_id},
         lambda r: Technician(**r),
         limit=limit,
         offset=offset,
@@ -230,7 +242,12 @@ def get_skill_matrix(conn: psycopg.Connection, tech_id: int) -> SkillMatrix:
 
 
 def set_skill_matrix(
-    conn: psycopg.Connection, tech_id: int, skills: Mapping[str, int], models: list[ModelSkill]
+    conn: psycopg.Connection,
+    tech_id: int,
+    skills: Mapping[str, int],
+    models: list[ModelSkill],
+    *,
+    actor: Principal | str = SYSTEM,
 ) -> SkillMatrix:
     """Replace the technician's whole skills matrix (general and per-model levels) in one transaction.
 
@@ -259,6 +276,7 @@ def set_skill_matrix(
         if conn.execute("SELECT 1 FROM technicians WHERE id = %s FOR UPDATE", (tech_id,)).fetchone() is None:
             raise NotFound("technician", tech_id)
         known = skill_ids(conn, [*skills, *(m.skill for m in models)])
+        before = get_skill_matrix(conn, tech_id)
         conn.execute("DELETE FROM technician_skills WHERE technician_id = %s", (tech_id,))
         conn.execute("DELETE FROM technician_model_skills WHERE technician_id = %s", (tech_id,))
         with conn.cursor() as cur:
@@ -271,4 +289,14 @@ def set_skill_matrix(
                 " VALUES (%s, %s, %s, %s)",
                 [(tech_id, known[m.skill], m.model.strip(), m.level) for m in models],
             )
-    return get_skill_matrix(conn, tech_id)
+        after = get_skill_matrix(conn, tech_id)
+        audit.record(
+            conn,
+            actor,
+            "technician.skills",
+            "technician",
+            tech_id,
+            before=before.model_dump(exclude={"technician_id"}),
+            after=after.model_dump(exclude={"technician_id"}),
+        )
+    return after

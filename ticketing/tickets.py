@@ -16,9 +16,28 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel
 
 from fwcore.paging import Page, Row, fetch_page
+from fwcore.policy import EVERYTHING, Visible
 from ticketing.errors import NotFound
 
 OPEN_STATUSES = ("new", "assigned", "en_route", "on_site")
+
+#: The technician a ticket ``t`` belongs to: who holds its active assignment or, once the ticket has
+#: ended (resolved, closed, cancelled), who held it last. An open ticket nobody holds belongs to no one.
+#: The permission policy's ``own`` scope for tickets is this (``ticketing.scope``, the lists below).
+OWNER_SQL: LiteralString = """(SELECT a.technician_id FROM assignments a
+    WHERE a.ticket_id = t.id AND (a.active OR t.status IN ('resolved', 'closed', 'cancelled'))
+    ORDER BY a.active DESC, a.id DESC LIMIT 1)"""
+
+
+def visible_conditions(visible: Visible) -> list[LiteralString]:
+    """SQL conditions (on ``t`` tickets and ``s`` sites, parameters ``owner`` and ``client``) for ``visible``."""
+    conditions: list[LiteralString] = []
+    if visible.technician_id is not None:
+        conditions.append(OWNER_SQL + " = %(owner)s")
+    if visible.client_id is not None:
+        conditions.append("s.client_id = %(client)s")
+    return conditions
+
 
 SEVERITY_PRIORITY = {"critical": 1, "major": 2, "minor": 3, "warning": 4}
 
@@ -137,11 +156,15 @@ def list_ticket_summaries(
     *,
     status: str | None = None,
     device_id: int | None = None,
+    visible: Visible = EVERYTHING,
     limit: int | None = None,
     offset: int = 0,
 ) -> Page[TicketSummary]:
-    """Tickets, newest first, each with its active assignment; in ``status`` and/or of ``device_id`` when given."""
-    conditions: list[LiteralString] = []
+    """Tickets, newest first, each with its active assignment; in ``status`` and/or of ``device_id`` when given.
+
+    ``visible`` narrows the list to one technician's tickets (:data:`OWNER_SQL`) and/or one client's.
+    """
+    conditions = visible_conditions(visible)
     if status is not None:
         conditions.append("t.status = %(status)s")
     if device_id is not None:
@@ -152,7 +175,7 @@ def list_ticket_summaries(
         _SUMMARY_FROM,
         conditions,
         "t.created_at DESC, t.id DESC",
-        {"status": status, "device_id": device_id},
+        {"status": status, "device_id": device_id, "owner": visible.technician_id, "client": visible.client_id},
         _summary,
         limit=limit,
         offset=offset,

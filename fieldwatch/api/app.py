@@ -80,8 +80,8 @@ def create_app(
         version=_version(),
         summary="Equipment telemetry, alarms, tickets and technicians.",
         description="Authenticate with `Authorization: Bearer <token>`; create tokens with "
-        "`fieldwatch tokens create --role ROLE`. Reads accept any role; writes name the roles they allow "
-        "(`admin` may do everything).",
+        "`fieldwatch tokens create --role ROLE`. Each route performs one action of the permission policy; "
+        "a refusal (403) says which roles may, or why this object is not yours (`admin` may do everything).",
         lifespan=lifespan,
     )
     app.state.settings = settings

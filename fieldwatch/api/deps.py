@@ -1,23 +1,30 @@
 """Every dependency the routers use, as ``Annotated`` aliases, in one place.
 
-``ConnDep`` lends a pooled connection (autocommit) for the request. The role
-aliases authenticate the bearer token and check its role; ``admin`` passes
-every check. Reads accept any valid token (:data:`AnyRole`).
+``ConnDep`` lends a pooled connection (autocommit) for the request. :func:`allow` is the one
+way a route is authorized: it authenticates the bearer token and asks the permission policy
+(:mod:`fwcore.policy`) whether the token may do the route's action — on the route's object, for
+actions some roles may do only on their own tickets or position. :func:`public` declares the
+few routes that need no token. tests/test_route_policy.py fails on a route that declares neither.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 import psycopg
 from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import ConnectionPool
 
-from fwcore.auth import TokenInfo, check_role, verify_token
+from fwcore import policy
+from fwcore.auth import verify_token
+from fwcore.errors import Invalid
+from fwcore.policy import Principal
 from fwcore.settings import Settings
+from ingest import assets
+from ticketing.scope import technician_facts, ticket_facts
 
 
 def get_settings(request: Request) -> Settings:
@@ -44,10 +51,10 @@ _bearer = HTTPBearer(auto_error=False, description="an API token (`fieldwatch to
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def current_token(
+def current_principal(
     conn: ConnDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> TokenInfo:
-    """The caller's token, or 401 with a ``WWW-Authenticate: Bearer`` challenge."""
+) -> Principal:
+    """Who the caller's token acts as, or 401 with a ``WWW-Authenticate: Bearer`` challenge."""
     if credentials is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -61,38 +68,105 @@ def current_token(
             "invalid or revoked token",
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
-    return info
+    return info.principal
 
 
-def require_roles(*roles: str) -> Callable[[TokenInfo], TokenInfo]:
-    """A dependency admitting tokens whose role is one of ``roles`` (or ``admin``); else 403."""
-    for role in roles:
-        check_role(role)
-    allowed = ("admin", *(r for r in roles if r != "admin"))
-
-    def check(token: Annotated[TokenInfo, Depends(current_token)]) -> TokenInfo:
-        if token.role not in allowed:
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN,
-                f"role {token.role!r} may not do this; allowed roles: {', '.join(allowed)}",
-            )
-        return token
-
-    return check
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
-#: Any valid token: what every read needs.
-AnyRole = Annotated[TokenInfo, Depends(current_token)]
-#: Who may acknowledge alarms.
-AlarmHandler = Annotated[TokenInfo, Depends(require_roles("reliability_engineer", "dispatcher"))]
-#: Who may manage technicians.
-Dispatcher = Annotated[TokenInfo, Depends(require_roles("dispatcher"))]
-#: Who may report a technician's position.
-LocationReporter = Annotated[TokenInfo, Depends(require_roles("dispatcher", "field_engineer"))]
-#: Who may accept or reject a device a gateway announced: the engineer commissioning it on site (docs/api.md).
-Commissioner = Annotated[TokenInfo, Depends(require_roles("field_engineer"))]
-#: Admin only: replaying and purging dead letters, forgetting discovered devices.
-AdminOnly = Annotated[TokenInfo, Depends(require_roles("admin"))]
+# --- the permission policy: every route declares one action ------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """The object a route acts on: the path parameter naming it, and the domain function that loads
+    the facts the policy's ``own`` and ``client`` scopes need (who holds it, whose it is)."""
+
+    kind: str
+    param: str
+    facts: Callable[[psycopg.Connection, int], policy.Facts]
+
+
+def _registry(res: assets.Resource) -> Subject:
+    return Subject(res.what, f"{res.what}_id", lambda conn, ident: assets.client_facts(conn, res, ident))
+
+
+TICKET = Subject("ticket", "ticket_id", ticket_facts)
+TECHNICIAN = Subject("technician", "technician_id", technician_facts)
+CLIENT = _registry(assets.CLIENTS)
+SITE = _registry(assets.SITES)
+DEVICE = _registry(assets.DEVICES)
+#: The subject of each registry resource's ``/{what}_id`` routes.
+REGISTRY_SUBJECTS: dict[str, Subject] = {s.kind: s for s in (CLIENT, SITE, DEVICE)}
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What :func:`allow` admitted: the principal, and how far the decision reaches.
+
+    A list route passes :attr:`visible` to its domain query, which shows only those rows.
+    """
+
+    principal: Principal
+    decision: policy.Decision
+
+    @property
+    def visible(self) -> policy.Visible:
+        return policy.visible(self.principal, self.decision)
+
+    def may(self, action: str, facts: policy.Facts | None = None) -> bool:
+        """Whether the same principal may also do ``action`` (on ``facts``' object): for what a
+        response shows, e.g. contact details (``technician.read_contact``)."""
+        return policy.decide(self.principal, action, facts).allowed
+
+
+#: The attribute :func:`allow` and :func:`public` set on their dependency: ``(action, subject)``.
+#: The route-policy test finds every route's declaration through it.
+POLICY_MARK = "__fieldwatch_policy__"
+
+
+def _path_int(request: Request, param: str) -> int:
+    raw = request.path_params.get(param)
+    try:
+        return int(raw)  # type: ignore[arg-type]  # a missing parameter is a route bug: TypeError
+    except ValueError:
+        raise Invalid(f"{param} must be an integer, not {raw!r}", ("path", param)) from None
+
+
+def allow(action: str, *, on: Subject | None = None) -> Any:
+    """The dependency every authenticated route declares: may the caller do ``action``?
+
+    Without ``on`` the role decides (403 if it may not); a list route then narrows its query by
+    ``Access.visible``. With ``on``, a grant that reaches only some objects (``own``, ``client``)
+    loads the object's facts through its domain and decides on them (403 naming why). An unknown
+    action fails here, at import. Use: ``access: Annotated[Access, allow("ticket.read", on=TICKET)]``.
+    """
+    act = policy.action(action)
+    if act.public:
+        raise ValueError(f"{action} is public: declare it with public({action!r})")
+
+    def check(request: Request, conn: ConnDep, principal: PrincipalDep) -> Access:
+        decision = policy.decide(principal, action)
+        if decision.allowed and on is not None and decision.scope is not policy.Scope.ALL:
+            decision = policy.decide(principal, action, on.facts(conn, _path_int(request, on.param)))
+        if not decision.allowed:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, decision.reason)
+        return Access(principal, decision)
+
+    setattr(check, POLICY_MARK, (action, on))
+    return Depends(check)
+
+
+def public(action: str) -> Any:
+    """The declaration of a route anyone may call, without a token (probes): ``_: Annotated[None, public(...)]``."""
+    if not policy.action(action).public:
+        raise ValueError(f"{action} is not public in the policy: declare it with allow({action!r})")
+
+    def open_to_all() -> None:
+        return None
+
+    setattr(open_to_all, POLICY_MARK, (action, None))
+    return Depends(open_to_all)
 
 
 @dataclass(frozen=True, slots=True)

@@ -224,10 +224,13 @@ class TicketPublic(BaseModel):
 
 
 class TechnicianPublic(BaseModel):
+    """A technician. ``email`` and ``phone`` are personal: the keys are present only when the caller may
+    see them (dispatchers and admins; a technician or field engineer for themself), absent otherwise."""
+
     id: int
     name: str
-    email: str
-    phone: str
+    email: str | None = Field(None, description="present only if your role may see contact details")
+    phone: str | None = Field(None, description="present only if your role may see contact details")
     home_lat: float
     home_lon: float
     current_lat: float | None

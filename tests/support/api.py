@@ -184,10 +184,11 @@ def seed(db_url: str) -> Fleet:
     return f
 
 
-def token(db_url: str, role: str, name: str | None = None) -> str:
-    """A fresh API token with ``role`` (named after the role unless ``name`` is given)."""
+def token(db_url: str, role: str, name: str | None = None, *, technician: int | None = None) -> str:
+    """A fresh API token with ``role`` (named after the role unless ``name`` is given), bound to
+    ``technician`` when given (a ``technician`` token must be)."""
     with psycopg.connect(db_url, autocommit=True) as conn:
-        return create_token(conn, name or f"{role}-token", role)
+        return create_token(conn, name or f"{role}-token", role, technician_id=technician)
 
 
 def auth(tok: str) -> dict[str, str]:

@@ -4,6 +4,7 @@ from fastapi import APIRouter
 
 from . import (
     alarms,
+    audit,
     deadletters,
     devices,
     discovered,
@@ -19,6 +20,7 @@ from . import (
     silences,
     technicians,
     tickets,
+    tokens,
     webhooks,
     workorders,
 )
@@ -44,6 +46,8 @@ for _module in (
     workorders,
     kpis,
     webhooks,
+    audit,
+    tokens,
 ):
     api_router.include_router(_module.router)
 

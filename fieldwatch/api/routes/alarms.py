@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
@@ -10,18 +11,19 @@ from pydantic import BaseModel, Field
 from fwcore import paging
 from rules import alarms
 
-from ..deps import AlarmHandler, AnyRole, ConnDep, PageDep
+from ..deps import Access, ConnDep, PageDep, allow
 from ..errors import Invalid
 from ..schemas import AlarmPublic, AlarmState, Page
 from ._prefix import API_PREFIX
 
 router = APIRouter(prefix=f"{API_PREFIX}/alarms", tags=["alarms"])
+Reader = Annotated[Access, allow("alarm.read")]
 
 
 @router.get("", response_model=Page[AlarmPublic], summary="List alarms, newest first")
 def list_alarms(
     conn: ConnDep,
-    token: AnyRole,
+    _: Reader,
     page: PageDep,
     state: AlarmState | None = None,
     device_id: int | None = None,
@@ -30,7 +32,7 @@ def list_alarms(
 
 
 @router.get("/{alarm_id}", response_model=AlarmPublic, summary="One alarm")
-def get_alarm(alarm_id: int, conn: ConnDep, token: AnyRole) -> alarms.Alarm:
+def get_alarm(alarm_id: int, conn: ConnDep, _: Reader) -> alarms.Alarm:
     return alarms.get_alarm(conn, alarm_id)
 
 
@@ -40,8 +42,12 @@ def get_alarm(alarm_id: int, conn: ConnDep, token: AnyRole) -> alarms.Alarm:
     summary="Acknowledge an active alarm (idempotent)",
     responses={409: {"description": "the alarm is cleared"}},
 )
-def acknowledge_alarm(alarm_id: int, conn: ConnDep, token: AlarmHandler) -> alarms.Alarm:
-    return alarms.acknowledge(conn, alarm_id, by=token.name)  # a latched alarm whose condition is gone clears now
+def acknowledge_alarm(
+    alarm_id: int, conn: ConnDep, access: Annotated[Access, allow("alarm.acknowledge")]
+) -> alarms.Alarm:
+    return alarms.acknowledge(
+        conn, alarm_id, by=access.principal.name
+    )  # a latched alarm whose condition is gone clears now
 
 
 class CommentIn(BaseModel):
@@ -57,7 +63,7 @@ class CommentPublic(BaseModel):
 
 
 @router.get("/{alarm_id}/comments", response_model=list[CommentPublic], summary="An alarm's comments, oldest first")
-def list_alarm_comments(alarm_id: int, conn: ConnDep, token: AnyRole) -> list[CommentPublic]:
+def list_alarm_comments(alarm_id: int, conn: ConnDep, _: Reader) -> list[CommentPublic]:
     from rules.lifecycle import list_comments
 
     return [CommentPublic(**_fields(c)) for c in list_comments(conn, alarm_id)]  # UnknownAlarm is a NotFound
@@ -69,11 +75,13 @@ def list_alarm_comments(alarm_id: int, conn: ConnDep, token: AnyRole) -> list[Co
     status_code=status.HTTP_201_CREATED,
     summary="Comment on an alarm (the token's name is the author)",
 )
-def add_alarm_comment(alarm_id: int, comment: CommentIn, conn: ConnDep, token: AnyRole) -> CommentPublic:
+def add_alarm_comment(
+    alarm_id: int, comment: CommentIn, conn: ConnDep, access: Annotated[Access, allow("alarm.comment")]
+) -> CommentPublic:
     from rules.lifecycle import LifecycleError, UnknownAlarm, add_comment
 
     try:
-        return CommentPublic(**_fields(add_comment(conn, alarm_id, author=token.name, body=comment.body)))
+        return CommentPublic(**_fields(add_comment(conn, alarm_id, author=access.principal.name, body=comment.body)))
     except UnknownAlarm:
         raise  # a NotFound (404), though also a LifecycleError
     except LifecycleError as exc:  # the comment's text: reported at the field

@@ -1,7 +1,8 @@
 """Dead letters: what ingest refused, with the reason — list, read, replay after a fix, purge.
 
-Reads accept any role; replaying and purging are ``admin`` only (a replay writes telemetry, a
-purge deletes evidence). Filters: ``reason``, ``gateway``, ``site``, ``device``, ``from``/``to``
+Who may is the permission policy's (``deadletter.*`` in :mod:`fwcore.policy`): reads for every
+reader; replaying and purging are ``admin`` only (a replay writes telemetry, a purge deletes
+evidence). Filters: ``reason``, ``gateway``, ``site``, ``device``, ``from``/``to``
 (when it was received).
 """
 
@@ -19,13 +20,16 @@ from ingest import deadletters as dl
 from ingest.hold import HoldLimits
 from ingest.validate import Limits
 
-from ..deps import AdminOnly, AnyRole, ConnDep, PageDep, SettingsDep
+from ..deps import Access, ConnDep, PageDep, SettingsDep, allow
 from ..intake_models import DeadLetterDetail, DeadLetterPublic, Purged, ReplayPublic
 from ..schemas import Page
 from ..timerange import as_utc
 from ._prefix import API_PREFIX
 
 router = APIRouter(prefix=f"{API_PREFIX}/dead-letters", tags=["dead letters"])
+
+Reader = Annotated[Access, allow("deadletter.read")]
+Manager = Annotated[Access, allow("deadletter.manage")]
 
 
 def letter_filter(
@@ -50,12 +54,12 @@ FilterDep = Annotated[dl.DeadLetterFilter, Depends(letter_filter)]
 
 
 @router.get("", response_model=Page[DeadLetterPublic], summary="List dead letters, newest first")
-def list_dead_letters(conn: ConnDep, token: AnyRole, page: PageDep, f: FilterDep) -> paging.Page[dl.DeadLetterSummary]:
+def list_dead_letters(conn: ConnDep, access: Reader, page: PageDep, f: FilterDep) -> paging.Page[dl.DeadLetterSummary]:
     return dl.list_dead_letters(conn, f, limit=page.limit, offset=page.offset)
 
 
 @router.get("/{letter_id}", response_model=DeadLetterDetail, summary="One dead letter with its payload")
-def get_dead_letter(letter_id: int, conn: ConnDep, token: AnyRole) -> DeadLetterDetail:
+def get_dead_letter(letter_id: int, conn: ConnDep, access: Reader) -> DeadLetterDetail:
     return DeadLetterDetail.of(dl.get_dead_letter(conn, letter_id))
 
 
@@ -71,12 +75,12 @@ async def _replay(settings: SettingsDep, f: dl.DeadLetterFilter) -> ReplayPublic
 
 
 @router.post("/replay", response_model=ReplayPublic, summary="Replay the dead letters matching the filters")
-async def replay(token: AdminOnly, settings: SettingsDep, f: FilterDep) -> ReplayPublic:
+async def replay(access: Manager, settings: SettingsDep, f: FilterDep) -> ReplayPublic:
     return await _replay(settings, f)
 
 
 @router.post("/{letter_id}/replay", response_model=ReplayPublic, summary="Replay one dead letter")
-async def replay_one(letter_id: int, token: AdminOnly, settings: SettingsDep, conn: ConnDep) -> ReplayPublic:
+async def replay_one(letter_id: int, access: Manager, settings: SettingsDep, conn: ConnDep) -> ReplayPublic:
     dl.get_dead_letter(conn, letter_id)  # 404 for an unknown id
     return await _replay(settings, dl.DeadLetterFilter(id=letter_id))
 
@@ -84,7 +88,7 @@ async def replay_one(letter_id: int, token: AdminOnly, settings: SettingsDep, co
 @router.delete("", response_model=Purged, summary="Delete the dead letters matching the filters")
 def purge(
     conn: ConnDep,
-    token: AdminOnly,
+    access: Manager,
     f: FilterDep,
     everything: Annotated[bool, Query(alias="all", description="needed to purge without any filter")] = False,
 ) -> Purged:

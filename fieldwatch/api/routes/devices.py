@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from fwcore import paging
 from ingest import queries
 
-from ..deps import AnyRole, ConnDep, PageDep
+from ..deps import DEVICE, Access, ConnDep, PageDep, allow
 from ..schemas import DeviceLatest, DevicePublic, Page
 from ._prefix import API_PREFIX
 
@@ -19,19 +19,23 @@ router = APIRouter(prefix=f"{API_PREFIX}/devices", tags=["devices"])
 @router.get("", response_model=Page[DevicePublic], summary="List devices")
 def list_devices(
     conn: ConnDep,
-    token: AnyRole,
+    access: Annotated[Access, allow("device.read")],
     page: PageDep,
     site: Annotated[str | None, Query(description="site slug")] = None,
     site_id: Annotated[int | None, Query(description="site id")] = None,
 ) -> paging.Page[queries.Device]:
-    return queries.list_devices(conn, site=site, site_id=site_id, limit=page.limit, offset=page.offset)
+    return queries.list_devices(
+        conn, site=site, site_id=site_id, visible=access.visible, limit=page.limit, offset=page.offset
+    )
 
 
 @router.get("/{device_id}", response_model=DevicePublic, summary="One device")
-def get_device(device_id: int, conn: ConnDep, token: AnyRole) -> queries.Device:
+def get_device(device_id: int, conn: ConnDep, _: Annotated[Access, allow("device.read", on=DEVICE)]) -> queries.Device:
     return queries.get_device(conn, device_id)
 
 
 @router.get("/{device_id}/latest", response_model=DeviceLatest, summary="Newest value of each series")
-def device_latest(device_id: int, conn: ConnDep, token: AnyRole) -> queries.DeviceLatest:
+def device_latest(
+    device_id: int, conn: ConnDep, _: Annotated[Access, allow("device.read", on=DEVICE)]
+) -> queries.DeviceLatest:
     return queries.device_latest(conn, device_id)

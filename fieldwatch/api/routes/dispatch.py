@@ -8,7 +8,7 @@ and the override recorded.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
@@ -19,11 +19,12 @@ from ticketing.errors import NotFound as TicketNotFound
 from ticketing.geo import GreatCircleTravel
 from ticketing.tickets import TicketExplanation, ticket_explanation
 
-from ..deps import AnyRole, ConnDep, Dispatcher, SettingsDep
+from ..deps import TICKET, Access, ConnDep, SettingsDep, allow
 from ..errors import Conflict, NotFound
 from ._prefix import API_PREFIX
 
 router = APIRouter(prefix=f"{API_PREFIX}/tickets", tags=["dispatch"])
+Dispatcher = Annotated[Access, allow("ticket.assign")]
 
 
 class AssignBody(BaseModel):
@@ -84,7 +85,7 @@ def _travel(settings) -> GreatCircleTravel:
     responses={409: {"description": "breaks a hard constraint (send override + reason) or wrong status"}},
 )
 def assign_ticket(
-    ticket_id: int, body: AssignBody, conn: ConnDep, token: Dispatcher, settings: SettingsDep
+    ticket_id: int, body: AssignBody, conn: ConnDep, access: Dispatcher, settings: SettingsDep
 ) -> AssignOut:
     return _out(
         _mapped(
@@ -93,7 +94,7 @@ def assign_ticket(
             ticket_id,
             body.technician_id,
             _travel(settings),
-            actor=token.name,
+            actor=access.principal,
             override=body.override,
             reason=body.reason,
             lock=body.lock,
@@ -108,7 +109,7 @@ def assign_ticket(
     responses={409: {"description": "breaks a hard constraint (send override + reason) or wrong status"}},
 )
 def pin_ticket(
-    ticket_id: int, body: PinBody, conn: ConnDep, token: Dispatcher, settings: SettingsDep
+    ticket_id: int, body: PinBody, conn: ConnDep, access: Dispatcher, settings: SettingsDep
 ) -> AssignOut | None:
     r = _mapped(
         pin,
@@ -116,7 +117,7 @@ def pin_ticket(
         ticket_id,
         body.technician_id,
         _travel(settings),
-        actor=token.name,
+        actor=access.principal,
         override=body.override,
         reason=body.reason,
     )
@@ -124,8 +125,8 @@ def pin_ticket(
 
 
 @router.delete("/{ticket_id}/pin", status_code=204, summary="Unpin a ticket")
-def unpin_ticket(ticket_id: int, conn: ConnDep, token: Dispatcher) -> None:
-    _mapped(unpin, conn, ticket_id)
+def unpin_ticket(ticket_id: int, conn: ConnDep, access: Dispatcher) -> None:
+    _mapped(unpin, conn, ticket_id, actor=access.principal)
 
 
 @router.get(
@@ -133,5 +134,7 @@ def unpin_ticket(ticket_id: int, conn: ConnDep, token: Dispatcher) -> None:
     response_model=ExplanationOut,
     summary="Why the ticket went to its technician, or why it is unassigned",
 )
-def explanation(ticket_id: int, conn: ConnDep, token: AnyRole) -> TicketExplanation:
+def explanation(
+    ticket_id: int, conn: ConnDep, _: Annotated[Access, allow("ticket.read", on=TICKET)]
+) -> TicketExplanation:
     return ticket_explanation(conn, ticket_id)

@@ -1,10 +1,13 @@
 """The technician field API: status changes with GPS position, notes, failure code, parts used,
-photo evidence with its geotag and time, and the ticket's timeline (with time on site)."""
+photo evidence with its geotag and time, and the ticket's timeline (with time on site).
+
+Field engineers and technicians act only on the tickets they hold (their token is bound to their
+technician); a status sent with coordinates moves the sender, never someone else."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
@@ -15,18 +18,21 @@ from ticketing.evidence import Photo, add_photo, list_photos, photo_bytes
 from ticketing.timeline import Timeline as TicketTimeline
 from ticketing.timeline import ticket_timeline
 
-from ..deps import AnyRole, ConnDep, LocationReporter
+from ..deps import TICKET, Access, ConnDep, allow
 from ..errors import Invalid, NotFound
 from ._prefix import API_PREFIX
 
 router = APIRouter(prefix=f"{API_PREFIX}/tickets", tags=["field"])
+Reader = Annotated[Access, allow("ticket.read", on=TICKET)]
 
 Status = Literal["new", "assigned", "en_route", "on_site", "resolved", "closed", "cancelled"]
 
 
 class StatusChange(BaseModel):
     status: Status
-    lat: float | None = Field(None, ge=-90, le=90)
+    lat: float | None = Field(
+        None, ge=-90, le=90, description="where the sender is; moves the sender if they hold the ticket"
+    )
     lon: float | None = Field(None, ge=-180, le=180)
     note: str = ""
     failure_code: str | None = None
@@ -57,13 +63,18 @@ class Timeline(BaseModel):
     summary="Change a ticket's status from the field",
     responses={409: {"description": "the lifecycle does not allow this change"}},
 )
-def change_status(ticket_id: int, body: StatusChange, conn: ConnDep, token: LocationReporter) -> TicketTimeline:
+def change_status(
+    ticket_id: int,
+    body: StatusChange,
+    conn: ConnDep,
+    access: Annotated[Access, allow("ticket.update_status", on=TICKET)],
+) -> TicketTimeline:
     try:
         transition(
             conn,
             ticket_id,
             body.status,
-            actor=token.name,
+            actor=access.principal,
             lat=body.lat,
             lon=body.lon,
             note=body.note,
@@ -72,11 +83,11 @@ def change_status(ticket_id: int, body: StatusChange, conn: ConnDep, token: Loca
         )
     except TicketNotFound:  # worded "no ticket 7"; an InvalidTransition is a Conflict (409) as it is
         raise NotFound("ticket", ticket_id) from None
-    return timeline(ticket_id, conn, token)
+    return ticket_timeline(conn, ticket_id)
 
 
 @router.get("/{ticket_id}/timeline", response_model=Timeline, summary="Status history, notes, parts, time on site")
-def timeline(ticket_id: int, conn: ConnDep, token: AnyRole) -> TicketTimeline:
+def timeline(ticket_id: int, conn: ConnDep, _: Reader) -> TicketTimeline:
     return ticket_timeline(conn, ticket_id)
 
 
@@ -90,7 +101,7 @@ async def upload_photo(
     ticket_id: int,
     request: Request,
     conn: ConnDep,
-    token: LocationReporter,
+    access: Annotated[Access, allow("ticket.add_evidence", on=TICKET)],
     lat: float | None = None,
     lon: float | None = None,
     taken_at: datetime | None = None,
@@ -106,7 +117,7 @@ async def upload_photo(
             taken_at=taken_at or datetime.now(UTC),
             lat=lat,
             lon=lon,
-            actor=token.name,
+            actor=access.principal.name,
         )
     except TicketNotFound:
         raise NotFound("ticket", ticket_id) from None
@@ -115,7 +126,7 @@ async def upload_photo(
 
 
 @router.get("/{ticket_id}/photos", response_model=list[Photo], summary="Photo evidence of a ticket")
-def photos(ticket_id: int, conn: ConnDep, token: AnyRole) -> list[Photo]:
+def photos(ticket_id: int, conn: ConnDep, _: Reader) -> list[Photo]:
     return list_photos(conn, ticket_id)
 
 
@@ -125,7 +136,7 @@ def photos(ticket_id: int, conn: ConnDep, token: AnyRole) -> list[Photo]:
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}}},
 )
-def photo(ticket_id: int, photo_id: int, conn: ConnDep, token: AnyRole) -> Response:
+def photo(ticket_id: int, photo_id: int, conn: ConnDep, _: Reader) -> Response:
     try:
         data, content_type = photo_bytes(conn, ticket_id, photo_id)
     except TicketNotFound:

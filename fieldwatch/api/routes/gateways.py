@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from fwcore import paging
 from ingest import queries
 
-from ..deps import AnyRole, ConnDep, PageDep
+from ..deps import Access, ConnDep, PageDep, allow
 from ..schemas import GatewayPublic, GatewayStatus, Page
 from ._prefix import API_PREFIX
 
@@ -19,7 +19,7 @@ router = APIRouter(prefix=f"{API_PREFIX}/gateways", tags=["gateways"])
 @router.get("", response_model=Page[GatewayPublic], summary="List gateways")
 def list_gateways(
     conn: ConnDep,
-    token: AnyRole,
+    _: Annotated[Access, allow("gateway.read")],
     page: PageDep,
     site: Annotated[str | None, Query(description="site slug")] = None,
     status: GatewayStatus | None = None,

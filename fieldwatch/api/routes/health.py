@@ -1,11 +1,14 @@
-"""Liveness, readiness and metrics: no authentication, for orchestrators and Prometheus."""
+"""Liveness, readiness and metrics: no authentication, for orchestrators and Prometheus (``public`` in
+the permission policy)."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 from fastapi import APIRouter, Response, status
 from fastapi.routing import APIRoute
 
-from ..deps import PoolDep
+from ..deps import PoolDep, public
 from ..intake_metrics import refresh as refresh_intake_gauges
 from ..metrics import exposition
 from ..readiness import database_problem
@@ -19,7 +22,7 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz", response_model=Health, summary="The process is alive")
-async def healthz() -> Health:
+async def healthz(_: Annotated[None, public("health.probe")]) -> Health:
     return Health()
 
 
@@ -29,7 +32,7 @@ async def healthz() -> Health:
     summary="The database is reachable and migrated",
     responses={503: {"model": Ready, "description": "the database cannot be used"}},
 )
-def readyz(pool: PoolDep, response: Response) -> Ready:
+def readyz(pool: PoolDep, response: Response, _: Annotated[None, public("health.probe")]) -> Ready:
     problem = database_problem(pool, READY_TIMEOUT_S)
     if problem is not None:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
@@ -43,7 +46,7 @@ def readyz(pool: PoolDep, response: Response) -> Ready:
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}}},
 )
-def metrics(pool: PoolDep) -> Response:
+def metrics(pool: PoolDep, _: Annotated[None, public("metrics.read")]) -> Response:
     refresh_intake_gauges(pool)  # dead letters and held points as stored now
     body, content_type = exposition()
     return Response(body, media_type=content_type)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 from fastapi import APIRouter
 from pydantic import BaseModel
 
 from ticketing.kpis import compute_kpis
 
-from ..deps import AnyRole, ConnDep
+from ..deps import Access, ConnDep, allow
 from ..errors import Invalid
 from ._prefix import API_PREFIX
 
@@ -25,7 +26,12 @@ class KpiOut(BaseModel):
 
 
 @router.get("", response_model=list[KpiOut], summary="MTTR, MTBF, SLA compliance, first-time fix, utilization…")
-def kpis(conn: ConnDep, token: AnyRole, since: datetime | None = None, until: datetime | None = None) -> list[KpiOut]:
+def kpis(
+    conn: ConnDep,
+    _: Annotated[Access, allow("kpi.read")],
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[KpiOut]:
     end = until or datetime.now(UTC)
     start = since or end - timedelta(days=30)
     if start >= end:

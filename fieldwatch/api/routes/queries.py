@@ -6,14 +6,13 @@ import io
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from fwcore.auth import TokenInfo
 from ingest import timeseries
 
-from ..deps import AnyRole, ConnDep, SettingsDep, require_roles
+from ..deps import Access, ConnDep, SettingsDep, allow
 from ..errors import Invalid, NotFound
 from ..schemas import SeriesBuckets, SeriesGaps
 from ..timerange import parse_span, resolve_range
@@ -21,7 +20,7 @@ from ._prefix import API_PREFIX
 
 series_router = APIRouter(prefix=f"{API_PREFIX}/series", tags=["telemetry"])
 devices_router = APIRouter(prefix=f"{API_PREFIX}/devices", tags=["telemetry"])
-Admin = Annotated[TokenInfo, Depends(require_roles("admin"))]
+Reader = Annotated[Access, allow("telemetry.read")]
 
 From = Annotated[datetime | None, Query(alias="from", description="ISO 8601, inclusive; default `to` minus one hour")]
 To = Annotated[datetime | None, Query(alias="to", description="ISO 8601, exclusive; default now")]
@@ -32,7 +31,7 @@ MAX_EXPORT_ROWS = 1_000_000
 def series_buckets(
     series_id: int,
     conn: ConnDep,
-    token: AnyRole,
+    _: Reader,
     start: From = None,
     end: To = None,
     bucket: Annotated[str, Query(description="bucket width: 30s, 5m, 1h, 1d (aligned on UTC)")] = "1m",
@@ -45,7 +44,7 @@ def series_buckets(
 def series_gaps(
     series_id: int,
     conn: ConnDep,
-    token: AnyRole,
+    _: Reader,
     start: From = None,
     end: To = None,
     factor: Annotated[float, Query(gt=1, le=1000, description="a gap is longer than factor × cadence")] = 3.0,
@@ -68,7 +67,7 @@ def series_gaps(
 def series_csv(
     series_id: int,
     conn: ConnDep,
-    token: AnyRole,
+    _: Reader,
     start: From = None,
     end: To = None,
     limit: Annotated[int, Query(ge=1, le=MAX_EXPORT_ROWS, description="most rows")] = MAX_EXPORT_ROWS,
@@ -104,7 +103,7 @@ async def import_device_history(
     device_id: int,
     request: Request,
     settings: SettingsDep,
-    token: Admin,
+    _: Annotated[Access, allow("telemetry.import")],
     separator: Annotated[str, Query(min_length=1, max_length=1)] = ",",
     time_column: Annotated[str | None, Query(description="default: the first column")] = None,
     time_format: Annotated[str | None, Query(description="strptime format, epoch_s or epoch_ms; default ISO")] = None,

@@ -1,7 +1,8 @@
 """The asset registry: create, read, update and delete clients, sites, gateways, devices and series.
 
-Writes need an ``admin`` token; reads accept any role. ``GET /gateways`` and ``GET /devices`` (with
-site and client embedded) live in :mod:`.gateways` and :mod:`.devices`; the writes here answer with
+Writes are the policy's ``registry.write`` (admins); reads are each kind's ``*.read`` action.
+``GET /gateways`` and ``GET /devices`` (with site and client embedded) live in :mod:`.gateways`
+and :mod:`.devices`; the writes here answer with
 the flat ``*Record`` bodies (ids, not embedded objects). Errors: 404 unknown id, 409 duplicate or
 still referenced, 422 naming the bad field (see :mod:`ingest.assets`, which owns the rows and the rules).
 """
@@ -10,18 +11,17 @@ still referenced, 422 naming the bad field (see :mod:`ingest.assets`, which owns
 
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 from pydantic import BaseModel
 
-from fwcore.auth import TokenInfo
 from ingest import assets as reg
 
 from .. import registry_models as m
-from ..deps import AnyRole, ConnDep, PageDep, require_roles
+from ..deps import DEVICE, REGISTRY_SUBJECTS, Access, ConnDep, PageDep, allow
 from ..schemas import Page
 from ._prefix import API_PREFIX
 
-Admin = Annotated[TokenInfo, Depends(require_roles("admin"))]
+Writer = Annotated[Access, allow("registry.write")]
 
 router = APIRouter(prefix=API_PREFIX, tags=["registry"])
 
@@ -34,22 +34,25 @@ def _crud(
     record: type[BaseModel],
     *,
     with_get: bool = True,
+    read_action: str | None = None,
 ) -> None:
-    """Register POST ``path``, and GET/PATCH/DELETE ``path/{id}`` for ``res``."""
+    """Register POST ``path``, and GET/PATCH/DELETE ``path/{id}`` for ``res`` (GET is ``read_action``,
+    by default ``<what>.read``)."""
     what = res.what
     param = f"{what}_id"
     Ident = Annotated[int, Path(alias=param, description=f"the {what}'s id")]
+    Reader = Annotated[Access, allow(read_action or f"{what}.read", on=REGISTRY_SUBJECTS.get(what))]
 
-    def create(body: create_model, conn: ConnDep, token: Admin) -> Any:  # type: ignore[valid-type]
+    def create(body: create_model, conn: ConnDep, _: Writer) -> Any:  # type: ignore[valid-type]
         return reg.create(conn, res, cast(BaseModel, body).model_dump())
 
-    def read(ident: Ident, conn: ConnDep, token: AnyRole) -> Any:
+    def read(ident: Ident, conn: ConnDep, _: Reader) -> Any:
         return reg.get(conn, res, ident)
 
-    def patch(ident: Ident, body: update_model, conn: ConnDep, token: Admin) -> Any:  # type: ignore[valid-type]
+    def patch(ident: Ident, body: update_model, conn: ConnDep, _: Writer) -> Any:  # type: ignore[valid-type]
         return reg.update(conn, res, ident, cast(BaseModel, body).model_dump(exclude_unset=True))  # only named fields
 
-    def remove(ident: Ident, conn: ConnDep, token: Admin) -> Response:
+    def remove(ident: Ident, conn: ConnDep, _: Writer) -> Response:
         reg.delete(conn, res, ident)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -67,24 +70,36 @@ _crud(reg.CLIENTS, "/clients", m.ClientCreate, m.ClientUpdate, m.ClientRecord)
 _crud(reg.SITES, "/sites", m.SiteCreate, m.SiteUpdate, m.SiteRecord)
 _crud(reg.GATEWAYS, "/gateways", m.GatewayCreate, m.GatewayUpdate, m.GatewayRecord)
 _crud(reg.DEVICES, "/devices", m.DeviceCreate, m.DeviceUpdate, m.DeviceRecord, with_get=False)
-_crud(reg.SERIES, "/series", m.SeriesCreate, m.SeriesUpdate, m.SeriesRecord)
+_crud(reg.SERIES, "/series", m.SeriesCreate, m.SeriesUpdate, m.SeriesRecord, read_action="telemetry.read")
 
 
 @router.get("/clients", response_model=Page[m.ClientRecord], summary="List clients")
-def list_clients(conn: ConnDep, token: AnyRole, page: PageDep) -> Any:
-    return reg.list_(conn, reg.CLIENTS, limit=page.limit, offset=page.offset)
+def list_clients(conn: ConnDep, access: Annotated[Access, allow("client.read")], page: PageDep) -> Any:
+    return reg.list_(conn, reg.CLIENTS, limit=page.limit, offset=page.offset, visible=access.visible)
 
 
 @router.get("/sites", response_model=Page[m.SiteRecord], summary="List sites")
-def list_sites(conn: ConnDep, token: AnyRole, page: PageDep, client_id: Annotated[int | None, Query()] = None) -> Any:
-    return reg.list_(conn, reg.SITES, limit=page.limit, offset=page.offset, filters={"client_id": client_id})
+def list_sites(
+    conn: ConnDep,
+    access: Annotated[Access, allow("site.read")],
+    page: PageDep,
+    client_id: Annotated[int | None, Query()] = None,
+) -> Any:
+    return reg.list_(
+        conn, reg.SITES, limit=page.limit, offset=page.offset, filters={"client_id": client_id}, visible=access.visible
+    )
 
 
 @router.get("/devices/{device_id}/record", response_model=m.DeviceRecord, summary="One device as stored (flat)")
-def device_record(device_id: int, conn: ConnDep, token: AnyRole) -> Any:
+def device_record(device_id: int, conn: ConnDep, _: Annotated[Access, allow("device.read", on=DEVICE)]) -> Any:
     return reg.get(conn, reg.DEVICES, device_id)
 
 
 @router.get("/series", response_model=Page[m.SeriesRecord], summary="List series")
-def list_series(conn: ConnDep, token: AnyRole, page: PageDep, device_id: Annotated[int | None, Query()] = None) -> Any:
+def list_series(
+    conn: ConnDep,
+    _: Annotated[Access, allow("telemetry.read")],
+    page: PageDep,
+    device_id: Annotated[int | None, Query()] = None,
+) -> Any:
     return reg.list_(conn, reg.SERIES, limit=page.limit, offset=page.offset, filters={"device_id": device_id})

@@ -1,23 +1,22 @@
-"""Rules as code over HTTP: list, show (with versions), apply a rules file, backtest on history."""
+"""Rules as code over HTTP: list, show (with versions), apply a rules file, roll back to a version,
+backtest on history."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from fwcore.auth import TokenInfo
-
-from ..deps import AnyRole, ConnDep, require_roles
+from ..deps import Access, ConnDep, allow
 from ..errors import Invalid, NotFound
 from ._prefix import API_PREFIX
 
 router = APIRouter(prefix=f"{API_PREFIX}/rules", tags=["rules"])
 
-#: Who may change rules.
-RuleEditor = Annotated[TokenInfo, Depends(require_roles("reliability_engineer"))]
+RuleEditor = Annotated[Access, allow("rule.write")]
+Reader = Annotated[Access, allow("rule.read")]
 
 
 class RulePublic(BaseModel):
@@ -62,6 +61,10 @@ class ApplyResponse(BaseModel):
     )
 
 
+class RollbackRequest(BaseModel):
+    version: int = Field(ge=1, description="the stored version to make live again (as a new version)")
+
+
 class IncidentIn(BaseModel):
     start: datetime
     end: datetime
@@ -101,14 +104,14 @@ def _find(conn: Any, ref: str) -> Any:
 
 
 @router.get("", response_model=list[RulePublic], summary="Every rule with its live version")
-def list_rules(conn: ConnDep, token: AnyRole) -> list[dict[str, Any]]:
+def list_rules(conn: ConnDep, _: Reader) -> list[dict[str, Any]]:
     from rules.store import list_rules as _list
 
     return [_public(r) for r in _list(conn)]
 
 
 @router.get("/{rule}", response_model=RuleDetail, summary="One rule (by id or name) and its version history")
-def get_rule(rule: str, conn: ConnDep, token: AnyRole) -> dict[str, Any]:
+def get_rule(rule: str, conn: ConnDep, _: Reader) -> dict[str, Any]:
     from rules.store import rule_versions, spec_json
 
     r = _find(conn, rule)
@@ -125,7 +128,7 @@ def get_rule(rule: str, conn: ConnDep, token: AnyRole) -> dict[str, Any]:
     summary="Validate rules, diff them against the live ones, and apply them as new versions",
     responses={422: {"description": "a rule is invalid; each problem names the rule and field"}},
 )
-def apply_rules(body: ApplyRequest, conn: ConnDep, token: RuleEditor) -> ApplyResponse:
+def apply_rules(body: ApplyRequest, conn: ConnDep, access: RuleEditor) -> ApplyResponse:
     from rules.rulesfile import RulesFileError, apply_plan, parse_rules, plan, retrain_changed
     from rules.store import RuleError
 
@@ -138,12 +141,12 @@ def apply_rules(body: ApplyRequest, conn: ConnDep, token: RuleEditor) -> ApplyRe
     trained: dict[str, dict[str, Any]] = {}
     if not body.dry_run:
         try:
-            applied = dict(apply_plan(conn, changes, author=token.name))
+            applied = dict(apply_plan(conn, changes, author=access.principal))
         except RuleError as exc:
             raise Invalid(str(exc), ("body", "rules")) from None
         trained = {
             name: {"trained": [m.public() for m in r.trained], "failed": r.failed}
-            for name, r in retrain_changed(conn, changes, author=token.name).items()
+            for name, r in retrain_changed(conn, changes, author=access.principal).items()
         }
     return ApplyResponse(
         changes=[
@@ -154,8 +157,27 @@ def apply_rules(body: ApplyRequest, conn: ConnDep, token: RuleEditor) -> ApplyRe
     )
 
 
+@router.post(
+    "/{rule}/rollback",
+    response_model=RulePublic,
+    summary="Make a stored version live again, as a new version (audited as a rollback)",
+    responses={404: {"description": "no such rule or version"}},
+)
+def rollback_rule(rule: str, body: RollbackRequest, conn: ConnDep, access: RuleEditor) -> dict[str, Any]:
+    from rules.rulesfile import rollback
+    from rules.store import UnknownRule, find_rule
+
+    try:
+        rollback(conn, rule, body.version, author=access.principal)
+        return _public(find_rule(conn, rule))
+    except UnknownRule as exc:
+        raise NotFound("rule version", f"{rule}@{body.version}") from exc
+
+
 @router.post("/{rule}/backtest", summary="Replay stored history through the rule; live alarms are untouched")
-def backtest(rule: str, body: BacktestRequest, conn: ConnDep, token: AnyRole) -> dict[str, Any]:
+def backtest(
+    rule: str, body: BacktestRequest, conn: ConnDep, _: Annotated[Access, allow("rule.backtest")]
+) -> dict[str, Any]:
     from pydantic import ValidationError
 
     from rules.backtest import BacktestError, Incident
@@ -197,20 +219,20 @@ def backtest(rule: str, body: BacktestRequest, conn: ConnDep, token: AnyRole) ->
 
 
 @router.post("/{rule}/train", summary="Train an anomaly rule now on its known-good window (a new model version)")
-def train(rule: str, conn: ConnDep, token: RuleEditor) -> dict[str, Any]:
+def train(rule: str, conn: ConnDep, access: RuleEditor) -> dict[str, Any]:
     from rules.anomaly import AnomalyTrainingError
     from rules.anomaly_rules import train_rule
 
     r = _find(conn, rule)
     try:
-        report = train_rule(conn, r, author=token.name)
+        report = train_rule(conn, r, author=access.principal.name)
     except AnomalyTrainingError as exc:
         raise Invalid(str(exc)) from None
     return {"trained": [m.public() for m in report.trained], "failed": report.failed}
 
 
 @router.get("/{rule}/models", summary="Every trained model version of an anomaly rule, newest first")
-def models(rule: str, conn: ConnDep, token: AnyRole) -> list[dict[str, Any]]:
+def models(rule: str, conn: ConnDep, _: Reader) -> list[dict[str, Any]]:
     from rules.anomaly_rules import model_history
 
     return model_history(conn, _find(conn, rule).id)

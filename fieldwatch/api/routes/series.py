@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from ingest import queries
 
-from ..deps import AnyRole, ConnDep
+from ..deps import Access, ConnDep, allow
 from ..schemas import SeriesPoints
 from ..timerange import resolve_range
 from ._prefix import API_PREFIX
@@ -23,7 +23,7 @@ router = APIRouter(prefix=f"{API_PREFIX}/series", tags=["telemetry"])
 def series_points(
     series_id: int,
     conn: ConnDep,
-    token: AnyRole,
+    _: Annotated[Access, allow("telemetry.read")],
     start: Annotated[
         datetime | None, Query(alias="from", description="ISO 8601, inclusive; default `to` minus one hour")
     ] = None,

@@ -5,19 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, status
+from fastapi import APIRouter, status
 from pydantic import BaseModel, Field, model_validator
 
-from fwcore.auth import TokenInfo
-
-from ..deps import AnyRole, ConnDep, require_roles
+from ..deps import Access, ConnDep, allow
 from ..errors import NotFound
 from ._prefix import API_PREFIX
 
 router = APIRouter(prefix=f"{API_PREFIX}/silences", tags=["alarms"])
 
-#: Who may silence alarms: those who handle them.
-Silencer = Annotated[TokenInfo, Depends(require_roles("reliability_engineer", "dispatcher"))]
+Silencer = Annotated[Access, allow("silence.write")]
 
 
 class SilenceIn(BaseModel):
@@ -61,7 +58,9 @@ class EndResponse(BaseModel):
 
 
 @router.get("", response_model=list[SilencePublic], summary="Silences and maintenance windows, newest first")
-def list_silences(conn: ConnDep, token: AnyRole, active: bool = False) -> list[SilencePublic]:
+def list_silences(
+    conn: ConnDep, _: Annotated[Access, allow("silence.read")], active: bool = False
+) -> list[SilencePublic]:
     from rules.lifecycle import list_silences as _list
     from rules.lifecycle import silence_rows
 
@@ -74,7 +73,7 @@ def list_silences(conn: ConnDep, token: AnyRole, active: bool = False) -> list[S
     status_code=status.HTTP_201_CREATED,
     summary="Silence alarms of a device, site or rule for a time window",
 )
-def create_silence(body: SilenceIn, conn: ConnDep, token: Silencer) -> SilencePublic:
+def create_silence(body: SilenceIn, conn: ConnDep, access: Silencer) -> SilencePublic:
     from rules.lifecycle import create_silence as _create
     from rules.lifecycle import resolve_targets, silence_rows
 
@@ -84,7 +83,7 @@ def create_silence(body: SilenceIn, conn: ConnDep, token: Silencer) -> SilencePu
     ends = body.ends_at or starts + timedelta(seconds=body.duration_s or 0)
     s = _create(
         conn,
-        created_by=token.name,
+        created_by=access.principal,
         kind=body.kind,
         device_id=device_id,
         site_id=site_id,
@@ -97,12 +96,12 @@ def create_silence(body: SilenceIn, conn: ConnDep, token: Silencer) -> SilencePu
 
 
 @router.post("/{silence_id}/end", response_model=EndResponse, summary="End a window now and release what it held")
-def end_silence(silence_id: int, conn: ConnDep, token: Silencer) -> EndResponse:
+def end_silence(silence_id: int, conn: ConnDep, access: Silencer) -> EndResponse:
     from rules.lifecycle import UnknownSilence, silence_rows
     from rules.lifecycle import end_silence as _end
 
     try:
-        s, released = _end(conn, silence_id, by=token.name)
+        s, released = _end(conn, silence_id, by=access.principal)
     except UnknownSilence:  # its own message adds a CLI hint; the API says only that it does not exist
         raise NotFound("silence", silence_id) from None
     return EndResponse(silence=SilencePublic(**silence_rows(conn, [s])[0]), released_alarms=released)

@@ -1,31 +1,59 @@
 """Technicians: the roster, adding people, where they are now, and their skills matrix (general
-levels and levels per equipment model)."""
+levels and levels per equipment model).
+
+Contact details (``email``, ``phone``) are personal: they appear only for callers the policy lets
+see them (``technician.read_contact``: dispatchers and admins, and technicians for themselves);
+for everyone else the two keys are left out of the technician's body. A technician's own token
+lists only themself.
+"""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from fwcore import paging
+from fwcore.policy import Facts
 from ticketing import technicians
 from ticketing.technicians import ModelSkill, SkillMatrix, Technician, get_skill_matrix, set_skill_matrix
 
-from ..deps import AnyRole, ConnDep, Dispatcher, LocationReporter, PageDep
+from ..deps import TECHNICIAN, Access, ConnDep, PageDep, allow
 from ..schemas import LocationUpdate, Page, TechnicianCreate, TechnicianPublic
 from ._prefix import API_PREFIX
 
 router = APIRouter(prefix=f"{API_PREFIX}/technicians", tags=["technicians"])
+Dispatcher = Annotated[Access, allow("technician.create")]
+
+#: Left out unless the caller may see them (``response_model_exclude_unset`` drops what was not set).
+CONTACT = frozenset({"email", "phone"})
 
 
-@router.get("", response_model=Page[TechnicianPublic], summary="List technicians")
+def _public(access: Access, t: Technician) -> TechnicianPublic:
+    """``t`` as the caller may see it: without ``email`` and ``phone`` unless the policy shows them."""
+    shown = access.may("technician.read_contact", Facts("technician", t.id, frozenset({t.id})))
+    return TechnicianPublic.model_validate(t.model_dump(exclude=None if shown else set(CONTACT)))
+
+
+@router.get(
+    "",
+    response_model=Page[TechnicianPublic],
+    response_model_exclude_unset=True,
+    summary="List technicians",
+)
 def list_technicians(
     conn: ConnDep,
-    token: AnyRole,
+    access: Annotated[Access, allow("technician.read")],
     page: PageDep,
     skill: str | None = None,
     available: bool | None = None,
-) -> paging.Page[Technician]:
-    return technicians.find_technicians(conn, skill=skill, available=available, limit=page.limit, offset=page.offset)
+) -> Page[TechnicianPublic]:
+    found = technicians.find_technicians(
+        conn, skill=skill, available=available, visible=access.visible, limit=page.limit, offset=page.offset
+    )
+    return Page(
+        items=[_public(access, t) for t in found.items], total=found.total, limit=page.limit, offset=page.offset
+    )
 
 
 @router.post(
@@ -36,22 +64,37 @@ def list_technicians(
     responses={409: {"description": "the email is taken"}},
 )
 def create_technician(
-    body: TechnicianCreate, conn: ConnDep, token: Dispatcher, request: Request, response: Response
+    body: TechnicianCreate, conn: ConnDep, access: Dispatcher, request: Request, response: Response
 ) -> Technician:
-    technician = technicians.create_technician(conn, **body.model_dump())  # unknown skills: 422, email taken: 409
+    # unknown skills: 422, email taken: 409
+    technician = technicians.create_technician(conn, **body.model_dump(), actor=access.principal)
     response.headers["Location"] = str(request.url_for("get_technician", technician_id=technician.id))
     return technician
 
 
-@router.get("/{technician_id}", response_model=TechnicianPublic, summary="One technician")
-def get_technician(technician_id: int, conn: ConnDep, token: AnyRole) -> Technician:
-    return technicians.get_technician(conn, technician_id)
+@router.get(
+    "/{technician_id}", response_model=TechnicianPublic, response_model_exclude_unset=True, summary="One technician"
+)
+def get_technician(
+    technician_id: int, conn: ConnDep, access: Annotated[Access, allow("technician.read", on=TECHNICIAN)]
+) -> TechnicianPublic:
+    return _public(access, technicians.get_technician(conn, technician_id))
 
 
-@router.put("/{technician_id}/location", response_model=TechnicianPublic, summary="Report where a technician is")
-def set_location(technician_id: int, body: LocationUpdate, conn: ConnDep, token: LocationReporter) -> Technician:
+@router.put(
+    "/{technician_id}/location",
+    response_model=TechnicianPublic,
+    response_model_exclude_unset=True,
+    summary="Report where a technician is (a field engineer or technician: only themself)",
+)
+def set_location(
+    technician_id: int,
+    body: LocationUpdate,
+    conn: ConnDep,
+    access: Annotated[Access, allow("technician.set_location", on=TECHNICIAN)],
+) -> TechnicianPublic:
     technicians.set_technician_location(conn, technician_id, body.lat, body.lon)
-    return technicians.get_technician(conn, technician_id)
+    return _public(access, technicians.get_technician(conn, technician_id))
 
 
 class ModelSkillIn(BaseModel):
@@ -75,7 +118,9 @@ class SkillMatrixIn(BaseModel):
 
 
 @router.get("/{technician_id}/skills", response_model=SkillMatrix, summary="A technician's skills matrix")
-def get_skills(technician_id: int, conn: ConnDep, token: AnyRole) -> SkillMatrix:
+def get_skills(
+    technician_id: int, conn: ConnDep, _: Annotated[Access, allow("technician.read", on=TECHNICIAN)]
+) -> SkillMatrix:
     return get_skill_matrix(conn, technician_id)
 
 
@@ -85,6 +130,12 @@ def get_skills(technician_id: int, conn: ConnDep, token: AnyRole) -> SkillMatrix
     summary="Replace a technician's skills matrix",
     responses={422: {"description": "unknown skill code, level outside 1..5, or a model listed twice"}},
 )
-def put_skills(technician_id: int, body: SkillMatrixIn, conn: ConnDep, token: Dispatcher) -> SkillMatrix:
+def put_skills(
+    technician_id: int,
+    body: SkillMatrixIn,
+    conn: ConnDep,
+    access: Annotated[Access, allow("technician.manage_skills")],
+) -> SkillMatrix:
     models = [ModelSkill(skill=m.skill, model=m.model, level=m.level) for m in body.models]
-    return set_skill_matrix(conn, technician_id, body.skills, models)  # unknown technician 404, bad entries 422
+    # unknown technician 404, bad entries 422
+    return set_skill_matrix(conn, technician_id, body.skills, models, actor=access.principal)

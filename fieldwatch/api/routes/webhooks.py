@@ -11,20 +11,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from fwcore.auth import TokenInfo
 from fwcore.egress import EgressPolicy
 from ticketing import webhook_admin as wh
 from ticketing.errors import NotFound as TicketNotFound
 
-from ..deps import ConnDep, Dispatcher, PageDep, SettingsDep, require_roles
+from ..deps import Access, ConnDep, PageDep, SettingsDep, allow
 from ..errors import Conflict, Invalid, NotFound
 from ._prefix import API_PREFIX
 
 router = APIRouter(prefix=f"{API_PREFIX}/webhooks", tags=["webhooks"])
-Admin = Annotated[TokenInfo, Depends(require_roles("admin"))]
+Admin = Annotated[Access, allow("webhook.write")]
+Reader = Annotated[Access, allow("webhook.read")]
 
 
 class EndpointCreate(BaseModel):
@@ -70,14 +70,14 @@ def _call(fn, *args, **kw):
 
 
 @router.get("/endpoints", response_model=list[wh.Endpoint], summary="Webhook endpoints")
-def list_endpoints(conn: ConnDep, token: Dispatcher) -> list[wh.Endpoint]:
+def list_endpoints(conn: ConnDep, _: Reader) -> list[wh.Endpoint]:
     return wh.list_endpoints(conn)
 
 
 @router.post(
     "/endpoints", response_model=wh.Endpoint, status_code=status.HTTP_201_CREATED, summary="Add a webhook endpoint"
 )
-def create_endpoint(body: EndpointCreate, conn: ConnDep, token: Admin, settings: SettingsDep) -> wh.Endpoint:
+def create_endpoint(body: EndpointCreate, conn: ConnDep, _: Admin, settings: SettingsDep) -> wh.Endpoint:
     return _call(
         wh.create_endpoint,
         conn,
@@ -91,13 +91,13 @@ def create_endpoint(body: EndpointCreate, conn: ConnDep, token: Admin, settings:
 
 
 @router.get("/endpoints/{endpoint_id}", response_model=wh.Endpoint, summary="One webhook endpoint")
-def get_endpoint(endpoint_id: int, conn: ConnDep, token: Dispatcher) -> wh.Endpoint:
+def get_endpoint(endpoint_id: int, conn: ConnDep, _: Reader) -> wh.Endpoint:
     return _call(wh.get_endpoint, conn, endpoint_id)
 
 
 @router.patch("/endpoints/{endpoint_id}", response_model=wh.Endpoint, summary="Change a webhook endpoint")
 def update_endpoint(
-    endpoint_id: int, body: EndpointUpdate, conn: ConnDep, token: Admin, settings: SettingsDep
+    endpoint_id: int, body: EndpointUpdate, conn: ConnDep, _: Admin, settings: SettingsDep
 ) -> wh.Endpoint:
     allow = EgressPolicy.parse(settings.webhook_allowed_targets)
     return _call(wh.update_endpoint, conn, endpoint_id, allow=allow, **body.model_dump(exclude_unset=True))
@@ -108,7 +108,7 @@ def update_endpoint(
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Remove a webhook endpoint and its delivery history",
 )
-def delete_endpoint(endpoint_id: int, conn: ConnDep, token: Admin) -> Response:
+def delete_endpoint(endpoint_id: int, conn: ConnDep, _: Admin) -> Response:
     _call(wh.delete_endpoint, conn, endpoint_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -116,7 +116,7 @@ def delete_endpoint(endpoint_id: int, conn: ConnDep, token: Admin) -> Response:
 @router.get("/deliveries", response_model=list[wh.Delivery], summary="Deliveries, newest first")
 def list_deliveries(
     conn: ConnDep,
-    token: Dispatcher,
+    _: Reader,
     page: PageDep,
     endpoint_id: int | None = None,
     status: wh.DeliveryStatus | None = None,
@@ -125,9 +125,7 @@ def list_deliveries(
 
 
 @router.get("/dead-letters", response_model=list[wh.Delivery], summary="Deliveries that gave up")
-def list_dead_letters(
-    conn: ConnDep, token: Dispatcher, page: PageDep, endpoint_id: int | None = None
-) -> list[wh.Delivery]:
+def list_dead_letters(conn: ConnDep, _: Reader, page: PageDep, endpoint_id: int | None = None) -> list[wh.Delivery]:
     return wh.list_deliveries(conn, endpoint_id=endpoint_id, status="dead", limit=page.limit, offset=page.offset)
 
 
@@ -137,6 +135,6 @@ def list_dead_letters(
     summary="Send a dead letter again (same idempotency key)",
     responses={409: {"description": "the delivery is not dead"}},
 )
-def redeliver(delivery_id: int, conn: ConnDep, token: Dispatcher) -> wh.Delivery:
+def redeliver(delivery_id: int, conn: ConnDep, _: Annotated[Access, allow("webhook.redeliver")]) -> wh.Delivery:
     with conn.transaction():
         return _call(wh.redeliver, conn, delivery_id)

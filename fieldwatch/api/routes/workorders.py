@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Response, status
 
 from ticketing.errors import NotFound as TicketNotFound
@@ -9,7 +11,7 @@ from ticketing.geo import GreatCircleTravel
 from ticketing.tickets import TicketSummary, get_ticket_summary
 from ticketing.workorders import DuplicateOpenTicket, WorkOrder, create_work_order
 
-from ..deps import ConnDep, Dispatcher, SettingsDep
+from ..deps import Access, ConnDep, SettingsDep, allow
 from ..errors import Conflict, Invalid
 from ..schemas import TicketPublic
 from ._prefix import API_PREFIX
@@ -28,7 +30,11 @@ router = APIRouter(prefix=f"{API_PREFIX}/workorders", tags=["work orders"])
     },
 )
 def create(
-    body: WorkOrder, conn: ConnDep, token: Dispatcher, settings: SettingsDep, response: Response
+    body: WorkOrder,
+    conn: ConnDep,
+    access: Annotated[Access, allow("ticket.create")],
+    settings: SettingsDep,
+    response: Response,
 ) -> TicketSummary:
     travel = GreatCircleTravel(speed_kmh=settings.travel_speed_kmh, detour_factor=settings.travel_detour_factor)
     try:

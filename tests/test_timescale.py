@@ -1,31 +1,24 @@
-"""The TimescaleDB storage path. Runs only when FIELDWATCH_TIMESCALE_URL names a TimescaleDB server
-(TimescaleDB is not installable on the CI machine; this path is checked on such a server outside CI)."""
+"""The TimescaleDB storage path. Runs when FIELDWATCH_TIMESCALE_URL names a TimescaleDB server, or is
+``pglite`` for the bundled PGlite + TimescaleDB build (tests/support/timescale.py says what that can't do)."""
 
 from __future__ import annotations
 
-import os
-import uuid
+from collections.abc import Iterator
 
 import psycopg
 import pytest
 
-from fwcore.db import create_database, drop_database
 from ingest.schema import available_migrations, migrate, storage_of, timescale_license
+from tests.support.timescale import SKIP_REASON, TIMESCALE_URL, timescale_database
 
-TIMESCALE_URL = os.environ.get("FIELDWATCH_TIMESCALE_URL")
-pytestmark = [
-    pytest.mark.timescale,
-    pytest.mark.skipif(not TIMESCALE_URL, reason="set FIELDWATCH_TIMESCALE_URL to a TimescaleDB server to run"),
-]
+pytestmark = [pytest.mark.timescale, pytest.mark.skipif(TIMESCALE_URL is None, reason=SKIP_REASON)]
 
 
 @pytest.fixture
-def ts_db():
-    assert TIMESCALE_URL
-    name = f"fwts_{uuid.uuid4().hex[:10]}"
-    url = create_database(TIMESCALE_URL, name)
-    yield url
-    drop_database(TIMESCALE_URL, name)
+def ts_db() -> Iterator[str]:
+    """An empty database on TimescaleDB for this test."""
+    with timescale_database() as url:
+        yield url
 
 
 def test_timescale_is_detected_and_telemetry_is_a_hypertable(ts_db: str) -> None:
@@ -71,28 +64,33 @@ def test_timescale_rollups_follow_the_license_and_match_raw(ts_db: str) -> None:
     from ingest.upkeep import drop_expired, refresh_rollups
     from tests.support.api import seed
 
+    # One connection at a time (the bundled PGlite serves one): each block closes its own.
     migrate(ts_db)
     with psycopg.connect(ts_db, autocommit=True) as conn:
         mode = conn.execute("SELECT value FROM fw_meta WHERE key = 'rollups'").fetchone()[0]
-        if timescale_license(conn) == "timescale":
+        licensed = timescale_license(conn) == "timescale"
+        if licensed:
             assert mode == "continuous"
             caggs = {r[0] for r in conn.execute("SELECT view_name FROM timescaledb_information.continuous_aggregates")}
             assert caggs == {"telemetry_1m", "telemetry_1h"}
             procs = {r[0] for r in conn.execute("SELECT proc_name FROM timescaledb_information.jobs")}
             assert {"policy_refresh_continuous_aggregate", "policy_compression"} <= procs
-            drop_expired(ts_db, 30)
-            procs = {r[0] for r in conn.execute("SELECT proc_name FROM timescaledb_information.jobs")}
-            assert "policy_retention" in procs
         else:
             assert mode == "tables"
-        sid = seed(ts_db).series["pump-1/vibration"]
-        t0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO telemetry VALUES (%s, %s, %s, 0)",
-                [(sid, t0 + timedelta(seconds=13 * i), float(i % 50)) for i in range(800)],
-            )
-        refresh_rollups(ts_db)
+    if licensed:
+        drop_expired(ts_db, 30)
+        with psycopg.connect(ts_db, autocommit=True) as conn:
+            procs = {r[0] for r in conn.execute("SELECT proc_name FROM timescaledb_information.jobs")}
+            assert "policy_retention" in procs
+    sid = seed(ts_db).series["pump-1/vibration"]
+    t0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    with psycopg.connect(ts_db, autocommit=True) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO telemetry VALUES (%s, %s, %s, 0)",
+            [(sid, t0 + timedelta(seconds=13 * i), float(i % 50)) for i in range(800)],
+        )
+    refresh_rollups(ts_db)
+    with psycopg.connect(ts_db, autocommit=True) as conn:
         want = conn.execute(
             """SELECT date_bin('1 hour', time, timestamptz 'epoch'), count(*), min(value), max(value)
                FROM telemetry WHERE series_id = %s GROUP BY 1 ORDER BY 1""",
@@ -122,15 +120,10 @@ def test_timescale_past_states_with_data_upgrade_to_head(ts_db: str, commit: str
         timescale_catalog,
     )
 
-    assert TIMESCALE_URL
-    head_name = f"fwtshead_{uuid.uuid4().hex[:10]}"
-    head_url = create_database(TIMESCALE_URL, head_name)
-    try:
+    with timescale_database() as head_url:
         migrate(head_url)
         with psycopg.connect(head_url, autocommit=True) as conn:
             head = catalog(conn) | timescale_catalog(conn)
-    finally:
-        drop_database(TIMESCALE_URL, head_name)
 
     with psycopg.connect(ts_db, autocommit=True) as conn:
         apply_as_released(conn, files_at(commit), storage="timescale")
@@ -138,11 +131,11 @@ def test_timescale_past_states_with_data_upgrade_to_head(ts_db: str, commit: str
         seed(conn)
         before = rows(conn)
     migrate(ts_db)
+    assert migrate(ts_db) == []
     with psycopg.connect(ts_db, autocommit=True) as conn:
         assert storage_of(conn) == "timescale"
         assert_rows_intact(before, rows(conn))
         assert catalog_diff(catalog(conn) | timescale_catalog(conn), head) == {}
-        assert migrate(ts_db) == []
         assert_backfills(conn, before_tables)
         # The rollups cover the telemetry written before they existed: tables by their first refresh,
         # continuous aggregates by the one-off full refresh docs/upgrading.md prescribes.

@@ -64,7 +64,8 @@ class ImportReport:
     rows: int = 0
     points: int = 0
     inserted: int = 0
-    duplicates: int = 0
+    duplicates: int = 0  # already stored with the same value
+    conflicts: int = 0  # already stored with another value: kept aside as conflicting_value dead letters
     tags: list[str] = field(default_factory=list)
     bad: list[BadRow] = field(default_factory=list)
 
@@ -207,11 +208,12 @@ def import_history(
         seen = 0
 
         def flush() -> None:
-            batch = BatchWrite("", "", gateway_id or 0, None, True, good)
+            batch = BatchWrite("", "", gateway_id or 0, None, True, good, topic=topic)
             letters = [DeadLetter(topic, b.text.encode(), "history_bad_row", f"line {b.line}: {b.reason}") for b in bad]
             result = writer.write([batch] if good else [], letters)
             report.inserted += result.inserted
             report.duplicates += result.duplicates
+            report.conflicts += result.conflicts
             report.bad.extend(bad)
             good.clear()
             bad.clear()

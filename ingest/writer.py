@@ -22,6 +22,7 @@ import datetime as dt
 import logging
 import struct
 import time
+from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg.errors import DeadlockDetected, SerializationFailure, UniqueViolation
 
-from fwcore.contract import Batch, encode_batch
+from fwcore.contract import Batch, Point, encode_batch, topic
 from ingest.errors import DatabaseUnavailable, NotMigrated
 from ingest.fastpath import Row
 from ingest.points import CommittedPoint
@@ -93,6 +94,8 @@ class BatchWrite:
     historical: bool
     #: The accepted readings as writer rows (see :func:`rows_of` for validated points).
     accepted: list[Row]
+    #: Where a point kept aside (``conflicting_value``) is filed; default: the gateway's telemetry topic.
+    topic: str = ""
 
 
 #: Rows older than this at write time flag their hour for the rollup job (must stay below its lag, 10 min).
@@ -131,7 +134,8 @@ class WriteResult:
     """What one committed transaction did."""
 
     inserted: int = 0
-    duplicates: int = 0
+    duplicates: int = 0  # already stored with the same value and quality (redelivery): nothing to do
+    conflicts: int = 0  # already stored (or earlier in the batch) with another value: dead-lettered
     gaps: int = 0  # sequences newly skipped (a batch above last_seq)
     filled: int = 0  # missing sequences that arrived late or were resent
     #: Gateway slug → (change stamp, sequences missing now) for each gateway whose bookkeeping changed;
@@ -168,6 +172,52 @@ def rejection_dead_letters(
     return out
 
 
+#: One point that met a different stored reading: (its index over all rows of the write, stored value, stored quality).
+Clash = tuple[int, float, int]
+
+CONFLICTING_VALUE = "conflicting_value"
+
+
+def conflict_dead_letters(batches: list[BatchWrite], clashes: list[Clash]) -> list[DeadLetter]:
+    """One ``conflicting_value`` dead letter per batch with clashes: a batch of just those points (pure).
+
+    ``clashes`` index the rows of ``batches`` in order, as the writer stages them. The payload is a
+    telemetry batch like the original (same gateway, site, seq, historical flag), so the points can
+    be looked at and replayed; ``detail`` names the first clash and what is stored instead.
+    """
+    if not clashes:
+        return []
+    starts, n = [], 0
+    for b in batches:
+        starts.append(n)
+        n += len(b.accepted)
+    by_batch: dict[int, list[tuple[Row, float, int]]] = defaultdict(list)
+    for i, value, quality in sorted(clashes):
+        k = bisect_right(starts, i) - 1
+        by_batch[k].append((batches[k].accepted[i - starts[k]], value, quality))
+    out = []
+    for k, found in sorted(by_batch.items()):
+        b = batches[k]
+        (_, dev, tag, ts, value, q), stored, stored_q = found[0]
+        when = dt.datetime.fromtimestamp(ts / 1000, dt.UTC).isoformat(timespec="milliseconds")
+        detail = (
+            f"{dev}/{tag} at {when}: stored {stored!r} (quality {stored_q}), this point {value!r} (quality {q}); "
+            "the first value is kept"
+        )
+        if len(found) > 1:
+            detail += f"; and {len(found) - 1} more point(s) in this batch"
+        part = Batch(
+            gateway=b.gateway,
+            site=b.site,
+            seq=b.seq if b.seq is not None else 0,
+            points=[Point(r[1], r[2], r[3], r[4], r[5]) for r, _, _ in found],
+            historical=b.historical,
+        )
+        where = b.topic or (topic(b.site, b.gateway, "telemetry") if b.site and b.gateway else "telemetry")
+        out.append(DeadLetter(where, encode_batch(part), CONFLICTING_VALUE, detail))
+    return out
+
+
 def _clean(text: str) -> str:
     return text.replace("\x00", "\\0")
 
@@ -199,7 +249,7 @@ class TelemetryWriter:
                 raise NotMigrated(f"database {self._db_url!r} has no telemetry table; run `fieldwatch db migrate`")
             conn.execute(
                 """CREATE TEMP TABLE IF NOT EXISTS fw_stage
-                   (series_id int4, ms int8, value float8, quality int2) ON COMMIT DELETE ROWS"""
+                   (series_id int4, ms int8, value float8, quality int2, ord int4) ON COMMIT DELETE ROWS"""
             )
             mode = conn.execute("SELECT value FROM fw_meta WHERE key = 'rollups'").fetchone()
             self._flag_late = mode is not None and mode[0] == "tables"
@@ -302,8 +352,11 @@ class TelemetryWriter:
                 if want_points:
                     result.committed = [self._point(ids[(r[0], r[2])], r, b) for b in batches for r in b.accepted]
             else:
-                result.inserted, result.committed = self._copy_staged(conn, batches, ids, want_points)
-            result.duplicates = total - result.inserted
+                result.inserted, result.committed, clashes = self._copy_staged(conn, batches, ids, want_points)
+                if clashes:
+                    result.conflicts = len(clashes)
+                    dead_letters = [*dead_letters, *conflict_dead_letters(batches, clashes)]
+            result.duplicates = total - result.inserted - result.conflicts
         if dead_letters:
             with conn.cursor() as cur:
                 cur.executemany(
@@ -353,22 +406,43 @@ class TelemetryWriter:
     @staticmethod
     def _copy_staged(
         conn: psycopg.Connection, batches: list[BatchWrite], ids: dict[tuple[int, str], int], want_points: bool
-    ) -> tuple[int, list[CommittedPoint]]:
-        """COPY into the staging table, then insert what is not stored yet; returns (inserted, committed)."""
+    ) -> tuple[int, list[CommittedPoint], list[Clash]]:
+        """COPY into the staging table, then insert what is not stored yet; returns (inserted, committed, clashes).
+
+        Rows are inserted in arrival order (``ord``), so of two points with the same series and time
+        in one write the first is stored. When some rows were not inserted, one more query finds
+        those whose stored reading differs (value or quality): a conflicting point, not a redelivery.
+        """
         with conn.cursor() as cur:
-            with cur.copy("COPY fw_stage (series_id, ms, value, quality) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(["int4", "int8", "float8", "int2"])
+            with cur.copy("COPY fw_stage (series_id, ms, value, quality, ord) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["int4", "int8", "float8", "int2", "int4"])
+                i = 0
                 for b in batches:
                     for did, _dev, tag, ts, value, q in b.accepted:
-                        copy.write_row((ids[(did, tag)], ts, value, q))
+                        copy.write_row((ids[(did, tag)], ts, value, q, i))
+                        i += 1
             insert = """INSERT INTO telemetry (series_id, time, value, quality)
                         SELECT series_id, timestamptz 'epoch' + ms * interval '1 millisecond', value, quality
-                        FROM fw_stage ON CONFLICT (series_id, time) DO NOTHING"""
-            if not want_points:
+                        FROM fw_stage ORDER BY ord ON CONFLICT (series_id, time) DO NOTHING"""
+            new: set[tuple[int, int]] = set()
+            if want_points:
+                cur.execute(insert + " RETURNING series_id, (extract(epoch FROM time) * 1000)::int8")
+                new = set(cur.fetchall())
+                inserted = len(new)
+            else:
                 cur.execute(insert)
-                return cur.rowcount, []
-            cur.execute(insert + " RETURNING series_id, (extract(epoch FROM time) * 1000)::int8")
-            new = set(cur.fetchall())
+                inserted = cur.rowcount
+            clashes: list[Clash] = []
+            if inserted < i:
+                cur.execute(
+                    """SELECT s.ord, t.value, t.quality FROM fw_stage s
+                       JOIN telemetry t ON t.series_id = s.series_id
+                                       AND t.time = timestamptz 'epoch' + s.ms * interval '1 millisecond'
+                       WHERE t.value <> s.value OR t.quality <> s.quality"""
+                )
+                clashes = cur.fetchall()
+        if not want_points:
+            return inserted, [], clashes
         out = []
         for b in batches:
             for r in b.accepted:
@@ -376,7 +450,7 @@ class TelemetryWriter:
                 if key in new:
                     new.discard(key)  # a point repeated inside the batch was stored once
                     out.append(TelemetryWriter._point(key[0], r, b))
-        return len(out), out
+        return len(out), out, clashes
 
     @staticmethod
     def _point(series_id: int, r: Row, b: BatchWrite) -> CommittedPoint:

@@ -1,8 +1,9 @@
 """Scheduled storage upkeep: partitions ahead, retention behind, rollups kept current.
 
 The partition and retention jobs call the SQL functions of migration 0002, which are
-no-ops/``drop_chunks`` on TimescaleDB; the rollup job calls ``fw_refresh_rollups`` (migration 0004),
-a no-op where continuous aggregates do the work. So every job is safe on either storage. They run
+no-ops/``drop_chunks`` on TimescaleDB; the rollup job is :func:`ingest.rollups.refresh_written`
+(``fw_refresh_rollups`` with rollup tables; the flagged hours of continuous aggregates, whose
+policies refresh the recent past). So every job is safe on either storage. They run
 under the scheduler's leader lock (:mod:`fwcore.jobs`), so one process does each; all are
 idempotent anyway.
 """
@@ -14,12 +15,10 @@ from datetime import UTC, date, datetime, timedelta
 import psycopg
 
 from fwcore.jobs import Job
+from ingest.rollups import ROLLUP_LAG_S, refresh_written
 
 #: Days of partitions kept created ahead of today, so a burst of data never waits on DDL.
 DAYS_AHEAD = 7
-#: How far before its previous run the rollup job starts re-aggregating. Must exceed
-#: ingest.writer.LATE_FLAG_MS (rows older than that flag their hour instead) plus clock skew.
-ROLLUP_LAG_S = 600
 
 
 def partition_days(today: date, ahead: int) -> list[date]:
@@ -74,14 +73,13 @@ def _sync_retention_policy(conn: psycopg.Connection, retention_days: int) -> Non
 
 
 def refresh_rollups(db_url: str, lag_s: int = ROLLUP_LAG_S) -> int:
-    """Bring ``telemetry_1m``/``telemetry_1h`` up to date (table mode); returns the 1-minute rows written.
+    """Bring ``telemetry_1m``/``telemetry_1h`` up to date, flagged hours included (``ingest.rollups``).
 
-    Re-aggregates from ``lag_s`` before the previous run onwards plus every hour that the writer
-    flagged for late/historical rows (see migration 0004); 0 and nothing done under continuous aggregates.
+    Tables: re-aggregates from ``lag_s`` before the previous run onwards plus every hour the writer
+    flagged (migration 0004); returns the 1-minute rows written. Continuous aggregates: refreshes
+    the flagged hours (their policies keep the recent past); returns the hours refreshed.
     """
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        row = conn.execute("SELECT fw_refresh_rollups(make_interval(secs => %s))", (lag_s,)).fetchone()
-    return int(row[0]) if row else 0
+    return refresh_written(db_url, lag_s)
 
 
 def upkeep_jobs() -> list[Job]:

@@ -34,6 +34,8 @@ from fwcore.contract import Batch, Point, encode_batch, topic
 from ingest.errors import DatabaseUnavailable, NotMigrated
 from ingest.fastpath import Row
 from ingest.points import CommittedPoint
+from ingest.rollups import flag_written
+from ingest.rollups import late_hours as rollup_late_hours
 from ingest.sequences import SeqRange, advance
 from ingest.validate import AcceptedPoint, Rejection
 
@@ -98,19 +100,13 @@ class BatchWrite:
     topic: str = ""
 
 
-#: Rows older than this at write time flag their hour for the rollup job (must stay below its lag, 10 min).
-LATE_FLAG_MS = 5 * 60_000
-_MS_PER_HOUR = 3_600_000
-
-
 def late_hours(batches: list[BatchWrite], now_ms: int) -> list[int]:
-    """Sorted epoch hour numbers holding rows older than :data:`LATE_FLAG_MS` (pure).
+    """Sorted epoch hour numbers holding rows older than ``ingest.rollups.LATE_FLAG_MS`` (pure).
 
-    The rollup job re-aggregates the recent past on every run; older (late or historical) rows
-    are only seen because their hour is flagged in ``telemetry_rollup_dirty``.
+    The rollups refresh the recent past by themselves; older (late, replayed, imported) rows are
+    only seen because their hour is flagged in ``telemetry_rollup_dirty`` (ingest/rollups.py).
     """
-    cutoff = now_ms - LATE_FLAG_MS
-    return sorted({r[3] // _MS_PER_HOUR for b in batches for r in b.accepted if r[3] < cutoff})
+    return rollup_late_hours((r[3] for b in batches for r in b.accepted), now_ms)
 
 
 def rows_of(accepted: list[AcceptedPoint]) -> list[Row]:
@@ -234,7 +230,7 @@ class TelemetryWriter:
         #: COPY straight into telemetry when nothing conflicts (set False to always stage).
         self._direct = direct_copy
         self.direct_fallbacks = 0  # batches that hit an existing row and went through staging
-        #: True when rollups are tables kept by fw_refresh_rollups (migration 0004): late rows flag their hour.
+        #: True when the database has rollups (migration 0004, either kind): late rows flag their hour.
         self._flag_late = False
 
     def connection(self) -> psycopg.Connection:
@@ -252,7 +248,7 @@ class TelemetryWriter:
                    (series_id int4, ms int8, value float8, quality int2, ord int4) ON COMMIT DELETE ROWS"""
             )
             mode = conn.execute("SELECT value FROM fw_meta WHERE key = 'rollups'").fetchone()
-            self._flag_late = mode is not None and mode[0] == "tables"
+            self._flag_late = mode is not None and mode[0] in ("tables", "continuous")
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
         self._conn = conn
@@ -375,15 +371,8 @@ class TelemetryWriter:
                     [{"state": s.state, "ts": s.ts_ms, "id": s.gateway_id} for s in statuses],
                 )
         if self._flag_late and total:
-            hours = late_hours(batches, int(time.time() * 1000))
-            if hours:
-                # Last in the transaction (after the gateway row locks) and sorted: no lock-order cycles.
-                conn.execute(
-                    """INSERT INTO telemetry_rollup_dirty (hour)
-                       SELECT timestamptz 'epoch' + h * interval '1 hour' FROM unnest(%s::int8[]) AS h ORDER BY 1
-                       ON CONFLICT (hour) DO NOTHING""",
-                    (hours,),
-                )
+            # Last in the transaction (after the gateway row locks), hours in order: no lock-order cycles.
+            flag_written(conn, (r[3] for b in batches for r in b.accepted), int(time.time() * 1000))
         return result
 
     def _copy_direct(self, conn: psycopg.Connection, data: bytes) -> bool:

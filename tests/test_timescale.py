@@ -100,6 +100,36 @@ def test_timescale_rollups_follow_the_license_and_match_raw(ts_db: str) -> None:
         assert [(b.time, b.count, b.min, b.max) for b in got] == want
 
 
+def test_imported_replayed_and_late_data_equal_raw_after_the_policies_ran(ts_db: str) -> None:
+    """With the refresh policies run (the continuous aggregates' watermark at now), history from 10 days ago, a replayed
+    batch from 5 days ago and late points give the same buckets as raw at once; the rollup job then materializes
+    exactly the flagged hours."""
+    from ingest.upkeep import refresh_rollups
+    from tests.support.api import seed
+    from tests.support.rollups import (
+        assert_buckets_equal_raw,
+        flagged_hours,
+        now,
+        rollups_hold_raw,
+        run_refresh_policies,
+        write_outside_live_window,
+    )
+
+    migrate(ts_db)
+    fleet = seed(ts_db)
+    sid = fleet.series["pump-1/flow"]
+    run_refresh_policies(ts_db)
+    written = write_outside_live_window(ts_db, "pump-1", fleet.devices["pump-1"], fleet.gateways["gw-a"], now())
+    assert_buckets_equal_raw(ts_db, sid, written)
+    refresh_rollups(ts_db)
+    assert flagged_hours(ts_db) == 0
+    assert {r: got == raw for r, (got, raw) in rollups_hold_raw(ts_db, sid, written).items()} == {
+        "telemetry_1m": True,
+        "telemetry_1h": True,
+    }
+    assert_buckets_equal_raw(ts_db, sid, written)
+
+
 @pytest.mark.parametrize(
     "commit",
     ["629a48a", "049a885", "c8ef647"],

@@ -11,7 +11,7 @@
 // never run by themselves: CALL run_job(id) runs one), the community license only.
 import { PGlite } from '@electric-sql/pglite'
 import { timescaledb } from '@electric-sql/pglite/timescaledb'
-import { PGLiteSocketServer } from '@electric-sql/pglite-socket'
+import { PGLiteSocketHandler, PGLiteSocketServer } from '@electric-sql/pglite-socket'
 
 const port = Number(process.argv[2] || 0)
 const db = await PGlite.create({ extensions: { timescaledb } })
@@ -49,6 +49,79 @@ db.runExclusive = (fn) =>
       await resetSession()
     }
   })
+
+// COPY … FROM STDIN: PGlite's backend reads its input from the one message it is handed, so the
+// CopyData that follows never reaches it. Answer CopyInResponse here, gather the CopyData, then run
+// the same statement FROM '/dev/blob' (PGlite's way to feed COPY) and send back its answer.
+const COPY_IN = /^\s*COPY\b[\s\S]*\bFROM\s+STDIN\b/i
+const decoder = new TextDecoder()
+
+function copyInResponse(sql) {
+  const binary = /FORMAT\s+BINARY|\bBINARY\b/i.test(sql)
+  const cols = /^\s*COPY\s+[^(]+\(([^)]*)\)\s+FROM/i.exec(sql)
+  const n = cols ? cols[1].split(',').length : 0
+  const msg = new Uint8Array(1 + 4 + 1 + 2 + 2 * n)
+  const view = new DataView(msg.buffer)
+  msg[0] = 0x47 // 'G'
+  view.setInt32(1, msg.length - 1)
+  msg[5] = binary ? 1 : 0
+  view.setInt16(6, n)
+  for (let i = 0; i < n; i++) view.setInt16(8 + 2 * i, binary ? 1 : 0)
+  return msg
+}
+
+function concat(chunks) {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0))
+  let at = 0
+  for (const c of chunks) {
+    out.set(c, at)
+    at += c.length
+  }
+  return out
+}
+
+const handleData = PGLiteSocketHandler.prototype.handleData
+PGLiteSocketHandler.prototype.handleData = async function (data) {
+  let bytes = new Uint8Array(data)
+  if (!this.copy) {
+    if (bytes[0] !== 0x51 || bytes.length < 5) return handleData.call(this, data)
+    const len = new DataView(bytes.buffer, bytes.byteOffset).getInt32(1)
+    const sql = decoder.decode(bytes.subarray(5, 1 + len - 1))
+    if (1 + len > bytes.length || !COPY_IN.test(sql)) return handleData.call(this, data)
+    this.copy = { sql, data: [], pending: new Uint8Array(0) }
+    this.socket.write(copyInResponse(sql))
+    bytes = bytes.subarray(1 + len)
+  }
+  const copy = this.copy
+  let buf = concat([copy.pending, bytes])
+  while (buf.length >= 5) {
+    const len = new DataView(buf.buffer, buf.byteOffset).getInt32(1)
+    if (buf.length < 1 + len) break
+    const type = buf[0]
+    const body = buf.subarray(5, 1 + len)
+    buf = buf.subarray(1 + len)
+    if (type === 0x64) {
+      copy.data.push(body.slice()) // 'd' CopyData
+    } else if (type === 0x63 || type === 0x66) {
+      // 'c' CopyDone: run it from the blob; 'f' CopyFail: fail the statement as the server would
+      this.copy = null
+      const sql =
+        type === 0x63
+          ? copy.sql.replace(/\bFROM\s+STDIN\b/i, "FROM '/dev/blob'")
+          : `DO $$BEGIN RAISE EXCEPTION USING ERRCODE = '57014', MESSAGE = $m$COPY from stdin failed: ${decoder
+              .decode(body)
+              .replace(/\$m\$|\0/g, '')}$m$; END$$`
+      if (type === 0x63) await db._handleBlob(new Blob([concat(copy.data)]))
+      const out = await db.execProtocolRaw(simpleQuery(sql))
+      await db._cleanupBlob()
+      this.socket.write(Buffer.from(out))
+      if (buf.length) return this.handleData(buf)
+      return out.length
+    }
+  }
+  copy.pending = buf.slice()
+  return 0
+}
 
 // A queued client waits up to 10 minutes (the default, 1 minute, is shorter than some tests).
 const server = new PGLiteSocketServer({ db, port, host: '127.0.0.1', connectionQueueTimeout: 600_000 })

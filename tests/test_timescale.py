@@ -100,6 +100,38 @@ def test_timescale_rollups_follow_the_license_and_match_raw(ts_db: str) -> None:
         assert [(b.time, b.count, b.min, b.max) for b in got] == want
 
 
+def test_retention_adds_the_policy_after_a_switch_from_apache_and_drops_old_chunks(ts_db: str) -> None:
+    """A database migrated under the Apache license (rollups recorded as tables) gets the retention policy once
+    the community license is in force, and the job's own drop_chunks still removes expired chunks."""
+    from datetime import date
+
+    from ingest.upkeep import drop_expired
+
+    migrate(ts_db)
+    with psycopg.connect(ts_db, autocommit=True) as conn:
+        if timescale_license(conn) != "timescale":
+            pytest.skip("needs the community license in force")
+        # What the migrations record under the Apache license (0004 then made rollup tables).
+        conn.execute("UPDATE fw_meta SET value = 'tables' WHERE key = 'rollups'")
+        conn.execute(
+            "INSERT INTO telemetry VALUES (1, '2026-01-02 12:00+00', 1.5, 0), (1, '2026-03-01 12:00+00', 2, 0)"
+        )
+    assert drop_expired(ts_db, 30, today=date(2026, 3, 10)) >= 1
+    with psycopg.connect(ts_db, autocommit=True) as conn:
+        days = conn.execute(
+            """SELECT config->>'drop_after' FROM timescaledb_information.jobs
+               WHERE proc_name = 'policy_retention' AND hypertable_name = 'telemetry'"""
+        ).fetchall()
+        assert days == [("30 days",)]
+        assert conn.execute("SELECT count(*) FROM telemetry").fetchone() == (1,)
+    drop_expired(ts_db, 45, today=date(2026, 3, 10))  # a changed setting replaces the policy
+    with psycopg.connect(ts_db, autocommit=True) as conn:
+        days = conn.execute(
+            "SELECT config->>'drop_after' FROM timescaledb_information.jobs WHERE proc_name = 'policy_retention'"
+        ).fetchall()
+        assert days == [("45 days",)]
+
+
 def test_imported_replayed_and_late_data_equal_raw_after_the_policies_ran(ts_db: str) -> None:
     """With the refresh policies run (the continuous aggregates' watermark at now), history from 10 days ago, a replayed
     batch from 5 days ago and late points give the same buckets as raw at once; the rollup job then materializes

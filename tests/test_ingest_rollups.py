@@ -1,4 +1,5 @@
-"""Plain-path rollups (telemetry_1m/_1h kept by the scheduled job) and the buckets query reading them."""
+"""Rollups and the buckets query reading them: the plain path (telemetry_1m/_1h tables kept by the scheduled job)
+in detail, and buckets equal to raw after writes outside the live window on whichever storage the server has."""
 
 from __future__ import annotations
 
@@ -93,6 +94,7 @@ def test_flagged_hours_merge_into_ranges(hours: list[int], ranges: list[tuple[in
     assert hour_ranges(t + h * H for h in hours) == [(t + a * H, t + b * H) for a, b in ranges]
 
 
+@pytest.mark.plain_storage
 def test_rollups_equal_raw_buckets_including_after_late_data(db_url: str) -> None:
     """After the job, 1m/1h rollups give the same buckets as raw telemetry for any range; late rows are read
     raw until the next run re-aggregates their flagged hour, and then the rollup holds them too."""

@@ -52,6 +52,7 @@ def test_retention_follows_the_license_in_force_and_always_drops(
     assert isinstance(plan, RetentionPlan)
 
 
+@pytest.mark.plain_storage
 def test_partitions_ahead_then_retention_drops_only_expired_days(db_url: str) -> None:
     """Partitions for the next days exist after the job (twice is harmless); retention drops whole days
     before the cutoff and keeps the rest with their rows."""

@@ -162,6 +162,42 @@ def test_imported_replayed_and_late_data_equal_raw_after_the_policies_ran(ts_db:
     assert_buckets_equal_raw(ts_db, sid, written)
 
 
+def test_health_reads_the_job_statistics_and_shows_a_failing_refresh(ts_db: str) -> None:
+    """The storage health lists TimescaleDB's policy jobs by what they work on; once the 1 min refresh has failed
+    three times in a row (as its statistics record), the storage is degraded and says which job."""
+    from ingest.health import read_storage_health
+
+    migrate(ts_db)
+    with psycopg.connect(ts_db, autocommit=True) as conn:
+        health = read_storage_health(conn)
+        assert health.status == "ok", health.problems
+        jobs = {(j.proc, j.target) for j in health.jobs}
+        assert {
+            ("policy_refresh_continuous_aggregate", "telemetry_1m"),
+            ("policy_refresh_continuous_aggregate", "telemetry_1h"),
+            ("policy_compression", "telemetry"),
+        } <= jobs
+        [refresh_1m] = [j.job_id for j in health.jobs if j.target == "telemetry_1m"]
+        # What the scheduler records after three failed runs (the bundled PGlite has no background workers
+        # to fail for real, so the statistics row is written the way TimescaleDB writes it).
+        conn.execute("DELETE FROM _timescaledb_internal.bgw_job_stat WHERE job_id = %s", (refresh_1m,))
+        conn.execute(
+            """INSERT INTO _timescaledb_internal.bgw_job_stat
+                   (job_id, last_start, last_finish, next_start, last_successful_finish, last_run_success,
+                    total_runs, total_duration, total_duration_failures, total_successes, total_failures,
+                    total_crashes, consecutive_failures, consecutive_crashes, flags)
+               VALUES (%s, now() - interval '1 minute', now() - interval '50 seconds', now() + interval '1 minute',
+                       '-infinity', false, 3, interval '3 seconds', interval '3 seconds', 0, 3, 0, 3, 0, 0)""",
+            (refresh_1m,),
+        )
+        health = read_storage_health(conn)
+    assert health.status == "degraded"
+    assert [p.split(" at ")[0] for p in health.problems] == [
+        f"job {refresh_1m} (refresh telemetry_1m) failed its last run"
+    ]
+    assert health.problems[0].endswith("3 times in a row")
+
+
 @pytest.mark.parametrize(
     "commit",
     ["629a48a", "049a885", "c8ef647"],

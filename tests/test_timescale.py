@@ -55,6 +55,33 @@ def test_timescale_telemetry_dedups_and_helpers_work(ts_db: str) -> None:
         assert conn.execute("SELECT count(*) FROM telemetry").fetchone() == (1,)
 
 
+def test_writer_on_the_hypertable_stores_once_and_keeps_conflicting_values_aside(ts_db: str) -> None:
+    """The ingest writer on a hypertable: a redelivered batch is a no-op and a different value for a stored time is
+    kept aside as a conflicting_value dead letter, as on plain PostgreSQL."""
+    from ingest.writer import BatchWrite, TelemetryWriter
+    from tests.support.api import seed
+
+    migrate(ts_db)
+    fleet = seed(ts_db)
+    dev, gw = fleet.devices["pump-1"], fleet.gateways["gw-a"]
+    t = 1_767_225_600_000  # 2026-01-01
+    first = [(dev, "pump-1", "inflow", t + i * 1000, float(i), 0) for i in range(5)]
+    writer = TelemetryWriter(ts_db)
+    try:
+        a = writer.write([BatchWrite("plant-a", "gw-a", gw, 7, False, first)])
+        b = writer.write([BatchWrite("plant-a", "gw-a", gw, 7, False, first)])
+        c = writer.write([BatchWrite("plant-a", "gw-a", gw, 8, False, [(*first[0][:4], 99.0, 0)])])
+    finally:
+        writer.close()
+    assert (a.inserted, b.inserted, b.duplicates, c.conflicts) == (5, 0, 5, 1)
+    with psycopg.connect(ts_db, autocommit=True) as conn:
+        stored = conn.execute(
+            "SELECT count(*), sum(t.value) FROM telemetry t JOIN series s ON s.id = t.series_id WHERE s.tag = 'inflow'"
+        )
+        assert stored.fetchone() == (5, 10.0)
+        assert conn.execute("SELECT reason FROM dead_letters").fetchall() == [("conflicting_value",)]
+
+
 def test_timescale_rollups_follow_the_license_and_match_raw(ts_db: str) -> None:
     """Community license: continuous aggregates + compression + policies; Apache: rollup tables and the job.
     Either way the buckets query equals an aggregate over raw telemetry."""

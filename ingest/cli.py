@@ -57,14 +57,15 @@ def run(
 
     health = None
     if metrics_port:
-        from ingest.health import HealthServer, database_check
+        from ingest.health import HealthServer, database_check, storage_check
 
         checks = {
             "broker": lambda: None if worker.broker_connected else "not connected to the MQTT broker",
             "database": database_check(s.database_url),
             "writer": lambda: None if worker.running else "writer thread not running",
         }
-        health = HealthServer(checks, metrics_port, metrics_host).start()
+        storage = storage_check(s.database_url)
+        health = HealthServer(checks, metrics_port, metrics_host, storage=storage).start()
         log.info("serving /healthz /readyz /metrics on port %d", health.port)
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

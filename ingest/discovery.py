@@ -40,6 +40,7 @@ from fwcore.paging import Page, Row, fetch_page
 from ingest.announce import DeviceAnnouncement
 from ingest.hold import HoldLimits, HoldWrite, split_room
 from ingest.letters import DeadLetter, points_letter, write_letters
+from ingest.rollups import flag_hours
 
 log = logging.getLogger(__name__)
 
@@ -488,18 +489,9 @@ def _accept_locked(
 
 
 def flag_late_hours(conn: psycopg.Connection, hours: set[int]) -> None:
-    """Flag epoch hours for the rollup job (table mode only: continuous aggregates need no flag)."""
-    if not hours:
-        return
-    mode = conn.execute("SELECT value FROM fw_meta WHERE key = 'rollups'").fetchone()
-    if mode is None or mode[0] != "tables":
-        return
-    conn.execute(
-        """INSERT INTO telemetry_rollup_dirty (hour)
-           SELECT timestamptz 'epoch' + h * interval '1 hour' FROM unnest(%s::int8[]) AS h ORDER BY 1
-           ON CONFLICT (hour) DO NOTHING""",
-        (sorted(hours),),
-    )
+    """Flag epoch hours of old held points just stored, so the rollups (tables or continuous
+    aggregates) are redone there (:mod:`ingest.rollups`)."""
+    flag_hours(conn, hours)
 
 
 # --- the API's and the CLI's -------------------------------------------------------------------

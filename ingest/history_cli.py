@@ -84,6 +84,11 @@ def import_(
         f"{report.rows} rows, {report.points} points for tags {', '.join(report.tags)}: "
         f"{report.inserted} new, {report.duplicates} already stored"
     )
+    if report.conflicts:
+        console.print(
+            f"[yellow]{report.conflicts} point(s) differ from the value already stored[/yellow]: the stored values "
+            "are kept; the others are in dead_letters (reason conflicting_value)"
+        )
     if report.bad:
         out = rejects or file.with_name(file.name + ".rejected.csv")
         with out.open("w", newline="") as fh:

@@ -14,6 +14,12 @@ from prometheus_client import Counter, Gauge, Histogram
 MESSAGES = Counter("fieldwatch_ingest_messages", "MQTT messages taken off the queue and processed", ["worker", "kind"])
 POINTS = Counter("fieldwatch_ingest_points", "Points newly stored in telemetry", ["worker"])
 DUPLICATES = Counter("fieldwatch_ingest_duplicate_points", "Points already stored (redelivery)", ["worker"])
+CONFLICTS = Counter(
+    "fieldwatch_ingest_conflicting_points",
+    "Points whose series and time were already stored with another value (the first is kept; "
+    "these are dead-lettered as conflicting_value)",
+    ["worker"],
+)
 DEAD_LETTERS = Counter("fieldwatch_ingest_dead_letters", "Dead-letter rows written, by reason", ["worker", "reason"])
 COMMITS = Counter("fieldwatch_ingest_commits", "Transactions committed", ["worker"])
 DB_ERRORS = Counter("fieldwatch_ingest_db_errors", "Failed write attempts (retried)", ["worker"])
@@ -65,6 +71,7 @@ class WorkerMetrics:
         self.worker = worker
         self.points = POINTS.labels(worker)
         self.duplicates = DUPLICATES.labels(worker)
+        self.conflicts = CONFLICTS.labels(worker)
         self.commits = COMMITS.labels(worker)
         self.db_errors = DB_ERRORS.labels(worker)
         self.seq_gaps = SEQ_GAPS.labels(worker)

@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 
 from fwcore.errors import Invalid, NotFound
+from ingest.rollups import ROLLUP_LAG_S
 
 MAX_BUCKETS = 10_000
 
@@ -191,10 +192,14 @@ def _rollup_state(
     """Where ``rollup`` is complete up to, and the flagged hours in range (None: no rollups here)."""
     if conn.execute("SELECT to_regclass('telemetry_rollup_state')").fetchone() == (None,):
         return None, []  # a database from before migration 0004
+    # Tables: complete up to the job's last run minus its lag. Continuous aggregates ('infinity'):
+    # TimescaleDB's policies keep them complete up to the same lag before now (a late row younger
+    # than that is not flagged: ingest/rollups.py), so the last few minutes are read raw too.
     row = conn.execute(
-        """SELECT CASE WHEN exact_before = 'infinity' THEN %s WHEN isfinite(exact_before) THEN exact_before END
+        """SELECT CASE WHEN exact_before = 'infinity' THEN least(%s, now() - make_interval(secs => %s))
+                       WHEN isfinite(exact_before) THEN exact_before END
            FROM telemetry_rollup_state WHERE rollup = %s""",
-        (end, rollup[0].removeprefix("telemetry_")),
+        (end, ROLLUP_LAG_S, rollup[0].removeprefix("telemetry_")),
     ).fetchone()
     if row is None or row[0] is None:
         return None, []

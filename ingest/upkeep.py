@@ -1,26 +1,30 @@
 """Scheduled storage upkeep: partitions ahead, retention behind, rollups kept current, held points expired.
 
 The partition and retention jobs call the SQL functions of migration 0002, which are
-no-ops/``drop_chunks`` on TimescaleDB; the rollup job calls ``fw_refresh_rollups`` (migration 0004),
-a no-op where continuous aggregates do the work. So every job is safe on either storage. They run
+no-ops/``drop_chunks`` on TimescaleDB; the rollup job is :func:`ingest.rollups.refresh_written`
+(``fw_refresh_rollups`` with rollup tables; the flagged hours of continuous aggregates, whose
+policies refresh the recent past). So every job is safe on either storage. They run
 under the scheduler's leader lock (:mod:`fwcore.jobs`), so one process does each; all are
 idempotent anyway.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 
 from fwcore.jobs import Job
 from ingest.discovery import expire_held
+from ingest.retention import retention_plan
+from ingest.rollups import ROLLUP_LAG_S, refresh_written
+from ingest.schema import storage_of, timescale_license
+
+log = logging.getLogger(__name__)
 
 #: Days of partitions kept created ahead of today, so a burst of data never waits on DDL.
 DAYS_AHEAD = 7
-#: How far before its previous run the rollup job starts re-aggregating. Must exceed
-#: ingest.writer.LATE_FLAG_MS (rows older than that flag their hour instead) plus clock skew.
-ROLLUP_LAG_S = 600
 
 
 def partition_days(today: date, ahead: int) -> list[date]:
@@ -46,27 +50,46 @@ def ensure_partitions_ahead(db_url: str, ahead: int = DAYS_AHEAD, *, today: date
 
 
 def drop_expired(db_url: str, retention_days: int | None = None, *, today: date | None = None) -> int:
-    """Drop telemetry older than ``retention_days`` (default: settings) by whole partitions/chunks."""
+    """Drop telemetry older than ``retention_days`` (default: settings) by whole partitions/chunks.
+
+    The TimescaleDB retention policy is kept in step first where the license in force has policies
+    (:func:`ingest.retention.retention_plan`); whatever happens there, the drop runs. Returns the
+    partitions/chunks dropped.
+    """
     if retention_days is None:
         from fwcore.settings import load_settings
 
         retention_days = load_settings(database_url=db_url).retention_days
     today = today or datetime.now(UTC).date()
     with psycopg.connect(db_url, autocommit=True) as conn:
-        _sync_retention_policy(conn, retention_days)
+        plan = retention_plan(storage_of(conn), timescale_license(conn), _has_retention_policy(conn))
+        if plan.note:
+            log.warning("retention: %s", plan.note)
+        if plan.policy == "sync":
+            try:
+                _sync_retention_policy(conn, retention_days)
+            except psycopg.Error as exc:
+                log.error("retention: could not update the TimescaleDB retention policy (%s); dropping by hand", exc)
         row = conn.execute("SELECT fw_drop_telemetry_before(%s)", (retention_cutoff(today, retention_days),)).fetchone()
     return int(row[0]) if row else 0
 
 
-def _sync_retention_policy(conn: psycopg.Connection, retention_days: int) -> None:
-    """With TimescaleDB's community license, keep ``add_retention_policy`` in step with the setting.
+def _has_retention_policy(conn: psycopg.Connection) -> bool:
+    if conn.execute("SELECT to_regclass('timescaledb_information.jobs')").fetchone() == (None,):
+        return False
+    row = conn.execute(
+        """SELECT 1 FROM timescaledb_information.jobs
+           WHERE proc_name = 'policy_retention' AND hypertable_name = 'telemetry'"""
+    ).fetchone()
+    return row is not None
 
-    The policy drops chunks even when no scheduler runs; this job's ``drop_chunks`` stays as the
-    fallback for the Apache edition (no policies) and plain PostgreSQL (partitions).
+
+def _sync_retention_policy(conn: psycopg.Connection, retention_days: int) -> None:
+    """Replace ``telemetry``'s retention policy with one for ``retention_days`` (community license).
+
+    The policy drops chunks even when no scheduler runs; this job's drop stays as the fallback
+    for the Apache edition (no policies) and plain PostgreSQL (partitions).
     """
-    row = conn.execute("SELECT value FROM fw_meta WHERE key = 'rollups'").fetchone()
-    if row is None or row[0] != "continuous":
-        return
     with conn.transaction():
         conn.execute("SELECT remove_retention_policy('telemetry', if_exists => true)")
         conn.execute(
@@ -75,14 +98,13 @@ def _sync_retention_policy(conn: psycopg.Connection, retention_days: int) -> Non
 
 
 def refresh_rollups(db_url: str, lag_s: int = ROLLUP_LAG_S) -> int:
-    """Bring ``telemetry_1m``/``telemetry_1h`` up to date (table mode); returns the 1-minute rows written.
+    """Bring ``telemetry_1m``/``telemetry_1h`` up to date, flagged hours included (``ingest.rollups``).
 
-    Re-aggregates from ``lag_s`` before the previous run onwards plus every hour that the writer
-    flagged for late/historical rows (see migration 0004); 0 and nothing done under continuous aggregates.
+    Tables: re-aggregates from ``lag_s`` before the previous run onwards plus every hour the writer
+    flagged (migration 0004); returns the 1-minute rows written. Continuous aggregates: refreshes
+    the flagged hours (their policies keep the recent past); returns the hours refreshed.
     """
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        row = conn.execute("SELECT fw_refresh_rollups(make_interval(secs => %s))", (lag_s,)).fetchone()
-    return int(row[0]) if row else 0
+    return refresh_written(db_url, lag_s)
 
 
 def upkeep_jobs() -> list[Job]:

@@ -88,7 +88,8 @@ class IngestStats:
 
     messages: int = 0  # messages committed (stored, dead-lettered or status)
     points: int = 0  # points newly stored
-    duplicates: int = 0  # points already stored (redelivery)
+    duplicates: int = 0  # points already stored with the same value (redelivery)
+    conflicts: int = 0  # points already stored with another value: the first kept, these dead-lettered
     dead_letters: int = 0  # dead-letter rows written
     held: int = 0  # points held for discovered (unregistered) devices
     commits: int = 0
@@ -596,6 +597,7 @@ class IngestWorker:
             messages=len(items),
             points=result.inserted,
             duplicates=result.duplicates,
+            conflicts=result.conflicts,
             dead_letters=dead,
             commits=1,
             gaps=result.gaps,
@@ -606,6 +608,7 @@ class IngestWorker:
             self._metrics.message(kind, sum(1 for w in items if w.kind == kind))
         self._metrics.points.inc(result.inserted)
         self._metrics.duplicates.inc(result.duplicates)
+        self._metrics.conflicts.inc(result.conflicts)
         self._metrics.commits.inc()
         self._metrics.seq_gaps.inc(result.gaps)
         self._metrics.seq_filled.inc(result.filled)

@@ -23,6 +23,7 @@ import datetime as dt
 import logging
 import struct
 import time
+from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg.errors import DeadlockDetected, SerializationFailure, UniqueViolation
 
-from fwcore.contract import Batch
+from fwcore.contract import Batch, Point, encode_batch, topic
 from ingest import discovery
 from ingest.discovery import Announce, DeviceHold
 from ingest.errors import DatabaseUnavailable, NotMigrated
@@ -39,6 +40,8 @@ from ingest.hold import HoldLimits, HoldWrite
 from ingest.letters import DeadLetter, clean_text, points_letter, resolve_letters, write_letters
 from ingest.liveness import NO_HEARTBEAT, StoredStatus, status_applies
 from ingest.points import CommittedPoint
+from ingest.rollups import flag_hours
+from ingest.rollups import late_hours as rollup_late_hours
 from ingest.sequences import SeqRange, advance
 from ingest.validate import AcceptedPoint, Rejection
 
@@ -91,21 +94,17 @@ class BatchWrite:
     historical: bool
     #: The accepted readings as writer rows (see :func:`rows_of` for validated points).
     accepted: list[Row]
-
-
-#: Rows older than this at write time flag their hour for the rollup job (must stay below its lag, 10 min).
-LATE_FLAG_MS = 5 * 60_000
-_MS_PER_HOUR = 3_600_000
+    #: Where a point kept aside (``conflicting_value``) is filed; default: the gateway's telemetry topic.
+    topic: str = ""
 
 
 def late_hours(batches: list[BatchWrite], now_ms: int) -> list[int]:
-    """Sorted epoch hour numbers holding rows older than :data:`LATE_FLAG_MS` (pure).
+    """Sorted epoch hour numbers holding rows older than ``ingest.rollups.LATE_FLAG_MS`` (pure).
 
-    The rollup job re-aggregates the recent past on every run; older (late or historical) rows
-    are only seen because their hour is flagged in ``telemetry_rollup_dirty``.
+    The rollups refresh the recent past by themselves; older (late, replayed, imported) rows are
+    only seen because their hour is flagged in ``telemetry_rollup_dirty`` (ingest/rollups.py).
     """
-    cutoff = now_ms - LATE_FLAG_MS
-    return sorted({r[3] // _MS_PER_HOUR for b in batches for r in b.accepted if r[3] < cutoff})
+    return rollup_late_hours((r[3] for b in batches for r in b.accepted), now_ms)
 
 
 def _rows(h: HoldWrite, device_id: int) -> list[Row]:
@@ -145,7 +144,8 @@ class WriteResult:
     """What one committed transaction did."""
 
     inserted: int = 0
-    duplicates: int = 0
+    duplicates: int = 0  # already stored with the same value and quality (redelivery): nothing to do
+    conflicts: int = 0  # already stored (or earlier in the batch) with another value: dead-lettered
     gaps: int = 0  # sequences newly skipped (a batch above last_seq)
     filled: int = 0  # missing sequences that arrived late or were resent
     #: Gateway slug → (change stamp, sequences missing now) for each gateway whose bookkeeping changed;
@@ -196,6 +196,52 @@ def rejection_dead_letters(
     return out
 
 
+#: One point that met a different stored reading: (its index over all rows of the write, stored value, stored quality).
+Clash = tuple[int, float, int]
+
+CONFLICTING_VALUE = "conflicting_value"
+
+
+def conflict_dead_letters(batches: list[BatchWrite], clashes: list[Clash]) -> list[DeadLetter]:
+    """One ``conflicting_value`` dead letter per batch with clashes: a batch of just those points (pure).
+
+    ``clashes`` index the rows of ``batches`` in order, as the writer stages them. The payload is a
+    telemetry batch like the original (same gateway, site, seq, historical flag), so the points can
+    be looked at and replayed; ``detail`` names the first clash and what is stored instead.
+    """
+    if not clashes:
+        return []
+    starts, n = [], 0
+    for b in batches:
+        starts.append(n)
+        n += len(b.accepted)
+    by_batch: dict[int, list[tuple[Row, float, int]]] = defaultdict(list)
+    for i, value, quality in sorted(clashes):
+        k = bisect_right(starts, i) - 1
+        by_batch[k].append((batches[k].accepted[i - starts[k]], value, quality))
+    out = []
+    for k, found in sorted(by_batch.items()):
+        b = batches[k]
+        (_, dev, tag, ts, value, q), stored, stored_q = found[0]
+        when = dt.datetime.fromtimestamp(ts / 1000, dt.UTC).isoformat(timespec="milliseconds")
+        detail = (
+            f"{dev}/{tag} at {when}: stored {stored!r} (quality {stored_q}), this point {value!r} (quality {q}); "
+            "the first value is kept"
+        )
+        if len(found) > 1:
+            detail += f"; and {len(found) - 1} more point(s) in this batch"
+        part = Batch(
+            gateway=b.gateway,
+            site=b.site,
+            seq=b.seq if b.seq is not None else 0,
+            points=[Point(r[1], r[2], r[3], r[4], r[5]) for r, _, _ in found],
+            historical=b.historical,
+        )
+        where = b.topic or (topic(b.site, b.gateway, "telemetry") if b.site and b.gateway else "telemetry")
+        out.append(DeadLetter(where, encode_batch(part), CONFLICTING_VALUE, detail))
+    return out
+
+
 class TelemetryWriter:
     """Owns one PostgreSQL connection (autocommit; explicit transactions) and the id caches."""
 
@@ -212,7 +258,7 @@ class TelemetryWriter:
         #: COPY straight into telemetry when nothing conflicts (set False to always stage).
         self._direct = direct_copy
         self.direct_fallbacks = 0  # batches that hit an existing row and went through staging
-        #: True when rollups are tables kept by fw_refresh_rollups (migration 0004): late rows flag their hour.
+        #: True when the database has rollups (migration 0004, either kind): late rows flag their hour.
         self._flag_late = False
 
     def connection(self) -> psycopg.Connection:
@@ -227,10 +273,10 @@ class TelemetryWriter:
                 raise NotMigrated(f"database {self._db_url!r} has no telemetry table; run `fieldwatch db migrate`")
             conn.execute(
                 """CREATE TEMP TABLE IF NOT EXISTS fw_stage
-                   (series_id int4, ms int8, value float8, quality int2) ON COMMIT DELETE ROWS"""
+                   (series_id int4, ms int8, value float8, quality int2, ord int4) ON COMMIT DELETE ROWS"""
             )
             mode = conn.execute("SELECT value FROM fw_meta WHERE key = 'rollups'").fetchone()
-            self._flag_late = mode is not None and mode[0] == "tables"
+            self._flag_late = mode is not None and mode[0] in ("tables", "continuous")
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
         self._conn = conn
@@ -359,8 +405,11 @@ class TelemetryWriter:
                 if want_points:
                     result.committed = [self._point(ids[(r[0], r[2])], r, b) for b in batches for r in b.accepted]
             else:
-                result.inserted, result.committed = self._copy_staged(conn, batches, ids, want_points)
-            result.duplicates = total - result.inserted
+                result.inserted, result.committed, clashes = self._copy_staged(conn, batches, ids, want_points)
+                if clashes:
+                    result.conflicts = len(clashes)
+                    dead_letters = [*dead_letters, *conflict_dead_letters(batches, clashes)]
+            result.duplicates = total - result.inserted - result.conflicts
         if dead_letters:
             result.dead_letters.update(write_letters(conn, dead_letters))
         if resolved:
@@ -370,15 +419,8 @@ class TelemetryWriter:
         if statuses:
             self._write_statuses(conn, statuses)
         if self._flag_late and (total or late):
-            hours = sorted(set(late_hours(batches, int(time.time() * 1000))) | late)
-            if hours:
-                # Last in the transaction (after the gateway row locks) and sorted: no lock-order cycles.
-                conn.execute(
-                    """INSERT INTO telemetry_rollup_dirty (hour)
-                       SELECT timestamptz 'epoch' + h * interval '1 hour' FROM unnest(%s::int8[]) AS h ORDER BY 1
-                       ON CONFLICT (hour) DO NOTHING""",
-                    (hours,),
-                )
+            # Last in the transaction (after the gateway row locks), hours in order: no lock-order cycles.
+            flag_hours(conn, set(late_hours(batches, int(time.time() * 1000))) | late)
         return result
 
     @staticmethod
@@ -462,22 +504,43 @@ class TelemetryWriter:
     @staticmethod
     def _copy_staged(
         conn: psycopg.Connection, batches: list[BatchWrite], ids: dict[tuple[int, str], int], want_points: bool
-    ) -> tuple[int, list[CommittedPoint]]:
-        """COPY into the staging table, then insert what is not stored yet; returns (inserted, committed)."""
+    ) -> tuple[int, list[CommittedPoint], list[Clash]]:
+        """COPY into the staging table, then insert what is not stored yet; returns (inserted, committed, clashes).
+
+        Rows are inserted in arrival order (``ord``), so of two points with the same series and time
+        in one write the first is stored. When some rows were not inserted, one more query finds
+        those whose stored reading differs (value or quality): a conflicting point, not a redelivery.
+        """
         with conn.cursor() as cur:
-            with cur.copy("COPY fw_stage (series_id, ms, value, quality) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(["int4", "int8", "float8", "int2"])
+            with cur.copy("COPY fw_stage (series_id, ms, value, quality, ord) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["int4", "int8", "float8", "int2", "int4"])
+                i = 0
                 for b in batches:
                     for did, _dev, tag, ts, value, q in b.accepted:
-                        copy.write_row((ids[(did, tag)], ts, value, q))
+                        copy.write_row((ids[(did, tag)], ts, value, q, i))
+                        i += 1
             insert = """INSERT INTO telemetry (series_id, time, value, quality)
                         SELECT series_id, timestamptz 'epoch' + ms * interval '1 millisecond', value, quality
-                        FROM fw_stage ON CONFLICT (series_id, time) DO NOTHING"""
-            if not want_points:
+                        FROM fw_stage ORDER BY ord ON CONFLICT (series_id, time) DO NOTHING"""
+            new: set[tuple[int, int]] = set()
+            if want_points:
+                cur.execute(insert + " RETURNING series_id, (extract(epoch FROM time) * 1000)::int8")
+                new = set(cur.fetchall())
+                inserted = len(new)
+            else:
                 cur.execute(insert)
-                return cur.rowcount, []
-            cur.execute(insert + " RETURNING series_id, (extract(epoch FROM time) * 1000)::int8")
-            new = set(cur.fetchall())
+                inserted = cur.rowcount
+            clashes: list[Clash] = []
+            if inserted < i:
+                cur.execute(
+                    """SELECT s.ord, t.value, t.quality FROM fw_stage s
+                       JOIN telemetry t ON t.series_id = s.series_id
+                                       AND t.time = timestamptz 'epoch' + s.ms * interval '1 millisecond'
+                       WHERE t.value <> s.value OR t.quality <> s.quality"""
+                )
+                clashes = cur.fetchall()
+        if not want_points:
+            return inserted, [], clashes
         out = []
         for b in batches:
             for r in b.accepted:
@@ -485,7 +548,7 @@ class TelemetryWriter:
                 if key in new:
                     new.discard(key)  # a point repeated inside the batch was stored once
                     out.append(TelemetryWriter._point(key[0], r, b))
-        return len(out), out
+        return len(out), out, clashes
 
     @staticmethod
     def _point(series_id: int, r: Row, b: BatchWrite) -> CommittedPoint:

@@ -31,6 +31,19 @@ def template_db(admin_db_url: str) -> Iterator[str]:
         yield name
 
 
+@pytest.fixture(scope="session")
+def storage(admin_db_url: str, template_db: str) -> str:
+    """The telemetry storage of the server under test: ``plain``, or ``timescale`` on a TimescaleDB server."""
+    return db.storage_of_template(admin_db_url, template_db)
+
+
+@pytest.fixture(autouse=True)
+def _storage_marker(request: pytest.FixtureRequest) -> None:
+    """Skip a test marked ``plain_storage`` on a TimescaleDB server (it checks partitions or rollup tables)."""
+    if request.node.get_closest_marker("plain_storage") and request.getfixturevalue("storage") != "plain":
+        pytest.skip("checks plain PostgreSQL storage (partitions, rollup tables); this server has TimescaleDB")
+
+
 @pytest.fixture
 def db_url(admin_db_url: str, template_db: str) -> Iterator[str]:
     """A fresh, migrated database for this test only; dropped afterwards."""

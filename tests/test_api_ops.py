@@ -22,7 +22,7 @@ def test_healthz_and_readyz_need_no_token(db_url: str) -> None:
     with api_client(db_url) as api:
         assert api.get("/healthz").json() == {"status": "ok"}
         r = api.get("/readyz")
-        assert r.status_code == 200 and r.json() == {"status": "ready", "database": "ok"}
+        assert r.status_code == 200 and r.json() == {"status": "ready", "database": "ok", "storage": "ok"}
         assert api.get(f"{BASE}/readyz").status_code == 200  # also under the API prefix
 
 

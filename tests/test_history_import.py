@@ -106,6 +106,26 @@ def test_import_writes_once_and_dead_letters_bad_rows(db_url: str) -> None:
         import_history(db_url, ["time,x\n"], "pump-9")
 
 
+def test_reimport_with_other_values_keeps_the_stored_ones_and_the_others_aside(db_url: str) -> None:
+    """Importing a corrected file over stored points keeps the stored values and files each differing point as a
+    ``conflicting_value`` dead letter under the device's history topic (equal points stay silent duplicates)."""
+    fleet = seed(db_url)
+    import_history(
+        db_url, ["time,flow\n", "2026-03-01T00:00:00Z,5.0\n", "2026-03-01T00:01:00Z,6.0\n"], "pump-1", now=NOW
+    )
+    fixed = ["time,flow\n", "2026-03-01T00:00:00Z,5.0\n", "2026-03-01T00:01:00Z,6.5\n"]
+    again = import_history(db_url, fixed, "pump-1", now=NOW)
+    assert (again.inserted, again.duplicates, again.conflicts) == (0, 1, 1)
+    with psycopg.connect(db_url) as conn:
+        values = conn.execute(
+            "SELECT value FROM telemetry WHERE series_id = %s AND time < '2026-03-02' ORDER BY time",
+            (fleet.series["pump-1/flow"],),
+        ).fetchall()
+        letters = conn.execute("SELECT topic, reason FROM dead_letters").fetchall()
+    assert values == [(5.0,), (6.0,)]
+    assert letters == [(f"history/{fleet.devices['pump-1']}", "conflicting_value")]
+
+
 def test_cli_imports_with_progress_and_writes_rejects(db_url: str, tmp_path: Path, monkeypatch) -> None:
     """`fieldwatch history import` stores the file, lists bad lines, writes FILE.rejected.csv and exits 3."""
     seed(db_url)

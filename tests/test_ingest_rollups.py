@@ -1,4 +1,5 @@
-"""Plain-path rollups (telemetry_1m/_1h kept by the scheduled job) and the buckets query reading them."""
+"""Rollups and the buckets query reading them: the plain path (telemetry_1m/_1h tables kept by the scheduled job)
+in detail, and buckets equal to raw after writes outside the live window on whichever storage the server has."""
 
 from __future__ import annotations
 
@@ -8,10 +9,18 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from ingest.rollups import hour_ranges
 from ingest.timeseries import buckets, plan_ranges, rollup_for
 from ingest.upkeep import refresh_rollups
 from ingest.writer import BatchWrite, TelemetryWriter, late_hours
 from tests.support.api import seed, write_points
+from tests.support.rollups import (
+    assert_buckets_equal_raw,
+    flagged_hours,
+    now,
+    rollups_hold_raw,
+    write_outside_live_window,
+)
 
 H = timedelta(hours=1)
 M = timedelta(minutes=1)
@@ -70,6 +79,22 @@ def test_late_hours_flags_only_rows_older_than_the_margin() -> None:
     assert late_hours([BatchWrite("s", "g", 1, None, False, rows)], now) == [7]
 
 
+@pytest.mark.parametrize(
+    ("hours", "ranges"),
+    [
+        ([], []),
+        ([0], [(0, 1)]),
+        ([3, 1, 2], [(1, 4)]),  # unordered, consecutive: one range
+        ([5, 1, 2, 2, 9, 6], [(1, 3), (5, 7), (9, 10)]),  # repeats are harmless
+    ],
+)
+def test_flagged_hours_merge_into_ranges(hours: list[int], ranges: list[tuple[int, int]]) -> None:
+    """Consecutive flagged hours become one refresh range, so a year of history is one refresh, not 8,760."""
+    t = datetime(2026, 3, 2, tzinfo=UTC)
+    assert hour_ranges(t + h * H for h in hours) == [(t + a * H, t + b * H) for a, b in ranges]
+
+
+@pytest.mark.plain_storage
 def test_rollups_equal_raw_buckets_including_after_late_data(db_url: str) -> None:
     """After the job, 1m/1h rollups give the same buckets as raw telemetry for any range; late rows are read
     raw until the next run re-aggregates their flagged hour, and then the rollup holds them too."""
@@ -121,3 +146,20 @@ def test_recent_rows_are_rolled_up_by_the_trailing_window(db_url: str) -> None:
         rows = conn.execute("SELECT sum(n)::int, max(vmax) FROM telemetry_1m WHERE series_id = %s", (sid,)).fetchone()
         assert rows == (2, 3.0)
         _assert_same(conn, sid, now - H, now + M, M)
+
+
+def test_imported_replayed_and_late_data_outside_the_window_equal_raw(db_url: str) -> None:
+    """History from 10 days ago, a replayed batch from 5 days ago and late points into rolled-up hours: buckets equal
+    raw at once, and after the next job run the rollups hold every one of those rows and no hour is left flagged."""
+    fleet = seed(db_url)
+    sid = fleet.series["pump-1/flow"]
+    refresh_rollups(db_url)  # the job has run: the rollups are complete up to a few minutes ago
+    written = write_outside_live_window(db_url, "pump-1", fleet.devices["pump-1"], fleet.gateways["gw-a"], now())
+    assert_buckets_equal_raw(db_url, sid, written)
+    refresh_rollups(db_url)
+    assert flagged_hours(db_url) == 0
+    assert {r: got == raw for r, (got, raw) in rollups_hold_raw(db_url, sid, written).items()} == {
+        "telemetry_1m": True,
+        "telemetry_1h": True,
+    }
+    assert_buckets_equal_raw(db_url, sid, written)

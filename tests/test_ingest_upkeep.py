@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import psycopg
+import pytest
 
 from fieldwatch.jobs import default_jobs
+from ingest.retention import RetentionPlan, retention_plan
 from ingest.upkeep import drop_expired, ensure_partitions_ahead, partition_days, retention_cutoff
 from tests.support.api import write_points
 
@@ -30,6 +32,27 @@ def test_pure_day_arithmetic() -> None:
     assert retention_cutoff(TODAY, 30) == date(2026, 2, 8)
 
 
+@pytest.mark.parametrize(
+    ("storage", "license", "has_policy", "policy", "noted"),
+    [
+        ("plain", None, False, "none", False),
+        ("timescale", "timescale", False, "sync", False),  # e.g. just switched from Apache: add the policy
+        ("timescale", "timescale", True, "sync", False),
+        ("timescale", "apache", False, "skip", False),
+        ("timescale", "apache", True, "skip", True),  # switched from community: the old policy no longer runs
+        ("timescale", None, True, "skip", True),
+    ],
+)
+def test_retention_follows_the_license_in_force_and_always_drops(
+    storage: str, license: str | None, has_policy: bool, policy: str, noted: bool
+) -> None:
+    """The policy is synced only where the current license has policies; the drop runs whatever the license."""
+    plan = retention_plan(storage, license, has_policy)
+    assert (plan.policy, plan.drop, bool(plan.note)) == (policy, True, noted)
+    assert isinstance(plan, RetentionPlan)
+
+
+@pytest.mark.plain_storage
 def test_partitions_ahead_then_retention_drops_only_expired_days(db_url: str) -> None:
     """Partitions for the next days exist after the job (twice is harmless); retention drops whole days
     before the cutoff and keeps the rest with their rows."""

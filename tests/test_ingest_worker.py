@@ -68,6 +68,67 @@ def test_valid_batches_land_exactly_once(db_url: str, mqtt_url: str, uid: str) -
     assert scalar(db_url, "SELECT last_seq FROM gateways WHERE id = %s", (reg.gateway_id,)) == 1
 
 
+def test_a_different_value_for_a_stored_timestamp_is_kept_aside_not_dropped(
+    db_url: str, mqtt_url: str, uid: str
+) -> None:
+    """The first value of a (device, tag, time) stays; a different one later, or later in the same batch, is counted
+    and dead-lettered as ``conflicting_value`` with a replayable batch of just those points; the same value again is
+    a silent redelivery."""
+    from prometheus_client import REGISTRY
+
+    from fwcore.contract import decode_batch
+
+    reg = register(db_url, uid)
+    t = NOW_MS - 30_000
+    first = reg.batch(1, [Point("pump-1", "temp", t, 20.0), Point("pump-2", "temp", t, 5.0)])
+    # seq 2: pump-1 again with another value (conflict), pump-2 with the same value (redelivery), one new point,
+    # and a point given twice in the batch itself with two values (the first of them is stored).
+    second = reg.batch(
+        2,
+        [
+            Point("pump-1", "temp", t, 21.5),
+            Point("pump-2", "temp", t, 5.0),
+            Point("pump-1", "temp", t + 1000, 7.0),
+            Point("pump-2", "flow", t, 1.0),
+            Point("pump-2", "flow", t, 1.25, quality=1),
+        ],
+    )
+    client = f"ing-{uid}"
+    with running(db_url, mqtt_url, client, reg.site) as w, publisher(mqtt_url, f"pub-{uid}") as publish:
+        publish(reg.topic(), first)
+        wait_until(lambda: w.stats.messages >= 1)
+        publish(reg.topic(), second)
+        wait_until(lambda: w.stats.messages >= 2)
+        stats = w.stats
+    assert (stats.points, stats.duplicates, stats.conflicts, stats.dead_letters) == (4, 1, 2, 1)
+    assert REGISTRY.get_sample_value("fieldwatch_ingest_conflicting_points_total", {"worker": client}) == 2
+    assert (
+        REGISTRY.get_sample_value(
+            "fieldwatch_ingest_dead_letters_total", {"worker": client, "reason": "conflicting_value"}
+        )
+        == 1
+    )
+    with psycopg.connect(db_url) as conn:
+        stored = conn.execute(
+            """SELECT d.key, s.tag, t.value, t.quality FROM telemetry t JOIN series s ON s.id = t.series_id
+               JOIN devices d ON d.id = s.device_id WHERE d.gateway_id = %s AND t.time = to_timestamp(%s / 1000.0)
+               ORDER BY 1, 2""",
+            (reg.gateway_id, t),
+        ).fetchall()
+        assert stored == [("pump-1", "temp", 20.0, 0), ("pump-2", "flow", 1.0, 0), ("pump-2", "temp", 5.0, 0)]
+        [(topic_, payload, detail)] = conn.execute(
+            "SELECT topic, payload, detail FROM dead_letters WHERE reason = 'conflicting_value'"
+        ).fetchall()
+    assert topic_ == reg.topic()
+    kept = decode_batch(payload)
+    assert (kept.gateway, kept.site, kept.seq) == (reg.gateway, reg.site, 2)
+    assert [(p.device, p.tag, p.ts, p.value, p.quality) for p in kept.points] == [
+        ("pump-1", "temp", t, 21.5, 0),
+        ("pump-2", "flow", t, 1.25, 1),
+    ]
+    assert "pump-1/temp" in detail and "20" in detail and "21.5" in detail
+
+
 def _payload(reg: Registered, **over: object) -> bytes:
     obj = orjson.loads(encode_batch(reg.batch(1, pts("pump-1", "temp", 1))))
     obj.update(over)

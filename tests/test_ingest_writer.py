@@ -54,6 +54,33 @@ def test_points_are_stored_once_and_series_created_on_first_sight(db_url: str, u
     assert stored == 20.5
 
 
+def test_conflicting_points_of_several_batches_are_filed_under_their_own_batch(db_url: str, uid: str, writer) -> None:
+    """In one write of several batches, each batch's points that clash with stored values become one dead letter
+    carrying that batch's seq and just those points; the stored values stay."""
+    from fwcore.contract import decode_batch
+
+    reg = register(db_url, uid)
+    writer.write([bw(reg, 1, [("pump-1", "temp", NOW_MS, 1.0), ("pump-2", "temp", NOW_MS, 2.0)])])
+    res = writer.write(
+        [
+            bw(reg, 2, [("pump-1", "temp", NOW_MS + 5, 9.0), ("pump-2", "temp", NOW_MS, 2.5)]),
+            bw(reg, 3, [("pump-1", "temp", NOW_MS, 1.5), ("pump-1", "temp", NOW_MS, 1.0)]),
+        ],
+        want_points=True,
+    )
+    assert (res.inserted, res.duplicates, res.conflicts) == (1, 1, 2)
+    assert [c.ts_ms for c in res.committed] == [NOW_MS + 5]
+    with psycopg.connect(db_url) as conn:
+        letters = conn.execute("SELECT reason, payload FROM dead_letters ORDER BY id").fetchall()
+    assert [r for r, _ in letters] == ["conflicting_value", "conflicting_value"]
+    kept = [decode_batch(p) for _, p in letters]
+    assert [(b.seq, [(p.device, p.value) for p in b.points]) for b in kept] == [
+        (2, [("pump-2", 2.5)]),
+        (3, [("pump-1", 1.5)]),
+    ]
+    assert scalar(db_url, "SELECT sum(value) FROM telemetry") == 12.0
+
+
 def test_committed_points_only_for_new_rows(db_url: str, uid: str, writer) -> None:
     """Asked for points, the writer returns what it newly stored, with ids and the historical flag."""
     reg = register(db_url, uid)

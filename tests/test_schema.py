@@ -21,7 +21,8 @@ def empty_db(admin_db_url: str, uid: str):
 def test_migrate_applies_all_then_nothing(empty_db: str) -> None:
     """The first run applies every migration in order; the second applies none."""
     first = migrate(empty_db)
-    assert first == [m.name for m in available_migrations("plain")]
+    with psycopg.connect(empty_db) as conn:
+        assert first == [m.name for m in available_migrations(storage_of(conn))]
     assert migrate(empty_db) == []
     with psycopg.connect(empty_db) as conn:
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
@@ -46,9 +47,11 @@ def test_concurrent_migrations_apply_each_once(empty_db: str) -> None:
         t.join()
     assert not errors
     applied = [name for r in results for name in r]
-    assert sorted(applied) == sorted(m.name for m in available_migrations("plain"))
+    with psycopg.connect(empty_db) as conn:
+        assert sorted(applied) == sorted(m.name for m in available_migrations(storage_of(conn)))
 
 
+@pytest.mark.plain_storage
 def test_plain_storage_is_partitioned_by_time(db_url: str) -> None:
     """Without TimescaleDB, telemetry is a range-partitioned table and partitions are made on demand."""
     with psycopg.connect(db_url, autocommit=True) as conn:

@@ -124,3 +124,19 @@ def test_a_broker_that_cannot_start_says_why(tmp_path: Path) -> None:
         broker.start(timeout=5)
     assert "missing" in str(exc.value)
     broker.close()
+
+
+def test_a_template_with_a_session_on_it_is_still_cloned(admin_db_url: str, template_db: str) -> None:
+    """A session connected to the template (as TimescaleDB's background workers are) does not stop a test database
+    from being cloned: the copy waits a bounded time and ends the template's sessions."""
+    import psycopg
+
+    from fwcore.db import with_database
+    from tests.support.db import fresh_database
+
+    with psycopg.connect(with_database(admin_db_url, template_db), autocommit=True) as squatter:
+        squatter.execute("SELECT 1")
+        with fresh_database(admin_db_url, template_db) as url, psycopg.connect(url) as conn:
+            assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] > 0
+        with pytest.raises(psycopg.OperationalError):
+            squatter.execute("SELECT 1")

@@ -43,8 +43,13 @@ class Health(BaseModel):
 
 
 class Ready(BaseModel):
-    status: Literal["ready", "unavailable"]
+    status: Literal["ready", "degraded", "unavailable"] = Field(
+        description="ready; degraded: serving, but the storage's background jobs fail (see storage); unavailable"
+    )
     database: str = Field(description='"ok", or why the database cannot be used')
+    storage: str = Field(
+        "ok", description='"ok", or "degraded: " and which storage background jobs fail (TimescaleDB job statistics)'
+    )
 
 
 # --- assets -----------------------------------------------------------------------------------

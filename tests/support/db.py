@@ -4,6 +4,14 @@ and a throwaway PostgreSQL cluster for tests that must restart the server.
 Each test gets its own database cloned from a migrated template (fast, isolated, dropped
 afterwards). When the server is unreachable the fixtures fail with advice; they never skip.
 psycopg is imported lazily so the edge-only test environment can still import this module.
+
+PostgreSQL copies a database only while nobody else is connected to it. On a TimescaleDB server
+the extension's background workers connect to every database that has it, the template too; so
+the template's scheduler is stopped once it is migrated (``timescaledb_pre_restore()``, which
+also keeps it from starting again there; the clones do not inherit that setting and run their
+jobs), and a copy that still finds a session on the template ends the template's sessions and
+tries again, for a bounded time. Set ``FIELDWATCH_DATABASE_URL`` to a TimescaleDB server to run
+the whole suite on it.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,22 +59,77 @@ def template_database(admin_url: str) -> Iterator[str]:
     url = create_database(admin_url, name)
     try:
         migrate(url)
+        _quiet_timescale(url)
         yield name
     finally:
         drop_database(admin_url, name)
 
 
+def _quiet_timescale(url: str) -> None:
+    """On TimescaleDB, stop the background workers of the database at ``url`` and keep them away from it."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone():
+            conn.execute("SELECT timescaledb_pre_restore()")
+
+
+#: How long a copy may wait for the template's other sessions to go.
+CLONE_TIMEOUT_S = 30.0
+
+
+def clone_database(admin_url: str, name: str, template: str, timeout: float = CLONE_TIMEOUT_S) -> str:
+    """``CREATE DATABASE name TEMPLATE template``, ending the template's other sessions while it is in use."""
+    import psycopg
+
+    from fwcore.db import create_database
+    from tests.support.waits import wait_until
+
+    def others() -> int:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (template,)
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return create_database(admin_url, name, template=template)
+        except psycopg.errors.ObjectInUse:
+            if time.monotonic() > deadline:
+                raise
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (template,),
+            )
+        left = max(deadline - time.monotonic(), 0.5)
+        wait_until(others, left, done=lambda n: n == 0, what=f"the sessions on template {template} to end")
+
+
 @contextmanager
 def fresh_database(admin_url: str, template: str, prefix: str = "fwt_") -> Iterator[str]:
     """A new database cloned from ``template``; yields its URL and drops it (sessions and all) afterwards."""
-    from fwcore.db import create_database, drop_database
+    from fwcore.db import drop_database
 
     name = f"{prefix}{uuid.uuid4().hex[:12]}"
-    url = create_database(admin_url, name, template=template)
+    url = clone_database(admin_url, name, template)
     try:
         yield url
     finally:
         drop_database(admin_url, name)
+
+
+def storage_of_template(admin_url: str, template: str) -> str:
+    """``plain`` or ``timescale``: the telemetry storage the migrations chose on this server."""
+    import psycopg
+
+    from fwcore.db import with_database
+
+    with psycopg.connect(with_database(admin_url, template), autocommit=True) as conn:
+        row = conn.execute("SELECT value FROM fw_meta WHERE key = 'storage'").fetchone()
+        return str(row[0]) if row else "plain"
 
 
 def scalar(db_url: str, query: str, params: tuple = ()) -> object:

@@ -11,7 +11,7 @@ from fastapi.routing import APIRoute
 from ..deps import PoolDep, public
 from ..intake_metrics import refresh as refresh_intake_gauges
 from ..metrics import exposition
-from ..readiness import database_problem
+from ..readiness import database_problem, storage_problem
 from ..schemas import Health, Ready
 from ._prefix import API_PREFIX
 
@@ -29,14 +29,17 @@ async def healthz(_: Annotated[None, public("health.probe")]) -> Health:
 @router.get(
     "/readyz",
     response_model=Ready,
-    summary="The database is reachable and migrated",
+    summary="The database is reachable and migrated (and whether its background jobs run)",
     responses={503: {"model": Ready, "description": "the database cannot be used"}},
 )
 def readyz(pool: PoolDep, response: Response, _: Annotated[None, public("health.probe")]) -> Ready:
     problem = database_problem(pool, READY_TIMEOUT_S)
     if problem is not None:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-        return Ready(status="unavailable", database=problem)
+        return Ready(status="unavailable", database=problem, storage="unknown: the database cannot be used")
+    storage = storage_problem(pool, READY_TIMEOUT_S)
+    if storage is not None:
+        return Ready(status="degraded", database="ok", storage=storage)  # still 200: the API serves
     return Ready(status="ready", database="ok")
 
 

@@ -88,6 +88,9 @@ class HistoryImportResult(BaseModel):
     points: int
     inserted: int
     duplicates: int = Field(description="points already stored (re-importing a file is harmless)")
+    conflicts: int = Field(
+        0, description="points stored earlier with another value: those are kept, these are dead letters"
+    )
     tags: list[str]
     bad_rows: int = Field(description="rows refused; each is kept in dead_letters with its line number")
     bad: list[HistoryBadRow] = Field(description="the first 100 refused rows")
@@ -136,6 +139,7 @@ async def import_device_history(
         points=report.points,
         inserted=report.inserted,
         duplicates=report.duplicates,
+        conflicts=report.conflicts,
         tags=report.tags,
         bad_rows=len(report.bad),
         bad=[HistoryBadRow(line=b.line, reason=b.reason) for b in report.bad[:100]],

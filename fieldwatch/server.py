@@ -73,6 +73,7 @@ class ServerStack:
                     batch_max_wait_ms=s.ingest_batch_max_wait_ms,
                     on_commit=[self.evaluator.process],
                     limits=Limits.from_settings(s),
+                    tls=s.mqtt_tls,
                 )
                 await asyncio.to_thread(self.worker.start)
             if self.scheduler:
@@ -151,6 +152,7 @@ async def run_server(
         ]
         log.info("running: %s", ", ".join(parts))
         if api:
-            log.info("API on http://%s:%s (OpenAPI at /docs)", settings.api_host, settings.api_port)
+            scheme = "https" if settings.api_tls_cert_file is not None else "http"
+            log.info("API on %s://%s:%s (OpenAPI at /docs)", scheme, settings.api_host, settings.api_port)
         await stop.wait()
         log.info("stopping")

@@ -158,6 +158,8 @@ class Gateway:
         self.metrics_port = metrics_port if metrics_port is not None else config.metrics_port
         self.mqtt_url = mqtt_url or config.mqtt_url or _settings().mqtt_url
         self.mqtt_protocol = mqtt_protocol or config.mqtt_protocol or _settings().mqtt_protocol
+        #: The broker TLS section of the config, else the settings' (FIELDWATCH_MQTT_CA_FILE, ...).
+        self.mqtt_tls = config.mqtt_tls.files() if config.mqtt_tls is not None else _settings().mqtt_tls
         state_dir = config.state_dir or _settings().state_dir
         self.sequence = SequenceStore(state_dir, config.site, config.gateway)
         self.telemetry_topic = topic(config.site, config.gateway, "telemetry")
@@ -213,12 +215,22 @@ class Gateway:
         publisher: Publisher
         if self.config.sparkplug is not None and self.config.sparkplug.enabled:  # same surface as MqttPublisher
             self._sparkplug = SparkplugNode(
-                self.config, self.buffer_path.parent, self.mqtt_url, callbacks, protocol=self.mqtt_protocol
+                self.config,
+                self.buffer_path.parent,
+                self.mqtt_url,
+                callbacks,
+                protocol=self.mqtt_protocol,
+                tls=self.mqtt_tls,
             )
             publisher = self._sparkplug
         else:
             publisher = MqttPublisher(
-                self.mqtt_url, self.config.site, self.config.gateway, callbacks, protocol=self.mqtt_protocol
+                self.mqtt_url,
+                self.config.site,
+                self.config.gateway,
+                callbacks,
+                protocol=self.mqtt_protocol,
+                tls=self.mqtt_tls,
             )
         self._publisher = publisher
         publisher.start()

@@ -60,6 +60,7 @@ from fwcore.contract import (
 )
 from fwcore.retry import backoff_delays
 from fwcore.settings import Settings, get_settings
+from fwcore.tls import mqtt_tls_context
 from gateway.blockdecode import to_points
 from gateway.buffer import DiskBuffer
 from gateway.config import Device, GatewayConfig
@@ -160,6 +161,7 @@ class Gateway:
         self.mqtt_protocol = mqtt_protocol or config.mqtt_protocol or _settings().mqtt_protocol
         #: The broker TLS section of the config, else the settings' (FIELDWATCH_MQTT_CA_FILE, ...).
         self.mqtt_tls = config.mqtt_tls.files() if config.mqtt_tls is not None else _settings().mqtt_tls
+        mqtt_tls_context(self.mqtt_url, self.mqtt_tls)  # a TLS file that cannot be used fails here, naming it
         state_dir = config.state_dir or _settings().state_dir
         self.sequence = SequenceStore(state_dir, config.site, config.gateway)
         self.telemetry_topic = topic(config.site, config.gateway, "telemetry")

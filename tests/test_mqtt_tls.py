@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -224,6 +226,26 @@ def test_gateway_tls_paths_are_relative_to_the_config_file(tmp_path: Path) -> No
     tls = load_config(path).mqtt_tls
     assert tls is not None
     assert tls.files() == TlsFiles(tmp_path / "tls/ca.crt", tmp_path / "tls/gw.crt", Path("/abs/gw.key"))
+
+
+def test_gateway_run_with_an_unreadable_ca_file_says_which_and_exits(tmp_path: Path) -> None:
+    """`gateway run` with a CA file that does not exist exits 2 with one line naming the config and the file."""
+    cfg = {
+        "gateway": "gw-1",
+        "site": "site-1",
+        "state_dir": str(tmp_path / "state"),
+        "mqtt_url": "mqtts://127.0.0.1:1",
+        "mqtt_tls": {"ca_file": "missing-ca.crt"},
+        "devices": [pump(1)],
+    }
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "run", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith(f"{path}: broker TLS: cannot use CA file"), res.stderr
+    assert "missing-ca.crt" in res.stderr and "No such file" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_gateway_tls_section_wants_certificate_and_key_together() -> None:

@@ -167,7 +167,7 @@ def test_client_certificate_is_sent_when_the_broker_requires_one(
         worker.stop()
         anonymous = _worker(db_url, broker.url, uid + "x", TlsFiles(ca_file=ca.ca_file))
         with pytest.raises(BrokerUnavailable):
-            anonymous.start(timeout=5)
+            anonymous.start(timeout=3)
 
 
 # --- configuration: settings and the gateway's broker TLS section ----------------------------------

@@ -270,10 +270,13 @@ def serve(
     settings = _settings()
     _logging(settings.log_level)
     try:
+        from fieldwatch.api.server import ApiStartError
         from fieldwatch.server import run_server
     except ImportError as exc:
         raise _missing_extra("server", exc) from None
     import asyncio
+
+    from fwcore.tls import TlsConfigError
 
     try:
         asyncio.run(
@@ -283,7 +286,7 @@ def serve(
         )
     except KeyboardInterrupt:
         pass
-    except ConnectionError as exc:
+    except (ConnectionError, TlsConfigError, ApiStartError) as exc:  # a broker, TLS file or port to fix first
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
 

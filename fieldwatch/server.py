@@ -76,6 +76,7 @@ class ServerStack:
                     limits=Limits.from_settings(s),
                     hold=HoldLimits.from_settings(s),
                     silence_timeout_s=s.gateway_silence_timeout_s,
+                    tls=s.mqtt_tls,
                 )
                 await asyncio.to_thread(self.worker.start)
             if self.scheduler:
@@ -154,6 +155,7 @@ async def run_server(
         ]
         log.info("running: %s", ", ".join(parts))
         if api:
-            log.info("API on http://%s:%s (OpenAPI at /docs)", settings.api_host, settings.api_port)
+            scheme = "https" if settings.api_tls_cert_file is not None else "http"
+            log.info("API on %s://%s:%s (OpenAPI at /docs)", scheme, settings.api_host, settings.api_port)
         await stop.wait()
         log.info("stopping")

@@ -7,16 +7,18 @@ key and the accepted form, instead of surfacing later as a connection error.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from fwcore.egress import ALLOW_LIST_FORM, EgressPolicy
+from fwcore.tls import TlsFiles
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_MQTT_URL = "mqtt://127.0.0.1:1883"
@@ -34,7 +36,15 @@ _FORMS = {
     "broker_file_owner": "a user name or number",
     "broker_file_group": "a group name or number",
     "broker_user": "a user name or number",
+    "mqtt_cert_file": "a PEM file, given together with FIELDWATCH_MQTT_KEY_FILE",
+    "mqtt_key_file": "a PEM file, given together with FIELDWATCH_MQTT_CERT_FILE",
+    "api_tls_cert_file": "a PEM file, given together with FIELDWATCH_API_TLS_KEY_FILE",
+    "api_tls_key_file": "a PEM file, given together with FIELDWATCH_API_TLS_CERT_FILE",
+    "api_trusted_proxies": "comma-separated IP addresses or networks (10.0.0.5,172.18.0.0/16), or *",
 }
+
+#: Each client-certificate/key setting and its partner (they are given together or not at all).
+_PAIRS = {"mqtt_key_file": "mqtt_cert_file", "api_tls_key_file": "api_tls_cert_file"}
 
 
 class SettingsError(ValueError):
@@ -71,8 +81,19 @@ class Settings(BaseSettings):
     mqtt_url: str = Field(DEFAULT_MQTT_URL, description="MQTT broker URL")
     #: MQTT protocol: "5" (shared subscriptions, session expiry) or "3.1.1" for older brokers.
     mqtt_protocol: str = "5"
+    #: MQTT over TLS (``mqtts://`` URLs): the CA that signed the broker's certificate (unset: the
+    #: system's CAs), and a client certificate and key for brokers that require one (fwcore/tls.py).
+    mqtt_ca_file: Path | None = None
+    mqtt_cert_file: Path | None = None
+    mqtt_key_file: Path | None = Field(None, validate_default=True)
     api_host: str = "127.0.0.1"
     api_port: int = Field(8000, ge=1, le=65535)
+    #: Serve the API over HTTPS itself (most deployments terminate TLS at a reverse proxy instead).
+    api_tls_cert_file: Path | None = None
+    api_tls_key_file: Path | None = Field(None, validate_default=True)
+    #: Addresses of reverse proxies whose X-Forwarded-For/-Proto the API believes (client address,
+    #: https scheme). Empty: none, the headers are ignored from everyone.
+    api_trusted_proxies: str = ""
     log_level: str = "INFO"
     #: Telemetry retention; older partitions are dropped and older points dead-lettered.
     retention_days: int = Field(90, ge=1)
@@ -145,6 +166,51 @@ class Settings(BaseSettings):
         except ValueError:
             raise ValueError("bad port") from None
         return v
+
+    @field_validator(
+        "mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file", "api_tls_cert_file", "api_tls_key_file", mode="before"
+    )
+    @classmethod
+    def _empty_path_is_unset(cls, v: object) -> object:
+        """``FIELDWATCH_MQTT_CA_FILE=`` (empty, as an env file leaves it) means unset, not the current directory."""
+        return None if v == "" else v
+
+    @field_validator("mqtt_key_file", "api_tls_key_file")
+    @classmethod
+    def _check_pair(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        cert_key = _PAIRS[str(info.field_name)]
+        cert = info.data.get(cert_key)
+        if v is None and cert is not None:
+            raise ValueError(f"FIELDWATCH_{cert_key.upper()} is set: give the key of that certificate too")
+        if v is not None and cert is None:
+            raise ValueError(f"a key needs its certificate: set FIELDWATCH_{cert_key.upper()} too")
+        return v
+
+    @field_validator("api_trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, v: str) -> str:
+        """Each entry as uvicorn matches it: an address, a network without host bits, or ``*``."""
+        entries = []
+        for entry in (e.strip() for e in v.split(",")):
+            if not entry:
+                continue
+            try:
+                if entry == "*":
+                    entries.append(entry)
+                elif "/" in entry:
+                    entries.append(str(ipaddress.ip_network(entry, strict=False)))
+                else:
+                    entries.append(str(ipaddress.ip_address(entry)))
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return ",".join(entries)
+
+    @property
+    def mqtt_tls(self) -> TlsFiles | None:
+        """The MQTT clients' TLS files, or None when none is set (``mqtts://`` then trusts the system's CAs)."""
+        if self.mqtt_ca_file is None and self.mqtt_cert_file is None:
+            return None
+        return TlsFiles(self.mqtt_ca_file, self.mqtt_cert_file, self.mqtt_key_file)
 
     @field_validator("mqtt_protocol")
     @classmethod

@@ -61,6 +61,7 @@ from fwcore.contract import (
 )
 from fwcore.retry import backoff_delays
 from fwcore.settings import Settings, get_settings
+from fwcore.tls import mqtt_tls_context
 from gateway.blockdecode import to_points
 from gateway.buffer import DiskBuffer
 from gateway.config import Device, GatewayConfig
@@ -160,6 +161,9 @@ class Gateway:
         self.metrics_port = metrics_port if metrics_port is not None else config.metrics_port
         self.mqtt_url = mqtt_url or config.mqtt_url or _settings().mqtt_url
         self.mqtt_protocol = mqtt_protocol or config.mqtt_protocol or _settings().mqtt_protocol
+        #: The broker TLS section of the config, else the settings' (FIELDWATCH_MQTT_CA_FILE, ...).
+        self.mqtt_tls = config.mqtt_tls.files() if config.mqtt_tls is not None else _settings().mqtt_tls
+        mqtt_tls_context(self.mqtt_url, self.mqtt_tls)  # a TLS file that cannot be used fails here, naming it
         state_dir = config.state_dir or _settings().state_dir
         self.sequence = SequenceStore(state_dir, config.site, config.gateway)
         self.telemetry_topic = topic(config.site, config.gateway, "telemetry")
@@ -215,7 +219,12 @@ class Gateway:
         publisher: Publisher
         if self.config.sparkplug is not None and self.config.sparkplug.enabled:  # same surface as MqttPublisher
             self._sparkplug = SparkplugNode(
-                self.config, self.buffer_path.parent, self.mqtt_url, callbacks, protocol=self.mqtt_protocol
+                self.config,
+                self.buffer_path.parent,
+                self.mqtt_url,
+                callbacks,
+                protocol=self.mqtt_protocol,
+                tls=self.mqtt_tls,
             )
             publisher = self._sparkplug
         else:
@@ -227,6 +236,7 @@ class Gateway:
                 protocol=self.mqtt_protocol,
                 state_dir=self.buffer_path.parent,
                 keepalive=self.config.mqtt_keepalive,
+                tls=self.mqtt_tls,
             )
         self._publisher = publisher
         publisher.start()

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from fwcore.gctune import tune_gc
+from fwcore.tls import TlsConfigError
 from gateway.agent import Gateway
 from gateway.config import load_config
 from gateway.errors import ConfigError, GatewayError
@@ -61,6 +62,9 @@ def run(
         asyncio.run(_run(gateway))
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    except TlsConfigError as exc:  # a broker TLS file that cannot be used, found before connecting
+        typer.echo(f"{config}: broker TLS: {exc}", err=True)
         raise typer.Exit(2) from None
     except GatewayError as exc:
         typer.echo(f"gateway error: {exc}", err=True)

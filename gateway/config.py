@@ -36,6 +36,7 @@ from pydantic import (
 from pydantic import Tag as PydTag
 
 from fwcore.contract import check_slug
+from fwcore.tls import TlsFiles
 from gateway.decode import DataType, WordOrder, register_count
 from gateway.errors import ConfigError
 from gateway.report import DeadbandMode, ReportPolicy
@@ -424,6 +425,35 @@ class BufferConfig(BaseModel):
     replay_grace: float = Field(2.0, ge=0, description="seconds after a reconnect to wait for late acks")
 
 
+class MqttTlsConfig(BaseModel):
+    """``mqtt_tls:``: how the gateway checks the broker over ``mqtts://`` and proves who it is.
+
+    Relative paths are relative to the config file. Unset, the settings' ``FIELDWATCH_MQTT_CA_FILE``
+    etc. apply, and without those the system's CAs.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    ca_file: Path | None = Field(None, description="the CA that signed the broker's certificate (PEM)")
+    cert_file: Path | None = Field(None, description="the gateway's client certificate, if the broker requires one")
+    key_file: Path | None = Field(None, description="the key of cert_file (PEM)")
+
+    @model_validator(mode="after")
+    def _paths(self, info: ValidationInfo) -> MqttTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("give cert_file and key_file together (a client certificate and its key)")
+        base_dir = (info.context or {}).get("base_dir")
+        if base_dir is not None:
+            for attr in ("ca_file", "cert_file", "key_file"):
+                value = getattr(self, attr)
+                if value is not None and not value.is_absolute():
+                    setattr(self, attr, Path(base_dir) / value)
+        return self
+
+    def files(self) -> TlsFiles:
+        return TlsFiles(self.ca_file, self.cert_file, self.key_file)
+
+
 class GatewayConfig(BaseModel):
     """One gateway process: who it is, where it publishes, what it polls."""
 
@@ -441,6 +471,8 @@ class GatewayConfig(BaseModel):
     #: Seconds between MQTT keep-alives; the broker declares the gateway dead (publishes its Will,
     #: ``offline``) after 1.5 times this without hearing from it.
     mqtt_keepalive: int = Field(30, ge=2, le=65535)
+    #: The broker's TLS (CA, client certificate) for an ``mqtts://`` URL; see :class:`MqttTlsConfig`.
+    mqtt_tls: MqttTlsConfig | None = None
     poll_interval: float = Field(1.0, gt=0)
     publish_interval: float | None = Field(None, gt=0, description="defaults to poll_interval")
     state_dir: Path | None = None

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +50,8 @@ from paho.mqtt.properties import Properties
 
 from fwcore.contract import encode_status, topic
 from fwcore.settings import mqtt_parts
+from fwcore.tls import TlsFiles
+from gateway.broker_tls import ConnectFailures, use_tls
 from gateway.config import mqtt_client_id
 from gateway.sequence import SequenceStore
 
@@ -124,7 +125,9 @@ class MqttPublisher:
         loop: asyncio.AbstractEventLoop | None = None,
         state_dir: Path | None = None,
         keepalive: int = KEEPALIVE_SECONDS,
+        tls: TlsFiles | None = None,
     ) -> None:
+        """``tls``: CA and client certificate for an ``mqtts://`` URL (:mod:`gateway.broker_tls`)."""
         if protocol not in ("5", "3.1.1"):
             raise ValueError(f"mqtt protocol must be '5' or '3.1.1', not {protocol!r}")
         self.site = site
@@ -152,8 +155,9 @@ class MqttPublisher:
         )
         if self._parts["username"]:
             self.client.username_pw_set(self._parts["username"], self._parts["password"])
-        if self._parts["tls"]:
-            self.client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        use_tls(self.client, url, tls)
+        self.connect_failures = ConnectFailures(self._parts["host"], self._parts["port"])
+        self.client.on_connect_fail = self.connect_failures
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         # Bound paho's in-memory queue: unbounded, a gateway producing faster than the broker takes
         # grew to hundreds of MB. A refused batch stays on disk and is replayed (gateway.forward).
@@ -181,6 +185,7 @@ class MqttPublisher:
         if getattr(reason, "is_failure", False):
             log.warning("broker refused connection: %s", reason)
             return
+        self.connect_failures.connected()
         # Birth and ack subscription first, from this thread, so they precede any republish.
         client.subscribe(self.ack_topic, qos=1)
         client.publish(

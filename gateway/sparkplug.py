@@ -42,6 +42,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from fwcore.contract import Batch, Point, decode_batch, encode_batch
 from fwcore.settings import mqtt_parts
+from fwcore.tls import TlsFiles
+from gateway.broker_tls import ConnectFailures, use_tls
 from gateway.buffer import DiskBuffer
 from gateway.config import GatewayConfig, mqtt_client_id
 from gateway.publisher import KEEPALIVE_SECONDS, PublisherCallbacks
@@ -85,6 +87,7 @@ class SparkplugNode:
         *,
         protocol: str = "5",
         clock: Callable[[], int] = now_ms,
+        tls: TlsFiles | None = None,
     ) -> None:
         if protocol not in ("5", "3.1.1"):
             raise ValueError(f"mqtt protocol must be '5' or '3.1.1', not {protocol!r}")
@@ -122,10 +125,9 @@ class SparkplugNode:
         )
         if self._parts["username"]:
             self.client.username_pw_set(self._parts["username"], self._parts["password"])
-        if self._parts["tls"]:
-            import ssl
-
-            self.client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        use_tls(self.client, url, tls)
+        self.connect_failures = ConnectFailures(self._parts["host"], self._parts["port"])
+        self.client.on_connect_fail = self.connect_failures
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -148,6 +150,7 @@ class SparkplugNode:
         if getattr(reason, "is_failure", False):
             log.warning("broker refused the Sparkplug connection: %s", reason)
             return
+        self.connect_failures.connected()
         client.subscribe(self.ncmd_topic, qos=0)  # before NBIRTH, so a rebirth request is never missed
         self._loop.call_soon_threadsafe(self._born, self._bdseq)
 

@@ -26,6 +26,7 @@ def run(
 ) -> None:
     """Consume telemetry and status from MQTT and commit it; stops cleanly on Ctrl-C or SIGTERM."""
     from fwcore.settings import SettingsError, load_settings
+    from fwcore.tls import TlsConfigError
     from ingest.errors import IngestError
     from ingest.hold import HoldLimits
     from ingest.validate import Limits
@@ -38,18 +39,23 @@ def run(
         raise typer.Exit(2) from None
     if not logging.getLogger().handlers:
         logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    worker = IngestWorker(
-        s.database_url,
-        s.mqtt_url,
-        client_id=client_id or s.ingest_client_id,
-        protocol=s.mqtt_protocol,
-        share_group=s.ingest_share_group if s.mqtt_protocol == "5" else None,
-        batch_max_points=s.ingest_batch_max_points,
-        batch_max_wait_ms=s.ingest_batch_max_wait_ms,
-        limits=Limits.from_settings(s),
-        hold=HoldLimits.from_settings(s),
-        silence_timeout_s=s.gateway_silence_timeout_s,
-    )
+    try:
+        worker = IngestWorker(
+            s.database_url,
+            s.mqtt_url,
+            client_id=client_id or s.ingest_client_id,
+            protocol=s.mqtt_protocol,
+            share_group=s.ingest_share_group if s.mqtt_protocol == "5" else None,
+            batch_max_points=s.ingest_batch_max_points,
+            batch_max_wait_ms=s.ingest_batch_max_wait_ms,
+            limits=Limits.from_settings(s),
+            hold=HoldLimits.from_settings(s),
+            silence_timeout_s=s.gateway_silence_timeout_s,
+            tls=s.mqtt_tls,
+        )
+    except TlsConfigError as exc:  # FIELDWATCH_MQTT_CA_FILE & co. name a file that cannot be used
+        typer.echo(f"ingest could not start: MQTT TLS: {exc}", err=True)
+        raise typer.Exit(2) from None
     done = threading.Event()
 
     def _stop(signum: int, frame: object) -> None:

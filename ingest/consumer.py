@@ -22,6 +22,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from fwcore.settings import mqtt_parts
+from fwcore.tls import TlsFiles, explain_handshake_failure, mqtt_tls_context
 from ingest.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,11 @@ class Inbound:
 
 
 class MqttConsumer:
-    """A paho client with a persistent session, fixed client id and manual acks."""
+    """A paho client with a persistent session, fixed client id and manual acks.
+
+    ``tls``: the CA (and client certificate) for an ``mqtts://`` URL; a file that cannot be used
+    raises :class:`fwcore.tls.TlsConfigError` here, before any connection.
+    """
 
     def __init__(
         self,
@@ -53,11 +58,14 @@ class MqttConsumer:
         session_expiry_s: int = 3600,
         receive_maximum: int = 1000,
         keepalive: int = 30,
+        tls: TlsFiles | None = None,
     ) -> None:
         if protocol not in ("5", "3.1.1"):
             raise ValueError(f'MQTT protocol must be "5" or "3.1.1", not {protocol!r}')
         self._parts = mqtt_parts(mqtt_url)
-        self._url = mqtt_url
+        # Errors name host:port, never the URL: it may carry the password.
+        self._where = f"{self._parts['host']}:{self._parts['port']}"
+        tls_context = mqtt_tls_context(mqtt_url, tls)
         self._v5 = protocol == "5"
         self._subscriptions = subscriptions
         self._sink = sink
@@ -85,8 +93,8 @@ class MqttConsumer:
             )
         if self._parts["username"]:
             client.username_pw_set(self._parts["username"], self._parts["password"])
-        if self._parts["tls"]:
-            client.tls_set()
+        if tls_context is not None:
+            client.tls_set_context(tls_context)
         client.reconnect_delay_set(1, 30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -124,12 +132,15 @@ class MqttConsumer:
             else:
                 self._client.connect(self._parts["host"], self._parts["port"], self._keepalive)
         except OSError as exc:
-            raise BrokerUnavailable(f"MQTT broker at {self._url} is not reachable: {exc}") from exc
+            why = explain_handshake_failure(
+                exc, self._parts["host"], self._parts["port"], ca_hint="FIELDWATCH_MQTT_CA_FILE"
+            )
+            raise BrokerUnavailable(why or f"MQTT broker at {self._where} is not reachable: {exc}") from exc
         self._client.loop_start()
         if not self._subscribed.wait(timeout):
             self._client.loop_stop()
             why = self._connect_error or "no CONNACK/SUBACK in time"
-            raise BrokerUnavailable(f"MQTT broker at {self._url} did not accept the subscription: {why}")
+            raise BrokerUnavailable(f"MQTT broker at {self._where} did not accept the subscription: {why}")
 
     def pause(self) -> None:
         """Stop taking new messages; those arriving now stay unacked and are redelivered later."""

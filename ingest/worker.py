@@ -49,6 +49,7 @@ import psycopg
 
 from fwcore.contract import Batch, ContractError, decode_batch, encode_ack, parse_topic, subscription, topic
 from fwcore.retry import Backoff, backoff_delays
+from fwcore.tls import TlsFiles
 from ingest.announce import Announcements, parse_announcements
 from ingest.consumer import Inbound, MqttConsumer
 from ingest.discovery import Announce
@@ -172,6 +173,7 @@ def _decode(msg: Inbound, registry: RegistryView | None = None, limits: Limits |
 class IngestWorker:
     """Consumes telemetry and status from MQTT and commits it to PostgreSQL; see the module docstring.
 
+    ``tls``: CA and client certificate for an ``mqtts://`` URL (``Settings.mqtt_tls``).
     ``site_filter`` narrows the subscriptions to one site slug (default ``+``: all
     sites), for workers partitioned by site and for tests on a shared broker.
     ``hold`` bounds what devices nobody registered may hold (default :class:`HoldLimits`;
@@ -198,6 +200,7 @@ class IngestWorker:
         site_filter: str = "+",
         hold: HoldLimits | None = None,
         silence_timeout_s: float = 60.0,
+        tls: TlsFiles | None = None,
     ) -> None:
         if batch_max_points < 1 or batch_max_wait_ms < 0:
             raise ValueError("batch_max_points must be >= 1 and batch_max_wait_ms >= 0")
@@ -244,6 +247,7 @@ class IngestWorker:
             sink=self._enqueue,
             session_expiry_s=session_expiry_s,
             receive_maximum=queue_max_messages,
+            tls=tls,
         )
 
     # lifecycle ----------------------------------------------------------------------

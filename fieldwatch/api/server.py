@@ -5,6 +5,12 @@ services in one loop: it never touches signal handlers (the host owns them) and
 stops when the host sets ``stop``. The listening socket is bound here, before
 uvicorn starts, so a busy port raises :class:`ApiStartError` instead of uvicorn's
 ``sys.exit(1)``, which would take the host's whole event loop down with it.
+
+HTTPS: with ``api_tls_cert_file``/``api_tls_key_file`` set, uvicorn serves TLS itself (the files
+are checked before the socket is bound). Behind a reverse proxy that terminates TLS instead,
+``api_trusted_proxies`` lists the proxies whose ``X-Forwarded-Proto``/``-For`` are believed, so
+the app knows the request came over https and from whom; from anyone else the headers are
+ignored (uvicorn's own default would believe any client on loopback).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from fwcore.settings import Settings, get_settings
+from fwcore.tls import server_files_error
 
 from .app import create_app
 
@@ -36,6 +43,21 @@ class _HostedServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+def uvicorn_config(app: FastAPI, settings: Settings, log_level: str) -> uvicorn.Config:
+    """uvicorn's options from the settings: TLS files, trusted proxies, graceful shutdown."""
+    trusted = settings.api_trusted_proxies
+    return uvicorn.Config(
+        app,
+        log_level=log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or None,
+        ssl_certfile=settings.api_tls_cert_file,
+        ssl_keyfile=settings.api_tls_key_file,
+    )
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -61,11 +83,13 @@ async def run_api(
     Raises :class:`ApiStartError` if the server cannot start.
     """
     settings = settings or get_settings()
+    if settings.api_tls_cert_file is not None and settings.api_tls_key_file is not None:
+        problem = server_files_error(settings.api_tls_cert_file, settings.api_tls_key_file)
+        if problem is not None:
+            raise ApiStartError(f"HTTPS (FIELDWATCH_API_TLS_CERT_FILE/_KEY_FILE): {problem}")
     app = app or create_app(settings)
     sock = bind(settings.api_host, settings.api_port)
-    server = _HostedServer(
-        uvicorn.Config(app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
-    )
+    server = _HostedServer(uvicorn_config(app, settings, log_level))
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="fieldwatch-api")
     stopping = asyncio.create_task(stop.wait(), name="fieldwatch-api-stop")
     try:

@@ -11,6 +11,8 @@ port of its own with the settings a test asks for:
   after rewriting them, :meth:`~PrivateMosquitto.reload` makes the broker read them again;
 * ``conf_lines`` — more lines at the end of the config (a later line wins), e.g. the shipped
   config's autosave settings.
+* ``tls`` — the listener speaks TLS only (:class:`BrokerTls`: certificate, key and, to require
+  client certificates, the CA that signs them); :attr:`~PrivateMosquitto.url` is then ``mqtts://``.
 
 Started as root, mosquitto would switch to the ``mosquitto`` user and then fail to write its
 data directory or read the caller's 0600 password and ACL files (which a test may rewrite
@@ -40,6 +42,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -57,6 +60,23 @@ def mosquitto_binary() -> str:
     if exe is None:
         raise BrokerStartError("mosquitto is not installed (apt-get install mosquitto)")
     return exe
+
+
+@dataclass(frozen=True)
+class BrokerTls:
+    """A TLS listener: the broker's certificate and key; ``client_ca`` set: client certificates
+    signed by that CA are required (``require_certificate``)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    def conf_lines(self) -> list[str]:
+        """Options of the listener defined last in the config (Mosquitto applies them to it)."""
+        lines = [f"certfile {self.cert}", f"keyfile {self.key}", "tls_version tlsv1.2"]
+        if self.client_ca is not None:
+            lines += [f"cafile {self.client_ca}", "require_certificate true"]
+        return lines
 
 
 class PrivateMosquitto:
@@ -79,6 +99,7 @@ class PrivateMosquitto:
         run_as: str | None = None,
         conf: str | None = None,
         conf_lines: Sequence[str] = (),
+        tls: BrokerTls | None = None,
     ) -> None:
         self._exe = mosquitto_binary()
         if run_as is not None and os.geteuid() != 0:
@@ -113,6 +134,9 @@ class PrivateMosquitto:
             lines += ["persistence true", f"persistence_location {self.dir}/", "autosave_interval 1"]
         else:
             lines.append("persistence false")
+        self.tls = tls
+        if tls is not None:  # last: listener options apply to the listener defined last
+            lines += tls.conf_lines()
         lines += conf_lines
         self.conf_path = self.dir / "mosquitto.conf"
         self.conf_path.write_text("\n".join(lines) + "\n")
@@ -124,11 +148,16 @@ class PrivateMosquitto:
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def scheme(self) -> str:
+        """``mqtts`` on a TLS listener, else ``mqtt``."""
+        return "mqtts" if self.tls is not None else "mqtt"
 
     def url_as(self, username: str, password: str) -> str:
         """The URL with credentials, for a broker with a password file."""
-        return f"mqtt://{username}:{password}@127.0.0.1:{self.port}"
+        return f"{self.scheme}://{username}:{password}@127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int:

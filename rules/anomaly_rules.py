@@ -84,12 +84,26 @@ def load_vectors(
 def _pivot(
     rows: Iterable[tuple[int, int, str, float]], tags: Sequence[str]
 ) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """(device, ts, tag, value) rows → complete vectors in (device, ts) order; vectorised (backtests pivot 100k+)."""
     col = {t: i for i, t in enumerate(tags)}
-    acc: dict[tuple[int, int], list[float]] = {}
-    for d, ts, tag, v in rows:
-        acc.setdefault((d, ts), [np.nan] * len(tags))[col[tag]] = float(v)
-    keys = sorted(k for k, vals in acc.items() if not any(np.isnan(vals)))
-    return keys, np.array([acc[k] for k in keys], dtype=float).reshape(len(keys), len(tags))
+    data = list(rows)
+    if not data:
+        return [], np.zeros((0, len(tags)))
+    dev, ts, tag, val = zip(*data, strict=True)
+    d = np.array(dev, np.int64)
+    t = np.array(ts, np.int64)
+    order = np.lexsort((t, d))
+    d, t = d[order], t[order]
+    c = np.array([col[x] for x in tag], np.intp)[order]
+    v = np.array(val, float)[order]
+    new = np.ones(len(d), np.bool_)
+    new[1:] = (d[1:] != d[:-1]) | (t[1:] != t[:-1])
+    group = np.cumsum(new) - 1
+    x = np.full((int(group[-1]) + 1, len(tags)), np.nan)
+    x[group, c] = v
+    complete = ~np.isnan(x).any(axis=1)  # a missing (or NaN) tag: not a vector
+    keys = list(zip(d[new][complete].tolist(), t[new][complete].tolist(), strict=True))
+    return keys, x[complete]
 
 
 @dataclass(frozen=True)

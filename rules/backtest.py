@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psycopg
 
 from rules.compile import CompiledRule
@@ -254,10 +253,7 @@ def load_history(conn: psycopg.Connection, device_id: int, tag: str, start_ms: i
            ORDER BY t.time""",
         (device_id, tag, datetime.fromtimestamp(start_ms / 1000, UTC), datetime.fromtimestamp(end_ms / 1000, UTC)),
     ).fetchall()
-    if not rows:
-        return History.of([])
-    ts, value, quality = zip(*rows, strict=True)
-    return History(np.array(ts, np.int64), np.array(value, np.float64), np.array(quality, np.int16))
+    return History.of(rows)
 
 
 def write_rows_csv(rows: Iterable[Row], out: io.TextIOBase | Any) -> None:

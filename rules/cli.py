@@ -228,7 +228,10 @@ def backtest(
     file: Annotated[Path | None, typer.Option(help="backtest a draft from this rules file, not the live rule")] = None,
     version: Annotated[int | None, typer.Option(help="backtest this stored version instead of the live one")] = None,
     compare: Annotated[int | None, typer.Option(help="also run this stored version, side by side")] = None,
-    labels: Annotated[Path | None, typer.Option(help="CSV of known incidents (start,end[,device,label])")] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="known incidents: CSV of windows (start,end[,device,label]) or per-row labels (time,label)"),
+    ] = None,
     tickets: Annotated[
         bool, typer.Option("--tickets", help="closed tickets with the rule's problem code count as incidents")
     ] = False,
@@ -295,7 +298,46 @@ def _fmt(x: Any) -> str:
     return f"{x:.3g}" if isinstance(x, float) else str(x)
 
 
+def _pct(x: Any) -> str:
+    return "—" if x is None else f"{100 * x:.1f} %"
+
+
+def _get(run: Any, path: str) -> Any:
+    obj = run
+    for part in path.split("."):
+        obj = getattr(obj, part, None) if obj is not None else None
+    return obj
+
+
+#: The metrics table: (section, label, attribute path on a BacktestResult, formatter).
+_METRICS: list[tuple[str, str, str, Any]] = [
+    ("alarms", "episodes", "summary.episodes", _fmt),
+    ("alarms", "alerts / week", "summary.alerts_per_week", _fmt),
+    ("alarms", "time in alarm (s)", "summary.time_in_alarm_s", _fmt),
+    ("alarms", "tickets it would open", "summary.tickets", _fmt),
+    ("per reading", "readings judged", "score.points.readings", _fmt),
+    ("per reading", "readings in an incident", "score.points.anomalous", _fmt),
+    ("per reading", "precision", "score.points.precision", _fmt),
+    ("per reading", "recall", "score.points.recall", _fmt),
+    ("per reading", "F1", "score.points.f1", _fmt),
+    ("per reading", "false-alarm rate", "score.points.false_alarm_rate", _pct),
+    ("per reading", "missed-alarm rate", "score.points.missed_alarm_rate", _pct),
+    ("per incident", "incidents", "score.incidents", _fmt),
+    ("per incident", "detected", "score.detected", _fmt),
+    ("per incident", "recall", "score.recall", _fmt),
+    ("per incident", "mean detection delay (s)", "score.mean_detection_delay_s", _fmt),
+    ("per incident", "median detection delay (s)", "score.median_detection_delay_s", _fmt),
+    ("per incident", "max detection delay (s)", "score.max_detection_delay_s", _fmt),
+    ("per incident", "episode precision", "score.precision", _fmt),
+    ("per incident", "false alarms (episodes)", "score.false_episodes", _fmt),
+    ("per incident", "false alarms / week", "score.false_alarms_per_week", _fmt),
+    ("per incident", "incident-free time in alarm", "score.false_alarm_rate", _pct),
+]
+
+
 def _print_runs(runs: list[Any]) -> None:
+    from rules.backtest import iso
+
     first = runs[0]
     out.print(
         f"[bold]{first.rule}[/] on {first.device.site}/{first.device.key}, {first.readings} readings", highlight=False
@@ -303,29 +345,28 @@ def _print_runs(runs: list[Any]) -> None:
     for r in runs:
         table = Table("#", "start", "end", "peak severity", "peak", title=f"episodes — version {r.version}")
         for i, e in enumerate(r.episodes, 1):
-            from rules.backtest import iso
-
             table.add_row(str(i), iso(e.start_ms), iso(e.end_ms) or "(still active)", e.peak_severity, _fmt(e.peak))
         out.print(table)
-    table = Table("metric", *[f"v{r.version}" for r in runs])
-    rows: list[tuple[str, str]] = [
-        ("episodes", "summary.episodes"),
-        ("alerts / week", "summary.alerts_per_week"),
-        ("time in alarm (s)", "summary.time_in_alarm_s"),
-        ("tickets it would open", "summary.tickets"),
-        ("precision", "score.precision"),
-        ("recall", "score.recall"),
-        ("F1", "score.f1"),
-        ("false-alarm rate", "score.false_alarm_rate"),
-        ("missed-alarm rate", "score.missed_alarm_rate"),
-        ("mean detection delay (s)", "score.mean_detection_delay_s"),
-    ]
-    for label, path in rows:
-        part, attr = path.split(".")
-        if part == "score" and all(r.score is None for r in runs):
-            continue
-        table.add_row(label, *[_fmt(getattr(getattr(r, part), attr)) if getattr(r, part) else "—" for r in runs])
+    table = Table("", "metric", *[f"v{r.version}" for r in runs])
+    shown = ""
+    for section, label, path, fmt in _METRICS:
+        if path.startswith("score.") and all(_get(r, path.rsplit(".", 1)[0]) is None for r in runs):
+            continue  # no labels given (or no per-reading view)
+        table.add_row(section if section != shown else "", label, *[fmt(_get(r, path)) for r in runs])
+        shown = section
     out.print(table)
+    labels = sorted({k for r in runs if r.score is not None for k in r.score.by_label})
+    if labels and labels != [""]:
+        table = Table("label", *[f"v{r.version} {c}" for r in runs for c in ("detected", "mean delay (s)")])
+        for label in labels:
+            cells = []
+            for r in runs:
+                ls = r.score.by_label.get(label) if r.score is not None else None
+                cells += (
+                    ["—", "—"] if ls is None else [f"{ls.detected}/{ls.incidents}", _fmt(ls.mean_detection_delay_s)]
+                )
+            table.add_row(label or "(unlabelled)", *cells)
+        out.print(table)
 
 
 # --- silences and maintenance windows ------------------------------------------------------------

@@ -56,11 +56,13 @@ class History:
     @classmethod
     def of(cls, readings: Iterable[tuple[int, float, int]]) -> History:
         """From ``(ts_ms, value, quality)`` tuples."""
-        rows = list(readings)
-        if not rows:
-            return cls(np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, np.int16))
-        ts, value, quality = zip(*rows, strict=True)
-        return cls(np.array(ts, np.int64), np.array(value, np.float64), np.array(quality, np.int16))
+        rows = readings if isinstance(readings, Sequence) else list(readings)
+        n = len(rows)
+        return cls(
+            np.fromiter((r[0] for r in rows), np.int64, n),
+            np.fromiter((r[1] for r in rows), np.float64, n),
+            np.fromiter((r[2] for r in rows), np.int16, n),
+        )
 
     def __len__(self) -> int:
         return len(self.ts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import random
 from datetime import UTC, datetime
@@ -14,12 +15,13 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from rules import NORMAL, RuleEvaluator, RuleState, evaluate, evaluate_all, find_rule
-from rules.backtest import Episode, Incident, episodes, replay, score, summarize
+from rules.backtest import Episode, Incident, episodes, load_labels, replay, score, summarize
 from rules.cli import app
 from rules.compile import CLevel, CompiledRule, compile_rule
 from rules.engine import signal
 from rules.model import SEVERITY_RANK
 from rules.rulesfile import apply_plan, load_rules_file, plan
+from rules.scoring import point_scores
 from rules.workbench import run_backtest
 from simulators.pump import PumpModel
 from tests.support.points import Point
@@ -285,6 +287,37 @@ def test_cli_backtest_output_labels_and_compare(db_url: str, tmp_path, monkeypat
         app, ["backtest", "hot bearing", "--device", "nope", "--from", str(T0), "--to", str(T0 + H)]
     )
     assert missing.exit_code == 2 and "no device 'nope'" in missing.output
+
+
+def test_cli_scores_per_reading_and_per_incident_from_per_row_labels(db_url: str, tmp_path, monkeypatch) -> None:
+    """Per-row labels (time;label) give per-reading and per-incident scores, in JSON and in a readable table."""
+    monkeypatch.setenv("FIELDWATCH_DATABASE_URL", db_url)
+    device = seed_db(db_url)
+    history = pump_history(n=900, fault_at=300, fault_end=600)
+    store(db_url, device, history)
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        "time;label\n" + "".join(f"{ts};{'bearing' if 300 <= (ts - T0) // 1000 < 600 else 0}\n" for ts, _, _ in history)
+    )
+    args = ["backtest", "hot bearing", "--device", "pump-1", "--from", str(T0), "--to", str(T0 + H)]
+    res = CliRunner().invoke(app, [*args, "--labels", str(labels), "--json"])
+    assert res.exit_code == 0, res.output
+    sc = json.loads(res.output)["score"]
+    # The same numbers as the pure functions over the replayed readings the rule judged (good quality).
+    with psycopg.connect(db_url) as conn:
+        rule = find_rule(conn, "hot bearing")
+    rep = replay(compile_rule(rule.spec, rule.id, {"bearing_limit": 85}), history)
+    judged = rep.rows.evaluated
+    want = point_scores(rep.rows.ts[judged], rep.rows.alarmed[judged], load_labels(labels))
+    assert sc["points"] == dataclasses.asdict(want)
+    assert sc["points"]["readings"] == sum(1 for *_, q in history if q == 0)
+    # The duration delays the alarm into the fault; the bearing cools slowly after it, so the alarm outlasts it.
+    assert 0 < sc["points"]["recall"] < 1 and 0 < sc["points"]["precision"] < 1
+    assert sc["incidents"] == 1 and sc["by_label"]["bearing"]["detected"] == 1
+    table = CliRunner().invoke(app, [*args, "--labels", str(labels)])
+    assert table.exit_code == 0, table.output
+    for text in ("per reading", "per incident", "false-alarm rate", "missed-alarm rate", "detection delay", "bearing"):
+        assert text in table.output
 
 
 def test_backtest_a_draft_from_a_file(db_url: str, tmp_path, monkeypatch) -> None:

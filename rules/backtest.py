@@ -53,6 +53,7 @@ __all__ = [
     "load_history",
     "load_labels",
     "parse_time",
+    "pool_summaries",
     "replay",
     "score",
     "summarize",
@@ -133,6 +134,25 @@ def summarize(eps: list[Episode], start_ms: int, end_ms: int) -> Summary:
         time_in_alarm_s=in_alarm / 1000,
         fraction_in_alarm=round(in_alarm / span, 6),
         tickets=len(eps),
+        by_severity=by_sev,
+    )
+
+
+def pool_summaries(parts: list[tuple[Summary, int]]) -> Summary:
+    """Summaries of several windows (or devices), each with its window's length in ms, as one."""
+    span = max(1, sum(ms for _, ms in parts))
+    by_sev: dict[str, int] = {}
+    for s, _ in parts:
+        for k, v in s.by_severity.items():
+            by_sev[k] = by_sev.get(k, 0) + v
+    in_alarm = sum(s.time_in_alarm_s for s, _ in parts)
+    n = sum(s.episodes for s, _ in parts)
+    return Summary(
+        episodes=n,
+        alerts_per_week=round(n / (span / WEEK_MS), 3),
+        time_in_alarm_s=in_alarm,
+        fraction_in_alarm=round(in_alarm * 1000 / span, 6),
+        tickets=sum(s.tickets for s, _ in parts),
         by_severity=by_sev,
     )
 

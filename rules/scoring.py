@@ -99,6 +99,9 @@ class Score:
     max_detection_delay_s: float | None = None
     by_label: dict[str, LabelScore] = field(default_factory=dict)
     points: PointScore | None = None
+    detection_delays_s: list[float] = field(default_factory=list)  # each detected incident's, in incident order
+    window_s: float = 0.0  # the scored window
+    incident_free_s: float = 0.0  # … without incidents (what false_alarm_rate is a share of)
 
 
 def _r(x: float | None, digits: int = 4) -> float | None:
@@ -225,6 +228,83 @@ def score(
         max_detection_delay_s=_r(max(delays) if delays else None),
         by_label=by_label,
         points=points,
+        detection_delays_s=[round(d, 3) for d in delays],
+        window_s=span / 1000,
+        incident_free_s=quiet_ms / 1000,
+    )
+
+
+def _points_sum(parts: Sequence[PointScore]) -> PointScore:
+    tp, fp, fn, tn = (
+        sum(getattr(p, f) for p in parts)
+        for f in ("true_positives", "false_positives", "false_negatives", "true_negatives")
+    )
+    return PointScore(
+        readings=tp + fp + fn + tn,
+        anomalous=tp + fn,
+        alarmed=tp + fp,
+        true_positives=tp,
+        false_positives=fp,
+        false_negatives=fn,
+        true_negatives=tn,
+        precision=_ratio(tp, tp + fp),
+        recall=_ratio(tp, tp + fn),
+        f1=_ratio(2 * tp, 2 * tp + fp + fn),
+        false_alarm_rate=_ratio(fp, fp + tn),
+        missed_alarm_rate=_ratio(fn, fn + tp),
+    )
+
+
+def pool(scores: Sequence[Score]) -> Score:
+    """Several devices' (or windows') scores as one: counts added up, every ratio and delay recomputed from them."""
+    incidents = sum(s.incidents for s in scores)
+    detected = sum(s.detected for s in scores)
+    true_eps = sum(s.true_episodes for s in scores)
+    false_eps = sum(s.false_episodes for s in scores)
+    delays = [d for s in scores for d in s.detection_delays_s]
+    window_s = sum(s.window_s for s in scores)
+    quiet_s = sum(s.incident_free_s for s in scores)
+    precision = true_eps / (true_eps + false_eps) if true_eps + false_eps else None
+    recall = detected / incidents if incidents else None
+    f1 = None
+    if precision is not None and recall is not None:
+        f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    by_label: dict[str, LabelScore] = {}
+    for label in dict.fromkeys(k for s in scores for k in s.by_label):
+        parts = [s.by_label[label] for s in scores if label in s.by_label]
+        n, found = sum(p.incidents for p in parts), sum(p.detected for p in parts)
+        timed = [p for p in parts if p.mean_detection_delay_s is not None]
+        by_label[label] = LabelScore(
+            incidents=n,
+            detected=found,
+            recall=_r(found / n) if n else None,
+            mean_detection_delay_s=_r(sum(p.detected * (p.mean_detection_delay_s or 0.0) for p in timed) / found)
+            if found
+            else None,
+            max_detection_delay_s=max((p.max_detection_delay_s or 0.0 for p in timed), default=None),
+        )
+    points = [s.points for s in scores if s.points is not None]
+    return Score(
+        incidents=incidents,
+        detected=detected,
+        true_episodes=true_eps,
+        false_episodes=false_eps,
+        precision=_r(precision),
+        recall=_r(recall),
+        f1=_r(f1),
+        false_alarm_rate=round(sum(s.false_alarm_rate * s.incident_free_s for s in scores) / quiet_s, 6)
+        if quiet_s
+        else 0.0,
+        missed_alarm_rate=_r(None if recall is None else 1 - recall),
+        mean_detection_delay_s=_r(statistics.fmean(delays) if delays else None),
+        false_alarms_per_week=round(false_eps / (max(window_s, 0.001) * 1000 / WEEK_MS), 3),
+        median_detection_delay_s=_r(statistics.median(delays) if delays else None),
+        max_detection_delay_s=_r(max(delays) if delays else None),
+        by_label=by_label,
+        points=_points_sum(points) if points and len(points) == len(scores) else None,
+        detection_delays_s=delays,
+        window_s=window_s,
+        incident_free_s=quiet_s,
     )
 
 

@@ -320,6 +320,41 @@ def test_cli_scores_per_reading_and_per_incident_from_per_row_labels(db_url: str
         assert text in table.output
 
 
+def test_cli_backtests_several_devices_in_one_run_and_pools_their_scores(db_url: str, tmp_path, monkeypatch) -> None:
+    """Repeating --device replays each device and pools the scores: each device's line, then the pooled table."""
+    monkeypatch.setenv("FIELDWATCH_DATABASE_URL", db_url)
+    first = seed_db(db_url)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        second = conn.execute(
+            "INSERT INTO devices (site_id, key, equipment_model) SELECT site_id, 'pump-2', 'P100' FROM devices"
+            " WHERE id = %s RETURNING id",
+            (first,),
+        ).fetchone()[0]
+    store(db_url, first, pump_history(seed=1, fault_at=300, fault_end=600))
+    store(db_url, second, pump_history(seed=2, fault_at=100, fault_end=250))
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        f"start,end,device,label\n{T0 + 300_000},{T0 + 600_000},pump-1,bearing\n"
+        f"{T0 + 100_000},{T0 + 250_000},pump-2,bearing\n{T0 + 700_000},{T0 + 800_000},pump-2,other\n"
+    )
+    args = ["backtest", "hot bearing", "--device", "pump-1", "--device", "pump-2", "--from", str(T0), "--to"]
+    res = CliRunner().invoke(app, [*args, str(T0 + H), "--labels", str(labels), "--json"])
+    assert res.exit_code == 0, res.output
+    body = json.loads(res.output)
+    one, two = body["devices"]
+    assert (one["device"]["key"], two["device"]["key"]) == ("pump-1", "pump-2")
+    assert (one["score"]["incidents"], two["score"]["incidents"]) == (1, 2)
+    pooled = body["pooled"]["score"]
+    assert pooled["incidents"] == 3 and pooled["detected"] == one["score"]["detected"] + two["score"]["detected"]
+    assert pooled["points"]["readings"] == one["score"]["points"]["readings"] + two["score"]["points"]["readings"]
+    assert body["pooled"]["summary"]["episodes"] == len(one["episodes"]) + len(two["episodes"])
+    table = CliRunner().invoke(app, [*args, str(T0 + H), "--labels", str(labels)])
+    assert table.exit_code == 0, table.output
+    assert "plant/pump-1" in table.output and "plant/pump-2" in table.output and "pooled" in table.output
+    refused = CliRunner().invoke(app, [*args, str(T0 + H), "--compare", "1"])
+    assert refused.exit_code == 2 and "one --device at a time" in refused.output
+
+
 def test_backtest_a_draft_from_a_file(db_url: str, tmp_path, monkeypatch) -> None:
     """A draft rule that is not applied yet can be backtested from its file; nothing is stored."""
     monkeypatch.setenv("FIELDWATCH_DATABASE_URL", db_url)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rules.backtest import BacktestError, Episode, load_labels
-from rules.scoring import Incident, incidents_from_labels, point_scores, score
+from rules.scoring import Incident, incidents_from_labels, point_scores, pool, score
 
 # (alarmed per reading at t = 0..9, incidents) → (tp, fp, fn, tn, precision, recall, f1, false-alarm, missed-alarm)
 POINT_CASES = [
@@ -68,6 +68,33 @@ def test_score_includes_point_wise_results_when_given_the_readings() -> None:
     assert sc.points is not None
     assert (sc.points.true_positives, sc.points.false_positives, sc.points.false_negatives) == (2, 1, 2)
     assert sc.recall == 1.0 and sc.mean_detection_delay_s == 0.0
+
+
+def test_pooled_scores_equal_the_score_of_the_windows_side_by_side() -> None:
+    """Pooling two devices' scores gives what one score over both windows, end to end, gives."""
+
+    def ep(a: int, b: int) -> Episode:
+        return Episode(a, b, a, "major", None)
+
+    ts = np.arange(0, 100, 5, dtype=np.int64)
+    a_eps, a_incs = [ep(10, 20), ep(60, 65)], [Incident(12, 30, "step"), Incident(80, 90, "drift")]
+    b_eps, b_incs = [ep(15, 40)], [Incident(5, 25, "step")]
+    on_a = np.array([any(e.start_ms <= t < e.end_ms for e in a_eps) for t in ts])
+    on_b = np.array([any(e.start_ms <= t < e.end_ms for e in b_eps) for t in ts])
+    a = score(a_eps, a_incs, 0, 100, ts=ts, alarmed=on_a)
+    b = score(b_eps, b_incs, 0, 100, ts=ts, alarmed=on_b)
+    shifted_eps = [ep(e.start_ms + 100, e.end_ms + 100) for e in b_eps]  # type: ignore[operator]
+    shifted_incs = [Incident(i.start_ms + 100, i.end_ms + 100, i.label) for i in b_incs]
+    both = score(
+        a_eps + shifted_eps,
+        a_incs + shifted_incs,
+        0,
+        200,
+        ts=np.concatenate([ts, ts + 100]),
+        alarmed=np.concatenate([on_a, on_b]),
+    )
+    assert pool([a, b]) == both
+    assert (both.incidents, both.detected, both.by_label["step"].detected, both.points.readings) == (3, 2, 2, 40)
 
 
 @pytest.mark.parametrize(

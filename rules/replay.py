@@ -68,7 +68,7 @@ class History:
         return len(self.ts)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Trace(Sequence[Row]):
     """Per-reading results of a replay in time order, as columns; indexing or iterating gives :class:`Row`."""
 

@@ -1,6 +1,7 @@
-"""Rules bench: state-machine throughput, and committed-reading → committed-alarm latency.
+"""Rules bench: state-machine throughput, and committed-reading → committed-alarm latency; or backtest speed.
 
     python bench/rules.py --json
+    python bench/rules.py --backtest --json
 
 * ``readings_per_s``: readings through :func:`rules.engine.evaluate` with 1,000 rules over
   10,000 series (each series watched by one rule; a mix of kinds, ladders, durations);
@@ -15,6 +16,21 @@
 * ``alarm_e2e_p50_ms`` / ``alarm_e2e_p99_ms``: probe *published* → alarm committed, for context: it adds
   the broker, the ingest queue and batching wait (up to ``batch_max_wait_ms``) and the ingest commit.
 
+``--backtest`` measures instead how fast history replays through a rule, on one core (BLAS and OpenMP
+threads pinned to 1), on a seeded signal that goes in and out of alarm (two-level ladder, hysteresis,
+``for_s``, ``count``, keep-firing-for):
+
+* ``threshold_replay_rows_per_s``: :func:`rules.backtest.replay` over in-memory readings (the state machine,
+  per-reading states for ``--output`` and the events);
+* ``threshold_rows_per_s``: :func:`rules.workbench.run_backtest` from PostgreSQL (load, replay, episodes,
+  summary, scores against labels), the path of ``fieldwatch rules backtest``;
+* ``anomaly_rows_per_s_<kind>``: the same for an anomaly rule over 5 pump tags with a stored model of each kind
+  (load the vectors, score, replay, score against labels); a row is one vector;
+* ``small_draft_s``: one backtest of an unapplied anomaly draft over a file-sized window (1,100 vectors),
+  training its model in memory — what one tuning step costs;
+* ``*_cpu_rows_per_s``: the same rows per CPU-second of this process (robust to a busy machine; the
+  database's own CPU is not in it).
+
 The last stdout line is one JSON object.
 """
 
@@ -22,12 +38,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
 import time
 import uuid
 from pathlib import Path
+
+if "--backtest" in sys.argv:  # one core: set before numpy (and its BLAS) is first imported
+    os.environ.update({v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -340,6 +360,194 @@ def latency_under_load(seconds: float = 30.0, devices: int = 1000, warmup_s: flo
         drop_database(admin, name)
 
 
+# --- backtest speed -------------------------------------------------------------------------
+
+BT_RULE = {
+    "name": "bt hot",
+    "tag": "temp",
+    "condition": {
+        "kind": "above",
+        "levels": [{"severity": "major", "threshold": 80, "clear": 78}, {"severity": "critical", "threshold": 90}],
+    },
+    "for_s": 20,
+    "count": 3,
+    "keep_firing_for_s": 30,
+    "scope": {"equipment_models": ["P100"]},
+    "problem_code": "P",
+}
+BT_T0 = 1_700_000_000_000
+PUMP_TAGS = ("flow", "discharge_pressure", "motor_current", "bearing_temp", "vibration")
+
+
+def _walk(n: int, seed: int = 1) -> list[float]:
+    """A seeded mean-reverting temperature around 70 that spends a few percent of its time above 80."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = np.empty(n)
+    level = 70.0
+    noise = rng.normal(0.0, 0.35, n)
+    for i in range(n):
+        level += 0.002 * (70.0 - level) + noise[i]
+        x[i] = level
+    return x.tolist()
+
+
+def _pump_vectors(n: int, step_s: int, seed: int, fault_every: int) -> list[tuple[int, list[float]]]:
+    """Pump physics every ``step_s`` s with a mild bearing-wear fault for 600 s every ``fault_every`` vectors."""
+    from simulators.pump import PumpModel
+
+    pump = PumpModel(seed)
+    out = []
+    for i in range(n):
+        if i % fault_every == fault_every // 2:
+            pump.inject_fault("bearing_wear", rate=0.05)
+        elif i % fault_every == fault_every // 2 + 600 // step_s:
+            pump.clear_fault()
+        r = pump.step(float(i * step_s))
+        out.append((BT_T0 + i * step_s * 1000, [r[t] for t in PUMP_TAGS]))
+    return out
+
+
+def _copy(url: str, series: dict[str, int], rows: list[tuple[int, list[float]]], tags: tuple[str, ...]) -> None:
+    """Store vectors straight into telemetry (as ingest would have committed them)."""
+    from datetime import UTC, datetime
+
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        days = {datetime.fromtimestamp(ts / 1000, UTC).date() for ts, _ in rows}
+        for day in sorted(days):
+            conn.execute(
+                "SELECT fw_ensure_telemetry_partition(%s)"
+                " WHERE to_regproc('fw_ensure_telemetry_partition') IS NOT NULL",
+                (day,),
+            )
+        with conn.cursor() as cur, cur.copy("COPY telemetry (series_id, time, value, quality) FROM STDIN") as cp:
+            for ts, values in rows:
+                at = datetime.fromtimestamp(ts / 1000, UTC)
+                for tag, v in zip(tags, values, strict=True):
+                    cp.write_row((series[tag], at, v, 0))
+
+
+def _timed(fn):  # type: ignore[no-untyped-def]
+    """(result, wall seconds, CPU seconds of this process)."""
+    w, c = time.perf_counter(), time.process_time()
+    result = fn()
+    return result, time.perf_counter() - w, time.process_time() - c
+
+
+def backtest_speed(threshold_rows: int = 300_000, anomaly_rows: int = 60_000) -> dict[str, float | int | None]:
+    """Rows per second of backtests: in memory, from PostgreSQL for a threshold rule and an anomaly rule."""
+    import psycopg
+
+    from fwcore.db import create_database, drop_database
+    from fwcore.settings import load_settings
+    from ingest.schema import migrate
+    from rules import RuleSpec, compile_rule, find_rule
+    from rules.anomaly_rules import train_rule
+    from rules.backtest import Incident, replay
+    from rules.rulesfile import apply_plan, parse_rules, plan
+    from rules.workbench import run_backtest
+
+    out: dict[str, float | int | None] = {}
+    values = _walk(threshold_rows)
+    readings = [(BT_T0 + i * 1000, v, 0) for i, v in enumerate(values)]
+    compiled = compile_rule(RuleSpec.model_validate(BT_RULE), 1)
+    rep, wall, cpu = _timed(lambda: replay(compiled, readings))
+    out["threshold_replay_rows_per_s"] = round(len(readings) / wall)
+    out["threshold_replay_cpu_rows_per_s"] = round(len(readings) / cpu)
+    out["threshold_rows"] = len(readings)
+    out["threshold_episodes"] = sum(1 for e in rep.events if type(e).__name__ == "AlarmOpened")
+    out["threshold_fraction_active"] = round(sum(r.phase == "active" for r in rep.rows) / len(readings), 4)
+
+    admin = load_settings().database_url
+    name = f"fwbench_backtest_{uuid.uuid4().hex[:8]}"
+    url = create_database(admin, name)
+    try:
+        migrate(url)
+        step_s = 5
+        train_n = 4 * 3600 // step_s  # four hours of healthy pump to train on
+        vectors = _pump_vectors(train_n + anomaly_rows, step_s, seed=1, fault_every=2000)
+        with psycopg.connect(url, autocommit=True) as conn:
+            c = conn.execute("INSERT INTO clients (name, segment) VALUES ('B', 'gold') RETURNING id").fetchone()[0]
+            site = conn.execute(
+                "INSERT INTO sites (client_id, slug, name, latitude, longitude)"
+                " VALUES (%s, 'b', 'B', 1, 1) RETURNING id",
+                (c,),
+            ).fetchone()[0]
+            dev = conn.execute(
+                "INSERT INTO devices (site_id, key, equipment_model) VALUES (%s, 'pump-1', 'P100') RETURNING id",
+                (site,),
+            ).fetchone()[0]
+            series = {}
+            for tag in ("temp", *PUMP_TAGS):
+                series[tag] = conn.execute(
+                    "INSERT INTO series (device_id, tag) VALUES (%s, %s) RETURNING id", (dev, tag)
+                ).fetchone()[0]
+            training_end = BT_T0 + train_n * step_s * 1000
+            specs = [BT_RULE] + [
+                {
+                    "name": f"bt {kind}",
+                    "condition": {
+                        "kind": "anomaly",
+                        "tags": list(PUMP_TAGS),
+                        "training": {"start": BT_T0, "end": training_end},
+                        "target_far": 0.01,
+                        "models": [kind],
+                    },
+                    "for_s": 30,
+                    "count": 3,
+                    "scope": {"equipment_models": ["P100"]},
+                    "problem_code": "P",
+                }
+                for kind in ("pca", "iforest")
+            ]
+            apply_plan(conn, plan(conn, parse_rules(specs)), author="bench")
+        _copy(url, {"temp": series["temp"]}, [(ts, [v]) for ts, v, _ in readings], ("temp",))
+        _copy(url, series, vectors, PUMP_TAGS)
+        # Incidents every 2,000 vectors (the bearing faults), so scores against labels are part of the run.
+        fault_ms = 600_000
+        incidents = [
+            Incident(ts, ts + fault_ms, "bearing")
+            for i, (ts, _) in enumerate(vectors)
+            if i >= train_n and i % 2000 == 1000
+        ]
+        end = BT_T0 + (train_n + anomaly_rows) * step_s * 1000
+        t_end = BT_T0 + threshold_rows * 1000
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE telemetry")
+            run_backtest(conn, "bt hot", "pump-1", BT_T0, BT_T0 + 60_000)  # connection and plan warm-up
+            res, wall, cpu = _timed(lambda: run_backtest(conn, "bt hot", "pump-1", BT_T0, t_end, incidents=[]))
+            out["threshold_rows_per_s"] = round(res.readings / wall)
+            out["threshold_cpu_rows_per_s"] = round(res.readings / cpu)
+            for kind in ("pca", "iforest"):
+                report = train_rule(conn, find_rule(conn, f"bt {kind}"), now_ms=end, author="bench")
+                assert report.trained, report.failed
+                run_backtest(conn, f"bt {kind}", "pump-1", training_end, training_end + 60_000)  # load the model
+                res, wall, cpu = _timed(
+                    lambda kind=kind: run_backtest(conn, f"bt {kind}", "pump-1", training_end, end, incidents=incidents)
+                )
+                out[f"anomaly_rows_per_s_{kind}"] = round(res.readings / wall)
+                out[f"anomaly_cpu_rows_per_s_{kind}"] = round(res.readings / cpu)
+                out[f"anomaly_recall_{kind}"] = res.score.recall if res.score else None
+            out["anomaly_rows"] = res.readings
+            draft = parse_rules(
+                [{**specs[1], "name": "bt draft", "condition": {**specs[1]["condition"], "models": ["pca", "iforest"]}}]
+            )[0]
+            small_end = training_end + 1100 * step_s * 1000
+            res, wall, _ = _timed(
+                lambda: run_backtest(
+                    conn, "bt draft", "pump-1", training_end, small_end, draft=draft, incidents=incidents
+                )
+            )
+            out["small_draft_rows"] = res.readings
+            out["small_draft_s"] = round(wall, 3)
+    finally:
+        drop_database(admin, name)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print only the JSON result line")
@@ -351,7 +559,18 @@ def main() -> None:
         default=WARMUP_S,
         help="seconds of load whose probes are reported apart (warmup_alarm_ms); 0: none",
     )
+    ap.add_argument("--backtest", action="store_true", help="measure backtest speed instead (one core)")
     args = ap.parse_args()
+    if args.backtest:
+        bt = backtest_speed()
+        if not args.json:
+            print(
+                f"backtest: threshold {bt['threshold_rows_per_s']:,} rows/s from PostgreSQL "
+                f"({bt['threshold_replay_rows_per_s']:,} in memory); anomaly {bt['anomaly_rows_per_s_pca']:,} (pca), "
+                f"{bt['anomaly_rows_per_s_iforest']:,} (iforest) rows/s; a 1,100-row draft: {bt['small_draft_s']} s"
+            )
+        print(json.dumps({"mode": "backtest", **bt}))
+        return
     rps = throughput()
     lat = latency_under_load(args.seconds, args.devices, args.warmup)
     result = {

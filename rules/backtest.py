@@ -1,15 +1,17 @@
 """Backtest: replay history through the live state machine, summarise it, score it against incidents.
 
-The replay calls :func:`rules.engine.evaluate` — the very function live evaluation uses —
-starting from the normal state, so a backtest on the readings live evaluation saw gives
-the same episodes. Nothing here writes alarms; the database is only read.
+The replay is :func:`rules.replay.replay_arrays` — exactly :func:`rules.engine.evaluate` folded over
+the readings, the function live evaluation uses, with numpy skipping in bulk the readings that
+cannot change anything — starting from the normal state, so a backtest on the readings live
+evaluation saw gives the same episodes. Nothing here writes alarms; the database is only read.
 
-* :func:`replay` (pure): readings → per-reading rows (time, value, signal, phase,
-  severity) and events;
+* :func:`replay` (pure): readings → per-reading :class:`Trace` (time, value, signal, phase,
+  severity; iterating gives :class:`Row`) and events;
 * :func:`episodes` (pure): events → alarm episodes (start, end, peak severity);
 * :func:`summarize` (pure): alerts per week, time in alarm, tickets it would open;
-* :func:`score` (pure): episodes vs. known incident intervals → precision, recall, F1,
-  false-alarm rate, missed-alarm rate, mean detection delay;
+* :func:`score` (pure, :mod:`rules.scoring`): episodes and per-reading alarm states vs. known
+  incidents → per-reading precision, recall, F1, false-alarm and missed-alarm rates; per-incident
+  recall, detection delay, false alarms per week;
 * :func:`load_history`, :func:`load_labels`, :func:`labels_from_tickets`: the I/O.
 """
 
@@ -26,23 +28,41 @@ from typing import Any
 import psycopg
 
 from rules.compile import CompiledRule
-from rules.engine import NORMAL, AlarmCleared, AlarmOpened, RuleEvent, RuleState, SeverityChanged, evaluate, signal
+from rules.engine import NORMAL, AlarmCleared, AlarmOpened, RuleEvent, RuleState, SeverityChanged
 from rules.model import SEVERITY_RANK
+from rules.replay import History, Row, Trace, replay_arrays
+from rules.scoring import WEEK_MS, Incident, LabelScore, PointScore, Score, incidents_from_labels, score
 
-WEEK_MS = 7 * 24 * 3600 * 1000
+__all__ = [
+    "WEEK_MS",
+    "BacktestError",
+    "Episode",
+    "History",
+    "Incident",
+    "LabelScore",
+    "PointScore",
+    "Replay",
+    "Row",
+    "Score",
+    "Summary",
+    "Trace",
+    "episode_dict",
+    "episodes",
+    "iso",
+    "labels_from_tickets",
+    "load_history",
+    "load_labels",
+    "parse_time",
+    "pool_summaries",
+    "replay",
+    "score",
+    "summarize",
+    "write_rows_csv",
+]
 
 
 class BacktestError(ValueError):
     """A backtest cannot run as asked (unknown device, empty window, unreadable labels)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    ts_ms: int
-    value: float
-    signal: float | None  # what the rule compared: the value, or the rate of change
-    phase: str
-    severity: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,24 +76,22 @@ class Episode:
 
 @dataclass(frozen=True, slots=True)
 class Replay:
-    rows: list[Row]
+    rows: Trace  # per reading, time order (empty when asked for no rows)
     events: list[RuleEvent]
     state: RuleState
 
 
 def replay(
-    rule: CompiledRule, readings: Iterable[tuple[int, float, int]], *, state: RuleState = NORMAL, rows: bool = True
+    rule: CompiledRule,
+    readings: Iterable[tuple[int, float, int]] | History,
+    *,
+    state: RuleState = NORMAL,
+    rows: bool = True,
 ) -> Replay:
     """Evaluate ``(ts_ms, value, quality)`` readings in time order, exactly as live evaluation would."""
-    out: list[Row] = []
-    events: list[RuleEvent] = []
-    for ts_ms, value, quality in sorted(readings, key=lambda r: r[0]):
-        sig = signal(rule, state, ts_ms, value) if rows and quality == 0 else None
-        state, new = evaluate(rule, state, ts_ms, value, quality)
-        events.extend(new)
-        if rows:
-            out.append(Row(ts_ms, value, sig, state.phase, state.severity if state.phase == "active" else None))
-    return Replay(out, events, state)
+    h = readings if isinstance(readings, History) else History.of(readings)
+    trace, events, final = replay_arrays(rule, h.ts, h.value, h.quality, state)
+    return Replay(trace if rows else Trace.empty(), events, final)
 
 
 def episodes(events: Iterable[RuleEvent]) -> list[Episode]:
@@ -120,84 +138,23 @@ def summarize(eps: list[Episode], start_ms: int, end_ms: int) -> Summary:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Incident:
-    start_ms: int
-    end_ms: int
-    label: str = ""
-
-
-@dataclass(frozen=True)
-class Score:
-    incidents: int
-    detected: int
-    true_episodes: int
-    false_episodes: int
-    precision: float | None  # true episodes / episodes (None without episodes)
-    recall: float | None  # detected incidents / incidents (None without incidents)
-    f1: float | None
-    false_alarm_rate: float  # share of incident-free time spent in alarm
-    missed_alarm_rate: float | None  # 1 - recall
-    mean_detection_delay_s: float | None  # incident start → first alarm (0 if already alarming)
-    false_alarms_per_week: float
-
-
-def _overlaps(a0: int, a1: int, b0: int, b1: int) -> bool:
-    return a0 <= b1 and b0 <= a1
-
-
-def score(eps: list[Episode], incidents: list[Incident], start_ms: int, end_ms: int) -> Score:
-    """Score episodes against known incidents inside ``[start_ms, end_ms]``."""
-    incs = [i for i in incidents if _overlaps(i.start_ms, i.end_ms, start_ms, end_ms)]
-    spans = [(e.start_ms, e.end_ms if e.end_ms is not None else end_ms) for e in eps]
-    true_eps = sum(1 for a, b in spans if any(_overlaps(a, b, i.start_ms, i.end_ms) for i in incs))
-    delays: list[float] = []
-    for inc in incs:
-        hits = [a for a, b in spans if _overlaps(a, b, inc.start_ms, inc.end_ms)]
-        if hits:
-            delays.append(max(0, min(hits) - inc.start_ms) / 1000)
-    precision = true_eps / len(eps) if eps else None
-    recall = len(delays) / len(incs) if incs else None
-    f1 = None
-    if precision is not None and recall is not None:
-        f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
-    quiet = _minus(start_ms, end_ms, [(i.start_ms, i.end_ms) for i in incs])
-    quiet_ms = sum(b - a for a, b in quiet)
-    false_ms = sum(_overlap_len(s, q) for s in spans for q in quiet)
-    span = max(1, end_ms - start_ms)
-    return Score(
-        incidents=len(incs),
-        detected=len(delays),
-        true_episodes=true_eps,
-        false_episodes=len(eps) - true_eps,
-        precision=_r(precision),
-        recall=_r(recall),
-        f1=_r(f1),
-        false_alarm_rate=round(false_ms / quiet_ms, 6) if quiet_ms else 0.0,
-        missed_alarm_rate=_r(None if recall is None else 1 - recall),
-        mean_detection_delay_s=_r(sum(delays) / len(delays) if delays else None),
-        false_alarms_per_week=round((len(eps) - true_eps) / (span / WEEK_MS), 3),
+def pool_summaries(parts: list[tuple[Summary, int]]) -> Summary:
+    """Summaries of several windows (or devices), each with its window's length in ms, as one."""
+    span = max(1, sum(ms for _, ms in parts))
+    by_sev: dict[str, int] = {}
+    for s, _ in parts:
+        for k, v in s.by_severity.items():
+            by_sev[k] = by_sev.get(k, 0) + v
+    in_alarm = sum(s.time_in_alarm_s for s, _ in parts)
+    n = sum(s.episodes for s, _ in parts)
+    return Summary(
+        episodes=n,
+        alerts_per_week=round(n / (span / WEEK_MS), 3),
+        time_in_alarm_s=in_alarm,
+        fraction_in_alarm=round(in_alarm * 1000 / span, 6),
+        tickets=sum(s.tickets for s, _ in parts),
+        by_severity=by_sev,
     )
-
-
-def _r(x: float | None) -> float | None:
-    return None if x is None else round(x, 4)
-
-
-def _overlap_len(a: tuple[int, int], b: tuple[int, int]) -> int:
-    return max(0, min(a[1], b[1]) - max(a[0], b[0]))
-
-
-def _minus(start: int, end: int, holes: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """``[start, end]`` without the ``holes``."""
-    out, cur = [], start
-    for a, b in sorted(holes):
-        if a > cur:
-            out.append((cur, min(a, end)))
-        cur = max(cur, b)
-    if cur < end:
-        out.append((cur, end))
-    return [(a, b) for a, b in out if b > a]
 
 
 # --- I/O ----------------------------------------------------------------------------------------
@@ -221,27 +178,80 @@ def iso(ms: int | None) -> str | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
+#: Column names a labels file may use (case-insensitive), first match wins.
+TIME_COLUMNS = ("time", "timestamp", "datetime", "date", "ts")
+LABEL_COLUMNS = ("label", "anomaly", "is_anomaly", "fault", "kind")
+_NORMAL = {"", "0", "0.0", "false", "no", "none", "normal", "ok"}
+_UNNAMED = {"1", "1.0", "true", "yes"}
+
+
+def _row_label(text: str) -> str | None:
+    """A per-row label cell → None (normal), "" (anomalous, unnamed) or the fault's name."""
+    t = text.strip()
+    if t.lower() in _NORMAL:
+        return None
+    if t.lower() in _UNNAMED:
+        return ""
+    try:
+        return "" if float(t) != 0 else None
+    except ValueError:
+        return t
+
+
 def load_labels(path: Path, device: str | None = None) -> list[Incident]:
-    """Incident intervals from a CSV with ``start,end`` columns (optional ``device``, ``label``)."""
+    """Incidents from a labels file: windows, or per-row labels turned into windows.
+
+    * windows: ``start,end`` columns (optional ``device``, ``label``), one incident per line;
+    * per row: a time column (``time``, ``timestamp``, ``datetime``…) and a label column (``label``,
+      ``anomaly``…): 0/1, true/false, or a fault name (``normal``/empty = no fault). Each run of rows
+      with one label is an incident from its first to its last row.
+
+    The separator (``,``, ``;`` or tab) is detected; times are ISO-8601 (naive means UTC) or epoch ms.
+    """
     try:
         text = path.read_text()
     except OSError as exc:
         raise BacktestError(f"cannot read labels file {path}: {exc}") from None
-    reader = csv.DictReader(io.StringIO(text))
-    if not reader.fieldnames or not {"start", "end"} <= set(reader.fieldnames):
-        raise BacktestError(f"{path}: the labels file needs a header with 'start' and 'end' columns")
+    try:
+        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    reader = csv.reader(io.StringIO(text), dialect)
+    header = [h.strip().lower() for h in next(reader, [])]
+    col = {name: i for i, name in reversed(list(enumerate(header)))}
+    time_col = next((col[c] for c in TIME_COLUMNS if c in col), None)
+    label_col = next((col[c] for c in LABEL_COLUMNS if c in col), None)
+    windows = "start" in col and "end" in col
+    if not windows and (time_col is None or label_col is None):
+        raise BacktestError(
+            f"{path}: the labels file needs a header with 'start' and 'end' columns, or a time column and a label "
+            f"column ({'/'.join(TIME_COLUMNS)}; {'/'.join(LABEL_COLUMNS)}); it has: {', '.join(header) or 'none'}"
+        )
+    dev_col = col.get("device")
     out: list[Incident] = []
+    times: list[int] = []
+    labels: list[str | None] = []
     for n, row in enumerate(reader, start=2):
-        if device is not None and row.get("device") and row["device"] != device:
+        if not row or not any(cell.strip() for cell in row):
+            continue
+
+        def cell(i: int | None, row: list[str] = row) -> str:
+            return row[i] if i is not None and i < len(row) else ""
+
+        if device is not None and cell(dev_col) and cell(dev_col) != device:
             continue
         try:
-            start, end = parse_time(row["start"]), parse_time(row["end"])
+            if windows:
+                start, end = parse_time(cell(col["start"])), parse_time(cell(col["end"]))
+                if end < start:
+                    raise BacktestError("end is before start")
+                out.append(Incident(start, end, cell(col.get("label"))))
+            else:
+                times.append(parse_time(cell(time_col)))
+                labels.append(_row_label(cell(label_col)))
         except BacktestError as exc:
             raise BacktestError(f"{path} line {n}: {exc}") from None
-        if end < start:
-            raise BacktestError(f"{path} line {n}: end is before start")
-        out.append(Incident(start, end, row.get("label") or ""))
-    return out
+    return out if windows else incidents_from_labels(times, labels)
 
 
 def labels_from_tickets(conn: psycopg.Connection, device_id: int, problem_code: str) -> list[Incident]:
@@ -254,10 +264,8 @@ def labels_from_tickets(conn: psycopg.Connection, device_id: int, problem_code: 
     return [Incident(int(a.timestamp() * 1000), int(b.timestamp() * 1000), "ticket") for a, b in rows]
 
 
-def load_history(
-    conn: psycopg.Connection, device_id: int, tag: str, start_ms: int, end_ms: int
-) -> list[tuple[int, float, int]]:
-    """Stored readings of one series in ``[start, end)``, oldest first."""
+def load_history(conn: psycopg.Connection, device_id: int, tag: str, start_ms: int, end_ms: int) -> History:
+    """Stored readings of one series in ``[start, end)``, oldest first, as columns."""
     rows = conn.execute(
         """SELECT (extract(epoch FROM t.time) * 1000)::bigint, t.value, t.quality
            FROM telemetry t JOIN series s ON s.id = t.series_id
@@ -265,10 +273,10 @@ def load_history(
            ORDER BY t.time""",
         (device_id, tag, datetime.fromtimestamp(start_ms / 1000, UTC), datetime.fromtimestamp(end_ms / 1000, UTC)),
     ).fetchall()
-    return [(int(ts), float(v), int(q)) for ts, v, q in rows]
+    return History.of(rows)
 
 
-def write_rows_csv(rows: list[Row], out: io.TextIOBase | Any) -> None:
+def write_rows_csv(rows: Iterable[Row], out: io.TextIOBase | Any) -> None:
     w = csv.writer(out)
     w.writerow(["time", "value", "score", "state", "severity"])
     for r in rows:

@@ -222,13 +222,22 @@ def train_cmd(
 @app.command("backtest")
 def backtest(
     rule: Annotated[str, typer.Argument(help="rule id or name (with --file: the rule's name in the draft file)")],
-    device: Annotated[str, typer.Option(help="device id, key or SITE/key")],
+    device: Annotated[
+        list[str],
+        typer.Option(help="device id, key or SITE/key; repeat for several devices in one run (scores are pooled)"),
+    ],
     from_: Annotated[str, typer.Option("--from", help="start (ISO-8601 or epoch ms)")],
     to: Annotated[str, typer.Option(help="end (ISO-8601 or epoch ms)")],
     file: Annotated[Path | None, typer.Option(help="backtest a draft from this rules file, not the live rule")] = None,
     version: Annotated[int | None, typer.Option(help="backtest this stored version instead of the live one")] = None,
     compare: Annotated[int | None, typer.Option(help="also run this stored version, side by side")] = None,
-    labels: Annotated[Path | None, typer.Option(help="CSV of known incidents (start,end[,device,label])")] = None,
+    labels: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="known incidents: CSV of windows (start,end[,device,label]) or per-row labels (time,label); "
+            "one file for every device (its device column picks the rows), or one per --device, in order"
+        ),
+    ] = None,
     tickets: Annotated[
         bool, typer.Option("--tickets", help="closed tickets with the rule's problem code count as incidents")
     ] = False,
@@ -246,41 +255,50 @@ def backtest(
         if rule not in drafts:
             raise _fail(f"{file} has no rule named {rule!r}; it has: {', '.join(drafts) or 'none'}", 2)
         draft = drafts[rule]
+    if len(device) > 1 and (compare is not None or output is not None):
+        raise _fail("--compare and --output work on one --device at a time", 2)
+    if labels and len(labels) not in (1, len(device)):
+        raise _fail(f"give one --labels file, or one per --device ({len(device)}), not {len(labels)}", 2)
     try:
         start, end = parse_time(from_), parse_time(to)
-        incidents = load_labels(labels, device) if labels else None
+        runs = []
         with _conn() as conn:
-            runs = [
-                run_backtest(
-                    conn,
-                    rule,
-                    device,
-                    start,
-                    end,
-                    version=version,
-                    draft=draft,
-                    incidents=incidents,
-                    tickets_as_labels=tickets,
-                )
-            ]
-            if compare is not None:
+            for i, dev in enumerate(device):
+                incidents = load_labels(labels[i if len(labels) > 1 else 0], dev) if labels else None
                 runs.append(
                     run_backtest(
                         conn,
-                        runs[0].rule if draft else rule,
-                        device,
+                        rule,
+                        dev,
                         start,
                         end,
-                        version=compare,
+                        version=version,
+                        draft=draft,
                         incidents=incidents,
                         tickets_as_labels=tickets,
                     )
                 )
+                if compare is not None:
+                    runs.append(
+                        run_backtest(
+                            conn,
+                            runs[0].rule if draft else rule,
+                            dev,
+                            start,
+                            end,
+                            version=compare,
+                            incidents=incidents,
+                            tickets_as_labels=tickets,
+                        )
+                    )
     except (BacktestError, RuleError) as exc:
         raise _fail(str(exc), 2) from None
     if output is not None:
         with output.open("w", newline="") as fh:
             write_rows_csv(runs[0].rows, fh)
+    if len(device) > 1:
+        _devices(runs, as_json)
+        return
     if as_json:
         print(json.dumps([r.as_dict() for r in runs] if compare is not None else runs[0].as_dict()))
         return
@@ -289,13 +307,98 @@ def backtest(
         out.print(f"wrote {len(runs[0].rows)} rows to {output}", highlight=False)
 
 
+def _devices(runs: list[Any], as_json: bool) -> None:
+    """Several devices: each one's headline, then everything pooled."""
+    from dataclasses import asdict
+    from types import SimpleNamespace
+
+    from rules.backtest import pool_summaries
+    from rules.scoring import pool
+
+    scores = [r.score for r in runs if r.score is not None]
+    pooled = SimpleNamespace(
+        version="pooled",
+        summary=pool_summaries([(r.summary, r.end_ms - r.start_ms) for r in runs]),
+        score=pool(scores) if len(scores) == len(runs) else None,
+    )
+    if as_json:
+        body = {
+            "devices": [r.as_dict() for r in runs],
+            "pooled": {
+                "summary": asdict(pooled.summary),
+                "score": None if pooled.score is None else asdict(pooled.score),
+            },
+        }
+        print(json.dumps(body))
+        return
+    first = runs[0]
+    out.print(f"[bold]{first.rule}[/] v{first.version} on {len(runs)} devices", highlight=False)
+    table = Table()
+    table.add_column("device", no_wrap=True)
+    for name in ("readings", "episodes", "alerts / week", "F1", "false-alarm rate", "detected", "delay (s)"):
+        table.add_column(name)
+    for r in runs:
+        sc = r.score
+        table.add_row(
+            f"{r.device.site}/{r.device.key}",
+            str(r.readings),
+            str(r.summary.episodes),
+            _fmt(r.summary.alerts_per_week),
+            _fmt(_get(r, "score.points.f1")),
+            _pct(_get(r, "score.points.false_alarm_rate")),
+            "—" if sc is None else f"{sc.detected}/{sc.incidents}",
+            _fmt(_get(r, "score.mean_detection_delay_s")),
+        )
+    out.print(table)
+    _print_metrics([pooled])
+
+
 def _fmt(x: Any) -> str:
     if x is None:
         return "—"
     return f"{x:.3g}" if isinstance(x, float) else str(x)
 
 
+def _pct(x: Any) -> str:
+    return "—" if x is None else f"{100 * x:.1f} %"
+
+
+def _get(run: Any, path: str) -> Any:
+    obj = run
+    for part in path.split("."):
+        obj = getattr(obj, part, None) if obj is not None else None
+    return obj
+
+
+#: The metrics table: (section, label, attribute path on a BacktestResult, formatter).
+_METRICS: list[tuple[str, str, str, Any]] = [
+    ("alarms", "episodes", "summary.episodes", _fmt),
+    ("alarms", "alerts / week", "summary.alerts_per_week", _fmt),
+    ("alarms", "time in alarm (s)", "summary.time_in_alarm_s", _fmt),
+    ("alarms", "tickets it would open", "summary.tickets", _fmt),
+    ("per reading", "readings judged", "score.points.readings", _fmt),
+    ("per reading", "readings in an incident", "score.points.anomalous", _fmt),
+    ("per reading", "precision", "score.points.precision", _fmt),
+    ("per reading", "recall", "score.points.recall", _fmt),
+    ("per reading", "F1", "score.points.f1", _fmt),
+    ("per reading", "false-alarm rate", "score.points.false_alarm_rate", _pct),
+    ("per reading", "missed-alarm rate", "score.points.missed_alarm_rate", _pct),
+    ("per incident", "incidents", "score.incidents", _fmt),
+    ("per incident", "detected", "score.detected", _fmt),
+    ("per incident", "recall", "score.recall", _fmt),
+    ("per incident", "mean detection delay (s)", "score.mean_detection_delay_s", _fmt),
+    ("per incident", "median detection delay (s)", "score.median_detection_delay_s", _fmt),
+    ("per incident", "max detection delay (s)", "score.max_detection_delay_s", _fmt),
+    ("per incident", "episode precision", "score.precision", _fmt),
+    ("per incident", "false alarms (episodes)", "score.false_episodes", _fmt),
+    ("per incident", "false alarms / week", "score.false_alarms_per_week", _fmt),
+    ("per incident", "incident-free time in alarm", "score.false_alarm_rate", _pct),
+]
+
+
 def _print_runs(runs: list[Any]) -> None:
+    from rules.backtest import iso
+
     first = runs[0]
     out.print(
         f"[bold]{first.rule}[/] on {first.device.site}/{first.device.key}, {first.readings} readings", highlight=False
@@ -303,29 +406,37 @@ def _print_runs(runs: list[Any]) -> None:
     for r in runs:
         table = Table("#", "start", "end", "peak severity", "peak", title=f"episodes — version {r.version}")
         for i, e in enumerate(r.episodes, 1):
-            from rules.backtest import iso
-
             table.add_row(str(i), iso(e.start_ms), iso(e.end_ms) or "(still active)", e.peak_severity, _fmt(e.peak))
         out.print(table)
-    table = Table("metric", *[f"v{r.version}" for r in runs])
-    rows: list[tuple[str, str]] = [
-        ("episodes", "summary.episodes"),
-        ("alerts / week", "summary.alerts_per_week"),
-        ("time in alarm (s)", "summary.time_in_alarm_s"),
-        ("tickets it would open", "summary.tickets"),
-        ("precision", "score.precision"),
-        ("recall", "score.recall"),
-        ("F1", "score.f1"),
-        ("false-alarm rate", "score.false_alarm_rate"),
-        ("missed-alarm rate", "score.missed_alarm_rate"),
-        ("mean detection delay (s)", "score.mean_detection_delay_s"),
-    ]
-    for label, path in rows:
-        part, attr = path.split(".")
-        if part == "score" and all(r.score is None for r in runs):
-            continue
-        table.add_row(label, *[_fmt(getattr(getattr(r, part), attr)) if getattr(r, part) else "—" for r in runs])
+    _print_metrics(runs)
+
+
+def _column(run: Any) -> str:
+    return "pooled" if run.version == "pooled" else f"v{run.version}"
+
+
+def _print_metrics(runs: list[Any]) -> None:
+    """The metrics table (one column per run) and, when incidents carry labels, the per-label table."""
+    table = Table("", "metric", *[_column(r) for r in runs])
+    shown = ""
+    for section, label, path, fmt in _METRICS:
+        if path.startswith("score.") and all(_get(r, path.rsplit(".", 1)[0]) is None for r in runs):
+            continue  # no labels given (or no per-reading view)
+        table.add_row(section if section != shown else "", label, *[fmt(_get(r, path)) for r in runs])
+        shown = section
     out.print(table)
+    labels = sorted({k for r in runs if r.score is not None for k in r.score.by_label})
+    if labels and labels != [""]:
+        table = Table("label", *[f"{_column(r)} {c}" for r in runs for c in ("detected", "mean delay (s)")])
+        for label in labels:
+            cells = []
+            for r in runs:
+                ls = r.score.by_label.get(label) if r.score is not None else None
+                cells += (
+                    ["—", "—"] if ls is None else [f"{ls.detected}/{ls.incidents}", _fmt(ls.mean_detection_delay_s)]
+                )
+            table.add_row(label or "(unlabelled)", *cells)
+        out.print(table)
 
 
 # --- silences and maintenance windows ------------------------------------------------------------

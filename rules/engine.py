@@ -22,15 +22,23 @@ Phases::
 * Readings with ``ts_ms <= last_ts_ms`` are ignored (no time travel; redeliveries are
   harmless). Bad-quality readings are ignored entirely.
 * ``peak`` is the signal furthest into the alarm region during the episode.
+
+:func:`triggers` and :func:`rate_of_change` take one signal or a numpy array of them, so the
+vectorised backtest (:mod:`rules.replay`) decides "this reading trips a level" with the very
+expressions live evaluation uses.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from rules.compile import CLevel, CompiledRule
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 Phase = Literal["normal", "pending", "active"]
 STATE_FORMAT = 2  # bump when the JSON shape changes; from_json refuses unknown formats
@@ -116,21 +124,26 @@ RuleEvent = AlarmOpened | SeverityChanged | AlarmCleared
 NORMAL = RuleState()
 
 
-def _trigger(rule: CompiledRule, lv: CLevel, s: float) -> bool:
+@overload
+def triggers(rule: CompiledRule, lv: CLevel, s: float) -> bool: ...
+@overload
+def triggers(rule: CompiledRule, lv: CLevel, s: NDArray[np.float64]) -> NDArray[np.bool_]: ...
+def triggers(rule: CompiledRule, lv: CLevel, s: Any) -> Any:
+    """Whether the signal ``s`` trips level ``lv``; elementwise when ``s`` is an array (hence ``|`` and ``&``)."""
     k = rule.kind
     if k == "above" or k == "rate":
         return s >= lv.a if rule.inclusive else s > lv.a
     if k == "below":
         return s <= lv.a if rule.inclusive else s < lv.a
     if k == "outside":
-        return s < lv.a or s > lv.b
-    return lv.a <= s <= lv.b  # inside
+        return (s < lv.a) | (s > lv.b)
+    return (lv.a <= s) & (s <= lv.b)  # inside
 
 
 def _stays(rule: CompiledRule, lv: CLevel, s: float) -> bool:
     """Whether a level already reached is not yet cleared (hysteresis: the clear threshold)."""
     if lv.ca == lv.a and lv.cb == lv.b:
-        return _trigger(rule, lv, s)
+        return triggers(rule, lv, s)
     k = rule.kind
     if k == "above" or k == "rate":
         return s > lv.ca
@@ -160,18 +173,28 @@ def _worse(rule: CompiledRule, peak: float | None, s: float) -> float:
     return s if badness(rule, s) > badness(rule, peak) else peak
 
 
+@overload
+def rate_of_change(rule: CompiledRule, dv: float, dt_ms: int) -> float: ...
+@overload
+def rate_of_change(rule: CompiledRule, dv: NDArray[np.float64], dt_ms: NDArray[np.int64]) -> NDArray[np.float64]: ...
+def rate_of_change(rule: CompiledRule, dv: Any, dt_ms: Any) -> Any:
+    """A ``rate`` rule's signal: the change ``dv`` over ``dt_ms`` per ``per``, signed by ``direction``; elementwise
+    on arrays."""
+    rate = dv / (dt_ms / 1000.0) * rule.per_s
+    if rule.direction == "rise":
+        return rate
+    if rule.direction == "fall":
+        return -rate
+    return abs(rate)
+
+
 def signal(rule: CompiledRule, state: RuleState, ts_ms: int, value: float) -> float | None:
     """The number the levels compare: the value, or the rate since the previous good reading."""
     if rule.kind != "rate":
         return value
     if state.last_ts_ms is None or state.last_value is None:
         return None
-    rate = (value - state.last_value) / ((ts_ms - state.last_ts_ms) / 1000.0) * rule.per_s
-    if rule.direction == "rise":
-        return rate
-    if rule.direction == "fall":
-        return -rate
-    return abs(rate)
+    return rate_of_change(rule, value - state.last_value, ts_ms - state.last_ts_ms)
 
 
 def evaluate(
@@ -187,7 +210,7 @@ def evaluate(
         return replace(state, last_ts_ms=ts_ms, last_value=value), []
     if state.phase == "active":
         return _active(rule, state, replace(state, last_ts_ms=ts_ms, last_value=value), ts_ms, value, s)
-    hit = next((lv for lv in rule.levels if _trigger(rule, lv, s)), None)
+    hit = next((lv for lv in rule.levels if triggers(rule, lv, s)), None)
     if hit is None:  # the common case, kept cheap: no copy of the old state
         return RuleState(last_ts_ms=ts_ms, last_value=value), []
     moved = replace(state, last_ts_ms=ts_ms, last_value=value)
@@ -207,7 +230,7 @@ def _active(
 ) -> tuple[RuleState, list[RuleEvent]]:
     current = rule.levels[-1].rank if state.severity is None else _rank(state.severity)
     now = next(
-        (lv for lv in rule.levels if _trigger(rule, lv, s) or (lv.rank >= current and _stays(rule, lv, s))),
+        (lv for lv in rule.levels if triggers(rule, lv, s) or (lv.rank >= current and _stays(rule, lv, s))),
         None,
     )
     if now is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import psycopg
 
 from rules.anomaly import AnomalyTrainingError
@@ -15,8 +16,8 @@ from rules.anomaly_rules import fit, latest_models, load_vectors, subject_of
 from rules.backtest import (
     BacktestError,
     Episode,
+    History,
     Incident,
-    Row,
     Score,
     Summary,
     episode_dict,
@@ -31,12 +32,13 @@ from rules.backtest import (
 from rules.compile import UnboundThreshold, compile_rule
 from rules.devices import UnknownDevice, resolve_device
 from rules.model import Anomaly, DeviceInfo, RuleSpec
+from rules.replay import Trace
 from rules.store import find_rule, get_rule_version
 
 
 def _anomaly_history(
     conn: psycopg.Connection, spec: RuleSpec, rule_id: int | None, device: DeviceInfo, start_ms: int, end_ms: int
-) -> list[tuple[int, float, int]]:
+) -> History:
     """Normalized anomaly scores of the device's stored vectors — computed exactly as live evaluation does.
 
     A stored rule uses its newest trained model for the device's subject; a draft is trained in memory
@@ -69,9 +71,10 @@ def _anomaly_history(
         threshold = model.threshold
     keys, x = load_vectors(conn, [device.id], list(model.tags), start_ms, end_ms)
     if not keys:
-        return []
-    scores = model.score(x) / threshold
-    return [(ts, float(s), 0) for (_, ts), s in zip(keys, scores, strict=True)]
+        return History.of([])
+    scores = model.score(x) / threshold  # the whole window at once: one vectorised call, as live scores batches
+    ts = np.fromiter((t for _, t in keys), np.int64, len(keys))
+    return History(ts, np.asarray(scores, np.float64), np.zeros(len(keys), np.int16))
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ class BacktestResult:
     episodes: list[Episode]
     summary: Summary
     score: Score | None
-    rows: list[Row]
+    rows: Trace
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -147,7 +150,10 @@ def run_backtest(
     labels = list(incidents or [])
     if tickets_as_labels:
         labels += labels_from_tickets(conn, device.id, spec.problem_code)
-    sc = score(eps, labels, start_ms, end_ms) if (incidents is not None or tickets_as_labels) else None
+    sc = None
+    if incidents is not None or tickets_as_labels:
+        judged = rep.rows.evaluated  # per reading: the readings the rule looked at, and its alarm after each
+        sc = score(eps, labels, start_ms, end_ms, ts=rep.rows.ts[judged], alarmed=rep.rows.alarmed[judged])
     return BacktestResult(
         spec.name, label, device, start_ms, end_ms, len(history), eps, summarize(eps, start_ms, end_ms), sc, rep.rows
     )

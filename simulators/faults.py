@@ -3,9 +3,15 @@
 Sensor faults change what one tag (or every tag, ``"*"``) reads; they are pure
 and seeded, applied to a model's reading before it is encoded::
 
-    drift   value + rate * (t - t_start)             a sensor losing calibration
-    spike   value + magnitude (random sign) with probability p per reading
-    stuck   the value at injection time, forever      a frozen transmitter
+    drift     value + rate * (t - t_start)             a sensor losing calibration
+    spike     value + magnitude (random sign) with probability p per reading
+    stuck     the value at injection time, forever      a frozen transmitter
+    step      value + magnitude                         a shifted zero (knocked sensor, wrong range)
+    variance  value + gauss(0, sigma) per reading       a noisy transmitter, loose wiring
+    decouple  2 * v0 - value, v0 the value at injection the tag moves against the process: each change
+                                                         is mirrored, so it stays in its usual range
+                                                         but no longer agrees with the other tags
+                                                         (broken correlation)
 
 Comms faults change how the device *answers*; the Modbus and OPC-UA servers
 consult them on every request::
@@ -28,7 +34,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
-SENSOR_FAULTS = ("drift", "spike", "stuck")
+SENSOR_FAULTS = ("drift", "spike", "stuck", "step", "variance", "decouple")
 COMMS_FAULTS = ("comms_loss", "slow", "illegal_block")
 ALL_FAULTS = SENSOR_FAULTS + COMMS_FAULTS
 TABLES = ("holding", "input", "coil", "discrete")
@@ -42,18 +48,21 @@ class SensorFault:
     tag: str = "*"
     rate: float = 0.0  # drift: units per second
     probability: float = 0.0  # spike: chance per reading
-    magnitude: float = 0.0  # spike: size of the outlier
+    magnitude: float = 0.0  # spike: size of the outlier; step: the offset
+    sigma: float = 0.0  # variance: standard deviation of the added noise
     start: float | None = None
     frozen: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.kind not in SENSOR_FAULTS:
             raise ValueError(f"unknown sensor fault {self.kind!r}; known: {', '.join(SENSOR_FAULTS)}")
-        for name in ("rate", "probability", "magnitude"):
+        for name in ("rate", "probability", "magnitude", "sigma"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{self.kind} fault: {name} must be a finite number")
         if not 0.0 <= self.probability <= 1.0:
             raise ValueError(f"spike fault: probability must be within 0..1, not {self.probability}")
+        if self.sigma < 0:
+            raise ValueError(f"variance fault: sigma must be >= 0, not {self.sigma}")
 
     def applies_to(self, tag: str) -> bool:
         return self.tag in ("*", tag)
@@ -99,6 +108,18 @@ class FaultSet:
     def stuck(self, tag: str) -> None:
         """``tag`` keeps its next value forever."""
         self._replace(SensorFault("stuck", tag))
+
+    def step(self, tag: str, magnitude: float) -> None:
+        """``tag`` reads ``magnitude`` off from the next reading on."""
+        self._replace(SensorFault("step", tag, magnitude=magnitude))
+
+    def variance(self, tag: str, sigma: float) -> None:
+        """``tag`` gains seeded Gaussian noise of standard deviation ``sigma``."""
+        self._replace(SensorFault("variance", tag, sigma=sigma))
+
+    def decouple(self, tag: str) -> None:
+        """``tag`` mirrors its true changes around its next value (broken correlation with the other tags)."""
+        self._replace(SensorFault("decouple", tag))
 
     def slow(self, latency: float) -> None:
         """Answer every request ``latency`` seconds late (0 clears it)."""
@@ -149,6 +170,12 @@ class FaultSet:
                 elif fault.kind == "spike":
                     if self._rng.random() < fault.probability:
                         out[tag] += fault.magnitude if self._rng.random() < 0.5 else -fault.magnitude
+                elif fault.kind == "step":
+                    out[tag] += fault.magnitude
+                elif fault.kind == "variance":
+                    out[tag] += self._rng.gauss(0.0, fault.sigma)
+                elif fault.kind == "decouple":
+                    out[tag] = 2 * fault.frozen.setdefault(tag, out[tag]) - out[tag]
                 else:  # stuck
                     out[tag] = fault.frozen.setdefault(tag, out[tag])
         return out
@@ -170,7 +197,8 @@ def parse_fault(spec: str) -> tuple[str, str, dict[str, float | str]]:
     """Parse a ``--fault`` option: ``DEVICE:KIND[:TAG][:key=value,...]``.
 
     Examples: ``1:drift:bearing_temp:rate=0.05``, ``1:spike:*:p=0.1,m=20``,
-    ``2:stuck:flow``, ``1:slow:latency=0.8``, ``1:illegal_block:input=4-7``,
+    ``2:stuck:flow``, ``1:step:flow:m=-8``, ``1:variance:vibration:sigma=0.5``,
+    ``1:decouple:motor_current``, ``1:slow:latency=0.8``, ``1:illegal_block:input=4-7``,
     ``chiller-1:comms_loss``. Returns ``(device, kind, params)``; sensor faults
     get ``params["tag"]``. Errors say which part is wrong and show the format.
     """
@@ -191,11 +219,14 @@ def parse_fault(spec: str) -> tuple[str, str, dict[str, float | str]]:
     raw = dict(item.split("=", 1) for item in rest[0].split(",") if "=" in item) if rest else {}
     if rest and len(raw) != len([i for i in rest[0].split(",") if i]):
         raise ValueError(f"fault {spec!r}: parameters must be key=value pairs separated by ','")
-    aliases = {"p": "probability", "m": "magnitude"}
+    aliases = {"p": "probability", "m": "magnitude", "s": "sigma"}
     allowed = {
         "drift": {"rate"},
         "spike": {"probability", "magnitude"},
         "stuck": set(),
+        "step": {"magnitude"},
+        "variance": {"sigma"},
+        "decouple": set(),
         "comms_loss": set(),
         "slow": {"latency"},
         "illegal_block": set(TABLES),
@@ -213,7 +244,13 @@ def parse_fault(spec: str) -> tuple[str, str, dict[str, float | str]]:
             params.update(table=key, start=start, count=end - start + 1)
         else:
             params[key] = _number(value, f"fault {spec!r} {key}")
-    required = {"drift": ("rate",), "spike": ("probability", "magnitude"), "slow": ("latency",)}.get(kind, ())
+    required = {
+        "drift": ("rate",),
+        "spike": ("probability", "magnitude"),
+        "step": ("magnitude",),
+        "variance": ("sigma",),
+        "slow": ("latency",),
+    }.get(kind, ())
     missing = [k for k in required if k not in params]
     if kind == "illegal_block" and "table" not in params:
         missing = ["<table>=<start>-<end>, e.g. input=4-7"]
@@ -230,6 +267,12 @@ def apply_fault(faults: FaultSet, kind: str, params: dict[str, float | str]) -> 
         faults.spike(str(params["tag"]), float(params["probability"]), float(params["magnitude"]))
     elif kind == "stuck":
         faults.stuck(str(params["tag"]))
+    elif kind == "step":
+        faults.step(str(params["tag"]), float(params["magnitude"]))
+    elif kind == "variance":
+        faults.variance(str(params["tag"]), float(params["sigma"]))
+    elif kind == "decouple":
+        faults.decouple(str(params["tag"]))
     elif kind == "comms_loss":
         faults.comms_loss = True
     elif kind == "slow":

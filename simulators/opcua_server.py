@@ -11,7 +11,8 @@ Address space (namespace ``urn:fieldwatch:sim``, index 2 on a fresh server)::
         2:fault_rate                  Double, writable: > 0 starts the model's fault at that rate, 0 clears it
         2:InjectFault(kind, rate)     method; 2:ClearFault() method
         2:SetFault(kind, tag, a, b)   method: a generic fault (simulators.faults): drift (a = rate),
-                                      spike (a = probability, b = magnitude), stuck, comms_loss
+                                      spike (a = probability, b = magnitude), stuck, step
+                                      (a = magnitude), variance (a = sigma), decouple, comms_loss
         2:ClearFaults()               method: clears every generic fault of the object
       2:types/                        with ``types=True``: one variable per OPC-UA type
                                       (simulators.typetest.OPCUA_VALUES)
@@ -234,7 +235,12 @@ class EquipmentOpcUaServer:
         @uamethod
         def set_fault(parent: ua.NodeId, kind: str, tag: str, a: float, b: float) -> None:
             params: dict[str, float | str] = {"tag": tag or "*"} if kind in SENSOR_FAULTS else {}
-            params |= {"drift": {"rate": a}, "spike": {"probability": a, "magnitude": b}}.get(kind, {})
+            params |= {
+                "drift": {"rate": a},
+                "spike": {"probability": a, "magnitude": b},
+                "step": {"magnitude": a},
+                "variance": {"sigma": a},
+            }.get(kind, {})
             if kind not in (*SENSOR_FAULTS, "comms_loss"):
                 raise ua.UaStatusCodeError(ua.StatusCodes.BadInvalidArgument)
             apply_fault(self.faults[name], kind, params)

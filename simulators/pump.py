@@ -51,6 +51,7 @@ class PumpSpec:
     vibration: float = 2.5  # mm/s RMS, healthy
     demand_period: float = 600.0  # s, slow swing of process demand
     demand_swing: float = 0.03  # +-3 % of nominal flow
+    demand: float = 1.0  # the operating point: mean process demand, fraction of nominal flow
 
 
 class PumpModel(Equipment):
@@ -94,7 +95,7 @@ class PumpModel(Equipment):
         if self.running:
             self.run_hours += dt / 3600.0
 
-        demand = 1.0 + s.demand_swing * math.sin(2 * math.pi * t_seconds / s.demand_period)
+        demand = s.demand * (1.0 + s.demand_swing * math.sin(2 * math.pi * t_seconds / s.demand_period))
         q = s.nominal_flow * demand if self.running else 0.0
         ratio = q / s.nominal_flow
         drop = s.shutoff_pressure - s.nominal_pressure  # pressure lost at nominal flow

@@ -73,6 +73,28 @@ def test_apply_list_show_and_backtest(db_url: str) -> None:
         assert (v2["version"], v1["version"]) == ("2", "1")
         assert [(e["start"], e["end"]) for e in v2["episodes"]] == [("2024-05-01T00:00:10Z", "2024-05-01T00:00:21Z")]
         assert v2["score"]["recall"] == 1.0 and v2["score"]["mean_detection_delay_s"] == 1.0
+        rows = [{"time": f"2024-05-01T00:00:{s:02d}Z", "anomaly": 10 <= s <= 25, "label": "hot"} for s in range(60)]
+        per_row = api.post(
+            f"{BASE}/rules/hot bearing/backtest",
+            headers=reader,
+            json={"device": "pump-1", "from": "2024-05-01T00:00:00Z", "to": "2024-05-01T00:01:00Z", "labels": rows},
+        ).json()["runs"][0]["score"]
+        # v2 (above 85) is active after the readings at 10-20 s: 11 of the 16 labelled readings, no normal one
+        assert per_row["points"] == {
+            "readings": 60,
+            "anomalous": 16,
+            "alarmed": 11,
+            "true_positives": 11,
+            "false_positives": 0,
+            "false_negatives": 5,
+            "true_negatives": 44,
+            "precision": 1.0,
+            "recall": 0.6875,
+            "f1": 0.8148,
+            "false_alarm_rate": 0.0,
+            "missed_alarm_rate": 0.3125,
+        }
+        assert per_row["by_label"]["hot"]["detected"] == 1 and per_row["mean_detection_delay_s"] == 0.0
         assert (
             api.post(
                 f"{BASE}/rules/hot bearing/backtest",

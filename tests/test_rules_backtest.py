@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import random
 from datetime import UTC, datetime
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from rules import RuleEvaluator, find_rule
-from rules.backtest import Episode, Incident, episodes, replay, score, summarize
+from rules import NORMAL, RuleEvaluator, RuleState, evaluate, evaluate_all, find_rule
+from rules.backtest import Episode, Incident, episodes, load_labels, replay, score, summarize
 from rules.cli import app
-from rules.compile import compile_rule
+from rules.compile import CLevel, CompiledRule, compile_rule
+from rules.engine import signal
+from rules.model import SEVERITY_RANK
 from rules.rulesfile import apply_plan, load_rules_file, plan
+from rules.scoring import point_scores
 from rules.workbench import run_backtest
 from simulators.pump import PumpModel
 from tests.support.points import Point
@@ -59,6 +65,79 @@ def test_summary_counts_alerts_per_week_and_time_in_alarm() -> None:
     s = summarize([Episode(0, H, 0, "major", None), Episode(week - H, None, 0, "critical", None)], 0, week)
     assert (s.episodes, s.alerts_per_week, s.time_in_alarm_s, s.tickets) == (2, 2.0, 7200.0, 2)
     assert s.by_severity == {"major": 1, "critical": 1}
+
+
+# --- the vectorised replay is the live state machine ---------------------------------------------------------
+
+VALUES = st.one_of(st.integers(-6, 6).map(float), st.floats(-8, 8, allow_nan=False))
+
+
+@st.composite
+def compiled_rules(draw: st.DrawFn) -> CompiledRule:
+    """Any rule the engine can run: every kind, 1-3 rungs, hysteresis or not, durations, counts, keep-firing."""
+    kind = draw(st.sampled_from(["above", "below", "outside", "inside", "rate"]))
+    sevs = draw(st.lists(st.sampled_from(list(SEVERITY_RANK)), min_size=1, max_size=3, unique=True))
+    levels = []
+    for sev in sorted(sevs, key=SEVERITY_RANK.__getitem__):  # most severe first, as compile_rule orders them
+        a = draw(st.integers(-5, 5).map(float))
+        b = a + draw(st.integers(0, 6))
+        ca, cb = (a, b) if draw(st.booleans()) else (a + draw(st.integers(-2, 2)), b + draw(st.integers(-2, 2)))
+        levels.append(CLevel(sev, SEVERITY_RANK[sev], a, b, ca, cb))
+    return CompiledRule(
+        rule_id=1,
+        kind=kind,
+        levels=tuple(levels),
+        for_ms=draw(st.sampled_from([0, 1000, 3000, 10_000])),
+        count=draw(st.integers(1, 3)),
+        keep_ms=draw(st.sampled_from([0, 2000, 5000])),
+        inclusive=draw(st.booleans()),
+        direction=draw(st.sampled_from(["rise", "fall", "either"])),
+        per_s=draw(st.sampled_from([1.0, 60.0])),
+    )
+
+
+READINGS = st.lists(
+    st.tuples(st.integers(0, 40).map(lambda s: T0 + s * 1000), VALUES, st.sampled_from([0, 0, 0, 0, 1])),
+    max_size=60,
+)
+
+
+def fold(rule: CompiledRule, state: RuleState, readings: list) -> list[tuple]:
+    """Per reading in time order, what :func:`evaluate` one at a time gives: (time, value, signal, phase, severity)."""
+    out = []
+    for ts, value, quality in sorted(readings, key=lambda r: r[0]):
+        looked = quality == 0 and (state.last_ts_ms is None or ts > state.last_ts_ms)
+        sig = signal(rule, state, ts, value) if looked else None
+        state, _ = evaluate(rule, state, ts, value, quality)
+        out.append((ts, value, sig, state.phase, state.severity if state.phase == "active" else None))
+    return out
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rule=compiled_rules(), before=READINGS, readings=READINGS)
+def test_vectorised_replay_is_the_live_state_machine(rule: CompiledRule, before: list, readings: list) -> None:
+    """Over random rules, start states and readings (unordered, repeated times, bad quality), the backtest replay
+    gives exactly the events, final state and per-reading states of evaluating one reading at a time."""
+    state, _ = evaluate_all(rule, NORMAL, before)  # any state live evaluation can be in: pending, active, …
+    want_state, want_events = evaluate_all(rule, state, readings)
+    got = replay(rule, readings, state=state)
+    assert got.events == want_events
+    assert got.state == want_state
+    assert [(r.ts_ms, r.value, r.signal, r.phase, r.severity) for r in got.rows] == fold(rule, state, readings)
+    assert episodes(got.events) == episodes(want_events)
+    assert replay(rule, readings, state=state, rows=False).events == want_events
+
+
+def test_rate_rule_backtest_survives_a_repeated_timestamp() -> None:
+    """A second good reading at the same time is ignored by a rate rule's backtest, as live evaluation ignores it."""
+    rule = compile_rule(
+        load_rules_file("- {name: r, tag: t, condition: {kind: rate, threshold: 5, per: s}, problem_code: P}")[0]
+    )
+    readings = [(T0, 1.0, 0), (T0 + 1000, 2.0, 0), (T0 + 1000, 50.0, 0), (T0 + 2000, 20.0, 0)]
+    got = replay(rule, readings)
+    assert [r.signal for r in got.rows] == [None, 1.0, None, 18.0]
+    assert [r.phase for r in got.rows] == ["normal", "normal", "normal", "active"]
+    assert got.events == evaluate_all(rule, NORMAL, readings)[1]
 
 
 def pump_history(seed: int = 1, n: int = 900, fault_at: int = 300, fault_end: int = 600) -> list[tuple]:
@@ -208,6 +287,72 @@ def test_cli_backtest_output_labels_and_compare(db_url: str, tmp_path, monkeypat
         app, ["backtest", "hot bearing", "--device", "nope", "--from", str(T0), "--to", str(T0 + H)]
     )
     assert missing.exit_code == 2 and "no device 'nope'" in missing.output
+
+
+def test_cli_scores_per_reading_and_per_incident_from_per_row_labels(db_url: str, tmp_path, monkeypatch) -> None:
+    """Per-row labels (time;label) give per-reading and per-incident scores, in JSON and in a readable table."""
+    monkeypatch.setenv("FIELDWATCH_DATABASE_URL", db_url)
+    device = seed_db(db_url)
+    history = pump_history(n=900, fault_at=300, fault_end=600)
+    store(db_url, device, history)
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        "time;label\n" + "".join(f"{ts};{'bearing' if 300 <= (ts - T0) // 1000 < 600 else 0}\n" for ts, _, _ in history)
+    )
+    args = ["backtest", "hot bearing", "--device", "pump-1", "--from", str(T0), "--to", str(T0 + H)]
+    res = CliRunner().invoke(app, [*args, "--labels", str(labels), "--json"])
+    assert res.exit_code == 0, res.output
+    sc = json.loads(res.output)["score"]
+    # The same numbers as the pure functions over the replayed readings the rule judged (good quality).
+    with psycopg.connect(db_url) as conn:
+        rule = find_rule(conn, "hot bearing")
+    rep = replay(compile_rule(rule.spec, rule.id, {"bearing_limit": 85}), history)
+    judged = rep.rows.evaluated
+    want = point_scores(rep.rows.ts[judged], rep.rows.alarmed[judged], load_labels(labels))
+    assert sc["points"] == dataclasses.asdict(want)
+    assert sc["points"]["readings"] == sum(1 for *_, q in history if q == 0)
+    # The duration delays the alarm into the fault; the bearing cools slowly after it, so the alarm outlasts it.
+    assert 0 < sc["points"]["recall"] < 1 and 0 < sc["points"]["precision"] < 1
+    assert sc["incidents"] == 1 and sc["by_label"]["bearing"]["detected"] == 1
+    table = CliRunner().invoke(app, [*args, "--labels", str(labels)])
+    assert table.exit_code == 0, table.output
+    for text in ("per reading", "per incident", "false-alarm rate", "missed-alarm rate", "detection delay", "bearing"):
+        assert text in table.output
+
+
+def test_cli_backtests_several_devices_in_one_run_and_pools_their_scores(db_url: str, tmp_path, monkeypatch) -> None:
+    """Repeating --device replays each device and pools the scores: each device's line, then the pooled table."""
+    monkeypatch.setenv("FIELDWATCH_DATABASE_URL", db_url)
+    first = seed_db(db_url)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        second = conn.execute(
+            "INSERT INTO devices (site_id, key, equipment_model) SELECT site_id, 'pump-2', 'P100' FROM devices"
+            " WHERE id = %s RETURNING id",
+            (first,),
+        ).fetchone()[0]
+    store(db_url, first, pump_history(seed=1, fault_at=300, fault_end=600))
+    store(db_url, second, pump_history(seed=2, fault_at=100, fault_end=250))
+    labels = tmp_path / "labels.csv"
+    labels.write_text(
+        f"start,end,device,label\n{T0 + 300_000},{T0 + 600_000},pump-1,bearing\n"
+        f"{T0 + 100_000},{T0 + 250_000},pump-2,bearing\n{T0 + 700_000},{T0 + 800_000},pump-2,other\n"
+    )
+    args = ["backtest", "hot bearing", "--device", "pump-1", "--device", "pump-2", "--from", str(T0), "--to"]
+    res = CliRunner().invoke(app, [*args, str(T0 + H), "--labels", str(labels), "--json"])
+    assert res.exit_code == 0, res.output
+    body = json.loads(res.output)
+    one, two = body["devices"]
+    assert (one["device"]["key"], two["device"]["key"]) == ("pump-1", "pump-2")
+    assert (one["score"]["incidents"], two["score"]["incidents"]) == (1, 2)
+    pooled = body["pooled"]["score"]
+    assert pooled["incidents"] == 3 and pooled["detected"] == one["score"]["detected"] + two["score"]["detected"]
+    assert pooled["points"]["readings"] == one["score"]["points"]["readings"] + two["score"]["points"]["readings"]
+    assert body["pooled"]["summary"]["episodes"] == len(one["episodes"]) + len(two["episodes"])
+    table = CliRunner().invoke(app, [*args, str(T0 + H), "--labels", str(labels)])
+    assert table.exit_code == 0, table.output
+    assert "plant/pump-1" in table.output and "plant/pump-2" in table.output and "pooled" in table.output
+    refused = CliRunner().invoke(app, [*args, str(T0 + H), "--compare", "1"])
+    assert refused.exit_code == 2 and "one --device at a time" in refused.output
 
 
 def test_backtest_a_draft_from_a_file(db_url: str, tmp_path, monkeypatch) -> None:

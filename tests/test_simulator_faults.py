@@ -64,6 +64,34 @@ def test_stuck_freezes_the_value_at_injection_and_clear_releases_it() -> None:
     assert not f.active
 
 
+def test_step_offsets_one_tag_from_injection_on() -> None:
+    """step m=-8 reads 8 lower from the first reading after injection; other tags untouched."""
+    f = FaultSet()
+    f.step("a", -8.0)
+    assert [f.apply(t, {"a": t, "b": 1.0}) for t in (10.0, 11.0)] == [{"a": 2.0, "b": 1.0}, {"a": 3.0, "b": 1.0}]
+
+
+def test_variance_adds_seeded_noise_of_its_sigma() -> None:
+    """variance sigma=2: the tag's added noise has a standard deviation near 2, repeats with the seed, mean near 0."""
+    runs = []
+    for _ in range(2):
+        f = FaultSet(seed=5)
+        f.variance("x", 2.0)
+        runs.append([f.apply(float(t), {"x": 10.0, "y": 1.0}) for t in range(4000)])
+    assert runs[0] == runs[1] and {r["y"] for r in runs[0]} == {1.0}
+    noise = [r["x"] - 10.0 for r in runs[0]]
+    mean = sum(noise) / len(noise)
+    sd = (sum((n - mean) ** 2 for n in noise) / len(noise)) ** 0.5
+    assert abs(mean) < 0.15 and 1.9 < sd < 2.1
+
+
+def test_decouple_mirrors_true_changes_around_the_value_at_injection() -> None:
+    """decouple: true 5, 6, 8, 3 reads 5, 4, 2, 7 — the same range, the opposite direction (broken correlation)."""
+    f = FaultSet()
+    f.decouple("x")
+    assert [f.apply(t, {"x": v})["x"] for t, v in enumerate([5.0, 6.0, 8.0, 3.0])] == [5.0, 4.0, 2.0, 7.0]
+
+
 def test_illegal_block_overlap_is_per_table_and_range() -> None:
     """A block answers exception 2 for any read touching it in its own table only."""
     f = FaultSet()
@@ -82,6 +110,9 @@ def test_illegal_block_overlap_is_per_table_and_range() -> None:
         ("2:slow:latency=0.8", ("2", "slow", {"latency": 0.8})),
         ("2:illegal_block:input=4-7", ("2", "illegal_block", {"table": "input", "start": 4, "count": 4})),
         ("3:comms_loss", ("3", "comms_loss", {})),
+        ("1:step:flow:m=-8", ("1", "step", {"tag": "flow", "magnitude": -8.0})),
+        ("1:variance:vibration:sigma=0.5", ("1", "variance", {"tag": "vibration", "sigma": 0.5})),
+        ("1:decouple:motor_current", ("1", "decouple", {"tag": "motor_current"})),
     ],
 )
 def test_parse_fault_examples(spec: str, expected: tuple) -> None:
@@ -99,6 +130,8 @@ def test_parse_fault_examples(spec: str, expected: tuple) -> None:
         ("1:slow:latency=fast", "'fast' is not a number"),
         ("1:stuck:x:rate=2", "stuck takes no parameters"),
         ("1:illegal_block", "input=4-7"),
+        ("1:step:x", "missing magnitude"),
+        ("1:variance:x:rate=1", "variance takes sigma, not 'rate'"),
     ],
 )
 def test_parse_fault_errors_say_what_is_wrong(spec: str, message: str) -> None:

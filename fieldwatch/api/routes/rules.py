@@ -68,6 +68,13 @@ class RollbackRequest(BaseModel):
 class IncidentIn(BaseModel):
     start: datetime
     end: datetime
+    label: str = Field("", description="the fault's kind; scores are also given per label")
+
+
+class LabelIn(BaseModel):
+    time: datetime
+    anomaly: bool = Field(description="whether this row is inside a fault")
+    label: str = ""
 
 
 class BacktestRequest(BaseModel):
@@ -78,6 +85,9 @@ class BacktestRequest(BaseModel):
     compare: int | None = Field(None, description="also run this stored version")
     draft: dict[str, Any] | None = Field(None, description="backtest this unapplied definition instead")
     incidents: list[IncidentIn] | None = None
+    labels: list[LabelIn] | None = Field(
+        None, description="per-row labels: each run of anomalous rows with one label is an incident"
+    )
     tickets_as_labels: bool = False
 
 
@@ -182,6 +192,7 @@ def backtest(
 
     from rules.backtest import BacktestError, Incident
     from rules.model import RuleSpec
+    from rules.scoring import incidents_from_labels
     from rules.workbench import run_backtest
 
     def ms(t: datetime) -> int:
@@ -196,7 +207,11 @@ def backtest(
             raise Invalid(first["msg"], ("body", "draft", *map(str, first["loc"]))) from None
     else:
         _find(conn, rule)
-    incidents = None if body.incidents is None else [Incident(ms(i.start), ms(i.end)) for i in body.incidents]
+    incidents = None
+    if body.incidents is not None or body.labels is not None:
+        incidents = [Incident(ms(i.start), ms(i.end), i.label) for i in body.incidents or []]
+        rows = body.labels or []
+        incidents += incidents_from_labels([ms(r.time) for r in rows], [r.label if r.anomaly else None for r in rows])
     runs = [body.version] + ([body.compare] if body.compare is not None else [])
     try:
         results = [

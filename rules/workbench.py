@@ -5,9 +5,11 @@ Shared by ``fieldwatch rules backtest`` and ``POST /api/v1/rules/{rule}/backtest
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import psycopg
 
 from rules.anomaly import AnomalyTrainingError
@@ -40,7 +42,8 @@ def _anomaly_history(
     """Normalized anomaly scores of the device's stored vectors — computed exactly as live evaluation does.
 
     A stored rule uses its newest trained model for the device's subject; a draft is trained in memory
-    on its own known-good window (nothing is stored).
+    on its own known-good data (nothing is stored). Windowed features read the window of history before
+    ``start_ms`` too, as live scoring did; rows still warming up get no score (as live: they never alarm).
     """
     cond = spec.condition
     assert isinstance(cond, Anomaly)
@@ -67,11 +70,17 @@ def _anomaly_history(
         except AnomalyTrainingError as exc:
             raise BacktestError(f"draft {spec.name!r}: cannot train its model: {exc}") from None
         threshold = model.threshold
-    keys, x = load_vectors(conn, [device.id], list(model.tags), start_ms, end_ms)
+    lead = math.ceil(model.window_s * 1000)
+    keys, x = load_vectors(conn, [device.id], list(model.tags), start_ms - lead, end_ms)
     if not keys:
         return []
-    scores = model.score(x) / threshold
-    return [(ts, float(s), 0) for (_, ts), s in zip(keys, scores, strict=True)]
+    ts = np.array([k[1] for k in keys], dtype=np.int64)
+    scores = model.score(x, ts) / threshold
+    return [
+        (int(t), float(s), 0)
+        for t, s in zip(ts.tolist(), scores.tolist(), strict=True)
+        if t >= start_ms and math.isfinite(s)
+    ]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,19 @@
+-- Issue 15: anomaly rules a reliability engineer can trust.
+--
+-- * Alarms say why: `explanation` holds, for an anomaly alarm, the tags that drove its score (share of
+--   the score, each tag's value against its normal range); ticketing copies it into the ticket.
+-- * Alarms of a rule that is not validated (new anomaly rules, until `fieldwatch rules validate`) are
+--   ticketed but not dispatched on their own: `auto_dispatch` records the rule's setting when it opened.
+-- * A new model kind (`knn`), and the models trained before this release are retired: they were
+--   calibrated on too few rows and their PCA kept every component. The retraining job trains every
+--   anomaly rule again with the new calibration on its next run.
+ALTER TABLE alarms
+    ADD COLUMN explanation   jsonb,
+    ADD COLUMN auto_dispatch boolean NOT NULL DEFAULT true;
+
+ALTER TABLE anomaly_models DROP CONSTRAINT IF EXISTS anomaly_models_kind_check;
+ALTER TABLE anomaly_models ADD CONSTRAINT anomaly_models_kind_check CHECK (kind IN ('pca', 'iforest', 'knn'));
+
+UPDATE anomaly_models SET stale_at = now(),
+       stale_reason = 'model format of 0016: retrained with cross-validated calibration'
+ WHERE stale_at IS NULL;

@@ -38,6 +38,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from rules.anomaly import AnomalyModel, AnomalyTrainingError, ModelSpec, Segment, explain, train
+from rules.features import FeatureMap
 from rules.model import Anomaly, DeviceInfo, Reading, Rule, RuleSpec
 
 log = logging.getLogger(__name__)
@@ -467,24 +468,43 @@ _MODEL_COLS = (
 )
 
 
-def _stored(row: tuple[Any, ...]) -> StoredModel:
+_reported: set[int] = set()
+
+
+def _unusable(model_id: int, why: str) -> None:
+    """Log once per model (live scoring looks it up every few seconds until it is retrained)."""
+    if model_id not in _reported:
+        _reported.add(model_id)
+        log.warning("%s", why)
+
+
+def _stored(row: tuple[Any, ...]) -> StoredModel | None:
+    """The stored version, or None when its bytes are not a model this code can use (one trained before
+    issue 15's calibration: it is treated as untrained, so the retraining job trains a new version)."""
     import joblib
 
     id_, rule_id, subject, version, trained_at, start, end, kind, threshold, metrics, blob, rule_version = row
-    model = joblib.load(io.BytesIO(blob))
+    try:
+        model = joblib.load(io.BytesIO(blob))
+    except Exception as exc:  # unpickling runs arbitrary code paths: any failure means "not usable"
+        _unusable(id_, f"anomaly model {id_} (rule {rule_id} {subject} v{version}) cannot be loaded: {exc}")
+        return None
+    if not isinstance(model, AnomalyModel) or not isinstance(getattr(model, "features", None), FeatureMap):
+        _unusable(id_, f"anomaly model {id_} (rule {rule_id} {subject} v{version}) is of an older format: retrain")
+        return None
     return StoredModel(
         id_, rule_id, subject, version, trained_at, start, end, kind, threshold, metrics, model, rule_version
     )
 
 
 def latest_models(conn: psycopg.Connection, rule_id: int) -> dict[str, StoredModel]:
-    """The newest version per subject of a rule that is not stale (see :func:`mark_stale`)."""
+    """The newest version per subject of a rule that is not stale (see :func:`mark_stale`) and can be loaded."""
     rows = conn.execute(
         f"""SELECT DISTINCT ON (subject) {_MODEL_COLS} FROM anomaly_models WHERE rule_id = %s AND stale_at IS NULL
             ORDER BY subject, version DESC""",
         (rule_id,),
     ).fetchall()
-    return {r[2]: _stored(r) for r in rows}
+    return {r[2]: m for r in rows if (m := _stored(r)) is not None}
 
 
 def model_history(conn: psycopg.Connection, rule_id: int) -> list[dict[str, Any]]:

@@ -313,3 +313,20 @@ def test_an_anomaly_alarm_says_why_and_waits_for_a_person_until_the_rule_is_vali
     with TicketingService(db_url) as svc:
         out2 = svc.handle_alarm(second["id"])
     assert out2.technician_id is not None
+
+
+def test_a_model_stored_before_the_new_calibration_is_retrained_not_used(db_url: str) -> None:
+    """A stored version the code cannot load (an older format) scores nothing; the job trains a new version."""
+    dev = seed(db_url, "pump-1", rules=HEALTH)
+    store(db_url, dev["pump-1"], pump_run(seed=1, start_ms=T0, seconds=4 * 3600))
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        rule = find_rule(conn, "pump health")
+        conn.execute(
+            "INSERT INTO anomaly_models (rule_id, subject, version, rule_version, window_start, window_end, kind, tags,"
+            " threshold, model) VALUES (%s, 'model:P100', 1, 1, now(), now(), 'pca', '{flow}', 1.0, '\\x00')",
+            (rule.id,),
+        )
+        assert latest_models(conn, rule.id) == {}
+    assert retrain_job(db_url) == 1
+    with psycopg.connect(db_url) as conn:
+        assert {s: m.version for s, m in latest_models(conn, rule.id).items()} == {"model:P100": 2}

@@ -22,15 +22,18 @@ level, slope, spread, rate of change, time-of-day residual); rows whose window i
 * ``knn`` — mean distance to the :data:`KNN_K` nearest fit rows: follows several operating modes (load
   levels, set points) that one linear model blurs together.
 
-**Calibration** is cross-conformal over time-ordered folds: the clean rows are cut into :data:`FOLDS`
-contiguous blocks; each block is scored by a model fitted on the other blocks (minus a purge of one
-feature window at the block's edges), so every row gets an *out-of-fold* score from a model that never
-saw it. The threshold is the conformal ``1 - target_far`` quantile of all out-of-fold scores, and the
-final model is fitted on every clean row. This needs at least ``10 / target_far`` rows (refused, or
+**Calibration** is cross-conformal over time-ordered folds: the clean rows are cut into :data:`BLOCKS`
+consecutive time blocks dealt in turn to :data:`FOLDS` folds; each fold is scored by a model fitted on
+the other folds (minus a purge of one feature window around each held-out block), so every row gets an
+*out-of-fold* score from a model that never saw it, while every model has seen every part of the window
+(each operating mode, day and night: with one block per fold, a mode seen in one block only made the
+threshold needlessly high, and a steady machine's rate fell to a third of the target). The threshold is
+the conformal ``1 - target_far`` quantile of all out-of-fold scores, and the final model is fitted on
+every clean row. This needs at least ``10 / target_far`` rows (refused, or
 only warned with ``insufficient_data="warn"``), and :data:`MIN_ROWS_PER_FEATURE` rows per feature.
 
-**Validation and selection.** The *held-out false-alarm rate* of a candidate is measured block by block:
-the threshold is re-calibrated without block k and applied to block k's out-of-fold scores — the rate on
+**Validation and selection.** The *held-out false-alarm rate* of a candidate is measured fold by fold:
+the threshold is re-calibrated without fold k and applied to fold k's out-of-fold scores — the rate on
 normal data that neither the model nor its threshold saw. Its *detection rate* is measured on fault
 examples when given, else on synthetic deviations of the held-out rows (one feature pushed 3–5 standard
 deviations, or replaced by its value at another time). A candidate that cannot reach its threshold (no
@@ -38,7 +41,7 @@ out-of-fold score above it: ties, a degenerate score) is never selected. Among t
 detection rate wins; ties (within 0.01) go to the held-out rate closest to the target, then to the order
 of ``kinds``. When no candidate qualifies, training fails and says why for each.
 
-**Honest data.** A robust screen (median / MAD per feature) looks for sustained departures in the
+**Honest data.** A robust screen (median / MAD per level feature) looks for sustained departures in the
 training rows — a fault inside the window would otherwise be learned as normal. Runs of at least
 :data:`SCREEN_MIN_RUN` rows beyond :data:`SCREEN_Z` robust deviations are left out of training and
 reported with where they are; when they are more than :data:`SCREEN_MAX_SHARE` of the rows they are kept
@@ -62,6 +65,7 @@ KINDS: tuple[str, ...] = get_args(Kind)
 Policy = Literal["refuse", "warn"]
 
 FOLDS = 5
+BLOCKS = 20
 VARIANCE_SHARE = 0.9
 RESIDUAL_FLOOR = 0.01
 KNN_K = 10
@@ -70,6 +74,9 @@ MIN_ROWS_PER_FEATURE = 20
 SCREEN_Z = 6.0
 SCREEN_MIN_RUN = 3
 SCREEN_MAX_SHARE = 0.1
+#: Features the screen looks at: levels. Slopes, spreads and rates jump at every normal load or set-point
+#: change; a screen on them would leave those changes out of training and make them alarm.
+SCREENED = frozenset({"level", "mean", "time_of_day"})
 TIE = 0.01
 SELECTION_RULE = (
     "never a candidate that cannot reach its threshold; then the highest detection rate on held-out rows "
@@ -458,12 +465,26 @@ def _finite(x: float, digits: int | None = None) -> float | None:
     return round(x, digits) if digits is not None else x
 
 
-def _folds(ts: np.ndarray, k: int) -> np.ndarray:
-    """Fold number per row: ``k`` contiguous time blocks of about equal row counts."""
+def _folds(ts: np.ndarray, k: int, blocks: int) -> np.ndarray:
+    """Fold number per row: ``blocks`` consecutive time blocks of about equal row counts, dealt to ``k`` folds
+    in turn — each fold holds stretches from the whole window, so every fold's model has seen every part of it
+    (each operating mode, day and night), while each held-out stretch is still contiguous in time."""
     order = np.argsort(ts, kind="stable")
-    fold = np.empty(len(ts), dtype=np.int64)
-    fold[order] = np.arange(len(ts)) * k // max(len(ts), 1)
-    return fold
+    block = np.empty(len(ts), dtype=np.int64)
+    block[order] = np.arange(len(ts)) * blocks // max(len(ts), 1)
+    out: np.ndarray = block % k
+    return out
+
+
+def _near(ts: np.ndarray, other: np.ndarray, within_ms: float) -> np.ndarray:
+    """Whether each of ``ts`` is within ``within_ms`` of some time in ``other`` (sorted)."""
+    if not len(other) or within_ms <= 0:
+        return np.zeros(len(ts), dtype=bool)
+    i = np.searchsorted(other, ts)
+    before = other[np.clip(i - 1, 0, len(other) - 1)]
+    after = other[np.clip(i, 0, len(other) - 1)]
+    out: np.ndarray = (np.abs(ts - before) <= within_ms) | (np.abs(after - ts) <= within_ms)
+    return out
 
 
 def train(
@@ -522,7 +543,9 @@ def train(
         )
     contamination: list[dict[str, Any]] = []
     if spec.screen:
-        mask, contamination = _screen(feats, seg, ts_all, labels, names)
+        levels = [i for i, nm in enumerate(names) if nm.rsplit(".", 1)[1] in SCREENED]
+        cols = levels or list(range(len(names)))
+        mask, contamination = _screen(feats[:, cols], seg, ts_all, labels, [names[i] for i in cols])
         share = mask.mean() if len(mask) else 0.0
         if share > SCREEN_MAX_SHARE:
             warnings.append(
@@ -552,7 +575,7 @@ def train(
             )
         warnings.extend(s + " (trained anyway: insufficient_data is warn)" for s in short)
 
-    fold = _folds(ts_all, FOLDS)
+    fold = _folds(ts_all, FOLDS, BLOCKS)
     purge_ms = fmap.window_s * 1000.0
     rng = np.random.default_rng(spec.seed)
     candidates: list[_Candidate] = []
@@ -562,8 +585,7 @@ def train(
         synth = np.empty(n)
         for k in range(FOLDS):
             test = fold == k
-            lo, hi = ts_all[test].min(), ts_all[test].max()
-            fit_rows = ~test & ((ts_all < lo - purge_ms) | (ts_all > hi + purge_ms))
+            fit_rows = ~test & ~_near(ts_all, np.sort(ts_all[test]), purge_ms)
             if fit_rows.sum() < max(10, len(names) + 1):
                 fit_rows = ~test
             fit_sizes.append(int(fit_rows.sum()))

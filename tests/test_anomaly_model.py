@@ -205,3 +205,19 @@ def test_an_explanation_names_the_tags_that_drove_the_score_against_their_normal
     top = e.drivers[0]
     assert top.outside == "high" and top.value > top.normal_high
     assert top.tag in e.summary() and "normal" in e.summary()
+
+
+def test_the_time_of_day_feature_learns_a_daily_cycle() -> None:
+    """A temperature that peaks every afternoon: with the time-of-day residual, 25 °C at 14:00 is normal and the
+    same 25 °C at 02:00 is not — a reading the level alone cannot place."""
+    rng = np.random.default_rng(3)
+    step = 300_000
+    ts = T0 - T0 % 86_400_000 + np.arange(14 * 288, dtype=np.int64) * step  # 14 days from midnight UTC
+    hour = (ts % 86_400_000) / 3_600_000
+    x = (20 + 5 * np.cos(2 * np.pi * (hour - 14) / 24) + rng.normal(0, 0.3, len(ts)))[:, None]
+    model = train([Segment(ts, x)], ModelSpec(("room",), TARGET, ("pca",), features=("level", "time_of_day")))
+    assert model.card["features"] == ["room.level", "room.time_of_day"]
+    day = ts[-1] - ts[-1] % 86_400_000 + 86_400_000
+    probe = np.array([day + 14 * 3_600_000, day + 26 * 3_600_000])  # 14:00, and 02:00 the next night
+    s = score(model, probe, np.array([[25.0], [25.0]])).scores
+    assert s[0] < 1.0 < s[1]

@@ -78,10 +78,17 @@ SCREEN_MAX_SHARE = 0.1
 #: change; a screen on them would leave those changes out of training and make them alarm.
 SCREENED = frozenset({"level", "mean", "time_of_day"})
 TIE = 0.01
+#: The last share of the window (in time) that forward validation holds out, and the fewest rows it needs.
+VALIDATION_SHARE = 0.2
+MIN_VALIDATION_ROWS = 50
+#: A candidate keeps its promise on the validation split when its rate there is at most this × the target.
+KEEP = 2.0
 SELECTION_RULE = (
-    "never a candidate that cannot reach its threshold; then the highest detection rate on held-out rows "
-    "(fault examples when given, else synthetic deviations); ties within 0.01 go to the held-out false-alarm "
-    "rate closest to the target, then to the order of condition.models"
+    "never a candidate that cannot reach its threshold; prefer those whose false-alarm rate on the validation "
+    "split (the last 20 % of the window, after a model trained and calibrated on the rest) is at most 2 × the "
+    "target; among them the highest detection rate on the validation split (fault examples when given, else "
+    "synthetic deviations); ties within 0.01 go to the validation false-alarm rate closest to the target, then "
+    "to the order of condition.models"
 )
 
 
@@ -441,6 +448,8 @@ class _Candidate:
     holdout_far: float = math.nan
     holdout_by_fold: list[float] = field(default_factory=list)
     detection_rate: float = 0.0
+    validation_far: float = math.nan
+    validation_detection: float = math.nan
     reason: str = ""
 
     @property
@@ -455,6 +464,7 @@ class _Candidate:
             "calibration_far": round(self.calibration_far, 6),
             "holdout_far": _finite(self.holdout_far, 6),
             "holdout_far_by_fold": [round(x, 6) for x in self.holdout_by_fold],
+            "validation_far": _finite(self.validation_far, 6),
             "detection_rate": round(self.detection_rate, 4),
         }
 
@@ -485,6 +495,64 @@ def _near(ts: np.ndarray, other: np.ndarray, within_ms: float) -> np.ndarray:
     after = other[np.clip(i, 0, len(other) - 1)]
     out: np.ndarray = (np.abs(ts - before) <= within_ms) | (np.abs(after - ts) <= within_ms)
     return out
+
+
+def _out_of_fold(
+    kind: str,
+    feats: np.ndarray,
+    ts: np.ndarray,
+    fold: np.ndarray,
+    purge_ms: float,
+    seed: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Each fold scored by a model fitted on the others (purged around it): (scores, scores of synthetic
+    deviations of the same rows, fit sizes)."""
+    oof = np.empty(len(feats))
+    synth = np.empty(len(feats))
+    sizes = []
+    for k in range(FOLDS):
+        test = fold == k
+        if not test.any():
+            continue
+        fit_rows = ~test & ~_near(ts, np.sort(ts[test]), purge_ms)
+        if fit_rows.sum() < max(10, feats.shape[1] + 1):
+            fit_rows = ~test
+        sizes.append(int(fit_rows.sum()))
+        scaler = _Scaler.fit(feats[fit_rows])
+        det = _fit_detector(kind, scaler(feats[fit_rows]), seed)
+        zt = scaler(feats[test])
+        oof[test] = det.score(zt)
+        synth[test] = det.score(_synthetic(zt, np.random.default_rng(rng.integers(1 << 31))))
+    return oof, synth, sizes
+
+
+def _validate(
+    c: _Candidate,
+    feats: np.ndarray,
+    ts: np.ndarray,
+    early: np.ndarray,
+    late: np.ndarray,
+    purge_ms: float,
+    spec: ModelSpec,
+    rng: np.random.Generator,
+) -> None:
+    """Forward validation: trained and calibrated (out of fold) on the early part only, applied to the
+    validation split that follows it — the way a model is always used, on data after its window."""
+    fe, te = feats[early], ts[early]
+    fold = _folds(te, FOLDS, BLOCKS)
+    oof, _, sizes = _out_of_fold(c.kind, fe, te, fold, purge_ms, spec.seed, rng)
+    threshold = _conformal(oof, spec.target_far)
+    if not math.isfinite(threshold):
+        return
+    scaler = _Scaler.fit(fe)
+    det = _fit_detector(c.kind, scaler(fe), spec.seed, float(np.mean(sizes)) / len(fe))
+    zv = scaler(feats[late])
+    c.validation_far = float(np.mean(det.score(zv) > threshold))
+    c.validation_detection = float(
+        np.mean(det.score(_synthetic(zv, np.random.default_rng(rng.integers(1 << 31)))) > threshold)
+    )
+    c.detection_rate = c.validation_detection
 
 
 def train(
@@ -575,26 +643,22 @@ def train(
             )
         warnings.extend(s + " (trained anyway: insufficient_data is warn)" for s in short)
 
-    fold = _folds(ts_all, FOLDS, BLOCKS)
     purge_ms = fmap.window_s * 1000.0
+    fold = _folds(ts_all, FOLDS, BLOCKS)
     rng = np.random.default_rng(spec.seed)
     candidates: list[_Candidate] = []
     fit_sizes: list[int] = []
+    # The validation split: the last VALIDATION_SHARE of the window in time, after a purge of one feature window.
+    cut = float(np.quantile(ts_all, 1 - VALIDATION_SHARE))
+    early, late = ts_all < cut - purge_ms, ts_all >= cut
+    forward = early.sum() >= hard_min and late.sum() >= MIN_VALIDATION_ROWS
     for kind in kinds:
-        oof = np.empty(n)
-        synth = np.empty(n)
-        for k in range(FOLDS):
-            test = fold == k
-            fit_rows = ~test & ~_near(ts_all, np.sort(ts_all[test]), purge_ms)
-            if fit_rows.sum() < max(10, len(names) + 1):
-                fit_rows = ~test
-            fit_sizes.append(int(fit_rows.sum()))
-            scaler = _Scaler.fit(feats[fit_rows])
-            det = _fit_detector(kind, scaler(feats[fit_rows]), spec.seed)
-            zt = scaler(feats[test])
-            oof[test] = det.score(zt)
-            synth[test] = det.score(_synthetic(zt, np.random.default_rng(rng.integers(1 << 31))))
-        candidates.append(_calibrate(kind, oof, synth, fold, spec.target_far))
+        oof, synth, sizes = _out_of_fold(kind, feats, ts_all, fold, purge_ms, spec.seed, rng)
+        fit_sizes.extend(sizes)
+        c = _calibrate(kind, oof, synth, fold, spec.target_far)
+        if forward and c.qualified:
+            _validate(c, feats, ts_all, early, late, purge_ms, spec, rng)
+        candidates.append(c)
 
     final_scaler = _Scaler.fit(feats)
     fold_share = float(np.mean(fit_sizes)) / n  # the share of rows a fold's model was fitted on
@@ -616,6 +680,13 @@ def train(
     for c in candidates:
         if c.qualified and not math.isfinite(c.holdout_far):
             warnings.append(f"{c.kind}: the held-out false-alarm rate could not be measured")
+    if math.isfinite(best.validation_far) and best.validation_far > KEEP * spec.target_far:
+        warnings.append(
+            f"on the validation split (the last {100 * VALIDATION_SHARE:.0f} % of the window) a model trained on the "
+            f"rest alarmed on {100 * best.validation_far:.2g} % of normal readings, against a target of "
+            f"{100 * spec.target_far:.2g} %: normal operation late in the window is unlike the rest; expect more "
+            "false alarms than asked until the window covers every normal mode"
+        )
     if best.holdout_far > 1.5 * spec.target_far or best.holdout_far < 0.5 * spec.target_far:
         warnings.append(
             f"held-out false-alarm rate {best.holdout_far:.4g} is outside 0.5–1.5 × the target {spec.target_far:g}: "
@@ -638,6 +709,8 @@ def train(
         "calibration_far": round(best.calibration_far, 6),
         "holdout_far": _finite(best.holdout_far, 6),
         "holdout_far_by_fold": [round(x, 6) for x in best.holdout_by_fold],
+        "validation_far": _finite(best.validation_far, 6),
+        "validation_rows": int(late.sum()) if forward else 0,
         "detection_rate": round(best.detection_rate, 4),
         "detection_on": "fault examples" if faulty else "synthetic deviations",
         "selection": {
@@ -679,11 +752,14 @@ def _choose(candidates: list[_Candidate], target: float, kinds: tuple[str, ...])
     ok = [c for c in candidates if c.qualified]
     if not ok:
         return None
-    top = max(c.detection_rate for c in ok)
-    near = [c for c in ok if c.detection_rate >= top - TIE]
+    kept = [c for c in ok if math.isfinite(c.validation_far) and c.validation_far <= KEEP * target]
+    pool = kept or ok
+    top = max(c.detection_rate for c in pool)
+    near = [c for c in pool if c.detection_rate >= top - TIE]
 
     def closeness(c: _Candidate) -> float:
-        return abs(math.log(max(c.holdout_far, 1e-9) / target)) if math.isfinite(c.holdout_far) else math.inf
+        rate = c.validation_far if math.isfinite(c.validation_far) else c.holdout_far
+        return abs(math.log(max(rate, 1e-9) / target)) if math.isfinite(rate) else math.inf
 
     best_close = min(closeness(c) for c in near)
     near = [c for c in near if closeness(c) <= best_close + TIE]

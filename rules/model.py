@@ -294,7 +294,7 @@ class Anomaly(_LimitCondition):
     training: Training
     target_far: float = Field(0.01, gt=0, lt=0.5)
     grouping: Literal["device", "equipment_model"] = "device"
-    models: list[Literal["pca", "iforest", "knn"]] = Field(["pca", "iforest", "knn"], min_length=1)
+    models: list[Literal["pca", "iforest", "knn"]] = Field(["pca", "knn"], min_length=1)
     retrain_every_h: float | None = Field(24.0, gt=0)
 
     @model_validator(mode="before")

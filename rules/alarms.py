@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import LiteralString
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg.rows import dict_row
@@ -44,6 +44,8 @@ class Alarm:
     ticket_id: int | None
     suppressed_by: str | None  # why it is hidden: 'maintenance:ID', 'parent:ALARM', ...
     flapping: bool
+    explanation: dict[str, Any] | None = None  # anomaly alarms: the tags that drove the score
+    auto_dispatch: bool = True  # False: its rule was not validated; ticketed but not dispatched on its own
 
 
 _ALARM_FROM: LiteralString = """
@@ -53,7 +55,7 @@ _ALARM_SELECT: LiteralString = (
     """SELECT a.id, a.rule_id, r.name AS rule_name, r.problem_code, a.device_id, d.key AS device_key,
               COALESCE(NULLIF(d.name, ''), d.key) AS device_name, s.slug AS site, a.severity, a.state,
               a.message, a.trigger_value, a.triggered_at, a.opened_at, a.acknowledged_at, a.acknowledged_by,
-              a.cleared_at, a.ticket_id, a.suppressed_by, a.flapping
+              a.cleared_at, a.ticket_id, a.suppressed_by, a.flapping, a.explanation, a.auto_dispatch
        FROM"""
     + _ALARM_FROM
 )

@@ -184,39 +184,157 @@ def export() -> None:
 @app.command("train")
 def train_cmd(
     rule: Annotated[str, typer.Argument(help="anomaly rule id or name")],
+    device: Annotated[
+        list[str] | None, typer.Option(help="train only the subject of this device (id, key or SITE/key); repeatable")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """Train an anomaly rule now on its known-good window; every subject gets a new model version."""
+    """Train an anomaly rule now on its known-good data; every subject (or --device's) gets a new model version."""
     from rules.anomaly import AnomalyTrainingError
-    from rules.anomaly_rules import train_rule
+    from rules.anomaly_rules import subject_of, train_rule
+    from rules.devices import UnknownDevice, resolve_device
+    from rules.model import Anomaly
     from rules.store import UnknownRule, find_rule
 
     with _conn() as conn:
         try:
             r = find_rule(conn, rule)
+            subjects = None
+            if device:
+                if not isinstance(r.spec.condition, Anomaly):
+                    raise AnomalyTrainingError(f"rule {r.name!r} is not an anomaly rule")
+                subjects = [subject_of(r.spec.condition, resolve_device(conn, d)) for d in device]
             with out.status(f"training {r.name} …"):
-                report = train_rule(conn, r, author=getpass.getuser())
-        except (UnknownRule, AnomalyTrainingError) as exc:
+                report = train_rule(conn, r, author=getpass.getuser(), subjects=subjects)
+        except (UnknownRule, UnknownDevice, AnomalyTrainingError) as exc:
             raise _fail(str(exc)) from None
     if as_json:
         out.print_json(json.dumps({"trained": [m.public() for m in report.trained], "failed": report.failed}))
     else:
-        table = Table("subject", "version", "kind", "threshold", "calibration FAR", "rows", "window")
-        for m in report.trained:
-            table.add_row(
-                m.subject,
-                str(m.version),
-                m.kind,
-                f"{m.threshold:.4g}",
-                f"{m.metrics.get('calibration_far', 0):.4f}",
-                str(int(m.metrics.get("train_rows", 0) + m.metrics.get("calibration_rows", 0))),
-                f"{m.window_start:%Y-%m-%d %H:%M} – {m.window_end:%Y-%m-%d %H:%M}",
-            )
-        out.print(table)
+        _print_models([m.public() for m in report.trained])
         for subject, why in report.failed.items():
             err.print(f"[yellow]{escape(subject)}: {escape(why)}[/]", highlight=False)
     if not report.trained:
         raise typer.Exit(1)
+
+
+def _print_models(models: list[dict[str, Any]], *, cards: bool = True) -> None:
+    """A table of model versions, then each one's card: what it is, how it was calibrated and chosen."""
+    table = Table("subject", "v", "rule v", "kind", "threshold", "target", "held-out FAR", "rows", "stale")
+    for m in models:
+        card = m.get("metrics") or {}
+        table.add_row(
+            m["subject"],
+            str(m["version"]),
+            str(m.get("rule_version", "")),
+            m["kind"],
+            f"{m['threshold']:.4g}",
+            _pct(card.get("target_far"), 2),
+            _pct(card.get("holdout_far"), 2),
+            str(card.get("training_rows", card.get("train_rows", ""))),
+            "yes" if m.get("stale_at") else "",
+        )
+    out.print(table)
+    if not cards:
+        return
+    for m in models:
+        if m.get("stale_at"):
+            continue
+        card = m.get("metrics") or {}
+        out.print(f"[bold]{escape(m['subject'])} v{m['version']}[/] — {escape(m['kind'])}", highlight=False)
+        lines = [
+            ("features", ", ".join(card.get("features", [])) or "—"),
+            ("window", f"{card.get('window_s', 0):g} s" if card.get("window_s") else "none (readings only)"),
+            ("components", str(card.get("components") if card.get("components") is not None else "—")),
+            ("training / calibration rows", f"{card.get('training_rows', '—')} / {card.get('calibration_rows', '—')}"),
+            ("warming up (not scored)", str(card.get("warming_up_rows", 0))),
+            ("threshold", f"{m['threshold']:.6g}"),
+            (
+                "false-alarm rate",
+                f"target {_pct(card.get('target_far'), 2)}, calibration {_pct(card.get('calibration_far'), 2)}, "
+                f"held-out {_pct(card.get('holdout_far'), 2)}",
+            ),
+            ("detection rate", f"{_pct(card.get('detection_rate'), 2)} on {card.get('detection_on', '—')}"),
+        ]
+        for name, c in (card.get("selection") or {}).get("candidates", {}).items():
+            verdict = "ok" if c.get("qualified") else f"not usable: {c.get('reason')}"
+            lines.append(
+                (
+                    f"candidate {name}",
+                    f"held-out FAR {_pct(c.get('holdout_far'), 2)}, "
+                    f"detection {_pct(c.get('detection_rate'), 2)} — {verdict}",
+                )
+            )
+        for dev, w in (card.get("windows") or {}).items():
+            lines.append(
+                (f"window {dev}", f"{w['start']} – {w['end']}: {w['rows']} rows, {w['excluded_rows']} left out")
+            )
+            lines.extend(("  left out", f"{e['start']} – {e['end']}: {e['why']}") for e in w.get("excluded", []))
+        lines.extend(
+            (
+                "likely contamination",
+                f"{c['device']} {c['start']} – {c['end']} ({c['rows']} rows: {', '.join(c['features'])})",
+            )
+            for c in card.get("contamination", [])
+        )
+        lines.extend(("[yellow]warning[/]", w) for w in card.get("warnings", []))
+        for name, value in lines:
+            out.print(f"  {name}: {escape(str(value))}", highlight=False, soft_wrap=True)
+
+
+@app.command("models")
+def models_cmd(
+    rule: Annotated[str, typer.Argument(help="anomaly rule id or name")],
+    all_: Annotated[bool, typer.Option("--all", help="every version, stale ones too")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """The model cards of an anomaly rule: features, components, rows, threshold, achieved false-alarm rate."""
+    from rules.anomaly_rules import model_history
+    from rules.store import UnknownRule, find_rule
+
+    with _conn() as conn:
+        try:
+            r = find_rule(conn, rule)
+        except UnknownRule as exc:
+            raise _fail(str(exc)) from None
+        history = model_history(conn, r.id)
+    if not all_:
+        newest: dict[str, dict[str, Any]] = {}
+        for m in history:
+            if m["stale_at"] is None and m["subject"] not in newest:
+                newest[m["subject"]] = m
+        history = list(newest.values())
+    if as_json:
+        print(json.dumps(history, default=str))
+        return
+    if not history:
+        out.print(f"{r.name}: no trained model yet: `fieldwatch rules train {r.name!r}`", highlight=False)
+        return
+    status = "validated" if r.spec.auto_dispatch else "NOT validated: alarms are not dispatched on their own"
+    out.print(f"[bold]{escape(r.name)}[/] — {status}", highlight=False)
+    _print_models(history, cards=not all_)
+
+
+@app.command("validate")
+def validate_cmd(
+    rule: Annotated[str, typer.Argument(help="rule id or name")],
+    revoke: Annotated[bool, typer.Option("--revoke", help="stop its alarms dispatching on their own again")] = False,
+    author: Annotated[str | None, typer.Option(help="recorded with the new version (default: your user name)")] = None,
+) -> None:
+    """Mark a rule validated: its alarms dispatch technicians on their own (a new version, in its history)."""
+    from rules.store import UnknownRule, find_rule, set_rule_validated
+
+    with _conn() as conn:
+        try:
+            r = find_rule(conn, rule)
+            new, changed = set_rule_validated(conn, r.id, not revoke, author=author or getpass.getuser())
+        except UnknownRule as exc:
+            raise _fail(str(exc)) from None
+    state = "validated: its alarms dispatch on their own" if not revoke else "not validated: its alarms are held"
+    if changed:
+        out.print(f"{new.name} v{new.version}: {state}", highlight=False)
+    else:
+        out.print(f"{new.name} is already {state.split(':')[0]} (v{new.version}); nothing changed", highlight=False)
 
 
 @app.command("backtest")
@@ -359,8 +477,9 @@ def _fmt(x: Any) -> str:
     return f"{x:.3g}" if isinstance(x, float) else str(x)
 
 
-def _pct(x: Any) -> str:
-    return "—" if x is None else f"{100 * x:.1f} %"
+def _pct(x: Any, digits: int = 1) -> str:
+    """A rate as a percentage (``—`` when there is none); false-alarm rates want two decimals."""
+    return "—" if x is None else f"{100 * float(x):.{digits}f} %"
 
 
 def _get(run: Any, path: str) -> Any:

@@ -207,37 +207,94 @@ class NoData(_LimitCondition):
     min_cadence_s: float = Field(1.0, gt=0)
 
 
+class Window(_Strict):
+    """One device's known-good window (``training.devices``)."""
+
+    start: datetime
+    end: datetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Window:
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+#: What training leaves out of its windows: alarm periods (other rules), maintenance windows, tickets.
+Exclusion = Literal["alarms", "maintenance", "tickets"]
+
+
 class Training(_Strict):
-    """The known-good window an anomaly model learns from: ``start``/``end``, or the ``last_days`` before now."""
+    """The known-good data an anomaly model learns from, resolved per device.
+
+    One of: ``start``/``end`` (the same window for every device), ``last_days`` (the last N days of each
+    device's data, up to now) or ``first_days`` (the first N days of each device's data); ``devices`` gives
+    some (or all) devices a window of their own (by key, ``site/key`` or id). Known alarm, maintenance
+    and ticket periods are left out (``exclude``), and the window is widened once by what they took, so
+    "N days" means N days of clean data where history allows. ``screen`` looks for faults nobody recorded.
+    ``insufficient_data: warn`` trains even when the data cannot support the target rate (flagged on
+    the model card) instead of refusing.
+    """
 
     start: datetime | None = None
     end: datetime | None = None
     last_days: float | None = Field(None, gt=0)
+    first_days: float | None = Field(None, gt=0)
+    devices: dict[str, Window] = {}
+    exclude: list[Exclusion] = ["alarms", "maintenance", "tickets"]
+    screen: bool = True
+    insufficient_data: Literal["refuse", "warn"] = "refuse"
 
     @model_validator(mode="after")
     def _one_window(self) -> Training:
-        if (self.last_days is None) == (self.start is None or self.end is None):
-            raise ValueError("give either start and end, or last_days")
+        if (self.start is None) != (self.end is None):
+            raise ValueError("give both start and end (or last_days, or first_days)")
+        given = [
+            w
+            for w, on in (
+                ("start/end", self.start is not None),
+                ("last_days", self.last_days is not None),
+                ("first_days", self.first_days is not None),
+            )
+            if on
+        ]
+        if len(given) > 1:
+            raise ValueError(f"give one default window, not {' and '.join(given)}")
+        if not given and not self.devices:
+            raise ValueError("give start and end, last_days or first_days — or a window per device under devices")
         if self.start is not None and self.end is not None and self.end <= self.start:
             raise ValueError("end must be after start")
         return self
 
 
-class Anomaly(_LimitCondition):
-    """A multivariate model over ``tags`` (:mod:`rules.anomaly_rules`) scores each vector of readings
-    taken at one timestamp; the levels compare the score in multiples of the model's calibrated
-    threshold (``1.0`` = the threshold that gives ``target_far`` false alarms on known-good data).
+#: Features when a rule leaves ``features`` out: the readings themselves for several tags (their relations
+#: carry the information), and how one signal moves for a single tag.
+DEFAULT_FEATURES: tuple[str, ...] = ("level",)
+SINGLE_TAG_FEATURES: tuple[str, ...] = ("level", "spread", "slope", "rate")
 
-    ``grouping: device`` trains one model per device in scope; ``grouping: equipment_model`` one per model,
-    pooled over its devices. ``retrain_every_h`` re-fits a ``last_days`` window on a schedule.
+
+class Anomaly(_LimitCondition):
+    """A model over ``tags`` (:mod:`rules.anomaly_rules`) scores each reading's features — the readings
+    of the tags at one timestamp, and optionally windowed features of each (``features``, over
+    ``window_s``: level, mean, slope, spread, rate, time_of_day); the levels compare the score in multiples
+    of the model's calibrated threshold (``1.0`` = the threshold that gives ``target_far`` false alarms on
+    known-good data it never saw).
+
+    One tag is enough: it is watched through its windowed features. ``grouping: device`` trains one model
+    per device in scope; ``grouping: equipment_model`` one per model, pooled over its devices.
+    ``retrain_every_h`` re-fits a ``last_days`` window on a schedule.
     """
 
     kind: Literal["anomaly"] = "anomaly"
-    tags: list[str] = Field(min_length=2)
+    tags: list[str] = Field(min_length=1)
+    features: list[Literal["level", "mean", "slope", "spread", "rate", "time_of_day"]] | None = Field(
+        None, min_length=1
+    )
+    window_s: float | None = Field(None, gt=0)
     training: Training
     target_far: float = Field(0.01, gt=0, lt=0.5)
     grouping: Literal["device", "equipment_model"] = "device"
-    models: list[Literal["pca", "iforest"]] = Field(["pca", "iforest"], min_length=1)
+    models: list[Literal["pca", "iforest", "knn"]] = Field(["pca", "knn"], min_length=1)
     retrain_every_h: float | None = Field(24.0, gt=0)
 
     @model_validator(mode="before")
@@ -247,6 +304,21 @@ class Anomaly(_LimitCondition):
             data = {**data, "levels": [{"severity": data.get("severity", "major"), "threshold": 1.0}]}
             data.pop("severity", None)
         return data
+
+    @field_validator("tags")
+    @classmethod
+    def _distinct(cls, tags: list[str]) -> list[str]:
+        dupes = sorted({t for t in tags if tags.count(t) > 1})
+        if dupes:
+            raise ValueError(f"each tag may appear once; repeated: {', '.join(dupes)}")
+        return tags
+
+    @property
+    def feature_kinds(self) -> tuple[str, ...]:
+        """The features the model uses: as written, or the default for one tag / several tags."""
+        if self.features:
+            return tuple(dict.fromkeys(self.features))
+        return SINGLE_TAG_FEATURES if len(self.tags) == 1 else DEFAULT_FEATURES
 
 
 Condition = Annotated[Above | Below | Outside | Inside | RateOfChange | NoData | Anomaly, Field(discriminator="kind")]
@@ -319,6 +391,11 @@ class RuleSpec(_Strict):
     flapping: Flapping | None = Field(None, description="collapse rapid open/clear cycles into one flapping alarm")
     enabled: bool = True
     description: str = ""
+    validated: bool | None = Field(
+        None,
+        description="whether its alarms may dispatch a technician on their own; unset: yes, except for anomaly "
+        "rules, which wait for `fieldwatch rules validate` (a new version, so it is in the history)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -328,6 +405,13 @@ class RuleSpec(_Strict):
         if isinstance(cond, dict) and cond.get("kind") == "anomaly" and "tag" not in data and data.get("name"):
             data = {**data, "tag": f"{ANOMALY_TAG_PREFIX}{data['name']}"}
         return data
+
+    @property
+    def auto_dispatch(self) -> bool:
+        """Whether an alarm of this rule may be dispatched without a person deciding first."""
+        if self.validated is not None:
+            return self.validated
+        return not isinstance(self.condition, Anomaly)
 
     @property
     def severity(self) -> Severity:

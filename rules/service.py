@@ -130,10 +130,13 @@ def _ts(ms: int | None) -> datetime:
     return _EPOCH if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
 
-def alarm_message(rule: Rule, peak: float | None) -> str:
-    """``bearing_temp > 80 for 30 s (peak 83.1)``."""
+def alarm_message(rule: Rule, peak: float | None, explanation: dict[str, Any] | None = None) -> str:
+    """``bearing_temp > 80 for 30 s (peak 83.1)``; an anomaly alarm adds what drove its score."""
     text = rule.spec.describe()
-    return f"{text} (peak {peak:g})" if peak is not None else text
+    text = f"{text} (peak {peak:g})" if peak is not None else text
+    if explanation and explanation.get("summary"):
+        text = f"{text}: {explanation['summary']}"
+    return text
 
 
 class RuleEvaluator:
@@ -565,13 +568,15 @@ class RuleEvaluator:
         if isinstance(ev, AlarmOpened):
             when = _ts(ev.ts_ms)
             suppressed_by, flapping = suppression_for(conn, rule, self._devices.get(device_id), device_id, when)
-            message = alarm_message(rule, ev.peak)
+            explanation = self._scorer.explanations.get((rule.id, device_id, ev.ts_ms))
+            message = alarm_message(rule, ev.peak, explanation)
             if flapping:
                 message = f"flapping: {message}"
             row = conn.execute(
                 """INSERT INTO alarms (rule_id, device_id, severity, peak_severity, latched, state, message,
-                                       trigger_value, triggered_at, suppressed_by, flapping)
-                   VALUES (%s, %s, %s, %s, %s, 'active', %s, %s, %s, %s, %s)
+                                       trigger_value, triggered_at, suppressed_by, flapping, explanation,
+                                       auto_dispatch)
+                   VALUES (%s, %s, %s, %s, %s, 'active', %s, %s, %s, %s, %s, %s, %s)
                    ON CONFLICT (rule_id, device_id) WHERE cleared_at IS NULL DO NOTHING
                    RETURNING id""",
                 (
@@ -585,6 +590,8 @@ class RuleEvaluator:
                     when,
                     suppressed_by,
                     flapping,
+                    None if explanation is None else Jsonb(explanation),
+                    rule.spec.auto_dispatch,
                 ),
             ).fetchone()
             if row is None:  # an open alarm already exists (latched, or state reset by hand): keep it

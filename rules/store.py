@@ -269,3 +269,15 @@ def set_rule_enabled(conn: psycopg.Connection, rule_id: int, enabled: bool, *, a
         return False
     save_rule(conn, rule.spec.model_copy(update={"enabled": enabled}), author=author)
     return True
+
+
+def set_rule_validated(conn: psycopg.Connection, rule_id: int, validated: bool, *, author: str) -> tuple[Rule, bool]:
+    """Mark whether a rule's alarms may dispatch on their own: a new version (so who and when is in its
+    history), or none when it already says so. Returns (the rule, whether a version was written)."""
+    rule = get_rule(conn, rule_id)
+    if rule is None:
+        raise UnknownRule(f"no rule {rule_id!r}; `fieldwatch rules list` shows the rules")
+    if rule.spec.validated is validated:
+        return rule, False
+    new, change = save_rule(conn, rule.spec.model_copy(update={"validated": validated}), author=author)
+    return new, change != "unchanged"

@@ -5,6 +5,7 @@ Shared by ``fieldwatch rules backtest`` and ``POST /api/v1/rules/{rule}/backtest
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -42,7 +43,8 @@ def _anomaly_history(
     """Normalized anomaly scores of the device's stored vectors — computed exactly as live evaluation does.
 
     A stored rule uses its newest trained model for the device's subject; a draft is trained in memory
-    on its own known-good window (nothing is stored).
+    on its own known-good data (nothing is stored). Windowed features read the window of history before
+    ``start_ms`` too, as live scoring did; rows still warming up get no score (as live: they never alarm).
     """
     cond = spec.condition
     assert isinstance(cond, Anomaly)
@@ -69,12 +71,14 @@ def _anomaly_history(
         except AnomalyTrainingError as exc:
             raise BacktestError(f"draft {spec.name!r}: cannot train its model: {exc}") from None
         threshold = model.threshold
-    keys, x = load_vectors(conn, [device.id], list(model.tags), start_ms, end_ms)
+    lead = math.ceil(model.window_s * 1000)
+    keys, x = load_vectors(conn, [device.id], list(model.tags), start_ms - lead, end_ms)
     if not keys:
         return History.of([])
-    scores = model.score(x) / threshold  # the whole window at once: one vectorised call, as live scores batches
     ts = np.fromiter((t for _, t in keys), np.int64, len(keys))
-    return History(ts, np.asarray(scores, np.float64), np.zeros(len(keys), np.int16))
+    scores = model.score(x, ts) / threshold  # the whole window at once: one vectorised call, as live scores batches
+    keep = (ts >= start_ms) & np.isfinite(scores)  # NaN: the feature window is still warming up
+    return History(ts[keep], np.asarray(scores[keep], np.float64), np.zeros(int(keep.sum()), np.int16))
 
 
 @dataclass(frozen=True)

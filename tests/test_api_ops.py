@@ -121,6 +121,7 @@ def test_openapi_lists_every_route_and_the_bearer_scheme(db_url: str) -> None:
         f"{BASE}/rules/{{rule}}/train": {"post"},
         f"{BASE}/rules/{{rule}}/models": {"get"},
         f"{BASE}/rules/{{rule}}/rollback": {"post"},
+        f"{BASE}/rules/{{rule}}/validate": {"post"},
         f"{BASE}/audit": {"get"},
         f"{BASE}/tokens": {"get", "post"},
         f"{BASE}/tokens/{{token_id}}": {"delete"},

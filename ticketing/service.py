@@ -214,9 +214,10 @@ class TicketingService:
                 r[0]
                 for r in self._connection()
                 .execute(
-                    """SELECT t.id FROM tickets t
+                    f"""SELECT t.id FROM tickets t
                        WHERE t.status = 'new'
                          AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.ticket_id = t.id AND a.active)
+                         AND NOT ({_HELD_SQL})
                        ORDER BY t.priority, t.id"""
                 )
                 .fetchall()
@@ -264,7 +265,7 @@ class TicketingService:
         with conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 """SELECT a.id, a.ticket_id, a.cleared_at, a.suppressed_by, a.severity, a.device_id,
-                          r.name AS rule_name, r.problem_code, r.required_skill,
+                          a.auto_dispatch, a.explanation, r.name AS rule_name, r.problem_code, r.required_skill,
                           d.name AS device_name, d.key AS device_key, s.latitude, s.longitude, c.segment
                    FROM alarms a
                    JOIN rules r ON r.id = a.rule_id
@@ -291,6 +292,17 @@ class TicketingService:
         conn.execute("UPDATE alarms SET ticket_id = %s WHERE id = %s", (ticket_id, alarm_id))
         # An open alarm again: auto-resolve may act when this one clears too.
         conn.execute("UPDATE tickets SET alarms_cleared_at = NULL WHERE id = %s", (ticket_id,))
+        why = alarm_explanation_note(alarm["rule_name"], alarm["explanation"])
+        if why is not None:  # where to look first, for the technician
+            conn.execute(
+                "INSERT INTO ticket_notes (ticket_id, author, body) VALUES (%s, %s, %s)", (ticket_id, NOTE_AUTHOR, why)
+            )
+        held = not alarm["auto_dispatch"] and _held(conn, ticket_id)
+        if held:
+            conn.execute(
+                "UPDATE tickets SET unassigned_reason = %s, updated_at = now() WHERE id = %s",
+                (HELD_REASON.format(rule=alarm["rule_name"]), ticket_id),
+            )
         publish(
             conn,
             TicketCreatedEvent(ticket_id=ticket_id, alarm_id=alarm_id)
@@ -298,7 +310,9 @@ class TicketingService:
             else TicketUpdatedEvent(ticket_id=ticket_id, alarm_id=alarm_id),
         )
         decision = None
-        if not _has_active_assignment(conn, ticket_id):
+        if held:
+            log.info("ticket %d held: rule %r is not validated for dispatch", ticket_id, alarm["rule_name"])
+        elif not _has_active_assignment(conn, ticket_id):
             site = (alarm["latitude"], alarm["longitude"])
             decision = self._dispatch_locked(conn, ticket_id, site, required_skill)
         return TicketOutcome(alarm_id, "created" if created else "attached", ticket_id=ticket_id, decision=decision)
@@ -332,7 +346,7 @@ class TicketingService:
                 (
                     alarm["device_id"],
                     alarm["problem_code"],
-                    f"{alarm['rule_name']} on {device_label}",
+                    _title(alarm["rule_name"], device_label, alarm["explanation"]),
                     priority,
                     alarm["required_skill"],
                     alarm["id"],
@@ -369,6 +383,52 @@ class TicketingService:
         log.info("ticket %d assigned to %s (%s)", ticket_id, placement.tech_name, placement.reason)
         view = TechnicianView(placement.tech_id, placement.tech_name or "", site)
         return Decision(view, placement.km, placement.eta_minutes, placement.reason)
+
+
+#: Author of the notes ticketing writes itself.
+NOTE_AUTHOR = "fieldwatch"
+HELD_REASON = (
+    "held for review: rule {rule!r} is not validated for dispatch — assign a technician by hand, or validate "
+    "the rule (fieldwatch rules validate) so its alarms dispatch on their own"
+)
+#: A ticket is held while alarms are attached to it and none of them may dispatch on its own.
+_HELD_SQL = """EXISTS (SELECT 1 FROM alarms h WHERE h.ticket_id = t.id)
+               AND NOT EXISTS (SELECT 1 FROM alarms h WHERE h.ticket_id = t.id AND h.auto_dispatch)"""
+
+
+def _held(conn: psycopg.Connection, ticket_id: int) -> bool:
+    row = conn.execute(f"SELECT {_HELD_SQL} FROM tickets t WHERE t.id = %s", (ticket_id,)).fetchone()
+    return bool(row and row[0])
+
+
+def _drivers(explanation: Any) -> list[dict[str, Any]]:
+    if not isinstance(explanation, dict):
+        return []
+    return [d for d in explanation.get("drivers", []) if isinstance(d, dict) and d.get("tag")]
+
+
+def _title(rule_name: str, device_label: str, explanation: Any) -> str:
+    """``pump health on pump-1``; with an explanation, the tag to look at first: ``… — bearing_temp high``."""
+    title = f"{rule_name} on {device_label}"
+    top = _drivers(explanation)[:1]
+    if top:
+        title += f" — {top[0]['tag']} {top[0].get('outside', '')}".rstrip()
+    return title
+
+
+def alarm_explanation_note(rule_name: str, explanation: Any) -> str | None:
+    """A ticket note from an alarm's explanation: each driving tag, its share, its value and normal range."""
+    drivers = _drivers(explanation)
+    if not drivers:
+        return None
+    lines = [f"Why {rule_name!r} alarmed — look first at:"]
+    for d in drivers[:5]:
+        lo, hi = (d.get("normal") or [None, None])[:2]
+        normal = f" (normal {lo:.4g}–{hi:.4g})" if isinstance(lo, int | float) and isinstance(hi, int | float) else ""
+        value = d.get("value")
+        shown = f"{value:.4g}" if isinstance(value, int | float) else "?"
+        lines.append(f"- {d['tag']}: {round(100 * float(d.get('share', 0)))} % of the score, {shown}{normal}")
+    return "\n".join(lines)
 
 
 def _has_active_assignment(conn: psycopg.Connection, ticket_id: int) -> bool:

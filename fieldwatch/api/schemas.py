@@ -192,6 +192,12 @@ class AlarmPublic(BaseModel):
     ticket_id: int | None
     suppressed_by: str | None = Field(None, description="why it is hidden: 'maintenance:ID', 'parent:ALARM', …")
     flapping: bool = False
+    explanation: dict[str, Any] | None = Field(
+        None,
+        description="anomaly alarms: the tags that drove the score — {score, drivers: [{tag, share, value, normal: "
+        "[low, high], outside, features}], summary}",
+    )
+    auto_dispatch: bool = Field(True, description="false: the rule is not validated; ticketed, not dispatched")
 
 
 # --- tickets ----------------------------------------------------------------------------------

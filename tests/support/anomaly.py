@@ -14,7 +14,7 @@ import psycopg
 from simulators.pump import MEASUREMENTS, PumpModel
 from tests.support.points import T0
 
-__all__ = ["STEP_S", "T0", "pump_run", "scores", "store"]
+__all__ = ["STEP_S", "T0", "pump_run", "pump_segment", "scores", "store"]
 
 #: Seconds between readings of a run.
 STEP_S = 5
@@ -31,6 +31,14 @@ def pump_run(seed: int, start_ms: int, seconds: int, fault_at: int | None = None
         if t:
             out.append((start_ms + t * 1000, r))
     return out
+
+
+def pump_segment(
+    seed: int, seconds: int, fault_at: int | None = None, *, start_ms: int = T0, tags: tuple[str, ...] = MEASUREMENTS
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`pump_run` as arrays for :func:`rules.anomaly.train`: ``(ts_ms, rows × tags)``."""
+    run = pump_run(seed, start_ms, seconds, fault_at)
+    return np.array([ts for ts, _ in run], dtype=np.int64), np.array([[r[t] for t in tags] for _, r in run])
 
 
 def store(url: str, device: int, run: list[tuple[int, dict]]) -> None:

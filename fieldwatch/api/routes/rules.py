@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from ..deps import Access, ConnDep, allow
@@ -23,6 +23,7 @@ class RulePublic(BaseModel):
     id: int
     version: int
     describe: str
+    auto_dispatch: bool = Field(description="whether its alarms dispatch on their own (see `validated`)")
     updated_by: str
     updated_at: datetime | None
     definition: dict[str, Any]
@@ -98,6 +99,7 @@ def _public(rule: Any) -> dict[str, Any]:
         "id": rule.id,
         "version": rule.version,
         "describe": rule.spec.describe(),
+        "auto_dispatch": rule.spec.auto_dispatch,
         "updated_by": rule.updated_by,
         "updated_at": rule.updated_at,
         "definition": spec_json(rule.spec),
@@ -233,21 +235,58 @@ def backtest(
     return {"runs": results}
 
 
-@router.post("/{rule}/train", summary="Train an anomaly rule now on its known-good window (a new model version)")
-def train(rule: str, conn: ConnDep, access: RuleEditor) -> dict[str, Any]:
+@router.post("/{rule}/train", summary="Train an anomaly rule now on its known-good data (a new model version)")
+def train(
+    rule: str,
+    conn: ConnDep,
+    access: RuleEditor,
+    device: Annotated[
+        list[str] | None, Query(description="only the subject of these devices (id, key, SITE/key)")
+    ] = None,
+) -> dict[str, Any]:
     from rules.anomaly import AnomalyTrainingError
-    from rules.anomaly_rules import train_rule
+    from rules.anomaly_rules import subject_of, train_rule
+    from rules.devices import UnknownDevice, resolve_device
+    from rules.model import Anomaly
 
     r = _find(conn, rule)
+    subjects = None
     try:
-        report = train_rule(conn, r, author=access.principal.name)
-    except AnomalyTrainingError as exc:
+        if device:
+            if not isinstance(r.spec.condition, Anomaly):
+                raise AnomalyTrainingError(f"rule {r.name!r} is not an anomaly rule")
+            subjects = [subject_of(r.spec.condition, resolve_device(conn, d)) for d in device]
+        report = train_rule(conn, r, author=access.principal.name, subjects=subjects)
+    except (AnomalyTrainingError, UnknownDevice) as exc:
         raise Invalid(str(exc)) from None
     return {"trained": [m.public() for m in report.trained], "failed": report.failed}
 
 
-@router.get("/{rule}/models", summary="Every trained model version of an anomaly rule, newest first")
+@router.get(
+    "/{rule}/models",
+    summary="Every trained model version of an anomaly rule, newest first; `metrics` is the model card",
+    description="The card: kind, features, window, components, training and calibration rows, threshold, target, "
+    "calibration and held-out false-alarm rates, selection scores of every candidate, the windows per device and "
+    "what was left out of them (alarms, maintenance, tickets, likely contamination), warnings.",
+)
 def models(rule: str, conn: ConnDep, _: Reader) -> list[dict[str, Any]]:
     from rules.anomaly_rules import model_history
 
     return model_history(conn, _find(conn, rule).id)
+
+
+class ValidateRequest(BaseModel):
+    validated: bool = Field(True, description="false: hold its alarms for review again")
+
+
+@router.post(
+    "/{rule}/validate",
+    response_model=RulePublic,
+    summary="Mark a rule validated: its alarms dispatch technicians on their own (a new rule version)",
+)
+def validate(rule: str, conn: ConnDep, access: RuleEditor, body: ValidateRequest | None = None) -> dict[str, Any]:
+    from rules.store import set_rule_validated
+
+    r = _find(conn, rule)
+    new, _ = set_rule_validated(conn, r.id, True if body is None else body.validated, author=access.principal.name)
+    return _public(new)

@@ -77,15 +77,22 @@ class Detector:
         self.model: Any = None
 
     def fit(self, ts_ms: np.ndarray, x: np.ndarray) -> dict[str, Any]:
-        """Train on rows ``x`` (time order, times ``ts_ms``); returns the model card."""
-        from rules.anomaly import train
+        """Train on rows ``x`` (time order, times ``ts_ms``); returns the model card.
 
-        self.model = train(list(self.tags), x, target_far=self.target_far, seed=self.seed)
+        ``insufficient_data="warn"``: a window too short for the target still trains (with a warning
+        on the card), so ``--train-days 0.5`` shows what such a rule does instead of stopping.
+        """
+        from rules.anomaly import ModelSpec, Segment, train
+
+        spec = ModelSpec(self.tags, self.target_far, seed=self.seed, insufficient_data="warn")
+        self.model = train([Segment(ts_ms, x, "bench")], spec)
         return {"kind": self.model.kind, "threshold": self.model.threshold, **self.model.metrics}
 
     def score(self, ts_ms: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Scores of rows ``x`` (time order) in multiples of the calibrated threshold."""
-        return np.asarray(self.model.score(x) / self.model.threshold, dtype=float)
+        """Scores of rows ``x`` (time order) in multiples of the calibrated threshold; NaN: warming up."""
+        from rules.anomaly import score
+
+        return np.asarray(score(self.model, ts_ms, x).scores, dtype=float)
 
 
 # --- data ------------------------------------------------------------------------------------------------------

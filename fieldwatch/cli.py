@@ -69,7 +69,11 @@ def _settings():
 def _logging(level: str) -> None:
     from rich.logging import RichHandler
 
-    logging.basicConfig(level=level, format="%(name)s: %(message)s", handlers=[RichHandler(console=console)])
+    from fwcore.redact import RedactingFilter
+
+    handler = RichHandler(console=console)
+    handler.addFilter(RedactingFilter())  # URL passwords and API tokens never reach the log
+    logging.basicConfig(level=level, format="%(name)s: %(message)s", handlers=[handler])
 
 
 def _mount_optional(module: str, name: str, help_text: str, extra: str) -> None:

@@ -204,8 +204,15 @@ def main() -> None:
         with api_process(url, api_expensive_per_min=1_000_000, api_expensive_burst=1_000_000) as server:
             legit = Legit(server.base, device, admin)
             legit.run(2.0)  # warm up: connections, caches, the first partitions
+            calm, calm_latencies = threading.Event(), []
+            calm_probe = threading.Thread(target=_probe, args=(server.base, calm, calm_latencies, [0]), daemon=True)
+            calm_probe.start()
             unloaded = legit.run(args.baseline)
-            before = psutil.Process(server.pid).memory_info().rss
+            calm.set()
+            calm_probe.join()
+            server_proc = psutil.Process(server.pid)
+            before = server_proc.memory_info().rss
+            cpu_before = sum(server_proc.cpu_times()[:2])
 
             stop = threading.Event()
             peak, latencies, failures = [before], [], [0]
@@ -223,6 +230,7 @@ def main() -> None:
             attackers.start()
             loaded = legit.run(args.seconds)
             counts = results.get(timeout=args.seconds + 60)
+            server_cpu = sum(server_proc.cpu_times()[:2]) - cpu_before
             attackers.join()
             stop.set()
             for t in threads:
@@ -231,12 +239,18 @@ def main() -> None:
             legit.errors + failures[0] + sum(v for k, v in counts.items() if k.split(":")[1].startswith("5"))
         )
         latencies.sort()
+        calm_latencies.sort()
         result = {
             "seconds": args.seconds,
             "clients": args.clients,
             "rss_growth_mb": round((peak[0] - before) / MB, 1),
             "healthz_p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1),
             "healthz_median_ms": round(statistics.median(latencies), 1),
+            "healthz_p99_unloaded_ms": round(
+                calm_latencies[min(len(calm_latencies) - 1, int(len(calm_latencies) * 0.99))], 1
+            ),
+            "server_cpu_s": round(server_cpu, 1),
+            "load_average_1m": round(os.getloadavg()[0], 1),
             "server_errors": server_errors,
             "ingest_unloaded_points_per_s": round(unloaded),
             "ingest_attack_points_per_s": round(loaded),

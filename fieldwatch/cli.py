@@ -69,7 +69,10 @@ def _settings():
 def _logging(level: str) -> None:
     from rich.logging import RichHandler
 
+    from fwcore.redact import redact_logging
+
     logging.basicConfig(level=level, format="%(name)s: %(message)s", handlers=[RichHandler(console=console)])
+    redact_logging()  # URL passwords and API tokens never reach the log
 
 
 def _mount_optional(module: str, name: str, help_text: str, extra: str) -> None:

@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from fwcore.egress import ALLOW_LIST_FORM, EgressPolicy
+from fwcore.redact import redact_value
 from fwcore.tls import TlsFiles
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -40,6 +41,7 @@ _FORMS = {
     "mqtt_key_file": "a PEM file, given together with FIELDWATCH_MQTT_CERT_FILE",
     "api_tls_cert_file": "a PEM file, given together with FIELDWATCH_API_TLS_KEY_FILE",
     "api_tls_key_file": "a PEM file, given together with FIELDWATCH_API_TLS_CERT_FILE",
+    "api_docs": "token, public or off",
     "api_trusted_proxies": "comma-separated IP addresses or networks (10.0.0.5,172.18.0.0/16), or *",
 }
 
@@ -94,6 +96,27 @@ class Settings(BaseSettings):
     #: Addresses of reverse proxies whose X-Forwarded-For/-Proto the API believes (client address,
     #: https scheme). Empty: none, the headers are ignored from everyone.
     api_trusted_proxies: str = ""
+    #: Largest request body (bytes) of a JSON route; larger is refused 413 while it streams in.
+    api_max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    #: Largest history CSV upload (bytes), read in constant memory as it streams in.
+    api_max_import_bytes: int = Field(2 * 1024**3, ge=1024)
+    #: Largest photo upload (bytes).
+    api_max_photo_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    #: Failed authentications allowed per client address: a burst, refilled at this rate per minute (429 beyond).
+    api_auth_failures_burst: int = Field(20, ge=1)
+    api_auth_failures_per_min: float = Field(10.0, gt=0)
+    #: Requests per token (and per client address without a valid token): a burst, refilled per second.
+    api_requests_burst: int = Field(600, ge=1)
+    api_requests_per_s: float = Field(50.0, gt=0)
+    #: Expensive requests (history imports, backtests, CSV exports) per token: a burst, refilled per minute.
+    api_expensive_burst: int = Field(10, ge=1)
+    api_expensive_per_min: float = Field(30.0, gt=0)
+    #: ``/metrics`` without a token (for a Prometheus on a private network); default: a token with ``metrics.read``.
+    api_metrics_public: bool = False
+    #: ``/docs``, ``/redoc`` and ``/openapi.json``: ``token`` (any valid token, the default), ``public`` or ``off``.
+    api_docs: str = "token"
+    #: One structured line per request on the ``fieldwatch.access`` logger.
+    api_access_log: bool = True
     log_level: str = "INFO"
     #: Telemetry retention; older partitions are dropped and older points dead-lettered.
     retention_days: int = Field(90, ge=1)
@@ -260,6 +283,13 @@ class Settings(BaseSettings):
             raise ValueError("gives others access to the broker's password hashes and grants")
         return mode
 
+    @field_validator("api_docs")
+    @classmethod
+    def _check_docs(cls, v: str) -> str:
+        if v.lower() not in ("token", "public", "off"):
+            raise ValueError("unknown documentation mode")
+        return v.lower()
+
     @field_validator("log_level")
     @classmethod
     def _check_level(cls, v: str) -> str:
@@ -277,7 +307,8 @@ def load_settings(**overrides: Any) -> Settings:
         for err in exc.errors():
             key = str(err["loc"][0]) if err["loc"] else "?"
             form = _FORMS.get(key, "see docs/configuration.md")
-            lines.append(f"FIELDWATCH_{key.upper()}: {err['msg']} (got {err.get('input')!r}); expected {form}")
+            shown = redact_value(key, err.get("input"))
+            lines.append(f"FIELDWATCH_{key.upper()}: {err['msg']} (got {shown!r}); expected {form}")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
 
 

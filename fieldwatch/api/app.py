@@ -29,6 +29,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from fwcore.settings import Settings, get_settings
 
 from .errors import ApiError, Invalid, status_of
+from .guard import RequestGuard, SecurityHeaders
 from .metrics import MetricsMiddleware
 from .routes import API_PREFIX, api_router, health
 
@@ -83,9 +84,17 @@ def create_app(
         "`fieldwatch tokens create --role ROLE`. Each route performs one action of the permission policy; "
         "a refusal (403) says which roles may, or why this object is not yours (`admin` may do everything).",
         lifespan=lifespan,
+        # FIELDWATCH_API_DOCS=off: no schema, no documentation pages (token, public: the guard decides).
+        openapi_url=None if settings.api_docs == "off" else "/openapi.json",
+        docs_url=None if settings.api_docs == "off" else "/docs",
+        redoc_url=None if settings.api_docs == "off" else "/redoc",
     )
     app.state.settings = settings
+    # Last added runs first: headers and access log around everything, then the guard (rate limits,
+    # the token, body limits) before any route reads a byte of the body.
+    app.add_middleware(RequestGuard, settings=settings)
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(SecurityHeaders, settings=settings)
     app.include_router(health.router)
     app.include_router(health.prefixed_router)
     app.include_router(api_router)

@@ -53,6 +53,7 @@ def uvicorn_config(app: FastAPI, settings: Settings, log_level: str) -> uvicorn.
         log_level=log_level,
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        access_log=False,  # the app logs each request itself (fieldwatch.access), without the query string
         proxy_headers=bool(trusted),
         forwarded_allow_ips=trusted or None,
         ssl_certfile=settings.api_tls_cert_file,

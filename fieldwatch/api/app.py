@@ -30,6 +30,7 @@ from fwcore.settings import Settings, get_settings
 
 from .errors import ApiError, Invalid, status_of
 from .metrics import MetricsMiddleware
+from .responses import document_errors
 from .routes import API_PREFIX, api_router, health
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(health.prefixed_router)
     app.include_router(api_router)
+    document_errors(app)
     _add_error_handlers(app)
     return app
 

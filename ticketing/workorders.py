@@ -8,16 +8,17 @@ from datetime import UTC, datetime
 
 import psycopg
 from psycopg import errors
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from fwcore.events import TicketAssignedEvent, TicketCreatedEvent, publish
+from fwcore.inputs import Input, Instant, Quantity
 from ticketing.errors import NotFound, TicketingError
 from ticketing.geo import TravelModel
 from ticketing.planning import Placement, place_ticket
 from ticketing.sla_checks import initial_due, load_policy
 
 
-class WorkOrder(BaseModel):
+class WorkOrder(Input):
     """A work order as an external system sends it."""
 
     source: str = Field(..., min_length=1, description="the sending system, e.g. 'crm'")
@@ -29,10 +30,10 @@ class WorkOrder(BaseModel):
     required_skill: str | None = None
     required_level: int = Field(1, ge=1, le=5)
     required_tools: list[str] = Field(default_factory=list)
-    parts: dict[str, int] = Field(default_factory=dict, description="part code → quantity")
+    parts: dict[str, Quantity] = Field(default_factory=dict, description="part code → quantity")
     service_minutes: int = Field(60, gt=0)
-    window_start: datetime | None = None
-    window_end: datetime | None = None
+    window_start: Instant | None = None
+    window_end: Instant | None = None
 
 
 class DuplicateOpenTicket(TicketingError):

@@ -9,8 +9,16 @@ exception                         code  body
 :class:`.errors.NotFound`         404   ``{"detail": "alarm 7 does not exist"}``
 :class:`.errors.Conflict`         409   ``{"detail": "..."}``
 :class:`.errors.Invalid`          422   pydantic-style ``{"detail": [{loc,msg,type}]}``
+request validation (pydantic)     422   the same: where and what, never the input
 pool timeout, OperationalError    503   ``{"detail": "database unavailable: ..."}``
+psycopg ``DataError``             422   a value the database cannot store (never its SQL)
+``UnicodeEncodeError``            422   text that is not valid UTF-8
+``OverflowError``                 422   a number or time too large to compute with
 ================================  ====  =========================================
+
+The last three are a last resort: the request models refuse such values first
+(:mod:`fwcore.inputs`), and a route that reaches one of them is a gap to close there. They are
+logged with their traceback; the caller is told only which kind of value was wrong.
 """
 
 from __future__ import annotations
@@ -22,15 +30,18 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 import psycopg
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from fwcore.settings import Settings, get_settings
 
+from .deps import checked_parameters
 from .errors import ApiError, Invalid, status_of
 from .guard import RequestGuard, SecurityHeaders
 from .metrics import MetricsMiddleware
+from .responses import document_errors
 from .routes import API_PREFIX, api_router, health
 
 log = logging.getLogger(__name__)
@@ -45,6 +56,14 @@ def _version() -> str:
         return version("fieldwatch")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         return "0.0.0"
+
+
+#: What the caller is told for each late refusal (never the database's own message: it may show SQL).
+_UNSTORABLE: dict[type[Exception], str] = {
+    psycopg.DataError: "a value is out of the range or format the database can store",
+    UnicodeEncodeError: "text must be valid UTF-8 (no unpaired surrogates such as \\ud800)",
+    OverflowError: "a number or time is too large",
+}
 
 
 def create_app(
@@ -88,6 +107,7 @@ def create_app(
         openapi_url=None if settings.api_docs == "off" else "/openapi.json",
         docs_url=None if settings.api_docs == "off" else "/docs",
         redoc_url=None if settings.api_docs == "off" else "/redoc",
+        dependencies=[Depends(checked_parameters)],
     )
     app.state.settings = settings
     # Last added runs first: headers and access log around everything, then the guard (rate limits,
@@ -98,8 +118,14 @@ def create_app(
     app.include_router(health.router)
     app.include_router(health.prefixed_router)
     app.include_router(api_router)
+    document_errors(app)
     _add_error_handlers(app)
     return app
+
+
+def _printable(text: str) -> str:
+    """``text`` safe to send as UTF-8 JSON: an unpaired surrogate a message quotes becomes ``\\ud800``."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -107,10 +133,37 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         code = status_of(exc)
         if code == 422 and isinstance(exc, Invalid):
-            detail: object = [{"loc": list(exc.loc), "msg": exc.message, "type": "value_error"}]
+            detail: object = [{"loc": list(exc.loc), "msg": _printable(exc.message), "type": "value_error"}]
         else:
-            detail = exc.message
+            detail = _printable(exc.message)
         return JSONResponse({"detail": detail}, status_code=code)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Where and what, never the input itself: it may be a secret (a webhook's, a token's name
+        # field holding one) or text that cannot be encoded back (an unpaired surrogate).
+        detail = [
+            {"loc": list(e["loc"]), "msg": _printable(e["msg"].removeprefix("Value error, ")), "type": e["type"]}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(psycopg.DataError)
+    @app.exception_handler(UnicodeEncodeError)
+    @app.exception_handler(OverflowError)
+    async def unstorable_value(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("%s %s: a value from the request was refused late", request.method, request.url.path, exc_info=exc)
+        msg = _UNSTORABLE.get(type(exc), _UNSTORABLE[psycopg.DataError])
+        if isinstance(exc, psycopg.DataError) and "NUL" in str(exc):
+            msg = "text must not contain NUL characters (\\u0000)"
+        detail = [
+            {
+                "loc": ["body"] if request.method in ("POST", "PUT", "PATCH") else ["query"],
+                "msg": msg,
+                "type": "value_error",
+            }
+        ]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(PoolTimeout)
     @app.exception_handler(psycopg.OperationalError)

@@ -21,6 +21,7 @@ from psycopg_pool import ConnectionPool
 from fwcore import policy
 from fwcore.auth import verify_token
 from fwcore.errors import Invalid
+from fwcore.inputs import check_text
 from fwcore.policy import Principal
 from fwcore.settings import Settings
 from ingest import assets
@@ -216,3 +217,15 @@ def pagination(
 
 
 PageDep = Annotated[Pagination, Depends(pagination)]
+
+
+def checked_parameters(request: Request) -> None:
+    """Every route's guard on its query and path parameters: no NUL characters or unpaired surrogates
+    (PostgreSQL cannot store them); the body's texts are checked by its model (``fwcore.inputs.Input``)."""
+    for where, params in (("query", request.query_params.multi_items()), ("path", request.path_params.items())):
+        for name, value in params:
+            if isinstance(value, str):
+                try:
+                    check_text(value)
+                except ValueError as exc:
+                    raise Invalid(f"{name} {exc}", (where, name)) from None

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fwcore.inputs import Input
+
 DiscoveredState = Literal["pending", "accepted", "rejected"]
 
 
@@ -33,7 +35,7 @@ class DiscoveredPublic(BaseModel):
     decided_by: str | None = Field(description="who accepted or rejected it (token name, 'auto', 'registered')")
 
 
-class AcceptBody(BaseModel):
+class AcceptBody(Input):
     """How to register the accepted device; everything is optional."""
 
     model_config = ConfigDict(extra="forbid")

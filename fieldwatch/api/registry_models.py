@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fwcore.inputs import Input
+
 from .schemas import GatewayStatus, Latitude, Longitude
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
@@ -25,7 +27,7 @@ Key = Annotated[
 Text = Annotated[str, Field(max_length=500)]
 
 
-class _Body(BaseModel):
+class _Body(Input):
     model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not silently ignored
 
 

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fwcore.inputs import Input
+
 T = TypeVar("T")
 
 AlarmState = Literal["active", "acknowledged", "cleared"]
@@ -251,7 +253,7 @@ class TechnicianPublic(BaseModel):
     created_at: datetime
 
 
-class TechnicianCreate(BaseModel):
+class TechnicianCreate(Input):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
@@ -263,7 +265,7 @@ class TechnicianCreate(BaseModel):
     skills: dict[str, SkillLevel] = Field(default_factory=dict, description="skill code -> level 1..5")
 
 
-class LocationUpdate(BaseModel):
+class LocationUpdate(Input):
     model_config = ConfigDict(extra="forbid")
 
     lat: Latitude

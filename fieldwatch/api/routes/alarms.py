@@ -9,6 +9,7 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
 from fwcore import paging
+from fwcore.inputs import Input
 from rules import alarms
 
 from ..deps import Access, ConnDep, PageDep, allow
@@ -50,7 +51,7 @@ def acknowledge_alarm(
     )  # a latched alarm whose condition is gone clears now
 
 
-class CommentIn(BaseModel):
+class CommentIn(Input):
     body: str = Field(min_length=1, max_length=10_000, description="the comment text")
 
 

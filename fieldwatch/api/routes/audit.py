@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from fwcore import audit
+from fwcore.inputs import Instant
 
 from ..deps import Access, ConnDep, PageDep, allow
 from ..errors import Invalid
@@ -41,8 +42,8 @@ def list_audit(
     object_id: Annotated[str | None, Query(max_length=64)] = None,
     actor: Annotated[str | None, Query(max_length=200, description="the actor's name")] = None,
     action: Annotated[str | None, Query(max_length=64, description="e.g. ticket.status")] = None,
-    since: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
-    until: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
+    since: Annotated[Instant | None, Query(description="ISO 8601, inclusive")] = None,
+    until: Annotated[Instant | None, Query(description="ISO 8601, exclusive")] = None,
 ) -> Any:
     if since is not None and until is not None and since >= until:
         raise Invalid("since must be before until", ("query", "since"))

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
 from fwcore import paging
+from fwcore.inputs import Instant
 from ingest import deadletters as dl
 from ingest.hold import HoldLimits
 from ingest.validate import Limits
@@ -37,8 +37,8 @@ def letter_filter(
     gateway: Annotated[str | None, Query(description="gateway slug (from the topic)")] = None,
     site: Annotated[str | None, Query(description="site slug (from the topic)")] = None,
     device: Annotated[str | None, Query(description="a device key among the points kept")] = None,
-    start: Annotated[datetime | None, Query(alias="from", description="received at or after (ISO 8601)")] = None,
-    end: Annotated[datetime | None, Query(alias="to", description="received before (ISO 8601)")] = None,
+    start: Annotated[Instant | None, Query(alias="from", description="received at or after (ISO 8601)")] = None,
+    end: Annotated[Instant | None, Query(alias="to", description="received before (ISO 8601)")] = None,
 ) -> dl.DeadLetterFilter:
     return dl.DeadLetterFilter(
         reason=reason,

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from fwcore.inputs import Input
 from ticketing.controls import AssignResult, assign, pin, unpin
 from ticketing.errors import HardConstraint
 from ticketing.errors import NotFound as TicketNotFound
@@ -27,14 +28,14 @@ router = APIRouter(prefix=f"{API_PREFIX}/tickets", tags=["dispatch"])
 Dispatcher = Annotated[Access, allow("ticket.assign")]
 
 
-class AssignBody(BaseModel):
+class AssignBody(Input):
     technician_id: int
     override: bool = Field(False, description="break the listed hard constraints on purpose (needs a reason)")
     reason: str = Field("", description="why the override is right; recorded with your token's name")
     lock: bool = Field(False, description="keep the periodic re-optimisation from moving it")
 
 
-class PinBody(BaseModel):
+class PinBody(Input):
     technician_id: int
     override: bool = False
     reason: str = ""

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
+from fwcore.inputs import Input, Instant, Quantity
 from ticketing.controls import transition
 from ticketing.errors import NotFound as TicketNotFound
 from ticketing.evidence import MAX_PHOTO_BYTES, Photo, add_photo, list_photos, photo_bytes
@@ -28,7 +29,7 @@ Reader = Annotated[Access, allow("ticket.read", on=TICKET)]
 Status = Literal["new", "assigned", "en_route", "on_site", "resolved", "closed", "cancelled"]
 
 
-class StatusChange(BaseModel):
+class StatusChange(Input):
     status: Status
     lat: float | None = Field(
         None, ge=-90, le=90, description="where the sender is; moves the sender if they hold the ticket"
@@ -36,7 +37,7 @@ class StatusChange(BaseModel):
     lon: float | None = Field(None, ge=-180, le=180)
     note: str = ""
     failure_code: str | None = None
-    parts_used: dict[str, int] = Field(default_factory=dict, description="part code → quantity (from the van)")
+    parts_used: dict[str, Quantity] = Field(default_factory=dict, description="part code → quantity (from the van)")
 
 
 class StatusEntry(BaseModel):
@@ -105,7 +106,7 @@ async def upload_photo(
     access: Annotated[Access, allow("ticket.add_evidence", on=TICKET)],
     lat: float | None = None,
     lon: float | None = None,
-    taken_at: datetime | None = None,
+    taken_at: Instant | None = None,
 ) -> Photo:
     # Never more than the limit + 1 byte in memory (the guard refuses 413 beyond the limit as it streams).
     limit = min(settings.api_max_photo_bytes, MAX_PHOTO_BYTES)

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from fwcore.inputs import AwareInstant
 from ticketing.kpis import compute_kpis
 
 from ..deps import Access, ConnDep, allow
@@ -29,8 +30,8 @@ class KpiOut(BaseModel):
 def kpis(
     conn: ConnDep,
     _: Annotated[Access, allow("kpi.read")],
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: AwareInstant | None = None,
+    until: AwareInstant | None = None,
 ) -> list[KpiOut]:
     end = until or datetime.now(UTC)
     start = since or end - timedelta(days=30)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
+from fwcore.inputs import Instant
 from ingest import timeseries
 
 from ..deps import Access, ConnDep, SettingsDep, allow
@@ -22,8 +23,8 @@ series_router = APIRouter(prefix=f"{API_PREFIX}/series", tags=["telemetry"])
 devices_router = APIRouter(prefix=f"{API_PREFIX}/devices", tags=["telemetry"])
 Reader = Annotated[Access, allow("telemetry.read")]
 
-From = Annotated[datetime | None, Query(alias="from", description="ISO 8601, inclusive; default `to` minus one hour")]
-To = Annotated[datetime | None, Query(alias="to", description="ISO 8601, exclusive; default now")]
+From = Annotated[Instant | None, Query(alias="from", description="ISO 8601, inclusive; default `to` minus one hour")]
+To = Annotated[Instant | None, Query(alias="to", description="ISO 8601, exclusive; default now")]
 MAX_EXPORT_ROWS = 1_000_000
 #: Refused rows listed in an import's answer (all of them are counted and kept in dead_letters).
 MAX_BAD_SHOWN = 100

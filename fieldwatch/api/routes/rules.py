@@ -9,6 +9,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from fwcore.inputs import Input, Instant
+
 from ..deps import Access, ConnDep, allow
 from ..errors import Invalid, NotFound
 from ._prefix import API_PREFIX
@@ -40,7 +42,7 @@ class RuleDetail(RulePublic):
     versions: list[RuleVersionPublic]
 
 
-class ApplyRequest(BaseModel):
+class ApplyRequest(Input):
     rules: list[dict[str, Any]] = Field(description="rule definitions, as in a rules file")
     dry_run: bool = False
 
@@ -62,26 +64,26 @@ class ApplyResponse(BaseModel):
     )
 
 
-class RollbackRequest(BaseModel):
+class RollbackRequest(Input):
     version: int = Field(ge=1, description="the stored version to make live again (as a new version)")
 
 
-class IncidentIn(BaseModel):
-    start: datetime
-    end: datetime
+class IncidentIn(Input):
+    start: Instant
+    end: Instant
     label: str = Field("", description="the fault's kind; scores are also given per label")
 
 
-class LabelIn(BaseModel):
-    time: datetime
+class LabelIn(Input):
+    time: Instant
     anomaly: bool = Field(description="whether this row is inside a fault")
     label: str = ""
 
 
-class BacktestRequest(BaseModel):
+class BacktestRequest(Input):
     device: str = Field(description="device id, key or SITE/key")
-    start: datetime = Field(alias="from")
-    end: datetime = Field(alias="to")
+    start: Instant = Field(alias="from")
+    end: Instant = Field(alias="to")
     version: int | None = None
     compare: int | None = Field(None, description="also run this stored version")
     draft: dict[str, Any] | None = Field(None, description="backtest this unapplied definition instead")
@@ -275,7 +277,7 @@ def models(rule: str, conn: ConnDep, _: Reader) -> list[dict[str, Any]]:
     return model_history(conn, _find(conn, rule).id)
 
 
-class ValidateRequest(BaseModel):
+class ValidateRequest(Input):
     validated: bool = Field(True, description="false: hold its alarms for review again")
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from fwcore.inputs import Instant
 from ingest import queries
 
 from ..deps import Access, ConnDep, allow
@@ -25,9 +26,9 @@ def series_points(
     conn: ConnDep,
     _: Annotated[Access, allow("telemetry.read")],
     start: Annotated[
-        datetime | None, Query(alias="from", description="ISO 8601, inclusive; default `to` minus one hour")
+        Instant | None, Query(alias="from", description="ISO 8601, inclusive; default `to` minus one hour")
     ] = None,
-    end: Annotated[datetime | None, Query(alias="to", description="ISO 8601, exclusive; default now")] = None,
+    end: Annotated[Instant | None, Query(alias="to", description="ISO 8601, exclusive; default now")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_POINTS, description="most points returned")] = 10_000,
 ) -> queries.SeriesPoints:
     start, end = resolve_range(start, end, datetime.now(UTC))

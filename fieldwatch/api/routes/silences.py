@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field, model_validator
 
+from fwcore.inputs import Input, Instant, Seconds
+
 from ..deps import Access, ConnDep, allow
 from ..errors import NotFound
 from ._prefix import API_PREFIX
@@ -17,14 +19,14 @@ router = APIRouter(prefix=f"{API_PREFIX}/silences", tags=["alarms"])
 Silencer = Annotated[Access, allow("silence.write")]
 
 
-class SilenceIn(BaseModel):
+class SilenceIn(Input):
     kind: Literal["silence", "maintenance"] = "silence"
     device: str | None = Field(None, description="device id, key or SITE/key")
     site: str | None = Field(None, description="site slug")
     rule: str | None = Field(None, description="rule id or name")
-    starts_at: datetime | None = Field(None, description="default: now")
-    ends_at: datetime | None = None
-    duration_s: float | None = Field(None, gt=0, description="instead of ends_at")
+    starts_at: Instant | None = Field(None, description="default: now")
+    ends_at: Instant | None = None
+    duration_s: Seconds | None = Field(None, description="instead of ends_at; at most ten years")
     reason: str = ""
 
     @model_validator(mode="after")

@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from fwcore.inputs import Input
 from fwcore.policy import Facts
 from ticketing import technicians
 from ticketing.technicians import ModelSkill, SkillMatrix, Technician, get_skill_matrix, set_skill_matrix
@@ -97,7 +98,7 @@ def set_location(
     return _public(access, technicians.get_technician(conn, technician_id))
 
 
-class ModelSkillIn(BaseModel):
+class ModelSkillIn(Input):
     model_config = ConfigDict(extra="forbid")
 
     skill: str = Field(min_length=1, description="skill code, e.g. pump_mech")
@@ -105,7 +106,7 @@ class ModelSkillIn(BaseModel):
     level: int = Field(ge=1, le=5)
 
 
-class SkillMatrixIn(BaseModel):
+class SkillMatrixIn(Input):
     """The whole matrix (PUT replaces it): general levels and levels per equipment model."""
 
     model_config = ConfigDict(extra="forbid")

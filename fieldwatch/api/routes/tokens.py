@@ -10,6 +10,7 @@ from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from fwcore.auth import ROLES, TokenInfo, issue_token, list_tokens, revoke_token
+from fwcore.inputs import Input
 
 from ..deps import Access, ConnDep, allow
 from ..errors import Invalid, NotFound
@@ -19,7 +20,7 @@ router = APIRouter(prefix=f"{API_PREFIX}/tokens", tags=["tokens"])
 Admin = Annotated[Access, allow("token.manage")]
 
 
-class TokenCreate(BaseModel):
+class TokenCreate(Input):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200, description="who or what holds it, for listings and audit")

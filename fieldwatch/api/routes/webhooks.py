@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from fwcore.egress import EgressPolicy
+from fwcore.inputs import Input
 from ticketing import webhook_admin as wh
 from ticketing.errors import NotFound as TicketNotFound
 
@@ -27,7 +28,7 @@ Admin = Annotated[Access, allow("webhook.write")]
 Reader = Annotated[Access, allow("webhook.read")]
 
 
-class EndpointCreate(BaseModel):
+class EndpointCreate(Input):
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(
@@ -43,7 +44,7 @@ class EndpointCreate(BaseModel):
     max_attempts: int = Field(8, ge=1, le=100, description="dead-lettered after this many failed attempts")
 
 
-class EndpointUpdate(BaseModel):
+class EndpointUpdate(Input):
     """Only the fields sent change."""
 
     model_config = ConfigDict(extra="forbid")

@@ -91,16 +91,19 @@ def _database_checks(database_url: str) -> list[Check]:
         else:
             checks.append(Check("migrations", "OK", f"{len(states)} applied, up to date"))
 
-    skew, rtt = server_clock(database_url)
+    checks.append(clock_check(*server_clock(database_url)))
+    return checks
+
+
+def clock_check(skew: float, rtt: float) -> Check:
+    """The clock row for a measured skew (database server − this host) and round trip, in seconds."""
     detail = f"database server is {skew:+.1f} s from this host (round trip {rtt * 1000:.0f} ms)"
     fix = "synchronise both clocks with NTP (`timedatectl set-ntp true`)"
     if abs(skew) >= SKEW_FAIL_S:
-        checks.append(Check("clock", "FAIL", detail, fix))
-    elif abs(skew) >= SKEW_WARN_S:
-        checks.append(Check("clock", "WARN", detail, fix))
-    else:
-        checks.append(Check("clock", "OK", detail))
-    return checks
+        return Check("clock", "FAIL", detail, fix)
+    if abs(skew) >= SKEW_WARN_S:
+        return Check("clock", "WARN", detail, fix)
+    return Check("clock", "OK", detail)
 
 
 def _broker_checks(mqtt_url: str, protocol: str, tls_files: object, timeout: float = 5.0) -> list[Check]:

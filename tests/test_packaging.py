@@ -109,6 +109,7 @@ def test_edge_install_from_the_wheel(dist: Path, tmp_path: Path) -> None:
             assert f"pip install 'fieldwatch[{extra}]'" in lines[0], (args, lines)
 
 
+@pytest.mark.timeout(600)  # one process per command: minutes on a loaded machine
 def test_cli_help_everywhere() -> None:
     """Every command and sub-command answers --help."""
     from typer.main import get_command

@@ -1,8 +1,8 @@
 """Known failures of the ``fieldwatch`` command as one line saying what to do next.
 
-:func:`run` wraps the typer app: an exception that reaches it is printed as one line (exit 1,
+:func:`run` wraps the typer app: a known failure that reaches it is printed as one line (exit 1,
 or 2 for a missing extra or a bad setting) unless ``--debug`` was given, which shows the
-traceback instead. Only this module knows how to describe the lower libraries' errors
+traceback instead; anything else is a bug and keeps its traceback. Only this module knows how to describe the lower libraries' errors
 (psycopg, paho, the socket layer); it imports none of them, so it works on an edge install.
 """
 
@@ -97,12 +97,6 @@ def run(app: Callable[[], object]) -> None:
     except Exception as exc:
         known = None if DEBUG else describe(exc)
         if known is None:
-            if not DEBUG:
-                console.print(
-                    f"[red]Unexpected error: {escape(type(exc).__name__)}: {escape(str(exc))}[/] "
-                    "(run again with --debug for the traceback, and report it)"
-                )
-                sys.exit(1)
-            raise
+            raise  # a bug, or --debug: the traceback
         message, code = known
         raise fail(message, code) from None

@@ -304,7 +304,7 @@ def serve(
         settings = settings.model_copy(update=overrides)
     _logging(settings.log_level)
     try:
-        from fieldwatch.api.server import ApiStartError
+        from fieldwatch.api.server import ApiStartError, bind
         from fieldwatch.server import run_server
     except ImportError as exc:
         raise _missing_extra("server", exc) from None
@@ -313,6 +313,8 @@ def serve(
     from fwcore.tls import TlsConfigError
 
     try:
+        if api:  # a busy port is said before anything starts (the API binds again when it starts)
+            bind(settings.api_host, settings.api_port).close()
         asyncio.run(
             run_server(
                 settings, ingest=ingest, ticketing=ticketing, api=api, scheduler=scheduler, migrate_first=migrate_first

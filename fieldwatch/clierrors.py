@@ -2,8 +2,9 @@
 
 :func:`run` wraps the typer app: a known failure that reaches it is printed as one line (exit 1,
 or 2 for a missing extra or a bad setting) unless ``--debug`` was given, which shows the
-traceback instead; anything else is a bug and keeps its traceback. Only this module knows how to describe the lower libraries' errors
-(psycopg, paho, the socket layer); it imports none of them, so it works on an edge install.
+traceback instead; anything else is a bug and keeps its traceback. Only this module knows how to
+describe the lower libraries' errors (psycopg, paho, the socket layer); it imports none of them,
+so it works on an edge install.
 """
 
 from __future__ import annotations

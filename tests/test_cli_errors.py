@@ -97,7 +97,6 @@ def test_bad_setting_is_one_line(admin_db_url: str) -> None:
     assert len(error_lines(res)) == 1 and "FIELDWATCH_API_PORT" in res.stderr
 
 
-@pytest.mark.slow
 def test_serve_on_a_port_in_use_says_so_in_one_line(db_url: str, mqtt_url: str, uid: str) -> None:
     """`serve --port` on a busy port exits 1 with one line naming the address and --port, no traceback."""
     with socket.socket() as busy:
@@ -113,12 +112,11 @@ def test_serve_on_a_port_in_use_says_so_in_one_line(db_url: str, mqtt_url: str, 
             FIELDWATCH_DATABASE_URL=db_url,
             FIELDWATCH_MQTT_URL=mqtt_url,
             FIELDWATCH_DEPLOYMENT_NAME=f"t-{uid}",
-            FIELDWATCH_LOG_LEVEL="ERROR",
         )
     assert res.returncode == 1
     assert "Traceback" not in res.stderr
-    last = error_lines(res)[-1]
-    assert f"cannot listen on 127.0.0.1:{port}" in last and "in use" in last and "--port" in last
+    (line,) = error_lines(res)
+    assert f"cannot listen on 127.0.0.1:{port}" in line and "in use" in line and "--port" in line
 
 
 def test_serve_with_an_unreachable_broker_says_so_in_one_line(db_url: str, uid: str) -> None:
@@ -136,3 +134,30 @@ def test_serve_with_an_unreachable_broker_says_so_in_one_line(db_url: str, uid: 
     assert "Traceback" not in res.stderr
     last = error_lines(res)[-1]
     assert "127.0.0.1:1 is not reachable" in last and "FIELDWATCH_MQTT_URL" in last
+
+
+@pytest.mark.parametrize(
+    ("exc", "words", "code"),
+    [
+        (ModuleNotFoundError("No module named 'psycopg'", name="psycopg"), "pip install 'fieldwatch[server]'", 2),
+        (ModuleNotFoundError("No module named 'amqtt'", name="amqtt"), "pip install 'fieldwatch[demo]'", 2),
+        (OSError(98, "Address already in use"), "--port", 1),
+        (ConnectionError("MQTT broker at h:1 is not reachable — start Mosquitto"), "start Mosquitto", 1),
+    ],
+)
+def test_known_failures_are_described_in_one_line(exc: BaseException, words: str, code: int) -> None:
+    """A missing extra, a busy port and an unreachable service each become one line with the next step."""
+    from fieldwatch.clierrors import describe
+
+    described = describe(exc)
+    assert described is not None
+    line, got = described
+    assert words in line and "\n" not in line and got == code
+
+
+def test_an_unknown_error_keeps_its_traceback() -> None:
+    """An error the CLI does not know (a bug) is not turned into a one-line message."""
+    from fieldwatch.clierrors import describe
+
+    assert describe(KeyError("surprise")) is None
+    assert describe(ModuleNotFoundError("No module named 'fieldwatch_typo'", name="fieldwatch_typo")) is None

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from fwcore.egress import ALLOW_LIST_FORM, EgressPolicy
@@ -28,6 +30,7 @@ _FORMS = {
     "database_url": "postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME",
     "mqtt_url": "mqtt://[USER[:PASSWORD]@]HOST[:PORT] (or mqtts:// for TLS)",
     "api_port": "an integer 1-65535",
+    "deployment_name": "1-64 letters, digits, '-' or '_' (e.g. plant-north)",
     "mqtt_protocol": '"5" or "3.1.1"',
     "log_level": "one of DEBUG, INFO, WARNING, ERROR",
     "ingest_batch_max_points": "an integer >= 1",
@@ -47,6 +50,19 @@ _FORMS = {
 
 #: Each client-certificate/key setting and its partner (they are given together or not at all).
 _PAIRS = {"mqtt_key_file": "mqtt_cert_file", "api_tls_key_file": "api_tls_cert_file"}
+
+
+_DEPLOYMENT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _slug(name: str) -> str:
+    """``name`` reduced to what an MQTT client id and share group safely hold."""
+    return re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-")[:64] or "fieldwatch"
+
+
+def default_deployment_name() -> str:
+    """This host's name, as a deployment name (``deployment_name``'s default)."""
+    return _slug(socket.gethostname().split(".")[0])
 
 
 class SettingsError(ValueError):
@@ -132,8 +148,15 @@ class Settings(BaseSettings):
     discovery_hold_warn_ratio: float = Field(0.8, gt=0, le=1)
     ingest_batch_max_points: int = Field(5000, ge=1)
     ingest_batch_max_wait_ms: int = Field(200, ge=0)
-    ingest_client_id: str = "fieldwatch-ingest-1"
-    ingest_share_group: str = "ingest"
+    #: Names this installation on a shared broker. The ingest client id and shared-subscription group
+    #: derive from it, so two deployments on one broker never take each other's sessions or messages.
+    #: Default: this host's name. Give every host of one deployment the same value.
+    deployment_name: str = Field(default_factory=lambda: default_deployment_name(), min_length=1, max_length=64)
+    #: Empty (default): ``fieldwatch-<deployment>-ingest`` (plus ``-<host>`` when the deployment is
+    #: named apart from the host), unique per host of a deployment.
+    ingest_client_id: str = ""
+    #: Empty (default): ``fieldwatch-<deployment>``, shared by the deployment's ingest workers only.
+    ingest_share_group: str = ""
     #: A gateway not heard from (no health message, no birth) for this long, or three of its health
     #: intervals if longer, is declared offline by ingest: the backstop when its Last Will never comes.
     gateway_silence_timeout_s: float = Field(60.0, gt=0)
@@ -169,6 +192,24 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, dotenv_settings, _YamlSource(settings_cls), file_secret_settings)
+
+    @field_validator("deployment_name")
+    @classmethod
+    def _check_deployment(cls, v: str) -> str:
+        if not _DEPLOYMENT_NAME.fullmatch(v):
+            raise ValueError("letters, digits, '-' and '_' only")
+        return v
+
+    @model_validator(mode="after")
+    def _derive_ingest_names(self) -> Settings:
+        """Ingest's MQTT client id and share group from the deployment name, unless set explicitly."""
+        if not self.ingest_share_group:
+            self.ingest_share_group = f"fieldwatch-{self.deployment_name}"
+        if not self.ingest_client_id:
+            host = default_deployment_name()
+            suffix = "" if host == self.deployment_name else f"-{host}"
+            self.ingest_client_id = f"fieldwatch-{self.deployment_name}-ingest{suffix}"
+        return self
 
     @field_validator("database_url")
     @classmethod

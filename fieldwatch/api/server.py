@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import signal
 import socket
 from collections.abc import Iterator
@@ -67,7 +68,12 @@ def bind(host: str, port: int) -> socket.socket:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         return socket.create_server((host, port), family=family, backlog=2048)
     except OSError as exc:
-        raise ApiStartError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        hint = (
+            " — stop what listens there, or choose another port (`serve --port`)"
+            if exc.errno == errno.EADDRINUSE
+            else ""
+        )
+        raise ApiStartError(f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}") from exc
 
 
 async def run_api(

@@ -87,10 +87,14 @@ def apply(
 ) -> None:
     """Validate FILE, show what would change against the live rules, and apply it as new versions."""
     from rules.rulesfile import apply_plan, plan
+    from rules.store import RuleError
 
     specs = _load_file(file)
     with _conn() as conn:
-        changes = plan(conn, specs)
+        try:
+            changes = plan(conn, specs)
+        except RuleError as exc:
+            raise _fail(f"{exc}\nnothing applied", 1) from None
         _show_plan(changes)
         todo = [c for c in changes if c.action in ("create", "update")]
         if not todo:
@@ -101,12 +105,10 @@ def apply(
             return
         if not yes and not typer.confirm(f"Apply {len(todo)} change(s)?"):
             raise typer.Exit(1)
-        from rules.store import RuleError
-
         try:
             written = apply_plan(conn, changes, author=author or getpass.getuser())
         except RuleError as exc:
-            raise _fail(f"{exc}; nothing applied", 1) from None
+            raise _fail(f"{exc}\nnothing applied", 1) from None
         for name, version in written:
             out.print(f"applied {name} v{version}", highlight=False)
         from rules.rulesfile import retrain_changed

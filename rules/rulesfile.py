@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from fwcore.policy import Principal, principal_of
 from rules.model import RuleSpec
-from rules.store import list_rules, save_rule, spec_json
+from rules.store import check_required_skills, list_rules, save_rule, spec_json
 
 
 class RulesFileError(ValueError):
@@ -111,7 +111,11 @@ def diff_specs(old: RuleSpec, new: RuleSpec) -> dict[str, tuple[Any, Any]]:
 
 
 def plan(conn: psycopg.Connection, specs: list[RuleSpec]) -> list[RuleChange]:
-    """What applying ``specs`` would change, rule by rule (live rules absent from the file: ``only_live``)."""
+    """What applying ``specs`` would change, rule by rule (live rules absent from the file: ``only_live``).
+
+    Runs every check :func:`apply_plan` runs that the file alone cannot (skills exist and are not retired):
+    :class:`~rules.store.UnknownSkill` otherwise, so a dry run fails exactly where the apply would."""
+    check_required_skills(conn, specs)
     live = {r.name: r for r in list_rules(conn)}
     changes: list[RuleChange] = []
     for spec in specs:

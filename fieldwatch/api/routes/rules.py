@@ -148,7 +148,10 @@ def apply_rules(body: ApplyRequest, conn: ConnDep, access: RuleEditor) -> ApplyR
         specs = parse_rules(body.rules)
     except RulesFileError as exc:
         raise Invalid("; ".join(exc.problems), ("body", "rules")) from None
-    changes = plan(conn, specs)
+    try:
+        changes = plan(conn, specs)  # unknown or retired skills: refused by a dry run too
+    except RuleError as exc:
+        raise Invalid(str(exc), ("body", "rules")) from None
     applied: dict[str, int] = {}
     trained: dict[str, dict[str, Any]] = {}
     if not body.dry_run:

@@ -103,7 +103,10 @@ def words(error: Mapping[str, Any], field: str | None = None) -> str:
     if kind == "string_too_long":
         return f"{field} is too long: at most {_ctx(error, 'max_length')} characters"
     if kind == "string_pattern_mismatch":
-        return f"{got!r} is not a valid {field}: use lower-case letters, digits and - or _"
+        letters = "letters" if "A-Z" in str(_ctx(error, "pattern")) else "lower-case letters"
+        return (
+            f"{got!r} is not a valid {field}: use {letters}, digits, '-', '_' or '.', starting with a letter or digit"
+        )
     bounds = {
         "greater_than_equal": ("ge", "at least"),
         "greater_than": ("gt", "more than"),

@@ -187,7 +187,10 @@ def export() -> None:
 def train_cmd(
     rule: Annotated[str, typer.Argument(help="anomaly rule id or name")],
     device: Annotated[
-        list[str] | None, typer.Option(help="train only the subject of this device (id, key or SITE/key); repeatable")
+        list[str] | None,
+        typer.Option(
+            help="train only the subject of this device (id, SITE/KEY, GATEWAY/KEY or a unique KEY); repeatable"
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
@@ -344,7 +347,10 @@ def backtest(
     rule: Annotated[str, typer.Argument(help="rule id or name (with --file: the rule's name in the draft file)")],
     device: Annotated[
         list[str],
-        typer.Option(help="device id, key or SITE/key; repeat for several devices in one run (scores are pooled)"),
+        typer.Option(
+            help="device id, SITE/KEY, GATEWAY/KEY or a unique KEY; repeat for several devices in one run "
+            "(scores are pooled)"
+        ),
     ],
     from_: Annotated[str, typer.Option("--from", help="start (ISO-8601 or epoch ms)")],
     to: Annotated[str, typer.Option(help="end (ISO-8601 or epoch ms)")],
@@ -600,7 +606,7 @@ def _print_silences(rows: list[dict[str, Any]]) -> None:
 @silence_app.command("add")
 def silence_add(
     for_: Annotated[str, typer.Option("--for", help="how long: 90s, 15m, 2h, 1d")],
-    device: Annotated[str | None, typer.Option(help="device id, key or SITE/key")] = None,
+    device: Annotated[str | None, typer.Option(help="device id, SITE/KEY, GATEWAY/KEY or a unique KEY")] = None,
     site: Annotated[str | None, typer.Option(help="site slug")] = None,
     rule: Annotated[str | None, typer.Option(help="rule id or name")] = None,
     maintenance: Annotated[bool, typer.Option("--maintenance", help="a maintenance window, not a silence")] = False,

@@ -56,3 +56,26 @@ def test_rule_scope_matches_gateway_key(db_url: str) -> None:
     scope = Scope(devices=["gw-a/pump-1", "plant-b/pump-2"])
     assert scope.matches(devices[fleet.devices["pump-1"]]) and scope.matches(devices[fleet.devices["pump-2"]])
     assert not Scope(devices=["gw-b/pump-1"]).matches(devices[fleet.devices["pump-1"]])
+
+
+def test_api_lists_the_device_a_reference_names(db_url: str) -> None:
+    """GET /devices?ref= takes every form of reference: found (200, one item), unknown (404), ambiguous (422)."""
+    from tests.support.api import BASE, api_client, auth, token
+
+    fleet = seed(db_url)
+    h = auth(token(db_url, "viewer"))
+    with api_client(db_url) as api:
+        found = {
+            ref: api.get(f"{BASE}/devices", params={"ref": ref}, headers=h).json()
+            for ref in ("plant-a/pump-1", "gw-a/pump-1", "pump-1", str(fleet.devices["pump-1"]))
+        }
+        unknown = api.get(f"{BASE}/devices", params={"ref": "plant-b/pump-1"}, headers=h)
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO devices (site_id, key, equipment_model) VALUES (%s, 'pump-1', 'P100')",
+                (fleet.sites["plant-b"],),
+            )
+        ambiguous = api.get(f"{BASE}/devices", params={"ref": "pump-1"}, headers=h)
+    assert all([d["id"] for d in body["items"]] == [fleet.devices["pump-1"]] for body in found.values())
+    assert unknown.status_code == 404 and "no device 'plant-b/pump-1'" in unknown.json()["detail"]
+    assert ambiguous.status_code == 422 and "is ambiguous" in ambiguous.json()["detail"][0]["msg"]

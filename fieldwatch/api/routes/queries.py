@@ -112,6 +112,9 @@ async def import_device_history(
     time_format: Annotated[str | None, Query(description="strptime format, epoch_s or epoch_ms; default ISO")] = None,
     timezone: Annotated[str, Query(description="IANA zone for times without an offset")] = "UTC",
     decimal: Annotated[str, Query(min_length=1, max_length=1)] = ".",
+    ignore_retention: Annotated[
+        bool, Query(description="import rows older than the retention too (the retention job drops them later)")
+    ] = False,
 ) -> HistoryImportResult:
     from ingest.history import CsvOptions, HistoryError, import_history
 
@@ -129,6 +132,7 @@ async def import_device_history(
             opts,
             retention_days=settings.retention_days,
             max_future_s=settings.max_future_seconds,
+            ignore_retention=ignore_retention,
         )
     except HistoryError as exc:
         if str(exc).startswith("no device"):

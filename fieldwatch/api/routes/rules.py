@@ -79,7 +79,7 @@ class LabelIn(BaseModel):
 
 
 class BacktestRequest(BaseModel):
-    device: str = Field(description="device id, key or SITE/key")
+    device: str = Field(description="device id, SITE/KEY, GATEWAY/KEY or a unique KEY")
     start: datetime = Field(alias="from")
     end: datetime = Field(alias="to")
     version: int | None = None
@@ -244,7 +244,8 @@ def train(
     conn: ConnDep,
     access: RuleEditor,
     device: Annotated[
-        list[str] | None, Query(description="only the subject of these devices (id, key, SITE/key)")
+        list[str] | None,
+        Query(description="only the subject of these devices (id, SITE/KEY, GATEWAY/KEY or a unique KEY)"),
     ] = None,
 ) -> dict[str, Any]:
     from rules.anomaly import AnomalyTrainingError

@@ -151,3 +151,25 @@ def test_technician_change_and_retire_api(db_url: str) -> None:
             r[0] for r in conn.execute("SELECT action FROM audit_log WHERE object_type = 'technician' ORDER BY id")
         ]
     assert actions == ["technician.change", "technician.retire"]
+
+
+def test_api_dry_run_refuses_an_unknown_skill_like_apply(db_url: str) -> None:
+    """POST /rules/apply answers 422 with the same message for an unknown skill, dry run or not."""
+    seed(db_url)
+    h = auth(token(db_url, "reliability_engineer"))
+    rule = {
+        "name": "wet seal",
+        "tag": "flow",
+        "condition": {"kind": "above", "threshold": 9},
+        "problem_code": "SEAL",
+        "required_skill": "seals",
+    }
+    with api_client(db_url) as api:
+        dry = api.post(f"{BASE}/rules/apply", json={"rules": [rule], "dry_run": True}, headers=h)
+        real = api.post(f"{BASE}/rules/apply", json={"rules": [rule]}, headers=h)
+    assert dry.status_code == real.status_code == 422
+    assert dry.json()["detail"][0]["msg"] == real.json()["detail"][0]["msg"]
+    assert (
+        "required_skill 'seals' is not a known skill code; add it with `fieldwatch skills add seals`"
+        in (dry.json()["detail"][0]["msg"])
+    )

@@ -122,6 +122,14 @@ _mount_optional(
 _mount_optional(
     "ingest.deadletters_cli", "dead-letters", "Dead letters: list, show, replay after a fix, purge.", "server"
 )
+_mount_optional(
+    "ingest.fleet_cli",
+    "fleet",
+    "The fleet: clients, sites, gateways, devices — add, list, change, retire, import.",
+    "server",
+)
+_mount_optional("ticketing.skills_cli", "skills", "Skills: add, list, rename, retire, restore.", "server")
+_mount_optional("ticketing.technicians_cli", "technicians", "Technicians: add, list, change, retire, skills.", "server")
 _mount_optional("ticketing.cli", "report", "Reports: service KPIs as CSV or XLSX.", "server")
 
 

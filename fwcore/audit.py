@@ -38,6 +38,12 @@ ACTIONS: Final[tuple[str, ...]] = (
     "token.revoke",
     "technician.create",
     "technician.skills",
+    "technician.change",
+    "technician.retire",
+    "skill.create",
+    "skill.rename",
+    "skill.retire",
+    "skill.restore",
 )
 
 

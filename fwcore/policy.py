@@ -178,6 +178,9 @@ POLICY: Final[Mapping[str, Action]] = {
     ),
     "technician.create": Action("add technicians", _all(_D)),
     "technician.manage_skills": Action("replace a technician's skills matrix", _all(_D)),
+    "technician.change": Action("change a technician's details, or retire them", _all(_D)),
+    "skill.read": Action("read skills (codes, names, retired or not)", _all(*_READERS, _T)),
+    "skill.manage": Action("create, rename, retire and restore skills", _all(_D)),
     "technician.set_location": Action(
         "report a technician's position", {_D: _ALL, _F: _OWN, _T: _OWN}, frozenset({_ALL, _OWN})
     ),

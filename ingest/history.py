@@ -25,6 +25,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 
+from fwcore.devices import resolve_device_ref
+from fwcore.errors import DomainError
 from ingest.rollups import refresh_written
 from ingest.writer import BatchWrite, DeadLetter, TelemetryWriter
 
@@ -37,6 +39,10 @@ CHUNK_POINTS = 20_000
 CHUNK_BAD_ROWS = 100
 #: Longest line accepted (characters): a "line" without end is not a CSV row, and must not fill memory.
 MAX_LINE_CHARS = 1024 * 1024
+
+
+#: The end of the reason of a row older than retention (and how its dead letter is told apart).
+TOO_OLD_HINT = "pass --ignore-retention (or raise FIELDWATCH_RETENTION_DAYS) to import it"
 
 
 class HistoryError(ValueError):
@@ -179,23 +185,16 @@ def parse_wide_csv(lines: Iterable[str], opts: CsvOptions) -> tuple[list[str], I
 
 
 def resolve_device(conn: psycopg.Connection, ref: str) -> tuple[int, int | None, str]:
-    """(id, gateway id, key) of a device given as its id, ``gateway-slug/key`` or a key unique in the fleet."""
-    if ref.isdigit():
-        rows = conn.execute("SELECT id, gateway_id, key FROM devices WHERE id = %s", (int(ref),)).fetchall()
-    elif "/" in ref:
-        gw, key = ref.split("/", 1)
-        rows = conn.execute(
-            "SELECT d.id, d.gateway_id, d.key FROM devices d JOIN gateways g ON g.id = d.gateway_id "
-            "WHERE g.slug = %s AND d.key = %s",
-            (gw, key),
-        ).fetchall()
-    else:
-        rows = conn.execute("SELECT id, gateway_id, key FROM devices WHERE key = %s", (ref,)).fetchall()
-    if not rows:
-        raise HistoryError(f"no device {ref!r}; give its id, `gateway/key`, or a key (fieldwatch API: GET /devices)")
-    if len(rows) > 1:
-        raise HistoryError(f"{len(rows)} devices have key {ref!r}; give `gateway/key` or the device id")
-    return rows[0]
+    """(id, gateway id, key) of a device given as its id, ``site/key``, ``gateway/key`` or a key unique in the
+    fleet (:func:`fwcore.devices.resolve_device_ref`, the one resolver); :class:`HistoryError` saying how to
+    write it otherwise."""
+    try:
+        device_id = resolve_device_ref(conn, ref)
+    except DomainError as exc:
+        raise HistoryError(str(exc)) from None
+    row = conn.execute("SELECT id, gateway_id, key FROM devices WHERE id = %s", (device_id,)).fetchone()
+    assert row is not None
+    return row
 
 
 def import_history(
@@ -209,15 +208,20 @@ def import_history(
     now: datetime | None = None,
     progress: Callable[[int], None] | None = None,
     keep_bad: int | None = None,
+    ignore_retention: bool = False,
 ) -> ImportReport:
     """Store a wide CSV for ``device``; returns what happened. ``progress(n)`` is told about every n rows read.
 
     Memory stays bounded whatever the file's size: rows are written in batches (``CHUNK_ROWS`` rows or
     ``CHUNK_POINTS`` points), bad rows go to the dead letters with their batch, and the report keeps only
     the first ``keep_bad`` of them (None: all, for the CLI's rejects file) besides their count.
+
+    Rows older than ``retention_days`` are refused (the retention job would drop them) and kept as
+    ``history_too_old`` dead letters, unless ``ignore_retention``; rows more than ``max_future_s`` ahead are
+    always refused.
     """
     now = now or datetime.now(UTC)
-    oldest = round((now - timedelta(days=retention_days)).timestamp() * 1000)
+    oldest = round((now - timedelta(days=retention_days)).timestamp() * 1000) if not ignore_retention else -(2**62)
     newest = round((now + timedelta(seconds=max_future_s)).timestamp() * 1000)
     with psycopg.connect(db_url, autocommit=True) as conn:
         device_id, gateway_id, key = resolve_device(conn, device)
@@ -232,7 +236,15 @@ def import_history(
 
         def flush() -> None:
             batch = BatchWrite("", "", gateway_id or 0, None, True, good, topic=topic)
-            letters = [DeadLetter(topic, b.text.encode(), "history_bad_row", f"line {b.line}: {b.reason}") for b in bad]
+            letters = [
+                DeadLetter(
+                    topic,
+                    b.text.encode(),
+                    "history_too_old" if b.reason.endswith(TOO_OLD_HINT) else "history_bad_row",
+                    f"line {b.line}: {b.reason}",
+                )
+                for b in bad
+            ]
             result = writer.write([batch] if good else [], letters)
             report.inserted += result.inserted
             report.duplicates += result.duplicates
@@ -246,8 +258,12 @@ def import_history(
         for row in rows:
             seen += 1
             if isinstance(row, GoodRow) and not oldest <= row.ts_ms <= newest:
-                which = "older than retention" if row.ts_ms < oldest else "in the future"
-                row = BadRow(row.line, f"time is {which} ({retention_days} days / {max_future_s:.0f} s)", row.text)
+                when = datetime.fromtimestamp(row.ts_ms / 1000, UTC).isoformat(timespec="seconds")
+                if row.ts_ms < oldest:
+                    why = f"{when} is older than the {retention_days}-day retention of this deployment; {TOO_OLD_HINT}"
+                else:
+                    why = f"{when} is more than {max_future_s:.0f} s in the future; check the time zone (--timezone)"
+                row = BadRow(row.line, why, row.text)
             if isinstance(row, BadRow):
                 bad.append(row)
             else:

@@ -18,7 +18,7 @@ def _group() -> None:
 @app.command("import")
 def import_(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="the CSV file")],
-    device: Annotated[str, typer.Option(help="device id, `gateway/key`, or a key unique in the fleet")],
+    device: Annotated[str, typer.Option(help="device id, SITE/KEY, GATEWAY/KEY, or a KEY unique in the fleet")],
     separator: Annotated[str, typer.Option(help="column separator; `\\t` for tab")] = ",",
     time_column: Annotated[str | None, typer.Option(help="name of the time column (default: the first)")] = None,
     time_format: Annotated[
@@ -26,6 +26,14 @@ def import_(
     ] = None,
     timezone: Annotated[str, typer.Option(help="IANA zone for times without an offset")] = "UTC",
     decimal: Annotated[str, typer.Option(help="decimal mark of the numbers (`,` for 12,5)")] = ".",
+    ignore_retention: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-retention",
+            help="import rows older than the retention too (they are dropped at the next retention run unless "
+            "FIELDWATCH_RETENTION_DAYS is raised)",
+        ),
+    ] = False,
     rejects: Annotated[
         Path | None, typer.Option(help="also write bad rows here (line,reason,text); default FILE.rejected.csv")
     ] = None,
@@ -75,6 +83,7 @@ def import_(
                 opts,
                 retention_days=s.retention_days,
                 max_future_s=s.max_future_seconds,
+                ignore_retention=ignore_retention,
                 progress=lambda n: bar.advance(task, n),
             )
     except (HistoryError, IngestError, UnicodeDecodeError) as exc:
@@ -96,7 +105,10 @@ def import_(
             w.writerow(["line", "reason", "text"])
             w.writerows((b.line, b.reason, b.text) for b in report.bad)
         for b in report.bad[:10]:
-            console.print(f"  line {b.line}: {b.reason}")
+            console.print(f"  row {b.line}: {b.reason}", markup=False, highlight=False)
         more = " (first 10 shown)" if len(report.bad) > 10 else ""
-        console.print(f"[yellow]{len(report.bad)} bad row(s){more}[/yellow] written to {out} and kept in dead_letters")
+        console.print(
+            f"[yellow]{len(report.bad)} bad row(s){more}[/yellow] written to {out} and kept as dead letters "
+            "(`fieldwatch dead-letters list --reason history_bad_row` or `--reason history_too_old`)"
+        )
         raise typer.Exit(3)

@@ -86,7 +86,11 @@ def register_gateway(
     with conn.transaction():
         row = conn.execute("SELECT id FROM sites WHERE slug = %s", (site,)).fetchone()
         if row is None:
-            raise Invalid(f"site {site!r} does not exist; create it first (API POST /sites or the seed)", ("site",))
+            raise Invalid(
+                f"site {site!r} does not exist; create it first: `fieldwatch fleet sites add {site} --client CLIENT "
+                "--name NAME --lat LAT --lon LON` (or `fieldwatch fleet import FILE`)",
+                ("site",),
+            )
         site_id = row[0]
         existing = conn.execute("SELECT id, site_id FROM gateways WHERE slug = %s", (gateway,)).fetchone()
         if existing is not None and existing[1] != site_id:

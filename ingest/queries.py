@@ -15,6 +15,7 @@ from typing import Any, LiteralString
 import psycopg
 from psycopg.rows import dict_row
 
+from fwcore.devices import resolve_device_ref
 from fwcore.errors import NotFound
 from fwcore.paging import Page, Row, fetch_page
 from fwcore.policy import EVERYTHING, Visible
@@ -146,12 +147,15 @@ def list_devices(
     *,
     site: str | None = None,
     site_id: int | None = None,
+    ref: str | None = None,
     visible: Visible = EVERYTHING,
     limit: int | None = None,
     offset: int = 0,
 ) -> Page[Device]:
-    """Devices in id order, at the site with slug ``site`` and/or id ``site_id`` when given, and of
-    one client only when ``visible`` names one (the permission policy's ``client`` scope)."""
+    """Devices in id order, at the site with slug ``site`` and/or id ``site_id`` when given, the one device
+    ``ref`` names (id, ``site/key``, ``gateway/key`` or a unique key: :func:`fwcore.devices.resolve_device_ref`,
+    which raises when it names none or several), and of one client only when ``visible`` names one (the
+    permission policy's ``client`` scope)."""
     if visible.technician_id is not None:
         raise ValueError("devices belong to no technician: a technician-scoped device list is not supported")
     conditions: list[LiteralString] = []
@@ -161,13 +165,16 @@ def list_devices(
         conditions.append("s.slug = %(site)s")
     if site_id is not None:
         conditions.append("s.id = %(site_id)s")
+    device_id = resolve_device_ref(conn, ref) if ref is not None else None
+    if device_id is not None:
+        conditions.append("d.id = %(device_id)s")
     return fetch_page(
         conn,
         _DEVICE_SELECT,
         _DEVICE_FROM,
         conditions,
         "d.id",
-        {"site": site, "site_id": site_id, "scope_client": visible.client_id},
+        {"site": site, "site_id": site_id, "device_id": device_id, "scope_client": visible.client_id},
         _device,
         limit=limit,
         offset=offset,

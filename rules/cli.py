@@ -87,10 +87,14 @@ def apply(
 ) -> None:
     """Validate FILE, show what would change against the live rules, and apply it as new versions."""
     from rules.rulesfile import apply_plan, plan
+    from rules.store import RuleError
 
     specs = _load_file(file)
     with _conn() as conn:
-        changes = plan(conn, specs)
+        try:
+            changes = plan(conn, specs)
+        except RuleError as exc:
+            raise _fail(f"{exc}\nnothing applied", 1) from None
         _show_plan(changes)
         todo = [c for c in changes if c.action in ("create", "update")]
         if not todo:
@@ -101,12 +105,10 @@ def apply(
             return
         if not yes and not typer.confirm(f"Apply {len(todo)} change(s)?"):
             raise typer.Exit(1)
-        from rules.store import RuleError
-
         try:
             written = apply_plan(conn, changes, author=author or getpass.getuser())
         except RuleError as exc:
-            raise _fail(f"{exc}; nothing applied", 1) from None
+            raise _fail(f"{exc}\nnothing applied", 1) from None
         for name, version in written:
             out.print(f"applied {name} v{version}", highlight=False)
         from rules.rulesfile import retrain_changed
@@ -185,7 +187,10 @@ def export() -> None:
 def train_cmd(
     rule: Annotated[str, typer.Argument(help="anomaly rule id or name")],
     device: Annotated[
-        list[str] | None, typer.Option(help="train only the subject of this device (id, key or SITE/key); repeatable")
+        list[str] | None,
+        typer.Option(
+            help="train only the subject of this device (id, SITE/KEY, GATEWAY/KEY or a unique KEY); repeatable"
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
@@ -342,7 +347,10 @@ def backtest(
     rule: Annotated[str, typer.Argument(help="rule id or name (with --file: the rule's name in the draft file)")],
     device: Annotated[
         list[str],
-        typer.Option(help="device id, key or SITE/key; repeat for several devices in one run (scores are pooled)"),
+        typer.Option(
+            help="device id, SITE/KEY, GATEWAY/KEY or a unique KEY; repeat for several devices in one run "
+            "(scores are pooled)"
+        ),
     ],
     from_: Annotated[str, typer.Option("--from", help="start (ISO-8601 or epoch ms)")],
     to: Annotated[str, typer.Option(help="end (ISO-8601 or epoch ms)")],
@@ -627,7 +635,7 @@ def _print_silences(rows: list[dict[str, Any]]) -> None:
 @silence_app.command("add")
 def silence_add(
     for_: Annotated[str, typer.Option("--for", help="how long: 90s, 15m, 2h, 1d")],
-    device: Annotated[str | None, typer.Option(help="device id, key or SITE/key")] = None,
+    device: Annotated[str | None, typer.Option(help="device id, SITE/KEY, GATEWAY/KEY or a unique KEY")] = None,
     site: Annotated[str | None, typer.Option(help="site slug")] = None,
     rule: Annotated[str | None, typer.Option(help="rule id or name")] = None,
     maintenance: Annotated[bool, typer.Option("--maintenance", help="a maintenance window, not a silence")] = False,

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import psycopg
 
+from fwcore.devices import resolve_device_ref
+from fwcore.errors import DomainError
 from rules.model import DeviceInfo
 
-_DEVICE_SQL = """SELECT d.id, d.key, d.equipment_model, s.slug AS site, c.name AS client, d.attributes, d.parent_id
+_DEVICE_SQL = """SELECT d.id, d.key, d.equipment_model, s.slug AS site, c.name AS client, d.attributes, d.parent_id,
+                        g.slug AS gateway
                  FROM devices d JOIN sites s ON s.id = d.site_id JOIN clients c ON c.id = s.client_id
+                 LEFT JOIN gateways g ON g.id = d.gateway_id
                  WHERE d.id = ANY(%s)"""
-_COLUMNS = ("id", "key", "equipment_model", "site", "client", "attributes", "parent_id")
+_COLUMNS = ("id", "key", "equipment_model", "site", "client", "attributes", "parent_id", "gateway")
 
 
 class UnknownDevice(LookupError, ValueError):
@@ -28,20 +32,10 @@ def load_devices(conn: psycopg.Connection, ids: list[int]) -> dict[int, DeviceIn
 
 
 def resolve_device(conn: psycopg.Connection, ref: str | int) -> DeviceInfo:
-    """A device by id, key or ``site-slug/key``; ambiguous keys must be qualified by site."""
-    ref = str(ref)
-    if ref.isdigit():
-        ids = [int(ref)]
-    else:
-        site, _, key = ref.rpartition("/")
-        rows = conn.execute(
-            "SELECT d.id FROM devices d JOIN sites s ON s.id = d.site_id WHERE d.key = %s AND (%s = '' OR s.slug = %s)",
-            (key, site, site),
-        ).fetchall()
-        if len(rows) > 1:
-            raise UnknownDevice(f"device key {key!r} exists at several sites; write it as SITE/{key}")
-        ids = [r[0] for r in rows]
-    found = load_devices(conn, ids)
-    if not found:
-        raise UnknownDevice(f"no device {ref!r}; `fieldwatch` API GET /api/v1/devices lists them")
-    return next(iter(found.values()))
+    """A device by id, ``site/key``, ``gateway/key`` or a key unique in the fleet
+    (:func:`fwcore.devices.resolve_device_ref`, the one resolver); :class:`UnknownDevice` saying how to write it."""
+    try:
+        device_id = resolve_device_ref(conn, ref)
+    except DomainError as exc:
+        raise UnknownDevice(str(exc)) from None
+    return load_devices(conn, [device_id])[device_id]

@@ -110,7 +110,8 @@ _SILENCE_COLS = "id, kind, device_id, site_id, rule_id, starts_at, ends_at, reas
 def resolve_targets(
     conn: psycopg.Connection, *, device: str | None = None, site: str | None = None, rule: str | None = None
 ) -> tuple[int | None, int | None, int | None]:
-    """(device_id, site_id, rule_id) from a device id/key/``SITE/key``, a site slug and a rule id/name."""
+    """(device_id, site_id, rule_id) from a device id, ``SITE/KEY``, ``GATEWAY/KEY`` or unique key, a site slug
+    and a rule id/name."""
     from rules.store import UnknownRule, find_rule
 
     device_id = site_id = rule_id = None

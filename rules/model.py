@@ -333,7 +333,7 @@ class Scope(_Strict):
     equipment_models: list[str] = []
     sites: list[str] = []  # site slugs
     clients: list[str] = []  # client names
-    devices: list[str] = []  # device keys, "site-slug/key", or numeric ids
+    devices: list[str] = []  # device keys, "site-slug/key", "gateway-slug/key", or numeric ids
 
     def matches(self, device: DeviceInfo) -> bool:
         if self.equipment_models and device.equipment_model not in self.equipment_models:
@@ -344,6 +344,8 @@ class Scope(_Strict):
             return False
         if self.devices:
             names = {device.key, f"{device.site}/{device.key}", str(device.id)}
+            if device.gateway:
+                names.add(f"{device.gateway}/{device.key}")
             if names.isdisjoint(self.devices):
                 return False
         return True
@@ -361,6 +363,7 @@ class DeviceInfo(BaseModel):
     client: str
     attributes: dict[str, Any] = {}
     parent_id: int | None = None
+    gateway: str | None = None  # the slug of the gateway that polls it
 
 
 class Flapping(_Strict):

@@ -11,6 +11,7 @@ in one transaction (all or nothing), each as a new version with its author.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,9 +19,11 @@ import psycopg
 import yaml
 from pydantic import ValidationError
 
+from fwcore import filecheck
+from fwcore.filecheck import Path
 from fwcore.policy import Principal, principal_of
 from rules.model import RuleSpec
-from rules.store import list_rules, save_rule, spec_json
+from rules.store import check_required_skills, list_rules, save_rule, spec_json
 
 
 class RulesFileError(ValueError):
@@ -31,34 +34,47 @@ class RulesFileError(ValueError):
         self.problems = problems
 
 
-def _loc(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc) or "(rule)"
+def parse_rules(data: Any, *, source: str | None = None, lines: Mapping[Path, int] | None = None) -> list[RuleSpec]:
+    """Validate already-loaded YAML/JSON data; raises :class:`RulesFileError` listing every problem.
 
-
-def parse_rules(data: Any) -> list[RuleSpec]:
-    """Validate already-loaded YAML/JSON data; raises :class:`RulesFileError` listing every problem."""
+    With the ``lines`` of a file (:func:`fwcore.filecheck.load_yaml`) each problem reads
+    ``SOURCE line N, rules[i].field: what to fix``; without (an API body) ``rule 'name' (#n): field: what to fix``.
+    """
+    base: Path = ()
     if isinstance(data, dict) and "rules" in data:
-        data = data["rules"]
+        data, base = data["rules"], ("rules",)
     if not isinstance(data, list):
-        raise RulesFileError(["a rules file is a list of rules (or a mapping with a 'rules' list)"])
+        raise RulesFileError(
+            [f"{source or 'the rules'}: a rules file is a list of rules (or a mapping with a 'rules' list)"]
+        )
     specs: list[RuleSpec] = []
     problems: list[str] = []
     seen: dict[str, int] = {}
-    for i, item in enumerate(data, start=1):
-        name = item.get("name") if isinstance(item, dict) else None
-        who = f"rule {name!r} (#{i})" if name else f"rule #{i}"
+
+    def at(i: int, field: str | None = None) -> str:
+        if lines is None:
+            name = data[i].get("name") if isinstance(data[i], dict) else None
+            who = f"rule {name!r} (#{i + 1})" if name else f"rule #{i + 1}"
+            return f"{who}: {field}" if field else who
+        line, path = filecheck.locate(lines, [field] if field else [], (*base, i))
+        return f"{source} line {line}, {filecheck.render(path, 'rules')}"
+
+    for i, item in enumerate(data):
         if not isinstance(item, dict):
-            problems.append(f"{who}: expected a mapping of fields, got {type(item).__name__}")
+            problems.append(f"{at(i)}: a rule is a mapping of fields (`name: value` lines), not {type(item).__name__}")
             continue
         try:
             spec = RuleSpec.model_validate(item)
         except ValidationError as exc:
-            problems.extend(f"{who}: {_loc(e['loc'])}: {e['msg']}" for e in exc.errors())
+            if lines is not None:
+                problems.extend(filecheck.problems(exc, source or "rules file", lines, (*base, i), root="rules"))
+            else:
+                problems.extend(f"{at(i)}: {filecheck.render(e['loc'])}: {filecheck.words(e)}" for e in exc.errors())
             continue
         if spec.name in seen:
-            problems.append(f"{who}: name: the name is already used by rule #{seen[spec.name]}")
+            problems.append(f"{at(i, 'name')}: the name {spec.name!r} is already used by rule #{seen[spec.name]}")
             continue
-        seen[spec.name] = i
+        seen[spec.name] = i + 1
         specs.append(spec)
     if problems:
         raise RulesFileError(problems)
@@ -66,15 +82,12 @@ def parse_rules(data: Any) -> list[RuleSpec]:
 
 
 def load_rules_file(text: str, source: str = "rules file") -> list[RuleSpec]:
-    """Parse YAML text; YAML syntax errors are reported with their line."""
+    """Parse YAML text; every problem names the file, the line and the field."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RulesFileError([f"{source}: not valid YAML: {exc}"]) from None
-    try:
-        return parse_rules(data)
-    except RulesFileError as exc:
-        raise RulesFileError([f"{source}: {p}" for p in exc.problems]) from None
+        data, lines = filecheck.load_yaml(text, source)
+    except filecheck.FileProblems as exc:
+        raise RulesFileError(exc.problems) from None
+    return parse_rules(data, source=source, lines=lines)
 
 
 Action = Literal["create", "update", "unchanged", "only_live"]
@@ -111,7 +124,11 @@ def diff_specs(old: RuleSpec, new: RuleSpec) -> dict[str, tuple[Any, Any]]:
 
 
 def plan(conn: psycopg.Connection, specs: list[RuleSpec]) -> list[RuleChange]:
-    """What applying ``specs`` would change, rule by rule (live rules absent from the file: ``only_live``)."""
+    """What applying ``specs`` would change, rule by rule (live rules absent from the file: ``only_live``).
+
+    Runs every check :func:`apply_plan` runs that the file alone cannot (skills exist and are not retired):
+    :class:`~rules.store.UnknownSkill` otherwise, so a dry run fails exactly where the apply would."""
+    check_required_skills(conn, specs)
     live = {r.name: r for r in list_rules(conn)}
     changes: list[RuleChange] = []
     for spec in specs:

@@ -119,6 +119,39 @@ def _legacy_columns(spec: RuleSpec) -> dict[str, Any]:
 Change = Literal["created", "updated", "unchanged"]
 
 
+def check_required_skills(conn: psycopg.Connection, specs: list[RuleSpec]) -> None:
+    """Every ``required_skill`` of ``specs`` exists and is not retired (unless the live rule of that name already
+    requires it): :class:`UnknownSkill` naming each rule at fault otherwise. ``rules apply`` and its dry run both
+    call this, so a dry run that passes is an apply that passes."""
+    wanted = sorted({s.required_skill for s in specs if s.required_skill})
+    if not wanted:
+        return
+    retired: dict[str, bool] = dict(
+        conn.execute("SELECT code, retired_at IS NOT NULL FROM skills WHERE code = ANY(%s)", (wanted,)).fetchall()
+    )
+    live: dict[str, str | None] = dict(
+        conn.execute("SELECT name, required_skill FROM rules WHERE name = ANY(%s)", ([s.name for s in specs],))
+    )
+    known = [r[0] for r in conn.execute("SELECT code FROM skills WHERE retired_at IS NULL ORDER BY code")]
+    problems = []
+    for s in specs:
+        code = s.required_skill
+        if not code:
+            continue
+        if code not in retired:
+            problems.append(
+                f"rule {s.name!r}: required_skill {code!r} is not a known skill code; add it with "
+                f"`fieldwatch skills add {code}` or use one of: {', '.join(known) or '(none yet)'}"
+            )
+        elif retired[code] and live.get(s.name) != code:
+            problems.append(
+                f"rule {s.name!r}: required_skill {code!r} is retired; pick another skill or restore it with "
+                f"`fieldwatch skills restore {code}`"
+            )
+    if problems:
+        raise UnknownSkill("\n".join(problems))
+
+
 def save_rule(
     conn: psycopg.Connection, spec: RuleSpec, *, author: Principal | str, audit_action: str = "rule.apply"
 ) -> tuple[Rule, Change]:
@@ -129,6 +162,7 @@ def save_rule(
     actor = principal_of(author)
     author = actor.name
     cols = _legacy_columns(spec)
+    check_required_skills(conn, [spec])
     try:
         with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
             cur.execute(f"SELECT {_COLUMNS} FROM rules WHERE name = %s FOR UPDATE", (spec.name,))
@@ -166,7 +200,8 @@ def save_rule(
             )
     except errors.ForeignKeyViolation:
         raise UnknownSkill(
-            f"rule {spec.name!r}: required_skill {spec.required_skill!r} is not a known skill code"
+            f"rule {spec.name!r}: required_skill {spec.required_skill!r} is not a known skill code; "
+            f"add it with `fieldwatch skills add {spec.required_skill}`"
         ) from None
     return _rule(row), "created" if old is None else "updated"
 

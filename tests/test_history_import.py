@@ -87,7 +87,7 @@ def test_import_writes_once_and_dead_letters_bad_rows(db_url: str) -> None:
     lines = GOOD + "2020-01-01T00:00:00Z,1,1\n"
     first = import_history(db_url, lines.splitlines(keepends=True), "pump-1", retention_days=30, now=NOW)
     assert (first.rows, first.points, first.inserted, first.duplicates) == (3, 5, 5, 0)
-    assert [b.line for b in first.bad] == [4, 5, 6, 7, 10] and "older than retention" in first.bad[-1].reason
+    assert [b.line for b in first.bad] == [4, 5, 6, 7, 10] and "older than the 30-day retention" in first.bad[-1].reason
     again = import_history(db_url, lines.splitlines(keepends=True), "gw-a/pump-1", retention_days=30, now=NOW)
     assert (again.inserted, again.duplicates) == (0, 5)
     with psycopg.connect(db_url) as conn:
@@ -135,13 +135,35 @@ def test_cli_imports_with_progress_and_writes_rejects(db_url: str, tmp_path: Pat
     f.write_text(GOOD)
     result = CliRunner().invoke(app, ["history", "import", str(f), "--device", "pump-1"])
     assert result.exit_code == 3, result.output
-    assert "5 new" in result.output and "line 4:" in result.output
+    assert "5 new" in result.output and "row 4:" in result.output
     rejected = (tmp_path / "export.csv.rejected.csv").read_text().splitlines()
     assert rejected[0] == "line,reason,text" and len(rejected) == 5
     clean = tmp_path / "clean.csv"
     clean.write_text("time,flow\n2026-03-01T00:00:00Z,5.0\n")
     result = CliRunner().invoke(app, ["history", "import", str(clean), "--device", "pump-1"])
     assert result.exit_code == 0 and "0 new, 1 already stored" in result.output
+
+
+def test_rows_older_than_retention_say_how_to_import_them_and_are_dead_letters(
+    db_url: str, tmp_path: Path, monkeypatch
+) -> None:
+    """A row older than retention is refused with its date, the retention and the flag that imports it, kept as a
+    `history_too_old` dead letter `dead-letters list` shows; `--ignore-retention` imports it."""
+    seed(db_url)
+    monkeypatch.setenv("FIELDWATCH_DATABASE_URL", db_url)
+    monkeypatch.setenv("FIELDWATCH_RETENTION_DAYS", "90")
+    f = tmp_path / "old.csv"
+    f.write_text("time,flow\n2024-01-03T00:00:00Z,5.0\n")
+    refused = CliRunner().invoke(app, ["history", "import", str(f), "--device", "plant-a/pump-1"])
+    assert refused.exit_code == 3, refused.output
+    assert (
+        "row 2: 2024-01-03T00:00:00+00:00 is older than the 90-day retention of this deployment; "
+        "pass --ignore-retention (or raise FIELDWATCH_RETENTION_DAYS) to import it"
+    ) in " ".join(refused.output.split())
+    letters = CliRunner().invoke(app, ["dead-letters", "list", "--reason", "history_too_old"])
+    assert letters.exit_code == 0 and "history_too_old" in letters.output, letters.output
+    forced = CliRunner().invoke(app, ["history", "import", str(f), "--device", "gw-a/pump-1", "--ignore-retention"])
+    assert forced.exit_code == 0 and "1 new" in forced.output, forced.output
 
 
 def test_api_upload_imports_for_admin_only(db_url: str) -> None:

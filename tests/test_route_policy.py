@@ -143,6 +143,7 @@ def world(admin_db_url: str, template_db: str) -> Iterator[World]:
             "letter_id": 424242,
             "discovered_id": 424242,
             "token_id": spare_id,
+            "skill_code": "pump_mech",
         }
         yield World(url, fleet, tokens, principals, ids, {"ticket_id": bens_ticket, "technician_id": ben})
 

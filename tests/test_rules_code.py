@@ -30,8 +30,9 @@ rules:
 """
 
 
-def test_every_problem_names_the_rule_and_the_field() -> None:
-    """A bad file reports all problems at once, each with the rule's name (or number) and the field path."""
+def test_every_problem_names_the_file_line_and_field_in_our_words() -> None:
+    """A bad file reports all problems at once, each with the file, the line, the field path and what to fix (not
+    the validation library's wording)."""
     bad = """
 - name: a
   tag: t
@@ -52,10 +53,33 @@ def test_every_problem_names_the_rule_and_the_field() -> None:
     with pytest.raises(RulesFileError) as err:
         load_rules_file(bad, "r.yaml")
     text = "\n".join(err.value.problems)
-    assert "r.yaml: rule 'a' (#1): condition.above: Value error, levels.0.clear (90) must not be above" in text
-    assert "rule 'b' (#2): problem_code: Field required" in text
-    assert "rule #3: condition:" in text and "rule #3: name: Field required" in text
-    assert "rule 'a' (#4): for_s: Input should be greater than or equal to 0" in text
+    assert "r.yaml line 4, rules[0].condition: levels.0.clear (90) must not be above threshold (80)" in text
+    assert "r.yaml line 6, rules[1].problem_code: problem_code is missing; add it" in text
+    assert "r.yaml line 9, rules[2].name: name is missing; add it" in text
+    assert "r.yaml line 10, rules[2].condition: kind 'nope' is not known; use one of 'above', 'below'" in text
+    assert "r.yaml line 16, rules[3].for_s: for_s must be at least 0.0 (it is -1)" in text
+    assert "Field required" not in text and "Input should" not in text
+
+
+def test_too_few_items_and_wrong_types_are_said_in_our_words() -> None:
+    """A list with too few items says how many to give; a value of the wrong type says which type, with its line."""
+    from pydantic import BaseModel, Field, ValidationError
+
+    from fwcore.filecheck import FileProblems, load_yaml, problems
+
+    class Spec(BaseModel):
+        tags: list[str] = Field(min_length=2)
+        limit: float
+
+    data, lines = load_yaml("rules:\n  - tags: [a]\n    limit: high\n", "rules.yaml")
+    with pytest.raises(ValidationError) as err:
+        Spec.model_validate(data["rules"][0])
+    assert problems(err.value, "rules.yaml", lines, ("rules", 0)) == [
+        "rules.yaml line 2, rules[0].tags: give at least 2 tags",
+        "rules.yaml line 3, rules[0].limit: limit must be a number (it is 'high')",
+    ]
+    with pytest.raises(FileProblems, match=r"rules\.yaml line \d, column"):
+        load_yaml("a: 1\n b: [\n", "rules.yaml")
 
 
 def test_bad_yaml_is_reported_with_its_line() -> None:
@@ -113,5 +137,6 @@ def test_cli_apply_list_show(db_url: str, tmp_path, monkeypatch) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("- {name: x, tag: t, problem_code: P, condition: {kind: above}}\n")
     refused = runner.invoke(app, ["apply", str(bad), "--yes"])
-    assert refused.exit_code == 2 and "rule 'x' (#1): condition.above.levels: Field required" in refused.output
+    assert refused.exit_code == 2
+    assert "bad.yaml line 1, rules[0].condition.levels: levels is missing; add it" in " ".join(refused.output.split())
     assert runner.invoke(app, ["show", "nope"]).exit_code == 1

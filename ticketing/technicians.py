@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import LiteralString
+from typing import Any, LiteralString
 
 import psycopg
-from psycopg import errors
+from psycopg import errors, sql
 from psycopg.rows import dict_row
 from pydantic import BaseModel
 
 from fwcore import audit
-from fwcore.errors import Invalid
+from fwcore.errors import Conflict, Invalid
 from fwcore.paging import Page, fetch_page
 from fwcore.policy import EVERYTHING, SYSTEM, Principal, Visible
 from ticketing.dispatch import TechnicianView
@@ -40,6 +40,7 @@ class Technician(BaseModel):
     busy: bool  # has an active assignment
     skills: dict[str, int]
     created_at: datetime
+    retired_at: datetime | None = None  # retired: off duty for good, kept for history
 
     def view(self) -> TechnicianView:
         """The dispatch view of this technician."""
@@ -60,7 +61,7 @@ SELECT t.id, t.name, t.email, t.phone, t.home_lat, t.home_lon, t.current_lat, t.
        EXISTS (SELECT 1 FROM assignments a WHERE a.technician_id = t.id AND a.active) AS busy,
        COALESCE((SELECT jsonb_object_agg(s.code, ts.level) FROM technician_skills ts
                  JOIN skills s ON s.id = ts.skill_id WHERE ts.technician_id = t.id), '{}'::jsonb) AS skills,
-       t.created_at
+       t.created_at, t.retired_at
 FROM technicians t
 """
 
@@ -70,19 +71,28 @@ def ensure_skill(conn: psycopg.Connection, code: str, name: str = "") -> None:
     conn.execute("INSERT INTO skills (code, name) VALUES (%s, %s) ON CONFLICT (code) DO NOTHING", (code, name))
 
 
-def skill_ids(conn: psycopg.Connection, codes: Iterable[str]) -> dict[str, int]:
-    """``{code: id}`` of the skill ``codes``; :class:`UnknownSkill`, naming every known code, if one is missing."""
+def skill_ids(conn: psycopg.Connection, codes: Iterable[str], *, held: Iterable[str] = ()) -> dict[str, int]:
+    """``{code: id}`` of the skill ``codes``; :class:`UnknownSkill`, naming every known code, if one is missing
+    or retired (a retired skill is given to nobody new; codes in ``held``, which the technician already has,
+    may stay)."""
     wanted = set(codes)
     if not wanted:
         return {}
-    known: dict[str, int] = dict(
-        conn.execute("SELECT code, id FROM skills WHERE code = ANY(%s)", (list(wanted),)).fetchall()
-    )
+    rows = conn.execute(
+        "SELECT code, id, retired_at IS NOT NULL FROM skills WHERE code = ANY(%s)", (list(wanted),)
+    ).fetchall()
+    known: dict[str, int] = {code: ident for code, ident, _ in rows}
     unknown = sorted(wanted - known.keys())
     if unknown:
-        all_codes = [r[0] for r in conn.execute("SELECT code FROM skills ORDER BY code").fetchall()]
+        all_codes = [r[0] for r in conn.execute("SELECT code FROM skills WHERE retired_at IS NULL ORDER BY code")]
         raise UnknownSkill(
             f"unknown skill code(s): {', '.join(unknown)}; known codes: {', '.join(all_codes) or '(none)'}"
+        )
+    retired = sorted(code for code, _, gone in rows if gone and code not in set(held))
+    if retired:
+        raise UnknownSkill(
+            f"skill(s) {', '.join(retired)} are retired and cannot be given to anyone new; "
+            "restore them first (fieldwatch skills restore CODE)"
         )
     return known
 
@@ -197,10 +207,74 @@ def set_technician_location(conn: psycopg.Connection, tech_id: int, lat: float, 
 
 
 def set_technician_available(conn: psycopg.Connection, tech_id: int, available: bool) -> None:
-    """Mark a technician on or off duty. The next ticketing sweep retries unassigned tickets."""
-    cur = conn.execute("UPDATE technicians SET available = %s WHERE id = %s", (available, tech_id))
-    if cur.rowcount != 1:
+    """Mark a technician on or off duty. The next ticketing sweep retries unassigned tickets.
+
+    A retired technician cannot be put back on duty (:class:`fwcore.errors.Conflict`)."""
+    row = conn.execute("SELECT retired_at IS NOT NULL FROM technicians WHERE id = %s", (tech_id,)).fetchone()
+    if row is None:
         raise NotFound("technician", tech_id)
+    if row[0] and available:
+        raise Conflict(f"technician {tech_id} is retired; add them again to bring them back")
+    conn.execute("UPDATE technicians SET available = %s WHERE id = %s", (available, tech_id))
+
+
+#: What :func:`change_technician` may change.
+CHANGEABLE = frozenset({"name", "email", "phone", "home_lat", "home_lon", "available"})
+
+
+def change_technician(
+    conn: psycopg.Connection, tech_id: int, fields: Mapping[str, Any], *, actor: Principal | str = SYSTEM
+) -> Technician:
+    """Change a technician's name, email, phone, home or availability (audited as ``technician.change``)."""
+    bad = sorted(set(fields) - CHANGEABLE)
+    if bad:
+        raise Invalid(f"cannot change {', '.join(bad)}; changeable: {', '.join(sorted(CHANGEABLE))}")
+    before = get_technician(conn, tech_id)
+    if not fields:
+        return before
+    if fields.get("available") and before.retired_at is not None:
+        raise Conflict(f"technician {tech_id} is retired; add them again to bring them back")
+    values = {k: v.strip() if isinstance(v, str) else v for k, v in fields.items()}
+    sets = sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in values)
+    try:
+        with conn.transaction():
+            conn.execute(
+                sql.SQL("UPDATE technicians SET {} WHERE id = %(__id)s").format(sets), {**values, "__id": tech_id}
+            )
+            audit.record(
+                conn,
+                actor,
+                "technician.change",
+                "technician",
+                tech_id,
+                before={k: getattr(before, k) for k in values},
+                after=dict(values),
+            )
+    except errors.UniqueViolation:
+        raise DuplicateTechnician(f"a technician with email {values.get('email')!r} already exists") from None
+    except errors.CheckViolation as exc:
+        raise Invalid(
+            f"technician {tech_id}: {exc.diag.constraint_name} violated (latitude -90..90, longitude -180..180)"
+        ) from None
+    return get_technician(conn, tech_id)
+
+
+def retire_technician(conn: psycopg.Connection, tech_id: int, *, actor: Principal | str = SYSTEM) -> Technician:
+    """Retire a technician: off duty for good, never dispatched again; their past work stays.
+
+    Refused (:class:`fwcore.errors.Conflict`) while they hold an active assignment: reassign it first.
+    Retiring twice changes nothing."""
+    with conn.transaction():
+        before = get_technician(conn, tech_id)
+        if before.retired_at is not None:
+            return before
+        if before.busy:
+            raise Conflict(f"technician {tech_id} still has an active assignment; reassign or finish it first")
+        conn.execute("UPDATE technicians SET retired_at = now(), available = false WHERE id = %s", (tech_id,))
+        audit.record(
+            conn, actor, "technician.retire", "technician", tech_id, before={"retired": False}, after={"retired": True}
+        )
+    return get_technician(conn, tech_id)
 
 
 # -- the skills matrix: general levels and levels per equipment model ---------------------------------
@@ -275,8 +349,10 @@ def set_skill_matrix(
     with conn.transaction():
         if conn.execute("SELECT 1 FROM technicians WHERE id = %s FOR UPDATE", (tech_id,)).fetchone() is None:
             raise NotFound("technician", tech_id)
-        known = skill_ids(conn, [*skills, *(m.skill for m in models)])
         before = get_skill_matrix(conn, tech_id)
+        known = skill_ids(
+            conn, [*skills, *(m.skill for m in models)], held=[*before.skills, *(m.skill for m in before.models)]
+        )
         conn.execute("DELETE FROM technician_skills WHERE technician_id = %s", (tech_id,))
         conn.execute("DELETE FROM technician_model_skills WHERE technician_id = %s", (tech_id,))
         with conn.cursor() as cur:

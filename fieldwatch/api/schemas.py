@@ -251,6 +251,7 @@ class TechnicianPublic(BaseModel):
     available: bool
     skills: dict[str, int] = Field(description="skill code -> level 1..5")
     created_at: datetime
+    retired_at: datetime | None = Field(None, description="set once retired: never dispatched again")
 
 
 class TechnicianCreate(Input):

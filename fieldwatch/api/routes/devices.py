@@ -23,9 +23,14 @@ def list_devices(
     page: PageDep,
     site: Annotated[str | None, Query(description="site slug")] = None,
     site_id: Annotated[int | None, Query(description="site id")] = None,
+    ref: Annotated[
+        str | None,
+        Query(description="the one device named by its id, SITE/KEY, GATEWAY/KEY or a key unique in the fleet"),
+    ] = None,
 ) -> paging.Page[queries.Device]:
+    # an unknown reference is 404, an ambiguous one 422 naming the candidates
     return queries.list_devices(
-        conn, site=site, site_id=site_id, visible=access.visible, limit=page.limit, offset=page.offset
+        conn, site=site, site_id=site_id, ref=ref, visible=access.visible, limit=page.limit, offset=page.offset
     )
 
 

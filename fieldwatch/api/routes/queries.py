@@ -115,6 +115,9 @@ async def import_device_history(
     time_format: Annotated[str | None, Query(description="strptime format, epoch_s or epoch_ms; default ISO")] = None,
     timezone: Annotated[str, Query(description="IANA zone for times without an offset")] = "UTC",
     decimal: Annotated[str, Query(min_length=1, max_length=1)] = ".",
+    ignore_retention: Annotated[
+        bool, Query(description="import rows older than the retention too (the retention job drops them later)")
+    ] = False,
 ) -> HistoryImportResult:
     from ingest.history import MAX_LINE_CHARS, CsvOptions, HistoryError, import_history
 
@@ -131,6 +134,7 @@ async def import_device_history(
             retention_days=settings.retention_days,
             max_future_s=settings.max_future_seconds,
             keep_bad=MAX_BAD_SHOWN,
+            ignore_retention=ignore_retention,
         )
     except BodyTextError as exc:
         raise Invalid(str(exc), loc=("body",)) from None

@@ -81,7 +81,7 @@ class LabelIn(Input):
 
 
 class BacktestRequest(Input):
-    device: str = Field(description="device id, key or SITE/key")
+    device: str = Field(description="device id, SITE/KEY, GATEWAY/KEY or a unique KEY")
     start: Instant = Field(alias="from")
     end: Instant = Field(alias="to")
     version: int | None = None
@@ -150,7 +150,10 @@ def apply_rules(body: ApplyRequest, conn: ConnDep, access: RuleEditor) -> ApplyR
         specs = parse_rules(body.rules)
     except RulesFileError as exc:
         raise Invalid("; ".join(exc.problems), ("body", "rules")) from None
-    changes = plan(conn, specs)
+    try:
+        changes = plan(conn, specs)  # unknown or retired skills: refused by a dry run too
+    except RuleError as exc:
+        raise Invalid(str(exc), ("body", "rules")) from None
     applied: dict[str, int] = {}
     trained: dict[str, dict[str, Any]] = {}
     if not body.dry_run:
@@ -243,7 +246,8 @@ def train(
     conn: ConnDep,
     access: RuleEditor,
     device: Annotated[
-        list[str] | None, Query(description="only the subject of these devices (id, key, SITE/key)")
+        list[str] | None,
+        Query(description="only the subject of these devices (id, SITE/KEY, GATEWAY/KEY or a unique KEY)"),
     ] = None,
 ) -> dict[str, Any]:
     from rules.anomaly import AnomalyTrainingError

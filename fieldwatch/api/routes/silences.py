@@ -21,7 +21,7 @@ Silencer = Annotated[Access, allow("silence.write")]
 
 class SilenceIn(Input):
     kind: Literal["silence", "maintenance"] = "silence"
-    device: str | None = Field(None, description="device id, key or SITE/key")
+    device: str | None = Field(None, description="device id, SITE/KEY, GATEWAY/KEY or a unique KEY")
     site: str | None = Field(None, description="site slug")
     rule: str | None = Field(None, description="rule id or name")
     starts_at: Instant | None = Field(None, description="default: now")

@@ -140,3 +140,46 @@ def put_skills(
     models = [ModelSkill(skill=m.skill, model=m.model, level=m.level) for m in body.models]
     # unknown technician 404, bad entries 422
     return set_skill_matrix(conn, technician_id, body.skills, models, actor=access.principal)
+
+
+class TechnicianChange(Input):
+    """The fields to change; those left out keep their value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1)
+    email: str | None = Field(default=None, min_length=3)
+    phone: str | None = None
+    home_lat: float | None = Field(default=None, ge=-90, le=90)
+    home_lon: float | None = Field(default=None, ge=-180, le=180)
+    available: bool | None = None
+
+
+@router.patch(
+    "/{technician_id}",
+    response_model=TechnicianPublic,
+    response_model_exclude_unset=True,
+    summary="Change a technician's details or availability",
+    responses={409: {"description": "the email is taken, or the technician is retired"}},
+)
+def change_technician(
+    technician_id: int,
+    body: TechnicianChange,
+    conn: ConnDep,
+    access: Annotated[Access, allow("technician.change")],
+) -> TechnicianPublic:
+    fields = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None}
+    return _public(access, technicians.change_technician(conn, technician_id, fields, actor=access.principal))
+
+
+@router.post(
+    "/{technician_id}/retire",
+    response_model=TechnicianPublic,
+    response_model_exclude_unset=True,
+    summary="Retire a technician: never dispatched again; their past work stays",
+    responses={409: {"description": "they still hold an active assignment"}},
+)
+def retire_technician(
+    technician_id: int, conn: ConnDep, access: Annotated[Access, allow("technician.change")]
+) -> TechnicianPublic:
+    return _public(access, technicians.retire_technician(conn, technician_id, actor=access.principal))

@@ -28,6 +28,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from fwcore.settings import Settings, get_settings
 
+from .docs import add_offline_docs
 from .errors import ApiError, Invalid, status_of
 from .metrics import MetricsMiddleware
 from .routes import API_PREFIX, api_router, health
@@ -83,7 +84,10 @@ def create_app(
         "`fieldwatch tokens create --role ROLE`. Each route performs one action of the permission policy; "
         "a refusal (403) says which roles may, or why this object is not yours (`admin` may do everything).",
         lifespan=lifespan,
+        docs_url=None,  # fieldwatch.api.docs serves them without a CDN
+        redoc_url=None,
     )
+    add_offline_docs(app)
     app.state.settings = settings
     app.add_middleware(MetricsMiddleware)
     app.include_router(health.router)

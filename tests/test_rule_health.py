@@ -127,6 +127,19 @@ def test_health_says_what_each_device_in_scope_is_doing_and_since_when(plant: Pl
     }
 
 
+def test_an_anomaly_rule_without_scores_yet_is_warming_up(plant: Plant) -> None:
+    """An anomaly rule's devices are warming up until their window yields a first score."""
+    with psycopg.connect(plant.url, autocommit=True) as conn:
+        (spec,) = load_rules_file(
+            "- {name: pump health, problem_code: ODD, scope: {equipment_models: [P100]},"
+            " condition: {kind: anomaly, tags: [bearing_temp, vibration], training: {last_days: 14}}}"
+        )
+        save_rule(conn, spec, author="ann")
+        report = rule_health(conn, "pump health")
+    assert report.counts == {"warming_up": 3}
+    assert all("window is filling" in (p.reason or "") for p in report.devices)
+
+
 def test_cli_health_shows_states_and_exits_1_on_a_rule_error(plant: Plant, monkeypatch: pytest.MonkeyPatch) -> None:
     """`rules health RULE` tabulates the states and exits 1 while a rule error is open; without RULE it lists
     the open rule errors with their owner."""

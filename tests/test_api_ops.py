@@ -146,6 +146,7 @@ def test_openapi_lists_every_route_and_the_bearer_scheme(db_url: str) -> None:
         f"{BASE}/rules": {"get"},
         f"{BASE}/rules/apply": {"post"},
         f"{BASE}/rules/{{rule}}": {"get"},
+        f"{BASE}/rules/{{rule}}/health": {"get"},
         f"{BASE}/rules/{{rule}}/backtest": {"post"},
         f"{BASE}/rules/{{rule}}/train": {"post"},
         f"{BASE}/rules/{{rule}}/models": {"get"},

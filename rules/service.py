@@ -235,10 +235,10 @@ class RuleEvaluator:
             groups, quiet = self._group(conn, batch)
             scores = self._anomaly_scores(conn, batch)
             self._add_scores(groups, scores)
-            self._flush_health(conn)
             events = (
                 self._apply(conn, groups, quiet, first=lambda c: store_scores(c, scores)) if groups or quiet else []
             )
+            self._flush_health(conn)  # rule errors of new bindings: after the alarms, which must not wait
             self._maybe_reload(conn)  # the periodic check runs after the alarms committed, not before
             for ev in events:
                 log.info("%s alarm %d (rule %d, device %d)", ev.type, ev.alarm_id, ev.rule_id, ev.device_id)
@@ -257,10 +257,9 @@ class RuleEvaluator:
             self._load_devices(conn, {d for _, d, _, _ in items})
             groups: _Groups = {}
             self._add_scores(groups, items)
+            events = self._apply(conn, groups, []) if groups else []
             self._flush_health(conn)
-            if not groups:
-                return []
-            return self._apply(conn, groups, [])
+            return events
 
         return self._retrying(work, f"{len(items)} scores")
 
@@ -370,8 +369,9 @@ class RuleEvaluator:
         return self._compiled[key]
 
     def _flush_health(self, conn: psycopg.Connection) -> None:
-        """Record the bindings made since the last flush (rule errors opened or cleared), in their own
-        transaction: a rule error is announced even when the batch's alarms roll back."""
+        """Record the bindings made since the last flush (rule errors opened or cleared), in a transaction of
+        their own after the batch's alarms: an alarm never waits for them, and they are recorded even if a
+        later batch fails."""
         if self._health_pending:
             pending = dict(self._health_pending)
             with conn.transaction():

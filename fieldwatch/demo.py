@@ -23,6 +23,7 @@ import tempfile
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,7 @@ def _snapshot(db_url: str, state: DemoState) -> None:
                 "technician": asg.technician_name if asg else None,
                 "distance_km": asg.distance_km if asg else None,
                 "eta_minutes": asg.eta_minutes if asg else None,
+                "eta_at": asg.eta_at if asg else None,
                 "reason": _first(asg.reason if asg else None, t.unassigned_reason, ""),
                 "created_at": t.created_at,
                 "assigned_at": asg.assigned_at if asg else None,
@@ -213,7 +215,23 @@ def _snapshot(db_url: str, state: DemoState) -> None:
         )
 
 
-def _render(state: DemoState, api_url: str, started: float) -> Group:
+def eta_text(t: dict[str, Any], now: datetime) -> str:
+    """ "12 min (8.5 km)" until the technician arrives, counted down live from the planned arrival
+    (``eta_at``, or the assignment time plus the travel time placed); "on site" once there."""
+    if t["status"] == "on_site":
+        return "on site"
+    if t.get("eta_at") is not None:
+        minutes = max(0.0, (t["eta_at"] - now).total_seconds() / 60.0)
+    elif t["eta_minutes"] is not None and t.get("assigned_at") is not None:
+        minutes = max(0.0, t["eta_minutes"] - (now - t["assigned_at"]).total_seconds() / 60.0)
+    else:
+        return "—"
+    km = f" ({t['distance_km']:.1f} km)" if t["distance_km"] is not None else ""
+    return (f"{minutes:.0f} min" if minutes >= 0.5 else "arriving") + km
+
+
+def _render(state: DemoState, api_url: str, started: float, now: datetime | None = None) -> Group:
+    now = now or datetime.now(UTC)
     readings = Table(title=f"Readings — {state.points:,} points stored", expand=True)
     for col in ("device", "flow m3/h", "pressure bar", "bearing °C", "vibration mm/s"):
         readings.add_column(col, justify="right" if col != "device" else "left")
@@ -237,7 +255,7 @@ def _render(state: DemoState, api_url: str, started: float) -> Group:
     for col in ("#", "device", "title", "prio", "status", "technician", "ETA"):
         tickets.add_column(col)
     for t in state.tickets:
-        eta = f"{t['eta_minutes']:.0f} min ({t['distance_km']:.1f} km)" if t["eta_minutes"] is not None else "—"
+        eta = eta_text(t, now) if t["technician"] else "—"
         tickets.add_row(
             str(t["id"]),
             t["device"],
@@ -384,7 +402,7 @@ async def _demo(opts: DemoOptions, console: Console) -> int:
                         note(
                             f"assigned{t['id']}",
                             f"[green]Ticket #{t['id']} assigned to {t['technician']}[/], ETA "
-                            f"{t['eta_minutes']:.0f} min ({t['distance_km']:.1f} km) — {t['reason']}",
+                            f"{eta_text(t, datetime.now(UTC))} — {t['reason']}",
                         )
                 if live is not None:
                     live.update(_render(state, api_url, started))

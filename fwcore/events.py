@@ -184,6 +184,25 @@ class SlaAtRiskEvent(EventBase):
     due_at: IsoDatetime
 
 
+class _RuleErrorIds(EventBase):
+    rule_error_id: int
+    rule_id: int
+    device_id: int
+
+
+class RuleErrorOpenedEvent(_RuleErrorIds):
+    """A rule cannot evaluate a device (e.g. an attribute its threshold needs is missing or not a number):
+    a "rule error" for the rule's owner. Not an equipment alarm: ticketing ignores it."""
+
+    type: Literal["rule_error_opened"] = "rule_error_opened"
+
+
+class RuleErrorClearedEvent(_RuleErrorIds):
+    """The device is evaluated by the rule again."""
+
+    type: Literal["rule_error_cleared"] = "rule_error_cleared"
+
+
 Event = Annotated[
     AlarmOpenedEvent
     | AlarmSuppressedEvent
@@ -197,7 +216,9 @@ Event = Annotated[
     | TicketStatusEvent
     | TicketNoteEvent
     | SlaBreachedEvent
-    | SlaAtRiskEvent,
+    | SlaAtRiskEvent
+    | RuleErrorOpenedEvent
+    | RuleErrorClearedEvent,
     Field(discriminator="type"),
 ]
 """Any ``fw_events`` event; ``type`` picks the model."""

@@ -173,6 +173,54 @@ def show(rule: Annotated[str, typer.Argument(help="rule id or name")]) -> None:
     out.print(table)
 
 
+@app.command("health")
+def health_cmd(
+    rule: Annotated[str | None, typer.Argument(help="rule id or name; without it: every open rule error")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Is RULE evaluating each device in its scope (evaluating, warming up, waiting, error: why, since when)?
+
+    Without RULE: every open rule error — a rule that cannot evaluate a device, for its owner to fix.
+    Exits 1 when a rule error is open, so a check script can alert on it.
+    """
+    from rules.health import list_rule_errors, rule_health
+    from rules.store import UnknownRule
+
+    with _conn() as conn:
+        if rule is None:
+            errors = list_rule_errors(conn)
+            if as_json:
+                out.print_json(json.dumps([e.model_dump(mode="json") for e in errors]))
+            elif not errors:
+                out.print("no rule errors: every rule evaluates every device in its scope")
+            else:
+                table = Table("rule", "device", "since", "owner", "reason", title="Rule errors")
+                for e in errors:
+                    since = e.opened_at.isoformat(timespec="seconds")
+                    table.add_row(e.rule, e.device_key, since, e.owner or "—", escape(e.reason))
+                out.print(table)
+            raise typer.Exit(1 if errors else 0)
+        try:
+            report = rule_health(conn, rule)
+        except UnknownRule as exc:
+            raise _fail(str(exc)) from None
+    if as_json:
+        out.print_json(report.model_dump_json())
+    else:
+        counts = ", ".join(f"{n} {state.replace('_', ' ')}" for state, n in sorted(report.counts.items()))
+        table = Table("device", "site", "state", "since", "detail", title=f"{report.rule}: {counts or 'no devices'}")
+        colour = {"error": "red", "warming_up": "yellow", "waiting": "yellow", "evaluating": "green"}
+        for p in report.devices:
+            since = p.since.isoformat(timespec="seconds") if p.since else "—"
+            detail = p.reason or (f"phase {p.phase}" if p.phase else "")
+            state = f"[{colour[p.state]}]{p.state.replace('_', ' ')}[/]"
+            table.add_row(p.device_key, p.site, state, since, escape(detail))
+        out.print(table)
+        if not report.enabled:
+            out.print("[yellow]the rule is disabled: nothing is evaluated[/]")
+    raise typer.Exit(1 if report.counts.get("error") else 0)
+
+
 @app.command("export")
 def export() -> None:
     """Write every live rule as a rules file to stdout (a starting point for rules as code)."""

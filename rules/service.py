@@ -65,6 +65,7 @@ from rules.engine import (
     evaluate_all,
     quiet_band,
 )
+from rules.health import record_bindings
 from rules.lifecycle import suppression_for
 from rules.model import SEVERITY_RANK, Anomaly, DeviceInfo, Reading, Rule
 from rules.store import list_rules
@@ -166,6 +167,8 @@ class RuleEvaluator:
         self._rules_fingerprint: str | None = None
         self._anomaly_rules: list[Rule] = []
         self.unbound: dict[tuple[int, int], str] = {}  # (rule, device) → why it could not be bound
+        #: (rule, device) → why binding failed, or None: bound — not yet recorded in rule_errors
+        self._health_pending: dict[tuple[int, int], str | None] = {}
 
     # -- lifecycle ---------------------------------------------------------------------
     def close(self) -> None:
@@ -208,6 +211,7 @@ class RuleEvaluator:
             self._load_devices(conn, {d for d, _ in pairs})
             for device_id, tag in pairs:
                 self._targets(tag, device_id)
+            self._flush_health(conn)
             bound = len(pairs)
             return []
 
@@ -234,6 +238,7 @@ class RuleEvaluator:
             events = (
                 self._apply(conn, groups, quiet, first=lambda c: store_scores(c, scores)) if groups or quiet else []
             )
+            self._flush_health(conn)  # rule errors of new bindings: after the alarms, which must not wait
             self._maybe_reload(conn)  # the periodic check runs after the alarms committed, not before
             for ev in events:
                 log.info("%s alarm %d (rule %d, device %d)", ev.type, ev.alarm_id, ev.rule_id, ev.device_id)
@@ -252,9 +257,9 @@ class RuleEvaluator:
             self._load_devices(conn, {d for _, d, _, _ in items})
             groups: _Groups = {}
             self._add_scores(groups, items)
-            if not groups:
-                return []
-            return self._apply(conn, groups, [])
+            events = self._apply(conn, groups, []) if groups else []
+            self._flush_health(conn)
+            return events
 
         return self._retrying(work, f"{len(items)} scores")
 
@@ -355,11 +360,25 @@ class RuleEvaluator:
             try:
                 self._compiled[key] = compile_rule(rule.spec, rule.id, device.attributes)
                 self.unbound.pop(key, None)
+                self._health_pending[key] = None  # evaluating again: clears an open rule error
             except UnboundThreshold as exc:
                 log.warning("%s (device %d %s); the rule is not evaluated there", exc, device.id, device.key)
                 self.unbound[key] = str(exc)
+                self._health_pending[key] = str(exc)  # a rule error for the rule's owner (rules.health)
                 self._compiled[key] = None
         return self._compiled[key]
+
+    def _flush_health(self, conn: psycopg.Connection) -> None:
+        """Record the bindings made since the last flush (rule errors opened or cleared), in a transaction of
+        their own after the batch's alarms: an alarm never waits for them, and they are recorded even if a
+        later batch fails."""
+        if self._health_pending:
+            pending = dict(self._health_pending)
+            with conn.transaction():
+                record_bindings(conn, pending)
+            for key, reason in pending.items():
+                if self._health_pending.get(key, reason) == reason:
+                    del self._health_pending[key]
 
     def _add_scores(self, groups: _Groups, scores: Iterable[Score]) -> None:
         """Computed scores join the groups as good-quality readings of their rule."""

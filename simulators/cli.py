@@ -18,9 +18,22 @@ from typing import Annotated, Any
 
 import typer
 
+from simulators.compressor import CompressorSpec
 from simulators.faults import FaultSet, apply_fault, parse_fault
 from simulators.maps import MAPS, make_model
 from simulators.modbus_server import DEFAULT_FAULT_RATES, EquipmentModbusServer
+from simulators.pump import PumpSpec
+
+#: What ``--fault-rate`` does to each model (the physics in simulators/pump.py, chiller.py, compressor.py).
+FAULT_RATE_HELP = (
+    "Severity of the --fault, RATE: pump bearing_wear adds RATE K/s of heat to the bearing (it warms by "
+    f"about RATE K/s at first and settles RATE×{PumpSpec().bearing_tau:.0f} K above normal; vibration keeps "
+    "rising); compressor oil_degradation does the same to the oil (settling "
+    f"RATE×{CompressorSpec().oil_tau:.0f} K above normal); chiller low_refrigerant loses RATE % of the "
+    "refrigerant charge per second, down to half. Default per model: "
+    + ", ".join(f"{m} {r}" for m, r in DEFAULT_FAULT_RATES.items())
+    + "."
+)
 
 app = typer.Typer(help="Run simulated field equipment.", no_args_is_help=True)
 MODELS = (*MAPS, "types")
@@ -133,9 +146,7 @@ def pump(
     unit: Annotated[list[int] | None, typer.Option(help="Unit id of a device; repeat for more devices.")] = None,
     fault: FaultOpt = None,
     fault_after: Annotated[float, typer.Option(help="Seconds after start to inject the fault.")] = 0.0,
-    fault_rate: Annotated[
-        float | None, typer.Option(help="Rate of the fault (pump K/s, chiller %/s, compressor K/s).")
-    ] = None,
+    fault_rate: Annotated[float | None, typer.Option(help=FAULT_RATE_HELP)] = None,
     inject: InjectOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of the noise (device n gets seed + n).")] = 0,
     update_interval: Annotated[float, typer.Option(help="Seconds between physics updates.")] = 0.5,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from html.parser import HTMLParser
 
 import httpx
 import pytest
@@ -24,6 +25,35 @@ def test_healthz_and_readyz_need_no_token(db_url: str) -> None:
         r = api.get("/readyz")
         assert r.status_code == 200 and r.json() == {"status": "ready", "database": "ok", "storage": "ok"}
         assert api.get(f"{BASE}/readyz").status_code == 200  # also under the API prefix
+
+
+class _Assets(HTMLParser):
+    """Every address a page makes the browser fetch: script src, link href, img src."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        wanted = {"script": "src", "link": "href", "img": "src"}.get(tag)
+        self.urls.extend(v for k, v in attrs if k == wanted and v)
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_api_docs_load_nothing_from_another_server(page: str) -> None:
+    """/docs and /redoc fetch every script, style and icon from this server, so they work offline."""
+    # public docs: a browser opening /docs sends no token, and neither do the page's asset requests
+    with TestClient(create_app(settings_for(DOWN_URL, api_docs="public"), pool_timeout_s=0.3)) as api:
+        r = api.get(page)
+        assert r.status_code == 200
+        parser = _Assets()
+        parser.feed(r.text)
+        assert len(parser.urls) >= 2, parser.urls  # the UI's script and its icon (and Swagger's style)
+        for url in parser.urls:
+            assert url.startswith("/") and not url.startswith("//"), f"{page} loads {url} from elsewhere"
+            asset = api.get(url)
+            assert asset.status_code == 200 and len(asset.content) > 1000, url
+        assert "cdn" not in r.text.lower() and "fonts.googleapis" not in r.text
 
 
 def test_unreachable_database_is_503_not_a_crash() -> None:
@@ -98,7 +128,12 @@ def test_openapi_lists_every_route_and_the_bearer_scheme(db_url: str) -> None:
         f"{BASE}/workorders": {"post"},
         f"{BASE}/kpis": {"get"},
         f"{BASE}/technicians": {"get", "post"},
-        f"{BASE}/technicians/{{technician_id}}": {"get"},
+        f"{BASE}/technicians/{{technician_id}}": {"get", "patch"},
+        f"{BASE}/technicians/{{technician_id}}/retire": {"post"},
+        f"{BASE}/skills": {"get", "post"},
+        f"{BASE}/skills/{{skill_code}}": {"get", "patch"},
+        f"{BASE}/skills/{{skill_code}}/retire": {"post"},
+        f"{BASE}/skills/{{skill_code}}/restore": {"post"},
         f"{BASE}/technicians/{{technician_id}}/location": {"put"},
         f"{BASE}/technicians/{{technician_id}}/skills": {"get", "put"},
         f"{BASE}/webhooks/endpoints": {"get", "post"},
@@ -119,6 +154,7 @@ def test_openapi_lists_every_route_and_the_bearer_scheme(db_url: str) -> None:
         f"{BASE}/rules": {"get"},
         f"{BASE}/rules/apply": {"post"},
         f"{BASE}/rules/{{rule}}": {"get"},
+        f"{BASE}/rules/{{rule}}/health": {"get"},
         f"{BASE}/rules/{{rule}}/backtest": {"post"},
         f"{BASE}/rules/{{rule}}/train": {"post"},
         f"{BASE}/rules/{{rule}}/models": {"get"},

@@ -213,3 +213,20 @@ def test_live_screen_renders_every_state() -> None:
         "fault injected",
     ):
         assert expected in text
+
+
+def test_the_eta_counts_down_to_the_planned_arrival() -> None:
+    """The screen's ETA is the time left until the planned arrival at each refresh, not the number frozen
+    when the ticket was placed."""
+    from datetime import UTC, datetime, timedelta
+
+    from fieldwatch.demo import eta_text
+
+    placed = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+    ticket = {"status": "assigned", "distance_km": 8.5, "eta_minutes": 12.0, "assigned_at": placed}
+    planned = {**ticket, "eta_at": placed + timedelta(minutes=20)}  # re-planned: another stop comes first
+    assert eta_text(planned, placed) == "20 min (8.5 km)"
+    assert eta_text(planned, placed + timedelta(minutes=15)) == "5 min (8.5 km)"
+    assert eta_text(planned, placed + timedelta(minutes=25)) == "arriving (8.5 km)"
+    assert eta_text(ticket, placed + timedelta(minutes=4)) == "8 min (8.5 km)"  # unplanned: travel time placed
+    assert eta_text({**planned, "status": "on_site"}, placed) == "on site"

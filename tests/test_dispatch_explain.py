@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from ticketing.geo import GreatCircleTravel
 from ticketing.optimizer import (
     CachedTravel,
+    Explanation,
     Job,
     Plan,
     Problem,
@@ -102,3 +103,14 @@ def test_explanation_names_the_model_level_that_ruled_out_a_nearer_technician() 
     assert (exp.tech_id, exp.runner_up_name) == (1, "Carla Gil")  # Carla's C200 level 3 beats her general 1
     assert any("Ben Ode lacks skill pump level 2 on C200: level 1 on C200 < required 2" in d for d in exp.deciding)
     assert "level 1 on C200 < required 2" in exp.text()
+
+
+def test_a_cheaper_runner_up_prints_a_plain_minus_sign() -> None:
+    """A runner-up cheaper alone than the chosen technician reads "-293.6", never "+-293.6"."""
+    from ticketing.planning import placement_reason
+
+    exp = Explanation(1, 7, cost=300.0, runner_up_id=8, runner_up_name="Bo", runner_up_cost=6.4)
+    dearer = Explanation(1, 7, cost=6.4, runner_up_id=8, runner_up_name="Bo", runner_up_cost=300.0)
+    assert "runner-up Bo -293.6" in exp.text() and "+-" not in exp.text()
+    assert "runner-up Bo (-293.6)" in placement_reason(exp, 1.0, 2.0)
+    assert "runner-up Bo (+293.6)" in placement_reason(dearer, 1.0, 2.0)

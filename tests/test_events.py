@@ -28,6 +28,8 @@ from fwcore.events import (
     EventBase,
     EventError,
     EventListener,
+    RuleErrorClearedEvent,
+    RuleErrorOpenedEvent,
     SlaAtRiskEvent,
     SlaBreachedEvent,
     TicketAssignedEvent,
@@ -68,6 +70,14 @@ SAMPLES: list[tuple[EventBase, dict[str, Any]]] = [
     (
         AlarmSeverityChangedEvent(alarm_id=7, device_id=3, rule_id=2),
         {"type": "alarm_severity_changed", "alarm_id": 7, "device_id": 3, "rule_id": 2},
+    ),
+    (
+        RuleErrorOpenedEvent(rule_error_id=4, rule_id=2, device_id=3),
+        {"type": "rule_error_opened", "rule_error_id": 4, "rule_id": 2, "device_id": 3},
+    ),
+    (
+        RuleErrorClearedEvent(rule_error_id=4, rule_id=2, device_id=3),
+        {"type": "rule_error_cleared", "rule_error_id": 4, "rule_id": 2, "device_id": 3},
     ),
     (TicketCreatedEvent(ticket_id=5, alarm_id=7), {"type": "ticket_created", "ticket_id": 5, "alarm_id": 7}),
     (TicketCreatedEvent(ticket_id=6), {"type": "ticket_created", "ticket_id": 6}),

@@ -122,3 +122,37 @@ def test_unknown_faults_and_bad_rates_are_refused(kind: str, rate: float) -> Non
     """inject_fault names what it does not accept instead of simulating nonsense."""
     with pytest.raises(ValueError):
         PumpModel().inject_fault(kind, rate=rate)
+
+
+def test_the_fault_rate_help_says_what_the_physics_does() -> None:
+    """`simulate pump --help` promises what a RATE does, and the models do exactly that."""
+    import typer
+
+    from simulators.chiller import ChillerModel
+    from simulators.cli import FAULT_RATE_HELP, app
+    from simulators.compressor import CompressorModel
+
+    pump_cmd = typer.main.get_command(app).commands["pump"]  # type: ignore[attr-defined]  # a click Group
+    text = next(p.help for p in pump_cmd.params if p.name == "fault_rate")
+    assert "adds RATE K/s of heat to the bearing" in text and "settles RATE×120 K above normal" in text
+    assert "settling RATE×300 K above normal" in text and "loses RATE % of the refrigerant charge per second" in text
+    assert text == FAULT_RATE_HELP and "down to half" in text and "pump 1.0" in text
+
+    rate, steps = 0.1, [i * 10.0 for i in range(401)]  # 4000 s: both lags have settled
+    for make, fault, tag, settle_k in (
+        (PumpModel, "bearing_wear", "bearing_temp", 120.0),
+        (CompressorModel, "oil_degradation", "oil_temp", 300.0),
+    ):
+        healthy, faulty = make(seed=3), make(seed=3)
+        faulty.step(0.0), healthy.step(0.0)
+        faulty.inject_fault(fault, rate=rate)
+        last = [(healthy.step(t), faulty.step(t)) for t in steps[1:]][-1]
+        assert last[1][tag] - last[0][tag] == pytest.approx(rate * settle_k, abs=0.5), make.__name__
+
+    chiller = ChillerModel(seed=3)
+    chiller.step(0.0)
+    chiller.inject_fault("low_refrigerant", rate=0.2)
+    chiller.step(100.0)
+    assert chiller.charge == pytest.approx(0.8)  # 0.2 %/s for 100 s
+    chiller.step(1000.0)
+    assert chiller.charge == 0.5

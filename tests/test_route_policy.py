@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 
-from fieldwatch.api import create_app
+from fieldwatch.api import create_app, docs
 from fieldwatch.api.deps import POLICY_MARK, Subject
 from fwcore import policy
 from fwcore.auth import ROLES, verify_token
@@ -48,7 +48,7 @@ def _others(app: FastAPI) -> list[str]:
 
 
 def _docs_paths(app: FastAPI) -> set[str | None]:
-    return {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
+    return {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url, *docs.PATHS}
 
 
 @pytest.fixture(scope="module")

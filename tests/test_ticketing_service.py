@@ -169,6 +169,34 @@ def test_second_alarm_on_same_device_and_problem_attaches_to_the_open_ticket(wor
         assert conn.execute("SELECT count(*) FROM assignments WHERE ticket_id = %s", (a.ticket_id,)).fetchone()[0] == 1
 
 
+def test_one_fault_tripping_two_rules_opens_one_ticket_per_skill_needed(world: World) -> None:
+    """A second alarm of another problem on a device with an open ticket needing the same skill attaches
+    to it (one fault, one visit); an alarm needing another skill opens its own ticket."""
+    with psycopg.connect(world.url) as conn:
+        create_rule(
+            conn,
+            name="hot casing",
+            tag="casing_temp",
+            operator=">",
+            threshold=70,
+            duration_s=0,
+            severity="minor",
+            problem_code="CASING",
+            required_skill="pump",
+            equipment_model="P100",
+        )
+    bearing = open_alarm(world.url, world.pump, "bearing_temp", 91)
+    casing = open_alarm(world.url, world.pump, "casing_temp", 75)
+    pressure = open_alarm(world.url, world.pump, "pressure", -2)
+    with TicketingService(world.url) as svc:
+        a, b, c = (svc.handle_alarm(x) for x in (bearing, casing, pressure))
+    assert (a.action, b.action, c.action) == ("created", "attached", "created")
+    assert a.ticket_id == b.ticket_id != c.ticket_id
+    with psycopg.connect(world.url) as conn:
+        t = get_ticket(conn, a.ticket_id)
+        assert t is not None and t.alarm_ids == [bearing, casing] and t.problem_code == "BEARING"
+
+
 def test_unassigned_with_reason_until_a_qualified_technician_is_available(world: World) -> None:
     """Nobody free has hydraulics → the ticket stays 'new' with a reason; once Carl is on duty, sweep assigns him."""
     alarm = open_alarm(world.url, world.pump, "pressure", -5)

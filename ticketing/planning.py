@@ -291,7 +291,7 @@ def placement_reason(exp: Explanation, km: float, eta: float) -> str:
     """One line for ``assignments.reason``."""
     msg = f"cheapest insertion: {km:.1f} km, ETA {eta:.0f} min, cost {exp.cost:.1f}"
     if exp.runner_up_name is not None:
-        msg += f"; runner-up {exp.runner_up_name} (+{exp.cost_difference:.1f})"
+        msg += f"; runner-up {exp.runner_up_name} ({exp.cost_difference:+.1f})"  # signed: it may be cheaper alone
     else:
         msg += "; no other technician could take it"
     if exp.deciding:

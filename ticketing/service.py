@@ -320,14 +320,31 @@ class TicketingService:
     def _open_ticket(
         self, conn: psycopg.Connection, alarm: dict[str, Any], priority: int
     ) -> tuple[int, bool, str | None]:
-        """Lock the open ticket for the alarm's (device, problem) or create it: (id, created, skill)."""
+        """Lock the open ticket the alarm belongs to, or create it: (id, created, skill).
+
+        The alarm belongs to the device's open ticket for the same problem or, failing that, to its
+        open ticket needing the same skill: one fault trips several rules (a worn bearing runs hot and
+        shakes), and a dispatcher sends one technician, not one per rule. An alarm needing another
+        skill opens its own ticket. Alarms of one device take turns here (an advisory lock), so two
+        rules firing at once cannot open two tickets.
+        """
         device_label = alarm["device_name"] or alarm["device_key"]
+        conn.execute("SELECT pg_advisory_xact_lock(%s::int, %s::int)", (_DEVICE_TICKET_LOCK, alarm["device_id"]))
         while True:
             row = conn.execute(
                 """SELECT id, priority, required_skill FROM tickets
-                   WHERE device_id = %s AND problem_code = %s AND status = ANY(%s)
+                   WHERE device_id = %s AND status = ANY(%s)
+                     AND (problem_code = %s OR required_skill IS NOT DISTINCT FROM %s)
+                   ORDER BY problem_code = %s DESC, created_at, id
+                   LIMIT 1
                    FOR UPDATE""",
-                (alarm["device_id"], alarm["problem_code"], list(OPEN_STATUSES)),
+                (
+                    alarm["device_id"],
+                    list(OPEN_STATUSES),
+                    alarm["problem_code"],
+                    alarm["required_skill"],
+                    alarm["problem_code"],
+                ),
             ).fetchone()
             if row is not None:
                 ticket_id, old_priority, skill = row
@@ -384,6 +401,9 @@ class TicketingService:
         view = TechnicianView(placement.tech_id, placement.tech_name or "", site)
         return Decision(view, placement.km, placement.eta_minutes, placement.reason)
 
+
+#: First key of the advisory lock that serialises opening tickets per device (the second is the device id).
+_DEVICE_TICKET_LOCK = 0x7469636B  # "tick"
 
 #: Author of the notes ticketing writes itself.
 NOTE_AUTHOR = "fieldwatch"

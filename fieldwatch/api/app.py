@@ -38,6 +38,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from fwcore.settings import Settings, get_settings
 
 from .deps import checked_parameters
+from .docs import add_offline_docs
 from .errors import ApiError, Invalid, status_of
 from .guard import RequestGuard, SecurityHeaders
 from .metrics import MetricsMiddleware
@@ -105,10 +106,12 @@ def create_app(
         lifespan=lifespan,
         # FIELDWATCH_API_DOCS=off: no schema, no documentation pages (token, public: the guard decides).
         openapi_url=None if settings.api_docs == "off" else "/openapi.json",
-        docs_url=None if settings.api_docs == "off" else "/docs",
-        redoc_url=None if settings.api_docs == "off" else "/redoc",
+        docs_url=None,  # fieldwatch.api.docs serves them without a CDN (below), unless docs are off
+        redoc_url=None,
         dependencies=[Depends(checked_parameters)],
     )
+    if settings.api_docs != "off":
+        add_offline_docs(app)
     app.state.settings = settings
     # Last added runs first: headers and access log around everything, then the guard (rate limits,
     # the token, body limits) before any route reads a byte of the body.

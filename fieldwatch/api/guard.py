@@ -51,6 +51,7 @@ access_log = logging.getLogger("fieldwatch.access")
 PROBES: Final = frozenset(p + q for p in ("", API_PREFIX) for q in ("/healthz", "/readyz"))
 METRICS: Final = frozenset({"/metrics", API_PREFIX + "/metrics"})
 DOCS: Final = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+DOCS_ASSETS: Final = "/docs-assets"  # fieldwatch.api.docs.ASSETS_URL
 
 _IMPORT = re.compile(rf"^{API_PREFIX}/devices/[^/]+/history/?$")
 _PHOTO = re.compile(rf"^{API_PREFIX}/tickets/[^/]+/photos/?$")
@@ -129,8 +130,10 @@ class RequestGuard:
         self.open_paths = set(PROBES)
         if settings.api_metrics_public:
             self.open_paths |= METRICS
+        self.open_prefix: str | None = None
         if settings.api_docs == "public":
             self.open_paths |= DOCS
+            self.open_prefix = DOCS_ASSETS + "/"  # Swagger UI's and ReDoc's scripts (fieldwatch.api.docs)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -138,7 +141,7 @@ class RequestGuard:
             return
         path: str = scope["path"]
         route = classify(scope["method"], path, self.settings)
-        if path not in self.open_paths:
+        if path not in self.open_paths and not (self.open_prefix and path.startswith(self.open_prefix)):
             state = scope.setdefault("state", {})
             info = await self._authenticate(scope, send)
             if info is None:

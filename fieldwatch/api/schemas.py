@@ -21,6 +21,8 @@ from fwcore.inputs import Input
 T = TypeVar("T")
 
 AlarmState = Literal["active", "acknowledged", "cleared"]
+SlaState = Literal["breached", "at_risk", "on_track"]
+TicketSort = Literal["-created_at", "created_at", "priority", "-priority", "due_at", "planned_start", "route"]
 TicketStatus = Literal["new", "assigned", "en_route", "on_site", "resolved", "closed", "cancelled"]
 GatewayStatus = Literal["unknown", "online", "offline"]
 Latitude = Annotated[float, Field(ge=-90, le=90)]
@@ -210,8 +212,12 @@ class AssignmentPublic(BaseModel):
     technician_name: str
     assigned_at: datetime
     distance_km: float | None
-    eta_minutes: float | None
+    eta_minutes: float | None = Field(description="travel time when the ticket was placed (see eta_at for now)")
     reason: str = Field(description="why this technician was chosen")
+    route_order: int | None = Field(None, description="position on the technician's planned route (0 first)")
+    eta_at: datetime | None = Field(None, description="planned arrival at the site")
+    planned_start: datetime | None = Field(None, description="planned start of the work on site")
+    planned_end: datetime | None = Field(None, description="planned end of the work on site")
 
 
 class TicketPublic(BaseModel):
@@ -230,6 +236,13 @@ class TicketPublic(BaseModel):
     created_at: datetime
     updated_at: datetime
     due_at: datetime | None
+    client_id: int
+    client: str
+    segment: str | None
+    sla_remaining_s: float | None = Field(
+        description="seconds until the response SLA is due (negative: late); null once on site or ended"
+    )
+    sla_state: SlaState | None = Field(description="breached, at_risk (escalated or planned after due) or on_track")
     assignment: AssignmentPublic | None = Field(description="the active assignment, if any")
 
 

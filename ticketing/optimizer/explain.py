@@ -42,7 +42,7 @@ class Explanation:
             return "unassigned: " + "; ".join(self.blockers or ("no technician on record",))
         msg = f"cost {self.cost:.1f}"
         if self.runner_up_name is not None:
-            msg += f"; runner-up {self.runner_up_name} +{self.cost_difference:.1f}"
+            msg += f"; runner-up {self.runner_up_name} {self.cost_difference:+.1f}"
         else:
             msg += "; no other technician could take it"
         if self.deciding:

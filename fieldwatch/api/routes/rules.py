@@ -296,3 +296,16 @@ def validate(rule: str, conn: ConnDep, access: RuleEditor, body: ValidateRequest
     r = _find(conn, rule)
     new, _ = set_rule_validated(conn, r.id, True if body is None else body.validated, author=access.principal.name)
     return _public(new)
+
+
+@router.get(
+    "/{rule}/health",
+    summary="Is the rule evaluating each device in its scope? evaluating, warming_up, waiting or error, since when",
+    description="`error` names the reason (e.g. a device attribute a threshold needs is missing or not a number) and "
+    "the open rule error: an alarm of its own kind for the rule's owner (`owner`, who last changed the rule), cleared "
+    "when the device is evaluated again; it never opens a ticket.",
+)
+def health(rule: str, conn: ConnDep, _: Reader) -> dict[str, Any]:
+    from rules.health import rule_health
+
+    return rule_health(conn, _find(conn, rule).id).model_dump()

@@ -209,6 +209,18 @@ def test_import_refuses_a_body_that_is_not_utf8(db_url: str) -> None:
     assert r.status_code == 422 and "not UTF-8" in str(r.json()["detail"])
 
 
+def test_import_refuses_a_line_without_end(db_url: str) -> None:
+    """A history body whose line runs past the line limit is a 422 saying so, not held in memory or a 500."""
+    fleet = seed(db_url)
+    with TestClient(create_app(settings_for(db_url))) as api:
+        r = api.post(
+            f"{BASE}/devices/{fleet.devices['pump-1']}/history",
+            content=iter([b"time,flow\n"] + [b"9" * 65536] * 40),
+            headers=auth(token(db_url, "admin")),
+        )
+    assert r.status_code == 422 and "longer than" in str(r.json()["detail"])
+
+
 # --- rate limits ------------------------------------------------------------------------------
 
 

@@ -367,3 +367,15 @@ def test_the_leak_checker_catches_a_secret_in_a_log_record() -> None:
     catcher.handle(logging.LogRecord("x", logging.ERROR, __file__, 1, "password is %s", (TEST_PASSWORD,), None))
     catcher.handle(logging.LogRecord("x", logging.ERROR, __file__, 1, "nothing here", (), None))
     assert len(catcher.leaks) == 1 and TEST_PASSWORD not in catcher.leaks[0]
+
+
+def test_values_named_like_secrets_are_masked_whole() -> None:
+    """A value under a secret's name is masked whole, nested ones too; names of files holding secrets are not."""
+    from fwcore.redact import is_secret_name, redact_value
+
+    assert redact_value("hmac_secret", TEST_PASSWORD) == "***"
+    assert redact_value("body", {"password": TEST_PASSWORD, "url": f"mqtt://u:{TEST_PASSWORD}@h"}) == {
+        "password": "***",
+        "url": "mqtt://u:***@h",
+    }
+    assert not is_secret_name("api_tls_key_file") and not is_secret_name("broker_password_file")

@@ -209,6 +209,18 @@ def test_import_refuses_a_body_that_is_not_utf8(db_url: str) -> None:
     assert r.status_code == 422 and "not UTF-8" in str(r.json()["detail"])
 
 
+def test_import_refuses_a_line_without_end(db_url: str) -> None:
+    """A history body whose line runs past the line limit is a 422 saying so, not held in memory or a 500."""
+    fleet = seed(db_url)
+    with TestClient(create_app(settings_for(db_url))) as api:
+        r = api.post(
+            f"{BASE}/devices/{fleet.devices['pump-1']}/history",
+            content=iter([b"time,flow\n"] + [b"9" * 65536] * 40),
+            headers=auth(token(db_url, "admin")),
+        )
+    assert r.status_code == 422 and "longer than" in str(r.json()["detail"])
+
+
 # --- rate limits ------------------------------------------------------------------------------
 
 
@@ -355,3 +367,15 @@ def test_the_leak_checker_catches_a_secret_in_a_log_record() -> None:
     catcher.handle(logging.LogRecord("x", logging.ERROR, __file__, 1, "password is %s", (TEST_PASSWORD,), None))
     catcher.handle(logging.LogRecord("x", logging.ERROR, __file__, 1, "nothing here", (), None))
     assert len(catcher.leaks) == 1 and TEST_PASSWORD not in catcher.leaks[0]
+
+
+def test_values_named_like_secrets_are_masked_whole() -> None:
+    """A value under a secret's name is masked whole, nested ones too; names of files holding secrets are not."""
+    from fwcore.redact import is_secret_name, redact_value
+
+    assert redact_value("hmac_secret", TEST_PASSWORD) == "***"
+    assert redact_value("body", {"password": TEST_PASSWORD, "url": f"mqtt://u:{TEST_PASSWORD}@h"}) == {
+        "password": "***",
+        "url": "mqtt://u:***@h",
+    }
+    assert not is_secret_name("api_tls_key_file") and not is_secret_name("broker_password_file")

@@ -29,7 +29,7 @@ from tests.support.db import fresh_database
 
 pytestmark = pytest.mark.fuzz
 
-FUZZ_EXAMPLES = int(os.environ.get("FIELDWATCH_FUZZ_EXAMPLES", "12"))
+FUZZ_EXAMPLES = int(os.environ.get("FIELDWATCH_FUZZ_EXAMPLES", "15"))
 
 
 def fuzz_settings(db_url: str) -> Settings:

@@ -9,7 +9,6 @@ that installs it.
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Annotated
 
 import typer
@@ -44,15 +43,18 @@ def _main(
         bool,
         typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
     ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error, not one line.")] = False,
 ) -> None:
     """Equipment telemetry to dispatched service work."""
+    from fieldwatch import clierrors
+
+    clierrors.DEBUG = debug
 
 
 def _missing_extra(extra: str, exc: ImportError) -> typer.Exit:
-    console.print(
-        f"[red]This command needs the '{extra}' extra ({exc.name} is not installed).[/]\n"
-        f"Install it with: [bold]pip install 'fieldwatch\\[{extra}]'[/]"
-    )
+    from fieldwatch.clierrors import fail, missing_extra_line
+
+    fail(missing_extra_line(extra, exc.name))
     return typer.Exit(2)
 
 
@@ -62,14 +64,21 @@ def _settings():
     try:
         return load_settings()
     except SettingsError as exc:
-        console.print(f"[red]{exc}[/]")
+        from fieldwatch.clierrors import DEBUG, fail
+
+        if DEBUG:
+            raise
+        fail(" ".join(str(exc).split()))
         raise typer.Exit(2) from None
 
 
 def _logging(level: str) -> None:
     from rich.logging import RichHandler
 
+    from fwcore.redact import redact_logging
+
     logging.basicConfig(level=level, format="%(name)s: %(message)s", handlers=[RichHandler(console=console)])
+    redact_logging()  # URL passwords and API tokens never reach the log
 
 
 def _mount_optional(module: str, name: str, help_text: str, extra: str) -> None:
@@ -125,18 +134,37 @@ def db_migrate() -> None:
         from ingest.schema import migrate
     except ImportError as exc:
         raise _missing_extra("server", exc) from None
-    try:
-        wait_for_db(settings.database_url, timeout=10)
-        with console.status("Applying migrations…"):
-            applied = migrate(settings.database_url)
-    except (ConnectionError, RuntimeError) as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(1) from None
+    wait_for_db(settings.database_url, timeout=10)  # a missing database says to run `db create`
+    with console.status("Applying migrations…"):
+        applied = migrate(settings.database_url)
     if applied:
         for name in applied:
             console.print(f"[green]applied[/] {name}")
     else:
         console.print("Schema is up to date.")
+
+
+@db_app.command("create")
+def db_create() -> None:
+    """Create the database FIELDWATCH_DATABASE_URL names (through the server's maintenance database).
+
+    Does nothing if it exists. When this user may not create databases, prints the `createdb`
+    command an administrator runs instead.
+    """
+    settings = _settings()
+    try:
+        from fwcore.db import create_named_database, database_name, server_of
+    except ImportError as exc:
+        raise _missing_extra("server", exc) from None
+    name, where = database_name(settings.database_url), server_of(settings.database_url)
+    if create_named_database(settings.database_url):
+        console.print(
+            f"[green]created[/] database {name} on {where}; next: [bold]fieldwatch db migrate[/]", soft_wrap=True
+        )
+    else:
+        console.print(
+            f"Database {name} already exists on {where}; next: [bold]fieldwatch db migrate[/]", soft_wrap=True
+        )
 
 
 @db_app.command("status")
@@ -265,12 +293,21 @@ def serve(
     api: Annotated[bool, typer.Option(help="Run the HTTP API.")] = True,
     scheduler: Annotated[bool, typer.Option(help="Run scheduled jobs (leader-elected; safe on several hosts).")] = True,
     migrate_first: Annotated[bool, typer.Option("--migrate/--no-migrate", help="Apply migrations first.")] = True,
+    host: Annotated[
+        str | None, typer.Option(help="Address the API listens on (default: FIELDWATCH_API_HOST, 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="API port (default: FIELDWATCH_API_PORT, 8000).")
+    ] = None,
 ) -> None:
     """Run the server side: ingest + rules, ticketing + dispatch, scheduled jobs and the HTTP API, until Ctrl-C."""
     settings = _settings()
+    overrides = {k: v for k, v in (("api_host", host), ("api_port", port)) if v is not None}
+    if overrides:
+        settings = settings.model_copy(update=overrides)
     _logging(settings.log_level)
     try:
-        from fieldwatch.api.server import ApiStartError
+        from fieldwatch.api.server import ApiStartError, bind
         from fieldwatch.server import run_server
     except ImportError as exc:
         raise _missing_extra("server", exc) from None
@@ -279,6 +316,8 @@ def serve(
     from fwcore.tls import TlsConfigError
 
     try:
+        if api:  # a busy port is said before anything starts (the API binds again when it starts)
+            bind(settings.api_host, settings.api_port).close()
         asyncio.run(
             run_server(
                 settings, ingest=ingest, ticketing=ticketing, api=api, scheduler=scheduler, migrate_first=migrate_first
@@ -287,7 +326,11 @@ def serve(
     except KeyboardInterrupt:
         pass
     except (ConnectionError, TlsConfigError, ApiStartError) as exc:  # a broker, TLS file or port to fix first
-        console.print(f"[red]{exc}[/]")
+        from fieldwatch.clierrors import DEBUG, fail
+
+        if DEBUG:
+            raise
+        fail(" ".join(str(exc).split()))
         raise typer.Exit(1) from None
 
 
@@ -300,12 +343,20 @@ def demo(
     timeout: Annotated[float, typer.Option(help="With --exit-after-dispatch: give up after this many seconds.")] = 180,
     fault_after: Annotated[float, typer.Option(help="Seconds before the bearing fault is injected.")] = 8,
     api_port: Annotated[int, typer.Option(help="Port of the demo API on 127.0.0.1 (0 picks a free one).")] = 8000,
+    database: Annotated[
+        str,
+        typer.Option(
+            help="With FIELDWATCH_DATABASE_URL: the database the demo creates, marks and recreates on each run "
+            "(it never drops one it did not create)."
+        ),
+    ] = "fieldwatch_demo",
 ) -> None:
     """Run the whole path on this machine: simulators → gateways → MQTT → ingest → rules → ticket → dispatch.
 
     Uses an embedded PostgreSQL and MQTT broker unless FIELDWATCH_DATABASE_URL /
-    FIELDWATCH_MQTT_URL point at real services (then a database named
-    ``fieldwatch_demo`` is created on that server). Ctrl-C stops everything.
+    FIELDWATCH_MQTT_URL point at real services (then the database ``--database``,
+    ``fieldwatch_demo`` by default, is created and marked on that server; a database of
+    that name the demo did not create is never dropped). Ctrl-C stops everything.
     """
     try:
         from fieldwatch.demo import DemoOptions, run_demo
@@ -318,17 +369,20 @@ def demo(
             timeout=timeout,
             fault_after=fault_after,
             api_port=api_port,
+            database=database,
         )
     )
     raise typer.Exit(code)
 
 
+__import__("fieldwatch.doctor").doctor.mount(app)  # adds `fieldwatch doctor`
+
+
 def main() -> None:
-    """Console-script entry point."""
-    try:
-        app()
-    except KeyboardInterrupt:
-        sys.exit(130)
+    """Console-script entry point: known failures print one line (``--debug``: the traceback)."""
+    from fieldwatch.clierrors import run
+
+    run(app)
 
 
 if __name__ == "__main__":

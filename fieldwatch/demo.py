@@ -38,6 +38,12 @@ from fwcore.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 DEMO_DATABASE = "fieldwatch_demo"
+#: The COMMENT ON DATABASE the demo sets on the database it creates: the only kind it ever drops.
+DEMO_MARK = "created by `fieldwatch demo`: dropped and created again by each demo run"
+
+
+class DemoDatabaseInUse(PermissionError):
+    """The demo's database name is taken by a database the demo did not create."""
 
 
 @dataclass
@@ -50,6 +56,7 @@ class DemoOptions:
     fault_device: str = "P-101"
     api_port: int = 8000
     poll_interval: float = 1.0
+    database: str = DEMO_DATABASE
 
 
 @dataclass
@@ -78,19 +85,35 @@ def run_demo(opts: DemoOptions) -> int:
         return 130
 
 
-async def _start_database(stack: AsyncExitStack, console: Console) -> str:
-    """A fresh database URL: ``fieldwatch_demo`` on the configured server, or an embedded server."""
-    from fwcore.db import create_database, drop_database, wait_for_db
+def _fresh_demo_database(url: str, name: str) -> str:
+    """Drop the demo's previous database ``name`` and create it anew, marked; refuse to drop any
+    database the demo did not create (:class:`DemoDatabaseInUse`)."""
+    from fwcore.db import comment_database, create_database, database_comment, drop_database, server_of
+
+    exists, comment = database_comment(url, name)
+    if exists and comment != DEMO_MARK:
+        raise DemoDatabaseInUse(
+            f"database {name!r} on {server_of(url)} was not created by `fieldwatch demo`; refusing to drop it — "
+            "run the demo with --database OTHER_NAME, or drop that database yourself if it is disposable"
+        )
+    if exists:
+        drop_database(url, name)
+    demo_url = create_database(url, name)
+    comment_database(url, name, DEMO_MARK)
+    return demo_url
+
+
+async def _start_database(stack: AsyncExitStack, console: Console, name: str = DEMO_DATABASE) -> str:
+    """A fresh database URL: ``name`` on the configured server, or an embedded server."""
+    from fwcore.db import wait_for_db
 
     url = os.environ.get("FIELDWATCH_DATABASE_URL")
     if url:
         load_settings()  # validate the URL with a clear message
         await asyncio.to_thread(wait_for_db, url, 15)
-        await asyncio.to_thread(drop_database, url, DEMO_DATABASE)
-        console.print(
-            f"Using PostgreSQL from FIELDWATCH_DATABASE_URL (database [bold]{DEMO_DATABASE}[/], kept after exit)"
-        )
-        return await asyncio.to_thread(create_database, url, DEMO_DATABASE)
+        demo_url = await asyncio.to_thread(_fresh_demo_database, url, name)
+        console.print(f"Using PostgreSQL from FIELDWATCH_DATABASE_URL (database [bold]{name}[/], kept after exit)")
+        return demo_url
     import warnings
 
     with warnings.catch_warnings():
@@ -278,7 +301,7 @@ async def _demo(opts: DemoOptions, console: Console) -> int:
     outcome = "interrupted"
     run_id = os.urandom(3).hex()
     async with AsyncExitStack() as stack:
-        db_url = await _start_database(stack, console)
+        db_url = await _start_database(stack, console, opts.database)
         mqtt_url, protocol = await _start_broker(stack, console)
         with console.status("Migrating and seeding…"):
             await asyncio.to_thread(migrate, db_url)

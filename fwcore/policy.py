@@ -196,7 +196,7 @@ POLICY: Final[Mapping[str, Action]] = {
     "token.manage": Action("create, list and revoke API tokens"),
     # no token needed
     "health.probe": Action("liveness and readiness probes", public=True),
-    "metrics.read": Action("Prometheus metrics", public=True),
+    "metrics.read": Action("Prometheus metrics (public with FIELDWATCH_API_METRICS_PUBLIC)", _all(*_READERS)),
 }
 
 

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from fwcore.egress import ALLOW_LIST_FORM, EgressPolicy
+from fwcore.redact import redact_value
 from fwcore.tls import TlsFiles
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -27,6 +30,7 @@ _FORMS = {
     "database_url": "postgresql://USER[:PASSWORD]@HOST[:PORT]/DBNAME",
     "mqtt_url": "mqtt://[USER[:PASSWORD]@]HOST[:PORT] (or mqtts:// for TLS)",
     "api_port": "an integer 1-65535",
+    "deployment_name": "1-64 letters, digits, '-' or '_' (e.g. plant-north)",
     "mqtt_protocol": '"5" or "3.1.1"',
     "log_level": "one of DEBUG, INFO, WARNING, ERROR",
     "ingest_batch_max_points": "an integer >= 1",
@@ -40,11 +44,25 @@ _FORMS = {
     "mqtt_key_file": "a PEM file, given together with FIELDWATCH_MQTT_CERT_FILE",
     "api_tls_cert_file": "a PEM file, given together with FIELDWATCH_API_TLS_KEY_FILE",
     "api_tls_key_file": "a PEM file, given together with FIELDWATCH_API_TLS_CERT_FILE",
+    "api_docs": "token, public or off",
     "api_trusted_proxies": "comma-separated IP addresses or networks (10.0.0.5,172.18.0.0/16), or *",
 }
 
 #: Each client-certificate/key setting and its partner (they are given together or not at all).
 _PAIRS = {"mqtt_key_file": "mqtt_cert_file", "api_tls_key_file": "api_tls_cert_file"}
+
+
+_DEPLOYMENT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _slug(name: str) -> str:
+    """``name`` reduced to what an MQTT client id and share group safely hold."""
+    return re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-")[:64] or "fieldwatch"
+
+
+def default_deployment_name() -> str:
+    """This host's name, as a deployment name (``deployment_name``'s default)."""
+    return _slug(socket.gethostname().split(".")[0])
 
 
 class SettingsError(ValueError):
@@ -94,6 +112,27 @@ class Settings(BaseSettings):
     #: Addresses of reverse proxies whose X-Forwarded-For/-Proto the API believes (client address,
     #: https scheme). Empty: none, the headers are ignored from everyone.
     api_trusted_proxies: str = ""
+    #: Largest request body (bytes) of a JSON route; larger is refused 413 while it streams in.
+    api_max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    #: Largest history CSV upload (bytes), read in constant memory as it streams in.
+    api_max_import_bytes: int = Field(2 * 1024**3, ge=1024)
+    #: Largest photo upload (bytes).
+    api_max_photo_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    #: Failed authentications allowed per client address: a burst, refilled at this rate per minute (429 beyond).
+    api_auth_failures_burst: int = Field(20, ge=1)
+    api_auth_failures_per_min: float = Field(10.0, gt=0)
+    #: Requests per token (and per client address without a valid token): a burst, refilled per second.
+    api_requests_burst: int = Field(600, ge=1)
+    api_requests_per_s: float = Field(50.0, gt=0)
+    #: Expensive requests (history imports, backtests, CSV exports) per token: a burst, refilled per minute.
+    api_expensive_burst: int = Field(10, ge=1)
+    api_expensive_per_min: float = Field(30.0, gt=0)
+    #: ``/metrics`` without a token (for a Prometheus on a private network); default: a token with ``metrics.read``.
+    api_metrics_public: bool = False
+    #: ``/docs``, ``/redoc`` and ``/openapi.json``: ``token`` (any valid token, the default), ``public`` or ``off``.
+    api_docs: str = "token"
+    #: One structured line per request on the ``fieldwatch.access`` logger.
+    api_access_log: bool = True
     log_level: str = "INFO"
     #: Telemetry retention; older partitions are dropped and older points dead-lettered.
     retention_days: int = Field(90, ge=1)
@@ -109,8 +148,15 @@ class Settings(BaseSettings):
     discovery_hold_warn_ratio: float = Field(0.8, gt=0, le=1)
     ingest_batch_max_points: int = Field(5000, ge=1)
     ingest_batch_max_wait_ms: int = Field(200, ge=0)
-    ingest_client_id: str = "fieldwatch-ingest-1"
-    ingest_share_group: str = "ingest"
+    #: Names this installation on a shared broker. The ingest client id and shared-subscription group
+    #: derive from it, so two deployments on one broker never take each other's sessions or messages.
+    #: Default: this host's name. Give every host of one deployment the same value.
+    deployment_name: str = Field(default_factory=lambda: default_deployment_name(), min_length=1, max_length=64)
+    #: Empty (default): ``fieldwatch-<deployment>-ingest`` (plus ``-<host>`` when the deployment is
+    #: named apart from the host), unique per host of a deployment.
+    ingest_client_id: str = ""
+    #: Empty (default): ``fieldwatch-<deployment>``, shared by the deployment's ingest workers only.
+    ingest_share_group: str = ""
     #: A gateway not heard from (no health message, no birth) for this long, or three of its health
     #: intervals if longer, is declared offline by ingest: the backstop when its Last Will never comes.
     gateway_silence_timeout_s: float = Field(60.0, gt=0)
@@ -146,6 +192,24 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, dotenv_settings, _YamlSource(settings_cls), file_secret_settings)
+
+    @field_validator("deployment_name")
+    @classmethod
+    def _check_deployment(cls, v: str) -> str:
+        if not _DEPLOYMENT_NAME.fullmatch(v):
+            raise ValueError("letters, digits, '-' and '_' only")
+        return v
+
+    @model_validator(mode="after")
+    def _derive_ingest_names(self) -> Settings:
+        """Ingest's MQTT client id and share group from the deployment name, unless set explicitly."""
+        if not self.ingest_share_group:
+            self.ingest_share_group = f"fieldwatch-{self.deployment_name}"
+        if not self.ingest_client_id:
+            host = default_deployment_name()
+            suffix = "" if host == self.deployment_name else f"-{host}"
+            self.ingest_client_id = f"fieldwatch-{self.deployment_name}-ingest{suffix}"
+        return self
 
     @field_validator("database_url")
     @classmethod
@@ -260,6 +324,13 @@ class Settings(BaseSettings):
             raise ValueError("gives others access to the broker's password hashes and grants")
         return mode
 
+    @field_validator("api_docs")
+    @classmethod
+    def _check_docs(cls, v: str) -> str:
+        if v.lower() not in ("token", "public", "off"):
+            raise ValueError("unknown documentation mode")
+        return v.lower()
+
     @field_validator("log_level")
     @classmethod
     def _check_level(cls, v: str) -> str:
@@ -277,7 +348,8 @@ def load_settings(**overrides: Any) -> Settings:
         for err in exc.errors():
             key = str(err["loc"][0]) if err["loc"] else "?"
             form = _FORMS.get(key, "see docs/configuration.md")
-            lines.append(f"FIELDWATCH_{key.upper()}: {err['msg']} (got {err.get('input')!r}); expected {form}")
+            shown = redact_value(key, err.get("input"))
+            lines.append(f"FIELDWATCH_{key.upper()}: {err['msg']} (got {shown!r}); expected {form}")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None
 
 

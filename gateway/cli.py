@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from fwcore.gctune import tune_gc
+from fwcore.redact import redact_logging
 from fwcore.tls import TlsConfigError
 from gateway.agent import Gateway
 from gateway.config import load_config
@@ -51,6 +52,7 @@ def run(
     and used instead of CONFIG on the next start; delete that file to go back to CONFIG.
     """
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact_logging()  # broker URL passwords never reach the log
     # pymodbus logs every failed request at ERROR; the agent already logs each outage once.
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     try:
@@ -87,6 +89,7 @@ def check(
     from gateway.check import EXIT_INVALID, render, report_json, run_check
 
     logging.basicConfig(level="ERROR", format="%(levelname)s %(name)s: %(message)s")
+    redact_logging()
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     logging.getLogger("asyncua").setLevel(logging.CRITICAL)
     try:

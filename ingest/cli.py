@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from fwcore.redact import redact_logging
+
 app = typer.Typer(help="Ingest: MQTT telemetry into the database.", no_args_is_help=True)
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ def run(
         raise typer.Exit(2) from None
     if not logging.getLogger().handlers:
         logging.basicConfig(level=s.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        redact_logging()
     try:
         worker = IngestWorker(
             s.database_url,

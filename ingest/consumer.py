@@ -135,7 +135,11 @@ class MqttConsumer:
             why = explain_handshake_failure(
                 exc, self._parts["host"], self._parts["port"], ca_hint="FIELDWATCH_MQTT_CA_FILE"
             )
-            raise BrokerUnavailable(why or f"MQTT broker at {self._where} is not reachable: {exc}") from exc
+            raise BrokerUnavailable(
+                why
+                or f"MQTT broker at {self._where} is not reachable: {exc.strerror or exc} — start Mosquitto "
+                "(`systemctl start mosquitto`) or fix FIELDWATCH_MQTT_URL"
+            ) from exc
         self._client.loop_start()
         if not self._subscribed.wait(timeout):
             self._client.loop_stop()

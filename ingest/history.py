@@ -31,6 +31,12 @@ from ingest.writer import BatchWrite, DeadLetter, TelemetryWriter
 log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 2_000
+#: A batch is also written once it holds this many points (wide files: many tags per row).
+CHUNK_POINTS = 20_000
+#: ... and once it holds this many bad rows (each keeps its line, up to MAX_LINE_CHARS).
+CHUNK_BAD_ROWS = 100
+#: Longest line accepted (characters): a "line" without end is not a CSV row, and must not fill memory.
+MAX_LINE_CHARS = 1024 * 1024
 
 
 class HistoryError(ValueError):
@@ -71,7 +77,8 @@ class ImportReport:
     duplicates: int = 0  # already stored with the same value
     conflicts: int = 0  # already stored with another value: kept aside as conflicting_value dead letters
     tags: list[str] = field(default_factory=list)
-    bad: list[BadRow] = field(default_factory=list)
+    bad: list[BadRow] = field(default_factory=list)  # the first ``keep_bad`` bad rows (all are dead letters)
+    bad_rows: int = 0  # every bad row
 
 
 def _zone(name: str) -> ZoneInfo:
@@ -129,8 +136,14 @@ def parse_wide_csv(lines: Iterable[str], opts: CsvOptions) -> tuple[list[str], I
         raise HistoryError(f"tag column(s) {', '.join(dupes)} appear twice in the header")
     parse_time = _time_parser(opts)
 
+    def cells_of() -> Iterator[list[str]]:
+        try:
+            yield from reader
+        except csv.Error as exc:  # a field beyond csv's size limit, a NUL byte …
+            raise HistoryError(f"line {reader.line_num + 1} cannot be read as CSV: {exc}") from None
+
     def rows() -> Iterator[GoodRow | BadRow]:
-        for cells in reader:
+        for cells in cells_of():
             line = reader.line_num
             text = "\n".join(raw)
             raw.clear()
@@ -195,8 +208,14 @@ def import_history(
     max_future_s: float = 300,
     now: datetime | None = None,
     progress: Callable[[int], None] | None = None,
+    keep_bad: int | None = None,
 ) -> ImportReport:
-    """Store a wide CSV for ``device``; returns what happened. ``progress(n)`` is told about every n rows read."""
+    """Store a wide CSV for ``device``; returns what happened. ``progress(n)`` is told about every n rows read.
+
+    Memory stays bounded whatever the file's size: rows are written in batches (``CHUNK_ROWS`` rows or
+    ``CHUNK_POINTS`` points), bad rows go to the dead letters with their batch, and the report keeps only
+    the first ``keep_bad`` of them (None: all, for the CLI's rejects file) besides their count.
+    """
     now = now or datetime.now(UTC)
     oldest = round((now - timedelta(days=retention_days)).timestamp() * 1000)
     newest = round((now + timedelta(seconds=max_future_s)).timestamp() * 1000)
@@ -209,7 +228,7 @@ def import_history(
     try:
         good: list[tuple[int, str, str, int, float, int]] = []
         bad: list[BadRow] = []
-        seen = 0
+        seen = reported = 0
 
         def flush() -> None:
             batch = BatchWrite("", "", gateway_id or 0, None, True, good, topic=topic)
@@ -218,7 +237,9 @@ def import_history(
             report.inserted += result.inserted
             report.duplicates += result.duplicates
             report.conflicts += result.conflicts
-            report.bad.extend(bad)
+            report.bad_rows += len(bad)
+            room = len(bad) if keep_bad is None else max(0, keep_bad - len(report.bad))
+            report.bad.extend(bad[:room])
             good.clear()
             bad.clear()
 
@@ -233,13 +254,14 @@ def import_history(
                 report.rows += 1
                 good.extend((device_id, key, tag, row.ts_ms, v, 0) for tag, v in row.values.items())
                 report.points += len(row.values)
-            if seen % CHUNK_ROWS == 0:
+            if seen - reported >= CHUNK_ROWS or len(good) >= CHUNK_POINTS or len(bad) >= CHUNK_BAD_ROWS:
                 flush()
                 if progress:
-                    progress(CHUNK_ROWS)
+                    progress(seen - reported)
+                reported = seen
         flush()
         if progress:
-            progress(seen % CHUNK_ROWS)
+            progress(seen - reported)
     finally:
         writer.close()
     if report.inserted:

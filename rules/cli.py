@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -380,8 +380,9 @@ def backtest(
     try:
         start, end = parse_time(from_), parse_time(to)
         runs = []
-        with _conn() as conn:
+        with _conn() as conn, _backtest_progress(len(device)) as advance:
             for i, dev in enumerate(device):
+                advance(dev)
                 incidents = load_labels(labels[i if len(labels) > 1 else 0], dev) if labels else None
                 runs.append(
                     run_backtest(
@@ -423,6 +424,34 @@ def backtest(
     _print_runs(runs)
     if output is not None:
         out.print(f"wrote {len(runs[0].rows)} rows to {output}", highlight=False)
+
+
+@contextmanager
+def _backtest_progress(total: int) -> Iterator[Callable[[str], None]]:
+    """A progress bar on stderr over the devices being replayed (only on a terminal; cleared after)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as bar:
+        task = bar.add_task("replaying", total=total)
+        started = False
+
+        def advance(device: str) -> None:
+            nonlocal started
+            if started:
+                bar.advance(task)
+            started = True
+            bar.update(task, description=f"replaying {device}")
+
+        yield advance
 
 
 def _devices(runs: list[Any], as_json: bool) -> None:

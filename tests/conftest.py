@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import db, mqtt, names
+from tests.support import db, mqtt, names, secrets
 
 
 @pytest.fixture(scope="session")
@@ -72,3 +72,20 @@ def _retained_status_hygiene() -> Iterator[None]:
     mqtt.clear_test_retained()
     yield
     mqtt.clear_test_retained()
+
+
+@pytest.fixture(autouse=True)
+def _no_secrets_in_logs() -> Iterator[None]:
+    """Fail a test whose log records carry a known test secret (a token it minted, a test password)."""
+    import logging
+
+    secrets.reset()
+    catcher = secrets.LeakCatcher()
+    root = logging.getLogger()
+    root.addHandler(catcher)
+    try:
+        yield
+    finally:
+        root.removeHandler(catcher)
+    if catcher.leaks:
+        pytest.fail("secrets in the logs:\n" + "\n".join(catcher.leaks))

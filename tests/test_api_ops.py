@@ -41,10 +41,11 @@ def test_unreachable_database_is_503_not_a_crash() -> None:
 def test_metrics_count_requests_by_route_template(db_url: str) -> None:
     """/metrics is Prometheus text and labels requests by route template, not by raw path."""
     fleet = seed(db_url)
+    headers = auth(token(db_url, "admin"))
     with api_client(db_url) as api:
-        api.get(f"{BASE}/devices/{fleet.devices['pump-1']}", headers=auth(token(db_url, "admin")))
-        api.get("/no/such/path")
-        r = api.get("/metrics")
+        api.get(f"{BASE}/devices/{fleet.devices['pump-1']}", headers=headers)
+        api.get("/no/such/path", headers=headers)
+        r = api.get("/metrics", headers=headers)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     text = r.text
     assert 'fieldwatch_api_requests_total{method="GET",route="/api/v1/devices/{device_id}",status="200"}' in text
@@ -55,9 +56,10 @@ def test_metrics_count_requests_by_route_template(db_url: str) -> None:
 
 def test_openapi_lists_every_route_and_the_bearer_scheme(db_url: str) -> None:
     """/openapi.json documents all routes with bearer security; /docs serves the UI."""
+    headers = auth(token(db_url, "viewer"))
     with api_client(db_url) as api:
-        spec = api.get("/openapi.json").json()
-        assert api.get("/docs").status_code == 200
+        spec = api.get("/openapi.json", headers=headers).json()
+        assert api.get("/docs", headers=headers).status_code == 200
     paths = spec["paths"]
     expected = {
         "/healthz": {"get"},

@@ -155,7 +155,7 @@ def test_the_gateway_status_names_its_rejections_until_they_are_purged(rejected:
 def test_metrics_count_stored_dead_letters_by_reason(rejected: Rejected) -> None:
     """/metrics shows the dead letters stored now, by reason, read from the database at scrape time."""
     with api_client(rejected.url) as api:
-        text = api.get("/metrics").text
+        text = api.get("/metrics", headers=auth(token(rejected.url, "viewer"))).text
     assert 'fieldwatch_dead_letters{reason="unknown_device"} 1.0' in text
     assert 'fieldwatch_dead_letters{reason="invalid_json"} 1.0' in text
     assert 'fieldwatch_dead_letter_points{reason="unknown_device"} 4.0' in text

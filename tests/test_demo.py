@@ -15,7 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+import psycopg
 import pytest
+
+from fieldwatch.demo import DEMO_MARK
+from fwcore.db import create_database, database_comment, drop_database
 
 FIELDWATCH = str(Path(sys.executable).with_name("fieldwatch"))
 
@@ -41,10 +45,10 @@ def run_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _run_unattended(env: dict[str, str], tmp_path: Path) -> dict:
+def _run_unattended(env: dict[str, str], tmp_path: Path, *args: str) -> dict:
     env = {**env, "TMPDIR": str(tmp_path)}
     res = subprocess.run(
-        [FIELDWATCH, "demo", "--exit-after-dispatch", "--json", "--api-port", "0", "--timeout", "150"],
+        [FIELDWATCH, "demo", "--exit-after-dispatch", "--json", "--api-port", "0", "--timeout", "150", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -72,9 +76,38 @@ def test_demo_on_embedded_services(run_dir: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_demo_on_real_services(admin_db_url: str, mqtt_url: str, run_dir: Path) -> None:
-    """With both URLs set, the demo uses the real PostgreSQL and Mosquitto and dispatches a ticket."""
-    _run_unattended({**os.environ, "FIELDWATCH_DATABASE_URL": admin_db_url, "FIELDWATCH_MQTT_URL": mqtt_url}, run_dir)
+def test_demo_on_real_services(admin_db_url: str, mqtt_url: str, run_dir: Path, uid: str) -> None:
+    """With both URLs set, the demo uses the real PostgreSQL and Mosquitto, in a database it marks, and dispatches."""
+    name = f"fwdemo_{uid}"
+    env = {**os.environ, "FIELDWATCH_DATABASE_URL": admin_db_url, "FIELDWATCH_MQTT_URL": mqtt_url}
+    try:
+        _run_unattended(env, run_dir, "--database", name)
+        assert database_comment(admin_db_url, name) == (True, DEMO_MARK)
+    finally:
+        drop_database(admin_db_url, name)
+
+
+def test_demo_refuses_to_drop_a_database_it_did_not_create(admin_db_url: str, uid: str) -> None:
+    """A database of the demo's name that the demo did not create and mark is left alone: one line, exit 1."""
+    name = f"fwdemo_{uid}"
+    url = create_database(admin_db_url, name)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE precious (x int)")
+        res = subprocess.run(
+            [FIELDWATCH, "demo", "--database", name, "--exit-after-dispatch", "--timeout", "5"],
+            env={**os.environ, "FIELDWATCH_DATABASE_URL": admin_db_url, "COLUMNS": "80"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert res.returncode == 1, res.stderr
+        lines = [line for line in res.stderr.splitlines() if line.strip()]
+        assert "refusing to drop it" in lines[-1] and "Traceback" not in res.stderr
+        with psycopg.connect(url, autocommit=True) as conn:
+            assert conn.execute("SELECT to_regclass('precious')").fetchone() == ("precious",)
+    finally:
+        drop_database(admin_db_url, name)
 
 
 @pytest.mark.slow

@@ -391,3 +391,24 @@ def test_bad_times_are_refused(bad: str, db_url: str, monkeypatch) -> None:
     monkeypatch.setenv("FIELDWATCH_DATABASE_URL", db_url)
     res = CliRunner().invoke(app, ["backtest", "x", "--device", "d", "--from", bad, "--to", "0"])
     assert res.exit_code == 2 and "ISO-8601" in res.output
+
+
+def test_cli_backtest_shows_progress_on_a_terminal(db_url: str, monkeypatch) -> None:
+    """On a terminal, a backtest shows a progress bar naming the device being replayed (on stderr, cleared after)."""
+    import io
+
+    from rich.console import Console
+
+    import rules.cli
+
+    monkeypatch.setenv("FIELDWATCH_DATABASE_URL", db_url)
+    device = seed_db(db_url)
+    store(db_url, device, pump_history(n=300, fault_at=100, fault_end=200))
+    screen = io.StringIO()
+    monkeypatch.setattr(rules.cli, "err", Console(file=screen, force_terminal=True, width=100))
+    res = CliRunner().invoke(
+        app, ["backtest", "hot bearing", "--device", "pump-1", "--from", str(T0), "--to", str(T0 + H), "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    json.loads(res.output)  # stdout stays machine-readable
+    assert "replaying pump-1" in screen.getvalue()

@@ -60,3 +60,23 @@ def test_missing_config_file_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setenv("FIELDWATCH_CONFIG", str(tmp_path / "nope.yaml"))
     with pytest.raises(SettingsError, match=r"nope\.yaml"):
         load_settings()
+
+
+def test_two_deployment_names_give_different_ingest_client_ids_and_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two deployments on one broker derive distinct ingest client ids and share groups from their names."""
+    for key in ("FIELDWATCH_INGEST_CLIENT_ID", "FIELDWATCH_INGEST_SHARE_GROUP", "FIELDWATCH_DEPLOYMENT_NAME"):
+        monkeypatch.delenv(key, raising=False)
+    north = load_settings(deployment_name="plant-north")
+    south = load_settings(deployment_name="plant-south")
+    assert north.ingest_client_id != south.ingest_client_id
+    assert north.ingest_share_group != south.ingest_share_group
+    assert "plant-north" in north.ingest_client_id and "plant-north" in north.ingest_share_group
+    # Unnamed, the host names the deployment; an explicit client id still wins.
+    assert load_settings().deployment_name and load_settings().ingest_client_id != "fieldwatch-ingest-1"
+    assert load_settings(ingest_client_id="mine", deployment_name="x").ingest_client_id == "mine"
+
+
+def test_deployment_name_refuses_characters_mqtt_topics_reserve() -> None:
+    """A deployment name with '/', '+' or '#' (which would break the share group) is refused, named."""
+    with pytest.raises(SettingsError, match="FIELDWATCH_DEPLOYMENT_NAME"):
+        load_settings(deployment_name="plant/north")

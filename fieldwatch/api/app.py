@@ -39,6 +39,7 @@ from fwcore.settings import Settings, get_settings
 
 from .deps import checked_parameters
 from .errors import ApiError, Invalid, status_of
+from .guard import RequestGuard, SecurityHeaders
 from .metrics import MetricsMiddleware
 from .responses import document_errors
 from .routes import API_PREFIX, api_router, health
@@ -102,10 +103,18 @@ def create_app(
         "`fieldwatch tokens create --role ROLE`. Each route performs one action of the permission policy; "
         "a refusal (403) says which roles may, or why this object is not yours (`admin` may do everything).",
         lifespan=lifespan,
+        # FIELDWATCH_API_DOCS=off: no schema, no documentation pages (token, public: the guard decides).
+        openapi_url=None if settings.api_docs == "off" else "/openapi.json",
+        docs_url=None if settings.api_docs == "off" else "/docs",
+        redoc_url=None if settings.api_docs == "off" else "/redoc",
         dependencies=[Depends(checked_parameters)],
     )
     app.state.settings = settings
+    # Last added runs first: headers and access log around everything, then the guard (rate limits,
+    # the token, body limits) before any route reads a byte of the body.
+    app.add_middleware(RequestGuard, settings=settings)
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(SecurityHeaders, settings=settings)
     app.include_router(health.router)
     app.include_router(health.prefixed_router)
     app.include_router(api_router)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import psycopg
 from fastapi import Depends, HTTPException, Query, Request, status
@@ -48,14 +48,22 @@ def get_conn(pool: PoolDep) -> Iterator[psycopg.Connection]:
 
 ConnDep = Annotated[psycopg.Connection, Depends(get_conn)]
 
+#: Keys of ``request.state`` that :class:`fieldwatch.api.guard.RequestGuard` fills once it has checked
+#: the token (before the body is read): the principal, and ``(token id, role)`` for the access log.
+PRINCIPAL_KEY: Final = "fw_principal"
+TOKEN_KEY: Final = "fw_token"
+
 _bearer = HTTPBearer(auto_error=False, description="an API token (`fieldwatch tokens create --role ROLE`)")
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 def current_principal(
-    conn: ConnDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request, conn: ConnDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
-    """Who the caller's token acts as, or 401 with a ``WWW-Authenticate: Bearer`` challenge."""
+    """Who the caller's token acts as (as the guard found it), or 401 with a ``WWW-Authenticate: Bearer`` challenge."""
+    known: Principal | None = request.scope.get("state", {}).get(PRINCIPAL_KEY)
+    if known is not None:
+        return known
     if credentials is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -155,6 +163,31 @@ def allow(action: str, *, on: Subject | None = None) -> Any:
         return Access(principal, decision)
 
     setattr(check, POLICY_MARK, (action, on))
+    return Depends(check)
+
+
+def allow_unless_open(action: str, setting: str) -> Any:
+    """:func:`allow` (role-wide), except that when the boolean setting ``setting`` is true anyone may
+    (``/metrics`` with ``FIELDWATCH_API_METRICS_PUBLIC``)."""
+    act = policy.action(action)
+    if act.public:
+        raise ValueError(f"{action} is public: declare it with public({action!r})")
+
+    def check(
+        request: Request,
+        conn: ConnDep,
+        settings: SettingsDep,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Access | None:
+        if getattr(settings, setting):
+            return None
+        principal = current_principal(request, conn, credentials)
+        decision = policy.decide(principal, action)
+        if not decision.allowed:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, decision.reason)
+        return Access(principal, decision)
+
+    setattr(check, POLICY_MARK, (action, None))
     return Depends(check)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import signal
 import socket
 from collections.abc import Iterator
@@ -53,6 +54,7 @@ def uvicorn_config(app: FastAPI, settings: Settings, log_level: str) -> uvicorn.
         log_level=log_level,
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        access_log=False,  # the app logs each request itself (fieldwatch.access), without the query string
         proxy_headers=bool(trusted),
         forwarded_allow_ips=trusted or None,
         ssl_certfile=settings.api_tls_cert_file,
@@ -66,7 +68,12 @@ def bind(host: str, port: int) -> socket.socket:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         return socket.create_server((host, port), family=family, backlog=2048)
     except OSError as exc:
-        raise ApiStartError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        hint = (
+            " — stop what listens there, or choose another port (`serve --port`)"
+            if exc.errno == errno.EADDRINUSE
+            else ""
+        )
+        raise ApiStartError(f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}") from exc
 
 
 async def run_api(

@@ -18,6 +18,7 @@ from fieldwatch.api import create_app
 from fwcore.auth import create_token
 from fwcore.settings import Settings, load_settings
 from tests.support.db import fresh_database
+from tests.support.secrets import register
 
 with warnings.catch_warnings():
     # Starlette wants the `httpx2` package for its TestClient and warns (an error under our
@@ -188,7 +189,7 @@ def token(db_url: str, role: str, name: str | None = None, *, technician: int | 
     """A fresh API token with ``role`` (named after the role unless ``name`` is given), bound to
     ``technician`` when given (a ``technician`` token must be)."""
     with psycopg.connect(db_url, autocommit=True) as conn:
-        return create_token(conn, name or f"{role}-token", role, technician_id=technician)
+        return register(create_token(conn, name or f"{role}-token", role, technician_id=technician))
 
 
 def auth(tok: str) -> dict[str, str]:

@@ -9,17 +9,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from fwcore.inputs import Input, Instant, Quantity
 from ticketing.controls import transition
 from ticketing.errors import NotFound as TicketNotFound
-from ticketing.evidence import Photo, add_photo, list_photos, photo_bytes
+from ticketing.evidence import MAX_PHOTO_BYTES, Photo, add_photo, list_photos, photo_bytes
 from ticketing.timeline import Timeline as TicketTimeline
 from ticketing.timeline import ticket_timeline
 
-from ..deps import TICKET, Access, ConnDep, allow
+from ..deps import TICKET, Access, ConnDep, SettingsDep, allow
 from ..errors import Invalid, NotFound
 from ._prefix import API_PREFIX
 
@@ -102,12 +102,21 @@ async def upload_photo(
     ticket_id: int,
     request: Request,
     conn: ConnDep,
+    settings: SettingsDep,
     access: Annotated[Access, allow("ticket.add_evidence", on=TICKET)],
     lat: float | None = None,
     lon: float | None = None,
     taken_at: Instant | None = None,
 ) -> Photo:
-    data = await request.body()
+    # Never more than the limit + 1 byte in memory (the guard refuses 413 beyond the limit as it streams).
+    limit = min(settings.api_max_photo_bytes, MAX_PHOTO_BYTES)
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf += chunk
+        if len(buf) > limit:
+            raise HTTPException(413, f"a photo may be at most {limit} bytes; send a smaller image")
+    data = bytes(buf)
+    del buf
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
     try:
         return add_photo(

@@ -1,5 +1,5 @@
-"""Liveness, readiness and metrics: no authentication, for orchestrators and Prometheus (``public`` in
-the permission policy)."""
+"""Liveness and readiness (no authentication, for orchestrators: ``public`` in the permission policy)
+and metrics (a token with ``metrics.read``, unless ``FIELDWATCH_API_METRICS_PUBLIC`` opens them)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Response, status
 from fastapi.routing import APIRoute
 
-from ..deps import PoolDep, public
+from ..deps import Access, PoolDep, allow_unless_open, public
 from ..intake_metrics import refresh as refresh_intake_gauges
 from ..metrics import exposition
 from ..readiness import database_problem, storage_problem
@@ -49,7 +49,9 @@ def readyz(pool: PoolDep, response: Response, _: Annotated[None, public("health.
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}}},
 )
-def metrics(pool: PoolDep, _: Annotated[None, public("metrics.read")]) -> Response:
+def metrics(
+    pool: PoolDep, _: Annotated[Access | None, allow_unless_open("metrics.read", "api_metrics_public")]
+) -> Response:
     refresh_intake_gauges(pool)  # dead letters and held points as stored now
     body, content_type = exposition()
     return Response(body, media_type=content_type)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -16,6 +15,7 @@ from ingest import timeseries
 from ..deps import Access, ConnDep, SettingsDep, allow
 from ..errors import Invalid, NotFound
 from ..schemas import SeriesBuckets, SeriesGaps
+from ..streams import BodyTextError, body_lines
 from ..timerange import parse_span, resolve_range
 from ._prefix import API_PREFIX
 
@@ -26,6 +26,8 @@ Reader = Annotated[Access, allow("telemetry.read")]
 From = Annotated[Instant | None, Query(alias="from", description="ISO 8601, inclusive; default `to` minus one hour")]
 To = Annotated[Instant | None, Query(alias="to", description="ISO 8601, exclusive; default now")]
 MAX_EXPORT_ROWS = 1_000_000
+#: Refused rows listed in an import's answer (all of them are counted and kept in dead_letters).
+MAX_BAD_SHOWN = 100
 
 
 @series_router.get("/{series_id}/buckets", response_model=SeriesBuckets, summary="min/max/avg/last per time bucket")
@@ -114,23 +116,24 @@ async def import_device_history(
     timezone: Annotated[str, Query(description="IANA zone for times without an offset")] = "UTC",
     decimal: Annotated[str, Query(min_length=1, max_length=1)] = ".",
 ) -> HistoryImportResult:
-    from ingest.history import CsvOptions, HistoryError, import_history
+    from ingest.history import MAX_LINE_CHARS, CsvOptions, HistoryError, import_history
 
-    try:
-        text = (await request.body()).decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise Invalid(f"the body is not UTF-8 text: {exc}", loc=("body",)) from None
+    # Streamed: the body is read chunk by chunk by the import's worker thread (constant memory; the
+    # guard has already refused it if it passes FIELDWATCH_API_MAX_IMPORT_BYTES).
     opts = CsvOptions(separator, time_column, time_format, timezone, decimal)
     try:
         report = await run_in_threadpool(
             import_history,
             settings.database_url,
-            io.StringIO(text, newline=""),
+            body_lines(request.stream(), max_line=MAX_LINE_CHARS),
             str(device_id),
             opts,
             retention_days=settings.retention_days,
             max_future_s=settings.max_future_seconds,
+            keep_bad=MAX_BAD_SHOWN,
         )
+    except BodyTextError as exc:
+        raise Invalid(str(exc), loc=("body",)) from None
     except HistoryError as exc:
         if str(exc).startswith("no device"):
             raise NotFound("device", device_id) from None
@@ -142,8 +145,8 @@ async def import_device_history(
         duplicates=report.duplicates,
         conflicts=report.conflicts,
         tags=report.tags,
-        bad_rows=len(report.bad),
-        bad=[HistoryBadRow(line=b.line, reason=b.reason) for b in report.bad[:100]],
+        bad_rows=report.bad_rows,
+        bad=[HistoryBadRow(line=b.line, reason=b.reason) for b in report.bad],
     )
 
 

@@ -1,0 +1,310 @@
+"""Limits before work: what a request must pass before any route reads or parses its body.
+
+Two pure-ASGI middlewares (no body buffering, so they work on streams):
+
+:class:`RequestGuard`
+    1. every route but the probes (and ``/metrics`` or the documentation when the settings open
+       them) needs a valid bearer token, checked here — *before* the body is read: a request
+       without one is answered 401 and its body is never read. The principal is left in
+       ``scope["state"]`` for :func:`fieldwatch.api.deps.current_principal`;
+    2. a client address with too many failed authentications (a wrong or revoked token: each costs
+       a lookup) is answered 429 (``Retry-After``) without looking the token up;
+    3. requests per token, and expensive ones (history imports, backtests, CSV exports), are
+       rate-limited per token (429, ``Retry-After``);
+    4. the body is limited per route (JSON 1 MB, history import and photos larger; settings):
+       a ``Content-Length`` above the limit is refused 413 at once, and a chunked body is counted
+       as it streams in and refused 413 as soon as it passes the limit.
+
+:class:`SecurityHeaders`
+    every response gets the security headers (``X-Content-Type-Options``, ``X-Frame-Options``,
+    ``Content-Security-Policy: frame-ancestors 'none'``, ``Referrer-Policy``,
+    ``Cache-Control: no-store``, and HSTS when served over HTTPS), and every request one line on
+    the ``fieldwatch.access`` logger: method, path (never the query string), status, duration,
+    response bytes, client, and the token's id and role (never the token).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+import anyio
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fwcore.auth import TokenInfo, verify_token
+from fwcore.ratelimit import RateLimiter, retry_after_header
+from fwcore.settings import Settings
+
+from .deps import PRINCIPAL_KEY, TOKEN_KEY
+from .routes._prefix import API_PREFIX
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("fieldwatch.access")
+
+PROBES: Final = frozenset(p + q for p in ("", API_PREFIX) for q in ("/healthz", "/readyz"))
+METRICS: Final = frozenset({"/metrics", API_PREFIX + "/metrics"})
+DOCS: Final = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+
+_IMPORT = re.compile(rf"^{API_PREFIX}/devices/[^/]+/history/?$")
+_PHOTO = re.compile(rf"^{API_PREFIX}/tickets/[^/]+/photos/?$")
+_BACKTEST = re.compile(rf"^{API_PREFIX}/rules/[^/]+/backtest/?$")
+_EXPORT = re.compile(r"/export\.csv/?$")
+
+
+@dataclass(frozen=True, slots=True)
+class RouteClass:
+    """What the guard needs to know of a request's route before routing: its body limit and cost."""
+
+    max_body: int
+    what: str  # for the 413 message
+    setting: str
+    expensive: bool = False
+
+
+def classify(method: str, path: str, settings: Settings) -> RouteClass:
+    """The body limit and cost of ``method path`` (pure)."""
+    if method == "POST" and _IMPORT.match(path):
+        return RouteClass(settings.api_max_import_bytes, "a history import", "api_max_import_bytes", True)
+    if method == "POST" and _PHOTO.match(path):
+        return RouteClass(settings.api_max_photo_bytes, "a photo", "api_max_photo_bytes")
+    expensive = (method == "POST" and bool(_BACKTEST.match(path))) or (method == "GET" and bool(_EXPORT.search(path)))
+    return RouteClass(settings.api_max_body_bytes, "a request body", "api_max_body_bytes", expensive)
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` once a body passes its limit; FastAPI passes HTTP exceptions through
+    its body parsing, so it ends as the same 413 wherever the body was being read."""
+
+    def __init__(self, route: RouteClass) -> None:
+        super().__init__(413, too_large_message(route))
+
+
+def too_large_message(route: RouteClass) -> str:
+    mb = route.max_body / 1024 / 1024
+    return (
+        f"{route.what} may be at most {route.max_body} bytes ({mb:.1f} MB); send less, "
+        f"or raise FIELDWATCH_{route.setting.upper()} on the server"
+    )
+
+
+async def send_json(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+    """A complete JSON response ``{"detail": ...}``."""
+    body = json.dumps({"detail": detail}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status >= 400:  # the request body may be unread: do not make the server read it to keep the connection
+        raw.append((b"connection", b"close"))
+    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+class RequestGuard:
+    """Rate limits, authentication and body limits, before the app sees the request (module docstring)."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.failures = RateLimiter(settings.api_auth_failures_per_min / 60, settings.api_auth_failures_burst)
+        self.requests = RateLimiter(settings.api_requests_per_s, settings.api_requests_burst)
+        self.expensive = RateLimiter(settings.api_expensive_per_min / 60, settings.api_expensive_burst)
+        self.open_paths = set(PROBES)
+        if settings.api_metrics_public:
+            self.open_paths |= METRICS
+        if settings.api_docs == "public":
+            self.open_paths |= DOCS
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        route = classify(scope["method"], path, self.settings)
+        if path not in self.open_paths:
+            state = scope.setdefault("state", {})
+            info = await self._authenticate(scope, send)
+            if info is None:
+                return
+            state[PRINCIPAL_KEY] = info.principal
+            state[TOKEN_KEY] = (info.id, info.role)
+            wait = self.requests.take(("token", info.id))
+            if not wait and route.expensive:
+                wait = self.expensive.take(("token", info.id))
+            if wait:
+                what = "expensive requests (imports, backtests, exports)" if route.expensive else "requests"
+                await send_json(
+                    send,
+                    429,
+                    f"too many {what} with this token; retry in {retry_after_header(wait)} s",
+                    {"Retry-After": retry_after_header(wait)},
+                )
+                return
+        await self._limited(route, scope, receive, send)
+
+    async def _authenticate(self, scope: Scope, send: Send) -> TokenInfo | None:
+        """The token's info, or None once the refusal (429, 401, 503) has been sent."""
+        header = _header(scope, b"authorization") or ""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            # Costs nothing (no lookup, the body unread), so it is not counted as a failed attempt.
+            await send_json(
+                send,
+                401,
+                "missing bearer token: send the header `Authorization: Bearer <token>`",
+                {"WWW-Authenticate": "Bearer"},
+            )
+            return None
+        client = client_address(scope)
+        wait = self.failures.retry_after(client)
+        if wait:
+            await send_json(
+                send,
+                429,
+                f"too many failed authentications from {client}; retry in {retry_after_header(wait)} s",
+                {"Retry-After": retry_after_header(wait)},
+            )
+            return None
+        pool: ConnectionPool = scope["app"].state.pool
+        try:
+            info = await anyio.to_thread.run_sync(_verify, pool, token.strip())
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            log.warning("cannot check a token, database unavailable: %s", exc)
+            await send_json(send, 503, "database unavailable: cannot check the token", {"Retry-After": "5"})
+            return None
+        if info is None:
+            self.failures.charge(client)
+            await send_json(send, 401, "invalid or revoked token", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        return info
+
+    async def _limited(self, route: RouteClass, scope: Scope, receive: Receive, send: Send) -> None:
+        length = _header(scope, b"content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                await send_json(send, 400, f"Content-Length {length!r} is not a number of bytes")
+                return
+            if declared > route.max_body:
+                await send_json(send, 413, too_large_message(route))
+                return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > route.max_body:
+                    raise BodyTooLarge(route)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge as exc:  # raised where nothing turned it into a response
+            if not started:
+                await send_json(send, 413, str(exc.detail))
+
+
+def _verify(pool: ConnectionPool, token: str) -> TokenInfo | None:
+    with pool.connection() as conn:
+        return verify_token(conn, token)
+
+
+_HEADERS: Final = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"referrer-policy", b"no-referrer"),
+]
+_HSTS: Final = (b"strict-transport-security", b"max-age=31536000")
+
+
+class SecurityHeaders:
+    """Security headers on every response and one access-log line per request (module docstring)."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.log_requests = settings.api_access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        start = time.perf_counter()
+        status = 500
+        sent = 0
+        https = scope.get("scheme") == "https"
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", ()))
+                names = {bytes(k).lower() for k, _ in headers}
+                headers += [h for h in _HEADERS if h[0] not in names]
+                if b"cache-control" not in names:
+                    headers.append((b"cache-control", b"no-store"))
+                if https:
+                    headers.append(_HSTS)
+                message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            if self.log_requests:
+                self._log(scope, state, status, sent, time.perf_counter() - start)
+
+    @staticmethod
+    def _log(scope: Scope, state: dict[str, Any], status: int, sent: int, seconds: float) -> None:
+        token = state.get(TOKEN_KEY)
+        fields = {
+            "method": scope["method"],
+            "path": scope["path"],  # never the query string: it may carry secrets
+            "status": status,
+            "duration_ms": round(seconds * 1000, 1),
+            "bytes": sent,
+            "client": client_address(scope),
+            "token_id": token[0] if token else None,
+            "role": token[1] if token else None,
+        }
+        access_log.info(
+            "%s %s %s %.1fms %dB client=%s token=%s role=%s",
+            fields["method"],
+            fields["path"],
+            status,
+            fields["duration_ms"],
+            sent,
+            fields["client"],
+            fields["token_id"] if token else "-",
+            fields["role"] if token else "-",
+            extra={"access": fields},
+        )

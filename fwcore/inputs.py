@@ -43,7 +43,7 @@ __all__ = [
 
 #: The earliest and latest time the API accepts (the database holds more; nothing we store is older).
 EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST: Final = datetime(2200, 1, 1, tzinfo=UTC)
+LATEST: Final = datetime(3000, 1, 1, tzinfo=UTC)
 #: The longest duration accepted, in seconds: ten years.
 MAX_SECONDS: Final = 10 * 366 * 86400
 #: The UTC offsets in use on Earth (the standard library accepts up to ±23:59).

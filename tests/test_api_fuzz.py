@@ -31,12 +31,21 @@ from tests.support.db import fresh_database
 
 pytestmark = pytest.mark.fuzz
 
-FUZZ_EXAMPLES = int(os.environ.get("FIELDWATCH_FUZZ_EXAMPLES", "12"))
+FUZZ_EXAMPLES = int(os.environ.get("FIELDWATCH_FUZZ_EXAMPLES", "15"))
 
 
 def fuzz_settings(db_url: str) -> Settings:
     """The app's settings under the fuzzer: generous limits, so throttling does not hide answers."""
-    return settings_for(db_url)
+    high = 10**6
+    return settings_for(
+        db_url,
+        api_auth_failures_burst=high,
+        api_auth_failures_per_min=float(high),
+        api_requests_burst=high,
+        api_requests_per_s=float(high),
+        api_expensive_burst=high,
+        api_expensive_per_min=float(high),
+    )
 
 
 class _Target:

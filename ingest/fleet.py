@@ -40,10 +40,10 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import psycopg
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from fwcore import filecheck
-from fwcore.errors import DomainError, NotFound
+from fwcore.errors import DomainError, Invalid, NotFound
 from ingest import assets
 
 Slug = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
@@ -89,6 +89,13 @@ class ClientIn(_Strict):
 class FleetFile(_Strict):
     clients: list[ClientIn] = []
     sites: list[SiteIn] = []
+    #: where each entry is in its file (``("sites", 0)`` → ``"line 4"`` or ``"row 2"``), for messages
+    _positions: dict[filecheck.Path, str] = PrivateAttr(default_factory=dict)
+
+    def at(self, *path: str | int) -> str:
+        """``"line 4, sites[0]"``: where the entry at ``path`` is, as a message says it."""
+        pos = next((self._positions[path[:n]] for n in range(len(path), 0, -1) if path[:n] in self._positions), None)
+        return f"{pos}, {filecheck.render(path)}" if pos else filecheck.render(path)
 
 
 class FleetFileError(ValueError):
@@ -129,9 +136,11 @@ def parse_yaml(text: str, source: str) -> FleetFile:
     except filecheck.FileProblems as exc:
         raise FleetFileError(exc.problems) from None
     try:
-        return FleetFile.model_validate(data if data is not None else {})
+        fleet = FleetFile.model_validate(data if data is not None else {})
     except ValidationError as exc:
         raise FleetFileError(filecheck.problems(exc, source, lines)) from None
+    fleet._positions = {path: f"line {n}" for path, n in lines.items()}
+    return fleet
 
 
 COLUMNS = (
@@ -175,6 +184,8 @@ def parse_csv(text: str, source: str) -> FleetFile:
     clients: dict[str, tuple[int, ClientIn]] = {}
     sites: dict[str, tuple[int, SiteIn]] = {}
     gateways: dict[tuple[str, str], GatewayIn] = {}
+    gateway_rows: dict[tuple[str, str], int] = {}
+    device_rows: dict[tuple[str, str], int] = {}
     for row_no, raw in enumerate(reader, start=2):
         row = {k: (v or "").strip() for k, v in raw.items() if k}
         if not any(row.values()):
@@ -247,15 +258,26 @@ def parse_csv(text: str, source: str) -> FleetFile:
             gw = gateways.get((site.slug, gateway.slug))
             if gw is None:
                 gw = gateways[(site.slug, gateway.slug)] = gateway
+                gateway_rows[(site.slug, gateway.slug)] = row_no
                 known.gateways.append(gw)
             if device is not None:
                 if any(d.key == device.key for d in gw.devices):
                     bad("device", f"{device.key!r} is listed twice for gateway {gateway.slug}")
                 else:
                     gw.devices.append(device)
+                    device_rows[(gw.slug, device.key)] = row_no
     if problems:
         raise FleetFileError(problems)
-    return FleetFile(clients=[c for _, c in clients.values()], sites=[s for _, s in sites.values()])
+    fleet = FleetFile(clients=[c for _, c in clients.values()], sites=[s for _, s in sites.values()])
+    positions: dict[filecheck.Path, str] = {("clients", i): f"row {n}" for i, (n, _) in enumerate(clients.values())}
+    positions |= {("sites", i): f"row {n}" for i, (n, _) in enumerate(sites.values())}
+    fleet._positions = positions
+    for i, (_, site) in enumerate(sites.values()):
+        for j, gw in enumerate(site.gateways):
+            fleet._positions[("sites", i, "gateways", j)] = f"row {gateway_rows[(site.slug, gw.slug)]}"
+            for k, d in enumerate(gw.devices):
+                fleet._positions[("sites", i, "gateways", j, "devices", k)] = f"row {device_rows[(gw.slug, d.key)]}"
+    return fleet
 
 
 def parse_file(text: str, source: str) -> FleetFile:
@@ -305,23 +327,28 @@ def import_fleet(conn: psycopg.Connection, fleet: FleetFile, *, source: str, dry
     the entry."""
     report = ImportReport(dry_run=dry_run)
     where = ""
+    here: filecheck.Path = ()
     try:
         with conn.transaction():
             clients: dict[str, int] = {}
             for i, c in enumerate(fleet.clients):
-                where = f"clients[{i}] ({c.name})"
+                here = ("clients", i)
+                where = f"{fleet.at(*here)} ({c.name})"
                 ident = _id_of(conn, "SELECT id FROM clients WHERE name = %s", (c.name,))
                 if ident is None and c.segment is None:
-                    raise FleetFileError([f"{source}, {where}: a new client needs a segment (platinum, gold, ...)"])
+                    raise FleetFileError(
+                        [f"{source} {where}, segment: a new client needs a segment (platinum, gold, ...)"]
+                    )
                 fields = {"name": c.name} | ({"segment": c.segment} if c.segment else {})
                 clients[c.name] = _upsert(conn, report, assets.CLIENTS, c.name, ident, fields)
             for i, s in enumerate(fleet.sites):
-                where = f"sites[{i}] ({s.slug})"
+                here = ("sites", i)
+                where = f"{fleet.at(*here)} ({s.slug})"
                 client_id = clients.get(s.client) or _id_of(conn, "SELECT id FROM clients WHERE name = %s", (s.client,))
                 if client_id is None:
                     raise FleetFileError(
                         [
-                            f"{source}, {where}.client: client {s.client!r} is neither in the file nor registered; "
+                            f"{source} {where}, client: client {s.client!r} is neither in the file nor registered; "
                             "add it under clients"
                         ]
                     )
@@ -341,7 +368,8 @@ def import_fleet(conn: psycopg.Connection, fleet: FleetFile, *, source: str, dry
                     },
                 )
                 for j, g in enumerate(s.gateways):
-                    where = f"sites[{i}].gateways[{j}] ({g.slug})"
+                    here = ("sites", i, "gateways", j)
+                    where = f"{fleet.at(*here)} ({g.slug})"
                     gw_fields: dict[str, Any] = {"site_id": site_id, "slug": g.slug}
                     if g.name:
                         gw_fields["name"] = g.name
@@ -354,7 +382,8 @@ def import_fleet(conn: psycopg.Connection, fleet: FleetFile, *, source: str, dry
                         gw_fields,
                     )
                     for k, d in enumerate(g.devices):
-                        where = f"sites[{i}].gateways[{j}].devices[{k}] ({d.key})"
+                        here = ("sites", i, "gateways", j, "devices", k)
+                        where = f"{fleet.at(*here)} ({d.key})"
                         _upsert(
                             conn,
                             report,
@@ -368,7 +397,10 @@ def import_fleet(conn: psycopg.Connection, fleet: FleetFile, *, source: str, dry
     except _DryRun:
         pass
     except DomainError as exc:
-        raise FleetFileError([f"{source}, {where}: {exc}"]) from None
+        field_name = str(exc.loc[-1]) if isinstance(exc, Invalid) and exc.loc else ""
+        if field_name in ("name", "slug", "key", "segment", "latitude", "longitude", "address", "profile"):
+            where = f"{fleet.at(*here, field_name)} ({where.rpartition(' (')[2].rstrip(')')})"
+        raise FleetFileError([f"{source} {where}: {exc}"]) from None
     return report
 
 

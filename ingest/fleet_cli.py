@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated, Any
 
 import typer
@@ -193,7 +194,9 @@ def site_list(
     with _conn() as conn:
         client_id = find_id(conn, "client", client) if client else None
         rows = _all(conn, assets.SITES, client_id=client_id)
-    _show(rows, ("slug", "name", "client_id", "address", "latitude", "longitude"), as_json)
+        clients = {c.id: c.name for c in _all(conn, assets.CLIENTS)}
+    shown = [SimpleNamespace(**asdict(s), client=clients.get(s.client_id)) for s in rows]
+    _show(shown, ("slug", "name", "client", "address", "latitude", "longitude"), as_json)
 
 
 @sites_app.command("change")
@@ -327,7 +330,12 @@ def device_list(
         if site:
             site_id = find_id(conn, "site", site)
             rows = [d for d in rows if d.site_id == site_id]
-    _show(rows, ("key", "site_id", "gateway_id", "equipment_model", "profile", "name"), as_json)
+        sites = {s.id: s.slug for s in _all(conn, assets.SITES)}
+        gateways = {g.id: g.slug for g in _all(conn, assets.GATEWAYS)}
+    shown = [
+        SimpleNamespace(**asdict(d), site=sites.get(d.site_id), gateway=gateways.get(d.gateway_id or 0)) for d in rows
+    ]
+    _show(shown, ("key", "site", "gateway", "equipment_model", "profile", "name", "serial"), as_json)
 
 
 @devices_app.command("change")

@@ -108,12 +108,17 @@ def test_registry_refusals_name_the_entry(fw, db_url: str, tmp_path: Path) -> No
     f.write_text(FLEET.replace("client: Northwind Water", "client: Southwind"))
     nowhere = fw("fleet", "import", str(f))
     assert nowhere.exit_code == 2
-    assert "fleet.yaml, sites[0] (nw-evanston).client: client 'Southwind' is neither in the file nor" in " ".join(
-        nowhere.output.split()
-    )
+    said = " ".join(nowhere.output.split())
+    assert "fleet.yaml line 4, sites[0] (nw-evanston), client: client 'Southwind' is neither in the file nor" in said
     f.write_text(FLEET.replace("platinum", "diamond"))
     segment = fw("fleet", "import", str(f))
-    assert segment.exit_code == 2 and "unknown segment 'diamond'; known segments: platinum" in segment.output
+    assert segment.exit_code == 2
+    said = " ".join(segment.output.split())
+    assert "fleet.yaml line 2, clients[0].segment (Northwind Water): unknown segment 'diamond'; known" in said
+    c = tmp_path / "fleet.csv"
+    c.write_text(CSV.replace("Contoso Foods,standard", "Contoso Foods,diamond"))
+    in_csv = " ".join(fw("fleet", "import", str(c)).output.split())
+    assert "fleet.csv row 2, clients[0].segment (Contoso Foods): unknown segment 'diamond'" in in_csv
     assert _counts(db_url) == (0, 0, 0, 0)
 
 

@@ -114,6 +114,7 @@ _mount_optional(
     "ingest.deadletters_cli", "dead-letters", "Dead letters: list, show, replay after a fix, purge.", "server"
 )
 _mount_optional("ticketing.cli", "report", "Reports: service KPIs as CSV or XLSX.", "server")
+_mount_optional("fieldwatch.users_cli", "users", "Console users: create, list, disable, reset-password.", "server")
 
 
 @db_app.command("migrate")

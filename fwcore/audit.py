@@ -38,6 +38,9 @@ ACTIONS: Final[tuple[str, ...]] = (
     "token.revoke",
     "technician.create",
     "technician.skills",
+    "user.create",
+    "user.disable",
+    "user.reset_password",
 )
 
 

@@ -94,6 +94,13 @@ class Settings(BaseSettings):
     #: Addresses of reverse proxies whose X-Forwarded-For/-Proto the API believes (client address,
     #: https scheme). Empty: none, the headers are ignored from everyone.
     api_trusted_proxies: str = ""
+    #: The web console at ``/`` beside the API (docs/ui.md): on or off, and its map's tile server
+    #: (``{z}/{x}/{y}`` URL template; empty: a plain background, for sites without internet access).
+    console_enabled: bool = True
+    console_tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    #: A console session ends after this many idle minutes, and this many hours after sign-in at most.
+    console_session_idle_minutes: int = Field(30, ge=1)
+    console_session_max_hours: int = Field(12, ge=1)
     log_level: str = "INFO"
     #: Telemetry retention; older partitions are dropped and older points dead-lettered.
     retention_days: int = Field(90, ge=1)

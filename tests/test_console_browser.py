@@ -51,8 +51,9 @@ RULE = dict(
 class Console:
     """A running `fieldwatch serve` (console on) with a seeded fleet and one user per role."""
 
-    def __init__(self, url: str, db_url: str, site: SiteSpec) -> None:
+    def __init__(self, url: str, db_url: str, site: SiteSpec, *others: SiteSpec) -> None:
         self.url, self.db_url, self.site = url, db_url, site
+        self.site_of = {device: s for s in (site, *others) for device in s.devices}
         self.seq = 0
 
     def user(self, role: str) -> str:
@@ -62,14 +63,12 @@ class Console:
         """Publish a bearing temperature over the alarm threshold for ``device``; returns the alarm's id."""
         self.seq += 1
         now = int(time.time() * 1000)
+        site = self.site_of[device]
         batch = Batch(
-            gateway=self.site.gateway,
-            site=self.site.slug,
-            seq=self.seq,
-            points=[Point(device, "bearing_temp", now, 95.0)],
+            gateway=site.gateway, site=site.slug, seq=self.seq, points=[Point(device, "bearing_temp", now, 95.0)]
         )
         with publisher(os.environ.get("FIELDWATCH_MQTT_URL", "mqtt://127.0.0.1:1883"), f"pub-{new_uid()}") as pub:
-            pub(topic(self.site.slug, self.site.gateway, "telemetry"), batch)
+            pub(topic(site.slug, site.gateway, "telemetry"), batch)
 
         def alarm_id() -> int | None:
             with psycopg.connect(self.db_url) as conn:
@@ -92,7 +91,7 @@ class Console:
 
 
 @pytest.fixture(scope="module")
-def console(admin_db_url: str, template_db: str, mqtt_url: str) -> Iterator[Console]:
+def console(admin_db_url: str, template_db: str, mqtt_url: str, tmp_path_factory) -> Iterator[Console]:  # type: ignore[no-untyped-def]
     uid = new_uid()
     site = SiteSpec(f"c-{uid}", "Riverside pumping station", "Acme Water", "Riverside", 48.14, 11.58, ("P-1", "P-2"))
     other = SiteSpec(f"d-{uid}", "Hilltop reservoir", "Acme Water", "Hilltop", 48.37, 10.90, ("P-9",))
@@ -131,6 +130,8 @@ def console(admin_db_url: str, template_db: str, mqtt_url: str) -> Iterator[Cons
             "FIELDWATCH_CONSOLE_ENABLED": "true",
             "FIELDWATCH_CONSOLE_TILE_URL": "",  # no tile server in tests: the map's plain background
         }
+        log_path = tmp_path_factory.mktemp("console") / "serve.log"
+        log = log_path.open("w")
         server = subprocess.Popen(
             [
                 str(Path(sys.executable).with_name("fieldwatch")),
@@ -140,23 +141,22 @@ def console(admin_db_url: str, template_db: str, mqtt_url: str) -> Iterator[Cons
                 "--no-migrate",
             ],
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         url = f"http://127.0.0.1:{port}"
         try:
 
             def up() -> bool:
                 if server.poll() is not None:
-                    raise AssertionError(f"fieldwatch serve exited: {server.stderr.read() if server.stderr else ''}")
+                    raise AssertionError(f"fieldwatch serve exited: {log_path.read_text()}")
                 try:
                     return httpx.get(f"{url}/signin", timeout=2).status_code == 200
                 except httpx.HTTPError:
                     return False
 
             wait_until(up, 60, what="the console to answer")
-            yield Console(url, db_url, site)
+            yield Console(url, db_url, site, other)
         finally:
             server.terminate()
             try:
@@ -164,6 +164,7 @@ def console(admin_db_url: str, template_db: str, mqtt_url: str) -> Iterator[Cons
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait(5)
+            log.close()
             forget_session(mqtt_url, client_id)
 
 

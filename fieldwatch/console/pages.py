@@ -439,6 +439,12 @@ async def overview_page(request: Request) -> Any:
                         )
 
                 draw_markers()
+                if len(data.sites) > 1:
+                    bounds = [[s.latitude, s.longitude] for s in data.sites]
+                    fleet_map.on(
+                        "init",
+                        lambda: fleet_map.run_map_method("fitBounds", bounds, {"padding": [48, 48], "maxZoom": 11}),
+                    )
             with ui.card().classes("fw-card p-4 w-full lg:w-[380px] shrink-0 gap-2"):
                 ui.label("Sites").classes("text-lg font-semibold")
 
@@ -461,7 +467,9 @@ async def overview_page(request: Request) -> Any:
                             ui.icon("circle", size="14px").style(f"color: {SEVERITY_COLORS[worst or 'none']}")
                             with ui.column().classes("gap-0 grow"):
                                 ui.label(s.name).classes("font-medium")
-                                ui.label(f"{s.slug} · {s.devices} devices").classes("text-xs fw-muted")
+                                ui.label(f"{s.slug} · {s.devices} device{'' if s.devices == 1 else 's'}").classes(
+                                    "text-xs fw-muted"
+                                )
                             ui.label(f"worst: {worst}" if worst else "no open alarms").classes("text-sm fw-muted")
 
                 site_list()

@@ -45,6 +45,7 @@ RULE = dict(
     severity="critical",
     problem_code="bearing_overheat",
     equipment_model=PUMP_MODEL,
+    required_skill="pump_mechanical",  # nobody has it: tickets stay unassigned, no technician owns one
 )
 
 
@@ -93,13 +94,20 @@ class Console:
 @pytest.fixture(scope="module")
 def console(admin_db_url: str, template_db: str, mqtt_url: str, tmp_path_factory) -> Iterator[Console]:  # type: ignore[no-untyped-def]
     uid = new_uid()
-    site = SiteSpec(f"c-{uid}", "Riverside pumping station", "Acme Water", "Riverside", 48.14, 11.58, ("P-1", "P-2"))
+    site = SiteSpec(
+        f"c-{uid}", "Riverside pumping station", "Acme Water", "Riverside", 48.14, 11.58, ("P-1", "P-2", "P-3")
+    )
     other = SiteSpec(f"d-{uid}", "Hilltop reservoir", "Acme Water", "Hilltop", 48.37, 10.90, ("P-9",))
     with fresh_database(admin_db_url, template_db) as db_url:
         with psycopg.connect(db_url, autocommit=True) as conn:
             seed(
                 conn,
-                Fleet(clients={"Acme Water": "gold"}, sites=(site, other), skills={}, technicians=()),
+                Fleet(
+                    clients={"Acme Water": "gold"},
+                    sites=(site, other),
+                    skills={"pump_mechanical": "pumps"},
+                    technicians=(),
+                ),
                 rules=(RULE,),
             )
             (tech,) = conn.execute(
@@ -136,7 +144,6 @@ def console(admin_db_url: str, template_db: str, mqtt_url: str, tmp_path_factory
             [
                 str(Path(sys.executable).with_name("fieldwatch")),
                 "serve",
-                "--no-ticketing",
                 "--no-scheduler",
                 "--no-migrate",
             ],
@@ -299,3 +306,29 @@ def test_the_overview_counts_and_maps_open_alarms_on_a_tablet(console: Console, 
     assert "worst: critical" in page.get_by_test_id(f"site-{console.site.slug}").inner_text()
     page.get_by_test_id("site-map").wait_for()
     _shot(page, "overview-tablet")
+
+
+def test_tickets_appear_live_and_a_technician_sees_only_their_own(console: Console, new_page) -> None:  # type: ignore[no-untyped-def]
+    """The ticket an alarm opens appears on a dispatcher's open tickets page; a technician's list shows only theirs."""
+    page = new_page()
+    _sign_in(page, console, "dispatcher", path="/tickets")
+    page.wait_for_url(f"{console.url}/tickets")
+    page.get_by_test_id("ticket-list").wait_for()
+    page.evaluate("window.__notReloaded = true")
+    alarm = console.hot_reading("P-3")
+
+    def ticket() -> int | None:
+        with psycopg.connect(console.db_url) as conn:
+            row = conn.execute("SELECT ticket_id FROM alarms WHERE id = %s", (alarm,)).fetchone()
+        return row[0] if row else None
+
+    ticket_id = wait_until(ticket, 30, what="ticketing to open a ticket for the alarm")
+    page.get_by_test_id(f"ticket-{ticket_id}").wait_for()
+    assert page.evaluate("window.__notReloaded") is True
+    _shot(page, "tickets-dispatcher")
+
+    tech = new_page()
+    _sign_in(tech, console, "technician", path="/tickets")
+    tech.get_by_test_id("empty-tickets").wait_for()
+    assert tech.get_by_test_id(f"ticket-{ticket_id}").count() == 0
+    assert "only your own" in tech.get_by_text("shown of").inner_text()

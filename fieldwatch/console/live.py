@@ -1,9 +1,9 @@
 """Live updates: one LISTEN on ``fw_events`` per server, fanned out to the open console pages.
 
-Pages subscribe a coroutine function; each committed alarm event (opened, cleared, acknowledged,
-severity changed, suppressed) calls every subscriber, which reloads what it shows and pushes it to
-its browser over NiceGUI's websocket. Nothing polls. A lost database connection is retried with a
-growing pause; pages keep what they show meanwhile.
+Pages subscribe a coroutine function for the kinds they show (:data:`ALARM_KINDS`,
+:data:`TICKET_KINDS`); each committed event of those kinds calls the subscriber, which reloads what
+its page shows and pushes it to the browser over NiceGUI's websocket. Nothing polls. A lost database
+connection is retried with a growing pause; pages keep what they show meanwhile.
 """
 
 from __future__ import annotations
@@ -23,17 +23,33 @@ from fwcore.events import (
     AlarmSuppressedEvent,
     Event,
     EventListener,
+    TicketAssignedEvent,
+    TicketCreatedEvent,
+    TicketReassignedEvent,
+    TicketStatusEvent,
+    TicketUnassignedEvent,
+    TicketUpdatedEvent,
 )
 
 log = logging.getLogger(__name__)
 
 Subscriber = Callable[[Event], Awaitable[None]]
-ALARM_KINDS = (
+#: What changes the alarm lists and counts.
+ALARM_KINDS: tuple[type, ...] = (
     AlarmOpenedEvent,
     AlarmClearedEvent,
     AlarmAcknowledgedEvent,
     AlarmSeverityChangedEvent,
     AlarmSuppressedEvent,
+)
+#: What changes the ticket list.
+TICKET_KINDS: tuple[type, ...] = (
+    TicketCreatedEvent,
+    TicketUpdatedEvent,
+    TicketAssignedEvent,
+    TicketUnassignedEvent,
+    TicketReassignedEvent,
+    TicketStatusEvent,
 )
 
 
@@ -42,20 +58,24 @@ class LiveEvents:
 
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
-        self.subscribers: set[Subscriber] = set()
+        self.subscribers: dict[Subscriber, tuple[type, ...]] = {}
         self.ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._fanouts: set[asyncio.Task[None]] = set()
 
-    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
-        """Call ``subscriber`` on every alarm event until the returned function is called."""
-        self.subscribers.add(subscriber)
-        return lambda: self.subscribers.discard(subscriber)
+    def subscribe(self, subscriber: Subscriber, kinds: tuple[type, ...] = ALARM_KINDS) -> Callable[[], None]:
+        """Call ``subscriber`` on every event of ``kinds`` until the returned function is called."""
+        self.subscribers[subscriber] = kinds
+
+        def unsubscribe() -> None:
+            self.subscribers.pop(subscriber, None)
+
+        return unsubscribe
 
     def _dispatch(self, event: Event) -> None:
-        if not isinstance(event, ALARM_KINDS):
-            return
-        for subscriber in list(self.subscribers):
+        for subscriber, kinds in list(self.subscribers.items()):
+            if not isinstance(event, kinds):
+                continue
             task = asyncio.get_running_loop().create_task(self._call(subscriber, event))
             self._fanouts.add(task)
             task.add_done_callback(self._fanouts.discard)

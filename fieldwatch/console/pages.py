@@ -29,8 +29,9 @@ from fwcore.settings import Settings
 from fwcore.users import SESSION_COOKIE, UserSession, session_of
 from ingest.overview import FleetCounts, SitePlace, fleet_counts, site_places
 from rules.alarms import SEVERITIES, Alarm, open_alarms, open_counts, worst_open_by_site
+from ticketing.tickets import OPEN_STATUSES, TicketSummary, list_ticket_summaries
 
-from .live import LiveEvents
+from .live import ALARM_KINDS, TICKET_KINDS, LiveEvents
 from .session import ACTIONS, CSRF_HEADER, SIGNIN, SIGNOUT, _safe_next, session_policy
 
 T = TypeVar("T")
@@ -57,6 +58,7 @@ STATE_NAMES = {"active": "Active", "acknowledged": "Acknowledged"}
 NAV = (
     ("Overview", "dashboard", "/", "site.read"),
     ("Alarms", "notifications_active", "/alarms", "alarm.read"),
+    ("Tickets", "assignment", "/tickets", "ticket.read"),
 )
 SIGNIN_ERRORS = {
     "wrong": "Wrong username or password.",
@@ -247,8 +249,10 @@ def _when(ts: datetime) -> str:
     return f"{ts.astimezone(UTC):%Y-%m-%d %H:%M} UTC · {ago}"
 
 
-def _subscribe(render: Callable[[], Any], reload: Callable[[], Any], request: Request) -> None:
-    """Redraw on every alarm event while this page is open; back to sign-in once the session ends."""
+def _subscribe(
+    render: Callable[[], Any], reload: Callable[[], Any], request: Request, kinds: tuple[type, ...] = ALARM_KINDS
+) -> None:
+    """Redraw on every event of ``kinds`` while this page is open; back to sign-in once the session ends."""
     client = ui.context.client
     cookie = request.cookies.get(SESSION_COOKIE)
 
@@ -261,7 +265,7 @@ def _subscribe(render: Callable[[], Any], reload: Callable[[], Any], request: Re
         await reload()
         render()
 
-    client.on_delete(_state().live.subscribe(on_event))
+    client.on_delete(_state().live.subscribe(on_event, kinds))
 
 
 # --- sign-in --------------------------------------------------------------------------------------
@@ -349,7 +353,7 @@ async def overview_page(request: Request) -> Any:
                 _empty(
                     "engineering",
                     "Nothing here for your role yet",
-                    "Your jobs and your position are in the field app and the API (`/api/v1/tickets`). "
+                    "Your jobs are under **Tickets** (and in the API, `/api/v1/tickets`). "
                     "Ask an administrator if you need to see the fleet.",
                     "empty-role",
                 )
@@ -604,3 +608,100 @@ def _alarm_row(a: Alarm, may_ack: bool) -> None:
             )
         else:
             ui.element("div").classes("w-[140px] max-md:hidden")
+
+
+# --- tickets --------------------------------------------------------------------------------------
+
+TICKET_STATUS_NAMES = {
+    "new": "New",
+    "assigned": "Assigned",
+    "en_route": "En route",
+    "on_site": "On site",
+    "resolved": "Resolved",
+    "closed": "Closed",
+    "cancelled": "Cancelled",
+}
+PRIORITY_COLORS = {1: "#c62828", 2: "#ef6c00", 3: "#5c8fbf", 4: "#78909c", 5: "#90a4ae"}
+
+
+@ui.page("/tickets")
+async def tickets_page(request: Request) -> Any:
+    session = await _signed_in(request)
+    if session is None:
+        return _to_signin(request)
+    decision = policy.decide(session.user.principal, "ticket.read")
+    if not decision.allowed:
+        return RedirectResponse("/", 303)
+    visible = policy.visible(session.user.principal, decision)
+    chosen = {"status": "open"}
+
+    def load(conn: psycopg.Connection) -> list[TicketSummary]:
+        return list(list_ticket_summaries(conn, visible=visible, limit=500).items)
+
+    tickets: list[TicketSummary] = await _db(load)
+    own = "" if visible.everything else " · only your own"
+
+    with frame(session, "Tickets", "/tickets"):
+        subtitle = _page_heading("Tickets", "")
+        ui.select(
+            {"open": "Open (new to on site)", "all": "All", **TICKET_STATUS_NAMES},
+            value="open",
+            label="Status",
+            on_change=lambda e: pick(e.value),
+        ).props("outlined dense data-testid=filter-status").classes("min-w-[220px]")
+
+        @ui.refreshable
+        def ticket_list() -> None:
+            status = chosen["status"]
+            rows = [
+                t
+                for t in tickets
+                if status == "all" or (t.status in OPEN_STATUSES if status == "open" else t.status == status)
+            ]
+            subtitle.set_text(f"{len(rows)} shown of {len(tickets)}{own} · updates as they happen")
+            with ui.card().classes("fw-card w-full p-0").props("data-testid=ticket-list"):
+                if not rows:
+                    _empty(
+                        "assignment_turned_in",
+                        "No tickets here" if tickets else "No tickets yet",
+                        "Tickets open on their own from alarms (the ticketing service), or from work orders "
+                        "(`POST /api/v1/workorders`).",
+                        "empty-tickets",
+                    )
+                    return
+                for t in rows:
+                    _ticket_row(t)
+
+        ticket_list()
+
+    def pick(value: str | None) -> None:
+        chosen["status"] = value or "open"
+        ticket_list.refresh()
+
+    async def reload() -> None:
+        nonlocal tickets
+        tickets = await _db(load)
+
+    _subscribe(ticket_list.refresh, reload, request, TICKET_KINDS)
+    return None
+
+
+def _ticket_row(t: TicketSummary) -> None:
+    with (
+        ui.row()
+        .classes("fw-alarm-row w-full items-center gap-4 px-4 py-3 no-wrap max-md:flex-wrap")
+        .props(f"data-testid=ticket-{t.id} data-status={t.status}")
+    ):
+        ui.badge(f"P{t.priority}", color=PRIORITY_COLORS.get(t.priority, "#777")).classes(
+            "w-[44px] justify-center py-1"
+        )
+        with ui.column().classes("gap-0 grow min-w-[240px]"):
+            ui.label(f"#{t.id} {t.title}").classes("font-medium")
+            ui.label(f"{t.device_name} · {t.site} · {t.problem_code}").classes("text-sm fw-muted")
+        with ui.column().classes("gap-0 items-end min-w-[220px]"):
+            ui.label(TICKET_STATUS_NAMES.get(t.status, t.status)).classes("text-sm font-medium").props(
+                "data-testid=status"
+            )
+            who = t.assignment.technician_name if t.assignment is not None else None
+            due = f" · due {t.due_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if t.due_at else ""
+            ui.label(f"{who or 'unassigned'}{due}").classes("text-xs fw-muted")

@@ -295,7 +295,7 @@ def test_an_acknowledge_without_the_csrf_token_is_refused(console: Console, new_
 
 
 def test_the_overview_counts_and_maps_open_alarms_on_a_tablet(console: Console, new_page) -> None:  # type: ignore[no-untyped-def]
-    """On a tablet-sized screen the overview counts the open alarms and lists each site with its worst one."""
+    """On a tablet-sized screen the overview counts open alarms, lists each site with its worst one, and turns dark."""
     console.hot_reading("P-9")  # open already, or opened now
     page = new_page(width=820, height=1180)
     _sign_in(page, console, "reliability_engineer")
@@ -306,6 +306,9 @@ def test_the_overview_counts_and_maps_open_alarms_on_a_tablet(console: Console, 
     assert "worst: critical" in page.get_by_test_id(f"site-{console.site.slug}").inner_text()
     page.get_by_test_id("site-map").wait_for()
     _shot(page, "overview-tablet")
+    page.get_by_test_id("theme-toggle").click()
+    page.locator("body.body--dark").wait_for()
+    _shot(page, "overview-tablet-dark")
 
 
 def test_tickets_appear_live_and_a_technician_sees_only_their_own(console: Console, new_page) -> None:  # type: ignore[no-untyped-def]

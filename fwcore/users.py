@@ -270,27 +270,39 @@ def sign_in(
     return SignIn(cookie=cookie, session=UserSession(sid, user, csrf, expires))
 
 
+#: ``last_seen_at`` is written at most this often per session, so page loads do not all turn into writes.
+SEEN_RESOLUTION: Final = timedelta(minutes=1)
+
+
 def session_of(
     conn: psycopg.Connection,
     cookie: str | None,
     *,
     policy: SessionPolicy = SessionPolicy(),
+    touch: bool = True,
 ) -> UserSession | None:
-    """The live session a cookie names (and mark it seen), or None if unknown, ended, idle or expired."""
+    """The live session a cookie names, or None if unknown, ended, idle or expired.
+
+    ``touch`` marks it used (a request by the person, at most once per :data:`SEEN_RESOLUTION`); a check
+    the server makes on its own (a live page's update) passes ``touch=False`` so it never keeps an idle
+    session alive.
+    """
     if not cookie or len(cookie) > 200:
         return None
-    with conn.transaction(), conn.cursor(row_factory=tuple_row) as cur:
+    with conn.cursor(row_factory=tuple_row) as cur:
         row = cur.execute(
-            f"""UPDATE user_sessions s SET last_seen_at = now()
-                FROM users u
-                WHERE s.token_hash = %s AND u.id = s.user_id AND u.active AND s.ended_at IS NULL
-                  AND s.expires_at > now() AND s.last_seen_at > now() - %s
-                RETURNING s.id, s.csrf_token, s.expires_at, {_USER_COLUMNS}""",
-            (_digest(cookie), policy.idle),
+            f"""SELECT s.id, s.csrf_token, s.expires_at, s.last_seen_at < now() - %s, {_USER_COLUMNS}
+                FROM user_sessions s JOIN users u ON u.id = s.user_id
+                WHERE s.token_hash = %s AND u.active AND s.ended_at IS NULL
+                  AND s.expires_at > now() AND s.last_seen_at > now() - %s""",
+            (SEEN_RESOLUTION, _digest(cookie), policy.idle),
         ).fetchone()
-    if row is None:
-        return None
-    sid, csrf, expires, *user = row
+        if row is None:
+            return None
+        sid, csrf, expires, stale, *user = row
+        if touch and stale:
+            with conn.transaction():
+                cur.execute("UPDATE user_sessions SET last_seen_at = now() WHERE id = %s", (sid,))
     return UserSession(sid, User(*user), csrf, expires)
 
 

@@ -59,7 +59,8 @@ def test_a_wrong_password_and_an_unknown_user_are_refused_alike(conn: psycopg.Co
 
 
 def test_sessions_end_when_idle_at_their_absolute_expiry_and_at_sign_out(conn: psycopg.Connection) -> None:
-    """A session ends after the idle time without requests, after the absolute lifetime, and at sign-out."""
+    """A session ends after the idle time without requests (server-side checks do not count), after the absolute
+    lifetime, and at sign-out."""
     create_user(conn, "ada", "viewer", PASSWORD)
     idle = sign_in(conn, "ada", PASSWORD, address="a").cookie
     conn.execute("UPDATE user_sessions SET last_seen_at = now() - interval '31 minutes'")
@@ -70,6 +71,12 @@ def test_sessions_end_when_idle_at_their_absolute_expiry_and_at_sign_out(conn: p
     assert session_of(conn, old) is not None
     conn.execute("UPDATE user_sessions SET expires_at = now() - interval '1 second' WHERE ended_at IS NULL")
     assert session_of(conn, old) is None  # though it was just used
+
+    quiet = sign_in(conn, "ada", PASSWORD, address="a").cookie
+    conn.execute("UPDATE user_sessions SET last_seen_at = now() - interval '20 minutes' WHERE ended_at IS NULL")
+    assert session_of(conn, quiet, touch=False) is not None  # a server-side check does not count as use
+    conn.execute("UPDATE user_sessions SET last_seen_at = last_seen_at - interval '11 minutes' WHERE ended_at IS NULL")
+    assert session_of(conn, quiet) is None  # 31 minutes idle
 
     live = sign_in(conn, "ada", PASSWORD, address="a").cookie
     assert end_session(conn, live) is True

@@ -257,7 +257,7 @@ def _subscribe(
     cookie = request.cookies.get(SESSION_COOKIE)
 
     async def on_event(_event: Event) -> None:
-        still = await _db(session_of, cookie, policy=session_policy(_state().settings))
+        still = await _db(session_of, cookie, policy=session_policy(_state().settings), touch=False)
         if still is None:
             with client:
                 ui.navigate.to("/signin")

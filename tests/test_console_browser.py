@@ -344,3 +344,20 @@ def test_the_api_still_answers_beside_the_console(console: Console) -> None:
     assert httpx.get(f"{console.url}/api/v1/alarms", timeout=10).status_code == 401
     page = httpx.get(f"{console.url}/alarms", timeout=10, follow_redirects=False)
     assert page.status_code == 303 and page.headers["location"] == "/signin?next=/alarms"
+
+
+def test_the_alarm_filters_narrow_the_list_by_site_and_severity(console: Console, new_page) -> None:  # type: ignore[no-untyped-def]
+    """Choosing a site shows only its alarms; choosing a severity with none open shows the empty-filter state."""
+    here, there = console.hot_reading("P-2"), console.hot_reading("P-9")
+    page = new_page()
+    _sign_in(page, console, "field_engineer", path="/alarms")
+    page.get_by_test_id(f"alarm-{here}").wait_for()
+    page.get_by_test_id("filter-site").click()
+    page.get_by_role("option", name="Hilltop reservoir").click()
+    page.get_by_test_id(f"alarm-{here}").wait_for(state="detached")
+    assert page.get_by_test_id(f"alarm-{there}").is_visible()
+    _shot(page, "alarms-filtered")
+    page.keyboard.press("Escape")
+    page.get_by_test_id("filter-severity").click()
+    page.get_by_role("option", name="warning").click()
+    page.get_by_test_id("empty-filter").wait_for()

@@ -19,7 +19,8 @@ import pytest
 from fieldwatch.seed import PUMP_MODEL, Fleet, SiteSpec, seed
 from fwcore.contract import Batch, Point, topic
 from fwcore.policy import ROLES
-from fwcore.users import create_user
+from fwcore.users import create_user, disable_user
+from rules.alarms import acknowledge
 from tests.support.db import fresh_database
 from tests.support.mqtt import forget_session, publisher
 from tests.support.names import new_uid
@@ -95,7 +96,7 @@ class Console:
 def console(admin_db_url: str, template_db: str, mqtt_url: str, tmp_path_factory) -> Iterator[Console]:  # type: ignore[no-untyped-def]
     uid = new_uid()
     site = SiteSpec(
-        f"c-{uid}", "Riverside pumping station", "Acme Water", "Riverside", 48.14, 11.58, ("P-1", "P-2", "P-3")
+        f"c-{uid}", "Riverside pumping station", "Acme Water", "Riverside", 48.14, 11.58, ("P-1", "P-2", "P-3", "P-4")
     )
     other = SiteSpec(f"d-{uid}", "Hilltop reservoir", "Acme Water", "Hilltop", 48.37, 10.90, ("P-9",))
     with fresh_database(admin_db_url, template_db) as db_url:
@@ -362,3 +363,17 @@ def test_the_alarm_filters_narrow_the_list_by_site_and_severity(console: Console
     page.get_by_test_id("filter-severity").click()
     page.get_by_role("option", name="warning").click()
     page.get_by_test_id("empty-filter").wait_for()
+
+
+def test_an_open_page_goes_back_to_sign_in_once_its_session_ends(console: Console, new_page) -> None:  # type: ignore[no-untyped-def]
+    """A disabled user's open alarms page goes back to sign-in at its next live update."""
+    with psycopg.connect(console.db_url, autocommit=True) as conn:
+        create_user(conn, "leaver", "viewer", PASSWORD)
+    alarm = console.hot_reading("P-4")
+    page = new_page()
+    _sign_in(page, console, "leaver", path="/alarms")
+    page.get_by_test_id(f"alarm-{alarm}").wait_for()
+    with psycopg.connect(console.db_url, autocommit=True) as conn:
+        disable_user(conn, "leaver")
+        acknowledge(conn, alarm, by="someone")  # an alarm event: the page updates, finds no session
+    page.wait_for_url("**/signin**")

@@ -131,6 +131,7 @@ _mount_optional(
 _mount_optional("ticketing.skills_cli", "skills", "Skills: add, list, rename, retire, restore.", "server")
 _mount_optional("ticketing.technicians_cli", "technicians", "Technicians: add, list, change, retire, skills.", "server")
 _mount_optional("ticketing.cli", "report", "Reports: service KPIs as CSV or XLSX.", "server")
+_mount_optional("fieldwatch.users_cli", "users", "Console users: create, list, disable, reset-password.", "server")
 
 
 @db_app.command("migrate")

@@ -165,6 +165,34 @@ async def _start_broker(stack: AsyncExitStack, console: Console) -> tuple[str, s
 SCREEN_TAGS = ("flow", "discharge_pressure", "bearing_temp", "vibration")
 
 
+def _demo_users(conn: psycopg.Connection) -> tuple[list[tuple[str, str]], str]:
+    """One console user per role (``demo-ROLE``; the technician is the first technician), sharing one
+    password made for this run."""
+    import secrets
+
+    from fwcore.policy import ROLES
+    from fwcore.users import create_user
+    from ticketing.technicians import list_technicians
+
+    password = secrets.token_urlsafe(9)
+    technician = next(iter(list_technicians(conn)), None)
+    made = []
+    for role in ROLES:
+        if role == "technician" and technician is None:
+            continue
+        name = f"demo-{role.replace('_', '-')}"
+        create_user(
+            conn,
+            name,
+            role,
+            password,
+            display_name=f"Demo {role.replace('_', ' ')}",
+            technician_id=technician.id if role == "technician" and technician is not None else None,
+        )
+        made.append((name, role))
+    return made, password
+
+
 def _first(*values: Any) -> Any:
     """The first value that is not None (SQL's coalesce)."""
     return next((v for v in values if v is not None), None)
@@ -326,6 +354,7 @@ async def _demo(opts: DemoOptions, console: Console) -> int:
             with psycopg.connect(db_url) as conn:
                 seed(conn)
                 token = create_token(conn, name="demo-admin", role="admin")
+                users, console_password = _demo_users(conn)
         api_port = opts.api_port or free_port()
         settings = Settings(
             database_url=db_url,
@@ -361,6 +390,11 @@ async def _demo(opts: DemoOptions, console: Console) -> int:
         console.print(f"API: [bold]{api_url}[/] (OpenAPI: {api_url}/docs)")
         console.print(f"Admin token: [bold]{token}[/]", soft_wrap=True)
         console.print(f'  try: curl -H "Authorization: Bearer {token}" {api_url}/api/v1/tickets', soft_wrap=True)
+        if settings.console_enabled:
+            console.print(
+                f"Console: [bold]{api_url}/[/] — sign in as any of these, password [bold]{console_password}[/]"
+            )
+            console.print("  " + ", ".join(f"{name} ({role})" for name, role in users), soft_wrap=True)
 
         live_ctx = (
             Live(_render(state, api_url, started), console=console, refresh_per_second=2)

@@ -44,6 +44,9 @@ ACTIONS: Final[tuple[str, ...]] = (
     "skill.rename",
     "skill.retire",
     "skill.restore",
+    "user.create",
+    "user.disable",
+    "user.reset_password",
 )
 
 

@@ -100,6 +100,13 @@ class AlarmClearedEvent(_AlarmIds):
     type: Literal["alarm_cleared"] = "alarm_cleared"
 
 
+class AlarmAcknowledgedEvent(_AlarmIds):
+    """Someone acknowledged an active alarm (``by``: who); the console's alarm lists update."""
+
+    type: Literal["alarm_acknowledged"] = "alarm_acknowledged"
+    by: str
+
+
 class AlarmSeverityChangedEvent(_AlarmIds):
     """A visible open alarm moved to another severity step; read the alarm for the new one."""
 
@@ -208,6 +215,7 @@ Event = Annotated[
     | AlarmSuppressedEvent
     | AlarmClearedEvent
     | AlarmSeverityChangedEvent
+    | AlarmAcknowledgedEvent
     | TicketCreatedEvent
     | TicketUpdatedEvent
     | TicketAssignedEvent

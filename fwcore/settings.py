@@ -133,6 +133,13 @@ class Settings(BaseSettings):
     api_docs: str = "token"
     #: One structured line per request on the ``fieldwatch.access`` logger.
     api_access_log: bool = True
+    #: The web console at ``/`` beside the API (docs/ui.md): on or off, and its map's tile server
+    #: (``{z}/{x}/{y}`` URL template; empty: a plain background, for sites without internet access).
+    console_enabled: bool = True
+    console_tile_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    #: A console session ends after this many idle minutes, and this many hours after sign-in at most.
+    console_session_idle_minutes: int = Field(30, ge=1)
+    console_session_max_hours: int = Field(12, ge=1)
     log_level: str = "INFO"
     #: Telemetry retention; older partitions are dropped and older points dead-lettered.
     retention_days: int = Field(90, ge=1)

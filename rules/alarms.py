@@ -16,7 +16,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from fwcore.errors import Conflict, NotFound
-from fwcore.events import AlarmClearedEvent, publish
+from fwcore.events import AlarmAcknowledgedEvent, AlarmClearedEvent, publish
 from fwcore.paging import Page, fetch_page
 
 
@@ -104,7 +104,9 @@ def acknowledge(conn: psycopg.Connection, alarm_id: int, by: str) -> Alarm:
     this against rules clearing it.
     """
     with conn.transaction():
-        row = conn.execute("SELECT state FROM alarms WHERE id = %s FOR UPDATE", (alarm_id,)).fetchone()
+        row = conn.execute(
+            "SELECT state, device_id, rule_id FROM alarms WHERE id = %s FOR UPDATE", (alarm_id,)
+        ).fetchone()
         if row is None:
             raise NotFound("alarm", alarm_id)
         if row[0] == "cleared":
@@ -115,6 +117,7 @@ def acknowledge(conn: psycopg.Connection, alarm_id: int, by: str) -> Alarm:
                    WHERE id = %s""",
                 (by, alarm_id),
             )
+            publish(conn, AlarmAcknowledgedEvent(alarm_id=alarm_id, device_id=row[1], rule_id=row[2], by=by))
     release_latched(conn, alarm_id, by=by)
     return get_alarm(conn, alarm_id)
 
@@ -136,3 +139,44 @@ def release_latched(conn: psycopg.Connection, alarm_id: int, *, by: str) -> bool
             return False
         publish(conn, AlarmClearedEvent(alarm_id=alarm_id, device_id=row[1], rule_id=row[0]))
     return True
+
+
+#: Severities, worst first (the ``rules.severity`` check).
+SEVERITIES: tuple[str, ...] = ("critical", "major", "minor", "warning")
+
+
+def open_alarms(conn: psycopg.Connection, *, limit: int = 500) -> list[Alarm]:
+    """Alarms not cleared (active or acknowledged) and not suppressed, worst severity then newest first."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            _ALARM_SELECT
+            + """ WHERE a.state <> 'cleared' AND a.suppressed_by IS NULL
+                  ORDER BY array_position(ARRAY['critical','major','minor','warning'], a.severity),
+                           a.opened_at DESC, a.id DESC LIMIT %s""",
+            (limit,),
+        ).fetchall()
+    return [Alarm(**r) for r in rows]
+
+
+def open_counts(conn: psycopg.Connection) -> dict[str, int]:
+    """How many alarms are open (not cleared, not suppressed) per severity; every severity is a key."""
+    with conn.cursor() as cur:
+        rows = cur.execute(
+            """SELECT severity, count(*) FROM alarms WHERE state <> 'cleared' AND suppressed_by IS NULL
+               GROUP BY severity"""
+        ).fetchall()
+    counts = dict.fromkeys(SEVERITIES, 0)
+    counts.update({severity: n for severity, n in rows})
+    return counts
+
+
+def worst_open_by_site(conn: psycopg.Connection) -> dict[str, str]:
+    """Each site (slug) with an open, unsuppressed alarm, and the worst severity among them."""
+    with conn.cursor() as cur:
+        rows = cur.execute(
+            """SELECT s.slug, (array_agg(a.severity ORDER BY
+                   array_position(ARRAY['critical','major','minor','warning'], a.severity)))[1]
+               FROM alarms a JOIN devices d ON d.id = a.device_id JOIN sites s ON s.id = d.site_id
+               WHERE a.state <> 'cleared' AND a.suppressed_by IS NULL GROUP BY s.slug"""
+        ).fetchall()
+    return {slug: severity for slug, severity in rows}

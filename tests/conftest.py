@@ -8,11 +8,16 @@ never skips silently. The logic lives in :mod:`tests.support`; these only adapt 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support import db, mqtt, names, secrets
+
+# The web console (NiceGUI) mounts once per process; servers started inside the test process run
+# without it. Its tests start `fieldwatch serve` as a process of its own (tests/test_console_browser.py).
+os.environ.setdefault("FIELDWATCH_CONSOLE_ENABLED", "false")
 
 
 @pytest.fixture(scope="session")

@@ -45,7 +45,7 @@ def run_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _run_unattended(env: dict[str, str], tmp_path: Path, *args: str) -> dict:
+def _run_unattended(env: dict[str, str], tmp_path: Path, *args: str) -> tuple[dict, str]:
     env = {**env, "TMPDIR": str(tmp_path)}
     res = subprocess.run(
         [FIELDWATCH, "demo", "--exit-after-dispatch", "--json", "--api-port", "0", "--timeout", "150", *args],
@@ -63,7 +63,7 @@ def _run_unattended(env: dict[str, str], tmp_path: Path, *args: str) -> dict:
     # Ben lives nearer to Evanston but has no pump skill: the bearing job must go to Ana.
     assert summary["technician"] == "Ana Ruiz"
     assert _processes_under(tmp_path) == []
-    return summary
+    return summary, res.stderr
 
 
 @pytest.mark.slow
@@ -77,12 +77,21 @@ def test_demo_on_embedded_services(run_dir: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_demo_on_real_services(admin_db_url: str, mqtt_url: str, run_dir: Path, uid: str) -> None:
-    """With both URLs set, the demo uses the real PostgreSQL and Mosquitto, in a database it marks, and dispatches."""
+    """With both URLs set, the demo uses the real PostgreSQL and Mosquitto, in a database it marks, dispatches a
+    ticket, and prints the console's address with a sign-in for every role."""
     name = f"fwdemo_{uid}"
-    env = {**os.environ, "FIELDWATCH_DATABASE_URL": admin_db_url, "FIELDWATCH_MQTT_URL": mqtt_url}
+    env = {
+        **os.environ,
+        "FIELDWATCH_DATABASE_URL": admin_db_url,
+        "FIELDWATCH_MQTT_URL": mqtt_url,
+        "FIELDWATCH_CONSOLE_ENABLED": "true",
+    }
     try:
-        _run_unattended(env, run_dir, "--database", name)
+        _, printed = _run_unattended(env, run_dir, "--database", name)
         assert database_comment(admin_db_url, name) == (True, DEMO_MARK)
+        assert "Console: http://127.0.0.1:" in printed
+        for role in ("admin", "dispatcher", "reliability_engineer", "field_engineer", "technician", "viewer"):
+            assert f"demo-{role.replace('_', '-')} ({role})" in printed
     finally:
         drop_database(admin_db_url, name)
 

@@ -20,6 +20,7 @@ from fwcore.events import (
     KINDS,
     MAX_PAYLOAD_BYTES,
     MODELS,
+    AlarmAcknowledgedEvent,
     AlarmClearedEvent,
     AlarmOpenedEvent,
     AlarmSeverityChangedEvent,
@@ -66,6 +67,10 @@ SAMPLES: list[tuple[EventBase, dict[str, Any]]] = [
     (
         AlarmClearedEvent(alarm_id=7, device_id=3, rule_id=2),
         {"type": "alarm_cleared", "alarm_id": 7, "device_id": 3, "rule_id": 2},
+    ),
+    (
+        AlarmAcknowledgedEvent(alarm_id=7, device_id=3, rule_id=2, by="ada"),
+        {"type": "alarm_acknowledged", "alarm_id": 7, "device_id": 3, "rule_id": 2, "by": "ada"},
     ),
     (
         AlarmSeverityChangedEvent(alarm_id=7, device_id=3, rule_id=2),

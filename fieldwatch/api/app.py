@@ -68,12 +68,17 @@ _UNSTORABLE: dict[type[Exception], str] = {
 
 
 def create_app(
-    settings: Settings | None = None, *, pool_max_size: int = 10, pool_timeout_s: float = POOL_TIMEOUT_S
+    settings: Settings | None = None,
+    *,
+    pool_max_size: int = 10,
+    pool_timeout_s: float = POOL_TIMEOUT_S,
+    console: bool = False,
 ) -> FastAPI:
     """Build the API. The pool opens when the app starts (lifespan) and closes when it stops.
 
     A database that is down at start does not stop the app: ``/healthz`` answers,
-    ``/readyz`` says 503 until the pool can connect.
+    ``/readyz`` says 503 until the pool can connect. ``console`` also serves the web console at
+    ``/`` (:mod:`fieldwatch.console`; once per process).
     """
     settings = settings or get_settings()
 
@@ -123,6 +128,10 @@ def create_app(
     app.include_router(api_router)
     document_errors(app)
     _add_error_handlers(app)
+    if console:
+        from fieldwatch.console import mount_console
+
+        mount_console(app, settings)
     return app
 
 

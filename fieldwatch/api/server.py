@@ -94,7 +94,7 @@ async def run_api(
         problem = server_files_error(settings.api_tls_cert_file, settings.api_tls_key_file)
         if problem is not None:
             raise ApiStartError(f"HTTPS (FIELDWATCH_API_TLS_CERT_FILE/_KEY_FILE): {problem}")
-    app = app or create_app(settings)
+    app = app or create_app(settings, console=settings.console_enabled)
     sock = bind(settings.api_host, settings.api_port)
     server = _HostedServer(uvicorn_config(app, settings, log_level))
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="fieldwatch-api")

@@ -267,9 +267,10 @@ class Training(_Strict):
         return self
 
 
-#: Features when a rule leaves ``features`` out: the readings themselves for several tags (their relations
-#: carry the information), and how one signal moves for a single tag.
-DEFAULT_FEATURES: tuple[str, ...] = ("level",)
+#: Features when a rule leaves ``features`` out: for several tags the readings themselves (their relations
+#: carry the information) and each one's spread (a stuck sensor, added noise), scored as separate groups
+#: (:func:`rules.anomaly.feature_groups`); how one signal moves for a single tag.
+DEFAULT_FEATURES: tuple[str, ...] = ("level", "spread")
 SINGLE_TAG_FEATURES: tuple[str, ...] = ("level", "spread", "slope", "rate")
 
 

@@ -45,3 +45,26 @@ def test_a_stuck_sensor_among_several_tags_alarms_for_most_of_its_window(equipme
     assert on[fault_rows].mean() >= 0.8, on[fault_rows].mean()
     quiet = ~fault_rows & (ts[cut:] < fault.start_s * 1000 + ts[0] - 60_000)
     assert on[quiet].mean() <= 0.03
+
+
+def test_an_anomaly_alarm_with_default_levels_holds_while_the_score_wavers_near_its_threshold() -> None:
+    """Left without levels, an anomaly rule opens above 1.0 and clears only below ANOMALY_CLEAR (0.7), so a fault
+    whose score wavers around the threshold is one alarm, not one per excursion."""
+    from rules.backtest import episodes, replay
+    from rules.compile import compile_rule
+    from rules.model import ANOMALY_CLEAR, RuleSpec
+    from rules.replay import History
+
+    spec = RuleSpec.model_validate(
+        {
+            "name": "watch",
+            "condition": {"kind": "anomaly", "tags": ["a", "b"], "training": {"last_days": 7}},
+            "problem_code": "X",
+        }
+    )
+    assert ANOMALY_CLEAR == 0.7
+    s = np.array([0.5, 1.2, 0.9, 0.8, 1.1, 0.95, 0.75, 1.3, 0.6, 0.5])
+    ts = 1_700_000_000_000 + np.arange(len(s), dtype=np.int64) * 60_000
+    rep = replay(compile_rule(spec), History(ts, s, np.zeros(len(s), np.int16)))
+    assert rep.rows.alarmed.tolist() == [False] + [True] * 7 + [False, False]
+    assert len(episodes(rep.events)) == 1

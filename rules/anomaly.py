@@ -22,6 +22,10 @@ level, slope, spread, rate of change, time-of-day residual); rows whose window i
 * ``knn`` — mean distance to the :data:`KNN_K` nearest fit rows: follows several operating modes (load
   levels, set points) that one linear model blurs together.
 
+**Feature groups.** With features of several families (levels; each windowed kind), a candidate fits one
+detector per group (:func:`feature_groups`), divides each group's score by its :data:`GROUP_QUANTILE` on the
+fit rows and takes the largest (:class:`_Grouped`); that combined score is what is calibrated below.
+
 **Calibration** is cross-conformal over time-ordered folds: the clean rows are cut into :data:`BLOCKS`
 consecutive time blocks dealt in turn to :data:`FOLDS` folds; each fold is scored by a model fitted on
 the other folds (minus a purge of one feature window around each held-out block), so every row gets an

@@ -22,6 +22,10 @@ level, slope, spread, rate of change, time-of-day residual); rows whose window i
 * ``knn`` — mean distance to the :data:`KNN_K` nearest fit rows: follows several operating modes (load
   levels, set points) that one linear model blurs together.
 
+**Feature groups.** With features of several families (levels; each windowed kind), a candidate fits one
+detector per group (:func:`feature_groups`), divides each group's score by its :data:`GROUP_QUANTILE` on the
+fit rows and takes the largest (:class:`_Grouped`); that combined score is what is calibrated below.
+
 **Calibration** is cross-conformal over time-ordered folds: the clean rows are cut into :data:`BLOCKS`
 consecutive time blocks dealt in turn to :data:`FOLDS` folds; each fold is scored by a model fitted on
 the other folds (minus a purge of one feature window around each held-out block), so every row gets an
@@ -77,6 +81,10 @@ SCREEN_MAX_SHARE = 0.1
 #: Features the screen looks at: levels. Slopes, spreads and rates jump at every normal load or set-point
 #: change; a screen on them would leave those changes out of training and make them alarm.
 SCREENED = frozenset({"level", "mean", "time_of_day"})
+#: Feature kinds scored together as one group (the others: one group per kind), see :class:`_Grouped`.
+LEVEL_FAMILY = frozenset({"level", "mean", "time_of_day"})
+#: Each group's score is divided by this quantile of its scores on the fit rows before taking the largest.
+GROUP_QUANTILE = 0.99
 #: A candidate later in ``kinds`` must detect this much more to be preferred to an earlier (simpler) one.
 MARGIN = 0.05
 #: The last share of the window (in time) that forward validation holds out, and the fewest rows it needs.
@@ -111,7 +119,7 @@ class ModelSpec:
     tags: tuple[str, ...]
     target_far: float = 0.01
     kinds: tuple[str, ...] = ("pca", "knn")
-    features: tuple[str, ...] = ("level",)
+    features: tuple[str, ...] = ("level", "spread")  # rules.model.DEFAULT_FEATURES
     window_s: float | None = None
     insufficient_data: Policy = "refuse"
     screen: bool = True
@@ -203,7 +211,43 @@ class _Scaler:
         return out
 
 
-def _fit_detector(kind: str, z: np.ndarray, seed: int, share: float = 1.0) -> _Detector:
+class _Grouped:
+    """One detector per feature group (column subset), each score divided by its own
+    :data:`GROUP_QUANTILE` quantile on the fit rows; the score is the largest of them. A deviation
+    in one kind of feature (a stuck sensor's spread) is then not diluted by the many features
+    that stay normal (every level), and each group keeps the sensitivity it has alone."""
+
+    def __init__(self, kind: str, z: np.ndarray, seed: int, share: float, groups: list[np.ndarray]) -> None:
+        self.groups = groups
+        self.parts = [_fit_detector(kind, z[:, g], seed, share) for g in groups]
+        self.scales = []
+        for g, det in zip(groups, self.parts, strict=True):
+            fit = det.score(z[:, g])
+            self.scales.append(max(float(np.quantile(fit, GROUP_QUANTILE)), 1e-12))
+
+    def score(self, z: np.ndarray) -> np.ndarray:
+        out: np.ndarray = np.max(
+            [det.score(z[:, g]) / sc for g, det, sc in zip(self.groups, self.parts, self.scales, strict=True)],
+            axis=0,
+        )
+        return out
+
+
+def feature_groups(names: Sequence[str]) -> list[np.ndarray]:
+    """Column indices per feature group: the levels (``level``, ``mean``, ``time_of_day``) together,
+    every windowed kind (``spread``, ``slope``, ``rate``) apart; one group when there is one family."""
+    fam: dict[str, list[int]] = {}
+    for i, nm in enumerate(names):
+        kind = nm.rsplit(".", 1)[1]
+        fam.setdefault("level" if kind in LEVEL_FAMILY else kind, []).append(i)
+    return [np.asarray(v) for v in fam.values()]
+
+
+def _fit_detector(
+    kind: str, z: np.ndarray, seed: int, share: float = 1.0, groups: list[np.ndarray] | None = None
+) -> _Detector:
+    if groups is not None and len(groups) > 1:
+        return _Grouped(kind, z, seed, share, groups)
     if kind == "pca":
         return _Pca(z)
     if kind == "iforest":
@@ -507,6 +551,7 @@ def _out_of_fold(
     purge_ms: float,
     seed: int,
     rng: np.random.Generator,
+    groups: list[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Each fold scored by a model fitted on the others (purged around it): (scores, scores of synthetic
     deviations of the same rows, fit sizes)."""
@@ -522,7 +567,7 @@ def _out_of_fold(
             fit_rows = ~test
         sizes.append(int(fit_rows.sum()))
         scaler = _Scaler.fit(feats[fit_rows])
-        det = _fit_detector(kind, scaler(feats[fit_rows]), seed)
+        det = _fit_detector(kind, scaler(feats[fit_rows]), seed, groups=groups)
         zt = scaler(feats[test])
         oof[test] = det.score(zt)
         synth[test] = det.score(_synthetic(zt, np.random.default_rng(rng.integers(1 << 31))))
@@ -538,17 +583,18 @@ def _validate(
     purge_ms: float,
     spec: ModelSpec,
     rng: np.random.Generator,
+    groups: list[np.ndarray] | None = None,
 ) -> None:
     """Forward validation: trained and calibrated (out of fold) on the early part only, applied to the
     validation split that follows it — the way a model is always used, on data after its window."""
     fe, te = feats[early], ts[early]
     fold = _folds(te, FOLDS, BLOCKS)
-    oof, _, sizes = _out_of_fold(c.kind, fe, te, fold, purge_ms, spec.seed, rng)
+    oof, _, sizes = _out_of_fold(c.kind, fe, te, fold, purge_ms, spec.seed, rng, groups)
     threshold = _conformal(oof, spec.target_far)
     if not math.isfinite(threshold):
         return
     scaler = _Scaler.fit(fe)
-    det = _fit_detector(c.kind, scaler(fe), spec.seed, float(np.mean(sizes)) / len(fe))
+    det = _fit_detector(c.kind, scaler(fe), spec.seed, float(np.mean(sizes)) / len(fe), groups)
     zv = scaler(feats[late])
     val = det.score(zv)
     c.validation_far = float(np.mean(val > threshold))
@@ -650,6 +696,7 @@ def train(
         warnings.extend(s + " (trained anyway: insufficient_data is warn)" for s in short)
 
     purge_ms = fmap.window_s * 1000.0
+    groups = feature_groups(names)
     fold = _folds(ts_all, FOLDS, BLOCKS)
     rng = np.random.default_rng(spec.seed)
     candidates: list[_Candidate] = []
@@ -659,11 +706,11 @@ def train(
     early, late = ts_all < cut - purge_ms, ts_all >= cut
     forward = early.sum() >= hard_min and late.sum() >= MIN_VALIDATION_ROWS
     for kind in kinds:
-        oof, synth, sizes = _out_of_fold(kind, feats, ts_all, fold, purge_ms, spec.seed, rng)
+        oof, synth, sizes = _out_of_fold(kind, feats, ts_all, fold, purge_ms, spec.seed, rng, groups)
         fit_sizes.extend(sizes)
         c = _calibrate(kind, oof, synth, fold, spec.target_far)
         if forward and c.qualified:
-            _validate(c, feats, ts_all, early, late, purge_ms, spec, rng)
+            _validate(c, feats, ts_all, early, late, purge_ms, spec, rng, groups)
             if math.isfinite(c.forward_threshold) and c.forward_threshold > c.threshold:
                 c.threshold = c.forward_threshold
                 c.threshold_from = "validation split"
@@ -677,7 +724,7 @@ def train(
         for c in candidates:
             if not c.qualified:
                 continue
-            fitted[c.kind] = _fit_detector(c.kind, final_scaler(feats), spec.seed, fold_share)
+            fitted[c.kind] = _fit_detector(c.kind, final_scaler(feats), spec.seed, fold_share, groups)
             probe = AnomalyModel(c.kind, tags, fmap, c.threshold, {}, final_scaler, fitted[c.kind])
             fs = np.concatenate([probe.score(s.values, s.ts_ms) for s in faulty])
             fs = fs[np.isfinite(fs)]
@@ -686,7 +733,7 @@ def train(
     if best is None:
         reasons = "; ".join(f"{c.kind}: {c.reason}" for c in candidates)
         raise AnomalyTrainingError(f"no candidate model can be used ({reasons}): check the training data")
-    detector = fitted.get(best.kind) or _fit_detector(best.kind, final_scaler(feats), spec.seed, fold_share)
+    detector = fitted.get(best.kind) or _fit_detector(best.kind, final_scaler(feats), spec.seed, fold_share, groups)
     for c in candidates:
         if c.qualified and not math.isfinite(c.holdout_far):
             warnings.append(f"{c.kind}: the held-out false-alarm rate could not be measured")

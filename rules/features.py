@@ -38,7 +38,7 @@ MIN_WINDOW_READINGS = 3
 #: A window is full once it spans this share of ``window_s``.
 FULL_SHARE = 0.8
 #: ``window_s`` left out is this many typical sampling intervals.
-AUTO_WINDOW_READINGS = 20
+AUTO_WINDOW_READINGS = 10
 _HOURS = 24
 
 

@@ -267,9 +267,13 @@ class Training(_Strict):
         return self
 
 
-#: Features when a rule leaves ``features`` out: the readings themselves for several tags (their relations
-#: carry the information), and how one signal moves for a single tag.
-DEFAULT_FEATURES: tuple[str, ...] = ("level",)
+#: Where an anomaly alarm clears when the rule leaves ``levels`` out (in multiples of the threshold): a fault's
+#: score wavers around the threshold, and clearing at the threshold cut one fault into many short alarms.
+ANOMALY_CLEAR = 0.7
+#: Features when a rule leaves ``features`` out: for several tags the readings themselves (their relations
+#: carry the information) and each one's spread (a stuck sensor, added noise), scored as separate groups
+#: (:func:`rules.anomaly.feature_groups`); how one signal moves for a single tag.
+DEFAULT_FEATURES: tuple[str, ...] = ("level", "spread")
 SINGLE_TAG_FEATURES: tuple[str, ...] = ("level", "spread", "slope", "rate")
 
 
@@ -301,7 +305,8 @@ class Anomaly(_LimitCondition):
     @classmethod
     def _default_level(cls, data: Any) -> Any:
         if isinstance(data, dict) and "levels" not in data and "threshold" not in data:
-            data = {**data, "levels": [{"severity": data.get("severity", "major"), "threshold": 1.0}]}
+            level = {"severity": data.get("severity", "major"), "threshold": 1.0, "clear": ANOMALY_CLEAR}
+            data = {**data, "levels": [level]}
             data.pop("severity", None)
         return data
 

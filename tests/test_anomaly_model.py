@@ -55,7 +55,7 @@ def test_the_false_alarm_rate_on_unseen_fault_free_data_is_the_one_asked_for(goo
     measured = far(model, (7, 8, 11, 12))
     assert 0.5 * TARGET <= measured <= 1.5 * TARGET, measured
     card = model.card
-    assert card["calibration_rows"] == card["training_rows"] == len(good.ts_ms)
+    assert card["calibration_rows"] == card["training_rows"] == len(good.ts_ms) - card["warming_up_rows"]
     assert 0.5 * TARGET <= card["holdout_far"] <= 1.5 * TARGET
     assert len(card["holdout_far_by_fold"]) == card["folds"] == 5
     assert card["validation_rows"] > 0 and card["validation_far"] is not None
@@ -66,8 +66,8 @@ def test_a_target_the_data_cannot_support_is_refused_or_trained_with_a_warning()
     with insufficient_data: warn it trains and the card carries the warning."""
     ts, x = pump_segment(seed=1, seconds=600 * STEP_S + STEP_S)
     with pytest.raises(AnomalyTrainingError, match=r"needs at least 1000 known-good rows.*there are 600"):
-        train([Segment(ts, x)], ModelSpec(TAGS, TARGET))
-    model = train([Segment(ts, x)], ModelSpec(TAGS, TARGET, insufficient_data="warn"))
+        train([Segment(ts, x)], ModelSpec(TAGS, TARGET, features=("level",)))
+    model = train([Segment(ts, x)], ModelSpec(TAGS, TARGET, features=("level",), insufficient_data="warn"))
     assert model.card["calibration_rows"] == 600
     assert any("needs at least 1000" in w and "trained anyway" in w for w in model.card["warnings"])
 
@@ -78,7 +78,7 @@ def test_pca_keeps_fewer_components_than_features_and_scores_do_not_depend_on_me
     rng = np.random.default_rng(0)
     ts = T0 + np.arange(3000, dtype=np.int64) * 5000
     x = rng.normal(size=(3000, 3)) * [1.0, 5.0, 0.2] + [10, 50, 1]
-    spec = ModelSpec(("a", "b", "c"), TARGET, ("pca",))
+    spec = ModelSpec(("a", "b", "c"), TARGET, ("pca",), features=("level",))
     c_order = train([Segment(ts, np.ascontiguousarray(x))], spec)
     f_order = train([Segment(ts, np.asfortranarray(x))], spec)
     unseen = rng.normal(size=(500, 3)) * [1.0, 5.0, 0.2] + [10, 50, 1]
@@ -165,7 +165,9 @@ def test_a_fault_inside_the_training_window_is_reported_where_and_left_out() -> 
         if t:
             ts.append(T0 + t * 1000)
             rows.append([r[m] for m in MEASUREMENTS])
-    model = train([Segment(np.array(ts), np.array(rows), "pump-3")], ModelSpec(TAGS, TARGET, ("pca",)))
+    model = train(
+        [Segment(np.array(ts), np.array(rows), "pump-3")], ModelSpec(TAGS, TARGET, ("pca",), features=("level",))
+    )
     found = model.card["contamination"]
     assert found and all(c["device"] == "pump-3" for c in found)
     first = min(c["start"] for c in found)

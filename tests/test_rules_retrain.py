@@ -30,6 +30,7 @@ def rule_yaml(tags: tuple[str, ...], *, window: str = WINDOW, target_far: float 
   condition:
     kind: anomaly
     tags: [{", ".join(tags)}]
+    features: [level]
     training: {window}
     target_far: {target_far}
   for_s: {for_s}

@@ -301,5 +301,5 @@ def markdown_table(policy: Mapping[str, Action] = POLICY) -> str:
     return "\n".join(lines) + "\n"
 
 
-if __name__ == "__main__":  # python -m fwcore.policy: the table for docs/security/P.md
+if __name__ == "__main__":  # python -m fwcore.policy: the table for docs/security.md
     print(markdown_table(), end="")

@@ -139,6 +139,6 @@ def test_viewers_never_write() -> None:
 
 
 def test_the_documented_table_is_the_policy() -> None:
-    """docs/security/P.md holds exactly the table generated from POLICY (`python -m fwcore.policy`)."""
-    doc = (ROOT / "docs" / "security" / "P.md").read_text()
-    assert markdown_table() in doc, "regenerate the table: python -m fwcore.policy > the block in docs/security/P.md"
+    """docs/security.md holds exactly the table generated from POLICY (`python -m fwcore.policy`)."""
+    doc = (ROOT / "docs" / "security.md").read_text()
+    assert markdown_table() in doc, "regenerate the table: python -m fwcore.policy > the block in docs/security.md"

@@ -379,3 +379,25 @@ def test_values_named_like_secrets_are_masked_whole() -> None:
         "url": "mqtt://u:***@h",
     }
     assert not is_secret_name("api_tls_key_file") and not is_secret_name("broker_password_file")
+
+
+@pytest.mark.parametrize(
+    ("path", "api"),
+    [
+        (f"{BASE}/tickets", True),
+        (BASE, True),
+        ("/metrics", True),
+        ("/openapi.json", True),
+        ("/docs-assets/swagger-ui.css", True),
+        ("/", False),
+        ("/signin", False),
+        ("/alarms", False),
+        ("/_nicegui/3.18.0/static/quasar.css", False),
+        ("/api/v10", False),
+    ],
+)
+def test_the_guard_asks_a_bearer_token_of_the_api_only(path: str, api: bool) -> None:
+    """API paths need a bearer token at the guard; the console's pages authenticate with their session."""
+    from fieldwatch.api.guard import needs_token
+
+    assert needs_token(path) is api

@@ -69,6 +69,19 @@ class RouteClass:
     expensive: bool = False
 
 
+def needs_token(path: str) -> bool:
+    """Whether ``path`` belongs to the API (a bearer token, checked here) rather than the web console,
+    whose pages and actions authenticate with their session cookie and CSRF token
+    (``fieldwatch.console.session``) — both under the same body limits (pure)."""
+    return (
+        path == API_PREFIX
+        or path.startswith(API_PREFIX + "/")
+        or path in METRICS
+        or path in DOCS
+        or path.startswith(DOCS_ASSETS + "/")
+    )
+
+
 def classify(method: str, path: str, settings: Settings) -> RouteClass:
     """The body limit and cost of ``method path`` (pure)."""
     if method == "POST" and _IMPORT.match(path):
@@ -141,7 +154,11 @@ class RequestGuard:
             return
         path: str = scope["path"]
         route = classify(scope["method"], path, self.settings)
-        if path not in self.open_paths and not (self.open_prefix and path.startswith(self.open_prefix)):
+        if (
+            needs_token(path)
+            and path not in self.open_paths
+            and not (self.open_prefix and path.startswith(self.open_prefix))
+        ):
             state = scope.setdefault("state", {})
             info = await self._authenticate(scope, send)
             if info is None:

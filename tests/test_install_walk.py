@@ -1,7 +1,7 @@
 """docs/install.md's newcomer path, as far as it runs here, with the guide's own commands and files as
 subprocesses: `db create`, `db migrate`, `doctor` against a broker with logins, `fleet import`, `gateway
-provision`, `skills add`, `technicians add`, `rules apply`, `serve`, then readings sent with the gateway's
-login until a ticket is assigned."""
+provision`, `skills add`, `technicians add`, `rules apply`, `users create`, `serve`, then readings sent with
+the gateway's login until a ticket is assigned, seen in the API and on the console's Tickets page."""
 
 from __future__ import annotations
 
@@ -69,10 +69,13 @@ def test_install_md_walk(
         "FIELDWATCH_MQTT_URL": mosquitto.url_as("ingest", "ingest-pw"),
         "FIELDWATCH_DEPLOYMENT_NAME": f"walk-{uid}",
         "FIELDWATCH_BROKER_USER": getpass.getuser(),  # the private broker runs as whoever runs the tests
+        "FIELDWATCH_CONSOLE_ENABLED": "true",  # an installation's default (tests/conftest.py turns it off)
     }
 
-    def fieldwatch(*args: str) -> subprocess.CompletedProcess[str]:
-        res = subprocess.run([FIELDWATCH, *args], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    def fieldwatch(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run(
+            [FIELDWATCH, *args], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path, input=stdin
+        )
         assert res.returncode == 0, (args, res.stdout, res.stderr)
         return res
 
@@ -83,7 +86,7 @@ def test_install_md_walk(
         report = fieldwatch("doctor").stdout
         assert "FAIL" not in report and "up to date" in report
         # 7. An API token.
-        token = fieldwatch("tokens", "create", "--role", "dispatcher", "--name", "me").stdout.strip().splitlines()[-1]
+        token = fieldwatch("tokens", "create", "--role", "admin", "--name", "me").stdout.strip().splitlines()[-1]
         # 8. The fleet from the guide's file, then the gateway's login.
         (tmp_path / "fleet.yaml").write_text(_doc_file("fleet.yaml"))
         fieldwatch("fleet", "import", "fleet.yaml", "--dry-run")
@@ -104,6 +107,8 @@ def test_install_md_walk(
         (tmp_path / "rules.yaml").write_text(_doc_file("rules.yaml"))
         fieldwatch("rules", "apply", "rules.yaml", "--dry-run")
         fieldwatch("rules", "apply", "rules.yaml", "--yes")
+        assert "Ana Ortiz" in fieldwatch("technicians", "list").stdout
+        fieldwatch("users", "create", "me", "--role", "dispatcher", "--password-stdin", stdin="correct horse battery\n")
 
         # 7. The services: `fieldwatch serve` (as the unit runs it), then readings from the gateway's login.
         with (tmp_path / "serve.log").open("w") as log:
@@ -131,10 +136,18 @@ def test_install_md_walk(
                     assigned, 60, what="a ticket assigned to a technician", interval=0.3,
                     observe=lambda: (_tickets(api), (tmp_path / "serve.log").read_text()[-3000:]),
                 )  # fmt: skip
+                # The console: the user of step 9 signs in and the Tickets page names the technician.
+                page = httpx.Client(base_url=f"http://127.0.0.1:{api_port}")
+                with page:
+                    signed_in = page.post("/auth/signin", data={"username": "me", "password": "correct horse battery"})
+                    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/", signed_in.text
+                    tickets_page = page.get("/tickets")
+                    assert tickets_page.status_code == 200 and "Ana Ortiz" in tickets_page.text
             assert ticket["assignment"]["technician_name"] == "Ana Ortiz"
+            assert "evaluating" in fieldwatch("rules", "health", "hot bearing").stdout
         finally:
             serve.terminate()
-            serve.wait(30)
+            assert serve.wait(30) == 0, (tmp_path / "serve.log").read_text()[-3000:]
     finally:
         drop_database(admin_db_url, name)
 
@@ -175,10 +188,13 @@ def test_install_md_names_every_step_and_shipped_file() -> None:
         "fieldwatch db create",
         "fieldwatch db migrate",
         "fieldwatch doctor",
+        "fieldwatch fleet import",
         "fieldwatch gateway provision",
-        "fieldwatch skills",
-        "fieldwatch technicians",
+        "fieldwatch skills add",
+        "fieldwatch technicians add",
         "fieldwatch rules apply",
+        "GET /api/v1/tickets",
+        "fieldwatch users create",
         "pg_dump",
         "docker compose",
     ):

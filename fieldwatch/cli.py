@@ -89,13 +89,17 @@ def _mount_optional(module: str, name: str, help_text: str, extra: str) -> None:
         if exc.name and exc.name.startswith(module.split(".")[0]):
             raise  # our own bug, not a missing extra
         missing = exc
-        stand_in = typer.Typer(help=f"{help_text} (needs the '{extra}' extra)")
 
-        @stand_in.callback(invoke_without_command=True)
-        def _explain() -> None:
+        # A command that takes any arguments, so `fieldwatch fleet import x.yaml` on an edge box names the
+        # missing extra instead of answering "No such command 'import'".
+        @app.command(
+            name=name,
+            help=f"{help_text} (needs the '{extra}' extra)",
+            context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        )
+        def _explain(ctx: typer.Context) -> None:
             raise _missing_extra(extra, missing)
 
-        app.add_typer(stand_in, name=name)
         return
     app.add_typer(sub, name=name, help=help_text)
 

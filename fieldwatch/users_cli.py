@@ -1,8 +1,8 @@
 """``fieldwatch users``: the people who sign in to the web console (create, list, disable, reset-password).
 
 Passwords are asked for on the terminal (twice, hidden) unless ``--password-stdin`` reads one line from
-standard input (for scripts). Database modules are imported inside the commands, so ``fieldwatch --help``
-works on an edge install.
+standard input (for scripts). psycopg is imported here, so on an edge install (no 'server' extra)
+``fieldwatch`` mounts its stand-in, which names the extra for any ``fieldwatch users …``.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
+import psycopg  # the 'server' extra; see the docstring
 import typer
 from rich.console import Console
 
@@ -25,15 +26,9 @@ def _password(from_stdin: bool) -> str:
 
 def _run(action, debug: bool):
     """Run ``action(conn)``; a domain error becomes one line saying what to do next (--debug: traceback)."""
+    from fwcore.errors import DomainError
     from fwcore.settings import SettingsError, load_settings
 
-    try:
-        import psycopg
-
-        from fwcore.errors import DomainError
-    except ImportError as exc:  # pragma: no cover - edge install
-        console.print(f"[red]This command needs the 'server' extra ({exc.name} is not installed).[/]")
-        raise typer.Exit(2) from None
     try:
         settings = load_settings()
         with psycopg.connect(settings.database_url, connect_timeout=5) as conn:

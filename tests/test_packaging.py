@@ -23,7 +23,7 @@ SERVER_ONLY_INVOCATIONS = {
     "db": [["db", "migrate"], ["db", "create"], ["db", "status"]],
     "tokens": [["tokens", "list"], ["tokens", "revoke", "1"], ["tokens", "create", "--role", "viewer"]],
     "ingest": [["ingest"]],
-    "rules": [["rules"]],
+    "rules": [["rules"], ["rules", "apply", "rules.yaml", "--yes"]],
     "history": [["history"]],
     "devices": [["devices"]],
     "dead-letters": [["dead-letters"]],
@@ -31,6 +31,10 @@ SERVER_ONLY_INVOCATIONS = {
     "serve": [["serve"]],
     "demo": [["demo"]],
     "doctor": [["doctor"]],
+    "fleet": [["fleet"], ["fleet", "import", "fleet.yaml"], ["fleet", "sites", "list"]],
+    "skills": [["skills"], ["skills", "list"], ["skills", "add", "pump_mech"]],
+    "technicians": [["technicians"], ["technicians", "list"]],
+    "users": [["users"], ["users", "list"], ["users", "create", "me", "--role", "viewer"]],
 }
 
 

@@ -16,7 +16,12 @@ from ._prefix import API_PREFIX
 router = APIRouter(prefix=f"{API_PREFIX}/devices", tags=["devices"])
 
 
-@router.get("", response_model=Page[DevicePublic], summary="List devices")
+@router.get(
+    "",
+    response_model=Page[DevicePublic],
+    summary="List devices",
+    responses={404: {"description": "no device matches `ref`"}},
+)
 def list_devices(
     conn: ConnDep,
     access: Annotated[Access, allow("device.read")],

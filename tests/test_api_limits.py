@@ -287,7 +287,7 @@ def test_every_response_carries_the_security_headers(db_url: str) -> None:
         assert r.headers["x-content-type-options"] == "nosniff"
         assert r.headers["x-frame-options"] == "DENY"
         assert r.headers["content-security-policy"] == "frame-ancestors 'none'"
-        assert r.headers["referrer-policy"] == "no-referrer"
+        assert r.headers["referrer-policy"] == "same-origin"
         assert r.headers["cache-control"] == "no-store"
     assert secure.headers["strict-transport-security"].startswith("max-age=")
 

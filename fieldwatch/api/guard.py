@@ -259,7 +259,7 @@ _HEADERS: Final = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"content-security-policy", b"frame-ancestors 'none'"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),  # no-referrer would make browsers send `Origin: null` on the console's forms
 ]
 _HSTS: Final = (b"strict-transport-security", b"max-age=31536000")
 

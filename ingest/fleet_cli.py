@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from fwcore.clidb import cli_connection
+
 app = typer.Typer(
     help="The fleet: clients, sites, gateways and devices — add, list, change, retire, import a file.",
     no_args_is_help=True,
@@ -40,27 +42,8 @@ def _group() -> None:
 @contextmanager
 def _conn() -> Iterator[Any]:
     """A connection; a refusal from the registry inside the block is one red line and exit 1."""
-    import psycopg
-
-    from fwcore.errors import DomainError
-    from fwcore.settings import SettingsError, load_settings
-
-    try:
-        url = load_settings().database_url
-    except SettingsError as exc:
-        err.print(f"[red]{escape(str(exc))}[/]")
-        raise typer.Exit(2) from None
-    try:
-        conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        err.print(f"[red]cannot connect to the database: {escape(str(exc).strip())}[/]\nCheck FIELDWATCH_DATABASE_URL.")
-        raise typer.Exit(2) from None
-    with conn:
-        try:
-            yield conn
-        except DomainError as exc:
-            err.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
-            raise typer.Exit(1) from None
+    with cli_connection(err) as conn:
+        yield conn
 
 
 def _show(rows: list[Any], columns: tuple[str, ...], as_json: bool) -> None:

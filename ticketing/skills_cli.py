@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from fwcore.clidb import cli_connection
+
 app = typer.Typer(help="Skills: add, list, rename, retire, restore.", no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
@@ -27,27 +29,8 @@ def _group() -> None:
 @contextmanager
 def connect() -> Iterator[Any]:
     """A connection to FIELDWATCH_DATABASE_URL; a domain error inside the block is one red line and exit 1."""
-    import psycopg
-
-    from fwcore.errors import DomainError
-    from fwcore.settings import SettingsError, load_settings
-
-    try:
-        url = load_settings().database_url
-    except SettingsError as exc:
-        err.print(f"[red]{escape(str(exc))}[/]")
-        raise typer.Exit(2) from None
-    try:
-        conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        err.print(f"[red]cannot connect to the database: {escape(str(exc).strip())}[/]\nCheck FIELDWATCH_DATABASE_URL.")
-        raise typer.Exit(2) from None
-    with conn:
-        try:
-            yield conn
-        except DomainError as exc:
-            err.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
-            raise typer.Exit(1) from None
+    with cli_connection(err) as conn:
+        yield conn
 
 
 def actor() -> str:

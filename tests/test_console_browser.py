@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from playwright.sync_api import expect
 
 from fieldwatch.seed import PUMP_MODEL, Fleet, SiteSpec, seed
 from fwcore.contract import Batch, Point, topic
@@ -298,6 +299,7 @@ def test_an_acknowledge_without_the_csrf_token_is_refused(console: Console, new_
 def test_the_overview_counts_and_maps_open_alarms_on_a_tablet(console: Console, new_page) -> None:  # type: ignore[no-untyped-def]
     """On a tablet-sized screen the overview counts open alarms, lists each site with its worst one, and turns dark."""
     console.hot_reading("P-9")  # open already, or opened now
+    console.hot_reading("P-2")  # and one on the main site, whatever ran before this test
     page = new_page(width=820, height=1180)
     _sign_in(page, console, "reliability_engineer")
     page.wait_for_url(f"{console.url}/")
@@ -306,6 +308,7 @@ def test_the_overview_counts_and_maps_open_alarms_on_a_tablet(console: Console, 
     assert int(critical.inner_text().split()[0]) >= 1
     assert "worst: critical" in page.get_by_test_id(f"site-{console.site.slug}").inner_text()
     page.get_by_test_id("site-map").wait_for()
+    expect(page.get_by_test_id("site-map").locator("path.leaflet-interactive")).to_have_count(2)  # one per site
     _shot(page, "overview-tablet")
     page.get_by_test_id("theme-toggle").click()
     page.locator("body.body--dark").wait_for()

@@ -443,12 +443,16 @@ async def overview_page(request: Request) -> Any:
                         )
 
                 draw_markers()
-                if len(data.sites) > 1:
-                    bounds = [[s.latitude, s.longitude] for s in data.sites]
-                    fleet_map.on(
-                        "init",
-                        lambda: fleet_map.run_map_method("fitBounds", bounds, {"padding": [48, 48], "maxZoom": 11}),
-                    )
+                bounds = [[s.latitude, s.longitude] for s in data.sites]
+
+                def fit() -> None:
+                    # The map is built before its card has its final size: without invalidateSize Leaflet
+                    # draws its vector layer for the first size (markers scaled up, or off the map).
+                    fleet_map.run_map_method("invalidateSize")
+                    if len(bounds) > 1:
+                        fleet_map.run_map_method("fitBounds", bounds, {"padding": [48, 48], "maxZoom": 11})
+
+                fleet_map.on("init", fit)
             with ui.card().classes("fw-card p-4 w-full lg:w-[380px] shrink-0 gap-2"):
                 ui.label("Sites").classes("text-lg font-semibold")
 

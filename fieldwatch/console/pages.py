@@ -708,5 +708,7 @@ def _ticket_row(t: TicketSummary) -> None:
             )
             who = t.assignment.technician_name if t.assignment is not None else None
             due = f" · due {t.due_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if t.due_at else ""
-            why = f" ({t.unassigned_reason})" if who is None and t.unassigned_reason else ""
+            # the reason reads "unassigned: lacks skill …" already: do not say "unassigned" twice
+            reason = (t.unassigned_reason or "").removeprefix("unassigned: ").strip()
+            why = f" ({reason})" if who is None and reason else ""
             ui.label(f"{who or 'unassigned'}{why}{due}").classes("text-xs fw-muted")

@@ -25,7 +25,7 @@ def mount_console(app: FastAPI, settings: Settings) -> None:
     from nicegui import app as nicegui_app
     from nicegui import ui
 
-    from . import pages, session
+    from . import device_page, pages, session  # noqa: F401 - importing a page module registers its pages
     from .live import LiveEvents
 
     live = LiveEvents(settings.database_url)

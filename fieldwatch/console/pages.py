@@ -58,6 +58,7 @@ STATE_NAMES = {"active": "Active", "acknowledged": "Acknowledged"}
 NAV = (
     ("Overview", "dashboard", "/", "site.read"),
     ("Alarms", "notifications_active", "/alarms", "alarm.read"),
+    ("Devices", "memory", "/devices", "device.read"),
     ("Tickets", "assignment", "/tickets", "ticket.read"),
 )
 SIGNIN_ERRORS = {
@@ -593,9 +594,9 @@ def _alarm_row(a: Alarm, may_ack: bool) -> None:
         )
         with ui.column().classes("gap-0 grow min-w-[240px]"):
             ui.label(a.message or a.rule_name).classes("font-medium")
-            ui.label(f"{a.device_name} · {a.site} · rule “{a.rule_name}” ({a.problem_code})").classes(
-                "text-sm fw-muted"
-            )
+            with ui.row().classes("gap-1 text-sm fw-muted items-baseline"):
+                ui.link(a.device_name, f"/devices/{a.device_id}").props(f"data-testid=device-link-{a.id}")
+                ui.label(f"· {a.site} · rule “{a.rule_name}” ({a.problem_code})")
         with ui.column().classes("gap-0 items-end min-w-[200px]"):
             ui.label(STATE_NAMES.get(a.state, a.state)).classes(
                 "text-sm font-medium " + ("text-negative" if a.state == "active" else "fw-muted")

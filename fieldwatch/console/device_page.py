@@ -1,0 +1,485 @@
+"""The Device pages: ``/devices`` (find a device) and ``/devices/{id}`` (one device, live).
+
+A device's page shows the latest value of every tag with its unit and quality; charts of the tags the
+viewer picks over the range they pick (raw points for short ranges, rollup buckets with a min/max band
+for long ones: :func:`ingest.device_view.choose_resolution`), with the device's alarm episodes shaded
+and an anomaly score's threshold drawn; its equipment profile and gateway; its open alarms and tickets.
+
+The page is thin: every read is a domain function (:mod:`ingest.device_view`, :mod:`rules.device_alarms`,
+:mod:`ticketing.tickets`), every option a pure function (:mod:`.charts`). Alarm events of this device
+redraw the alarms, the latest values and the charts' episodes; ticket events its tickets. Telemetry has
+no database event (points arrive by the thousand per second), so the latest values also refresh every
+:data:`LATEST_REFRESH_S` seconds while the page is open.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from fastapi import Request
+from fastapi.responses import RedirectResponse
+from nicegui import ui
+
+from fwcore import policy
+from fwcore.contract import Quality
+from fwcore.errors import NotFound
+from fwcore.events import Event
+from fwcore.policy import Visible
+from fwcore.users import SESSION_COOKIE, UserSession, session_of
+from ingest.device_view import ChartData, DeviceCard, chart_data, device_card, find_devices
+from ingest.queries import LatestValue, device_latest
+from rules.alarms import Alarm
+from rules.device_alarms import Episode, device_open_alarms, episodes, is_score_tag, rule_tags, score_thresholds
+from ticketing.tickets import OPEN_STATUSES, TicketSummary, list_ticket_summaries
+
+from .charts import chart_option
+from .live import ALARM_KINDS, TICKET_KINDS
+from .pages import (
+    SEVERITY_COLORS,
+    STATE_NAMES,
+    TICKET_STATUS_NAMES,
+    _db,
+    _empty,
+    _may,
+    _page_heading,
+    _signed_in,
+    _state,
+    _to_signin,
+    _when,
+    frame,
+)
+from .session import session_policy
+
+#: The ranges a chart offers (label → length), shortest first; the default is a day.
+RANGES: dict[str, timedelta] = {
+    "1h": timedelta(hours=1),
+    "6h": timedelta(hours=6),
+    "24h": timedelta(days=1),
+    "7d": timedelta(days=7),
+    "30d": timedelta(days=30),
+}
+DEFAULT_RANGE = "24h"
+#: The most charts one page draws at once (each is a bounded query and a canvas).
+MAX_CHARTS = 6
+#: Telemetry has no event: the latest values are read again this often while the page is open.
+LATEST_REFRESH_S = 10.0
+QUALITY_NAMES = {q.value: q.name.lower().replace("_", " ") for q in Quality}
+
+
+def _testid(tag: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "-", tag)
+
+
+def _device_access(session: UserSession) -> Visible | None:
+    """Which devices the session may see (None: none): ``device.read`` and ``telemetry.read`` both needed."""
+    decision = policy.decide(session.user.principal, "device.read")
+    if not decision.allowed or not _may(session, "telemetry.read"):
+        return None
+    return policy.visible(session.user.principal, decision)
+
+
+# --- the device list ------------------------------------------------------------------------------
+
+
+@ui.page("/devices")
+async def devices_page(request: Request, q: str = "") -> Any:
+    session = await _signed_in(request)
+    if session is None:
+        return _to_signin(request)
+    visible = _device_access(session)
+    if visible is None:
+        return RedirectResponse("/", 303)
+    limit = 200
+    found: list[DeviceCard] = await _db(find_devices, q, visible=visible, limit=limit)
+
+    with frame(session, "Devices", "/devices"):
+        subtitle = _page_heading("Devices", "")
+        search = (
+            ui.input("Search", value=q, placeholder="key, name, model, site or gateway")
+            .props("outlined dense clearable debounce=300 data-testid=device-search")
+            .classes("w-full max-w-[420px]")
+        )
+        with search.add_slot("prepend"):
+            ui.icon("search")
+
+        @ui.refreshable
+        def device_list() -> None:
+            more = f" (the first {limit}: search to narrow)" if len(found) >= limit else ""
+            subtitle.set_text(f"{len(found)} device{'' if len(found) == 1 else 's'}{more}")
+            with ui.card().classes("fw-card w-full p-0").props("data-testid=device-list"):
+                if not found:
+                    _empty(
+                        "memory",
+                        "No device matches" if search.value else "No devices yet",
+                        "Try part of a key, a site or a model."
+                        if search.value
+                        else "Register devices with `fieldwatch fleet apply FILE` or the API (`POST /api/v1/devices`), "
+                        "or run `fieldwatch demo`.",
+                        "empty-devices",
+                    )
+                    return
+                for d in found:
+                    _device_row(d)
+
+        device_list()
+
+    async def on_search(e: Any) -> None:
+        nonlocal found
+        found = await _db(find_devices, e.value or "", visible=visible, limit=limit)
+        device_list.refresh()
+
+    search.on_value_change(on_search)
+    return None
+
+
+def _gateway_badge(card: DeviceCard) -> None:
+    status = card.gateway_status or "none"
+    color = {"online": "positive", "offline": "negative"}.get(status, "grey-6")
+    ui.badge("no gateway" if card.gateway_slug is None else status, color=color).props(
+        "outline data-testid=gateway-status"
+    )
+
+
+def _device_row(d: DeviceCard) -> None:
+    with (
+        ui.link(target=f"/devices/{d.id}")
+        .classes("fw-alarm-row w-full flex items-center gap-4 px-4 py-3 no-underline text-inherit")
+        .props(f"data-testid=device-{d.id}")
+    ):
+        ui.icon("memory", color="primary", size="24px")
+        with ui.column().classes("gap-0 grow"):
+            ui.label(d.name).classes("font-medium")
+            ui.label(f"{d.key} · {d.equipment_model} · {d.site_name}").classes("text-sm fw-muted")
+        _gateway_badge(d)
+
+
+# --- one device -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Device:
+    """What one device's page shows, reloaded piece by piece as events arrive."""
+
+    card: DeviceCard
+    latest: list[LatestValue]
+    alarms: list[Alarm]
+    tickets: list[TicketSummary] | None  # None: the role may not read tickets
+    charts: list[tuple[ChartData, float | None]] = field(default_factory=list)
+    episodes: list[Episode] = field(default_factory=list)
+
+
+def _load_device(conn: psycopg.Connection, device_id: int, visible: Visible, ticket_visible: Visible | None) -> _Device:
+    card = device_card(conn, device_id, visible=visible)
+    return _Device(
+        card,
+        device_latest(conn, device_id).values,
+        device_open_alarms(conn, device_id),
+        _load_tickets(conn, device_id, ticket_visible),
+    )
+
+
+def _load_tickets(conn: psycopg.Connection, device_id: int, visible: Visible | None) -> list[TicketSummary] | None:
+    if visible is None:
+        return None
+    return list(
+        list_ticket_summaries(conn, device_id=device_id, status=list(OPEN_STATUSES), visible=visible, limit=50).items
+    )
+
+
+def _load_charts(
+    conn: psycopg.Connection, device_id: int, series: list[int], start: datetime, end: datetime
+) -> tuple[list[tuple[ChartData, float | None]], list[Episode]]:
+    charts = [chart_data(conn, s, start, end) for s in series]
+    thresholds = score_thresholds(conn, [c.tag for c in charts])
+    return [(c, thresholds.get(c.tag, 1.0 if is_score_tag(c.tag) else None)) for c in charts], episodes(
+        conn, device_id, start, end
+    )
+
+
+def default_tags(latest: list[LatestValue], alarms: list[Alarm], alarm_tags: dict[int, str]) -> list[str]:
+    """The tags charted when the page opens: those of open alarms and anomaly scores, else the first tag (pure)."""
+    have = [v.tag for v in latest]
+    picked = [t for t in dict.fromkeys(alarm_tags.get(a.rule_id, "") for a in alarms) if t in have]
+    picked += [t for t in have if is_score_tag(t) and t not in picked]
+    return (picked or have[:1])[:MAX_CHARTS]
+
+
+@ui.page("/devices/{device_id}")
+async def device_page(request: Request, device_id: int, range: str = DEFAULT_RANGE, tags: str = "") -> Any:
+    session = await _signed_in(request)
+    if session is None:
+        return _to_signin(request)
+    visible = _device_access(session)
+    if visible is None:
+        return RedirectResponse("/", 303)
+    ticket_decision = policy.decide(session.user.principal, "ticket.read")
+    ticket_visible = policy.visible(session.user.principal, ticket_decision) if ticket_decision.allowed else None
+    try:
+        data: _Device = await _db(_load_device, device_id, visible, ticket_visible)
+    except NotFound:
+        with frame(session, "Device", "/devices"):
+            _page_heading("Device not found", "")
+            with ui.card().classes("fw-card w-full"):
+                _empty(
+                    "search_off",
+                    f"There is no device {device_id} you may see",
+                    "Find it in the [device list](/devices), or open it from an alarm.",
+                    "device-not-found",
+                )
+        return None
+    card = data.card
+    chosen: dict[str, Any] = {"range": range if range in RANGES else DEFAULT_RANGE}
+    if tags:
+        chosen["tags"] = [t for t in tags.split(",") if t in {v.tag for v in data.latest}][:MAX_CHARTS]
+    else:
+        chosen["tags"] = default_tags(data.latest, data.alarms, await _db(rule_tags, [a.rule_id for a in data.alarms]))
+    series_of = {v.tag: v.series_id for v in data.latest}
+    drawn: dict[str, ui.echart] = {}
+
+    async def load_charts() -> None:
+        end = datetime.now(UTC)
+        start = end - RANGES[chosen["range"]]
+        data.charts, data.episodes = await _db(
+            _load_charts, device_id, [series_of[t] for t in chosen["tags"]], start, end
+        )
+
+    await load_charts()
+
+    with frame(session, card.name, "/devices"):
+        _page_heading(card.name, f"{card.key} · {card.equipment_model} · {card.site_name} · {card.client_name}")
+        with ui.row().classes("w-full gap-4 items-stretch max-lg:flex-wrap no-wrap"):
+            with ui.card().classes("fw-card p-4 gap-2 w-full lg:w-[340px] shrink-0").props("data-testid=device-info"):
+                ui.label("Equipment").classes("text-lg font-semibold")
+                _fact("Model", card.equipment_model)
+                _fact("Profile", card.profile_name or "none", "profile")
+                _fact("Profile version", card.profile_version or "not versioned", "profile-version")
+                _fact("Serial", card.serial or "—")
+                with ui.row().classes("w-full items-center justify-between"):
+                    ui.label("Gateway").classes("fw-muted text-sm")
+                    with ui.row().classes("items-center gap-2"):
+                        ui.label(card.gateway_name or card.gateway_slug or "none").classes("text-sm font-medium")
+                        _gateway_badge(card)
+                if card.gateway_status_at is not None:
+                    ui.label(f"{card.gateway_status or ''} since {_when(card.gateway_status_at)}").classes(
+                        "text-xs fw-muted self-end"
+                    )
+                _fact("Site", f"{card.site_name} ({card.site_slug})")
+
+            with ui.card().classes("fw-card p-4 gap-2 grow min-w-[300px]").props("data-testid=device-alarms"):
+
+                @ui.refreshable
+                def alarm_card() -> None:
+                    ui.label(f"Open alarms ({len(data.alarms)})").classes("text-lg font-semibold")
+                    if not data.alarms:
+                        _empty("check_circle", "No open alarms", "This device is quiet.", "empty-device-alarms")
+                    for a in data.alarms:
+                        with ui.row().classes("w-full items-center gap-3 no-wrap").props(f"data-testid=alarm-{a.id}"):
+                            ui.badge(a.severity.upper(), color=SEVERITY_COLORS.get(a.severity, "#777")).classes(
+                                "w-[76px] justify-center"
+                            )
+                            with ui.column().classes("gap-0 grow"):
+                                ui.label(a.message or a.rule_name).classes("text-sm font-medium")
+                                state = STATE_NAMES.get(a.state, a.state)
+                                hidden = f" · suppressed ({a.suppressed_by})" if a.suppressed_by else ""
+                                ui.label(f"{state} · opened {_when(a.opened_at)}{hidden}").classes("text-xs fw-muted")
+
+                alarm_card()
+
+            with ui.card().classes("fw-card p-4 gap-2 grow min-w-[300px]").props("data-testid=device-tickets"):
+
+                @ui.refreshable
+                def ticket_card() -> None:
+                    if data.tickets is None:
+                        ui.label("Tickets").classes("text-lg font-semibold")
+                        ui.label("Your role does not read tickets.").classes("text-sm fw-muted")
+                        return
+                    ui.label(f"Open tickets ({len(data.tickets)})").classes("text-lg font-semibold")
+                    if not data.tickets:
+                        ui.label("No open ticket for this device.").classes("text-sm fw-muted")
+                    for t in data.tickets:
+                        with ui.row().classes("w-full items-center gap-3 no-wrap").props(f"data-testid=ticket-{t.id}"):
+                            ui.badge(f"P{t.priority}").classes("w-[40px] justify-center")
+                            with ui.column().classes("gap-0 grow"):
+                                ui.label(f"#{t.id} {t.title}").classes("text-sm font-medium")
+                                who = t.assignment.technician_name if t.assignment is not None else "unassigned"
+                                status = TICKET_STATUS_NAMES.get(t.status, t.status)
+                                ui.label(f"{status} · {who}").classes("text-xs fw-muted")
+
+                ticket_card()
+
+        with ui.card().classes("fw-card w-full p-4 gap-2").props("data-testid=latest-values"):
+            ui.label("Latest values").classes("text-lg font-semibold")
+
+            @ui.refreshable
+            def latest_card() -> None:
+                if not data.latest:
+                    _empty(
+                        "sensors_off",
+                        "No series yet",
+                        "Values appear once the gateway publishes readings for this device.",
+                        "empty-latest",
+                    )
+                    return
+                with ui.element("div").classes("w-full grid gap-2 grid-cols-[repeat(auto-fill,minmax(200px,1fr))]"):
+                    for v in data.latest:
+                        _latest_tile(v)
+
+            latest_card()
+
+        with ui.card().classes("fw-card w-full p-4 gap-3").props("data-testid=device-charts"):
+            with ui.row().classes("w-full items-center gap-3"):
+                ui.label("Charts").classes("text-lg font-semibold grow")
+                ui.select(
+                    [v.tag for v in data.latest],
+                    multiple=True,
+                    value=list(chosen["tags"]),
+                    label=f"Tags (up to {MAX_CHARTS})",
+                    on_change=lambda e: pick_tags(e.value),
+                ).props(f"outlined dense use-chips max-values={MAX_CHARTS} data-testid=chart-tags").classes(
+                    "min-w-[260px] max-w-[640px]"
+                )
+                ui.toggle(list(RANGES), value=chosen["range"], on_change=lambda e: pick_range(e.value)).props(
+                    "no-caps unelevated toggle-color=primary data-testid=chart-range"
+                )
+            ui.label(
+                "Drag or scroll on a chart to zoom, drag the slider to pan; shaded spans are alarm episodes."
+            ).classes("text-xs fw-muted -mt-2")
+
+            @ui.refreshable
+            def chart_area() -> None:
+                drawn.clear()
+                if not data.charts:
+                    _empty(
+                        "show_chart", "No tag chosen", "Choose one or more tags above to chart them.", "empty-charts"
+                    )
+                    return
+                for cd, threshold in data.charts:
+                    with ui.column().classes("w-full gap-0"):
+                        with ui.row().classes("w-full items-baseline gap-2"):
+                            ui.label(cd.tag).classes("font-medium")
+                            if cd.unit:
+                                ui.label(f"({cd.unit})").classes("text-sm fw-muted")
+                            ui.space()
+                            note = cd.resolution.label
+                            if threshold is not None:
+                                note += f" · anomaly threshold {threshold:g}"
+                            ui.label(note).classes("text-xs fw-muted")
+                        chart = ui.echart(chart_option(cd, data.episodes, threshold)).classes("w-full h-[280px]")
+                        _mark_chart(chart, cd, data.episodes)
+                        chart.on("chart:finished", js_handler=_FINISHED_JS)
+                        drawn[cd.tag] = chart
+
+            chart_area()
+
+    async def pick_tags(value: list[str] | None) -> None:
+        chosen["tags"] = list(value or [])[:MAX_CHARTS]
+        await load_charts()
+        chart_area.refresh()
+
+    async def pick_range(value: str | None) -> None:
+        chosen["range"] = value if value in RANGES else DEFAULT_RANGE
+        await load_charts()
+        chart_area.refresh()
+
+    async def redraw_charts() -> None:
+        await load_charts()
+        if set(drawn) != {cd.tag for cd, _ in data.charts}:
+            chart_area.refresh()
+            return
+        for cd, threshold in data.charts:
+            chart = drawn[cd.tag]
+            chart.options.clear()
+            chart.options.update(chart_option(cd, data.episodes, threshold))
+            _mark_chart(chart, cd, data.episodes)
+            chart.update()
+
+    async def refresh_latest() -> None:
+        data.latest = (await _db(device_latest, device_id)).values
+        latest_card.refresh()
+
+    ui.timer(LATEST_REFRESH_S, refresh_latest)
+    _subscribe_device(request, device_id, alarm_card, ticket_card, refresh_latest, redraw_charts, data, ticket_visible)
+    return None
+
+
+#: Marks the chart's element when ECharts has drawn it (the browser tests and bench/ui.py wait for it).
+_FINISHED_JS = "() => { document.body.dataset.fwChartDrawn = String(performance.now()); }"
+
+
+def _mark_chart(chart: ui.echart, cd: ChartData, found: list[Episode]) -> None:
+    chart.props["data-testid"] = f"chart-{_testid(cd.tag)}"
+    chart.props["data-tag"] = cd.tag
+    chart.props["data-resolution"] = "raw" if cd.resolution.raw else "buckets"
+    chart.props["data-rollup"] = cd.resolution.rollup or ""
+    chart.props["data-points"] = str(len(cd.points) if cd.resolution.raw else len(cd.buckets))
+    chart.props["data-episodes"] = str(len(found))
+
+
+def _fact(label: str, value: str, testid: str = "") -> None:
+    with ui.row().classes("w-full items-center justify-between gap-2"):
+        ui.label(label).classes("fw-muted text-sm")
+        value_label = ui.label(value).classes("text-sm font-medium text-right")
+        if testid:
+            value_label.props(f"data-testid={testid}")
+
+
+def _latest_tile(v: LatestValue) -> None:
+    good = v.quality in (None, Quality.GOOD)
+    with (
+        ui.column()
+        .classes("gap-0 p-3 rounded-lg border border-solid border-[rgba(127,127,127,.25)]")
+        .props(f"data-testid=latest-{_testid(v.tag)}")
+    ):
+        ui.label(v.tag).classes("text-xs fw-muted truncate")
+        with ui.row().classes("items-baseline gap-1"):
+            ui.label("—" if v.value is None else f"{v.value:.6g}").classes("text-xl font-semibold").props(
+                "data-testid=value"
+            )
+            ui.label(v.unit).classes("text-sm fw-muted")
+        quality = "no data" if v.quality is None else QUALITY_NAMES.get(v.quality, f"quality {v.quality}")
+        with ui.row().classes("items-center gap-1"):
+            ui.icon("circle", size="8px", color="positive" if good and v.value is not None else "negative")
+            ui.label(quality).classes("text-xs").props("data-testid=quality")
+        if v.time is not None:
+            ui.label(_when(v.time)).classes("text-xs fw-muted")
+
+
+def _subscribe_device(
+    request: Request,
+    device_id: int,
+    alarm_card: Any,
+    ticket_card: Any,
+    refresh_latest: Any,
+    redraw_charts: Any,
+    data: _Device,
+    ticket_visible: Visible | None,
+) -> None:
+    """Redraw on this device's alarm events and on ticket events while the page is open; back to sign-in
+    once the session ends (as :func:`.pages._subscribe`, filtered to one device)."""
+    client = ui.context.client
+    cookie = request.cookies.get(SESSION_COOKIE)
+
+    async def on_event(event: Event) -> None:
+        if getattr(event, "device_id", device_id) != device_id:
+            return
+        still = await _db(session_of, cookie, policy=session_policy(_state().settings), touch=False)
+        if still is None:
+            with client:
+                ui.navigate.to("/signin")
+            return
+        if isinstance(event, ALARM_KINDS):
+            data.alarms = await _db(device_open_alarms, device_id)
+            with client:
+                alarm_card.refresh()
+                await refresh_latest()
+                await redraw_charts()
+        else:
+            data.tickets = await _db(_load_tickets, device_id, ticket_visible)
+            with client:
+                ticket_card.refresh()
+
+    client.on_delete(_state().live.subscribe(on_event, ALARM_KINDS + TICKET_KINDS))

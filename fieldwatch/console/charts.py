@@ -9,7 +9,7 @@ pan with the mouse wheel, a drag, or the slider (``dataZoom``). Times travel as 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from ingest.device_view import ChartData
@@ -33,12 +33,13 @@ def _ms(t: datetime) -> int:
 
 
 def episode_areas(found: Sequence[Episode], start: datetime, end: datetime) -> list[list[dict[str, Any]]]:
-    """``markArea`` pairs for the episodes, clipped to ``[start, end)``; an open one runs to ``end``."""
-    areas = []
+    """``markArea`` pairs for the episodes, clipped to ``[start, end)``; an open one runs to ``end``; each is at
+    least 1/200 of the range wide, so one that just opened shows."""
+    areas: list[list[dict[str, Any]]] = []
     for e in found:
         lo, hi = max(e.start, start), min(e.end or end, end)
-        if hi <= lo:  # an instant (cleared at once) still shows: one second wide
-            hi = lo + timedelta(seconds=1)
+        # at least 1/200 of the range wide, so an alarm that just opened (or cleared at once) is seen
+        hi = max(hi, lo + (end - start) / 200)
         areas.append(
             [
                 {
@@ -100,6 +101,7 @@ def chart_option(data: ChartData, found: Sequence[Episode], threshold: float | N
                 "symbol": "none",
                 "lineStyle": {"opacity": 0},
                 "areaStyle": {"color": BAND},
+                "itemStyle": {"color": BAND},
                 "data": [[_ms(b.time), b.max - b.min] for b in data.buckets],
                 "tooltip": {"show": False},
             },

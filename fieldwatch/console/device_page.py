@@ -258,15 +258,11 @@ async def device_page(request: Request, device_id: int, range: str = DEFAULT_RAN
                 _fact("Profile", card.profile_name or "none", "profile")
                 _fact("Profile version", card.profile_version or "not versioned", "profile-version")
                 _fact("Serial", card.serial or "—")
-                with ui.row().classes("w-full items-center justify-between"):
-                    ui.label("Gateway").classes("fw-muted text-sm")
-                    with ui.row().classes("items-center gap-2"):
-                        ui.label(card.gateway_name or card.gateway_slug or "none").classes("text-sm font-medium")
-                        _gateway_badge(card)
-                if card.gateway_status_at is not None:
-                    ui.label(f"{card.gateway_status or ''} since {_when(card.gateway_status_at)}").classes(
-                        "text-xs fw-muted self-end"
-                    )
+                _fact("Gateway", card.gateway_slug or "none", "gateway")
+                with ui.row().classes("w-full items-center justify-end gap-2"):
+                    since = f"since {_when(card.gateway_status_at)}" if card.gateway_status_at else ""
+                    ui.label(since).classes("text-xs fw-muted")
+                    _gateway_badge(card)
                 _fact("Site", f"{card.site_name} ({card.site_slug})")
 
             with ui.card().classes("fw-card p-4 gap-2 grow min-w-[300px]").props("data-testid=device-alarms"):
@@ -324,7 +320,7 @@ async def device_page(request: Request, device_id: int, range: str = DEFAULT_RAN
                         "empty-latest",
                     )
                     return
-                with ui.element("div").classes("w-full grid gap-2 grid-cols-[repeat(auto-fill,minmax(200px,1fr))]"):
+                with ui.element("div").classes("w-full grid gap-2 grid-cols-[repeat(auto-fill,minmax(150px,1fr))]"):
                     for v in data.latest:
                         _latest_tile(v)
 
@@ -442,7 +438,7 @@ def _latest_tile(v: LatestValue) -> None:
             ui.label(v.unit).classes("text-sm fw-muted")
         quality = "no data" if v.quality is None else QUALITY_NAMES.get(v.quality, f"quality {v.quality}")
         with ui.row().classes("items-center gap-1"):
-            ui.icon("circle", size="8px", color="positive" if good and v.value is not None else "negative")
+            ui.icon("circle", size="8px", color="grey-6" if v.quality is None else "positive" if good else "negative")
             ui.label(quality).classes("text-xs").props("data-testid=quality")
         if v.time is not None:
             ui.label(_when(v.time)).classes("text-xs fw-muted")

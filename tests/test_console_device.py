@@ -1,0 +1,265 @@
+"""The Device pages: the pure range → resolution choice and chart options, then the pages in Debian's
+chromium against `fieldwatch serve` with real ingest and rules (the fixtures of test_console_browser):
+latest values, an alarm episode shaded live, a week drawn from the rollups as a min/max band, the device
+search, the link from an alarm row, and the layout at 1366×768, on a phone and in the dark theme."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from fieldwatch.console.charts import chart_option, episode_areas
+from ingest.device_view import RAW_LIMIT, ChartData, Resolution, chart_data, choose_resolution
+from ingest.queries import Point
+from ingest.rollups import flag_hours, refresh_written
+from ingest.timeseries import Bucket
+from rules.device_alarms import Episode
+from tests import test_console_browser as console_tests
+from tests.test_console_browser import CHROMIUM, Console, _shot, _sign_in
+
+# The running `fieldwatch serve` with a seeded fleet and a user per role, and the browser (module fixtures).
+console, browser, new_page = console_tests.console, console_tests.browser, console_tests.new_page
+
+#: The browser tests need Debian's chromium (apt-get install chromium; .ci/run does); the pure ones do not.
+browser_test = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs chromium (apt-get install chromium)")
+S = timedelta(seconds=1)
+MIN = timedelta(minutes=1)
+H = timedelta(hours=1)
+D = timedelta(days=1)
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+# --- the pure parts -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("span", "dense", "width", "rollup"),
+    [
+        (10 * MIN, False, None, None),  # short: raw points
+        (2 * H, False, None, None),  # up to two hours: raw
+        (2 * H, True, 10 * S, None),  # raw would pass RAW_LIMIT: 10 s buckets from raw rows
+        (6 * H, False, 30 * S, None),
+        (D, False, 5 * MIN, "telemetry_1m"),
+        (7 * D, False, 15 * MIN, "telemetry_1m"),  # a week: 672 buckets from the minute rollup
+        (30 * D, False, H, "telemetry_1h"),
+        (365 * D, False, D, "telemetry_1h"),
+        (50 * 365 * D, False, 7 * D, "telemetry_1h"),  # beyond the ladder: its widest step
+    ],
+)
+def test_the_range_decides_raw_points_or_rollup_buckets(
+    span: timedelta, dense: bool, width: timedelta | None, rollup: str | None
+) -> None:
+    """Short ranges read raw points; longer ones the finest bucket width giving at most ~720 buckets, from a
+    rollup whenever the width is a multiple of one."""
+    chosen = choose_resolution(span, raw_too_dense=dense)
+    assert chosen == Resolution(width)
+    assert chosen.rollup == rollup
+    assert chosen.raw is (width is None)
+
+
+def test_an_empty_range_is_refused() -> None:
+    """A range that ends before it starts has no resolution: the caller is told, not given a default."""
+    with pytest.raises(ValueError, match="must not be empty"):
+        choose_resolution(timedelta(0))
+
+
+def _episode(start: datetime, end: datetime | None, severity: str = "critical") -> Episode:
+    return Episode(1, "Bearing overheating", "bearing_temp", severity, "active", start, end, 95.0)
+
+
+def test_episodes_are_clipped_to_the_range_and_an_open_one_runs_to_its_end() -> None:
+    """An episode begun before the range starts at the range; one still open ends at the range's end."""
+    start, end = T0, T0 + H
+    areas = episode_areas([_episode(T0 - H, T0 + 10 * MIN), _episode(T0 + 30 * MIN, None, "minor")], start, end)
+    ms = lambda t: int(t.timestamp() * 1000)  # noqa: E731
+    assert [(a["xAxis"], b["xAxis"]) for a, b in areas] == [(ms(T0), ms(T0 + 10 * MIN)), (ms(T0 + 30 * MIN), ms(end))]
+    assert areas[1][0]["name"] == "minor · Bearing overheating"
+
+
+def test_buckets_draw_a_min_max_band_and_scores_their_threshold() -> None:
+    """Bucketed data is an average line inside a band stacked from min and max - min; a threshold is a mark line."""
+    data = ChartData(
+        7,
+        "anomaly_score:pump",
+        "",
+        T0,
+        T0 + 7 * D,
+        Resolution(15 * MIN),
+        buckets=[Bucket(T0, 900, -1.0, 3.0, 1.0, 2.0), Bucket(T0 + 15 * MIN, 900, 0.5, 2.5, 1.5, 1.0)],
+    )
+    option = chart_option(data, [_episode(T0, T0 + H)], threshold=1.0)
+    low, band, avg = option["series"]
+    assert low["stack"] == band["stack"] == "band"
+    assert [v for _, v in low["data"]] == [-1.0, 0.5] and [v for _, v in band["data"]] == [4.0, 2.0]
+    assert band["areaStyle"] and "areaStyle" not in low
+    assert [v for _, v in avg["data"]] == [1.0, 1.5]
+    assert avg["markLine"]["data"] == [{"yAxis": 1.0}]
+    assert len(avg["markArea"]["data"]) == 1
+    assert {z["type"] for z in option["dataZoom"]} == {"inside", "slider"}
+
+
+def test_raw_points_are_one_line_without_a_threshold() -> None:
+    """Raw data is one line of [ms, value] pairs; no threshold, no mark line."""
+    data = ChartData(7, "bearing_temp", "°C", T0, T0 + H, Resolution(None), points=[Point(T0, 70.0, 0)])
+    (line,) = chart_option(data, [])["series"]
+    assert line["data"] == [[int(T0.timestamp() * 1000), 70.0]]
+    assert "markLine" not in line and line["markArea"]["data"] == []
+
+
+def test_a_short_range_denser_than_the_raw_limit_falls_back_to_buckets(db_url: str) -> None:
+    """An hour of a series with more than RAW_LIMIT points is drawn as buckets, not a truncated line."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        (sid,) = conn.execute(  # type: ignore[misc]
+            """WITH c AS (INSERT INTO clients (name, segment)
+                          SELECT 'Dense', name FROM sla_segments LIMIT 1 RETURNING id),
+                    s AS (INSERT INTO sites (client_id, slug, name, latitude, longitude)
+                          SELECT id, 'dense', 'Dense', 0, 0 FROM c RETURNING id),
+                    d AS (INSERT INTO devices (site_id, key, equipment_model) SELECT id, 'D-1', 'm' FROM s RETURNING id)
+               INSERT INTO series (device_id, tag, unit) SELECT id, 'v', 'bar' FROM d RETURNING id"""
+        ).fetchone()
+        n = RAW_LIMIT + 500
+        conn.execute("SELECT fw_ensure_telemetry_partition(%s)", (T0.date(),))  # plain storage: days by partition
+        conn.execute(
+            """INSERT INTO telemetry (series_id, time, value, quality)
+               SELECT %s, %s + g * interval '300 milliseconds', g, 0 FROM generate_series(0, %s - 1) g""",
+            (sid, T0, n),
+        )
+        got = chart_data(conn, sid, T0, T0 + H)
+    assert not got.resolution.raw and got.points == []
+    assert sum(b.count for b in got.buckets) == n
+    assert got.unit == "bar"
+
+
+# --- in the browser -------------------------------------------------------------------------------
+
+
+def _device_id(console: Console, key: str) -> int:
+    with psycopg.connect(console.db_url) as conn:
+        row = conn.execute(
+            "SELECT d.id FROM devices d JOIN sites s ON s.id = d.site_id WHERE d.key = %s AND s.slug = %s",
+            (key, console.site_of[key].slug),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _option(page: Any, tag: str) -> dict[str, Any]:
+    """The option ECharts holds for the chart of ``tag`` (its instance, through NiceGUI's getElement)."""
+    return page.evaluate(  # type: ignore[no-any-return]
+        """(tag) => {
+            const el = document.querySelector(`[data-tag="${tag}"]`);
+            const chart = getElement(el.id.replace(/^c/, '')).chart;
+            const o = chart.getOption();
+            return {series: o.series.map(s => ({name: s.name, stack: s.stack || null, n: s.data.length,
+                                               areas: s.markArea ? s.markArea.data.length : 0,
+                                               area: !!s.areaStyle})),
+                    zoom: o.dataZoom.map(z => z.type)};
+        }""",
+        tag,
+    )
+
+
+@browser_test
+def test_the_device_page_shows_latest_values_and_shades_a_live_alarm_episode(console: Console, new_page) -> None:  # type: ignore[no-untyped-def]
+    """A dispatcher's open device page shows the newest reading, and the alarm it raises appears in the open
+    alarms and as a shaded episode on the tag's chart without a reload."""
+    device = _device_id(console, "P-1")
+    page = new_page()
+    _sign_in(page, console, "dispatcher", path=f"/devices/{device}?range=1h&tags=bearing_temp")
+    page.wait_for_url(f"**/devices/{device}**")
+    page.get_by_test_id("empty-device-alarms").wait_for()
+    page.evaluate("window.__notReloaded = true")
+    alarm = console.hot_reading("P-1")
+    page.get_by_test_id("device-alarms").get_by_test_id(f"alarm-{alarm}").wait_for()
+    page.locator("[data-tag=bearing_temp][data-episodes='1']").wait_for()
+    tile = page.get_by_test_id("latest-bearing_temp")
+    tile.get_by_text("95", exact=True).wait_for(timeout=15_000)  # the 10 s refresh at the latest
+    assert "good" in tile.get_by_test_id("quality").inner_text()
+    assert page.evaluate("window.__notReloaded") is True
+    chart = page.locator("[data-tag=bearing_temp]")
+    assert chart.get_attribute("data-resolution") == "raw"
+    page.wait_for_function("() => document.body.dataset.fwChartDrawn")
+    option = _option(page, "bearing_temp")
+    assert option["series"][0]["areas"] == 1 and option["series"][0]["n"] >= 1
+    assert set(option["zoom"]) == {"inside", "slider"}
+    _shot(page, "device-alarm-episode")
+
+
+@browser_test
+def test_a_week_is_drawn_from_the_rollups_as_a_band_for_a_viewer(console: Console, new_page) -> None:  # type: ignore[no-untyped-def]
+    """Eight days of minute readings, rolled up: the 7-day chart reads 15-minute buckets of the minute rollup and
+    draws a min/max band around the average; a viewer reads it, at 1366×768, on a phone and in the dark theme."""
+    device = _device_id(console, "P-3")
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    start = now - 8 * D
+    with psycopg.connect(console.db_url) as conn:
+        (sid,) = conn.execute(  # type: ignore[misc]
+            "SELECT id FROM series WHERE device_id = %s AND tag = 'flow'", (device,)
+        ).fetchone()
+        for day in range(9):  # plain storage keeps a partition per day: make those of the past week
+            conn.execute("SELECT fw_ensure_telemetry_partition(%s)", ((start + day * D).date(),))
+        conn.execute(
+            """INSERT INTO telemetry (series_id, time, value, quality)
+               SELECT %s, %s + g * interval '1 minute', 40 + 8 * sin(g / 90.0) + (g %% 7), 0
+               FROM generate_series(0, 8 * 1440 - 20) g ON CONFLICT DO NOTHING""",
+            (sid, start),
+        )
+        hours = int(start.timestamp()) // 3600
+        flag_hours(conn, range(hours, int(now.timestamp()) // 3600 + 1))
+    refresh_written(console.db_url, lag_s=0)
+
+    for name, (width, height) in {"device-week": (1366, 768), "device-week-phone": (390, 844)}.items():
+        page = new_page(width=width, height=height)
+        _sign_in(page, console, "viewer", path=f"/devices/{device}?range=7d&tags=flow")
+        chart = page.locator("[data-tag=flow]")
+        chart.wait_for()
+        assert chart.get_attribute("data-resolution") == "buckets"
+        assert chart.get_attribute("data-rollup") == "telemetry_1m"
+        assert 600 <= int(chart.get_attribute("data-points") or 0) <= 720
+        page.wait_for_function("() => document.body.dataset.fwChartDrawn")
+        option = _option(page, "flow")
+        assert [(s["name"], s["stack"], s["area"]) for s in option["series"]] == [
+            ("min", "band", False),
+            ("min–max", "band", True),
+            ("average", None, False),
+        ]
+        assert page.get_by_test_id("latest-flow").is_visible()
+        _shot(page, name)
+    page.get_by_test_id("theme-toggle").click()
+    page.locator("body.body--dark").wait_for()
+    _shot(page, "device-week-phone-dark")
+
+
+@browser_test
+def test_devices_are_found_by_search_and_reached_from_an_alarm_row(console: Console, new_page) -> None:  # type: ignore[no-untyped-def]
+    """The device list narrows as one types; an alarm row's device name opens that device's page."""
+    page = new_page()
+    _sign_in(page, console, "field_engineer", path="/devices")
+    page.get_by_test_id("device-list").wait_for()
+    p9 = _device_id(console, "P-9")
+    page.get_by_test_id(f"device-{_device_id(console, 'P-2')}").wait_for()
+    page.get_by_test_id("device-search").fill("hilltop")
+    page.get_by_test_id(f"device-{_device_id(console, 'P-2')}").wait_for(state="detached")
+    assert page.get_by_test_id(f"device-{p9}").is_visible()
+    _shot(page, "devices-search")
+    page.get_by_test_id("device-search").fill("no such device")
+    page.get_by_test_id("empty-devices").wait_for()
+
+    alarm = console.hot_reading("P-9")
+    page.goto(f"{console.url}/alarms")
+    page.get_by_test_id(f"device-link-{alarm}").click()
+    page.wait_for_url(f"**/devices/{p9}")
+    page.get_by_test_id("device-info").wait_for()
+    assert page.get_by_test_id("device-alarms").get_by_test_id(f"alarm-{alarm}").is_visible()
+
+
+@browser_test
+def test_an_unknown_device_says_where_to_look(console: Console, new_page) -> None:  # type: ignore[no-untyped-def]
+    """A device id nobody has shows a not-found state that points at the device list."""
+    page = new_page()
+    _sign_in(page, console, "viewer", path="/devices/999999")
+    page.get_by_test_id("device-not-found").wait_for()

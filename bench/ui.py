@@ -224,10 +224,11 @@ def main() -> None:
             proc = psutil.Process(server.pid)
             idle = proc.memory_info().rss
             pages = [_page(browser, server.base, url, 1280, 720) for _ in range(args.sessions)]
-            for pg in pages:  # all loading at once: the server renders them while the browser waits
-                pg.goto(f"{server.base}/", wait_until="commit")
-            for pg in pages:
-                pg.get_by_test_id("kpi-open-alarms").wait_for()
+            for i in range(0, len(pages), 5):  # five loading at a time: faster than one by one, and no stampede
+                for pg in pages[i : i + 5]:
+                    pg.goto(f"{server.base}/", wait_until="commit")
+                for pg in pages[i : i + 5]:
+                    pg.get_by_test_id("kpi-open-alarms").wait_for()
             time.sleep(2.0)  # let the websockets settle
             loaded = proc.memory_info().rss
             for pg in pages:

@@ -163,12 +163,19 @@ def device_card(conn: psycopg.Connection, device_id: int, *, visible: Visible = 
 
 
 def find_devices(
-    conn: psycopg.Connection, text: str = "", *, visible: Visible = EVERYTHING, limit: int = 200
+    conn: psycopg.Connection,
+    text: str = "",
+    *,
+    site: str | None = None,
+    visible: Visible = EVERYTHING,
+    limit: int = 200,
 ) -> list[DeviceCard]:
-    """Devices whose key, name, model, site or gateway contains ``text`` (any case), by site then key, at most
-    ``limit``; only one client's when ``visible`` names one."""
+    """Devices whose key, name, model, site or gateway contains ``text`` (any case), at the site with slug
+    ``site`` when given, by site then key, at most ``limit``; only one client's when ``visible`` names one."""
     conditions: list[LiteralString] = []
-    params: dict[str, Any] = {"limit": limit}
+    params: dict[str, Any] = {"limit": limit, "site": site}
+    if site:
+        conditions.append("s.slug = %(site)s")
     if text.strip():
         conditions.append(
             """(d.key ILIKE %(q)s OR d.name ILIKE %(q)s OR d.equipment_model ILIKE %(q)s OR s.slug ILIKE %(q)s

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from fieldwatch.console.charts import chart_option, episode_areas
+from fieldwatch.console.device_page import zoom_window
 from ingest.device_view import RAW_LIMIT, ChartData, Resolution, chart_data, choose_resolution
 from ingest.queries import Point
 from ingest.rollups import flag_hours, refresh_written
@@ -108,6 +109,23 @@ def test_raw_points_are_one_line_without_a_threshold() -> None:
     (line,) = chart_option(data, [])["series"]
     assert line["data"] == [[int(T0.timestamp() * 1000), 70.0]]
     assert "markLine" not in line and line["markArea"]["data"] == []
+
+
+@pytest.mark.parametrize(
+    ("args", "window"),
+    [
+        ({"start": 90, "end": 100}, (T0 + 6.3 * D, T0 + 7 * D)),  # the slider: percentages of the range
+        ({"batch": [{"start": 0, "end": 25}]}, (T0, T0 + 1.75 * D)),  # the mouse wheel: a batch
+        ({"start": 10, "end": 90}, None),  # still most of the range: the loaded buckets do
+        ({"start": "x"}, None),  # not a number: ignored, not an error
+        ({"start": 60, "end": 40}, None),
+    ],
+)
+def test_a_deep_zoom_names_the_window_to_read_again(
+    args: dict[str, Any], window: tuple[datetime, datetime] | None
+) -> None:
+    """Zoomed in to under half of a chart's range, the zoom's percentages become the time window to read again."""
+    assert zoom_window(T0, T0 + 7 * D, args) == window
 
 
 def test_a_short_range_denser_than_the_raw_limit_falls_back_to_buckets(db_url: str) -> None:
@@ -229,6 +247,15 @@ def test_a_week_is_drawn_from_the_rollups_as_a_band_for_a_viewer(console: Consol
         ]
         assert page.get_by_test_id("latest-flow").is_visible()
         _shot(page, name)
+    # zoomed in to the last ~50 minutes, the chart reads raw points of that window; "Whole 7d" goes back
+    page.evaluate(
+        """() => { const el = document.querySelector('[data-tag=flow]');
+                   getElement(el.id.replace(/^c/, '')).chart
+                     .dispatchAction({type: 'dataZoom', start: 99.5, end: 100}); }"""
+    )
+    page.locator("[data-tag=flow][data-resolution=raw]").wait_for()
+    page.get_by_test_id("unzoom-flow").click()
+    page.locator("[data-tag=flow][data-resolution=buckets]").wait_for()
     page.get_by_test_id("theme-toggle").click()
     page.locator("body.body--dark").wait_for()
     _shot(page, "device-week-phone-dark")
@@ -236,7 +263,8 @@ def test_a_week_is_drawn_from_the_rollups_as_a_band_for_a_viewer(console: Consol
 
 @browser_test
 def test_devices_are_found_by_search_and_reached_from_an_alarm_row(console: Console, new_page) -> None:  # type: ignore[no-untyped-def]
-    """The device list narrows as one types; an alarm row's device name opens that device's page."""
+    """The device list narrows as one types; an overview site opens its devices; an alarm row's device name
+    opens that device's page."""
     page = new_page()
     _sign_in(page, console, "field_engineer", path="/devices")
     page.get_by_test_id("device-list").wait_for()
@@ -248,6 +276,12 @@ def test_devices_are_found_by_search_and_reached_from_an_alarm_row(console: Cons
     _shot(page, "devices-search")
     page.get_by_test_id("device-search").fill("no such device")
     page.get_by_test_id("empty-devices").wait_for()
+
+    page.goto(f"{console.url}/")
+    page.get_by_test_id(f"site-{console.site_of['P-9'].slug}").click()  # the overview's site list
+    page.wait_for_url("**/devices?site=**")
+    page.get_by_test_id(f"device-{p9}").wait_for()
+    assert page.get_by_test_id(f"device-{_device_id(console, 'P-2')}").count() == 0
 
     alarm = console.hot_reading("P-9")
     page.goto(f"{console.url}/alarms")

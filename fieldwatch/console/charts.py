@@ -137,8 +137,8 @@ def chart_option(data: ChartData, found: Sequence[Episode], threshold: float | N
             "splitLine": {"lineStyle": {"color": "rgba(127,127,127,0.18)"}},
         },
         "dataZoom": [
-            {"type": "inside", "filterMode": "none"},
-            {"type": "slider", "height": 22, "bottom": 12, "filterMode": "none"},
+            {"type": "inside", "filterMode": "none", "start": 0, "end": 100},
+            {"type": "slider", "height": 22, "bottom": 12, "filterMode": "none", "start": 0, "end": 100},
         ],
         "series": series,
     }

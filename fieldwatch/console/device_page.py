@@ -67,6 +67,9 @@ DEFAULT_RANGE = "24h"
 MAX_CHARTS = 6
 #: Telemetry has no event: the latest values are read again this often while the page is open.
 LATEST_REFRESH_S = 10.0
+#: Zoomed in to less than this share of a chart's range, the chart reads the zoomed window again at the
+#: resolution it calls for (a week's 15-minute buckets become raw points at two hours).
+REFINE_BELOW = 0.5
 QUALITY_NAMES = {q.value: q.name.lower().replace("_", " ") for q in Quality}
 
 
@@ -86,7 +89,7 @@ def _device_access(session: UserSession) -> Visible | None:
 
 
 @ui.page("/devices")
-async def devices_page(request: Request, q: str = "") -> Any:
+async def devices_page(request: Request, q: str = "", site: str = "") -> Any:
     session = await _signed_in(request)
     if session is None:
         return _to_signin(request)
@@ -94,7 +97,7 @@ async def devices_page(request: Request, q: str = "") -> Any:
     if visible is None:
         return RedirectResponse("/", 303)
     limit = 200
-    found: list[DeviceCard] = await _db(find_devices, q, visible=visible, limit=limit)
+    found: list[DeviceCard] = await _db(find_devices, q, site=site or None, visible=visible, limit=limit)
 
     with frame(session, "Devices", "/devices"):
         subtitle = _page_heading("Devices", "")
@@ -105,11 +108,14 @@ async def devices_page(request: Request, q: str = "") -> Any:
         )
         with search.add_slot("prepend"):
             ui.icon("search")
+        if site:
+            ui.link("Show every site's devices", "/devices").props("data-testid=all-sites").classes("text-sm")
 
         @ui.refreshable
         def device_list() -> None:
             more = f" (the first {limit}: search to narrow)" if len(found) >= limit else ""
-            subtitle.set_text(f"{len(found)} device{'' if len(found) == 1 else 's'}{more}")
+            at = f" at site {site}" if site else ""
+            subtitle.set_text(f"{len(found)} device{'' if len(found) == 1 else 's'}{at}{more}")
             with ui.card().classes("fw-card w-full p-0").props("data-testid=device-list"):
                 if not found:
                     _empty(
@@ -129,7 +135,7 @@ async def devices_page(request: Request, q: str = "") -> Any:
 
     async def on_search(e: Any) -> None:
         nonlocal found
-        found = await _db(find_devices, e.value or "", visible=visible, limit=limit)
+        found = await _db(find_devices, e.value or "", site=site or None, visible=visible, limit=limit)
         device_list.refresh()
 
     search.on_value_change(on_search)
@@ -191,13 +197,28 @@ def _load_tickets(conn: psycopg.Connection, device_id: int, visible: Visible | N
 
 
 def _load_charts(
-    conn: psycopg.Connection, device_id: int, series: list[int], start: datetime, end: datetime
+    conn: psycopg.Connection, device_id: int, windows: list[tuple[int, datetime, datetime]]
 ) -> tuple[list[tuple[ChartData, float | None]], list[Episode]]:
-    charts = [chart_data(conn, s, start, end) for s in series]
+    """Each ``(series, start, end)``'s chart data, the score thresholds, and the episodes over all the windows."""
+    charts = [chart_data(conn, s, start, end) for s, start, end in windows]
     thresholds = score_thresholds(conn, [c.tag for c in charts])
-    return [(c, thresholds.get(c.tag, 1.0 if is_score_tag(c.tag) else None)) for c in charts], episodes(
-        conn, device_id, start, end
-    )
+    found = episodes(conn, device_id, min(w[1] for w in windows), max(w[2] for w in windows)) if windows else []
+    return [(c, thresholds.get(c.tag, 1.0 if is_score_tag(c.tag) else None)) for c in charts], found
+
+
+def zoom_window(start: datetime, end: datetime, args: dict[str, Any]) -> tuple[datetime, datetime] | None:
+    """The time window an ECharts ``datazoom`` event shows (percentages of ``[start, end)``), or None when it
+    still shows more than :data:`REFINE_BELOW` of the range — the loaded data is fine enough for that (pure)."""
+    zoom = (args.get("batch") or [args])[0]
+    try:
+        lo, hi = float(zoom.get("start", 0.0)), float(zoom.get("end", 100.0))
+    except (TypeError, ValueError, AttributeError):
+        return None
+    lo, hi = max(0.0, min(lo, 100.0)), max(0.0, min(hi, 100.0))
+    if hi - lo > REFINE_BELOW * 100 or hi <= lo:
+        return None
+    span = end - start
+    return start + span * (lo / 100), start + span * (hi / 100)
 
 
 def default_tags(latest: list[LatestValue], alarms: list[Alarm], alarm_tags: dict[int, str]) -> list[str]:
@@ -240,12 +261,13 @@ async def device_page(request: Request, device_id: int, range: str = DEFAULT_RAN
     series_of = {v.tag: v.series_id for v in data.latest}
     drawn: dict[str, ui.echart] = {}
 
+    zoomed: dict[str, tuple[datetime, datetime]] = {}  # tag → the window a zoom narrowed its chart to
+
     async def load_charts() -> None:
         end = datetime.now(UTC)
         start = end - RANGES[chosen["range"]]
-        data.charts, data.episodes = await _db(
-            _load_charts, device_id, [series_of[t] for t in chosen["tags"]], start, end
-        )
+        windows = [(series_of[t], *zoomed.get(t, (start, end))) for t in chosen["tags"]]
+        data.charts, data.episodes = await _db(_load_charts, device_id, windows)
 
     await load_charts()
 
@@ -363,13 +385,38 @@ async def device_page(request: Request, device_id: int, range: str = DEFAULT_RAN
                             note = cd.resolution.label
                             if threshold is not None:
                                 note += f" · anomaly threshold {threshold:g}"
-                            ui.label(note).classes("text-xs fw-muted")
+                            ui.label(note).classes("text-xs fw-muted").props(f"data-testid=note-{_testid(cd.tag)}")
+                            if cd.tag in zoomed:
+                                ui.button(
+                                    f"Whole {chosen['range']}", icon="zoom_out", on_click=lambda t=cd.tag: unzoom(t)
+                                ).props(f"flat dense no-caps size=sm data-testid=unzoom-{_testid(cd.tag)}")
                         chart = ui.echart(chart_option(cd, data.episodes, threshold)).classes("w-full h-[280px]")
                         _mark_chart(chart, cd, data.episodes)
                         chart.on("chart:finished", js_handler=_FINISHED_JS)
+                        chart.on(
+                            "chart:datazoom",
+                            lambda e, t=cd.tag: refine(t, e.args),
+                            ["start", "end", "batch"],
+                            throttle=0.6,
+                            leading_events=False,
+                        )
                         drawn[cd.tag] = chart
 
             chart_area()
+
+    async def refine(tag: str, args: Any) -> None:
+        current = next((cd for cd, _ in data.charts if cd.tag == tag), None)
+        window = zoom_window(current.start, current.end, args) if current and isinstance(args, dict) else None
+        if window is None:
+            return
+        zoomed[tag] = window
+        await load_charts()
+        chart_area.refresh()
+
+    async def unzoom(tag: str) -> None:
+        zoomed.pop(tag, None)
+        await load_charts()
+        chart_area.refresh()
 
     async def pick_tags(value: list[str] | None) -> None:
         chosen["tags"] = list(value or [])[:MAX_CHARTS]
@@ -378,6 +425,7 @@ async def device_page(request: Request, device_id: int, range: str = DEFAULT_RAN
 
     async def pick_range(value: str | None) -> None:
         chosen["range"] = value if value in RANGES else DEFAULT_RANGE
+        zoomed.clear()
         await load_charts()
         chart_area.refresh()
 

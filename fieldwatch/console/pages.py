@@ -472,7 +472,11 @@ async def overview_page(request: Request) -> Any:
                         data.sites, key=lambda s: (*SEVERITIES, "none").index(data.worst.get(s.slug, "none"))
                     ):
                         worst = data.worst.get(s.slug)
-                        with ui.row().classes("w-full items-center gap-3 py-1").props(f"data-testid=site-{s.slug}"):
+                        with (
+                            ui.link(target=f"/devices?site={quote(s.slug)}")
+                            .classes("w-full flex items-center gap-3 py-1 no-underline text-inherit")
+                            .props(f"data-testid=site-{s.slug}")
+                        ):
                             ui.icon("circle", size="14px").style(f"color: {SEVERITY_COLORS[worst or 'none']}")
                             with ui.column().classes("gap-0 grow"):
                                 ui.label(s.name).classes("font-medium")

@@ -183,6 +183,11 @@ def _alarm_latencies(page: Any, base: str, url: str, rule: int, devices: list[in
     return latencies
 
 
+def _say(what: str) -> None:
+    """Progress on stderr (stdout's last line is the result)."""
+    print(what, file=sys.stderr, flush=True)
+
+
 def _p(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(len(ordered) * q))], 1)
@@ -206,6 +211,7 @@ def main() -> None:
         migrate(url)
         rule, devices, chart_device, _ = _prepare(url)
         prepared_s = time.monotonic() - began
+        _say(f"prepared: 1,000 devices, a week of a 1 s series ({prepared_s:.0f} s)")
         with (
             api_process(url, console_enabled="true", console_tile_url="", log_level="WARNING") as server,
             sync_playwright() as p,
@@ -218,7 +224,9 @@ def main() -> None:
             overview = [_overview_ms(page, server.base, 100) for _ in range(args.repeat)]
             _chart_ms(page, server.base, chart_device)
             charts = [_chart_ms(page, server.base, chart_device) for _ in range(args.repeat)]
+            _say(f"overview {overview} ms, chart {[c for c, _ in charts]} ms")
             latencies = _alarm_latencies(page, server.base, url, rule, devices[1:], args.alarms)
+            _say(f"alarm rows visible after {sorted(round(x) for x in latencies)} ms")
             page.context.close()
 
             proc = psutil.Process(server.pid)
@@ -229,6 +237,7 @@ def main() -> None:
                     pg.goto(f"{server.base}/", wait_until="commit")
                 for pg in pages[i : i + 5]:
                     pg.get_by_test_id("kpi-open-alarms").wait_for()
+                _say(f"{i + len(pages[i : i + 5])} sessions open")
             time.sleep(2.0)  # let the websockets settle
             loaded = proc.memory_info().rss
             for pg in pages:

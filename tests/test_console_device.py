@@ -293,7 +293,13 @@ def test_devices_are_found_by_search_and_reached_from_an_alarm_row(console: Cons
 
 @browser_test
 def test_an_unknown_device_says_where_to_look(console: Console, new_page) -> None:  # type: ignore[no-untyped-def]
-    """A device id nobody has shows a not-found state that points at the device list."""
+    """A device id nobody has shows a not-found state that points at the device list; a technician, who reads
+    no devices, is sent to the overview and has no Devices entry in the navigation."""
     page = new_page()
     _sign_in(page, console, "viewer", path="/devices/999999")
     page.get_by_test_id("device-not-found").wait_for()
+    tech = new_page()
+    _sign_in(tech, console, "technician", path=f"/devices/{_device_id(console, 'P-1')}")
+    tech.wait_for_url(f"{console.url}/")
+    tech.get_by_test_id("user-menu").wait_for()
+    assert tech.get_by_test_id("nav-devices").count() == 0

@@ -79,6 +79,8 @@ def test_episodes_are_clipped_to_the_range_and_an_open_one_runs_to_its_end() -> 
     ms = lambda t: int(t.timestamp() * 1000)  # noqa: E731
     assert [(a["xAxis"], b["xAxis"]) for a, b in areas] == [(ms(T0), ms(T0 + 10 * MIN)), (ms(T0 + 30 * MIN), ms(end))]
     assert areas[1][0]["name"] == "minor · Bearing overheating"
+    (just_opened,) = episode_areas([_episode(end - S, None)], start, end)  # a sliver would not show: 1% of the range
+    assert (just_opened[0]["xAxis"], just_opened[1]["xAxis"]) == (ms(end - 36 * S), ms(end))
 
 
 def test_buckets_draw_a_min_max_band_and_scores_their_threshold() -> None:

@@ -17,10 +17,10 @@ from rules.device_alarms import Episode
 
 #: Episode shading by severity (light enough to read the line through it).
 EPISODE_COLORS = {
-    "critical": "rgba(198,40,40,0.16)",
-    "major": "rgba(239,108,0,0.16)",
-    "minor": "rgba(249,168,37,0.18)",
-    "warning": "rgba(92,143,191,0.16)",
+    "critical": "rgba(198,40,40,0.22)",
+    "major": "rgba(239,108,0,0.22)",
+    "minor": "rgba(249,168,37,0.24)",
+    "warning": "rgba(92,143,191,0.22)",
 }
 LINE = "#2f7d8c"
 BAND = "rgba(47,125,140,0.22)"
@@ -34,12 +34,15 @@ def _ms(t: datetime) -> int:
 
 def episode_areas(found: Sequence[Episode], start: datetime, end: datetime) -> list[list[dict[str, Any]]]:
     """``markArea`` pairs for the episodes, clipped to ``[start, end)``; an open one runs to ``end``; each is at
-    least 1/200 of the range wide, so one that just opened shows."""
+    least 1/100 of the range wide (inside it), so one that just opened shows."""
     areas: list[list[dict[str, Any]]] = []
     for e in found:
         lo, hi = max(e.start, start), min(e.end or end, end)
-        # at least 1/200 of the range wide, so an alarm that just opened (or cleared at once) is seen
-        hi = max(hi, lo + (end - start) / 200)
+        # at least 1/100 of the range wide, inside it, so an alarm that just opened (or cleared at once) is seen
+        least = (end - start) / 100
+        if hi - lo < least:
+            hi = min(lo + least, end)
+            lo = min(lo, hi - least)
         areas.append(
             [
                 {

@@ -342,7 +342,9 @@ async def device_page(request: Request, device_id: int, range: str = DEFAULT_RAN
                         "empty-latest",
                     )
                     return
-                with ui.element("div").classes("w-full grid gap-2 grid-cols-[repeat(auto-fill,minmax(150px,1fr))]"):
+                with ui.element("div").classes(
+                    "w-full grid gap-2 grid-cols-2 md:grid-cols-[repeat(auto-fill,minmax(200px,1fr))]"
+                ):
                     for v in data.latest:
                         _latest_tile(v)
 
@@ -364,7 +366,8 @@ async def device_page(request: Request, device_id: int, range: str = DEFAULT_RAN
                     "no-caps unelevated toggle-color=primary data-testid=chart-range"
                 )
             ui.label(
-                "Drag or scroll on a chart to zoom, drag the slider to pan; shaded spans are alarm episodes."
+                "Scroll on a chart or drag the slider's ends to zoom (zoomed in far, the chart reads finer data), "
+                "drag to pan; shaded spans are alarm episodes."
             ).classes("text-xs fw-muted -mt-2")
 
             @ui.refreshable

@@ -169,7 +169,7 @@ def _device_id(console: Console, key: str) -> int:
 
 def _option(page: Any, tag: str) -> dict[str, Any]:
     """The option ECharts holds for the chart of ``tag`` (its instance, through NiceGUI's getElement)."""
-    return page.evaluate(  # type: ignore[no-any-return]
+    return page.evaluate(
         """(tag) => {
             const el = document.querySelector(`[data-tag="${tag}"]`);
             const chart = getElement(el.id.replace(/^c/, '')).chart;
@@ -184,7 +184,7 @@ def _option(page: Any, tag: str) -> dict[str, Any]:
 
 
 @browser_test
-def test_the_device_page_shows_latest_values_and_shades_a_live_alarm_episode(console: Console, new_page) -> None:  # type: ignore[no-untyped-def]
+def test_the_device_page_shows_latest_values_and_shades_a_live_alarm_episode(console: Console, new_page: Any) -> None:
     """A dispatcher's open device page shows the newest reading, and the alarm it raises appears in the open
     alarms and as a shaded episode on the tag's chart without a reload."""
     device = _device_id(console, "P-1")
@@ -210,7 +210,7 @@ def test_the_device_page_shows_latest_values_and_shades_a_live_alarm_episode(con
 
 
 @browser_test
-def test_a_week_is_drawn_from_the_rollups_as_a_band_for_a_viewer(console: Console, new_page) -> None:  # type: ignore[no-untyped-def]
+def test_a_week_is_drawn_from_the_rollups_as_a_band_for_a_viewer(console: Console, new_page: Any) -> None:
     """Eight days of minute readings, rolled up: the 7-day chart reads 15-minute buckets of the minute rollup and
     draws a min/max band around the average; a viewer reads it, at 1366×768, on a phone and in the dark theme."""
     device = _device_id(console, "P-3")
@@ -264,7 +264,7 @@ def test_a_week_is_drawn_from_the_rollups_as_a_band_for_a_viewer(console: Consol
 
 
 @browser_test
-def test_devices_are_found_by_search_and_reached_from_an_alarm_row(console: Console, new_page) -> None:  # type: ignore[no-untyped-def]
+def test_devices_are_found_by_search_and_reached_from_an_alarm_row(console: Console, new_page: Any) -> None:
     """The device list narrows as one types; an overview site opens its devices; an alarm row's device name
     opens that device's page."""
     page = new_page()
@@ -294,7 +294,7 @@ def test_devices_are_found_by_search_and_reached_from_an_alarm_row(console: Cons
 
 
 @browser_test
-def test_an_unknown_device_says_where_to_look(console: Console, new_page) -> None:  # type: ignore[no-untyped-def]
+def test_an_unknown_device_says_where_to_look(console: Console, new_page: Any) -> None:
     """A device id nobody has shows a not-found state that points at the device list; a technician, who reads
     no devices, is sent to the overview and has no Devices entry in the navigation."""
     page = new_page()

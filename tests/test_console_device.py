@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from fieldwatch.console.charts import chart_option, episode_areas
 from fieldwatch.console.device_page import zoom_window
@@ -18,7 +19,7 @@ from ingest.device_view import RAW_LIMIT, ChartData, Resolution, chart_data, cho
 from ingest.queries import Point
 from ingest.rollups import flag_hours, refresh_written
 from ingest.timeseries import Bucket
-from rules.device_alarms import Episode
+from rules.device_alarms import Episode, device_open_alarms, episodes, rule_tags, score_thresholds
 from tests import test_console_browser as console_tests
 from tests.test_console_browser import CHROMIUM, Console, _shot, _sign_in
 
@@ -152,6 +153,57 @@ def test_a_short_range_denser_than_the_raw_limit_falls_back_to_buckets(db_url: s
     assert not got.resolution.raw and got.points == []
     assert sum(b.count for b in got.buckets) == n
     assert got.unit == "bar"
+
+
+def test_episodes_open_alarms_and_score_thresholds_come_from_the_database(db_url: str) -> None:
+    """Episodes overlapping a range (open ones too), the device's open alarms, a rule's tag, and an anomaly
+    score's threshold (its least severe level; 1.0 when its levels say none) are read from the tables."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        (device,) = conn.execute(  # type: ignore[misc]
+            """WITH c AS (INSERT INTO clients (name, segment)
+                          SELECT 'Ep', name FROM sla_segments LIMIT 1 RETURNING id),
+                    s AS (INSERT INTO sites (client_id, slug, name, latitude, longitude)
+                          SELECT id, 'ep', 'Ep', 0, 0 FROM c RETURNING id)
+               INSERT INTO devices (site_id, key, equipment_model) SELECT id, 'E-1', 'm' FROM s RETURNING id"""
+        ).fetchone()
+        rules = {}
+        for name, kind, tag, levels in (
+            ("hot", "above", "bearing_temp", [{"severity": "critical", "threshold": 80.0}]),
+            (
+                "odd",
+                "anomaly",
+                "anomaly_score:odd",
+                [{"severity": "major", "threshold": 1.5}, {"severity": "minor", "threshold": 1.2}],
+            ),
+            ("odd2", "anomaly", "anomaly_score:odd2", None),
+        ):
+            definition = None if levels is None else Jsonb({"condition": {"kind": kind, "levels": levels}})
+            (rules[name],) = conn.execute(  # type: ignore[misc]
+                """INSERT INTO rules (name, kind, tag, problem_code, definition)
+                   VALUES (%s, %s, %s, 'x', %s) RETURNING id""",
+                (name, kind, tag, definition),
+            ).fetchone()
+        for rule, start, cleared in (
+            ("hot", T0 - 2 * H, T0 - H),  # before the range
+            ("hot", T0 + 10 * MIN, T0 + 20 * MIN),  # inside
+            ("odd", T0 + 50 * MIN, None),  # still open
+        ):
+            conn.execute(
+                """INSERT INTO alarms (rule_id, device_id, severity, state, triggered_at, cleared_at)
+                   VALUES (%s, %s, 'critical', %s, %s, %s)""",
+                (rules[rule], device, "cleared" if cleared else "active", start, cleared),
+            )
+        found = episodes(conn, device, T0, T0 + H)
+        assert [(e.tag, e.start, e.end) for e in found] == [
+            ("bearing_temp", T0 + 10 * MIN, T0 + 20 * MIN),
+            ("anomaly_score:odd", T0 + 50 * MIN, None),
+        ]
+        assert [a.rule_name for a in device_open_alarms(conn, device)] == ["odd"]
+        assert rule_tags(conn, [rules["hot"]]) == {rules["hot"]: "bearing_temp"}
+        assert score_thresholds(conn, ["bearing_temp", "anomaly_score:odd", "anomaly_score:odd2"]) == {
+            "anomaly_score:odd": 1.2,
+            "anomaly_score:odd2": 1.0,
+        }
 
 
 # --- in the browser -------------------------------------------------------------------------------

@@ -54,6 +54,9 @@ ROLE_NAMES = {
     "viewer": "Viewer",
 }
 STATE_NAMES = {"active": "Active", "acknowledged": "Acknowledged"}
+#: Rule errors (a rule cannot evaluate a device) are drawn apart from the equipment's severities.
+RULE_ERROR_COLOR = "#6a1b9a"
+KIND_NAMES = {"equipment": "Equipment alarms", "rule_error": "Rule errors"}
 #: The navigation: (label, icon, path, the action a role needs to see it).
 NAV = (
     ("Overview", "dashboard", "/", "site.read"),
@@ -400,6 +403,10 @@ async def overview_page(request: Request) -> Any:
                             ui.badge(f"{a[severity]} {severity}", color=SEVERITY_COLORS[severity]).props(
                                 f"data-testid=open-{severity}" + ("" if a[severity] else " outline")
                             )
+                        errors = a.get("rule_error", 0)
+                        ui.badge(f"{errors} rule error{'' if errors == 1 else 's'}", color=RULE_ERROR_COLOR).props(
+                            "data-testid=open-rule-error" + ("" if errors else " outline")
+                        ).tooltip("Rules that cannot evaluate a device: for the rule's owner, never a ticket")
 
         cards()
         with ui.row().classes("w-full gap-4 items-stretch no-wrap max-lg:flex-wrap"):
@@ -513,7 +520,7 @@ async def alarms_page(request: Request) -> Any:
     alarms: list[Alarm] = await _db(open_alarms)
     sites = await _db(site_places)
     may_ack = _may(session, "alarm.acknowledge")
-    chosen: dict[str, Any] = {"severity": [], "state": "open", "site": None}
+    chosen: dict[str, Any] = {"severity": [], "state": "open", "site": None, "kind": None}
 
     def shown() -> list[Alarm]:
         return [
@@ -522,6 +529,7 @@ async def alarms_page(request: Request) -> Any:
             if (not chosen["severity"] or a.severity in chosen["severity"])
             and (chosen["state"] == "open" or a.state == chosen["state"])
             and (chosen["site"] in (None, "") or a.site == chosen["site"])
+            and (chosen["kind"] in (None, "") or a.kind == chosen["kind"])
         ]
 
     with frame(session, "Alarms", "/alarms"):
@@ -542,6 +550,12 @@ async def alarms_page(request: Request) -> Any:
                 label="Site",
                 on_change=lambda e: pick("site", e.value),
             ).props("outlined dense data-testid=filter-site").classes("min-w-[200px]")
+            ui.select(
+                {"": "All kinds", **KIND_NAMES},
+                value="",
+                label="Kind",
+                on_change=lambda e: pick("kind", e.value),
+            ).props("outlined dense data-testid=filter-kind").classes("min-w-[200px]")
 
         @ui.refreshable
         def alarm_list() -> None:
@@ -571,7 +585,7 @@ async def alarms_page(request: Request) -> Any:
         alarm_list()
 
     def pick(key: str, value: Any) -> None:
-        chosen[key] = value or ([] if key == "severity" else None if key == "site" else "open")
+        chosen[key] = value or ([] if key == "severity" else None if key in ("site", "kind") else "open")
         alarm_list.refresh()
 
     async def reload() -> None:
@@ -582,7 +596,29 @@ async def alarms_page(request: Request) -> Any:
     return None
 
 
+def _rule_error_row(a: Alarm) -> None:
+    """A rule that cannot evaluate a device: for the rule's owner, with what to do; nothing to acknowledge."""
+    with (
+        ui.row()
+        .classes("fw-alarm-row w-full items-center gap-4 px-4 py-3 no-wrap max-md:flex-wrap")
+        .props(f"data-testid={a.key} data-state={a.state} data-kind=rule_error")
+    ):
+        ui.badge("RULE ERROR", color=RULE_ERROR_COLOR).classes("w-[84px] justify-center py-1 text-[10px]")
+        with ui.column().classes("gap-0 grow min-w-[240px]"):
+            ui.label(f"Rule “{a.rule_name}” cannot evaluate {a.device_name}").classes("font-medium")
+            ui.label(a.message).classes("text-sm").props("data-testid=reason")
+            ui.label(a.hint or "").classes("text-sm fw-muted").props("data-testid=hint")
+        with ui.column().classes("gap-0 items-end min-w-[200px]"):
+            ui.label(f"for {a.owner or 'the rule owner'}").classes("text-sm font-medium").props("data-testid=owner")
+            ui.label(f"since {_when(a.opened_at)}").classes("text-xs fw-muted")
+            ui.label("no ticket: the rule, not the equipment").classes("text-xs fw-muted")
+        ui.element("div").classes("w-[140px] max-md:hidden")
+
+
 def _alarm_row(a: Alarm, may_ack: bool) -> None:
+    if a.kind == "rule_error":
+        _rule_error_row(a)
+        return
     with (
         ui.row()
         .classes("fw-alarm-row w-full items-center gap-4 px-4 py-3 no-wrap max-md:flex-wrap")

@@ -89,7 +89,7 @@ def add_alarm_comment(
     from rules.lifecycle import LifecycleError, UnknownAlarm, add_comment
 
     try:
-        return CommentPublic(**_fields(add_comment(conn, alarm_id, author=access.principal.name, body=comment.body)))
+        return CommentPublic(**_fields(add_comment(conn, alarm_id, author=access.principal, body=comment.body)))
     except UnknownAlarm:
         raise  # a NotFound (404), though also a LifecycleError
     except LifecycleError as exc:  # the comment's text: reported at the field

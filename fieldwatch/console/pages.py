@@ -655,7 +655,8 @@ class _AlarmsView:
 def _load_alarms(conn: psycopg.Connection) -> _AlarmsView:
     alarms = open_alarms(conn)
     now = datetime.now(UTC)
-    windows = [w for w in silence_rows(conn, list_silences(conn, active_only=True)) if w["starts_at"] <= now]
+    rows: list[dict[str, Any]] = silence_rows(conn, list_silences(conn, active_only=True))
+    windows = [w for w in rows if w["starts_at"] <= now]  # not those planned for later
     return _AlarmsView(alarms, comments_of(conn, [a.id for a in alarms if a.kind == "equipment"]), windows)
 
 

@@ -11,7 +11,8 @@ A (rule, device) pair is in one of four states:
 An error is not only logged: the evaluator records it as a *rule error* (``rule_errors``), an alarm
 of its own kind for the rule's owner (who last changed the rule), announced as ``rule_error_opened``
 and cleared (``rule_error_cleared``) as soon as the device binds again. It never opens a ticket: it
-is the rule that is broken, not the equipment.
+is the rule that is broken, not the equipment. :mod:`rules.alarms` lists it beside the equipment alarms
+(``kind`` ``rule_error``, with :func:`rule_error_hint` saying what to fix), so it is seen where alarms are.
 """
 
 from __future__ import annotations

@@ -104,6 +104,7 @@ def test_a_rule_error_appears_live_on_the_alarms_page_and_clears_when_the_attrib
     badge = overview.get_by_test_id("open-rule-error")
     badge.wait_for()
     assert int(badge.inner_text().split()[0]) >= 1
+    _shot(overview, "overview-rule-error")
     with psycopg.connect(console.db_url) as conn:
         assert conn.execute("SELECT count(*) FROM tickets WHERE problem_code = 'HOT_OWN'").fetchone() == (0,)
 

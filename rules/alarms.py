@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, LiteralString
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg.rows import dict_row
@@ -70,11 +70,8 @@ class Alarm:
         return f"alarm-{self.id}" if self.kind == "equipment" else f"rule-error-{self.id}"
 
 
-AlarmKind = Literal["equipment", "rule_error"]
 #: The kinds of alarm, as the ``kind`` field and filter say them.
 ALARM_KINDS: tuple[str, ...] = ("equipment", "rule_error")
-#: The severity a rule error is listed with: the rule is blind on one device, nothing is known broken.
-RULE_ERROR_SEVERITY = "warning"
 
 
 _ALARM_FROM: LiteralString = """
@@ -89,7 +86,8 @@ _ALARM_SELECT: LiteralString = (
        FROM"""
     + _ALARM_FROM
 )
-#: Rule errors in the shape of an alarm (``hint`` is added in Python, from the reason).
+#: Rule errors in the shape of an alarm (``hint`` is added in Python, from the reason). Listed as a
+#: ``warning``: the rule is blind on one device; nothing is known to be broken on the equipment.
 _RULE_ERROR_SELECT: LiteralString = """
     SELECT e.id, e.rule_id, r.name AS rule_name, r.problem_code, e.device_id, d.key AS device_key,
            COALESCE(NULLIF(d.name, ''), d.key) AS device_name, s.slug AS site, 'warning' AS severity,

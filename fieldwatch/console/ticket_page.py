@@ -14,6 +14,7 @@ check, so an image URL is no way around it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Annotated, Any
 
 import psycopg
@@ -149,7 +150,11 @@ def _summary(t: TicketSummary) -> None:
 def _timeline(tl: Timeline) -> None:
     with _section("Timeline", "timeline", "ticket-timeline"):
         events: list[tuple[Any, str, str]] = [
-            (h.at, f"{TICKET_STATUS_NAMES.get(h.status, h.status)} — by {h.actor}", _place(h.lat, h.lon))
+            (
+                h.at,
+                TICKET_STATUS_NAMES.get(h.status, h.status) + (f" — by {h.actor}" if h.actor else ""),
+                _place(h.lat, h.lon),
+            )
             for h in tl.history
         ]
         events += [(n["at"], f"Note by {n['author']}", n["body"]) for n in tl.notes]
@@ -158,7 +163,9 @@ def _timeline(tl: Timeline) -> None:
         with ui.column().classes("gap-0 w-full"):
             for at, what, detail in sorted(events, key=lambda e: e[0]):
                 with ui.row().classes("w-full gap-3 py-1 fw-alarm-row no-wrap").props("data-testid=timeline-entry"):
-                    ui.label(f"{at:%Y-%m-%d %H:%M:%S}").classes("text-xs fw-muted w-[150px] shrink-0")
+                    ui.label(f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC").classes(
+                        "text-xs fw-muted w-[170px] shrink-0"
+                    )
                     with ui.column().classes("gap-0"):
                         ui.label(what).classes("text-sm font-medium")
                         ui.label(detail).classes("text-xs fw-muted")
@@ -178,7 +185,7 @@ def _parts(tl: Timeline) -> None:
         for p in tl.parts_used:
             with ui.row().classes("gap-3 items-center").props("data-testid=part"):
                 ui.label(f"{p['quantity']} × {p['part']}").classes("font-medium")
-                ui.label(f"{p['at']:%Y-%m-%d %H:%M}").classes("text-xs fw-muted")
+                ui.label(f"{p['at'].astimezone(UTC):%Y-%m-%d %H:%M} UTC").classes("text-xs fw-muted")
 
 
 def _alarms(alarms: list[Alarm]) -> None:
@@ -210,7 +217,12 @@ def _explanation(e: TicketExplanation) -> None:
             ui.label(e.reason).classes("text-sm").props("data-testid=explanation-reason")
         for blocker in e.unassigned_blockers:
             ui.label(f"• {blocker}").classes("text-sm")
-        shown = {k: v for k, v in e.explanation.items() if not isinstance(v, dict | list)}
+        text = e.explanation.get("text")
+        if isinstance(text, str) and text:
+            ui.label(text).classes("text-sm fw-muted")
+        shown = {
+            k: v for k, v in e.explanation.items() if k != "text" and v is not None and not isinstance(v, dict | list)
+        }
         if shown:
             with ui.row().classes("gap-4 flex-wrap"):
                 for k, v in shown.items():
@@ -230,7 +242,9 @@ def _photos(ticket_id: int, photos: list[Photo]) -> None:
             for p in photos:
                 with ui.card().classes("p-2 gap-1 w-[220px]").props(f"data-testid=photo-{p.id}"):
                     ui.image(PHOTO.format(ticket_id=ticket_id, photo_id=p.id)).classes("w-full h-[140px] rounded")
-                    ui.label(f"taken {p.taken_at:%Y-%m-%d %H:%M} UTC").classes("text-xs").props("data-testid=taken")
+                    ui.label(f"taken {p.taken_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC").classes("text-xs").props(
+                        "data-testid=taken"
+                    )
                     ui.label(f"at {_place(p.lat, p.lon)}").classes("text-xs").props("data-testid=where")
                     ui.label(f"by {p.uploaded_by}").classes("text-xs fw-muted")
 

@@ -401,8 +401,8 @@ class IngestWorker:
             return
         self._next_heartbeat_check = now + min(HEARTBEAT_CHECK_S, self._silence_s / 4)
         since = self._consumer.connected_since
-        if since is None or now - since < self._silence_s or self._queue.qsize() > self._queue.maxsize // 2:
-            return  # not listening long enough (or behind): a silence we did not hear proves nothing
+        if since is None or self._queue.qsize() > self._queue.maxsize // 2:
+            return  # not listening (or behind): nothing to judge by
         try:
             watched = self._writer.watched_gateways(self._site_filter)
         except (DatabaseUnavailable, psycopg.OperationalError):
@@ -410,6 +410,8 @@ class IngestWorker:
         with self._heard_lock:
             heard = dict(self._heard)
         self._store_buffers(watched, heard)
+        if now - since < self._silence_s:
+            return  # not listening long enough: a silence we did not hear proves nothing
         for g in watched:
             last = heard.get((g.site, g.slug))
             verdict = heartbeat_verdict(g.status, last, now=now, listening_since=since, floor_s=self._silence_s)

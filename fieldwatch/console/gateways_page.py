@@ -75,7 +75,8 @@ def _gateway_card(g: GatewayView, may_push: bool, open_editor: Any) -> None:
             _fact("Last seen", _when(g.last_seen) if g.last_seen else "never", "last-seen")
             _fact("Last sequence", "—" if g.last_seq is None else str(g.last_seq), "last-seq")
             _fact("Sequence gaps", str(g.seq_gaps), "seq-gaps")
-            _fact("Disk buffer", "—" if g.buffer_depth is None else f"{g.buffer_depth} batches", "buffer-depth")
+            depth = "—" if g.buffer_depth is None else f"{g.buffer_depth} batch{'' if g.buffer_depth == 1 else 'es'}"
+            _fact("Disk buffer", depth, "buffer-depth")
             _fact("Oldest unsent", _age(g.buffer_oldest_age_s) if g.buffer_depth else "—", "buffer-oldest")
             _fact("Config running", g.config_version or "—", "config-version")
         last = g.last_config

@@ -12,6 +12,11 @@ import psycopg
 import pytest
 import yaml
 
+from fieldwatch.console import gateway_config
+from fieldwatch.console.gateway_config import PUSH
+from fieldwatch.console.session import CSRF_HEADER
+from fwcore import policy
+from fwcore.auth import ROLES
 from fwcore.events import EventListener, GatewayConfigEvent, GatewayStatusEvent, parse
 from gateway.remote_config import RemoteConfigRejected, check_push
 from ingest.gateway_fleet import gateway_views
@@ -21,6 +26,10 @@ from tests.support.api import BASE, api_client, auth, seed, token
 from tests.support.mqtt import listener, publisher
 from tests.support.names import new_uid
 from tests.support.waits import wait_until
+from tests.test_console_actions import TestClient
+from tests.test_console_actions import _app as console_app
+from tests.test_console_actions import _signed_in as console_signed_in
+from tests.test_console_actions import _users as console_users
 
 MQTT_URL = os.environ.get("FIELDWATCH_MQTT_URL", "mqtt://127.0.0.1:1883")
 
@@ -177,3 +186,28 @@ def test_the_api_pushes_a_valid_config_retained_and_refuses_an_invalid_one(db_ur
     finally:
         with publisher(MQTT_URL, f"clear-{new_uid()}") as pub:
             pub("fw/v1/plant-a/gw-a/config", b"", retain=True)
+
+
+# --- the console's push endpoint ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_each_role_may_push_from_the_console_exactly_as_the_policy_allows(db_url: str, role: str) -> None:
+    """The console's push answers as fwcore.policy decides for each role (403 with the reason, else the check's
+    422 for a config without a version); nothing is recorded either way; without the CSRF token it is 403."""
+    fleet = seed(db_url)
+    console_users(db_url, fleet.technicians[next(iter(fleet.technicians))])
+    path = PUSH.format(gateway_id=fleet.gateways["gw-a"])
+    app = console_app(db_url)
+    app.include_router(gateway_config.router)
+    with TestClient(app) as client:
+        csrf = console_signed_in(client, role)
+        r = client.post(path, json={"document": _doc(None)}, headers={CSRF_HEADER: csrf})
+        allowed = policy.decide(policy.Principal(role, role, technician_id=1), "gateway.configure").allowed
+        if allowed:
+            assert r.status_code == 422 and "config_version" in r.json()["detail"]
+        else:
+            assert r.status_code == 403 and "may not" in r.json()["detail"]
+        assert client.post(path, json={"document": _doc("1")}).status_code == 403  # no CSRF token
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM gateway_configs").fetchone() == (0,)

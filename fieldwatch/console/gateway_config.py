@@ -16,7 +16,7 @@ import json
 from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from nicegui import ui
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,7 +25,7 @@ from ingest.config_push import last_pushed
 from ingest.gateway_fleet import GatewayView
 
 from .. import gateway_push
-from .pages import _db, _state
+from .pages import _db
 from .session import ConnDep, ConsoleAccess, console_allow
 
 router = APIRouter(include_in_schema=False)
@@ -44,12 +44,14 @@ class PushBody(BaseModel):
 def push_config(
     gateway_id: int,
     body: PushBody,
+    request: Request,
     conn: ConnDep,
     access: Annotated[ConsoleAccess, console_allow("gateway.configure")],
 ) -> dict[str, object]:
     """Validate, record and publish a config as the signed-in person (422 says what to fix; nothing changes)."""
+    settings = request.app.state.settings
     try:
-        pushed = gateway_push.push(conn, _state().settings, gateway_id, body.document, access.session.user.username)
+        pushed = gateway_push.push(conn, settings, gateway_id, body.document, access.session.user.username)
     except Invalid as exc:
         raise HTTPException(422, str(exc)) from None
     except NotFound as exc:

@@ -18,9 +18,10 @@ from typing import Annotated, Any
 import yaml
 from fastapi import APIRouter, HTTPException, Request
 from nicegui import ui
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from fwcore.errors import Invalid, NotFound
+from fwcore.inputs import Input
 from ingest.config_push import last_pushed
 from ingest.gateway_fleet import GatewayView
 
@@ -34,7 +35,7 @@ router = APIRouter(include_in_schema=False)
 PUSH = "/console/actions/gateways/{gateway_id}/config"
 
 
-class PushBody(BaseModel):
+class PushBody(Input):
     model_config = ConfigDict(extra="forbid")
 
     document: str = Field(max_length=gateway_push.MAX_DOCUMENT)

@@ -83,7 +83,8 @@ def _gateway_card(g: GatewayView, may_push: bool, open_editor: Any) -> None:
         if last is not None:
             with (
                 ui.row()
-                .classes("w-full items-start gap-2 p-2 rounded bg-grey-2 max-md:flex-wrap")
+                .classes("w-full items-start gap-2 p-2 rounded max-md:flex-wrap")
+                .style("background: rgba(127,127,127,.12)")  # readable in light and dark
                 .props(f"data-testid=config-outcome data-outcome={last.outcome} data-version={last.version}")
             ):
                 ui.badge(OUTCOME_NAMES.get(last.outcome, last.outcome), color=OUTCOME_COLORS.get(last.outcome, "grey"))

@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from fwcore import paging
+from fwcore.inputs import Input
 from ingest import queries
 from ingest.config_push import PushedConfig
 
@@ -31,7 +32,7 @@ def list_gateways(
     return queries.list_gateways(conn, site=site, status=status, limit=page.limit, offset=page.offset)
 
 
-class ConfigPush(BaseModel):
+class ConfigPush(Input):
     """A gateway config document to push (YAML or JSON, with a ``config_version``)."""
 
     model_config = ConfigDict(extra="forbid")

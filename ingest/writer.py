@@ -499,14 +499,16 @@ class TelemetryWriter:
         self, gateway_id: int, seen: StoredStatus, state: str, at_ms: int, reason: str, session: int | None
     ) -> bool:
         """Set a heartbeat verdict, only if the gateway's status is still ``seen`` (no birth or death came between)."""
-        cur = self.connection().execute(
-            """UPDATE gateways SET status = %s, status_reason = %s, status_session = %s,
-                      status_at = timestamptz 'epoch' + %s * interval '1 millisecond'
-               WHERE id = %s AND status = %s AND status_session IS NOT DISTINCT FROM %s AND status_reason = %s""",
-            (state, reason, session, at_ms, gateway_id, seen.state, seen.session, seen.reason),
-        )
-        if cur.rowcount == 1:
-            publish(self.connection(), GatewayStatusEvent(gateway_id=gateway_id, status=state))
+        conn = self.connection()
+        with conn.transaction():
+            cur = conn.execute(
+                """UPDATE gateways SET status = %s, status_reason = %s, status_session = %s,
+                          status_at = timestamptz 'epoch' + %s * interval '1 millisecond'
+                   WHERE id = %s AND status = %s AND status_session IS NOT DISTINCT FROM %s AND status_reason = %s""",
+                (state, reason, session, at_ms, gateway_id, seen.state, seen.session, seen.reason),
+            )
+            if cur.rowcount == 1:
+                publish(conn, GatewayStatusEvent(gateway_id=gateway_id, status=state))
         return cur.rowcount == 1
 
     def set_buffers(self, buffers: Sequence[tuple[int, int, float]]) -> None:

@@ -21,6 +21,7 @@ from fwcore.events import EventListener, GatewayConfigEvent, GatewayStatusEvent,
 from gateway.remote_config import RemoteConfigRejected, check_push
 from ingest.gateway_fleet import gateway_views
 from ingest.gateway_report import buffer_of, config_outcome, parse_report
+from ingest.liveness import NO_HEARTBEAT, StoredStatus
 from ingest.writer import StatusWrite, TelemetryWriter
 from tests.support.api import BASE, api_client, auth, seed, token
 from tests.support.mqtt import listener, publisher
@@ -128,7 +129,7 @@ def test_a_valid_config_passes_the_check() -> None:
 
 def test_ingest_stores_a_report_and_announces_status_and_a_new_outcome(db_url: str) -> None:
     """A full status stores the report (devices' states, profiles, outcome); gateway_status is sent for each
-    applied status, gateway_config only when the outcome is new."""
+    applied status and heartbeat verdict, gateway_config only when the outcome is new."""
     fleet = seed(db_url)
     gw = fleet.gateways["gw-a"]
     report = parse_report(
@@ -147,7 +148,6 @@ def test_ingest_stores_a_report_and_announces_status_and_a_new_outcome(db_url: s
         writer.write([], [], [StatusWrite(gw, "online", now, 7, "connected", report)])
         writer.write([], [], [StatusWrite(gw, "online", now + 1, 7, "connected", report)])  # same outcome again
         got = [parse(n.payload) for n in listening.notifies(timeout=2, stop_after=3)]
-    writer.close()
     assert got == [
         GatewayStatusEvent(gateway_id=gw, status="online"),
         GatewayConfigEvent(gateway_id=gw, version="4", outcome="applied"),
@@ -156,6 +156,14 @@ def test_ingest_stores_a_report_and_announces_status_and_a_new_outcome(db_url: s
     with psycopg.connect(db_url) as conn:
         (view,) = gateway_views(conn, gw)
     assert view.status == "online" and view.config_version == "4"
+    seen = StoredStatus("online", 7, now + 1, "connected")
+    with psycopg.connect(db_url, autocommit=True) as listening:
+        EventListener().listen(listening)
+        assert writer.set_liveness(gw, seen, "offline", now + 2, NO_HEARTBEAT, 7)
+        assert not writer.set_liveness(gw, seen, "offline", now + 3, NO_HEARTBEAT, 7)  # no longer what was seen
+        verdicts = [parse(n.payload) for n in listening.notifies(timeout=1, stop_after=2)]
+    writer.close()
+    assert verdicts == [GatewayStatusEvent(gateway_id=gw, status="offline")]
     assert view.last_config is not None and view.last_config.outcome == "applied"
     assert [(d.key, d.state, d.profile) for d in view.devices] == [("pump-1", "offline", "pump-p100@2")]
 

@@ -63,6 +63,7 @@ NAV = (
     ("Overview", "dashboard", "/", "site.read"),
     ("Alarms", "notifications_active", "/alarms", "alarm.read"),
     ("Tickets", "assignment", "/tickets", "ticket.read"),
+    ("Gateways", "router", "/gateways", "gateway.read"),
 )
 SIGNIN_ERRORS = {
     "wrong": "Wrong username or password.",
@@ -929,7 +930,9 @@ def _ticket_row(t: TicketSummary) -> None:
             "w-[44px] justify-center py-1"
         )
         with ui.column().classes("gap-0 grow min-w-[240px]"):
-            ui.label(f"#{t.id} {t.title}").classes("font-medium")
+            ui.link(f"#{t.id} {t.title}", f"/tickets/{t.id}").classes("font-medium text-inherit no-underline").props(
+                f"data-testid=open-ticket-{t.id}"
+            )
             ui.label(f"{t.device_name} · {t.site} · {t.problem_code}").classes("text-sm fw-muted")
         with ui.column().classes("gap-0 items-end min-w-[220px]"):
             ui.label(TICKET_STATUS_NAMES.get(t.status, t.status)).classes("text-sm font-medium").props(

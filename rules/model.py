@@ -277,10 +277,12 @@ ANOMALY_CLEAR = 0.7
 #: for a single tag.
 DEFAULT_FEATURES: tuple[str, ...] = ("level", "time_of_day", "mean", "spread")
 SINGLE_TAG_FEATURES: tuple[str, ...] = ("level", "spread", "slope", "rate")
+#: The anomaly model kinds (:data:`rules.anomaly.KINDS`).
+ModelKind = Literal["residual", "pca", "iforest", "knn"]
 #: Candidate models when a rule leaves ``models`` out: each feature regressed on the other tags' features, scored
 #: by its residual (:class:`rules.anomaly._Residual`) — a load or set-point change the training window never saw
 #: moves the tags together and does not alarm, a fault on one tag does.
-DEFAULT_MODELS: tuple[str, ...] = ("residual",)
+DEFAULT_MODELS: tuple[ModelKind, ...] = ("residual",)
 
 
 class Anomaly(_LimitCondition):
@@ -304,7 +306,7 @@ class Anomaly(_LimitCondition):
     training: Training
     target_far: float = Field(0.01, gt=0, lt=0.5)
     grouping: Literal["device", "equipment_model"] = "device"
-    models: list[Literal["residual", "pca", "iforest", "knn"]] = Field(list(DEFAULT_MODELS), min_length=1)
+    models: list[ModelKind] = Field(list(DEFAULT_MODELS), min_length=1)
     retrain_every_h: float | None = Field(24.0, gt=0)
 
     @model_validator(mode="before")

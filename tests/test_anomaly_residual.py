@@ -95,3 +95,20 @@ def test_a_single_tag_is_scored_by_its_largest_standardised_feature() -> None:
     det = _Residual(z, np.zeros(2, dtype=np.int64))
     probe = np.array([[z[:, 0].mean() + 4 * z[:, 0].std(), z[:, 1].mean()]])
     assert det.score(probe)[0] == pytest.approx(4.0, rel=1e-6)
+
+
+def test_the_default_window_is_seven_intervals_and_jittered_sampling_stays_ready() -> None:
+    """Readings every 60 s ± 3 s: the default window is 7 typical intervals, and every row after the first window is
+    scored — a window of 5 intervals would sit on the readiness limit (4 intervals = 80 %) and leave rows warming
+    up at random."""
+    from rules.features import fit_feature_map
+
+    rng = np.random.default_rng(2)
+    ts = 1_700_000_000_000 + np.cumsum(rng.integers(57_000, 63_001, size=3000)).astype(np.int64)
+    x = rng.normal(size=(3000, 2))
+    fmap = fit_feature_map(("a", "b"), ("level", "spread"), [(ts, x)])
+    assert fmap.window_s == pytest.approx(7 * 60, rel=0.01)
+    _, ready = fmap.transform(ts, x)
+    assert ready[10:].all()
+    five = fit_feature_map(("a", "b"), ("level", "spread"), [(ts, x)], window_s=5 * 60)
+    assert not five.transform(ts, x)[1][10:].all()

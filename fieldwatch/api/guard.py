@@ -12,10 +12,12 @@ Two pure-ASGI middlewares (no body buffering, so they work on streams):
     3. requests per token, and expensive ones (history imports, backtests, CSV exports), are
        rate-limited per token (429, ``Retry-After``) — also before the lookup: the buckets are keyed
        by the token's digest, so a flood with one token costs no database work past its burst;
-    4. the body is limited per route (JSON 1 MB, history import and photos larger; settings):
+    4. a role that may not call the route at all (:mod:`fieldwatch.api.early_policy`) is answered
+       403 before the body is read — FastAPI would read and parse it before the route's ``allow``;
+    5. the body is limited per route (JSON 1 MB, history import and photos larger; settings):
        a ``Content-Length`` above the limit is refused 413 at once, and a chunked body is counted
        as it streams in and refused 413 as soon as it passes the limit;
-    5. every refusal sent before the body was read to its end — the guard's own, and the app's
+    6. every refusal sent before the body was read to its end — the guard's own, and the app's
        (a 403 from the policy, a 413 from the limit) — says ``Connection: close``: keeping the
        connection would mean reading the rest of the body first (uvicorn drains it whole), so the
        server closes it instead and an unread 100 MB upload costs it what one request costs.
@@ -48,6 +50,7 @@ from fwcore.ratelimit import RateLimiter, retry_after_header
 from fwcore.settings import Settings
 
 from .deps import PRINCIPAL_KEY, TOKEN_KEY
+from .early_policy import EarlyPolicy
 from .routes._prefix import API_PREFIX
 
 log = logging.getLogger(__name__)
@@ -165,6 +168,7 @@ class RequestGuard:
         self.failures = RateLimiter(settings.api_auth_failures_per_min / 60, settings.api_auth_failures_burst)
         self.requests = RateLimiter(settings.api_requests_per_s, settings.api_requests_burst)
         self.expensive = RateLimiter(settings.api_expensive_per_min / 60, settings.api_expensive_burst)
+        self.early = EarlyPolicy()
         self.open_paths = set(PROBES)
         if settings.api_metrics_public:
             self.open_paths |= METRICS
@@ -190,6 +194,12 @@ class RequestGuard:
                 return
             state[PRINCIPAL_KEY] = info.principal
             state[TOKEN_KEY] = (info.id, info.role)
+            app = scope.get("app")
+            if app is not None and has_body(scope):
+                refused = self.early.refusal(app, scope["method"], path, info.principal)
+                if refused is not None:
+                    await send_json(send, 403, refused)
+                    return
         await self._limited(route, scope, receive, send)
 
     async def _authenticate(self, scope: Scope, route: RouteClass, send: Send) -> TokenInfo | None:

@@ -359,7 +359,7 @@ def main() -> None:
         ) as server:
             legit = Legit(server.base, device, admin)
             legit.run(2.0)  # warm up: connections, caches, the first partitions
-            calm, calm_latencies = threading.Event(), []
+            calm, calm_latencies = threading.Event(), list[float]()
             calm_probe = threading.Thread(target=_probe, args=(server.base, calm, calm_latencies, [0]), daemon=True)
             calm_probe.start()
             phase = Phase(server.pid, backends)
@@ -372,7 +372,7 @@ def main() -> None:
             before = server_proc.memory_info().rss
 
             stop = threading.Event()
-            peak, latencies, failures = [before], [], [0]
+            peak, latencies, failures = [before], list[float](), [0]
             threads = [
                 threading.Thread(target=_sample_rss, args=(server.pid, stop, peak), daemon=True),
                 threading.Thread(target=_probe, args=(server.base, stop, latencies, failures), daemon=True),

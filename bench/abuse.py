@@ -2,6 +2,8 @@
 
     python bench/abuse.py                  # 30 s of attack by 20 clients
     python bench/abuse.py --seconds 10 --clients 8
+    python bench/abuse.py --no-pin         # every process on every CPU (see below)
+    python bench/abuse.py --py-spy /tmp/server.json   # and a profile of the server under attack
 
 Runs the real server (uvicorn in its own process, ``tests.support.api_server``) on a throwaway
 database on FIELDWATCH_DATABASE_URL's server. First a legitimate client imports history CSVs alone
@@ -11,10 +13,25 @@ and chunked), wrong tokens, oversized chunked JSON with a valid token, malformed
 oversized imports for a role that may not import, while the legitimate client keeps importing
 (from 127.0.0.1) and a probe polls ``/healthz``.
 
+CPUs. A real attacker does not run on the server's cores, but here the attackers, the server, the
+legitimate client and PostgreSQL share one machine, and without care part of the drop in the
+ingest rate is the attackers' own CPU. So by default (both phases alike) the attackers' process is
+pinned to the last CPU and everything else the bench starts — the server, the legitimate client,
+the probe, and the bench database's PostgreSQL backends (pinned as soon as the backend sampler sees
+them, every 50 ms) — to the other CPUs: the server side gets the same CPUs unloaded and under attack,
+and the attack costs it only what the server spends answering it. ``--no-pin`` lets every process
+run anywhere (then the attackers' CPU competes with the server's). Other processes on the machine
+are not pinned: ``cpu_busy_pct`` shows how busy each CPU was, theirs included.
+
 The last stdout line is one JSON object: ``rss_growth_mb`` (the server's peak RSS during the
 attack minus its RSS before; goal < 50), ``healthz_p99_ms`` (goal < 100), ``server_errors`` (5xx
 answers and failed probes; goal 0), ``ingest_ratio`` (points/s imported under attack over
-unloaded; goal >= 0.9), with the rates and the attack's answers by status.
+unloaded; goal >= 0.9), with the rates and the attack's answers by status; ``pinned``,
+``server_cpus`` and ``attacker_cpus``; and where the CPU went: ``server_cpu_s``, ``attacker_cpu_s``,
+``client_cpu_s`` and ``postgres_cpu_s`` during the attack (``baseline_cpu`` and ``attack_cpu`` hold
+each phase's seconds, the bench's other threads and each CPU's busy share), and
+``server_cpu_ms_per_attack_request``: the server's CPU under attack beyond what the points it
+imported cost at the unloaded CPU per point, per attack request.
 """
 
 from __future__ import annotations
@@ -32,13 +49,16 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import resource
 import statistics
+import subprocess
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import psutil
@@ -129,15 +149,21 @@ async def _attacker(i: int, base: str, device: int, viewer: str, until: float, c
                 counts[f"{name}:closed"] += 1
 
 
-def _attack_process(base: str, device: int, viewer: str, clients: int, seconds: float, out: mp.Queue) -> None:
+def _attack_process(
+    base: str, device: int, viewer: str, clients: int, seconds: float, cpus: list[int] | None, out: mp.Queue
+) -> None:
+    """The attackers' process: their answers by kind and status, and the CPU seconds the process used."""
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
     counts: Counter[str] = Counter()
     until = time.monotonic() + seconds
 
-    async def main() -> None:
+    async def attack() -> None:
         await asyncio.gather(*(_attacker(i, base, device, viewer, until, counts) for i in range(clients)))
 
-    asyncio.run(main())
-    out.put(dict(counts))
+    asyncio.run(attack())
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    out.put((dict(counts), cpu.ru_utime + cpu.ru_stime))
 
 
 # --- the legitimate client and the probe -------------------------------------------------------
@@ -180,6 +206,110 @@ def _probe(base: str, stop: threading.Event, latencies: list[float], failures: l
             stop.wait(0.05)  # the probe's period
 
 
+class Backends:
+    """CPU seconds of the PostgreSQL backends serving the bench's database, sampled every ``period`` s.
+
+    The backends are found in ``pg_stat_activity`` (``datname``); each one's CPU is its last sample minus
+    its first (or, for one started after :meth:`start`, all of it). A backend that lives less than one
+    period, and the CPU of a backend after its last sample, are missed: a lower bound. With ``cpus``,
+    each backend is confined to them as soon as it is seen.
+    """
+
+    def __init__(self, admin_url: str, database: str, cpus: list[int] | None, period: float = 0.05) -> None:
+        self.admin_url, self.database, self.cpus, self.period = admin_url, database, cpus, period
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._started = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self, conn: psycopg.Connection, *, initial: bool = False) -> None:
+        pids = [r[0] for r in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (self.database,))]
+        for pid in pids:
+            try:
+                proc = psutil.Process(pid)
+                if pid not in self._first and self.cpus is not None:
+                    proc.cpu_affinity(self.cpus)
+                used = _cpu(proc.cpu_times())
+            except psutil.Error:  # gone since the query
+                continue
+            self._first.setdefault(pid, used if initial else 0.0)
+            self._last[pid] = used
+
+    def _run(self) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            self._sample(conn, initial=True)
+            self._started.set()
+            while not self._stop.wait(self.period):
+                self._sample(conn)
+            self._sample(conn)
+
+    def start(self) -> None:
+        self._first.clear()
+        self._last.clear()
+        self._stop.clear()
+        self._started.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self._started.wait(10)
+
+    def stop(self) -> float:
+        """CPU seconds used since :meth:`start`."""
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join()
+        return sum(self._last[pid] - first for pid, first in self._first.items())
+
+
+class Phase:
+    """CPU seconds used during one phase by each party, and how busy each CPU of the machine was.
+
+    ``server``: the API process (all its threads); ``client``: the legitimate importer (the bench's main
+    thread); ``bench_other``: the bench's other threads (the ``/healthz`` probe, the RSS sampler, the
+    backend sampler); ``postgres``: the bench database's backends (:class:`Backends`). ``cpu_busy_pct``
+    is each CPU's busy share over the phase, everyone's work included (other processes on the machine too).
+    """
+
+    def __init__(self, server_pid: int, backends: Backends) -> None:
+        self.server = psutil.Process(server_pid)
+        self.me = psutil.Process()
+        self.backends = backends
+
+    def start(self) -> None:
+        self.backends.start()
+        self.t0 = time.monotonic()
+        self.machine0 = psutil.cpu_times(percpu=True)
+        self.server0 = _cpu(self.server.cpu_times())
+        self.me0 = _cpu(self.me.cpu_times())
+        self.client0 = time.thread_time()
+
+    def stop(self) -> dict[str, Any]:
+        client = time.thread_time() - self.client0
+        me = _cpu(self.me.cpu_times()) - self.me0
+        server = _cpu(self.server.cpu_times()) - self.server0
+        machine = psutil.cpu_times(percpu=True)
+        seconds = time.monotonic() - self.t0
+        postgres = self.backends.stop()
+        busy = []
+        for before, after in zip(self.machine0, machine, strict=True):
+            total = sum(after) - sum(before)
+            idle = (after.idle + after.iowait) - (before.idle + before.iowait)
+            busy.append(round(100 * (total - idle) / total) if total else 0)
+        return {
+            "seconds": round(seconds, 1),
+            "server_cpu_s": round(server, 2),
+            "client_cpu_s": round(client, 2),
+            "bench_other_cpu_s": round(me - client, 2),
+            "postgres_cpu_s": round(postgres, 2),
+            "cpu_busy_pct": busy,
+        }
+
+
+def _cpu(times: Any) -> float:
+    """User + system seconds of a psutil ``cpu_times()``."""
+    return float(times.user + times.system)
+
+
 def _sample_rss(pid: int, stop: threading.Event, peak: list[int]) -> None:
     proc = psutil.Process(pid)
     while not stop.is_set():
@@ -187,35 +317,62 @@ def _sample_rss(pid: int, stop: threading.Event, peak: list[int]) -> None:
         stop.wait(0.05)  # the sampling period
 
 
+def _cpus(pin: bool) -> tuple[list[int] | None, list[int] | None]:
+    """(server's CPUs, attackers' CPUs): the last CPU for the attackers, the others for the server side;
+    (None, None) without pinning or on one CPU."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2:
+        return None, None
+    return cpus[:-1], cpus[-1:]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=30.0, help="length of the attack (default 30)")
     ap.add_argument("--baseline", type=float, default=10.0, help="seconds of unloaded importing first (default 10)")
     ap.add_argument("--clients", type=int, default=20, help="concurrent attackers (default 20)")
+    ap.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="let every process run on every CPU (default: attackers on the last CPU, the rest on the others)",
+    )
+    ap.add_argument("--py-spy", metavar="FILE", help="record the server under attack with py-spy (speedscope JSON)")
     args = ap.parse_args()
 
+    server_cpus, attacker_cpus = _cpus(args.pin)
+    if server_cpus is not None:
+        os.sched_setaffinity(0, server_cpus)  # the legitimate client, the probe and the samplers
     admin_url = load_settings().database_url
     name = f"fw_bench_abuse_{uuid.uuid4().hex[:8]}"
     url = create_database(admin_url, name)
     try:
         migrate(url)
         device, admin, viewer = _seed(url)
+        backends = Backends(admin_url, name, server_cpus)
         # The bench measures the guard, not the per-token limit on imports: the importer may import freely.
-        with api_process(url, api_expensive_per_min=1_000_000, api_expensive_burst=1_000_000) as server:
+        with api_process(
+            url,
+            cpus=set(server_cpus) if server_cpus is not None else None,
+            api_expensive_per_min=1_000_000,
+            api_expensive_burst=1_000_000,
+        ) as server:
             legit = Legit(server.base, device, admin)
             legit.run(2.0)  # warm up: connections, caches, the first partitions
-            calm, calm_latencies = threading.Event(), []
+            calm, calm_latencies = threading.Event(), list[float]()
             calm_probe = threading.Thread(target=_probe, args=(server.base, calm, calm_latencies, [0]), daemon=True)
             calm_probe.start()
+            phase = Phase(server.pid, backends)
+            phase.start()
             unloaded = legit.run(args.baseline)
+            baseline_cpu = phase.stop()
             calm.set()
             calm_probe.join()
             server_proc = psutil.Process(server.pid)
             before = server_proc.memory_info().rss
-            cpu_before = sum(server_proc.cpu_times()[:2])
 
             stop = threading.Event()
-            peak, latencies, failures = [before], [], [0]
+            peak, latencies, failures = [before], list[float](), [0]
             threads = [
                 threading.Thread(target=_sample_rss, args=(server.pid, stop, peak), daemon=True),
                 threading.Thread(target=_probe, args=(server.base, stop, latencies, failures), daemon=True),
@@ -223,39 +380,66 @@ def main() -> None:
             spawn = mp.get_context("spawn")
             results: mp.Queue = spawn.Queue()
             attackers = spawn.Process(
-                target=_attack_process, args=(server.base, device, viewer, args.clients, args.seconds, results)
+                target=_attack_process,
+                args=(server.base, device, viewer, args.clients, args.seconds, attacker_cpus, results),
             )
             for t in threads:
                 t.start()
             attackers.start()
+            spy = None
+            if args.py_spy:
+                py_spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
+                record = ["record", "--pid", str(server.pid), "--duration", str(int(args.seconds)), "--threads"]
+                spy = subprocess.Popen(
+                    [py_spy, *record, "--format", "speedscope", "--output", args.py_spy, "--nonblocking"],
+                    stdout=subprocess.DEVNULL,
+                )
+            phase.start()
             loaded = legit.run(args.seconds)
-            counts = results.get(timeout=args.seconds + 60)
-            server_cpu = sum(server_proc.cpu_times()[:2]) - cpu_before
+            counts, attacker_cpu = results.get(timeout=args.seconds + 60)
+            attack_cpu = phase.stop()
             attackers.join()
             stop.set()
             for t in threads:
                 t.join()
+            if spy is not None:
+                spy.wait(timeout=60)
         server_errors = (
             legit.errors + failures[0] + sum(v for k, v in counts.items() if k.split(":")[1].startswith("5"))
         )
         latencies.sort()
         calm_latencies.sort()
+        attack_requests = sum(counts.values())
+        # The server's CPU beyond what the points imported under attack cost at the unloaded rate of CPU per point.
+        per_point = baseline_cpu["server_cpu_s"] / (unloaded * baseline_cpu["seconds"]) if unloaded else 0.0
+        attack_share = attack_cpu["server_cpu_s"] - per_point * loaded * attack_cpu["seconds"]
         result = {
             "seconds": args.seconds,
             "clients": args.clients,
+            "pinned": server_cpus is not None,
+            "server_cpus": server_cpus,
+            "attacker_cpus": attacker_cpus,
             "rss_growth_mb": round((peak[0] - before) / MB, 1),
             "healthz_p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1),
             "healthz_median_ms": round(statistics.median(latencies), 1),
             "healthz_p99_unloaded_ms": round(
                 calm_latencies[min(len(calm_latencies) - 1, int(len(calm_latencies) * 0.99))], 1
             ),
-            "server_cpu_s": round(server_cpu, 1),
+            "server_cpu_s": attack_cpu["server_cpu_s"],
+            "attacker_cpu_s": round(attacker_cpu, 2),
+            "client_cpu_s": attack_cpu["client_cpu_s"],
+            "postgres_cpu_s": attack_cpu["postgres_cpu_s"],
+            "server_cpu_ms_per_attack_request": round(1000 * attack_share / attack_requests, 3)
+            if attack_requests
+            else None,
+            "baseline_cpu": baseline_cpu,
+            "attack_cpu": attack_cpu,
             "load_average_1m": round(os.getloadavg()[0], 1),
             "server_errors": server_errors,
             "ingest_unloaded_points_per_s": round(unloaded),
             "ingest_attack_points_per_s": round(loaded),
             "ingest_ratio": round(loaded / unloaded, 3) if unloaded else None,
-            "attack_requests": sum(counts.values()),
+            "attack_requests": attack_requests,
             "attack_answers": dict(sorted(counts.items())),
         }
     finally:

@@ -207,7 +207,7 @@ def _snapshot(db_url: str, state: DemoState) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
         state.points = count_points(conn)
         state.latest = latest_by_device_key(conn, SCREEN_TAGS)
-        alarms = sorted(list_alarms(conn).items, key=lambda a: a.id)
+        alarms = sorted(list_alarms(conn, kind="equipment").items, key=lambda a: a.id)
         tickets = sorted(list_ticket_summaries(conn).items, key=lambda t: t.id)
     state.alarms = [
         {

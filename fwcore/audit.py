@@ -34,6 +34,7 @@ ACTIONS: Final[tuple[str, ...]] = (
     "rule.rollback",
     "silence.create",
     "silence.end",
+    "alarm.comment",
     "token.create",
     "token.revoke",
     "technician.create",

@@ -40,7 +40,9 @@ def resolve_device_ref(conn: psycopg.Connection, ref: str | int) -> int:
     (an :class:`~fwcore.errors.Invalid`) listing the candidates as ``site/key`` if several.
     """
     text = str(ref).strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
+        if len(text) > 18:  # beyond bigint: no such id (and PostgreSQL would refuse the number)
+            raise UnknownDeviceRef(text)
         row = conn.execute("SELECT id FROM devices WHERE id = %s", (int(text),)).fetchone()
         if row is None:
             raise UnknownDeviceRef(text)

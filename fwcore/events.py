@@ -210,6 +210,25 @@ class RuleErrorClearedEvent(_RuleErrorIds):
     type: Literal["rule_error_cleared"] = "rule_error_cleared"
 
 
+class GatewayStatusEvent(EventBase):
+    """Ingest stored a gateway's status: a birth or death, a heartbeat verdict, or a full status with its
+    devices, profiles and config outcome (``status``: online or offline). The console's Gateways page."""
+
+    type: Literal["gateway_status"] = "gateway_status"
+    gateway_id: int
+    status: str
+
+
+class GatewayConfigEvent(EventBase):
+    """A gateway reported the outcome of a remote config (``applied``, ``rejected``, ``rolled_back``),
+    or a config was pushed to it (``pushed``); read ``gateways.report`` / ``gateway_configs`` for the rest."""
+
+    type: Literal["gateway_config"] = "gateway_config"
+    gateway_id: int
+    version: str | None
+    outcome: str
+
+
 Event = Annotated[
     AlarmOpenedEvent
     | AlarmSuppressedEvent
@@ -226,7 +245,9 @@ Event = Annotated[
     | SlaBreachedEvent
     | SlaAtRiskEvent
     | RuleErrorOpenedEvent
-    | RuleErrorClearedEvent,
+    | RuleErrorClearedEvent
+    | GatewayStatusEvent
+    | GatewayConfigEvent,
     Field(discriminator="type"),
 ]
 """Any ``fw_events`` event; ``type`` picks the model."""

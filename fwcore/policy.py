@@ -139,6 +139,7 @@ POLICY: Final[Mapping[str, Action]] = {
     "client.read": Action("read clients", _all(_D, _R, _V), frozenset({_ALL, _CLIENT})),
     "site.read": Action("read sites", _all(*_READERS), frozenset({_ALL, _CLIENT})),
     "gateway.read": Action("read gateways and their connection health", _all(*_READERS)),
+    "gateway.configure": Action("push a configuration to a gateway (validated; it reports the outcome)", _all(_F)),
     "device.read": Action("read devices and their latest values", _all(*_READERS), frozenset({_ALL, _CLIENT})),
     "telemetry.read": Action("read series and telemetry (points, buckets, gaps, CSV export)", _all(*_READERS)),
     "registry.write": Action("create, change and delete clients, sites, gateways, devices and series"),

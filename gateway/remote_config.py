@@ -146,6 +146,56 @@ def parse_remote(payload: bytes, current: GatewayConfig, *, base_dir: Path | Non
     return new, data
 
 
+#: Largest config document the server sends (the broker and the gateway take far more; a person's edit never needs it).
+MAX_PUSH_BYTES = 256 * 1024
+
+
+def check_push(document: str, *, site: str, gateway: str, previous: str | None) -> GatewayConfig:
+    """Validate a config before the server publishes it to ``site``/``gateway``; return it parsed.
+
+    The same checks as the gateway's :func:`parse_remote`, made before sending so a person sees the
+    problem at once: JSON/YAML, a ``config_version``, a valid config (``devices[pump-1].tags[…]: …``),
+    for this gateway. With ``previous`` (the last document pushed) it also refuses a change to a field
+    that needs a restart, and a version already pushed (the gateway would ignore it). Raises
+    :class:`RemoteConfigRejected` saying what to fix.
+    """
+    payload = document.encode("utf-8")
+    if len(payload) > MAX_PUSH_BYTES:
+        raise RemoteConfigRejected(f"the config is {len(payload)} bytes; at most {MAX_PUSH_BYTES} can be pushed")
+    current: GatewayConfig | None = None
+    if previous is not None:
+        try:
+            current = parse_config(yaml.safe_load(previous), source="the last pushed config")
+        except (ConfigError, yaml.YAMLError):
+            current = None  # pushed before a profile changed, say: check this one on its own
+    if current is not None:
+        new, data = parse_remote(payload, current, base_dir=None)
+        if str(data.get("config_version")) == str(current.config_version):
+            raise RemoteConfigRejected(
+                f"config_version {current.config_version} was pushed already and the gateway ignores a version "
+                "it has handled: give this config a new config_version"
+            )
+        return new
+    try:
+        data = yaml.safe_load(document)
+    except yaml.YAMLError as exc:
+        raise RemoteConfigRejected(f"the config is neither JSON nor YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise RemoteConfigRejected("the config must be a mapping (the gateway config document)")
+    version = data.get("config_version")
+    if version is None or version == "":
+        raise RemoteConfigRejected("the config has no config_version; give each pushed config a revision id")
+    if (data.get("site"), data.get("gateway")) != (site, gateway):
+        raise RemoteConfigRejected(
+            f"the config is for {data.get('site')}/{data.get('gateway')}, not this gateway {site}/{gateway}: "
+            "set site and gateway as in the gateway's own file"
+        )
+    try:
+        return parse_config(data, source=f"config {version}")
+    except ConfigError as exc:
+        raise RemoteConfigRejected(str(exc)) from None
+
+
 def remote_path(config_path: Path) -> Path:
     """Where the accepted remote config of ``gw.yaml`` is kept: ``gw.remote.yaml`` beside it."""
     return config_path.with_name(f"{config_path.stem}.remote.yaml")

@@ -69,6 +69,7 @@ class Heard:
     wall_ms: int  # the same moment, epoch milliseconds
     session: int | None = None
     interval_s: float | None = None  # the gateway's health interval, from its last health message
+    buffer: tuple[int, float] | None = None  # disk buffer (depth, oldest unacked age s) of its last health message
 
 
 def silence_timeout(heard: Heard | None, floor_s: float) -> float:

@@ -43,6 +43,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from types import TracebackType
+from typing import Any
 
 import orjson
 import psycopg
@@ -55,6 +56,7 @@ from ingest.consumer import Inbound, MqttConsumer
 from ingest.discovery import Announce
 from ingest.errors import DatabaseUnavailable
 from ingest.fastpath import FastBatch, fast_accept
+from ingest.gateway_report import buffer_of, parse_report
 from ingest.hold import HoldLimits, HoldWrite, fill_ratio, holds_of, near_bound
 from ingest.liveness import HEARD_AGAIN, NO_HEARTBEAT, Heard, heartbeat_verdict
 from ingest.metrics import WorkerMetrics, set_hold_fill, set_sequences_missing
@@ -66,6 +68,7 @@ from ingest.writer import (
     DeadLetter,
     StatusWrite,
     TelemetryWriter,
+    WatchedGateway,
     WriteResult,
     rejection_dead_letters,
     rows_of,
@@ -118,6 +121,7 @@ class _Work:
     points: int = 0
     fast: FastBatch | None = None  # accepted whole by the fast path (no decode_batch/validate needed)
     announced: Announcements | None = None  # what a status says about the gateway's devices
+    report: dict[str, Any] | None = None  # a full status's devices, profiles and config outcome
 
 
 @dataclass(slots=True)
@@ -165,6 +169,7 @@ def _decode(msg: Inbound, registry: RegistryView | None = None, limits: Limits |
         elif kind == "status" and msg.payload:  # an empty payload clears a retained status: nothing to do
             work.status = parse_status(msg.payload, gateway=gateway)
             work.announced = parse_announcements(msg.payload)
+            work.report = parse_report(msg.payload)
     except ContractError as exc:
         work.error = exc
     return work
@@ -228,6 +233,7 @@ class IngestWorker:
         self._silence_s = silence_timeout_s
         #: (site, gateway) -> its last sign of life, written by the network thread.
         self._heard: dict[tuple[str, str], Heard] = {}
+        self._buffers_stored: dict[int, tuple[int, float]] = {}  # gateway id -> buffer last written
         self._heard_lock = threading.Lock()
         self._next_heartbeat_check = 0.0
         telemetry = subscription("telemetry", site=site_filter)
@@ -361,6 +367,7 @@ class IngestWorker:
                 int(time.time() * 1000),
                 session if isinstance(session, int) and not isinstance(session, bool) else None,
                 float(interval) if interval is not None else None,
+                buffer_of(obj) if kind == "health" else before.buffer if before is not None else None,
             )
         if kind == "health":
             self._metrics.message("health", 1)
@@ -394,14 +401,17 @@ class IngestWorker:
             return
         self._next_heartbeat_check = now + min(HEARTBEAT_CHECK_S, self._silence_s / 4)
         since = self._consumer.connected_since
-        if since is None or now - since < self._silence_s or self._queue.qsize() > self._queue.maxsize // 2:
-            return  # not listening long enough (or behind): a silence we did not hear proves nothing
+        if since is None or self._queue.qsize() > self._queue.maxsize // 2:
+            return  # not listening (or behind): nothing to judge by
         try:
             watched = self._writer.watched_gateways(self._site_filter)
         except (DatabaseUnavailable, psycopg.OperationalError):
             return  # the writer reports the database; the next check tries again
         with self._heard_lock:
             heard = dict(self._heard)
+        self._store_buffers(watched, heard)
+        if now - since < self._silence_s:
+            return  # not listening long enough: a silence we did not hear proves nothing
         for g in watched:
             last = heard.get((g.site, g.slug))
             verdict = heartbeat_verdict(g.status, last, now=now, listening_since=since, floor_s=self._silence_s)
@@ -420,6 +430,22 @@ class IngestWorker:
                 session = max(sessions) if sessions else None
                 if self._writer.set_liveness(g.id, g.status, "online", last.wall_ms, HEARD_AGAIN, session):
                     log.info("gateway %s/%s heard from again: online", g.site, g.slug)
+
+    def _store_buffers(self, watched: list[WatchedGateway], heard: dict[tuple[str, str], Heard]) -> None:
+        """Store the disk buffer each watched gateway's last health message described, when it changed."""
+        changed = []
+        for g in watched:
+            last = heard.get((g.site, g.slug))
+            if last is None or last.buffer is None or self._buffers_stored.get(g.id) == last.buffer:
+                continue
+            changed.append((g.id, *last.buffer))
+        if not changed:
+            return
+        try:
+            self._writer.set_buffers(changed)
+        except (DatabaseUnavailable, psycopg.OperationalError):
+            return  # the next check tries again
+        self._buffers_stored.update({gid: (depth, age) for gid, depth, age in changed})
 
     def _collect(self) -> list[_Work]:
         """Up to ``batch_max_points`` points or ``batch_max_wait_ms`` after the first message.
@@ -576,7 +602,7 @@ class IngestWorker:
                     plan.dead_letters.append(DeadLetter(w.msg.topic, w.msg.payload, "unknown_gateway", detail))
                 else:
                     st = w.status
-                    plan.statuses.append(StatusWrite(ref.id, st.state, st.ts_ms, st.session, st.reason))
+                    plan.statuses.append(StatusWrite(ref.id, st.state, st.ts_ms, st.session, st.reason, w.report))
                     if w.announced is not None and w.announced.devices:
                         plan.announces.append(Announce(ref.id, w.announced.devices))
                     if w.announced is not None and w.announced.problems:

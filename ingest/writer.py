@@ -27,15 +27,19 @@ from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from psycopg.errors import DeadlockDetected, SerializationFailure, UniqueViolation
+from psycopg.types.json import Jsonb
 
 from fwcore.contract import Batch, Point, encode_batch, topic
+from fwcore.events import EventBase, GatewayConfigEvent, GatewayStatusEvent, publish, publish_all
 from ingest import discovery
 from ingest.discovery import Announce, DeviceHold
 from ingest.errors import DatabaseUnavailable, NotMigrated
 from ingest.fastpath import Row
+from ingest.gateway_report import config_outcome
 from ingest.hold import HoldLimits, HoldWrite
 from ingest.letters import DeadLetter, clean_text, points_letter, resolve_letters, write_letters
 from ingest.liveness import NO_HEARTBEAT, StoredStatus, status_applies
@@ -127,6 +131,7 @@ class StatusWrite:
     ts_ms: int
     session: int | None = None
     reason: str = ""
+    report: dict[str, Any] | None = None  # devices, profiles, config outcome of a full status (ingest.gateway_report)
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,12 +436,15 @@ class TelemetryWriter:
         is when its connection began, since MQTT has the Will composed before connecting.
         """
         rows = conn.execute(
-            """SELECT id, status, status_session, (extract(epoch FROM status_at) * 1000)::int8, status_reason
+            """SELECT id, status, status_session, (extract(epoch FROM status_at) * 1000)::int8, status_reason,
+                      report
                FROM gateways WHERE id = ANY(%s) ORDER BY id FOR UPDATE""",
             (sorted({s.gateway_id for s in statuses}),),
         ).fetchall()
         stored = {r[0]: StoredStatus(r[1], r[2], r[3], r[4]) for r in rows}
+        reports: dict[int, dict[str, Any] | None] = {r[0]: r[5] for r in rows}
         changed: dict[int, StoredStatus] = {}
+        reported: dict[int, dict[str, Any]] = {}
         now_ms = int(time.time() * 1000)
         for s in statuses:
             current = stored.get(s.gateway_id)
@@ -444,6 +452,8 @@ class TelemetryWriter:
                 continue
             at_ms = now_ms if s.state == "offline" and s.session is not None else s.ts_ms
             stored[s.gateway_id] = changed[s.gateway_id] = StoredStatus(s.state, s.session, at_ms, s.reason)
+            if s.report is not None:
+                reported[s.gateway_id] = s.report
         if changed:
             with conn.cursor() as cur:
                 cur.executemany(
@@ -455,6 +465,19 @@ class TelemetryWriter:
                         for gid, st in sorted(changed.items())
                     ],
                 )
+                if reported:
+                    cur.executemany(
+                        "UPDATE gateways SET report = %s, report_at = now() WHERE id = %s",
+                        [(Jsonb(r), gid) for gid, r in sorted(reported.items())],
+                    )
+            events: list[EventBase] = [
+                GatewayStatusEvent(gateway_id=gid, status=st.state) for gid, st in sorted(changed.items())
+            ]
+            for gid, report in sorted(reported.items()):
+                outcome = config_outcome(report)
+                if outcome is not None and outcome != config_outcome(reports.get(gid)):
+                    events.append(GatewayConfigEvent(gateway_id=gid, version=outcome[0], outcome=outcome[1]))
+            publish_all(conn, events)
 
     def watched_gateways(self, site: str = "+") -> list[WatchedGateway]:
         """Gateways online, or offline for a stopped heartbeat, at ``site`` (``+``: every site)."""
@@ -476,13 +499,28 @@ class TelemetryWriter:
         self, gateway_id: int, seen: StoredStatus, state: str, at_ms: int, reason: str, session: int | None
     ) -> bool:
         """Set a heartbeat verdict, only if the gateway's status is still ``seen`` (no birth or death came between)."""
-        cur = self.connection().execute(
-            """UPDATE gateways SET status = %s, status_reason = %s, status_session = %s,
-                      status_at = timestamptz 'epoch' + %s * interval '1 millisecond'
-               WHERE id = %s AND status = %s AND status_session IS NOT DISTINCT FROM %s AND status_reason = %s""",
-            (state, reason, session, at_ms, gateway_id, seen.state, seen.session, seen.reason),
-        )
+        conn = self.connection()
+        with conn.transaction():
+            cur = conn.execute(
+                """UPDATE gateways SET status = %s, status_reason = %s, status_session = %s,
+                          status_at = timestamptz 'epoch' + %s * interval '1 millisecond'
+                   WHERE id = %s AND status = %s AND status_session IS NOT DISTINCT FROM %s AND status_reason = %s""",
+                (state, reason, session, at_ms, gateway_id, seen.state, seen.session, seen.reason),
+            )
+            if cur.rowcount == 1:
+                publish(conn, GatewayStatusEvent(gateway_id=gateway_id, status=state))
         return cur.rowcount == 1
+
+    def set_buffers(self, buffers: Sequence[tuple[int, int, float]]) -> None:
+        """Store (gateway id, disk buffer depth, oldest unacked age in s) from gateways' health messages."""
+        if not buffers:
+            return
+        with self.connection().cursor() as cur:
+            cur.executemany(
+                """UPDATE gateways SET buffer_depth = %s, buffer_oldest_age_s = %s, health_at = now()
+                   WHERE id = %s""",
+                [(depth, age, gid) for gid, depth, age in buffers],
+            )
 
     def _copy_direct(self, conn: psycopg.Connection, data: bytes) -> bool:
         """COPY ``data`` straight into ``telemetry``; False (and nothing written) if a row is already there.

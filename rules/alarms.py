@@ -1,6 +1,19 @@
 """Alarms as people see them: listing, one alarm, and acknowledging it.
 
 Rules open and clear alarms (:mod:`rules.service`); people read and acknowledge them here.
+
+An alarm is of one of two kinds (:data:`ALARM_KINDS`):
+
+* ``equipment`` — a row of ``alarms``: the equipment misbehaves. Ticketing tickets it (it listens for
+  ``alarm_opened``), and it can be acknowledged, commented, silenced;
+* ``rule_error`` — a row of ``rule_errors`` (:mod:`rules.health`): a rule cannot evaluate a device (a
+  threshold bound to a device attribute that is missing or not a number). It is listed here beside the
+  equipment alarms so the people who watch alarms see it, addressed to the rule's ``owner`` with a
+  ``hint`` saying what to fix; it clears by itself once the device is evaluated again. It lives in its
+  own table and is announced by its own events (``rule_error_opened``/``_cleared``), so nothing that
+  tickets or dispatches — which reads ``alarms`` and ``alarm_opened`` only — can ever see it. Its ``id``
+  is the rule error's id: ``(kind, id)`` names an alarm, and ``/alarms/{id}`` routes are equipment only.
+
 Acknowledging is one step for the caller, two in the database: mark the alarm acknowledged, then
 release it if it is latched and its condition is already gone (:func:`release_latched`), each in
 its own transaction so the acknowledgement stands even if the release has to wait.
@@ -18,6 +31,7 @@ from psycopg.rows import dict_row
 from fwcore.errors import Conflict, NotFound
 from fwcore.events import AlarmAcknowledgedEvent, AlarmClearedEvent, publish
 from fwcore.paging import Page, fetch_page
+from rules.health import rule_error_hint
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +60,18 @@ class Alarm:
     flapping: bool
     explanation: dict[str, Any] | None = None  # anomaly alarms: the tags that drove the score
     auto_dispatch: bool = True  # False: its rule was not validated; ticketed but not dispatched on its own
+    kind: str = "equipment"  # or "rule_error": see the module docstring
+    owner: str | None = None  # rule errors: who must fix it (who last changed the rule)
+    hint: str | None = None  # rule errors: what to do
+
+    @property
+    def key(self) -> str:
+        """Unique across kinds (ids are per kind): ``alarm-ID`` or ``rule-error-ID``, as the console's test ids."""
+        return f"alarm-{self.id}" if self.kind == "equipment" else f"rule-error-{self.id}"
+
+
+#: The kinds of alarm, as the ``kind`` field and filter say them.
+ALARM_KINDS: tuple[str, ...] = ("equipment", "rule_error")
 
 
 _ALARM_FROM: LiteralString = """
@@ -55,10 +81,31 @@ _ALARM_SELECT: LiteralString = (
     """SELECT a.id, a.rule_id, r.name AS rule_name, r.problem_code, a.device_id, d.key AS device_key,
               COALESCE(NULLIF(d.name, ''), d.key) AS device_name, s.slug AS site, a.severity, a.state,
               a.message, a.trigger_value, a.triggered_at, a.opened_at, a.acknowledged_at, a.acknowledged_by,
-              a.cleared_at, a.ticket_id, a.suppressed_by, a.flapping, a.explanation, a.auto_dispatch
+              a.cleared_at, a.ticket_id, a.suppressed_by, a.flapping, a.explanation, a.auto_dispatch,
+              'equipment' AS kind, NULL::text AS owner
        FROM"""
     + _ALARM_FROM
 )
+#: Rule errors in the shape of an alarm (``hint`` is added in Python, from the reason). Listed as a
+#: ``warning``: the rule is blind on one device; nothing is known to be broken on the equipment.
+_RULE_ERROR_SELECT: LiteralString = """
+    SELECT e.id, e.rule_id, r.name AS rule_name, r.problem_code, e.device_id, d.key AS device_key,
+           COALESCE(NULLIF(d.name, ''), d.key) AS device_name, s.slug AS site, 'warning' AS severity,
+           CASE WHEN e.cleared_at IS NULL THEN 'active' ELSE 'cleared' END AS state,
+           e.reason AS message, NULL::float8 AS trigger_value, e.opened_at AS triggered_at, e.opened_at,
+           NULL::timestamptz AS acknowledged_at, NULL::text AS acknowledged_by, e.cleared_at,
+           NULL::bigint AS ticket_id, NULL::text AS suppressed_by, false AS flapping, NULL::jsonb AS explanation,
+           false AS auto_dispatch, 'rule_error' AS kind, e.owner
+    FROM rule_errors e JOIN rules r ON r.id = e.rule_id JOIN devices d ON d.id = e.device_id
+    JOIN sites s ON s.id = d.site_id"""
+#: Both kinds, as one relation ``a`` the list's filters apply to.
+_EVERY_KIND_FROM: LiteralString = "(" + _ALARM_SELECT + " UNION ALL " + _RULE_ERROR_SELECT + ") a"
+
+
+def _alarm(row: dict[str, Any]) -> Alarm:
+    if row["kind"] == "rule_error":
+        row["hint"] = rule_error_hint(row["message"], device_id=row["device_id"], device_key=row["device_key"])
+    return Alarm(**row)
 
 
 def list_alarms(
@@ -66,23 +113,27 @@ def list_alarms(
     *,
     state: str | None = None,
     device_id: int | None = None,
+    kind: str | None = None,
     limit: int | None = None,
     offset: int = 0,
 ) -> Page[Alarm]:
-    """Alarms, newest opened first, in ``state`` and/or of ``device_id`` when given."""
+    """Alarms of both kinds (rule errors too), newest opened first, in ``state``, of ``device_id`` and of
+    ``kind`` when given. A rule error is ``active`` while open, then ``cleared``."""
     conditions: list[LiteralString] = []
     if state is not None:
         conditions.append("a.state = %(state)s")
     if device_id is not None:
         conditions.append("a.device_id = %(device_id)s")
+    if kind is not None:
+        conditions.append("a.kind = %(kind)s")
     return fetch_page(
         conn,
-        _ALARM_SELECT,
-        _ALARM_FROM,
+        "SELECT * FROM " + _EVERY_KIND_FROM,
+        _EVERY_KIND_FROM,
         conditions,
-        "a.opened_at DESC, a.id DESC",
-        {"state": state, "device_id": device_id},
-        lambda r: Alarm(**r),
+        "a.opened_at DESC, a.kind, a.id DESC",
+        {"state": state, "device_id": device_id, "kind": kind},
+        _alarm,
         limit=limit,
         offset=offset,
     )
@@ -146,27 +197,32 @@ SEVERITIES: tuple[str, ...] = ("critical", "major", "minor", "warning")
 
 
 def open_alarms(conn: psycopg.Connection, *, limit: int = 500) -> list[Alarm]:
-    """Alarms not cleared (active or acknowledged) and not suppressed, worst severity then newest first."""
+    """Alarms of both kinds not cleared (active or acknowledged) and not suppressed, worst severity then
+    newest first (a rule error ranks as a warning, after the equipment warnings)."""
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
-            _ALARM_SELECT
+            "SELECT * FROM "
+            + _EVERY_KIND_FROM
             + """ WHERE a.state <> 'cleared' AND a.suppressed_by IS NULL
                   ORDER BY array_position(ARRAY['critical','major','minor','warning'], a.severity),
-                           a.opened_at DESC, a.id DESC LIMIT %s""",
+                           a.kind, a.opened_at DESC, a.id DESC LIMIT %s""",
             (limit,),
         ).fetchall()
-    return [Alarm(**r) for r in rows]
+    return [_alarm(r) for r in rows]
 
 
 def open_counts(conn: psycopg.Connection) -> dict[str, int]:
-    """How many alarms are open (not cleared, not suppressed) per severity; every severity is a key."""
+    """How many alarms are open (not cleared, not suppressed): equipment alarms per severity (every severity
+    is a key), and open rule errors under ``rule_error`` (kept apart: they are not the equipment's state)."""
     with conn.cursor() as cur:
         rows = cur.execute(
             """SELECT severity, count(*) FROM alarms WHERE state <> 'cleared' AND suppressed_by IS NULL
                GROUP BY severity"""
         ).fetchall()
+        errors = cur.execute("SELECT count(*) FROM rule_errors WHERE cleared_at IS NULL").fetchone()
     counts = dict.fromkeys(SEVERITIES, 0)
     counts.update({severity: n for severity, n in rows})
+    counts["rule_error"] = errors[0] if errors else 0
     return counts
 
 

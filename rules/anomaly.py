@@ -13,6 +13,12 @@ level, slope, spread, rate of change, time-of-day residual); rows whose window i
 
 **Candidates**, each on features standardised with the fit rows' mean and standard deviation:
 
+* ``residual`` (the default) — each feature regressed (ridge) on the *other* tags' features, scored by the
+  largest residual in units of its spread on the fit rows (:class:`_Residual`): the condition-monitoring
+  practice of modelling each signal from the operating variables. A load or set-point change moves the tags
+  together, as they did in training, so it does not alarm even at an operating point the window never saw
+  (the other kinds measure a distance *from the training rows*, and alarm there); a step, drift, spike or
+  broken correlation on one tag breaks the relation and does;
 * ``pca`` — principal components keeping :data:`VARIANCE_SHARE` of the variance, never all of them (at
   least one residual direction when there are two features or more); the score is Hotelling's T² over
   the kept components divided by their number, plus the residual Q divided by its mean on the fit rows —
@@ -64,7 +70,7 @@ import numpy as np
 
 from rules.features import FeatureError, FeatureMap, fit_feature_map
 
-Kind = Literal["pca", "iforest", "knn"]
+Kind = Literal["residual", "pca", "iforest", "knn"]
 KINDS: tuple[str, ...] = get_args(Kind)
 Policy = Literal["refuse", "warn"]
 
@@ -72,6 +78,10 @@ FOLDS = 5
 BLOCKS = 20
 VARIANCE_SHARE = 0.9
 RESIDUAL_FLOOR = 0.01
+#: ``residual``: the ridge penalty (per fit row, on standardised features) of each feature's regression on the
+#: other tags' features, and the floor of a residual's standard deviation (in the feature's standard deviations).
+RIDGE = 1e-3
+RESIDUAL_SD_FLOOR = 0.01
 KNN_K = 10
 KNN_MAX_FIT = 4000
 MIN_ROWS_PER_FEATURE = 20
@@ -118,8 +128,8 @@ class ModelSpec:
 
     tags: tuple[str, ...]
     target_far: float = 0.01
-    kinds: tuple[str, ...] = ("pca", "knn")
-    features: tuple[str, ...] = ("level", "spread")  # rules.model.DEFAULT_FEATURES
+    kinds: tuple[str, ...] = ("residual",)  # rules.model.DEFAULT_MODELS
+    features: tuple[str, ...] = ("level", "time_of_day", "mean", "spread")  # rules.model.DEFAULT_FEATURES
     window_s: float | None = None
     insufficient_data: Policy = "refuse"
     screen: bool = True
@@ -161,6 +171,44 @@ class _Pca:
         if not self.residual:
             return t2
         out: np.ndarray = t2 + self._q(z) / self.q_scale
+        return out
+
+
+class _Residual:
+    """Each feature as a function of the *other* tags' features, scored by the residual.
+
+    Per column, a ridge regression (penalty :data:`RIDGE` per row) on every column that belongs to another tag,
+    fitted on the fit rows; the residual is divided by its standard deviation on them (floored at
+    :data:`RESIDUAL_SD_FLOOR`) and the score is the largest absolute standardised residual of the row. A load or
+    set-point change moves the tags together, as on the fit rows, so the residuals stay small even at an operating
+    point the window never saw; a step, drift, spike or broken correlation on one tag does not, and shows in its
+    own residual (and, less, in those it predicts). A column without another tag (a single-tag rule) is compared
+    with its fit mean: the score is then the largest absolute z-score.
+    """
+
+    def __init__(self, z: np.ndarray, owners: np.ndarray) -> None:
+        n, p = z.shape
+        self.fits: list[tuple[np.ndarray, np.ndarray, float, np.ndarray, float]] = []
+        for c in range(p):
+            others = np.flatnonzero(owners != owners[c])
+            y = z[:, c]
+            ym = float(y.mean())
+            x = z[:, others]
+            xm = x.mean(axis=0)
+            xc = x - xm
+            beta = np.linalg.solve(xc.T @ xc + RIDGE * n * np.eye(len(others)), xc.T @ (y - ym))
+            e = y - ym - xc @ beta
+            self.fits.append((others, xm, ym, beta, max(float(e.std()), RESIDUAL_SD_FLOOR)))
+
+    def residuals(self, z: np.ndarray) -> np.ndarray:
+        """Standardised residual per row and column."""
+        out = np.empty(z.shape)
+        for c, (others, xm, ym, beta, sd) in enumerate(self.fits):
+            out[:, c] = (z[:, c] - ym - (z[:, others] - xm) @ beta) / sd
+        return out
+
+    def score(self, z: np.ndarray) -> np.ndarray:
+        out: np.ndarray = np.abs(self.residuals(z)).max(axis=1)
         return out
 
 
@@ -217,9 +265,11 @@ class _Grouped:
     in one kind of feature (a stuck sensor's spread) is then not diluted by the many features
     that stay normal (every level), and each group keeps the sensitivity it has alone."""
 
-    def __init__(self, kind: str, z: np.ndarray, seed: int, share: float, groups: list[np.ndarray]) -> None:
+    def __init__(
+        self, kind: str, z: np.ndarray, seed: int, share: float, groups: list[np.ndarray], owners: np.ndarray
+    ) -> None:
         self.groups = groups
-        self.parts = [_fit_detector(kind, z[:, g], seed, share) for g in groups]
+        self.parts = [_fit_detector(kind, z[:, g], seed, share, owners=owners[g]) for g in groups]
         self.scales = []
         for g, det in zip(groups, self.parts, strict=True):
             fit = det.score(z[:, g])
@@ -243,11 +293,27 @@ def feature_groups(names: Sequence[str]) -> list[np.ndarray]:
     return [np.asarray(v) for v in fam.values()]
 
 
+def feature_owners(names: Sequence[str]) -> np.ndarray:
+    """The tag of each feature column, as a number (``residual`` regresses a column on the other tags' only)."""
+    tags = [nm.rsplit(".", 1)[0] for nm in names]
+    index = {t: i for i, t in enumerate(dict.fromkeys(tags))}
+    return np.array([index[t] for t in tags], dtype=np.int64)
+
+
 def _fit_detector(
-    kind: str, z: np.ndarray, seed: int, share: float = 1.0, groups: list[np.ndarray] | None = None
+    kind: str,
+    z: np.ndarray,
+    seed: int,
+    share: float = 1.0,
+    groups: list[np.ndarray] | None = None,
+    owners: np.ndarray | None = None,
 ) -> _Detector:
+    if owners is None:
+        owners = np.arange(z.shape[1])
     if groups is not None and len(groups) > 1:
-        return _Grouped(kind, z, seed, share, groups)
+        return _Grouped(kind, z, seed, share, groups, owners)
+    if kind == "residual":
+        return _Residual(z, owners)
     if kind == "pca":
         return _Pca(z)
     if kind == "iforest":
@@ -552,6 +618,7 @@ def _out_of_fold(
     seed: int,
     rng: np.random.Generator,
     groups: list[np.ndarray] | None = None,
+    owners: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Each fold scored by a model fitted on the others (purged around it): (scores, scores of synthetic
     deviations of the same rows, fit sizes)."""
@@ -567,7 +634,7 @@ def _out_of_fold(
             fit_rows = ~test
         sizes.append(int(fit_rows.sum()))
         scaler = _Scaler.fit(feats[fit_rows])
-        det = _fit_detector(kind, scaler(feats[fit_rows]), seed, groups=groups)
+        det = _fit_detector(kind, scaler(feats[fit_rows]), seed, groups=groups, owners=owners)
         zt = scaler(feats[test])
         oof[test] = det.score(zt)
         synth[test] = det.score(_synthetic(zt, np.random.default_rng(rng.integers(1 << 31))))
@@ -584,17 +651,18 @@ def _validate(
     spec: ModelSpec,
     rng: np.random.Generator,
     groups: list[np.ndarray] | None = None,
+    owners: np.ndarray | None = None,
 ) -> None:
     """Forward validation: trained and calibrated (out of fold) on the early part only, applied to the
     validation split that follows it — the way a model is always used, on data after its window."""
     fe, te = feats[early], ts[early]
     fold = _folds(te, FOLDS, BLOCKS)
-    oof, _, sizes = _out_of_fold(c.kind, fe, te, fold, purge_ms, spec.seed, rng, groups)
+    oof, _, sizes = _out_of_fold(c.kind, fe, te, fold, purge_ms, spec.seed, rng, groups, owners)
     threshold = _conformal(oof, spec.target_far)
     if not math.isfinite(threshold):
         return
     scaler = _Scaler.fit(fe)
-    det = _fit_detector(c.kind, scaler(fe), spec.seed, float(np.mean(sizes)) / len(fe), groups)
+    det = _fit_detector(c.kind, scaler(fe), spec.seed, float(np.mean(sizes)) / len(fe), groups, owners)
     zv = scaler(feats[late])
     val = det.score(zv)
     c.validation_far = float(np.mean(val > threshold))
@@ -697,6 +765,7 @@ def train(
 
     purge_ms = fmap.window_s * 1000.0
     groups = feature_groups(names)
+    owners = feature_owners(names)
     fold = _folds(ts_all, FOLDS, BLOCKS)
     rng = np.random.default_rng(spec.seed)
     candidates: list[_Candidate] = []
@@ -706,11 +775,11 @@ def train(
     early, late = ts_all < cut - purge_ms, ts_all >= cut
     forward = early.sum() >= hard_min and late.sum() >= MIN_VALIDATION_ROWS
     for kind in kinds:
-        oof, synth, sizes = _out_of_fold(kind, feats, ts_all, fold, purge_ms, spec.seed, rng, groups)
+        oof, synth, sizes = _out_of_fold(kind, feats, ts_all, fold, purge_ms, spec.seed, rng, groups, owners)
         fit_sizes.extend(sizes)
         c = _calibrate(kind, oof, synth, fold, spec.target_far)
         if forward and c.qualified:
-            _validate(c, feats, ts_all, early, late, purge_ms, spec, rng, groups)
+            _validate(c, feats, ts_all, early, late, purge_ms, spec, rng, groups, owners)
             if math.isfinite(c.forward_threshold) and c.forward_threshold > c.threshold:
                 c.threshold = c.forward_threshold
                 c.threshold_from = "validation split"
@@ -724,7 +793,7 @@ def train(
         for c in candidates:
             if not c.qualified:
                 continue
-            fitted[c.kind] = _fit_detector(c.kind, final_scaler(feats), spec.seed, fold_share, groups)
+            fitted[c.kind] = _fit_detector(c.kind, final_scaler(feats), spec.seed, fold_share, groups, owners)
             probe = AnomalyModel(c.kind, tags, fmap, c.threshold, {}, final_scaler, fitted[c.kind])
             fs = np.concatenate([probe.score(s.values, s.ts_ms) for s in faulty])
             fs = fs[np.isfinite(fs)]
@@ -733,7 +802,9 @@ def train(
     if best is None:
         reasons = "; ".join(f"{c.kind}: {c.reason}" for c in candidates)
         raise AnomalyTrainingError(f"no candidate model can be used ({reasons}): check the training data")
-    detector = fitted.get(best.kind) or _fit_detector(best.kind, final_scaler(feats), spec.seed, fold_share, groups)
+    detector = fitted.get(best.kind) or _fit_detector(
+        best.kind, final_scaler(feats), spec.seed, fold_share, groups, owners
+    )
     for c in candidates:
         if c.qualified and not math.isfinite(c.holdout_far):
             warnings.append(f"{c.kind}: the held-out false-alarm rate could not be measured")

@@ -11,11 +11,13 @@ A (rule, device) pair is in one of four states:
 An error is not only logged: the evaluator records it as a *rule error* (``rule_errors``), an alarm
 of its own kind for the rule's owner (who last changed the rule), announced as ``rule_error_opened``
 and cleared (``rule_error_cleared``) as soon as the device binds again. It never opens a ticket: it
-is the rule that is broken, not the equipment.
+is the rule that is broken, not the equipment. :mod:`rules.alarms` lists it beside the equipment alarms
+(``kind`` ``rule_error``, with :func:`rule_error_hint` saying what to fix), so it is seen where alarms are.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Literal
@@ -78,6 +80,29 @@ def record_bindings(conn: psycopg.Connection, outcomes: Mapping[tuple[int, int],
             events.append(RuleErrorOpenedEvent(rule_error_id=row[0], rule_id=rule_id, device_id=device_id))
     publish_all(conn, events)
     return events
+
+
+_ATTRIBUTE = re.compile(r"attribute '([^']+)'")
+
+
+def rule_error_hint(reason: str, *, device_id: int, device_key: str) -> str:
+    """What the owner of a rule error can do about it, from its ``reason`` (the binding's message).
+
+    Both fixes are named: the device's attribute (when the reason names one) and the rule. Either way
+    the error clears by itself once the evaluator binds the pair again (it re-reads devices every few
+    seconds), so nobody has to close it.
+    """
+    found = _ATTRIBUTE.search(reason)
+    device = (
+        f"set the attribute {found.group(1)!r} of device {device_key} to a number "
+        f'(PATCH /api/v1/devices/{device_id} with {{"attributes": …}}, or `fieldwatch fleet devices change`)'
+        if found
+        else f"fix device {device_key}"
+    )
+    return (
+        f"Fix it: {device}, or change the rule (another attribute, or a default for the threshold; "
+        "`fieldwatch rules apply`). It clears by itself once the device is evaluated again; it never opens a ticket."
+    )
 
 
 class RuleError(BaseModel):

@@ -57,20 +57,32 @@ class Comment:
     created_at: datetime
 
 
-def add_comment(conn: psycopg.Connection, alarm_id: int, *, author: str, body: str) -> Comment:
-    """Append a comment to an alarm (who and when are recorded)."""
+def add_comment(conn: psycopg.Connection, alarm_id: int, *, author: Principal | str, body: str) -> Comment:
+    """Append a comment to an alarm: who and when are stored with it, and it is audited (``alarm.comment``)
+    in the same transaction, so the log holds the words exactly as they were added."""
     if not body.strip():
         raise LifecycleError("a comment needs some text")
+    actor = principal_of(author)
     with conn.transaction():
         if conn.execute("SELECT 1 FROM alarms WHERE id = %s", (alarm_id,)).fetchone() is None:
             raise UnknownAlarm(f"alarm {alarm_id} does not exist")
         row = conn.execute(
             "INSERT INTO alarm_comments (alarm_id, author, body) VALUES (%s, %s, %s)"
             " RETURNING id, alarm_id, author, body, created_at",
-            (alarm_id, author, body),
+            (alarm_id, actor.name, body),
         ).fetchone()
-    assert row is not None
-    return Comment(*row)
+        assert row is not None
+        comment = Comment(*row)
+        audit.record(
+            conn,
+            actor,
+            "alarm.comment",
+            "alarm",
+            alarm_id,
+            before=None,
+            after={"comment_id": comment.id, "author": comment.author, "body": comment.body},
+        )
+    return comment
 
 
 def list_comments(conn: psycopg.Connection, alarm_id: int) -> list[Comment]:
@@ -82,6 +94,18 @@ def list_comments(conn: psycopg.Connection, alarm_id: int) -> list[Comment]:
         (alarm_id,),
     ).fetchall()
     return [Comment(*r) for r in rows]
+
+
+def comments_of(conn: psycopg.Connection, alarm_ids: list[int]) -> dict[int, list[Comment]]:
+    """The comments of several alarms at once (a page of them), oldest first; alarms without any are absent."""
+    rows = conn.execute(
+        "SELECT id, alarm_id, author, body, created_at FROM alarm_comments WHERE alarm_id = ANY(%s) ORDER BY id",
+        (alarm_ids,),
+    ).fetchall()
+    found: dict[int, list[Comment]] = {}
+    for r in rows:
+        found.setdefault(r[1], []).append(Comment(*r))
+    return found
 
 
 # --- silences and maintenance windows -----------------------------------------------------------

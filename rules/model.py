@@ -270,11 +270,19 @@ class Training(_Strict):
 #: Where an anomaly alarm clears when the rule leaves ``levels`` out (in multiples of the threshold): a fault's
 #: score wavers around the threshold, and clearing at the threshold cut one fault into many short alarms.
 ANOMALY_CLEAR = 0.7
-#: Features when a rule leaves ``features`` out: for several tags the readings themselves (their relations
-#: carry the information) and each one's spread (a stuck sensor, added noise), scored as separate groups
-#: (:func:`rules.anomaly.feature_groups`); how one signal moves for a single tag.
-DEFAULT_FEATURES: tuple[str, ...] = ("level", "spread")
+#: Features when a rule leaves ``features`` out: for several tags the readings themselves, their departure from
+#: the usual value at that hour (day and night) and their windowed mean (their relations carry the information;
+#: the mean makes a small step, drift or broken correlation stand out of the noise), and each one's spread (a stuck
+#: sensor, added noise), scored as separate groups (:func:`rules.anomaly.feature_groups`); how one signal moves
+#: for a single tag.
+DEFAULT_FEATURES: tuple[str, ...] = ("level", "time_of_day", "mean", "spread")
 SINGLE_TAG_FEATURES: tuple[str, ...] = ("level", "spread", "slope", "rate")
+#: The anomaly model kinds (:data:`rules.anomaly.KINDS`).
+ModelKind = Literal["residual", "pca", "iforest", "knn"]
+#: Candidate models when a rule leaves ``models`` out: each feature regressed on the other tags' features, scored
+#: by its residual (:class:`rules.anomaly._Residual`) — a load or set-point change the training window never saw
+#: moves the tags together and does not alarm, a fault on one tag does.
+DEFAULT_MODELS: tuple[ModelKind, ...] = ("residual",)
 
 
 class Anomaly(_LimitCondition):
@@ -298,7 +306,7 @@ class Anomaly(_LimitCondition):
     training: Training
     target_far: float = Field(0.01, gt=0, lt=0.5)
     grouping: Literal["device", "equipment_model"] = "device"
-    models: list[Literal["pca", "iforest", "knn"]] = Field(["pca", "knn"], min_length=1)
+    models: list[ModelKind] = Field(list(DEFAULT_MODELS), min_length=1)
     retrain_every_h: float | None = Field(24.0, gt=0)
 
     @model_validator(mode="before")

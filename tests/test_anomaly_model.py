@@ -204,8 +204,9 @@ def test_rows_warm_up_before_their_window_is_full_and_after_a_gap() -> None:
 
 def test_an_explanation_names_the_tags_that_drove_the_score_against_their_normal_range(good: Segment) -> None:
     """Late bearing wear: vibration and bearing temperature carry the score, each shown high against the range
-    learned in training; shares add up to 1."""
-    model = train([good], ModelSpec(TAGS, TARGET, ("pca",)))
+    learned in training; shares add up to 1. The default model (``residual`` over the default features)."""
+    model = train([good], ModelSpec(TAGS, TARGET))
+    assert model.kind == "residual"
     ts, x = pump_segment(seed=9, seconds=1800, fault_at=600)
     (e,) = explain(model, ts, x, [len(ts) - 1])
     assert e is not None and e.score > 1.0

@@ -55,11 +55,15 @@ def test_bad_paging_parameters_are_422(s: Seeded, params: dict) -> None:
 
 
 def test_device_by_id_and_404(s: Seeded) -> None:
-    """A device is found by id; an unknown id is 404 with a message naming it."""
+    """A device is found by id; an unknown id is 404 with a message naming it and how to write one."""
     r = s.api.get(f"{BASE}/devices/{s.fleet.devices['pump-2']}", headers=s.headers)
     assert r.status_code == 200 and r.json()["site"]["slug"] == "plant-b" and r.json()["gateway"] == "gw-b"
     r = s.api.get(f"{BASE}/devices/999999", headers=s.headers)
-    assert r.status_code == 404 and r.json() == {"detail": "device 999999 does not exist"}
+    assert r.status_code == 404
+    assert r.json() == {
+        "detail": "no device '999999'; write it as device id, SITE/KEY, GATEWAY/KEY, or a KEY "
+        "unique in the fleet (`fieldwatch fleet devices list`)"
+    }
 
 
 def test_latest_value_per_series_is_the_newest_point(s: Seeded) -> None:

@@ -143,6 +143,7 @@ def test_openapi_lists_every_route_and_the_bearer_scheme(db_url: str) -> None:
         f"{BASE}/webhooks/dead-letters/{{delivery_id}}/redeliver": {"post"},
         f"{BASE}/gateways": {"get", "post"},
         f"{BASE}/gateways/{{gateway_id}}": {"get", "patch", "delete"},
+        f"{BASE}/gateways/{{gateway_id}}/config": {"post"},
         f"{BASE}/discovered": {"get"},
         f"{BASE}/discovered/{{discovered_id}}": {"get", "delete"},
         f"{BASE}/discovered/{{discovered_id}}/accept": {"post"},

@@ -5,6 +5,7 @@ every role, against a real database."""
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import psycopg
 import pytest
@@ -22,8 +23,38 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 PASSWORD = "a long enough password"
-#: Every console action endpoint must be listed here with a way to call it on the seeded fleet.
-ACTIONS = {"alarm.acknowledge": "/console/actions/alarms/{alarm}/acknowledge"}
+#: Every console action endpoint must be listed here with a way to call it on the seeded fleet: its path,
+#: its JSON body (``{alarm}`` is the alarm's id) and a query of what it changed (by the user ``%(user)s``).
+ACTIONS: dict[str, tuple[str, dict[str, object] | None, str]] = {
+    "alarm.acknowledge": (
+        "/console/actions/alarms/{alarm}/acknowledge",
+        None,
+        "SELECT count(*) FROM alarms WHERE state = 'acknowledged' AND acknowledged_by = %(user)s",
+    ),
+    "alarm.comment": (
+        "/console/actions/alarms/{alarm}/comments",
+        {"body": "fan blocked, cleared it"},
+        "SELECT count(*) FROM alarm_comments WHERE author = %(user)s AND body = 'fan blocked, cleared it'",
+    ),
+    "silence.write": (
+        "/console/actions/silences",
+        {"kind": "silence", "alarm_id": "{alarm}", "on": "rule_device", "ends_at": "2999-01-01T00:00:00Z"},
+        "SELECT count(*) FROM silences WHERE created_by = %(user)s",
+    ),
+}
+
+
+def _call(client: TestClient, action: str, alarm: int, headers: dict[str, str]) -> Any:
+    path, body, _ = ACTIONS[action]
+    filled = None if body is None else {k: alarm if v == "{alarm}" else v for k, v in body.items()}
+    return client.post(path.format(alarm=alarm), json=filled, headers=headers)
+
+
+def _done(db_url: str, action: str, user: str) -> int:
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(ACTIONS[action][2], {"user": user}).fetchone()  # type: ignore[arg-type]
+    assert row is not None
+    return int(row[0])
 
 
 def _app(db_url: str) -> FastAPI:
@@ -69,24 +100,22 @@ def test_each_role_may_do_exactly_what_the_policy_allows(db_url: str, role: str)
     alarm = fleet.alarms["active"]
     with TestClient(_app(db_url)) as client:
         csrf = _signed_in(client, role)
-        for action, path in ACTIONS.items():
-            r = client.post(path.format(alarm=alarm), headers={console.CSRF_HEADER: csrf})
+        for action in ACTIONS:
+            r = _call(client, action, alarm, {console.CSRF_HEADER: csrf})
             allowed = policy.decide(policy.Principal(role, role, technician_id=1), action).allowed
-            with psycopg.connect(db_url) as conn:
-                state = conn.execute("SELECT state, acknowledged_by FROM alarms WHERE id = %s", (alarm,)).fetchone()
             if allowed:
                 assert r.status_code == 200, r.text
-                assert state == ("acknowledged", role.replace("_", "-"))
+                assert _done(db_url, action, role.replace("_", "-")) == 1, action
             else:
-                assert r.status_code == 403 and "may not" in r.json()["detail"]
-                assert state == ("active", None)
+                assert r.status_code == 403 and "may not" in r.json()["detail"], (action, r.text)
+                assert _done(db_url, action, role.replace("_", "-")) == 0, action
 
 
 def test_an_action_without_the_csrf_token_or_session_is_refused(db_url: str) -> None:
     """No CSRF header, a wrong one, or no session: refused (403, 403, 401) and the alarm stays active."""
     fleet = seed(db_url)
     _users(db_url, fleet.technicians[next(iter(fleet.technicians))])
-    path = ACTIONS["alarm.acknowledge"].format(alarm=fleet.alarms["active"])
+    path = ACTIONS["alarm.acknowledge"][0].format(alarm=fleet.alarms["active"])
     with TestClient(_app(db_url)) as client:
         assert client.post(path).status_code == 401
         _signed_in(client, "dispatcher")
@@ -133,3 +162,80 @@ def test_sign_in_refuses_other_sites_open_redirects_and_says_when_throttled(db_u
             assert wrong.headers["location"].startswith("/signin?error=wrong")
         locked = client.post(console.SIGNIN, data=form, follow_redirects=False)
         assert locked.headers["location"].startswith("/signin?error=throttled")
+
+
+def test_a_console_comment_is_stored_with_the_alarm_and_audited(db_url: str) -> None:
+    """A comment from the console is the signed-in user's: stored on the alarm (the API lists it) and one
+    `alarm.comment` audit entry in the same transaction; an empty one is refused (422) and leaves nothing."""
+    fleet = seed(db_url)
+    _users(db_url, fleet.technicians[next(iter(fleet.technicians))])
+    alarm = fleet.alarms["active"]
+    with TestClient(_app(db_url)) as client:
+        csrf = _signed_in(client, "field_engineer")
+        r = client.post(
+            f"/console/actions/alarms/{alarm}/comments",
+            json={"body": "bearing greased"},
+            headers={console.CSRF_HEADER: csrf},
+        )
+        assert r.status_code == 200 and r.json()["author"] == "field-engineer", r.text
+        empty = client.post(
+            f"/console/actions/alarms/{alarm}/comments", json={"body": " "}, headers={console.CSRF_HEADER: csrf}
+        )
+        assert empty.status_code == 422
+        missing = client.post(
+            "/console/actions/alarms/31337/comments", json={"body": "x"}, headers={console.CSRF_HEADER: csrf}
+        )
+        assert missing.status_code == 404
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT author, body FROM alarm_comments WHERE alarm_id = %s", (alarm,)).fetchall() == [
+            ("field-engineer", "bearing greased")
+        ]
+        entries = conn.execute(
+            "SELECT actor, actor_role, object_type, object_id, after->>'body' FROM audit_log"
+            " WHERE action = 'alarm.comment'"
+        ).fetchall()
+    assert entries == [("field-engineer", "field_engineer", "alarm", str(alarm), "bearing greased")]
+
+
+@pytest.mark.parametrize(
+    ("kind", "on", "target"),
+    [
+        ("silence", "rule_device", ("rule", "device")),
+        ("maintenance", "device", ("device",)),
+        ("maintenance", "site", ("site",)),
+    ],
+)
+def test_a_window_from_the_console_targets_the_alarms_rule_device_or_site(
+    db_url: str, kind: str, on: str, target: tuple[str, ...]
+) -> None:
+    """A silence is the alarm's rule on its device; a maintenance window its device or its whole site; each
+    ends when asked, is audited as `silence.create` by the user, and an end in the past is refused (422)."""
+    fleet = seed(db_url)
+    _users(db_url, fleet.technicians[next(iter(fleet.technicians))])
+    alarm = fleet.alarms["active"]
+    body = {"kind": kind, "alarm_id": alarm, "on": on, "ends_at": "2999-01-01T10:00:00+00:00", "reason": "pump swap"}
+    with TestClient(_app(db_url)) as client:
+        csrf = _signed_in(client, "dispatcher")
+        r = client.post("/console/actions/silences", json=body, headers={console.CSRF_HEADER: csrf})
+        assert r.status_code == 200, r.text
+        past = client.post(
+            "/console/actions/silences",
+            json={**body, "ends_at": "2001-01-01T00:00:00Z"},
+            headers={console.CSRF_HEADER: csrf},
+        )
+        assert past.status_code == 422 and "must end after it starts" in past.text
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            "SELECT s.kind, s.rule_id = a.rule_id, s.device_id = a.device_id,"
+            " s.site_id = (SELECT site_id FROM devices WHERE id = a.device_id), s.ends_at, s.created_by, s.reason"
+            " FROM silences s, alarms a WHERE a.id = %s",
+            (alarm,),
+        ).fetchone()
+        audited = conn.execute("SELECT actor FROM audit_log WHERE action = 'silence.create'").fetchall()
+    assert row is not None
+    got, rule, device, site, ends, by, reason = row
+    assert (got, by, reason, ends.year) == (kind, "dispatcher", "pump swap", 2999)
+    assert {"rule": bool(rule), "device": bool(device), "site": bool(site)} == {
+        t: t in target for t in ("rule", "device", "site")
+    }
+    assert audited == [("dispatcher",)]

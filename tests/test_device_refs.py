@@ -79,3 +79,41 @@ def test_api_lists_the_device_a_reference_names(db_url: str) -> None:
     assert all([d["id"] for d in body["items"]] == [fleet.devices["pump-1"]] for body in found.values())
     assert unknown.status_code == 404 and "no device 'plant-b/pump-1'" in unknown.json()["detail"]
     assert ambiguous.status_code == 422 and "is ambiguous" in ambiguous.json()["detail"][0]["msg"]
+
+
+def test_api_paths_name_a_device_by_any_reference(db_url: str) -> None:
+    """/devices/{device}, its /latest and /record, PATCH and the history import take an id, SITE/KEY (as is
+    or %2F-encoded), GATEWAY/KEY or a unique key; a sub-resource word is never read as a key; unknown is
+    404 and ambiguous 422 naming the candidates."""
+    from tests.support.api import BASE, api_client, auth, token
+
+    fleet = seed(db_url)
+    pump = fleet.devices["pump-1"]
+    viewer, admin = auth(token(db_url, "viewer")), auth(token(db_url, "admin"))
+    refs = (str(pump), "plant-a/pump-1", "plant-a%2Fpump-1", "gw-a/pump-1", "pump-1")
+    with api_client(db_url) as api:
+        one = {ref: api.get(f"{BASE}/devices/{ref}", headers=viewer) for ref in refs}
+        latest = {ref: api.get(f"{BASE}/devices/{ref}/latest", headers=viewer) for ref in refs}
+        record = {ref: api.get(f"{BASE}/devices/{ref}/record", headers=viewer) for ref in refs}
+        changed = api.patch(f"{BASE}/devices/gw-a/pump-1", json={"equipment_model": "P200"}, headers=admin)
+        imported = api.post(
+            f"{BASE}/devices/plant-a/pump-1/history",
+            content="time,flow\n2026-12-01T00:00:00Z,12.5\n",
+            headers={**admin, "Content-Type": "text/csv"},
+        )
+        unknown = api.get(f"{BASE}/devices/plant-b/pump-1/latest", headers=viewer)
+        junk = api.get(f"{BASE}/devices/99999999999999999999999", headers=viewer)
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO devices (site_id, key, equipment_model) VALUES (%s, 'pump-1', 'P100')",
+                (fleet.sites["plant-b"],),
+            )
+        ambiguous = api.get(f"{BASE}/devices/pump-1", headers=viewer)
+    assert {ref: (r.status_code, r.json()["id"]) for ref, r in one.items()} == {ref: (200, pump) for ref in refs}
+    assert all(r.status_code == 200 and r.json()["device_id"] == pump for r in latest.values()), latest
+    assert all(r.status_code == 200 and r.json()["id"] == pump for r in record.values()), record
+    assert changed.status_code == 200 and changed.json()["equipment_model"] == "P200"
+    assert imported.status_code == 200 and imported.json()["inserted"] == 1, imported.text
+    assert unknown.status_code == 404 and "no device 'plant-b/pump-1'" in unknown.json()["detail"]
+    assert junk.status_code == 404
+    assert ambiguous.status_code == 422 and "is ambiguous" in ambiguous.json()["detail"][0]["msg"]

@@ -29,6 +29,8 @@ from fwcore.events import (
     EventBase,
     EventError,
     EventListener,
+    GatewayConfigEvent,
+    GatewayStatusEvent,
     RuleErrorClearedEvent,
     RuleErrorOpenedEvent,
     SlaAtRiskEvent,
@@ -120,6 +122,14 @@ SAMPLES: list[tuple[EventBase, dict[str, Any]]] = [
     (
         SlaAtRiskEvent(ticket_id=5, due_at=DUE),
         {"type": "sla_at_risk", "ticket_id": 5, "due_at": DUE.isoformat()},
+    ),
+    (
+        GatewayStatusEvent(gateway_id=3, status="offline"),
+        {"type": "gateway_status", "gateway_id": 3, "status": "offline"},
+    ),
+    (
+        GatewayConfigEvent(gateway_id=3, version="8", outcome="rolled_back"),
+        {"type": "gateway_config", "gateway_id": 3, "version": "8", "outcome": "rolled_back"},
     ),
 ]
 EVENTS = [e for e, _ in SAMPLES]

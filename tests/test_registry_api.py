@@ -8,9 +8,8 @@ from datetime import UTC, datetime
 
 import psycopg
 import pytest
-from fastapi.testclient import TestClient
 
-from tests.support.api import BASE, api_client, auth, token, write_points
+from tests.support.api import BASE, TestClient, api_client, auth, token, write_points
 
 
 @dataclass

@@ -38,7 +38,8 @@ def _routes(app: FastAPI) -> list[tuple[str, str, Dependant]]:
     for ctx in iter_route_contexts(app.routes):
         if isinstance(ctx.original_route, APIRoute):
             dependant = getattr(ctx, "dependant", None) or ctx.original_route.dependant
-            found.extend((method, ctx.path, dependant) for method in ctx.methods or ())
+            path = re.sub(r"{(\w+):\w+}", r"{\1}", ctx.path)  # a convertor ({device_id:device}) takes an id too
+            found.extend((method, path, dependant) for method in ctx.methods or ())
     return sorted(found, key=lambda r: (r[1], r[0]))
 
 

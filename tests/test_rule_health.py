@@ -154,3 +154,61 @@ def test_cli_health_shows_states_and_exits_1_on_a_rule_error(plant: Plant, monke
     assert "pump-2" in one.output and "error" in one.output and "waiting" in one.output
     listed = runner.invoke(app, ["health"], terminal_width=200)
     assert listed.exit_code == 1 and "own limit" in listed.output and "ann" in listed.output
+
+
+def test_a_rule_error_is_listed_as_an_alarm_of_its_own_kind_until_the_attribute_is_fixed(plant: Plant) -> None:
+    """GET /alarms lists the rule error (kind rule_error, for the owner, with the reason and what to fix), the
+    kind filter separates it from equipment alarms, the overview counts it apart, ticketing never tickets it,
+    and fixing the attribute clears it there too."""
+    from rules.alarms import open_alarms, open_counts
+
+    viewer = token(plant.url, "viewer")
+    with RuleEvaluator(plant.url) as ev:
+        ev.process(temps(plant.good, 0, [120]) + temps(plant.bad, 0, [200]))  # pump-1 alarms; pump-2 cannot
+        with TicketingService(plant.url) as svc:
+            svc.sweep()
+        with api_client(plant.url) as api:
+            every = api.get(f"{BASE}/alarms", headers=auth(viewer)).json()
+            errors = api.get(f"{BASE}/alarms", params={"kind": "rule_error"}, headers=auth(viewer)).json()
+            equipment = api.get(f"{BASE}/alarms", params={"kind": "equipment"}, headers=auth(viewer)).json()
+            assert api.get(f"{BASE}/alarms", params={"kind": "nope"}, headers=auth(viewer)).status_code == 422
+        assert every["total"] == 2 and {a["kind"] for a in every["items"]} == {"equipment", "rule_error"}
+        (error,) = errors["items"]
+        assert (error["kind"], error["state"], error["owner"], error["device_id"]) == (
+            "rule_error",
+            "active",
+            "ann",
+            plant.bad,
+        )
+        assert (error["rule_name"], error["ticket_id"], error["auto_dispatch"]) == ("own limit", None, False)
+        assert "'limit' is 'hot', not a number" in error["message"]
+        assert "set the attribute 'limit' of device pump-2" in error["hint"]
+        assert f"PATCH /api/v1/devices/{plant.bad}" in error["hint"]
+        (alarm,) = equipment["items"]
+        assert (alarm["kind"], alarm["device_id"], alarm["owner"], alarm["hint"]) == (
+            "equipment",
+            plant.good,
+            None,
+            None,
+        )
+        with psycopg.connect(plant.url, autocommit=True) as conn:
+            assert [(a.kind, a.device_id) for a in open_alarms(conn)] == [
+                ("equipment", plant.good),
+                ("rule_error", plant.bad),
+            ]
+            assert open_counts(conn)["rule_error"] == 1
+            # the equipment alarm is ticketed; the rule error is not, and never reaches ticketing's tables
+            tickets = conn.execute("SELECT alarm_id FROM tickets").fetchall()
+            assert tickets == [(alarm["id"],)]
+            conn.execute("UPDATE devices SET attributes = '{\"limit\": 150}' WHERE id = %s", (plant.bad,))
+        ev.refresh()
+        ev.process(temps(plant.bad, 20, [120]))
+    with api_client(plant.url) as api:
+        still = api.get(f"{BASE}/alarms", params={"kind": "rule_error", "state": "active"}, headers=auth(viewer))
+        ended = api.get(f"{BASE}/alarms", params={"kind": "rule_error"}, headers=auth(viewer)).json()
+    assert still.json()["total"] == 0
+    ((cleared_state, cleared_at),) = [(a["state"], a["cleared_at"]) for a in ended["items"]]
+    assert cleared_state == "cleared" and cleared_at is not None
+    with psycopg.connect(plant.url, autocommit=True) as conn:
+        assert open_counts(conn)["rule_error"] == 0
+        assert conn.execute("SELECT count(*) FROM tickets").fetchone() == (1,)

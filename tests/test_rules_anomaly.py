@@ -89,7 +89,7 @@ def test_anomaly_rule_trains_scores_alarms_and_backtests_identically(db_url: str
         report = train_rule(conn, rule, author="ann")
         assert report.failed == {} and [(m.subject, m.version) for m in report.trained] == [(f"device:{device}", 1)]
         m = report.trained[0]
-        assert m.kind in ("pca", "iforest", "knn") and m.threshold > 0 and m.metrics["target_far"] == TARGET
+        assert m.kind in ("residual", "pca", "iforest", "knn") and m.threshold > 0 and m.metrics["target_far"] == TARGET
         # every clean row past its warm-up is fitted on and calibrated on (out of fold): cross-conformal calibration
         ready = 4 * 3600 // STEP_S - 1 - m.metrics["warming_up_rows"]
         assert m.metrics["training_rows"] == m.metrics["calibration_rows"] == ready

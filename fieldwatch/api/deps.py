@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Final
 
 import psycopg
-from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import ConnectionPool
 
 from fwcore import policy
 from fwcore.auth import verify_token
+from fwcore.devices import resolve_device_ref
 from fwcore.errors import Invalid
 from fwcore.inputs import check_text
 from fwcore.policy import Principal
@@ -94,17 +95,25 @@ class Subject:
     kind: str
     param: str
     facts: Callable[[psycopg.Connection, int], policy.Facts]
+    #: How the path parameter names the object, if not only by id (a device: ``SITE/KEY`` too).
+    ident: Callable[[psycopg.Connection, str], int] | None = None
+
+    def id_of(self, request: Request, conn: psycopg.Connection) -> int:
+        """The id of the object the request's path names (404 if none, 422 if ambiguous or malformed)."""
+        if self.ident is not None:
+            return self.ident(conn, str(request.path_params.get(self.param)))
+        return _path_int(request, self.param)
 
 
-def _registry(res: assets.Resource) -> Subject:
-    return Subject(res.what, f"{res.what}_id", lambda conn, ident: assets.client_facts(conn, res, ident))
+def _registry(res: assets.Resource, ident: Callable[[psycopg.Connection, str], int] | None = None) -> Subject:
+    return Subject(res.what, f"{res.what}_id", lambda conn, i: assets.client_facts(conn, res, i), ident)
 
 
 TICKET = Subject("ticket", "ticket_id", ticket_facts)
 TECHNICIAN = Subject("technician", "technician_id", technician_facts)
 CLIENT = _registry(assets.CLIENTS)
 SITE = _registry(assets.SITES)
-DEVICE = _registry(assets.DEVICES)
+DEVICE = _registry(assets.DEVICES, resolve_device_ref)
 #: The subject of each registry resource's ``/{what}_id`` routes.
 REGISTRY_SUBJECTS: dict[str, Subject] = {s.kind: s for s in (CLIENT, SITE, DEVICE)}
 
@@ -157,7 +166,7 @@ def allow(action: str, *, on: Subject | None = None) -> Any:
     def check(request: Request, conn: ConnDep, principal: PrincipalDep) -> Access:
         decision = policy.decide(principal, action)
         if decision.allowed and on is not None and decision.scope is not policy.Scope.ALL:
-            decision = policy.decide(principal, action, on.facts(conn, _path_int(request, on.param)))
+            decision = policy.decide(principal, action, on.facts(conn, on.id_of(request, conn)))
         if not decision.allowed:
             raise HTTPException(status.HTTP_403_FORBIDDEN, decision.reason)
         return Access(principal, decision)
@@ -229,3 +238,19 @@ def checked_parameters(request: Request) -> None:
                     check_text(value)
                 except ValueError as exc:
                     raise Invalid(f"{name} {exc}", (where, name)) from None
+
+
+def device_in_path(
+    device_id: Annotated[
+        str, Path(description="the device: its id, SITE/KEY, GATEWAY/KEY, or a key unique in the fleet")
+    ],
+    conn: ConnDep,
+) -> int:
+    """The id of the device a route's ``{device_id:device}`` names: an id, ``SITE/KEY``, ``GATEWAY/KEY``
+    or a key unique in the fleet, as everywhere else a device is named (:mod:`fwcore.devices`;
+    the path convertor: :mod:`fieldwatch.api.devicepath`). 404 if none, 422 if ambiguous."""
+    return resolve_device_ref(conn, device_id)
+
+
+#: A route's device, resolved from its ``{device_id:device}`` path parameter.
+DevicePathDep = Annotated[int, Depends(device_in_path)]

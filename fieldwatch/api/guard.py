@@ -10,10 +10,17 @@ Two pure-ASGI middlewares (no body buffering, so they work on streams):
     2. a client address with too many failed authentications (a wrong or revoked token: each costs
        a lookup) is answered 429 (``Retry-After``) without looking the token up;
     3. requests per token, and expensive ones (history imports, backtests, CSV exports), are
-       rate-limited per token (429, ``Retry-After``);
-    4. the body is limited per route (JSON 1 MB, history import and photos larger; settings):
+       rate-limited per token (429, ``Retry-After``) — also before the lookup: the buckets are keyed
+       by the token's digest, so a flood with one token costs no database work past its burst;
+    4. a role that may not call the route at all (:mod:`fieldwatch.api.early_policy`) is answered
+       403 before the body is read — FastAPI would read and parse it before the route's ``allow``;
+    5. the body is limited per route (JSON 1 MB, history import and photos larger; settings):
        a ``Content-Length`` above the limit is refused 413 at once, and a chunked body is counted
-       as it streams in and refused 413 as soon as it passes the limit.
+       as it streams in and refused 413 as soon as it passes the limit;
+    6. every refusal sent before the body was read to its end — the guard's own, and the app's
+       (a 403 from the policy, a 413 from the limit) — says ``Connection: close``: keeping the
+       connection would mean reading the rest of the body first (uvicorn drains it whole), so the
+       server closes it instead and an unread 100 MB upload costs it what one request costs.
 
 :class:`SecurityHeaders`
     every response gets the security headers (``X-Content-Type-Options``, ``X-Frame-Options``,
@@ -38,11 +45,12 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fwcore.auth import TokenInfo, verify_token
+from fwcore.auth import TokenInfo, hash_token, verify_token
 from fwcore.ratelimit import RateLimiter, retry_after_header
 from fwcore.settings import Settings
 
 from .deps import PRINCIPAL_KEY, TOKEN_KEY
+from .early_policy import EarlyPolicy
 from .routes._prefix import API_PREFIX
 
 log = logging.getLogger(__name__)
@@ -119,6 +127,26 @@ async def send_json(send: Send, status: int, detail: str, headers: dict[str, str
     await send({"type": "http.response.body", "body": body})
 
 
+def has_body(scope: Scope) -> bool:
+    """Whether the request announces a body (a non-zero ``Content-Length`` or a ``Transfer-Encoding``)."""
+    length = _header(scope, b"content-length")
+    return _header(scope, b"transfer-encoding") is not None or (length is not None and length.strip() not in ("", "0"))
+
+
+def closing(start: Message) -> Message:
+    """``start`` (an ``http.response.start``) with ``Connection: close``.
+
+    For an answer sent before the request's body was read to its end (a 403, a 413, a 422 on a path
+    parameter): to keep the connection, the server would have to read and throw away the rest of the
+    body first — uvicorn does, all of it (100 MB of an attacker's upload) — so the connection is
+    closed after the answer instead, and the unread rest is never received.
+    """
+    headers = list(start.get("headers", ()))
+    if any(bytes(k).lower() == b"connection" for k, _ in headers):
+        headers = [(k, v) for k, v in headers if bytes(k).lower() != b"connection"]
+    return {**start, "headers": [*headers, (b"connection", b"close")]}
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key.lower() == name:
@@ -140,6 +168,7 @@ class RequestGuard:
         self.failures = RateLimiter(settings.api_auth_failures_per_min / 60, settings.api_auth_failures_burst)
         self.requests = RateLimiter(settings.api_requests_per_s, settings.api_requests_burst)
         self.expensive = RateLimiter(settings.api_expensive_per_min / 60, settings.api_expensive_burst)
+        self.early = EarlyPolicy()
         self.open_paths = set(PROBES)
         if settings.api_metrics_public:
             self.open_paths |= METRICS
@@ -160,30 +189,30 @@ class RequestGuard:
             and not (self.open_prefix and path.startswith(self.open_prefix))
         ):
             state = scope.setdefault("state", {})
-            info = await self._authenticate(scope, send)
+            info = await self._authenticate(scope, route, send)
             if info is None:
                 return
             state[PRINCIPAL_KEY] = info.principal
             state[TOKEN_KEY] = (info.id, info.role)
-            wait = self.requests.take(("token", info.id))
-            if not wait and route.expensive:
-                wait = self.expensive.take(("token", info.id))
-            if wait:
-                what = "expensive requests (imports, backtests, exports)" if route.expensive else "requests"
-                await send_json(
-                    send,
-                    429,
-                    f"too many {what} with this token; retry in {retry_after_header(wait)} s",
-                    {"Retry-After": retry_after_header(wait)},
-                )
-                return
+            app = scope.get("app")
+            if app is not None and has_body(scope):
+                refused = self.early.refusal(app, scope["method"], path, info.principal)
+                if refused is not None:
+                    await send_json(send, 403, refused)
+                    return
         await self._limited(route, scope, receive, send)
 
-    async def _authenticate(self, scope: Scope, send: Send) -> TokenInfo | None:
-        """The token's info, or None once the refusal (429, 401, 503) has been sent."""
+    async def _authenticate(self, scope: Scope, route: RouteClass, send: Send) -> TokenInfo | None:
+        """The token's info, or None once the refusal (401, 429, 503) has been sent.
+
+        Every refusal that can be decided without the database is decided first: a missing token, an
+        address with too many failed attempts, a token over its rate limit (its buckets are keyed by
+        the token's digest, so a flood with one token is answered 429 without one lookup each).
+        """
         header = _header(scope, b"authorization") or ""
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             # Costs nothing (no lookup, the body unread), so it is not counted as a failed attempt.
             await send_json(
                 send,
@@ -202,9 +231,22 @@ class RequestGuard:
                 {"Retry-After": retry_after_header(wait)},
             )
             return None
+        key = ("token", hash_token(token))
+        wait = self.requests.take(key)
+        if not wait and route.expensive:
+            wait = self.expensive.take(key)
+        if wait:
+            what = "expensive requests (imports, backtests, exports)" if route.expensive else "requests"
+            await send_json(
+                send,
+                429,
+                f"too many {what} with this token; retry in {retry_after_header(wait)} s",
+                {"Retry-After": retry_after_header(wait)},
+            )
+            return None
         pool: ConnectionPool = scope["app"].state.pool
         try:
-            info = await anyio.to_thread.run_sync(_verify, pool, token.strip())
+            info = await anyio.to_thread.run_sync(_verify, pool, token)
         except (PoolTimeout, psycopg.OperationalError) as exc:
             log.warning("cannot check a token, database unavailable: %s", exc)
             await send_json(send, 503, "database unavailable: cannot check the token", {"Retry-After": "5"})
@@ -227,20 +269,25 @@ class RequestGuard:
                 return
         received = 0
         started = False
+        # Whether the whole body has been read: trivially so without one.
+        complete = not has_body(scope)
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, complete
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > route.max_body:
                     raise BodyTooLarge(route)
+                complete = complete or not message.get("more_body", False)
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                if not complete:
+                    message = closing(message)
             await send(message)
 
         try:

@@ -64,4 +64,5 @@ class MetricsMiddleware:
 
 def _route_template(scope: MutableMapping[str, Any]) -> str:
     route = scope.get("route")
-    return getattr(route, "path", None) or UNMATCHED
+    # the template without convertors: ``/devices/{device_id}``, not ``/devices/{device_id:device}``
+    return getattr(route, "path_format", None) or getattr(route, "path", None) or UNMATCHED

@@ -86,13 +86,18 @@ def _actions(dependant: Dependant) -> list[str]:
     return found
 
 
+def _has_path_params(dependant: Dependant) -> bool:
+    """Whether the route or one of its dependencies (e.g. the device resolver) reads a path parameter."""
+    return bool(dependant.path_params) or any(_has_path_params(d) for d in dependant.dependencies)
+
+
 def statuses_of(dependant: Dependant, method: str) -> list[int]:
     """The common statuses a route answers (see the module's table), from its dependencies and method."""
     actions = _actions(dependant)
     if not actions or all(policy.action(a).public for a in actions):
         return []
     codes = [401, 403, 422, 429, 503]
-    if dependant.path_params:
+    if _has_path_params(dependant):
         codes.append(404)
     if method in _BODY_METHODS:
         codes += [400, 413]

@@ -21,6 +21,7 @@ from fwcore.inputs import Input
 T = TypeVar("T")
 
 AlarmState = Literal["active", "acknowledged", "cleared"]
+AlarmKind = Literal["equipment", "rule_error"]
 SlaState = Literal["breached", "at_risk", "on_track"]
 TicketSort = Literal["-created_at", "created_at", "priority", "-priority", "due_at", "planned_start", "route"]
 TicketStatus = Literal["new", "assigned", "en_route", "on_site", "resolved", "closed", "cancelled"]
@@ -202,6 +203,13 @@ class AlarmPublic(BaseModel):
         "[low, high], outside, features}], summary}",
     )
     auto_dispatch: bool = Field(True, description="false: the rule is not validated; ticketed, not dispatched")
+    kind: AlarmKind = Field(
+        "equipment",
+        description="equipment: the equipment misbehaves (ticketed); rule_error: the rule cannot evaluate the "
+        "device (a bad device attribute): for the rule's owner, never ticketed; its id is the rule error's",
+    )
+    owner: str | None = Field(None, description="rule errors: who must fix it (who last changed the rule)")
+    hint: str | None = Field(None, description="rule errors: what to do about it")
 
 
 # --- tickets ----------------------------------------------------------------------------------

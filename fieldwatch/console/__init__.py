@@ -25,12 +25,14 @@ def mount_console(app: FastAPI, settings: Settings) -> None:
     from nicegui import app as nicegui_app
     from nicegui import ui
 
-    from . import device_page, pages, session  # noqa: F401 - importing a page module registers its pages
+    from . import device_page, gateway_config, gateways_page, pages, session, ticket_page  # noqa: F401 - pages register
     from .live import LiveEvents
 
     live = LiveEvents(settings.database_url)
     pages.STATE = pages.ConsoleState(app, settings, live)
     app.include_router(session.router)
+    app.include_router(gateway_config.router)
+    app.include_router(ticket_page.router)
     nicegui_app.on_startup(live.start)
     nicegui_app.on_shutdown(live.stop)
     ui.run_with(

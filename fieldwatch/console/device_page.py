@@ -295,7 +295,7 @@ async def device_page(request: Request, device_id: int, range: str = DEFAULT_RAN
                     if not data.alarms:
                         _empty("check_circle", "No open alarms", "This device is quiet.", "empty-device-alarms")
                     for a in data.alarms:
-                        with ui.row().classes("w-full items-center gap-3 no-wrap").props(f"data-testid=alarm-{a.id}"):
+                        with ui.row().classes("w-full items-center gap-3 no-wrap").props(f"data-testid={a.key}"):
                             ui.badge(a.severity.upper(), color=SEVERITY_COLORS.get(a.severity, "#777")).classes(
                                 "w-[76px] justify-center"
                             )

@@ -23,6 +23,8 @@ from fwcore.events import (
     AlarmSuppressedEvent,
     Event,
     EventListener,
+    RuleErrorClearedEvent,
+    RuleErrorOpenedEvent,
     TicketAssignedEvent,
     TicketCreatedEvent,
     TicketReassignedEvent,
@@ -34,13 +36,15 @@ from fwcore.events import (
 log = logging.getLogger(__name__)
 
 Subscriber = Callable[[Event], Awaitable[None]]
-#: What changes the alarm lists and counts.
+#: What changes the alarm lists and counts (rule errors are listed as alarms of their own kind).
 ALARM_KINDS: tuple[type, ...] = (
     AlarmOpenedEvent,
     AlarmClearedEvent,
     AlarmAcknowledgedEvent,
     AlarmSeverityChangedEvent,
     AlarmSuppressedEvent,
+    RuleErrorOpenedEvent,
+    RuleErrorClearedEvent,
 )
 #: What changes the ticket list.
 TICKET_KINDS: tuple[type, ...] = (

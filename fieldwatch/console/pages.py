@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -29,6 +29,7 @@ from fwcore.settings import Settings
 from fwcore.users import SESSION_COOKIE, UserSession, session_of
 from ingest.overview import FleetCounts, SitePlace, fleet_counts, site_places
 from rules.alarms import SEVERITIES, Alarm, open_alarms, open_counts, worst_open_by_site
+from rules.lifecycle import Comment, comments_of, list_silences, silence_rows
 from ticketing.tickets import OPEN_STATUSES, TicketSummary, list_ticket_summaries
 
 from .live import ALARM_KINDS, TICKET_KINDS, LiveEvents
@@ -54,12 +55,16 @@ ROLE_NAMES = {
     "viewer": "Viewer",
 }
 STATE_NAMES = {"active": "Active", "acknowledged": "Acknowledged"}
+#: Rule errors (a rule cannot evaluate a device) are drawn apart from the equipment's severities.
+RULE_ERROR_COLOR = "#6a1b9a"
+KIND_NAMES = {"equipment": "Equipment alarms", "rule_error": "Rule errors"}
 #: The navigation: (label, icon, path, the action a role needs to see it).
 NAV = (
     ("Overview", "dashboard", "/", "site.read"),
     ("Alarms", "notifications_active", "/alarms", "alarm.read"),
     ("Devices", "memory", "/devices", "device.read"),
     ("Tickets", "assignment", "/tickets", "ticket.read"),
+    ("Gateways", "router", "/gateways", "gateway.read"),
 )
 SIGNIN_ERRORS = {
     "wrong": "Wrong username or password.",
@@ -140,13 +145,20 @@ def _theme() -> None:
 
 _ACTION_JS = f"""
 <script>
-window.fwPost = async (path, what) => {{
+window.fwPost = async (path, what, body) => {{
   const token = document.querySelector('meta[name="fw-csrf"]').content;
+  const headers = {{'{CSRF_HEADER}': token}};
+  const init = {{method: 'POST', credentials: 'same-origin', headers: headers}};
+  if (body !== undefined) {{ headers['Content-Type'] = 'application/json'; init.body = JSON.stringify(body); }}
   let status = 0, detail = '';
   try {{
-    const r = await fetch(path, {{method: 'POST', credentials: 'same-origin', headers: {{'{CSRF_HEADER}': token}}}});
+    const r = await fetch(path, init);
     status = r.status;
-    try {{ const body = await r.json(); detail = typeof body.detail === 'string' ? body.detail : ''; }} catch (e) {{}}
+    try {{
+      const answer = await r.json();
+      detail = typeof answer.detail === 'string' ? answer.detail
+        : Array.isArray(answer.detail) ? answer.detail.map((d) => d.msg).join('; ') : '';
+    }} catch (e) {{}}
   }} catch (e) {{ detail = 'the server did not answer; check your connection'; }}
   emitEvent('fw_action_done', {{path: path, what: what, status: status, detail: detail}});
 }};
@@ -401,6 +413,10 @@ async def overview_page(request: Request) -> Any:
                             ui.badge(f"{a[severity]} {severity}", color=SEVERITY_COLORS[severity]).props(
                                 f"data-testid=open-{severity}" + ("" if a[severity] else " outline")
                             )
+                        errors = a.get("rule_error", 0)
+                        ui.badge(f"{errors} rule error{'' if errors == 1 else 's'}", color=RULE_ERROR_COLOR).props(
+                            "data-testid=open-rule-error" + ("" if errors else " outline")
+                        ).tooltip("Rules that cannot evaluate a device: for the rule's owner, never a ticket")
 
         cards()
         with ui.row().classes("w-full gap-4 items-stretch no-wrap max-lg:flex-wrap"):
@@ -515,18 +531,23 @@ async def alarms_page(request: Request) -> Any:
         return _to_signin(request)
     if not _may(session, "alarm.read"):
         return RedirectResponse("/", 303)
-    alarms: list[Alarm] = await _db(open_alarms)
+    view: _AlarmsView = await _db(_load_alarms)
     sites = await _db(site_places)
-    may_ack = _may(session, "alarm.acknowledge")
-    chosen: dict[str, Any] = {"severity": [], "state": "open", "site": None}
+    may = _AlarmActions(
+        acknowledge=_may(session, "alarm.acknowledge"),
+        comment=_may(session, "alarm.comment"),
+        silence=_may(session, "silence.write"),
+    )
+    chosen: dict[str, Any] = {"severity": [], "state": "open", "site": None, "kind": None}
 
     def shown() -> list[Alarm]:
         return [
             a
-            for a in alarms
+            for a in view.alarms
             if (not chosen["severity"] or a.severity in chosen["severity"])
             and (chosen["state"] == "open" or a.state == chosen["state"])
             and (chosen["site"] in (None, "") or a.site == chosen["site"])
+            and (chosen["kind"] in (None, "") or a.kind == chosen["kind"])
         ]
 
     with frame(session, "Alarms", "/alarms"):
@@ -547,13 +568,23 @@ async def alarms_page(request: Request) -> Any:
                 label="Site",
                 on_change=lambda e: pick("site", e.value),
             ).props("outlined dense data-testid=filter-site").classes("min-w-[200px]")
+            ui.select(
+                {"": "All kinds", **KIND_NAMES},
+                value="",
+                label="Kind",
+                on_change=lambda e: pick("kind", e.value),
+            ).props("outlined dense data-testid=filter-kind").classes("min-w-[200px]")
+
+        dialog = _ActionDialog()
 
         @ui.refreshable
         def alarm_list() -> None:
             rows = shown()
-            subtitle.set_text(f"{len(rows)} shown of {len(alarms)} open · updates as they happen, no need to reload")
+            subtitle.set_text(
+                f"{len(rows)} shown of {len(view.alarms)} open · updates as they happen, no need to reload"
+            )
             with ui.card().classes("fw-card w-full p-0").props("data-testid=alarm-list"):
-                if not alarms:
+                if not view.alarms:
                     _empty(
                         "check_circle",
                         "No open alarms",
@@ -571,23 +602,188 @@ async def alarms_page(request: Request) -> Any:
                     )
                     return
                 for a in rows:
-                    _alarm_row(a, may_ack)
+                    _alarm_row(a, may, view, dialog)
 
         alarm_list()
 
     def pick(key: str, value: Any) -> None:
-        chosen[key] = value or ([] if key == "severity" else None if key == "site" else "open")
+        chosen[key] = value or ([] if key == "severity" else None if key in ("site", "kind") else "open")
         alarm_list.refresh()
 
     async def reload() -> None:
-        nonlocal alarms
-        alarms = await _db(open_alarms)
+        nonlocal view
+        view = await _db(_load_alarms)
 
+    async def after_action(e: GenericEventArguments) -> None:
+        # Comments and windows send no event: the page that made one redraws at once; other pages at their
+        # next alarm event. (Acknowledging sends one: every page redraws.)
+        if e.args.get("status") == 200:
+            await reload()
+            alarm_list.refresh()
+
+    ui.on("fw_action_done", after_action)
     _subscribe(alarm_list.refresh, reload, request)
     return None
 
 
-def _alarm_row(a: Alarm, may_ack: bool) -> None:
+@dataclass(frozen=True)
+class _AlarmActions:
+    """What the signed-in role may do on the page (the server checks again: this only hides buttons)."""
+
+    acknowledge: bool
+    comment: bool
+    silence: bool
+
+
+@dataclass
+class _AlarmsView:
+    """What the Alarms page shows: the open alarms, their comments, and the windows running now."""
+
+    alarms: list[Alarm]
+    comments: dict[int, list[Comment]]
+    windows: list[dict[str, Any]]  # active silences and maintenance windows, as rules.lifecycle.silence_rows
+
+    def windows_of(self, a: Alarm) -> list[dict[str, Any]]:
+        """The running windows an alarm of ``a``'s rule and device would be suppressed by (every target set
+        on a window must match), maintenance first."""
+        return sorted(
+            (
+                w
+                for w in self.windows
+                if w["device_id"] in (None, a.device_id)
+                and w["rule_id"] in (None, a.rule_id)
+                and w["site"] in (None, a.site)
+            ),
+            key=lambda w: (w["kind"] != "maintenance", w["ends_at"]),
+        )
+
+
+def _load_alarms(conn: psycopg.Connection) -> _AlarmsView:
+    alarms = open_alarms(conn)
+    now = datetime.now(UTC)
+    rows: list[dict[str, Any]] = silence_rows(conn, list_silences(conn, active_only=True))
+    windows = [w for w in rows if w["starts_at"] <= now]  # not those planned for later
+    return _AlarmsView(alarms, comments_of(conn, [a.id for a in alarms if a.kind == "equipment"]), windows)
+
+
+def _post(path: str, what: str, body: dict[str, Any]) -> None:
+    """POST ``body`` from the browser, with the session's cookie and CSRF token (``window.fwPost``): the
+    server checks the action like any other; the answer comes back as ``fw_action_done``."""
+    ui.run_javascript(f"window.fwPost({json.dumps(path)}, {json.dumps(what)}, {json.dumps(body)})")
+
+
+class _ActionDialog:
+    """One dialog per Alarms page for the actions that need words or an end time: comment, silence,
+    maintenance. Opening it for an alarm redraws its body; Save posts through :func:`_post`."""
+
+    def __init__(self) -> None:
+        self.mode = "comment"
+        self.alarm: Alarm | None = None
+        with ui.dialog() as self.dialog, ui.card().classes("fw-card min-w-[380px] gap-3 p-6"):
+            self.body = ui.refreshable(self._body)
+            self.body()
+
+    def open(self, mode: str, alarm: Alarm) -> None:
+        self.mode, self.alarm = mode, alarm
+        self.body.refresh()
+        self.dialog.open()
+
+    def _body(self) -> None:
+        a = self.alarm
+        if a is None:
+            return
+        where = f"{a.device_name} · {a.site} · rule “{a.rule_name}”"
+        if self.mode == "comment":
+            ui.label(f"Comment on alarm {a.id}").classes("text-lg font-semibold")
+            ui.label(where).classes("text-sm fw-muted")
+            text = ui.textarea("Comment", placeholder="What you saw or did; everyone on the alarm reads it").props(
+                "outlined autogrow autofocus data-testid=comment-text"
+            )
+            text.classes("w-full")
+            self._buttons("Add comment", "comment-save", lambda: self._comment(a, text.value or ""))
+            return
+        maintenance = self.mode == "maintenance"
+        ui.label("Maintenance window" if maintenance else f"Silence alarm {a.id}").classes("text-lg font-semibold")
+        ui.label(
+            "Alarms opening in the window are held: no ticket, nobody dispatched; still open when it ends, "
+            "they are released and ticketed."
+            if maintenance
+            else f"Alarms of rule “{a.rule_name}” on {a.device_name} opening before the end are held: no "
+            "ticket, nobody dispatched. This alarm stays as it is."
+        ).classes("text-sm fw-muted max-w-[460px]")
+        on = None
+        if maintenance:
+            on = ui.radio(
+                {"device": f"Device {a.device_name}", "site": f"The whole site {a.site}"}, value="device"
+            ).props("data-testid=window-on")
+        default_end = (datetime.now(UTC) + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M")
+        until = ui.input("Until (UTC)", value=default_end).props(
+            "type=datetime-local outlined data-testid=window-until"
+        )
+        reason = ui.input("Reason", placeholder="e.g. pump swap, sensor replaced").props(
+            "outlined data-testid=window-reason"
+        )
+        until.classes("w-full")
+        reason.classes("w-full")
+        self._buttons(
+            "Start maintenance" if maintenance else "Silence",
+            "window-save",
+            lambda: self._window(
+                a, self.mode, on.value if on is not None else "rule_device", until.value, reason.value
+            ),
+        )
+
+    def _buttons(self, label: str, testid: str, save: Callable[[], None]) -> None:
+        with ui.row().classes("w-full justify-end gap-2"):
+            ui.button("Cancel", on_click=self.dialog.close).props("flat no-caps data-testid=dialog-cancel")
+            ui.button(label, on_click=save).props(f"unelevated no-caps data-testid={testid}")
+
+    def _comment(self, a: Alarm, text: str) -> None:
+        if not text.strip():
+            ui.notify("Write the comment first.", type="warning")
+            return
+        _post(f"{ACTIONS}/alarms/{a.id}/comments", f"Comment added to alarm {a.id}", {"body": text})
+        self.dialog.close()
+
+    def _window(self, a: Alarm, kind: str, on: str, until: str | None, reason: str | None) -> None:
+        try:
+            ends = datetime.fromisoformat(until or "").replace(tzinfo=UTC)
+        except ValueError:
+            ui.notify("Give the end as a date and time (UTC).", type="warning")
+            return
+        if ends <= datetime.now(UTC):
+            ui.notify("The end must be in the future (times are UTC).", type="warning")
+            return
+        what = f"{'Maintenance' if kind == 'maintenance' else 'Silence'} until {ends:%Y-%m-%d %H:%M} UTC"
+        body = {"kind": kind, "alarm_id": a.id, "on": on, "ends_at": ends.isoformat(), "reason": reason or ""}
+        _post(f"{ACTIONS}/silences", what, body)
+        self.dialog.close()
+
+
+def _rule_error_row(a: Alarm) -> None:
+    """A rule that cannot evaluate a device: for the rule's owner, with what to do; nothing to acknowledge."""
+    with (
+        ui.row()
+        .classes("fw-alarm-row w-full items-center gap-4 px-4 py-3 no-wrap max-md:flex-wrap")
+        .props(f"data-testid={a.key} data-state={a.state} data-kind=rule_error")
+    ):
+        ui.badge("RULE ERROR", color=RULE_ERROR_COLOR).classes("w-[84px] justify-center py-1 text-[10px]")
+        with ui.column().classes("gap-0 grow min-w-[240px]"):
+            ui.label(f"Rule “{a.rule_name}” cannot evaluate {a.device_name}").classes("font-medium")
+            ui.label(a.message).classes("text-sm").props("data-testid=reason")
+            ui.label(a.hint or "").classes("text-sm fw-muted").props("data-testid=hint")
+        with ui.column().classes("gap-0 items-end min-w-[200px]"):
+            ui.label(f"for {a.owner or 'the rule owner'}").classes("text-sm font-medium").props("data-testid=owner")
+            ui.label(f"since {_when(a.opened_at)}").classes("text-xs fw-muted")
+            ui.label("no ticket: the rule, not the equipment").classes("text-xs fw-muted")
+        ui.element("div").classes("w-[140px] max-md:hidden")
+
+
+def _alarm_row(a: Alarm, may: _AlarmActions, view: _AlarmsView, dialog: _ActionDialog) -> None:
+    if a.kind == "rule_error":
+        _rule_error_row(a)
+        return
+    may_ack = may.acknowledge
     with (
         ui.row()
         .classes("fw-alarm-row w-full items-center gap-4 px-4 py-3 no-wrap max-md:flex-wrap")
@@ -601,6 +797,20 @@ def _alarm_row(a: Alarm, may_ack: bool) -> None:
             with ui.row().classes("gap-1 text-sm fw-muted items-baseline"):
                 ui.link(a.device_name, f"/devices/{a.device_id}").props(f"data-testid=device-link-{a.id}")
                 ui.label(f"· {a.site} · rule “{a.rule_name}” ({a.problem_code})")
+            _alarm_notes(a, view)
+            if may.comment or may.silence:
+                with ui.row().classes("gap-1 pt-1"):
+                    if may.comment:
+                        ui.button(
+                            "Comment", icon="chat_bubble_outline", on_click=lambda: dialog.open("comment", a)
+                        ).props(f"flat dense no-caps size=sm data-testid=comment-{a.id}")
+                    if may.silence:
+                        ui.button(
+                            "Silence", icon="notifications_off", on_click=lambda: dialog.open("silence", a)
+                        ).props(f"flat dense no-caps size=sm data-testid=silence-{a.id}")
+                        ui.button("Maintenance", icon="build", on_click=lambda: dialog.open("maintenance", a)).props(
+                            f"flat dense no-caps size=sm data-testid=maintenance-{a.id}"
+                        )
         with ui.column().classes("gap-0 items-end min-w-[200px]"):
             ui.label(STATE_NAMES.get(a.state, a.state)).classes(
                 "text-sm font-medium " + ("text-negative" if a.state == "active" else "fw-muted")
@@ -617,6 +827,26 @@ def _alarm_row(a: Alarm, may_ack: bool) -> None:
             )
         else:
             ui.element("div").classes("w-[140px] max-md:hidden")
+
+
+def _alarm_notes(a: Alarm, view: _AlarmsView) -> None:
+    """Under an alarm: the windows holding its rule and device now, and its comments (oldest first)."""
+    for w in view.windows_of(a):
+        kind = "Maintenance" if w["kind"] == "maintenance" else "Silenced"
+        target = f"site {w['site']}" if w["site"] and not w["device_id"] else "this device"
+        if w["rule_id"] is not None and w["device_id"] is not None:
+            target = "this rule on this device"
+        why = f": {w['reason']}" if w["reason"] else ""
+        with ui.row().classes("items-center gap-1 text-xs pt-1").props(f"data-testid=window-{a.id}-{w['id']}"):
+            ui.icon("build" if w["kind"] == "maintenance" else "notifications_off", size="14px", color="warning")
+            ui.label(
+                f"{kind} ({target}) until {w['ends_at'].astimezone(UTC):%Y-%m-%d %H:%M} UTC by {w['created_by']}{why}"
+            ).classes("text-warning")
+    for c in view.comments.get(a.id, []):
+        with ui.row().classes("items-baseline gap-1 text-sm pt-1 no-wrap").props(f"data-testid=alarm-comment-{c.id}"):
+            ui.icon("chat_bubble_outline", size="14px").classes("fw-muted self-center")
+            ui.label(f"{c.author} · {c.created_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC:").classes("fw-muted shrink-0")
+            ui.label(c.body).classes("whitespace-pre-wrap")
 
 
 # --- tickets --------------------------------------------------------------------------------------
@@ -705,7 +935,9 @@ def _ticket_row(t: TicketSummary) -> None:
             "w-[44px] justify-center py-1"
         )
         with ui.column().classes("gap-0 grow min-w-[240px]"):
-            ui.label(f"#{t.id} {t.title}").classes("font-medium")
+            ui.link(f"#{t.id} {t.title}", f"/tickets/{t.id}").classes("font-medium text-inherit no-underline").props(
+                f"data-testid=open-ticket-{t.id}"
+            )
             ui.label(f"{t.device_name} · {t.site} · {t.problem_code}").classes("text-sm fw-muted")
         with ui.column().classes("gap-0 items-end min-w-[220px]"):
             ui.label(TICKET_STATUS_NAMES.get(t.status, t.status)).classes("text-sm font-medium").props(

@@ -18,14 +18,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
 import psycopg
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, status
 from fastapi.responses import RedirectResponse
+from pydantic import Field
 
 from fwcore import policy
+from fwcore.inputs import Input, Instant
 from fwcore.settings import Settings
 from fwcore.users import SESSION_COOKIE, SessionPolicy, Throttle, UserSession, end_session, session_of, sign_in
 from rules import alarms
@@ -182,6 +184,64 @@ def acknowledge(
 ) -> dict[str, object]:
     """Acknowledge an alarm as the signed-in person."""
     return _alarm_view(alarms.acknowledge(conn, alarm_id, by=access.session.user.username))
+
+
+class CommentIn(Input):
+    body: str = Field(min_length=1, max_length=10_000, description="the comment text")
+
+
+@router.post(f"{ACTIONS}/alarms/{{alarm_id}}/comments")
+def comment(
+    alarm_id: int,
+    comment: CommentIn,
+    conn: ConnDep,
+    access: Annotated[ConsoleAccess, console_allow("alarm.comment")],
+) -> dict[str, object]:
+    """Comment on an alarm as the signed-in person (stored with the alarm and audited)."""
+    from rules.lifecycle import add_comment
+
+    c = add_comment(conn, alarm_id, author=access.session.user.principal, body=comment.body)
+    return {"id": c.id, "alarm_id": c.alarm_id, "author": c.author}
+
+
+class WindowIn(Input):
+    """A silence or maintenance window started from an alarm: its targets are the alarm's."""
+
+    kind: Literal["silence", "maintenance"]
+    alarm_id: int
+    on: Literal["rule_device", "device", "site"] = Field(
+        description="rule_device: the alarm's rule on its device; device: every rule on it; site: its whole site"
+    )
+    ends_at: Instant
+    reason: str = Field("", max_length=1000)
+
+
+@router.post(f"{ACTIONS}/silences")
+def start_window(
+    window: WindowIn, conn: ConnDep, access: Annotated[ConsoleAccess, console_allow("silence.write")]
+) -> dict[str, object]:
+    """Silence an alarm's rule on its device, or put its device or site in maintenance, until ``ends_at``.
+
+    The same domain function as ``POST /api/v1/silences`` (audited). Alarms opening in the window are
+    suppressed: visible to nobody's queue, never ticketed or dispatched; still open when it ends, they
+    are released (ticketed then).
+    """
+    from rules.lifecycle import create_silence
+
+    alarm = alarms.get_alarm(conn, window.alarm_id)  # 404 for an unknown alarm
+    row = conn.execute("SELECT site_id FROM devices WHERE id = %s", (alarm.device_id,)).fetchone()
+    site_id = row[0] if row else None
+    s = create_silence(
+        conn,
+        created_by=access.session.user.principal,
+        kind=window.kind,
+        device_id=alarm.device_id if window.on in ("rule_device", "device") else None,
+        rule_id=alarm.rule_id if window.on == "rule_device" else None,
+        site_id=site_id if window.on == "site" else None,
+        ends_at=window.ends_at,
+        reason=window.reason,
+    )
+    return {"id": s.id, "kind": s.kind, "ends_at": s.ends_at.isoformat()}
 
 
 #: Every console action endpoint: (method, path template, policy action), for docs and tests.

@@ -20,6 +20,8 @@ from tests.support.ports import free_port
 from tests.support.waits import wait_until
 
 _SERVE = "from fieldwatch.api.server import serve; serve()"
+#: The same, first confined to CPUs (before any thread exists, so every thread it starts inherits them).
+_SERVE_ON = "import os; os.sched_setaffinity(0, {cpus!r}); " + _SERVE
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,13 @@ class ApiProcess:
 
 
 @contextmanager
-def api_process(db_url: str, *, host: str = "127.0.0.1", **settings: object) -> Iterator[ApiProcess]:
-    """Run the API in a subprocess with ``settings`` (``FIELDWATCH_`` + upper-case name) until the block ends."""
+def api_process(
+    db_url: str, *, host: str = "127.0.0.1", cpus: set[int] | None = None, **settings: object
+) -> Iterator[ApiProcess]:
+    """Run the API in a subprocess with ``settings`` (``FIELDWATCH_`` + upper-case name) until the block ends.
+
+    ``cpus``: run it on these CPUs only (benches that keep their load generators off the server's cores).
+    """
     port = free_port(host)
     env = {**os.environ, "FIELDWATCH_DATABASE_URL": db_url, "FIELDWATCH_API_HOST": host}
     env["FIELDWATCH_API_PORT"] = str(port)
@@ -38,7 +45,8 @@ def api_process(db_url: str, *, host: str = "127.0.0.1", **settings: object) -> 
     env.update({f"FIELDWATCH_{k.upper()}": str(v) for k, v in settings.items()})
     # stderr to a file: a pipe nobody reads could fill and block the server
     with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen([sys.executable, "-c", _SERVE], env=env, stdout=subprocess.DEVNULL, stderr=errors)
+        code = _SERVE if cpus is None else _SERVE_ON.format(cpus=sorted(cpus))
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=errors)
         base = f"http://{host}:{port}"
 
         def up() -> bool:

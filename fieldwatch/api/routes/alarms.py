@@ -14,25 +14,32 @@ from rules import alarms
 
 from ..deps import Access, ConnDep, PageDep, allow
 from ..errors import Invalid
-from ..schemas import AlarmPublic, AlarmState, Page
+from ..schemas import AlarmKind, AlarmPublic, AlarmState, Page
 from ._prefix import API_PREFIX
 
 router = APIRouter(prefix=f"{API_PREFIX}/alarms", tags=["alarms"])
 Reader = Annotated[Access, allow("alarm.read")]
 
 
-@router.get("", response_model=Page[AlarmPublic], summary="List alarms, newest first")
+@router.get(
+    "",
+    response_model=Page[AlarmPublic],
+    summary="List alarms, newest first: equipment alarms and rule errors (kind)",
+    description="A rule error (`kind` rule_error) is a rule that cannot evaluate a device; it is `active` while "
+    "open, names its `owner` and a `hint`, and is never ticketed. Ids are per kind; `/alarms/{id}` is equipment.",
+)
 def list_alarms(
     conn: ConnDep,
     _: Reader,
     page: PageDep,
     state: AlarmState | None = None,
     device_id: int | None = None,
+    kind: AlarmKind | None = None,
 ) -> paging.Page[alarms.Alarm]:
-    return alarms.list_alarms(conn, state=state, device_id=device_id, limit=page.limit, offset=page.offset)
+    return alarms.list_alarms(conn, state=state, device_id=device_id, kind=kind, limit=page.limit, offset=page.offset)
 
 
-@router.get("/{alarm_id}", response_model=AlarmPublic, summary="One alarm")
+@router.get("/{alarm_id}", response_model=AlarmPublic, summary="One equipment alarm")
 def get_alarm(alarm_id: int, conn: ConnDep, _: Reader) -> alarms.Alarm:
     return alarms.get_alarm(conn, alarm_id)
 
@@ -82,7 +89,7 @@ def add_alarm_comment(
     from rules.lifecycle import LifecycleError, UnknownAlarm, add_comment
 
     try:
-        return CommentPublic(**_fields(add_comment(conn, alarm_id, author=access.principal.name, body=comment.body)))
+        return CommentPublic(**_fields(add_comment(conn, alarm_id, author=access.principal, body=comment.body)))
     except UnknownAlarm:
         raise  # a NotFound (404), though also a LifecycleError
     except LifecycleError as exc:  # the comment's text: reported at the field

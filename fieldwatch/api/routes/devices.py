@@ -9,7 +9,8 @@ from fastapi import APIRouter, Query
 from fwcore import paging
 from ingest import queries
 
-from ..deps import DEVICE, Access, ConnDep, PageDep, allow
+from ..deps import DEVICE, Access, ConnDep, DevicePathDep, PageDep, allow
+from ..devicepath import DEVICE_PATH_HELP
 from ..schemas import DeviceLatest, DevicePublic, Page
 from ._prefix import API_PREFIX
 
@@ -39,13 +40,25 @@ def list_devices(
     )
 
 
-@router.get("/{device_id}", response_model=DevicePublic, summary="One device")
-def get_device(device_id: int, conn: ConnDep, _: Annotated[Access, allow("device.read", on=DEVICE)]) -> queries.Device:
-    return queries.get_device(conn, device_id)
-
-
-@router.get("/{device_id}/latest", response_model=DeviceLatest, summary="Newest value of each series")
+@router.get(
+    "/{device_id:device}/latest",
+    response_model=DeviceLatest,
+    summary="Newest value of each series",
+    description=f"`device_id`: {DEVICE_PATH_HELP}.",
+)
 def device_latest(
-    device_id: int, conn: ConnDep, _: Annotated[Access, allow("device.read", on=DEVICE)]
+    conn: ConnDep, device: DevicePathDep, _: Annotated[Access, allow("device.read", on=DEVICE)]
 ) -> queries.DeviceLatest:
-    return queries.device_latest(conn, device_id)
+    return queries.device_latest(conn, device)
+
+
+@router.get(
+    "/{device_id:device}",
+    response_model=DevicePublic,
+    summary="One device",
+    description=f"`device_id`: {DEVICE_PATH_HELP}.",
+)
+def get_device(
+    conn: ConnDep, device: DevicePathDep, _: Annotated[Access, allow("device.read", on=DEVICE)]
+) -> queries.Device:
+    return queries.get_device(conn, device)

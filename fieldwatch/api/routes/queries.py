@@ -13,6 +13,7 @@ from fwcore.inputs import Instant
 from ingest import timeseries
 
 from ..deps import Access, ConnDep, SettingsDep, allow
+from ..devicepath import DEVICE_PATH_HELP
 from ..errors import Invalid, NotFound
 from ..schemas import SeriesBuckets, SeriesGaps
 from ..streams import BodyTextError, body_lines
@@ -100,13 +101,14 @@ class HistoryImportResult(BaseModel):
 
 
 @devices_router.post(
-    "/{device_id}/history",
+    "/{device_id:device}/history",
     response_model=HistoryImportResult,
     summary="Import a wide CSV (time column + one column per tag) for this device",
+    description=f"`device_id`: {DEVICE_PATH_HELP}.",
     openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}},
 )
 async def import_device_history(
-    device_id: int,
+    device_id: str,
     request: Request,
     settings: SettingsDep,
     _: Annotated[Access, allow("telemetry.import")],

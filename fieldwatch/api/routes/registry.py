@@ -17,7 +17,8 @@ from pydantic import BaseModel
 from ingest import assets as reg
 
 from .. import registry_models as m
-from ..deps import DEVICE, REGISTRY_SUBJECTS, Access, ConnDep, PageDep, allow
+from ..deps import DEVICE, REGISTRY_SUBJECTS, Access, ConnDep, DevicePathDep, PageDep, allow
+from ..devicepath import DEVICE_PATH_HELP
 from ..schemas import Page
 from ._prefix import API_PREFIX
 
@@ -40,7 +41,10 @@ def _crud(
     by default ``<what>.read``)."""
     what = res.what
     param = f"{what}_id"
-    Ident = Annotated[int, Path(alias=param, description=f"the {what}'s id")]
+    Ident: Any = Annotated[int, Path(alias=param, description=f"the {what}'s id")]
+    one = f"{path}/{{{param}}}"
+    if res is reg.DEVICES:  # a device is named as everywhere: id, SITE/KEY, GATEWAY/KEY or a unique key
+        Ident, one = DevicePathDep, f"{path}/{{{param}:device}}"
     Reader = Annotated[Access, allow(read_action or f"{what}.read", on=REGISTRY_SUBJECTS.get(what))]
 
     def create(body: create_model, conn: ConnDep, _: Writer) -> Any:  # type: ignore[valid-type]
@@ -56,7 +60,6 @@ def _crud(
         reg.delete(conn, res, ident)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
-    one = f"{path}/{{{param}}}"
     router.add_api_route(
         path, create, methods=["POST"], response_model=record, status_code=201, summary=f"Create a {what}"
     )
@@ -90,9 +93,14 @@ def list_sites(
     )
 
 
-@router.get("/devices/{device_id}/record", response_model=m.DeviceRecord, summary="One device as stored (flat)")
-def device_record(device_id: int, conn: ConnDep, _: Annotated[Access, allow("device.read", on=DEVICE)]) -> Any:
-    return reg.get(conn, reg.DEVICES, device_id)
+@router.get(
+    "/devices/{device_id:device}/record",
+    response_model=m.DeviceRecord,
+    summary="One device as stored (flat)",
+    description=f"`device_id`: {DEVICE_PATH_HELP}.",
+)
+def device_record(conn: ConnDep, device: DevicePathDep, _: Annotated[Access, allow("device.read", on=DEVICE)]) -> Any:
+    return reg.get(conn, reg.DEVICES, device)
 
 
 @router.get("/series", response_model=Page[m.SeriesRecord], summary="List series")

@@ -213,10 +213,12 @@ def _explanation(e: TicketExplanation) -> None:
             ui.label(f"Assigned to {e.technician_name}").classes("font-medium")
         else:
             ui.label("Not assigned").classes("font-medium text-negative")
-        if e.reason:
-            ui.label(e.reason).classes("text-sm").props("data-testid=explanation-reason")
+        reason = (e.reason or "").removeprefix("unassigned: ")  # the heading already says so
+        if reason:
+            ui.label(reason).classes("text-sm").props("data-testid=explanation-reason")
         for blocker in e.unassigned_blockers:
-            ui.label(f"• {blocker}").classes("text-sm")
+            if blocker not in reason:  # the reason often is the one blocker: say it once
+                ui.label(f"• {blocker}").classes("text-sm")
         text = e.explanation.get("text")
         if isinstance(text, str) and text:
             ui.label(text).classes("text-sm fw-muted")

@@ -229,6 +229,19 @@ class GatewayConfigEvent(EventBase):
     outcome: str
 
 
+#: Most devices a ``telemetry_stored`` event names; past it the event names none ("many: refresh all").
+MAX_TELEMETRY_DEVICE_IDS = 200
+
+
+class TelemetryStoredEvent(EventBase):
+    """Ingest committed readings (one event per write transaction) of ``device_ids`` — or of more than
+    :data:`MAX_TELEMETRY_DEVICE_IDS` devices when ``None``. The console's Device page redraws its latest
+    values from it. Ids only, as every event: the readings are read from ``telemetry``."""
+
+    type: Literal["telemetry_stored"] = "telemetry_stored"
+    device_ids: list[int] | None = None
+
+
 Event = Annotated[
     AlarmOpenedEvent
     | AlarmSuppressedEvent
@@ -247,7 +260,8 @@ Event = Annotated[
     | RuleErrorOpenedEvent
     | RuleErrorClearedEvent
     | GatewayStatusEvent
-    | GatewayConfigEvent,
+    | GatewayConfigEvent
+    | TelemetryStoredEvent,
     Field(discriminator="type"),
 ]
 """Any ``fw_events`` event; ``type`` picks the model."""

@@ -34,7 +34,15 @@ from psycopg.errors import DeadlockDetected, SerializationFailure, UniqueViolati
 from psycopg.types.json import Jsonb
 
 from fwcore.contract import Batch, Point, encode_batch, topic
-from fwcore.events import EventBase, GatewayConfigEvent, GatewayStatusEvent, publish, publish_all
+from fwcore.events import (
+    MAX_TELEMETRY_DEVICE_IDS,
+    EventBase,
+    GatewayConfigEvent,
+    GatewayStatusEvent,
+    TelemetryStoredEvent,
+    publish,
+    publish_all,
+)
 from ingest import discovery
 from ingest.discovery import Announce, DeviceHold
 from ingest.errors import DatabaseUnavailable, NotMigrated
@@ -423,6 +431,11 @@ class TelemetryWriter:
             self._advance_sequences(conn, batches, result)
         if statuses:
             self._write_statuses(conn, statuses)
+        if total:
+            # After the rows, inside their transaction: the Device page hears of them once they commit.
+            devices = sorted({r[0] for b in batches for r in b.accepted})
+            named = devices if len(devices) <= MAX_TELEMETRY_DEVICE_IDS else None
+            publish(conn, TelemetryStoredEvent(device_ids=named))
         if self._flag_late and (total or late):
             # Last in the transaction (after the gateway row locks), hours in order: no lock-order cycles.
             flag_hours(conn, set(late_hours(batches, int(time.time() * 1000))) | late)

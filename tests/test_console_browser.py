@@ -62,16 +62,18 @@ class Console:
     def user(self, role: str) -> str:
         return role.replace("_", "-")
 
-    def hot_reading(self, device: str) -> int:
-        """Publish a bearing temperature over the alarm threshold for ``device``; returns the alarm's id."""
+    def reading(self, device: str, tag: str, value: float) -> None:
+        """Publish one reading of ``device`` over MQTT, as its gateway would (the real ingest stores it)."""
         self.seq += 1
         now = int(time.time() * 1000)
         site = self.site_of[device]
-        batch = Batch(
-            gateway=site.gateway, site=site.slug, seq=self.seq, points=[Point(device, "bearing_temp", now, 95.0)]
-        )
+        batch = Batch(gateway=site.gateway, site=site.slug, seq=self.seq, points=[Point(device, tag, now, value)])
         with publisher(os.environ.get("FIELDWATCH_MQTT_URL", "mqtt://127.0.0.1:1883"), f"pub-{new_uid()}") as pub:
             pub(topic(site.slug, site.gateway, "telemetry"), batch)
+
+    def hot_reading(self, device: str) -> int:
+        """Publish a bearing temperature over the alarm threshold for ``device``; returns the alarm's id."""
+        self.reading(device, "bearing_temp", 95.0)
 
         def alarm_id() -> int | None:
             with psycopg.connect(self.db_url) as conn:

@@ -35,6 +35,7 @@ from fwcore.events import (
     RuleErrorOpenedEvent,
     SlaAtRiskEvent,
     SlaBreachedEvent,
+    TelemetryStoredEvent,
     TicketAssignedEvent,
     TicketCreatedEvent,
     TicketNoteEvent,
@@ -131,6 +132,8 @@ SAMPLES: list[tuple[EventBase, dict[str, Any]]] = [
         GatewayConfigEvent(gateway_id=3, version="8", outcome="rolled_back"),
         {"type": "gateway_config", "gateway_id": 3, "version": "8", "outcome": "rolled_back"},
     ),
+    (TelemetryStoredEvent(device_ids=[4, 7]), {"type": "telemetry_stored", "device_ids": [4, 7]}),
+    (TelemetryStoredEvent(), {"type": "telemetry_stored"}),
 ]
 EVENTS = [e for e, _ in SAMPLES]
 

@@ -7,14 +7,17 @@ and an anomaly score's threshold drawn; its equipment profile and gateway; its o
 
 The page is thin: every read is a domain function (:mod:`ingest.device_view`, :mod:`rules.device_alarms`,
 :mod:`ticketing.tickets`), every option a pure function (:mod:`.charts`). Alarm events of this device
-redraw the alarms, the latest values and the charts' episodes; ticket events its tickets. Telemetry has
-no database event (points arrive by the thousand per second), so the latest values also refresh every
-:data:`LATEST_REFRESH_S` seconds while the page is open.
+redraw the alarms, the latest values and the charts' episodes; ticket events its tickets; ingest's
+``telemetry_stored`` events naming this device (one per write transaction, not per point) redraw its
+latest values, at most once per :data:`LATEST_MIN_INTERVAL_S` (a busy device writes many times a second).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,7 +30,7 @@ from nicegui import ui
 from fwcore import policy
 from fwcore.contract import Quality
 from fwcore.errors import NotFound
-from fwcore.events import Event
+from fwcore.events import Event, TelemetryStoredEvent
 from fwcore.policy import Visible
 from fwcore.users import SESSION_COOKIE, UserSession, session_of
 from ingest.device_view import ChartData, DeviceCard, chart_data, device_card, find_devices
@@ -54,6 +57,8 @@ from .pages import (
 )
 from .session import session_policy
 
+log = logging.getLogger(__name__)
+
 #: The ranges a chart offers (label → length), shortest first; the default is a day.
 RANGES: dict[str, timedelta] = {
     "1h": timedelta(hours=1),
@@ -65,8 +70,10 @@ RANGES: dict[str, timedelta] = {
 DEFAULT_RANGE = "24h"
 #: The most charts one page draws at once (each is a bounded query and a canvas).
 MAX_CHARTS = 6
-#: Telemetry has no event: the latest values are read again this often while the page is open.
-LATEST_REFRESH_S = 10.0
+#: The latest values redraw at most this often on ``telemetry_stored`` events (within a second of a write).
+LATEST_MIN_INTERVAL_S = 0.5
+#: How often an open page re-checks its session on telemetry events (other events check every time).
+SESSION_RECHECK_S = 30.0
 #: Zoomed in to less than this share of a chart's range, the chart reads the zoomed window again at the
 #: resolution it calls for (a week's 15-minute buckets become raw points at two hours).
 REFINE_BELOW = 0.5
@@ -448,7 +455,6 @@ async def device_page(request: Request, device_id: int, range: str = DEFAULT_RAN
         data.latest = (await _db(device_latest, device_id)).values
         latest_card.refresh()
 
-    ui.timer(LATEST_REFRESH_S, refresh_latest)
     _subscribe_device(request, device_id, alarm_card, ticket_card, refresh_latest, redraw_charts, data, ticket_visible)
     return None
 
@@ -511,13 +517,38 @@ def _subscribe_device(
     client = ui.context.client
     cookie = request.cookies.get(SESSION_COOKIE)
 
-    async def on_event(event: Event) -> None:
-        if getattr(event, "device_id", device_id) != device_id:
-            return
+    checked = {"at": time.monotonic()}
+    pending: dict[str, asyncio.Task[None] | None] = {"task": None}
+
+    async def session_ok() -> bool:
         still = await _db(session_of, cookie, policy=session_policy(_state().settings), touch=False)
+        checked["at"] = time.monotonic()
         if still is None:
             with client:
                 ui.navigate.to("/signin")
+        return still is not None
+
+    async def latest_soon() -> None:
+        await asyncio.sleep(LATEST_MIN_INTERVAL_S)  # writes within this pause are read once
+        pending["task"] = None
+        if time.monotonic() - checked["at"] > SESSION_RECHECK_S and not await session_ok():
+            return
+        try:
+            with client:
+                await refresh_latest()
+        except Exception:  # the page closed meanwhile: nothing to draw on
+            log.debug("device %s: latest values not redrawn", device_id, exc_info=True)
+
+    async def on_event(event: Event) -> None:
+        if isinstance(event, TelemetryStoredEvent):
+            if event.device_ids is not None and device_id not in event.device_ids:
+                return
+            if pending["task"] is None:
+                pending["task"] = asyncio.create_task(latest_soon())
+            return
+        if getattr(event, "device_id", device_id) != device_id:
+            return
+        if not await session_ok():
             return
         if isinstance(event, ALARM_KINDS):
             data.alarms = await _db(device_open_alarms, device_id)
@@ -530,4 +561,4 @@ def _subscribe_device(
             with client:
                 ticket_card.refresh()
 
-    client.on_delete(_state().live.subscribe(on_event, ALARM_KINDS + TICKET_KINDS))
+    client.on_delete(_state().live.subscribe(on_event, (*ALARM_KINDS, *TICKET_KINDS, TelemetryStoredEvent)))

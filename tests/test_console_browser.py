@@ -317,6 +317,32 @@ def test_the_overview_counts_and_maps_open_alarms_on_a_tablet(console: Console, 
     _shot(page, "overview-tablet-dark")
 
 
+def test_the_overview_numbers_and_markers_open_the_lists_behind_them(console: Console, new_page) -> None:  # type: ignore[no-untyped-def]
+    """A severity count opens the alarms of that severity, a site's marker that site's alarms, the open-alarm
+    total all of them and the gateways count the Gateways page."""
+    console.hot_reading("P-9")
+    page = new_page()
+    _sign_in(page, console, "dispatcher")
+    page.wait_for_url(f"{console.url}/")
+    page.get_by_test_id("open-critical").click()
+    page.wait_for_url("**/alarms?severity=critical")
+    expect(page.get_by_test_id("filter-severity")).to_contain_text("critical")
+    page.go_back()
+    marker = page.get_by_test_id("site-map").locator("path.leaflet-interactive").first
+    marker.wait_for()
+    page.wait_for_timeout(500)  # the map fits its sites once it has its size
+    marker.click()
+    page.wait_for_url("**/alarms?site=*")
+    slug = page.url.split("site=")[1]
+    assert slug in {s.slug for s in console.site_of.values()}
+    page.go_back()
+    page.get_by_test_id("kpi-gateways-offline").click()
+    page.wait_for_url("**/gateways")
+    page.go_back()
+    page.get_by_test_id("kpi-open-alarms").click()
+    page.wait_for_url("**/alarms")
+
+
 def test_tickets_appear_live_and_a_technician_sees_only_their_own(console: Console, new_page) -> None:  # type: ignore[no-untyped-def]
     """The ticket an alarm opens appears on a dispatcher's open tickets page; a technician's list shows only theirs."""
     page = new_page()

@@ -374,3 +374,19 @@ def test_an_unknown_device_says_where_to_look(console: Console, new_page: Any) -
     tech.wait_for_url(f"{console.url}/")
     tech.get_by_test_id("user-menu").wait_for()
     assert tech.get_by_test_id("nav-devices").count() == 0
+
+
+def test_a_map_click_opens_the_site_whose_marker_it_hit() -> None:
+    """Within the marker's radius (in screen pixels at the map's zoom) the nearest site is hit; farther, none."""
+    from fieldwatch.console.pages import site_at
+    from ingest.overview import SitePlace
+
+    a = SitePlace(1, "plant-a", "A", 48.0, 11.0, 3)
+    b = SitePlace(2, "plant-b", "B", 48.0, 11.05, 1)  # ~36 px east of a at zoom 10
+    px = 360 / (256 * 2**10)  # degrees of longitude per pixel at zoom 10
+    assert site_at([a, b], 48.0, 11.0 + 5 * px, 10) is a
+    assert site_at([a, b], 48.0, 11.0 + 18 * px, 10) is None  # 18 px from a, 18.4 from b: between them
+    assert site_at([a, b], 48.0 + 10 * px, 11.0, 10) is a  # north: a latitude degree spans more pixels
+    assert site_at([a, b], 48.0 + 15 * px, 11.0, 10) is None  # 15 / cos(48°) ≈ 22 px
+    assert site_at([a, b], 48.0, 11.049, 14) is b  # zoomed in: 11.7 px from b
+    assert site_at([], 48.0, 11.0, 10) is None

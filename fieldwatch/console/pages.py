@@ -10,6 +10,7 @@ events (:mod:`.live`) and redraws what changed, pushed over NiceGUI's websocket.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -131,6 +132,7 @@ def _theme() -> None:
         body { font-family: Inter, "Segoe UI", Roboto, Helvetica, Arial, sans-serif; }
         .body--light { background: #f4f6f9; }
         .fw-card { border-radius: 10px; }
+        .fw-link-card:hover { box-shadow: 0 0 0 2px var(--q-primary); }
         .fw-kpi-value { font-size: 2rem; font-weight: 600; line-height: 1.1; }
         .fw-muted { opacity: .7; }
         .fw-alarm-row + .fw-alarm-row { border-top: 1px solid rgba(127,127,127,.18); }
@@ -345,8 +347,32 @@ def _load_overview(conn: psycopg.Connection) -> _Overview:
     return _Overview(fleet_counts(conn), open_counts(conn), site_places(conn), worst_open_by_site(conn))
 
 
-def _kpi(label: str, value: int, icon: str, color: str, testid: str, note: str = "") -> None:
-    with ui.card().classes("fw-card p-4 gap-1").props(f"data-testid={testid}"):
+#: How far from a site's marker centre (pixels) a click on the map still opens that site's alarms.
+MARKER_HIT_PX = 16.0
+
+
+def site_at(sites: list[SitePlace], lat: float, lng: float, zoom: float) -> SitePlace | None:
+    """The site whose marker a click at (``lat``, ``lng``) on the map at ``zoom`` hit, if any: the nearest
+    within :data:`MARKER_HIT_PX` screen pixels (Web Mercator: a degree of longitude is 256·2^zoom/360
+    pixels; a degree of latitude, that over cos(latitude))."""
+    px_per_deg = 256 * 2**zoom / 360
+    best: tuple[float, SitePlace] | None = None
+    for s in sites:
+        dx = (lng - s.longitude) * px_per_deg
+        dy = (lat - s.latitude) * px_per_deg / max(math.cos(math.radians(lat)), 1e-6)
+        d = math.hypot(dx, dy)
+        if d <= MARKER_HIT_PX and (best is None or d < best[0]):
+            best = (d, s)
+    return best[1] if best else None
+
+
+def _kpi(label: str, value: int, icon: str, color: str, testid: str, note: str = "", target: str = "") -> None:
+    """A number of the Overview; with ``target``, a click opens the list behind it."""
+    card = ui.card().classes("fw-card p-4 gap-1").props(f"data-testid={testid}")
+    if target:
+        card.classes("cursor-pointer fw-link-card").on("click", lambda: ui.navigate.to(target))
+        card.props(f'role=link aria-label="{label}: open the list"')
+    with card:
         with ui.row().classes("items-center gap-2 fw-muted text-sm"):
             ui.icon(icon, color=color, size="20px")
             ui.label(label)
@@ -372,6 +398,8 @@ async def overview_page(request: Request) -> Any:
                 )
         return None
     data = await _db(_load_overview)
+    may_devices = _may(session, "device.read") and _may(session, "telemetry.read")
+    may_gateways = _may(session, "gateway.read")
     tile_url = _state().settings.console_tile_url
     markers: list[Any] = []
 
@@ -385,7 +413,13 @@ async def overview_page(request: Request) -> Any:
             total_open = sum(a.values())
             with ui.grid().classes("w-full gap-4 grid-cols-2 lg:grid-cols-4"):
                 _kpi(
-                    "Devices online", f.devices_online, "lan", "positive", "kpi-devices-online", f"of {devices} devices"
+                    "Devices online",
+                    f.devices_online,
+                    "lan",
+                    "positive",
+                    "kpi-devices-online",
+                    f"of {devices} devices",
+                    "/devices" if may_devices else "",
                 )
                 _kpi(
                     "Devices offline",
@@ -394,6 +428,7 @@ async def overview_page(request: Request) -> Any:
                     "negative" if f.devices_offline else "grey-6",
                     "kpi-devices-offline",
                     f"{f.devices_unknown} not heard from yet" if f.devices_unknown else "their gateway is offline",
+                    "/gateways" if may_gateways else "",
                 )
                 _kpi(
                     "Gateways offline",
@@ -402,8 +437,14 @@ async def overview_page(request: Request) -> Any:
                     "negative" if f.gateways_offline else "grey-6",
                     "kpi-gateways-offline",
                     f"{f.gateways_online} online",
+                    "/gateways" if may_gateways else "",
                 )
-                with ui.card().classes("fw-card p-4 gap-1").props("data-testid=kpi-open-alarms"):
+                with (
+                    ui.card()
+                    .classes("fw-card p-4 gap-1 cursor-pointer fw-link-card")
+                    .props('data-testid=kpi-open-alarms role=link aria-label="Open alarms: open the list"')
+                    .on("click", lambda: ui.navigate.to("/alarms"))
+                ):
                     with ui.row().classes("items-center gap-2 fw-muted text-sm"):
                         ui.icon("notifications_active", color="negative" if total_open else "grey-6", size="20px")
                         ui.label("Open alarms")
@@ -412,10 +453,14 @@ async def overview_page(request: Request) -> Any:
                         for severity in SEVERITIES:
                             ui.badge(f"{a[severity]} {severity}", color=SEVERITY_COLORS[severity]).props(
                                 f"data-testid=open-{severity}" + ("" if a[severity] else " outline")
+                            ).classes("cursor-pointer").on(
+                                "click.stop", lambda sev=severity: ui.navigate.to(f"/alarms?severity={sev}")
                             )
                         errors = a.get("rule_error", 0)
                         ui.badge(f"{errors} rule error{'' if errors == 1 else 's'}", color=RULE_ERROR_COLOR).props(
                             "data-testid=open-rule-error" + ("" if errors else " outline")
+                        ).classes("cursor-pointer").on(
+                            "click.stop", lambda: ui.navigate.to("/alarms?kind=rule_error")
                         ).tooltip("Rules that cannot evaluate a device: for the rule's owner, never a ticket")
 
         cards()
@@ -460,6 +505,14 @@ async def overview_page(request: Request) -> Any:
                         )
 
                 draw_markers()
+
+                def open_site(e: GenericEventArguments) -> None:
+                    where = e.args.get("latlng") or {}
+                    hit = site_at(data.sites, float(where.get("lat", 0)), float(where.get("lng", 0)), fleet_map.zoom)
+                    if hit is not None:  # a marker: the site's open alarms
+                        ui.navigate.to(f"/alarms?site={quote(hit.slug)}")
+
+                fleet_map.on("map-click", open_site)
                 bounds = [[s.latitude, s.longitude] for s in data.sites]
 
                 def fit() -> None:
@@ -525,7 +578,8 @@ async def overview_page(request: Request) -> Any:
 
 
 @ui.page("/alarms")
-async def alarms_page(request: Request) -> Any:
+async def alarms_page(request: Request, severity: str = "", site: str = "", kind: str = "") -> Any:
+    """The open alarms; ``severity``, ``site`` and ``kind`` preset the filters (the Overview links here)."""
     session = await _signed_in(request)
     if session is None:
         return _to_signin(request)
@@ -538,7 +592,15 @@ async def alarms_page(request: Request) -> Any:
         comment=_may(session, "alarm.comment"),
         silence=_may(session, "silence.write"),
     )
-    chosen: dict[str, Any] = {"severity": [], "state": "open", "site": None, "kind": None}
+    severity_preset = [severity] if severity in SEVERITIES else []
+    site_preset = site if any(s.slug == site for s in sites) else ""
+    kind_preset = kind if kind in KIND_NAMES else ""
+    chosen: dict[str, Any] = {
+        "severity": severity_preset,
+        "state": "open",
+        "site": site_preset or None,
+        "kind": kind_preset or None,
+    }
 
     def shown() -> list[Alarm]:
         return [
@@ -554,7 +616,11 @@ async def alarms_page(request: Request) -> Any:
         subtitle = _page_heading("Open alarms", "")
         with ui.row().classes("w-full gap-3 items-center"):
             ui.select(
-                list(SEVERITIES), multiple=True, label="Severity", on_change=lambda e: pick("severity", e.value)
+                list(SEVERITIES),
+                multiple=True,
+                value=severity_preset,
+                label="Severity",
+                on_change=lambda e: pick("severity", e.value),
             ).props("outlined dense clearable use-chips data-testid=filter-severity").classes("min-w-[220px]")
             ui.select(
                 {"open": "Active and acknowledged", "active": "Active", "acknowledged": "Acknowledged"},
@@ -564,13 +630,13 @@ async def alarms_page(request: Request) -> Any:
             ).props("outlined dense data-testid=filter-state").classes("min-w-[220px]")
             ui.select(
                 {"": "All sites", **{s.slug: s.name for s in sites}},
-                value="",
+                value=site_preset,
                 label="Site",
                 on_change=lambda e: pick("site", e.value),
             ).props("outlined dense data-testid=filter-site").classes("min-w-[200px]")
             ui.select(
                 {"": "All kinds", **KIND_NAMES},
-                value="",
+                value=kind_preset,
                 label="Kind",
                 on_change=lambda e: pick("kind", e.value),
             ).props("outlined dense data-testid=filter-kind").classes("min-w-[200px]")

@@ -229,6 +229,32 @@ class GatewayConfigEvent(EventBase):
     outcome: str
 
 
+class AlarmCommentedEvent(EventBase):
+    """Someone commented on an alarm (API or console); read ``alarm_comments`` for the words."""
+
+    type: Literal["alarm_commented"] = "alarm_commented"
+    alarm_id: int
+    device_id: int
+    comment_id: int
+
+
+class SilenceCreatedEvent(EventBase):
+    """A silence or maintenance window was created (``kind``); ``device_id`` when it names one device."""
+
+    type: Literal["silence_created"] = "silence_created"
+    silence_id: int
+    kind: str
+    device_id: int | None = None
+
+
+class TicketPhotoEvent(EventBase):
+    """A photo was attached to a ticket as evidence; read ``ticket_photos`` for it."""
+
+    type: Literal["ticket_photo_added"] = "ticket_photo_added"
+    ticket_id: int
+    photo_id: int
+
+
 #: Most devices a ``telemetry_stored`` event names; past it the event names none ("many: refresh all").
 MAX_TELEMETRY_DEVICE_IDS = 200
 
@@ -261,7 +287,10 @@ Event = Annotated[
     | RuleErrorClearedEvent
     | GatewayStatusEvent
     | GatewayConfigEvent
-    | TelemetryStoredEvent,
+    | TelemetryStoredEvent
+    | AlarmCommentedEvent
+    | SilenceCreatedEvent
+    | TicketPhotoEvent,
     Field(discriminator="type"),
 ]
 """Any ``fw_events`` event; ``type`` picks the model."""

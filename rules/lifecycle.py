@@ -25,7 +25,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from fwcore import audit, errors
-from fwcore.events import AlarmOpenedEvent, publish_all
+from fwcore.events import AlarmCommentedEvent, AlarmOpenedEvent, SilenceCreatedEvent, publish, publish_all
 from fwcore.policy import Principal, principal_of
 from rules.devices import UnknownDevice, resolve_device
 from rules.model import DeviceInfo, Rule
@@ -64,7 +64,8 @@ def add_comment(conn: psycopg.Connection, alarm_id: int, *, author: Principal | 
         raise LifecycleError("a comment needs some text")
     actor = principal_of(author)
     with conn.transaction():
-        if conn.execute("SELECT 1 FROM alarms WHERE id = %s", (alarm_id,)).fetchone() is None:
+        found = conn.execute("SELECT device_id FROM alarms WHERE id = %s", (alarm_id,)).fetchone()
+        if found is None:
             raise UnknownAlarm(f"alarm {alarm_id} does not exist")
         row = conn.execute(
             "INSERT INTO alarm_comments (alarm_id, author, body) VALUES (%s, %s, %s)"
@@ -82,6 +83,7 @@ def add_comment(conn: psycopg.Connection, alarm_id: int, *, author: Principal | 
             before=None,
             after={"comment_id": comment.id, "author": comment.author, "body": comment.body},
         )
+        publish(conn, AlarmCommentedEvent(alarm_id=alarm_id, device_id=found[0], comment_id=comment.id))
     return comment
 
 
@@ -182,6 +184,7 @@ def create_silence(
             ).fetchone()
             assert row is not None
             audit.record(conn, actor, "silence.create", "silence", row[0], before=None, after=_audited(Silence(*row)))
+            publish(conn, SilenceCreatedEvent(silence_id=row[0], kind=kind, device_id=device_id))
     except psycopg.errors.ForeignKeyViolation as exc:
         raise LifecycleError(f"unknown device, site or rule: {exc.diag.message_detail}") from None
     assert row is not None

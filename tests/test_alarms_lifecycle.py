@@ -9,7 +9,7 @@ import psycopg
 from rich.console import Console
 from typer.testing import CliRunner
 
-from fwcore.events import AlarmOpenedEvent, parse
+from fwcore.events import AlarmCommentedEvent, AlarmOpenedEvent, SilenceCreatedEvent, parse
 from rules import RuleEvaluator
 from rules.cli import app
 from rules.lifecycle import (
@@ -119,6 +119,27 @@ def test_maintenance_window_suppresses_but_keeps_evaluating_and_releases_on_end(
         )
         assert [s.id for s in list_silences(conn, active_only=True)] == []
     assert all(r[2] is None for r in rows(db_url))
+
+
+def test_a_comment_and_a_silence_are_announced_once_committed(db_url: str) -> None:
+    """A comment sends alarm_commented (with the alarm's device) and a new window silence_created, after
+    their transaction commits, so every open console page redraws them; a refused comment sends nothing."""
+    ids = seed(db_url)
+    with RuleEvaluator(db_url) as ev:
+        alarm_id = ev.process(temps(ids["pump-1"], 0, [90]))[0].alarm_id
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("LISTEN fw_events")
+        comment = add_comment(conn, alarm_id, author="ann", body="fan blocked")
+        mw = window(db_url, kind="maintenance", device_id=ids["pump-1"])
+        try:
+            add_comment(conn, alarm_id, author="ann", body=" ")
+        except LifecycleError:
+            pass
+        got = [parse(n.payload) for n in conn.notifies(timeout=1, stop_after=3)]
+    assert got == [
+        AlarmCommentedEvent(alarm_id=alarm_id, device_id=ids["pump-1"], comment_id=comment.id),
+        SilenceCreatedEvent(silence_id=mw, kind="maintenance", device_id=ids["pump-1"]),
+    ]
 
 
 def test_silence_by_rule_and_device_must_all_match(db_url: str) -> None:

@@ -51,20 +51,12 @@ def _technician(console: Console) -> int:
 
 def test_a_ticket_page_shows_timeline_alarm_explanation_and_a_photo_live(console: Console, new_page) -> None:  # type: ignore[no-untyped-def]
     """From the tickets list a dispatcher opens the ticket an alarm opened: its timeline, the alarm, why nobody
-    holds it, and a photo uploaded through the API with its place and time; an assignment shows without reload."""
+    holds it; a photo uploaded through the API meanwhile appears with its place and time, and an assignment,
+    both without reload."""
     alarm = console.hot_reading("P-3")
     ticket = _ticket_of(console, alarm)
     with psycopg.connect(console.db_url, autocommit=True) as conn:
         token = create_token(conn, "field app", "dispatcher")
-    r = httpx.post(
-        f"{console.url}/api/v1/tickets/{ticket}/photos",
-        params={"lat": 48.1402, "lon": 11.5801, "taken_at": "2026-12-01T09:30:00Z"},
-        content=PNG,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "image/png"},
-        timeout=10,
-    )
-    assert r.status_code == 201, r.text
-    photo = r.json()["id"]
 
     page = new_page()
     _sign_in(page, console, "dispatcher", path="/tickets")
@@ -75,7 +67,19 @@ def test_a_ticket_page_shows_timeline_alarm_explanation_and_a_photo_live(console
     assert page.get_by_test_id("ticket-alarms").get_by_test_id(f"alarm-{alarm}").is_visible()
     assert "Not assigned" in page.get_by_test_id("ticket-explanation").inner_text()
     assert "pump_mechanical" in page.get_by_test_id("ticket-explanation").inner_text()  # the missing skill
+    page.evaluate("window.__notReloaded = true")
+    r = httpx.post(
+        f"{console.url}/api/v1/tickets/{ticket}/photos",
+        params={"lat": 48.1402, "lon": 11.5801, "taken_at": "2026-12-01T09:30:00Z"},
+        content=PNG,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "image/png"},
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    photo = r.json()["id"]
     card = page.get_by_test_id(f"photo-{photo}")
+    card.wait_for()  # pushed by its ticket_photo_added event, no reload
+    assert page.evaluate("window.__notReloaded") is True
     assert "2026-12-01 09:30" in card.get_by_test_id("taken").inner_text()
     assert "48.14020, 11.58010" in card.get_by_test_id("where").inner_text()
     page.wait_for_function(

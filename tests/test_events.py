@@ -22,6 +22,7 @@ from fwcore.events import (
     MODELS,
     AlarmAcknowledgedEvent,
     AlarmClearedEvent,
+    AlarmCommentedEvent,
     AlarmOpenedEvent,
     AlarmSeverityChangedEvent,
     AlarmSuppressedEvent,
@@ -33,12 +34,14 @@ from fwcore.events import (
     GatewayStatusEvent,
     RuleErrorClearedEvent,
     RuleErrorOpenedEvent,
+    SilenceCreatedEvent,
     SlaAtRiskEvent,
     SlaBreachedEvent,
     TelemetryStoredEvent,
     TicketAssignedEvent,
     TicketCreatedEvent,
     TicketNoteEvent,
+    TicketPhotoEvent,
     TicketReassignedEvent,
     TicketStatusEvent,
     TicketUnassignedEvent,
@@ -134,6 +137,19 @@ SAMPLES: list[tuple[EventBase, dict[str, Any]]] = [
     ),
     (TelemetryStoredEvent(device_ids=[4, 7]), {"type": "telemetry_stored", "device_ids": [4, 7]}),
     (TelemetryStoredEvent(), {"type": "telemetry_stored"}),
+    (
+        AlarmCommentedEvent(alarm_id=9, device_id=3, comment_id=2),
+        {"type": "alarm_commented", "alarm_id": 9, "device_id": 3, "comment_id": 2},
+    ),
+    (
+        SilenceCreatedEvent(silence_id=4, kind="maintenance", device_id=3),
+        {"type": "silence_created", "silence_id": 4, "kind": "maintenance", "device_id": 3},
+    ),
+    (
+        SilenceCreatedEvent(silence_id=5, kind="silence"),
+        {"type": "silence_created", "silence_id": 5, "kind": "silence"},
+    ),
+    (TicketPhotoEvent(ticket_id=5, photo_id=1), {"type": "ticket_photo_added", "ticket_id": 5, "photo_id": 1}),
 ]
 EVENTS = [e for e, _ in SAMPLES]
 

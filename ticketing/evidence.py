@@ -9,6 +9,7 @@ import psycopg
 from psycopg.rows import dict_row
 from pydantic import BaseModel
 
+from fwcore.events import TicketPhotoEvent, publish
 from ticketing.errors import NotFound
 
 #: Largest photo accepted (bytes); bigger uploads are refused with a clear message.
@@ -54,7 +55,7 @@ def add_photo(
         raise ValueError(f"content type {content_type!r} is not an accepted image type ({', '.join(ALLOWED_TYPES)})")
     if conn.execute("SELECT 1 FROM tickets WHERE id = %s", (ticket_id,)).fetchone() is None:
         raise NotFound(f"no ticket {ticket_id}")
-    with conn.cursor(row_factory=dict_row) as cur:
+    with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             f"""INSERT INTO ticket_photos (ticket_id, content_type, data, sha256, lat, lon, taken_at, uploaded_by)
                 VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING {_COLS}""",
@@ -62,7 +63,9 @@ def add_photo(
         )
         row = cur.fetchone()
         assert row is not None  # INSERT … RETURNING of one row
-        return Photo(**row)
+        photo = Photo(**row)
+        publish(conn, TicketPhotoEvent(ticket_id=ticket_id, photo_id=photo.id))  # delivered on commit
+    return photo
 
 
 def list_photos(conn: psycopg.Connection, ticket_id: int) -> list[Photo]:

@@ -18,6 +18,7 @@ import psycopg
 from fwcore.events import (
     AlarmAcknowledgedEvent,
     AlarmClearedEvent,
+    AlarmCommentedEvent,
     AlarmOpenedEvent,
     AlarmSeverityChangedEvent,
     AlarmSuppressedEvent,
@@ -25,8 +26,10 @@ from fwcore.events import (
     EventListener,
     RuleErrorClearedEvent,
     RuleErrorOpenedEvent,
+    SilenceCreatedEvent,
     TicketAssignedEvent,
     TicketCreatedEvent,
+    TicketPhotoEvent,
     TicketReassignedEvent,
     TicketStatusEvent,
     TicketUnassignedEvent,
@@ -45,6 +48,8 @@ ALARM_KINDS: tuple[type, ...] = (
     AlarmSuppressedEvent,
     RuleErrorOpenedEvent,
     RuleErrorClearedEvent,
+    AlarmCommentedEvent,
+    SilenceCreatedEvent,
 )
 #: What changes the ticket list.
 TICKET_KINDS: tuple[type, ...] = (
@@ -54,6 +59,7 @@ TICKET_KINDS: tuple[type, ...] = (
     TicketUnassignedEvent,
     TicketReassignedEvent,
     TicketStatusEvent,
+    TicketPhotoEvent,
 )
 
 

@@ -229,6 +229,14 @@ class GatewayConfigEvent(EventBase):
     outcome: str
 
 
+class GatewayBufferEvent(EventBase):
+    """Ingest stored new disk-buffer figures (depth, oldest unsent entry) that gateways' health messages
+    reported; read ``gateways.buffer_depth`` / ``buffer_oldest_age_s``. Sent only when a figure changed."""
+
+    type: Literal["gateway_buffer"] = "gateway_buffer"
+    gateway_ids: list[int]
+
+
 class AlarmCommentedEvent(EventBase):
     """Someone commented on an alarm (API or console); read ``alarm_comments`` for the words."""
 
@@ -288,6 +296,7 @@ Event = Annotated[
     | GatewayStatusEvent
     | GatewayConfigEvent
     | TelemetryStoredEvent
+    | GatewayBufferEvent
     | AlarmCommentedEvent
     | SilenceCreatedEvent
     | TicketPhotoEvent,

@@ -37,6 +37,7 @@ from fwcore.contract import Batch, Point, encode_batch, topic
 from fwcore.events import (
     MAX_TELEMETRY_DEVICE_IDS,
     EventBase,
+    GatewayBufferEvent,
     GatewayConfigEvent,
     GatewayStatusEvent,
     TelemetryStoredEvent,
@@ -528,12 +529,16 @@ class TelemetryWriter:
         """Store (gateway id, disk buffer depth, oldest unacked age in s) from gateways' health messages."""
         if not buffers:
             return
-        with self.connection().cursor() as cur:
+        conn = self.connection()
+        with conn.transaction(), conn.cursor() as cur:
             cur.executemany(
                 """UPDATE gateways SET buffer_depth = %s, buffer_oldest_age_s = %s, health_at = now()
                    WHERE id = %s""",
                 [(depth, age, gid) for gid, depth, age in buffers],
             )
+            ids = sorted({gid for gid, _, _ in buffers})
+            for i in range(0, len(ids), 500):  # a NOTIFY payload stays under 8000 bytes
+                publish(conn, GatewayBufferEvent(gateway_ids=ids[i : i + 500]))
 
     def _copy_direct(self, conn: psycopg.Connection, data: bytes) -> bool:
         """COPY ``data`` straight into ``telemetry``; False (and nothing written) if a row is already there.

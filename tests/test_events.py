@@ -30,6 +30,7 @@ from fwcore.events import (
     EventBase,
     EventError,
     EventListener,
+    GatewayBufferEvent,
     GatewayConfigEvent,
     GatewayStatusEvent,
     RuleErrorClearedEvent,
@@ -137,6 +138,7 @@ SAMPLES: list[tuple[EventBase, dict[str, Any]]] = [
     ),
     (TelemetryStoredEvent(device_ids=[4, 7]), {"type": "telemetry_stored", "device_ids": [4, 7]}),
     (TelemetryStoredEvent(), {"type": "telemetry_stored"}),
+    (GatewayBufferEvent(gateway_ids=[3, 8]), {"type": "gateway_buffer", "gateway_ids": [3, 8]}),
     (
         AlarmCommentedEvent(alarm_id=9, device_id=3, comment_id=2),
         {"type": "alarm_commented", "alarm_id": 9, "device_id": 3, "comment_id": 2},

@@ -17,7 +17,7 @@ from fieldwatch.console.gateway_config import PUSH
 from fieldwatch.console.session import CSRF_HEADER
 from fwcore import policy
 from fwcore.auth import ROLES
-from fwcore.events import EventListener, GatewayConfigEvent, GatewayStatusEvent, parse
+from fwcore.events import EventListener, GatewayBufferEvent, GatewayConfigEvent, GatewayStatusEvent, parse
 from gateway.remote_config import RemoteConfigRejected, check_push
 from ingest.gateway_fleet import gateway_views
 from ingest.gateway_report import buffer_of, config_outcome, parse_report
@@ -125,6 +125,25 @@ def test_a_valid_config_passes_the_check() -> None:
 
 
 # --- ingest ---------------------------------------------------------------------------------------
+
+
+def test_ingest_stores_disk_buffers_and_announces_them_once_committed(db_url: str) -> None:
+    """New buffer figures are stored with gateway_buffer naming the gateways, so the Gateways page redraws them."""
+    fleet = seed(db_url)
+    gw_a, gw_b = fleet.gateways["gw-a"], fleet.gateways["gw-b"]
+    writer = TelemetryWriter(db_url)
+    with psycopg.connect(db_url, autocommit=True) as listening:
+        EventListener().listen(listening)
+        writer.set_buffers([(gw_b, 4, 30.5), (gw_a, 0, 0.0)])
+        writer.set_buffers([])  # nothing changed: nothing sent
+        got = [parse(n.payload) for n in listening.notifies(timeout=1, stop_after=2)]
+    writer.close()
+    assert got == [GatewayBufferEvent(gateway_ids=sorted([gw_a, gw_b]))]
+    with psycopg.connect(db_url) as conn:
+        stored = conn.execute(
+            "SELECT buffer_depth, buffer_oldest_age_s FROM gateways WHERE id = %s", (gw_b,)
+        ).fetchone()
+    assert stored == (4, 30.5)
 
 
 def test_ingest_stores_a_report_and_announces_status_and_a_new_outcome(db_url: str) -> None:

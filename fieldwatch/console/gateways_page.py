@@ -22,7 +22,7 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse
 from nicegui import ui
 
-from fwcore.events import GatewayConfigEvent, GatewayStatusEvent
+from fwcore.events import GatewayBufferEvent, GatewayConfigEvent, GatewayStatusEvent
 from ingest.gateway_fleet import GatewayView, gateway_views
 
 from . import gateway_config
@@ -30,7 +30,7 @@ from .pages import _db, _empty, _may, _page_heading, _signed_in, _subscribe, _to
 from .session import ACTIONS
 
 #: What changes the gateways page.
-GATEWAY_KINDS: tuple[type, ...] = (GatewayStatusEvent, GatewayConfigEvent)
+GATEWAY_KINDS: tuple[type, ...] = (GatewayStatusEvent, GatewayConfigEvent, GatewayBufferEvent)
 STATUS_COLORS = {"online": "positive", "offline": "negative", "unknown": "grey-6"}
 OUTCOME_NAMES = {"applied": "Applied", "rejected": "Rejected", "rolled_back": "Rolled back"}
 OUTCOME_COLORS = {"applied": "positive", "rejected": "negative", "rolled_back": "warning"}

@@ -226,11 +226,11 @@ def start_window(
     suppressed: visible to nobody's queue, never ticketed or dispatched; still open when it ends, they
     are released (ticketed then).
     """
+    from ingest.queries import get_device
     from rules.lifecycle import create_silence
 
     alarm = alarms.get_alarm(conn, window.alarm_id)  # 404 for an unknown alarm
-    row = conn.execute("SELECT site_id FROM devices WHERE id = %s", (alarm.device_id,)).fetchone()
-    site_id = row[0] if row else None
+    site_id = get_device(conn, alarm.device_id).site.id if window.on == "site" else None
     s = create_silence(
         conn,
         created_by=access.session.user.principal,

@@ -49,6 +49,20 @@ def _technician(console: Console) -> int:
     return row[0]
 
 
+def _assign_to_tess(console: Console, ticket: int) -> None:
+    """A dispatcher's override assigns ``ticket`` to the seeded technician (the ticket's events follow)."""
+    with psycopg.connect(console.db_url, autocommit=True) as conn:
+        assign(
+            conn,
+            ticket,
+            _technician(console),
+            GreatCircleTravel(),
+            actor="dispatcher",
+            override=True,
+            reason="Tess agreed to look at it",
+        )
+
+
 def test_a_ticket_page_shows_timeline_alarm_explanation_and_a_photo_live(console: Console, new_page) -> None:  # type: ignore[no-untyped-def]
     """From the tickets list a dispatcher opens the ticket an alarm opened: its timeline, the alarm, why nobody
     holds it; a photo uploaded through the API meanwhile appears with its place and time, and an assignment,
@@ -88,16 +102,7 @@ def test_a_ticket_page_shows_timeline_alarm_explanation_and_a_photo_live(console
     _shot(page, "ticket-page")
 
     page.evaluate("window.__notReloaded = true")
-    with psycopg.connect(console.db_url, autocommit=True) as conn:
-        assign(
-            conn,
-            ticket,
-            _technician(console),
-            GreatCircleTravel(),
-            actor="dispatcher",
-            override=True,
-            reason="Tess agreed to look at it",
-        )
+    _assign_to_tess(console, ticket)
     page.get_by_test_id("ticket-explanation").get_by_text("Assigned to Tess").wait_for()
     assert page.evaluate("window.__notReloaded") is True
     _shot(page, "ticket-page-assigned")
@@ -117,16 +122,7 @@ def test_a_technician_opens_only_their_own_tickets(console: Console, new_page) -
     missing = tech.goto(f"{console.url}/tickets/999999")
     assert missing is not None and missing.status == 404
 
-    with psycopg.connect(console.db_url, autocommit=True) as conn:
-        assign(
-            conn,
-            ticket,
-            _technician(console),
-            GreatCircleTravel(),
-            actor="dispatcher",
-            override=True,
-            reason="Tess agreed to look at it",
-        )
+    _assign_to_tess(console, ticket)
     mine = tech.goto(f"{console.url}/tickets/{ticket}")
     assert mine is not None and mine.status == 200
     tech.get_by_test_id("ticket-summary").wait_for()

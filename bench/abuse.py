@@ -6,12 +6,20 @@
     python bench/abuse.py --py-spy /tmp/server.json   # and a profile of the server under attack
 
 Runs the real server (uvicorn in its own process, ``tests.support.api_server``) on a throwaway
-database on FIELDWATCH_DATABASE_URL's server. First a legitimate client imports history CSVs alone
-for ``--baseline`` seconds (the unloaded ingest rate); then, for ``--seconds``, ``--clients``
-attackers (in another process, from 127.0.0.2) send 100 MB bodies without a token (with a length
-and chunked), wrong tokens, oversized chunked JSON with a valid token, malformed JSON and
-oversized imports for a role that may not import, while the legitimate client keeps importing
-(from 127.0.0.1) and a probe polls ``/healthz``.
+database on FIELDWATCH_DATABASE_URL's server, with the settings of the environment (the refusal
+tarpit of fieldwatch/api/tarpit.py on, unless FIELDWATCH_API_REFUSAL_DELAY_MAX_S=0). A legitimate
+client imports history CSVs from 127.0.0.1 all along, while a probe polls ``/healthz``. The run
+alternates phases: ``--baseline`` seconds of importing alone, then ``--seconds``/``--rounds``
+seconds during which ``--clients`` attackers (another process, from 127.0.0.2) send 100 MB bodies
+without a token (with a length and chunked), wrong tokens, oversized chunked JSON with a valid
+token, malformed JSON and oversized imports for a role that may not import; then alone again, and
+so on: ``--rounds`` attack phases, each between two alone phases. The attackers idle between their
+phases and keep what the server remembers of them (a rate limit's debt), like one long attack.
+
+Why interleaved: on this machine the import rate alone drifts down as the table grows and swings by
+±20 % between 10 s windows (PostgreSQL's WAL-triggered checkpoints among others: ``--clients 0``
+shows it, an attack of nobody). One alone phase before one attack phase measured that noise as
+much as the attack; phases that alternate see the same drift and swings on both sides.
 
 CPUs. A real attacker does not run on the server's cores, but here the attackers, the server, the
 legitimate client and PostgreSQL share one machine, and without care part of the drop in the
@@ -24,14 +32,16 @@ run anywhere (then the attackers' CPU competes with the server's). Other process
 are not pinned: ``cpu_busy_pct`` shows how busy each CPU was, theirs included.
 
 The last stdout line is one JSON object: ``rss_growth_mb`` (the server's peak RSS during the
-attack minus its RSS before; goal < 50), ``healthz_p99_ms`` (goal < 100), ``server_errors`` (5xx
-answers and failed probes; goal 0), ``ingest_ratio`` (points/s imported under attack over
-unloaded; goal >= 0.9), with the rates and the attack's answers by status; ``pinned``,
-``server_cpus`` and ``attacker_cpus``; and where the CPU went: ``server_cpu_s``, ``attacker_cpu_s``,
-``client_cpu_s`` and ``postgres_cpu_s`` during the attack (``baseline_cpu`` and ``attack_cpu`` hold
-each phase's seconds, the bench's other threads and each CPU's busy share), and
-``server_cpu_ms_per_attack_request``: the server's CPU under attack beyond what the points it
-imported cost at the unloaded CPU per point, per attack request.
+run minus its RSS before; goal < 50), ``healthz_p99_ms`` (probes during the attack phases; goal
+< 100), ``server_errors`` (5xx answers and failed probes; goal 0), ``ingest_ratio`` (mean points/s
+imported in the attack phases over the mean of the alone phases; goal >= 0.9), with every phase's
+rate (``ingest_alone_phases_points_per_s``, ``ingest_attack_phases_points_per_s``) and the attack's
+answers by status; ``pinned``, ``server_cpus`` and ``attacker_cpus``; and where the CPU went:
+``server_cpu_s``, ``attacker_cpu_s``, ``client_cpu_s`` and ``postgres_cpu_s`` in the attack phases
+(``baseline_cpu`` and ``attack_cpu`` hold the alone and attack phases' seconds, the bench's other
+threads and each CPU's busy share), and ``server_cpu_ms_per_attack_request``: the server's CPU
+under attack beyond what the points it imported cost at the unloaded CPU per point, per attack
+request.
 """
 
 from __future__ import annotations
@@ -131,12 +141,16 @@ def _attacks(base: str, device: int, viewer: str) -> list[tuple[str, dict]]:
     ]
 
 
-async def _attacker(i: int, base: str, device: int, viewer: str, until: float, counts: Counter[str]) -> None:
+async def _attacker(i: int, base: str, device: int, viewer: str, go: Any, done: Any, counts: Counter[str]) -> None:
+    """One attacker: request after request while ``go`` is set, idle while it is not, until ``done``."""
     attacks = _attacks(base, device, viewer)
     transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
     async with httpx.AsyncClient(transport=transport, timeout=10) as client:
         n = i
-        while time.monotonic() < until:
+        while not done.is_set():
+            if not go.is_set():
+                await asyncio.sleep(0.02)
+                continue
             name, req = attacks[n % len(attacks)]
             n += 1
             req = dict(req)
@@ -150,16 +164,15 @@ async def _attacker(i: int, base: str, device: int, viewer: str, until: float, c
 
 
 def _attack_process(
-    base: str, device: int, viewer: str, clients: int, seconds: float, cpus: list[int] | None, out: mp.Queue
+    base: str, device: int, viewer: str, clients: int, go: Any, done: Any, cpus: list[int] | None, out: mp.Queue
 ) -> None:
     """The attackers' process: their answers by kind and status, and the CPU seconds the process used."""
     if cpus is not None:
         os.sched_setaffinity(0, cpus)
     counts: Counter[str] = Counter()
-    until = time.monotonic() + seconds
 
     async def attack() -> None:
-        await asyncio.gather(*(_attacker(i, base, device, viewer, until, counts) for i in range(clients)))
+        await asyncio.gather(*(_attacker(i, base, device, viewer, go, done, counts) for i in range(clients)))
 
     asyncio.run(attack())
     cpu = resource.getrusage(resource.RUSAGE_SELF)
@@ -193,15 +206,19 @@ class Legit:
         return points / (time.monotonic() - start)
 
 
-def _probe(base: str, stop: threading.Event, latencies: list[float], failures: list[int]) -> None:
+def _probe(
+    base: str, stop: threading.Event, attacking: Any, calm: list[float], loaded: list[float], failures: list[int]
+) -> None:
+    """Poll ``/healthz``: each latency goes to ``loaded`` while ``attacking`` is set, else to ``calm``."""
     with httpx.Client(timeout=5) as client:
         while not stop.is_set():
+            under_attack = attacking.is_set()
             t0 = time.perf_counter()
             try:
                 ok = client.get(f"{base}/healthz").status_code == 200
             except httpx.HTTPError:
                 ok = False
-            latencies.append((time.perf_counter() - t0) * 1000)
+            (loaded if under_attack else calm).append((time.perf_counter() - t0) * 1000)
             failures[0] += not ok
             stop.wait(0.05)  # the probe's period
 
@@ -326,10 +343,29 @@ def _cpus(pin: bool) -> tuple[list[int] | None, list[int] | None]:
     return cpus[:-1], cpus[-1:]
 
 
+def _total(phases: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several :meth:`Phase.stop` results as one: seconds summed, each CPU's busy share weighted by time."""
+    seconds = sum(p["seconds"] for p in phases)
+    total: dict[str, Any] = {"seconds": round(seconds, 1)}
+    for key in ("server_cpu_s", "client_cpu_s", "bench_other_cpu_s", "postgres_cpu_s"):
+        total[key] = round(sum(p[key] for p in phases), 2)
+    cpus = len(phases[0]["cpu_busy_pct"])
+    total["cpu_busy_pct"] = [
+        round(sum(p["cpu_busy_pct"][c] * p["seconds"] for p in phases) / seconds) if seconds else 0 for c in range(cpus)
+    ]
+    return total
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 1) if ordered else 0.0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=30.0, help="length of the attack (default 30)")
-    ap.add_argument("--baseline", type=float, default=10.0, help="seconds of unloaded importing first (default 10)")
+    ap.add_argument("--seconds", type=float, default=30.0, help="attack in all, over the rounds (default 30)")
+    ap.add_argument("--rounds", type=int, default=3, help="attack phases, each between two alone phases (default 3)")
+    ap.add_argument("--baseline", type=float, default=10.0, help="seconds of each alone phase (default 10)")
     ap.add_argument("--clients", type=int, default=20, help="concurrent attackers (default 20)")
     ap.add_argument(
         "--no-pin",
@@ -339,6 +375,9 @@ def main() -> None:
     )
     ap.add_argument("--py-spy", metavar="FILE", help="record the server under attack with py-spy (speedscope JSON)")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    slice_s = args.seconds / args.rounds
 
     server_cpus, attacker_cpus = _cpus(args.pin)
     if server_cpus is not None:
@@ -358,46 +397,52 @@ def main() -> None:
             api_expensive_burst=1_000_000,
         ) as server:
             legit = Legit(server.base, device, admin)
+            spawn = mp.get_context("spawn")
+            go, done = spawn.Event(), spawn.Event()
+            results: mp.Queue = spawn.Queue()
+            attackers = spawn.Process(
+                target=_attack_process,
+                args=(server.base, device, viewer, args.clients, go, done, attacker_cpus, results),
+            )
+            attackers.start()  # idle until the first attack phase
             legit.run(2.0)  # warm up: connections, caches, the first partitions
-            calm, calm_latencies = threading.Event(), list[float]()
-            calm_probe = threading.Thread(target=_probe, args=(server.base, calm, calm_latencies, [0]), daemon=True)
-            calm_probe.start()
-            phase = Phase(server.pid, backends)
-            phase.start()
-            unloaded = legit.run(args.baseline)
-            baseline_cpu = phase.stop()
-            calm.set()
-            calm_probe.join()
             server_proc = psutil.Process(server.pid)
             before = server_proc.memory_info().rss
 
             stop = threading.Event()
-            peak, latencies, failures = [before], list[float](), [0]
+            peak, calm_latencies, latencies, failures = [before], list[float](), list[float](), [0]
             threads = [
                 threading.Thread(target=_sample_rss, args=(server.pid, stop, peak), daemon=True),
-                threading.Thread(target=_probe, args=(server.base, stop, latencies, failures), daemon=True),
+                threading.Thread(
+                    target=_probe, args=(server.base, stop, go, calm_latencies, latencies, failures), daemon=True
+                ),
             ]
-            spawn = mp.get_context("spawn")
-            results: mp.Queue = spawn.Queue()
-            attackers = spawn.Process(
-                target=_attack_process,
-                args=(server.base, device, viewer, args.clients, args.seconds, attacker_cpus, results),
-            )
             for t in threads:
                 t.start()
-            attackers.start()
             spy = None
-            if args.py_spy:
-                py_spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
-                record = ["record", "--pid", str(server.pid), "--duration", str(int(args.seconds)), "--threads"]
-                spy = subprocess.Popen(
-                    [py_spy, *record, "--format", "speedscope", "--output", args.py_spy, "--nonblocking"],
-                    stdout=subprocess.DEVNULL,
-                )
-            phase.start()
-            loaded = legit.run(args.seconds)
-            counts, attacker_cpu = results.get(timeout=args.seconds + 60)
-            attack_cpu = phase.stop()
+            phase = Phase(server.pid, backends)
+            alone_rates, attack_rates = list[float](), list[float]()
+            alone_cpu, attack_cpu = list[dict[str, Any]](), list[dict[str, Any]]()
+            for round_ in range(args.rounds + 1):
+                phase.start()
+                alone_rates.append(legit.run(args.baseline))
+                alone_cpu.append(phase.stop())
+                if round_ == args.rounds:
+                    break
+                if args.py_spy and spy is None:
+                    py_spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
+                    record = ["record", "--pid", str(server.pid), "--duration", str(int(slice_s)), "--threads"]
+                    spy = subprocess.Popen(
+                        [py_spy, *record, "--format", "speedscope", "--output", args.py_spy, "--nonblocking"],
+                        stdout=subprocess.DEVNULL,
+                    )
+                go.set()
+                phase.start()
+                attack_rates.append(legit.run(slice_s))
+                attack_cpu.append(phase.stop())
+                go.clear()
+            done.set()
+            counts, attacker_cpu = results.get(timeout=60)
             attackers.join()
             stop.set()
             for t in threads:
@@ -407,37 +452,39 @@ def main() -> None:
         server_errors = (
             legit.errors + failures[0] + sum(v for k, v in counts.items() if k.split(":")[1].startswith("5"))
         )
-        latencies.sort()
-        calm_latencies.sort()
+        unloaded = statistics.fmean(alone_rates)
+        loaded = statistics.fmean(attack_rates)
+        baseline, attacked = _total(alone_cpu), _total(attack_cpu)
         attack_requests = sum(counts.values())
         # The server's CPU beyond what the points imported under attack cost at the unloaded rate of CPU per point.
-        per_point = baseline_cpu["server_cpu_s"] / (unloaded * baseline_cpu["seconds"]) if unloaded else 0.0
-        attack_share = attack_cpu["server_cpu_s"] - per_point * loaded * attack_cpu["seconds"]
+        per_point = baseline["server_cpu_s"] / (unloaded * baseline["seconds"]) if unloaded else 0.0
+        attack_share = attacked["server_cpu_s"] - per_point * loaded * attacked["seconds"]
         result = {
             "seconds": args.seconds,
+            "rounds": args.rounds,
             "clients": args.clients,
             "pinned": server_cpus is not None,
             "server_cpus": server_cpus,
             "attacker_cpus": attacker_cpus,
             "rss_growth_mb": round((peak[0] - before) / MB, 1),
-            "healthz_p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1),
-            "healthz_median_ms": round(statistics.median(latencies), 1),
-            "healthz_p99_unloaded_ms": round(
-                calm_latencies[min(len(calm_latencies) - 1, int(len(calm_latencies) * 0.99))], 1
-            ),
-            "server_cpu_s": attack_cpu["server_cpu_s"],
+            "healthz_p99_ms": _p99(latencies),
+            "healthz_median_ms": round(statistics.median(latencies), 1) if latencies else 0.0,
+            "healthz_p99_unloaded_ms": _p99(calm_latencies),
+            "server_cpu_s": attacked["server_cpu_s"],
             "attacker_cpu_s": round(attacker_cpu, 2),
-            "client_cpu_s": attack_cpu["client_cpu_s"],
-            "postgres_cpu_s": attack_cpu["postgres_cpu_s"],
+            "client_cpu_s": attacked["client_cpu_s"],
+            "postgres_cpu_s": attacked["postgres_cpu_s"],
             "server_cpu_ms_per_attack_request": round(1000 * attack_share / attack_requests, 3)
             if attack_requests
             else None,
-            "baseline_cpu": baseline_cpu,
-            "attack_cpu": attack_cpu,
+            "baseline_cpu": baseline,
+            "attack_cpu": attacked,
             "load_average_1m": round(os.getloadavg()[0], 1),
             "server_errors": server_errors,
             "ingest_unloaded_points_per_s": round(unloaded),
             "ingest_attack_points_per_s": round(loaded),
+            "ingest_alone_phases_points_per_s": [round(r) for r in alone_rates],
+            "ingest_attack_phases_points_per_s": [round(r) for r in attack_rates],
             "ingest_ratio": round(loaded / unloaded, 3) if unloaded else None,
             "attack_requests": attack_requests,
             "attack_answers": dict(sorted(counts.items())),

@@ -127,6 +127,13 @@ class Settings(BaseSettings):
     #: Expensive requests (history imports, backtests, CSV exports) per token: a burst, refilled per minute.
     api_expensive_burst: int = Field(10, ge=1)
     api_expensive_per_min: float = Field(30.0, gt=0)
+    #: Refusals (400, 401, 403, 413, 429) per client address before they are held (a burst, refilled
+    #: per minute); past it each is held up to ``api_refusal_delay_max_s`` (0: never), at most
+    #: ``api_refusal_delay_slots`` at once (fieldwatch/api/tarpit.py).
+    api_refusals_burst: int = Field(30, ge=1)
+    api_refusals_per_min: float = Field(60.0, gt=0)
+    api_refusal_delay_max_s: float = Field(2.0, ge=0, le=30)
+    api_refusal_delay_slots: int = Field(64, ge=0, le=10_000)
     #: ``/metrics`` without a token (for a Prometheus on a private network); default: a token with ``metrics.read``.
     api_metrics_public: bool = False
     #: ``/docs``, ``/redoc`` and ``/openapi.json``: ``token`` (any valid token, the default), ``public`` or ``off``.

@@ -18,6 +18,10 @@ from tests.support import db, mqtt, names, secrets
 # The web console (NiceGUI) mounts once per process; servers started inside the test process run
 # without it. Its tests start `fieldwatch serve` as a process of its own (tests/test_console_browser.py).
 os.environ.setdefault("FIELDWATCH_CONSOLE_ENABLED", "false")
+# The refusal tarpit (fieldwatch/api/tarpit.py) would hold the thousands of 401s and 403s the policy,
+# limit and fuzz tests ask for on purpose, from one address, for seconds each: off for the suite
+# (servers started as processes inherit it), on with its defaults in tests/test_api_tarpit.py.
+os.environ.setdefault("FIELDWATCH_API_REFUSAL_DELAY_MAX_S", "0")
 
 
 @pytest.fixture(scope="session")

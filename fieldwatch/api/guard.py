@@ -20,7 +20,9 @@ Two pure-ASGI middlewares (no body buffering, so they work on streams):
     6. every refusal sent before the body was read to its end — the guard's own, and the app's
        (a 403 from the policy, a 413 from the limit) — says ``Connection: close``: keeping the
        connection would mean reading the rest of the body first (uvicorn drains it whole), so the
-       server closes it instead and an unread 100 MB upload costs it what one request costs.
+       server closes it instead and an unread 100 MB upload costs it what one request costs;
+    7. an address that keeps being refused has its refusals held before they are sent
+       (:mod:`fieldwatch.api.tarpit`): a flood of bad requests is slowed to a few a second.
 
 :class:`SecurityHeaders`
     every response gets the security headers (``X-Content-Type-Options``, ``X-Frame-Options``,
@@ -52,6 +54,7 @@ from fwcore.settings import Settings
 from .deps import PRINCIPAL_KEY, TOKEN_KEY
 from .early_policy import EarlyPolicy
 from .routes._prefix import API_PREFIX
+from .tarpit import Tarpit
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("fieldwatch.access")
@@ -169,6 +172,7 @@ class RequestGuard:
         self.requests = RateLimiter(settings.api_requests_per_s, settings.api_requests_burst)
         self.expensive = RateLimiter(settings.api_expensive_per_min / 60, settings.api_expensive_burst)
         self.early = EarlyPolicy()
+        self.tarpit = Tarpit.from_settings(settings)
         self.open_paths = set(PROBES)
         if settings.api_metrics_public:
             self.open_paths |= METRICS
@@ -181,6 +185,8 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # An address past its refusal budget has its refusals held (fieldwatch.api.tarpit).
+        send = self.tarpit.wrap(send, client_address(scope))
         path: str = scope["path"]
         route = classify(scope["method"], path, self.settings)
         if (

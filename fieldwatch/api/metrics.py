@@ -26,6 +26,11 @@ LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+REFUSALS_HELD = Counter(
+    "fieldwatch_api_refusals_held",
+    "Refusals the API held before sending them: the client address was past its refusal budget "
+    "(fieldwatch.api.tarpit).",
+)
 UNMATCHED = "<unmatched>"
 
 

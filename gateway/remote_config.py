@@ -108,6 +108,23 @@ def diff_devices(old: GatewayConfig, new: GatewayConfig) -> DeviceDiff:
     return DeviceDiff(added, removed, tuple(changed), tuple(unchanged))
 
 
+def _load_document(payload: bytes, what: str) -> tuple[dict[str, Any], Any]:
+    """A config document's mapping and its ``config_version``, the checks the gateway and the server
+    share; ``what`` names the document in the :class:`RemoteConfigRejected` message."""
+    try:
+        data = yaml.safe_load(payload.decode("utf-8"))  # YAML 1.1 reads JSON documents too
+    except UnicodeDecodeError as exc:
+        raise RemoteConfigRejected(f"{what} is not UTF-8: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise RemoteConfigRejected(f"{what} is neither JSON nor YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise RemoteConfigRejected(f"{what} must be a mapping (the gateway config document)")
+    version = data.get("config_version")
+    if version is None or version == "":
+        raise RemoteConfigRejected(f"{what} has no config_version; give each config a new revision id")
+    return data, version
+
+
 def parse_remote(payload: bytes, current: GatewayConfig, *, base_dir: Path | None) -> tuple[GatewayConfig, Any]:
     """Validate a published config against the running one; return it and its parsed document.
 
@@ -115,17 +132,7 @@ def parse_remote(payload: bytes, current: GatewayConfig, *, base_dir: Path | Non
     no ``config_version``, invalid (``devices[pump-1].tags[flow].data_type: …``), for another
     gateway, or changing a field that needs a restart.
     """
-    try:
-        data = yaml.safe_load(payload.decode("utf-8"))  # YAML 1.1 reads JSON documents too
-    except UnicodeDecodeError as exc:
-        raise RemoteConfigRejected(f"payload is not UTF-8: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise RemoteConfigRejected(f"payload is neither JSON nor YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise RemoteConfigRejected("payload must be a mapping (the gateway config document)")
-    version = data.get("config_version")
-    if version is None or version == "":
-        raise RemoteConfigRejected("payload has no config_version; give each published config a revision id")
+    data, version = _load_document(payload, "payload")
     try:
         new = parse_config(data, base_dir=base_dir, source=f"remote config {version}")
     except ConfigError as exc:
@@ -176,15 +183,7 @@ def check_push(document: str, *, site: str, gateway: str, previous: str | None) 
                 "it has handled: give this config a new config_version"
             )
         return new
-    try:
-        data = yaml.safe_load(document)
-    except yaml.YAMLError as exc:
-        raise RemoteConfigRejected(f"the config is neither JSON nor YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise RemoteConfigRejected("the config must be a mapping (the gateway config document)")
-    version = data.get("config_version")
-    if version is None or version == "":
-        raise RemoteConfigRejected("the config has no config_version; give each pushed config a revision id")
+    data, version = _load_document(payload, "the config")
     if (data.get("site"), data.get("gateway")) != (site, gateway):
         raise RemoteConfigRejected(
             f"the config is for {data.get('site')}/{data.get('gateway')}, not this gateway {site}/{gateway}: "

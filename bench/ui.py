@@ -45,7 +45,7 @@ from typing import Any
 import psutil
 import psycopg
 
-from fieldwatch.seed import PUMP_MODEL, Fleet, SiteSpec, seed
+from fieldwatch.seed import Fleet, SiteSpec, seed
 from fwcore.db import create_database, drop_database
 from fwcore.events import AlarmOpenedEvent, publish
 from fwcore.settings import load_settings
@@ -53,20 +53,12 @@ from fwcore.users import SESSION_COOKIE, create_user, sign_in
 from ingest.rollups import flag_hours, refresh_written
 from ingest.schema import migrate
 from tests.support.api_server import api_process
+from tests.support.hot_bearing import CONSOLE_RULE
 
 MB = 1024 * 1024
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PASSWORD = "bench console password"
-RULE = dict(
-    name="Bearing overheating",
-    tag="bearing_temp",
-    operator=">",
-    threshold=80.0,
-    duration_s=0.0,
-    severity="critical",
-    problem_code="bearing_overheat",
-    equipment_model=PUMP_MODEL,
-)
+RULE = CONSOLE_RULE  # the browser tests' rule (tests/support/hot_bearing.py)
 WEEK_S = 7 * 86400
 #: Records, per alarm row, the wall-clock time of the first frame after it entered the DOM.
 OBSERVE_JS = """() => {

@@ -17,12 +17,13 @@ import psycopg
 import pytest
 from playwright.sync_api import expect
 
-from fieldwatch.seed import PUMP_MODEL, Fleet, SiteSpec, seed
+from fieldwatch.seed import Fleet, SiteSpec, seed
 from fwcore.contract import Batch, Point, topic
 from fwcore.policy import ROLES
 from fwcore.users import create_user, disable_user
 from rules.alarms import acknowledge
 from tests.support.db import fresh_database
+from tests.support.hot_bearing import CONSOLE_RULE
 from tests.support.mqtt import forget_session, publisher
 from tests.support.names import new_uid
 from tests.support.ports import free_port
@@ -39,14 +40,7 @@ pytestmark = [
 ]
 
 RULE = dict(
-    name="Bearing overheating",
-    tag="bearing_temp",
-    operator=">",
-    threshold=80.0,
-    duration_s=0.0,
-    severity="critical",
-    problem_code="bearing_overheat",
-    equipment_model=PUMP_MODEL,
+    CONSOLE_RULE,
     required_skill="pump_mechanical",  # nobody has it: tickets stay unassigned, no technician owns one
 )
 

@@ -13,8 +13,8 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from fieldwatch.console.charts import chart_option, episode_areas
-from fieldwatch.console.device_page import zoom_window
+from fieldwatch.console.charts import chart_option, episode_areas, with_view
+from fieldwatch.console.device_page import zoom_view, zoom_window
 from ingest.device_view import RAW_LIMIT, ChartData, Resolution, chart_data, choose_resolution
 from ingest.queries import Point
 from ingest.rollups import flag_hours, refresh_written
@@ -129,6 +129,35 @@ def test_a_deep_zoom_names_the_window_to_read_again(
 ) -> None:
     """Zoomed in to under half of a chart's range, the zoom's percentages become the time window to read again."""
     assert zoom_window(T0, T0 + 7 * D, args) == window
+
+
+def _ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+@pytest.mark.parametrize(
+    ("args", "view"),
+    [
+        ({"start": 30, "end": 100}, (_ms(T0 + 2.1 * D), None)),  # up to the range's end: keeps following "now"
+        ({"start": 0, "end": 70}, (None, _ms(T0 + 4.9 * D))),
+        ({"batch": [{"start": 10, "end": 90}]}, (_ms(T0 + 0.7 * D), _ms(T0 + 6.3 * D))),
+        ({"start": 0, "end": 100}, None),  # the whole range: nothing to keep
+        ({"start": "x"}, None),
+    ],
+)
+def test_a_shallow_zoom_is_kept_as_times(args: dict[str, Any], view: tuple[int | None, int | None] | None) -> None:
+    """A zoom or pan that does not read the data again is remembered as times, so a live redraw (a new alarm
+    episode) draws the chart where the user left it; an open end follows new data."""
+    assert zoom_view(T0, T0 + 7 * D, args) == view
+
+
+def test_a_kept_view_replaces_the_percentages_of_both_zoom_controls() -> None:
+    option = chart_option(ChartData(7, "flow", "", T0, T0 + H, Resolution(None), points=[Point(T0, 1.0, 0)]), [])
+    kept = with_view(option, 1_000, None)
+    assert [(z["startValue"], "start" in z, z["end"]) for z in kept["dataZoom"]] == [(1_000, False, 100)] * 2
+    assert option["dataZoom"][0]["start"] == 0  # the option it came from is unchanged
+    both = with_view(option, 1_000, 2_000)["dataZoom"][1]
+    assert (both["startValue"], both["endValue"], "end" in both) == (1_000, 2_000, False)
 
 
 def test_a_short_range_denser_than_the_raw_limit_falls_back_to_buckets(db_url: str) -> None:
@@ -259,6 +288,48 @@ def test_the_device_page_shows_latest_values_and_shades_a_live_alarm_episode(con
     assert option["series"][0]["areas"] == 1 and option["series"][0]["n"] >= 1
     assert set(option["zoom"]) == {"inside", "slider"}
     _shot(page, "device-alarm-episode")
+
+
+@browser_test
+def test_a_live_redraw_keeps_where_the_user_zoomed(console: Console, new_page: Any) -> None:
+    """Zoomed to the last 60 % of the hour (not deep enough to read finer data), the chart stays there when
+    an alarm episode arrives and the chart is redrawn with it (it used to jump back to the whole hour)."""
+    device = _device_id(console, "P-4")
+    console.reading("P-4", "bearing_temp", 61.0)  # a reading below the threshold: a chart with a point
+    page = new_page()
+    _sign_in(page, console, "reliability_engineer", path=f"/devices/{device}?range=1h&tags=bearing_temp")
+    chart = page.locator("[data-tag=bearing_temp]")
+    chart.wait_for()
+    page.wait_for_function("() => document.body.dataset.fwChartDrawn")
+    assert _shown(page, "bearing_temp") == [0, 1]  # the whole hour at first
+    episodes_before = int(chart.get_attribute("data-episodes") or 0)
+    page.evaluate(
+        """() => { const el = document.querySelector('[data-tag=bearing_temp]');
+                   getElement(el.id.replace(/^c/, '')).chart
+                     .dispatchAction({type: 'dataZoom', start: 40, end: 100}); }"""
+    )
+    page.wait_for_timeout(1_500)  # the zoom event reaches the server (throttled to one per 0.6 s)
+    console.hot_reading("P-4")
+    page.locator(f"[data-tag=bearing_temp][data-episodes='{episodes_before + 1}']").wait_for()
+    page.wait_for_function(
+        f"() => {{ const [s, e] = ({_SHOWN_JS})('bearing_temp'); return s > 0.35 && s < 0.45 && e > 0.99; }}",
+        timeout=5_000,
+    )
+    assert chart.get_attribute("data-resolution") == "raw"  # the same data, not a narrowed read
+
+
+#: Where the shown part of a chart's time axis starts and ends, as shares of its range: what the user sees.
+_SHOWN_JS = """(tag) => {
+    const el = document.querySelector(`[data-tag="${tag}"]`);
+    const chart = getElement(el.id.replace(/^c/, '')).chart;
+    const x = chart.getOption().xAxis[0];
+    const [a, b] = chart.getModel().getComponent('xAxis', 0).axis.scale.getExtent();
+    return [(a - x.min) / (x.max - x.min), (b - x.min) / (x.max - x.min)];
+}"""
+
+
+def _shown(page: Any, tag: str) -> list[float]:
+    return list(page.evaluate(f"({_SHOWN_JS})({tag!r})"))
 
 
 @browser_test

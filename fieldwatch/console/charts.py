@@ -145,3 +145,19 @@ def chart_option(data: ChartData, found: Sequence[Episode], threshold: float | N
         ],
         "series": series,
     }
+
+
+def with_view(option: dict[str, Any], start_ms: int | None, end_ms: int | None) -> dict[str, Any]:
+    """``option`` showing ``[start_ms, end_ms]`` of its axis (``None``: that end of the range, so a view up
+    to "now" keeps following new data): a redraw keeps where the user had zoomed and panned (pure)."""
+    zooms = []
+    for zoom in option.get("dataZoom", []):
+        zoom = dict(zoom)
+        if start_ms is not None:
+            zoom.pop("start", None)
+            zoom["startValue"] = start_ms
+        if end_ms is not None:
+            zoom.pop("end", None)
+            zoom["endValue"] = end_ms
+        zooms.append(zoom)
+    return {**option, "dataZoom": zooms}

@@ -39,7 +39,7 @@ from rules.alarms import Alarm
 from rules.device_alarms import Episode, device_open_alarms, episodes, is_score_tag, rule_tags, score_thresholds
 from ticketing.tickets import OPEN_STATUSES, TicketSummary, list_ticket_summaries
 
-from .charts import chart_option
+from .charts import chart_option, with_view
 from .live import ALARM_KINDS, TICKET_KINDS
 from .pages import (
     SEVERITY_COLORS,
@@ -213,19 +213,39 @@ def _load_charts(
     return [(c, thresholds.get(c.tag, 1.0 if is_score_tag(c.tag) else None)) for c in charts], found
 
 
-def zoom_window(start: datetime, end: datetime, args: dict[str, Any]) -> tuple[datetime, datetime] | None:
-    """The time window an ECharts ``datazoom`` event shows (percentages of ``[start, end)``), or None when it
-    still shows more than :data:`REFINE_BELOW` of the range — the loaded data is fine enough for that (pure)."""
+def zoom_span(args: dict[str, Any]) -> tuple[float, float] | None:
+    """The percentages of its range an ECharts ``datazoom`` event shows, or None for a malformed one (pure)."""
     zoom = (args.get("batch") or [args])[0]
     try:
         lo, hi = float(zoom.get("start", 0.0)), float(zoom.get("end", 100.0))
     except (TypeError, ValueError, AttributeError):
         return None
     lo, hi = max(0.0, min(lo, 100.0)), max(0.0, min(hi, 100.0))
-    if hi - lo > REFINE_BELOW * 100 or hi <= lo:
+    return None if hi <= lo else (lo, hi)
+
+
+def zoom_window(start: datetime, end: datetime, args: dict[str, Any]) -> tuple[datetime, datetime] | None:
+    """The time window an ECharts ``datazoom`` event shows (percentages of ``[start, end)``), or None when it
+    still shows more than :data:`REFINE_BELOW` of the range — the loaded data is fine enough for that (pure)."""
+    span = zoom_span(args)
+    if span is None or span[1] - span[0] > REFINE_BELOW * 100:
         return None
-    span = end - start
-    return start + span * (lo / 100), start + span * (hi / 100)
+    lo, hi = span
+    return start + (end - start) * (lo / 100), start + (end - start) * (hi / 100)
+
+
+def zoom_view(start: datetime, end: datetime, args: dict[str, Any]) -> tuple[int | None, int | None] | None:
+    """Where a shallow zoom or pan left a chart, as epoch milliseconds for :func:`.charts.with_view`: an end at
+    the range's edge is None (a view up to "now" keeps following the data); None when it shows the whole
+    range or the event is malformed (pure)."""
+    span = zoom_span(args)
+    if span is None:
+        return None
+    lo, hi = span
+    total_ms = (end - start).total_seconds() * 1000
+    first = None if lo <= 0.05 else round(start.timestamp() * 1000 + total_ms * lo / 100)
+    last = None if hi >= 99.95 else round(start.timestamp() * 1000 + total_ms * hi / 100)
+    return None if first is None and last is None else (first, last)
 
 
 def default_tags(latest: list[LatestValue], alarms: list[Alarm], alarm_tags: dict[int, str]) -> list[str]:
@@ -269,6 +289,13 @@ async def device_page(request: Request, device_id: int, range: str = DEFAULT_RAN
     drawn: dict[str, ui.echart] = {}
 
     zoomed: dict[str, tuple[datetime, datetime]] = {}  # tag → the window a zoom narrowed its chart to
+    # tag → where a shallow zoom or pan left its chart (ms; None: that end of the range), kept across redraws
+    views: dict[str, tuple[int | None, int | None]] = {}
+
+    def option_of(cd: ChartData, threshold: float | None) -> dict[str, Any]:
+        option = chart_option(cd, data.episodes, threshold)
+        view = views.get(cd.tag)
+        return option if view is None else with_view(option, *view)
 
     async def load_charts() -> None:
         end = datetime.now(UTC)
@@ -400,7 +427,7 @@ async def device_page(request: Request, device_id: int, range: str = DEFAULT_RAN
                                 ui.button(
                                     f"Whole {chosen['range']}", icon="zoom_out", on_click=lambda t=cd.tag: unzoom(t)
                                 ).props(f"flat dense no-caps size=sm data-testid=unzoom-{_testid(cd.tag)}")
-                        chart = ui.echart(chart_option(cd, data.episodes, threshold)).classes("w-full h-[280px]")
+                        chart = ui.echart(option_of(cd, threshold)).classes("w-full h-[280px]")
                         _mark_chart(chart, cd, data.episodes)
                         chart.on("chart:finished", js_handler=_FINISHED_JS)
                         chart.on(
@@ -416,15 +443,24 @@ async def device_page(request: Request, device_id: int, range: str = DEFAULT_RAN
 
     async def refine(tag: str, args: Any) -> None:
         current = next((cd for cd, _ in data.charts if cd.tag == tag), None)
-        window = zoom_window(current.start, current.end, args) if current and isinstance(args, dict) else None
-        if window is None:
+        if current is None or not isinstance(args, dict):
             return
+        window = zoom_window(current.start, current.end, args)
+        if window is None:  # the loaded data is fine enough: remember the view for the next redraw
+            view = zoom_view(current.start, current.end, args)
+            if view is None:
+                views.pop(tag, None)
+            else:
+                views[tag] = view
+            return
+        views.pop(tag, None)  # the narrowed window is drawn whole
         zoomed[tag] = window
         await load_charts()
         chart_area.refresh()
 
     async def unzoom(tag: str) -> None:
         zoomed.pop(tag, None)
+        views.pop(tag, None)
         await load_charts()
         chart_area.refresh()
 
@@ -436,6 +472,7 @@ async def device_page(request: Request, device_id: int, range: str = DEFAULT_RAN
     async def pick_range(value: str | None) -> None:
         chosen["range"] = value if value in RANGES else DEFAULT_RANGE
         zoomed.clear()
+        views.clear()
         await load_charts()
         chart_area.refresh()
 
@@ -447,7 +484,7 @@ async def device_page(request: Request, device_id: int, range: str = DEFAULT_RAN
         for cd, threshold in data.charts:
             chart = drawn[cd.tag]
             chart.options.clear()
-            chart.options.update(chart_option(cd, data.episodes, threshold))
+            chart.options.update(option_of(cd, threshold))
             _mark_chart(chart, cd, data.episodes)
             chart.update()
 

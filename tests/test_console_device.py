@@ -14,7 +14,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from fieldwatch.console.charts import chart_option, episode_areas, with_view
-from fieldwatch.console.device_page import zoom_view, zoom_window
+from fieldwatch.console.device_page import MAX_WINDOW, WindowError, custom_window, zoom_view, zoom_window
 from ingest.device_view import RAW_LIMIT, ChartData, Resolution, chart_data, choose_resolution
 from ingest.queries import Point
 from ingest.rollups import flag_hours, refresh_written
@@ -149,6 +149,35 @@ def test_a_shallow_zoom_is_kept_as_times(args: dict[str, Any], view: tuple[int |
     """A zoom or pan that does not read the data again is remembered as times, so a live redraw (a new alarm
     episode) draws the chart where the user left it; an open end follows new data."""
     assert zoom_view(T0, T0 + 7 * D, args) == view
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "window"),
+    [
+        ("2026-01-05T10:00", "2026-01-05T14:00", (T0 - 2 * H, T0 + 2 * H)),  # no offset: UTC, as the console shows
+        ("2026-01-05 10:00", "2026-01-06", (T0 - 2 * H, T0 + 12 * H)),  # a space, a bare date
+        ("2026-01-05T11:00+01:00", "2026-01-05T12:00Z", (T0 - 2 * H, T0)),  # offsets are honoured
+    ],
+)
+def test_a_window_by_dates(start: str, end: str, window: tuple[datetime, datetime]) -> None:
+    assert custom_window(start, end, T0 + 30 * D) == window
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "says"),
+    [
+        ("yesterday", "2026-01-05", "not a date and time: write it as"),
+        ("2026-01-05T12:00", "2026-01-05T12:00", "To must be after From"),
+        ("2026-01-06", "2026-01-05", "To must be after From"),
+        ("2024-01-01", "2026-01-05", f"at most {MAX_WINDOW.days} days"),
+        ("1926-01-01", "1926-01-02", "before 2000"),
+        ("2026-03-01", "2026-03-02", "more than a day ahead"),
+        ("", "", "not a date and time"),
+    ],
+)
+def test_a_window_that_cannot_be_drawn_says_what_to_change(start: str, end: str, says: str) -> None:
+    with pytest.raises(WindowError, match=says):
+        custom_window(start, end, T0 + 30 * D)
 
 
 def test_a_kept_view_replaces_the_percentages_of_both_zoom_controls() -> None:
@@ -330,6 +359,58 @@ _SHOWN_JS = """(tag) => {
 
 def _shown(page: Any, tag: str) -> list[float]:
     return list(page.evaluate(f"({_SHOWN_JS})({tag!r})"))
+
+
+@browser_test
+def test_a_chart_shows_a_window_chosen_by_dates_and_its_link_shows_it_again(console: Console, new_page: Any) -> None:
+    """An incident two days ago: the engineer types its window in the Dates fields (UTC), the charts show
+    exactly that window, the address names it, and the address opened again shows the same; a window that
+    cannot be drawn says why and leaves the charts as they were."""
+    device = _device_id(console, "P-1")
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    first, last = now - 2 * D - 3 * H, now - 2 * D
+    page = new_page()
+    _sign_in(page, console, "reliability_engineer", path=f"/devices/{device}?range=1h&tags=flow")
+    page.locator("[data-tag=flow]").wait_for()
+    page.wait_for_function("() => document.body.dataset.fwChartDrawn")
+    assert not page.get_by_test_id("chart-dates").is_visible()
+    page.get_by_test_id("chart-dates-toggle").click()
+    page.get_by_test_id("chart-from").fill(f"{last:%Y-%m-%dT%H:%M}")
+    page.get_by_test_id("chart-to").fill(f"{first:%Y-%m-%dT%H:%M}")
+    page.get_by_test_id("chart-dates-apply").click()
+    page.get_by_test_id("chart-dates-error").get_by_text("To must be after From").wait_for()
+    assert _axis(page, "flow")[1] - _axis(page, "flow")[0] == 3_600_000  # still the hour
+    page.get_by_test_id("chart-from").fill(f"{first:%Y-%m-%dT%H:%M}")
+    page.get_by_test_id("chart-to").fill(f"{last:%Y-%m-%dT%H:%M}")
+    page.get_by_test_id("chart-dates-apply").click()
+    window = [int(first.timestamp() * 1000), int(last.timestamp() * 1000)]
+    page.wait_for_function(f"() => JSON.stringify(({_AXIS_JS})('flow')) === '{window}'.replace(/ /g, '')")
+    assert page.get_by_test_id("chart-dates-error").inner_text() == ""
+    page.wait_for_url(f"**start={first:%Y-%m-%dT%H:%M}**")
+    assert "end=" in page.url and "tags=flow" in page.url
+    _shot(page, "device-dates")
+    again = new_page()
+    _sign_in(again, console, "reliability_engineer", path=page.url.removeprefix(console.url))
+    again.locator("[data-tag=flow]").wait_for()
+    again.wait_for_function("() => document.body.dataset.fwChartDrawn")
+    assert _axis(again, "flow") == window
+    assert again.get_by_test_id("chart-dates").is_visible()
+    again.get_by_test_id("chart-range").get_by_text("6h", exact=True).click()  # back to a preset, up to now
+    again.wait_for_function(f"() => (({_AXIS_JS})('flow') || [0, 0])[1] > {window[1] + 86_400_000}")
+
+
+_AXIS_JS = """(tag) => {
+    const el = document.querySelector(`[data-tag="${tag}"]`);
+    const chart = el && getElement(el.id.replace(/^c/, ''))?.chart;  // none while the charts are redrawn
+    if (!chart) return null;
+    const x = chart.getOption().xAxis[0];
+    return [x.min, x.max];
+}"""
+
+
+def _axis(page: Any, tag: str) -> list[int]:
+    """The time range a chart's x axis spans (epoch ms)."""
+    return [int(v) for v in page.evaluate(f"({_AXIS_JS})({tag!r})")]
 
 
 @browser_test

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 from fastapi import Request
@@ -68,6 +69,10 @@ RANGES: dict[str, timedelta] = {
     "30d": timedelta(days=30),
 }
 DEFAULT_RANGE = "24h"
+#: The longest window a chart may be asked for by dates (one bounded query per chart: hourly buckets).
+MAX_WINDOW = timedelta(days=366)
+#: The earliest a custom window may start (older dates are typing mistakes, not history).
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 #: The most charts one page draws at once (each is a bounded query and a canvas).
 MAX_CHARTS = 6
 #: The latest values redraw at most this often on ``telemetry_stored`` events (within a second of a write).
@@ -248,6 +253,39 @@ def zoom_view(start: datetime, end: datetime, args: dict[str, Any]) -> tuple[int
     return None if first is None and last is None else (first, last)
 
 
+class WindowError(ValueError):
+    """A custom chart window that cannot be drawn; the message says what to change."""
+
+
+def _instant(text: str, what: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.strip().replace(" ", "T", 1))
+    except ValueError:
+        raise WindowError(f"{what} {text!r} is not a date and time: write it as 2026-11-03T10:00 (UTC)") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def custom_window(start: str, end: str, now: datetime) -> tuple[datetime, datetime]:
+    """The window ``[start, end)`` a user typed (ISO dates or date-times; without an offset, UTC — the
+    console shows UTC), or :class:`WindowError` saying what to change: end after start, at most
+    :data:`MAX_WINDOW` long, not before 2000, not more than a day ahead (pure)."""
+    first, last = _instant(start, "From"), _instant(end, "To")
+    if last <= first:
+        raise WindowError("To must be after From")
+    if last - first > MAX_WINDOW:
+        raise WindowError(f"a window may be at most {MAX_WINDOW.days} days long: narrow it")
+    if first < EARLIEST:
+        raise WindowError("From is before 2000: check the year")
+    if last > now + timedelta(days=1):
+        raise WindowError("To is more than a day ahead: nothing is recorded there yet")
+    return first, last
+
+
+def _field(t: datetime) -> str:
+    """A time as a ``datetime-local`` input's value (UTC, to the minute)."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+
+
 def default_tags(latest: list[LatestValue], alarms: list[Alarm], alarm_tags: dict[int, str]) -> list[str]:
     """The tags charted when the page opens: those of open alarms and anomaly scores, else the first tag (pure)."""
     have = [v.tag for v in latest]
@@ -257,7 +295,9 @@ def default_tags(latest: list[LatestValue], alarms: list[Alarm], alarm_tags: dic
 
 
 @ui.page("/devices/{device_id}")
-async def device_page(request: Request, device_id: int, range: str = DEFAULT_RANGE, tags: str = "") -> Any:
+async def device_page(
+    request: Request, device_id: int, range: str = DEFAULT_RANGE, tags: str = "", start: str = "", end: str = ""
+) -> Any:
     session = await _signed_in(request)
     if session is None:
         return _to_signin(request)
@@ -280,7 +320,13 @@ async def device_page(request: Request, device_id: int, range: str = DEFAULT_RAN
                 )
         return None
     card = data.card
-    chosen: dict[str, Any] = {"range": range if range in RANGES else DEFAULT_RANGE}
+    chosen: dict[str, Any] = {"range": range if range in RANGES else DEFAULT_RANGE, "window": None}
+    window_problem = ""
+    if start or end:  # a window by dates (a shared link, or the Custom fields): else the preset range up to now
+        try:
+            chosen["window"] = custom_window(start, end, datetime.now(UTC))
+        except WindowError as exc:
+            window_problem = str(exc)
     if tags:
         chosen["tags"] = [t for t in tags.split(",") if t in {v.tag for v in data.latest}][:MAX_CHARTS]
     else:
@@ -298,9 +344,12 @@ async def device_page(request: Request, device_id: int, range: str = DEFAULT_RAN
         return option if view is None else with_view(option, *view)
 
     async def load_charts() -> None:
-        end = datetime.now(UTC)
-        start = end - RANGES[chosen["range"]]
-        windows = [(series_of[t], *zoomed.get(t, (start, end))) for t in chosen["tags"]]
+        if chosen["window"] is not None:
+            first, last = chosen["window"]
+        else:
+            last = datetime.now(UTC)
+            first = last - RANGES[chosen["range"]]
+        windows = [(series_of[t], *zoomed.get(t, (first, last))) for t in chosen["tags"]]
         data.charts, data.episodes = await _db(_load_charts, device_id, windows)
 
     await load_charts()
@@ -396,9 +445,34 @@ async def device_page(request: Request, device_id: int, range: str = DEFAULT_RAN
                 ).props(f"outlined dense use-chips max-values={MAX_CHARTS} data-testid=chart-tags").classes(
                     "min-w-[260px] max-w-[640px]"
                 )
-                ui.toggle(list(RANGES), value=chosen["range"], on_change=lambda e: pick_range(e.value)).props(
-                    "no-caps unelevated toggle-color=primary data-testid=chart-range"
+                range_toggle = ui.toggle(
+                    list(RANGES),
+                    value=None if chosen["window"] else chosen["range"],
+                    on_change=lambda e: pick_range(e.value),
+                ).props("no-caps unelevated toggle-color=primary data-testid=chart-range")
+                dates_button = ui.button("Dates", icon="date_range").props(
+                    "flat dense no-caps data-testid=chart-dates-toggle"
                 )
+            with ui.row().classes("w-full items-end gap-3").props("data-testid=chart-dates") as dates:
+                shown = chosen["window"] or (datetime.now(UTC) - RANGES[chosen["range"]], datetime.now(UTC))
+                from_field = (
+                    ui.input("From (UTC)", value=_field(shown[0]))
+                    .props("type=datetime-local outlined dense data-testid=chart-from")
+                    .classes("w-[220px]")
+                )
+                to_field = (
+                    ui.input("To (UTC)", value=_field(shown[1]))
+                    .props("type=datetime-local outlined dense data-testid=chart-to")
+                    .classes("w-[220px]")
+                )
+                ui.button("Show", on_click=lambda: pick_window(from_field.value, to_field.value)).props(
+                    "unelevated no-caps color=primary data-testid=chart-dates-apply"
+                )
+                problem = (
+                    ui.label(window_problem).classes("text-sm text-negative").props("data-testid=chart-dates-error")
+                )
+            dates.set_visibility(bool(chosen["window"] or window_problem))
+            dates_button.on_click(lambda: dates.set_visibility(not dates.visible))
             ui.label(
                 "Scroll on a chart or drag the slider's ends to zoom (zoomed in far, the chart reads finer data), "
                 "drag to pan; shaded spans are alarm episodes."
@@ -424,9 +498,10 @@ async def device_page(request: Request, device_id: int, range: str = DEFAULT_RAN
                                 note += f" · anomaly threshold {threshold:g}"
                             ui.label(note).classes("text-xs fw-muted").props(f"data-testid=note-{_testid(cd.tag)}")
                             if cd.tag in zoomed:
-                                ui.button(
-                                    f"Whole {chosen['range']}", icon="zoom_out", on_click=lambda t=cd.tag: unzoom(t)
-                                ).props(f"flat dense no-caps size=sm data-testid=unzoom-{_testid(cd.tag)}")
+                                whole = "window" if chosen["window"] else chosen["range"]
+                                ui.button(f"Whole {whole}", icon="zoom_out", on_click=lambda t=cd.tag: unzoom(t)).props(
+                                    f"flat dense no-caps size=sm data-testid=unzoom-{_testid(cd.tag)}"
+                                )
                         chart = ui.echart(option_of(cd, threshold)).classes("w-full h-[280px]")
                         _mark_chart(chart, cd, data.episodes)
                         chart.on("chart:finished", js_handler=_FINISHED_JS)
@@ -470,11 +545,37 @@ async def device_page(request: Request, device_id: int, range: str = DEFAULT_RAN
         chart_area.refresh()
 
     async def pick_range(value: str | None) -> None:
+        if value is None:  # the toggle cleared because a window by dates was chosen
+            return
         chosen["range"] = value if value in RANGES else DEFAULT_RANGE
+        chosen["window"] = None
         zoomed.clear()
         views.clear()
+        problem.set_text("")
+        dates.set_visibility(False)
+        _share(f"range={chosen['range']}")
         await load_charts()
         chart_area.refresh()
+
+    async def pick_window(first: str | None, last: str | None) -> None:
+        try:
+            window = custom_window(first or "", last or "", datetime.now(UTC))
+        except WindowError as exc:
+            problem.set_text(str(exc))
+            return
+        problem.set_text("")
+        chosen["window"] = window
+        zoomed.clear()
+        views.clear()
+        range_toggle.set_value(None)
+        _share(f"start={_field(window[0])}&end={_field(window[1])}")
+        await load_charts()
+        chart_area.refresh()
+
+    def _share(query: str) -> None:
+        """The address bar names what is shown, so the link can be sent to someone (no reload)."""
+        tag_list = ",".join(chosen["tags"])
+        ui.run_javascript(f"history.replaceState(null, '', '?{query}&tags={quote(tag_list)}')")
 
     async def redraw_charts() -> None:
         await load_charts()

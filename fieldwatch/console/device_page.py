@@ -261,7 +261,8 @@ def _instant(text: str, what: str) -> datetime:
     try:
         value = datetime.fromisoformat(text.strip().replace(" ", "T", 1))
     except ValueError:
-        raise WindowError(f"{what} {text!r} is not a date and time: write it as 2026-11-03T10:00 (UTC)") from None
+        shown = text if len(text) <= 40 else text[:40] + "…"
+        raise WindowError(f"{what} {shown!r} is not a date and time: write it as 2026-11-03T10:00 (UTC)") from None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
@@ -322,7 +323,7 @@ async def device_page(
     card = data.card
     chosen: dict[str, Any] = {"range": range if range in RANGES else DEFAULT_RANGE, "window": None}
     window_problem = ""
-    if start or end:  # a window by dates (a shared link, or the Custom fields): else the preset range up to now
+    if start or end:  # a window by dates (a shared link, or the Dates fields): else the preset range up to now
         try:
             chosen["window"] = custom_window(start, end, datetime.now(UTC))
         except WindowError as exc:

@@ -247,9 +247,9 @@ def zoom_view(start: datetime, end: datetime, args: dict[str, Any]) -> tuple[int
     if span is None:
         return None
     lo, hi = span
-    total_ms = (end - start).total_seconds() * 1000
-    first = None if lo <= 0.05 else round(start.timestamp() * 1000 + total_ms * lo / 100)
-    last = None if hi >= 99.95 else round(start.timestamp() * 1000 + total_ms * hi / 100)
+    start_ms, total_ms = start.timestamp() * 1000, (end - start).total_seconds() * 1000
+    first = None if lo <= 0.05 else round(start_ms + total_ms * lo / 100)
+    last = None if hi >= 99.95 else round(start_ms + total_ms * hi / 100)
     return None if first is None and last is None else (first, last)
 
 
@@ -344,13 +344,16 @@ async def device_page(
         view = views.get(cd.tag)
         return option if view is None else with_view(option, *view)
 
-    async def load_charts() -> None:
+    def shown_window() -> tuple[datetime, datetime]:
+        """The window the charts show: the one chosen by dates, else the preset range up to now."""
         if chosen["window"] is not None:
-            first, last = chosen["window"]
-        else:
-            last = datetime.now(UTC)
-            first = last - RANGES[chosen["range"]]
-        windows = [(series_of[t], *zoomed.get(t, (first, last))) for t in chosen["tags"]]
+            return chosen["window"]
+        last = datetime.now(UTC)
+        return last - RANGES[chosen["range"]], last
+
+    async def load_charts() -> None:
+        whole = shown_window()  # one "now" for every chart
+        windows = [(series_of[t], *zoomed.get(t, whole)) for t in chosen["tags"]]
         data.charts, data.episodes = await _db(_load_charts, device_id, windows)
 
     await load_charts()
@@ -455,7 +458,7 @@ async def device_page(
                     "flat dense no-caps data-testid=chart-dates-toggle"
                 )
             with ui.row().classes("w-full items-end gap-3").props("data-testid=chart-dates") as dates:
-                shown = chosen["window"] or (datetime.now(UTC) - RANGES[chosen["range"]], datetime.now(UTC))
+                shown = shown_window()
                 from_field = (
                     ui.input("From (UTC)", value=_field(shown[0]))
                     .props("type=datetime-local outlined dense data-testid=chart-from")
@@ -550,13 +553,8 @@ async def device_page(
             return
         chosen["range"] = value if value in RANGES else DEFAULT_RANGE
         chosen["window"] = None
-        zoomed.clear()
-        views.clear()
-        problem.set_text("")
         dates.set_visibility(False)
-        _share(f"range={chosen['range']}")
-        await load_charts()
-        chart_area.refresh()
+        await show_new_window(f"range={chosen['range']}")
 
     async def pick_window(first: str | None, last: str | None) -> None:
         try:
@@ -564,19 +562,20 @@ async def device_page(
         except WindowError as exc:
             problem.set_text(str(exc))
             return
-        problem.set_text("")
         chosen["window"] = window
+        range_toggle.set_value(None)
+        await show_new_window(f"start={_field(window[0])}&end={_field(window[1])}")
+
+    async def show_new_window(query: str) -> None:
+        """Draw the newly chosen window whole (no zoom kept from the old one) and name it in the address bar
+        (no reload), so the link can be sent to someone."""
+        problem.set_text("")
         zoomed.clear()
         views.clear()
-        range_toggle.set_value(None)
-        _share(f"start={_field(window[0])}&end={_field(window[1])}")
-        await load_charts()
-        chart_area.refresh()
-
-    def _share(query: str) -> None:
-        """The address bar names what is shown, so the link can be sent to someone (no reload)."""
         tag_list = ",".join(chosen["tags"])
         ui.run_javascript(f"history.replaceState(null, '', '?{query}&tags={quote(tag_list)}')")
+        await load_charts()
+        chart_area.refresh()
 
     async def redraw_charts() -> None:
         await load_charts()

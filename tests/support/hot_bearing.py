@@ -8,24 +8,19 @@ from __future__ import annotations
 
 import psycopg
 
-from fieldwatch.seed import PUMP_MODEL
+from fieldwatch.seed import DEMO_RULES
 from rules import create_rule
 from tests.support.points import T0, Point
 
 __all__ = ["CONSOLE_RULE", "T0", "alarms", "seed", "temps"]
 
-#: The rule the console's browser tests and ``bench/ui.py`` seed with a fleet (``fieldwatch.seed``): one
-#: reading over 80 °C on a pump's bearing opens a critical alarm at once.
-CONSOLE_RULE = dict(
-    name="Bearing overheating",
-    tag="bearing_temp",
-    operator=">",
-    threshold=80.0,
-    duration_s=0.0,
-    severity="critical",
-    problem_code="bearing_overheat",
-    equipment_model=PUMP_MODEL,
-)
+#: The rule the console's browser tests and ``bench/ui.py`` seed with a fleet: the demo's bearing rule
+#: (``fieldwatch.seed.DEMO_RULES``) made instant and critical — one reading over 80 °C opens the alarm at
+#: once — and asking no skill (a test that wants tickets left unassigned adds one nobody has).
+CONSOLE_RULE = {k: v for k, v in DEMO_RULES[0].items() if k != "required_skill"} | {
+    "duration_s": 0.0,
+    "severity": "critical",
+}
 
 
 def seed(url: str, *, duration_s: float = 30.0) -> tuple[int, int, int]:
